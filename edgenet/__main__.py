@@ -1,0 +1,5 @@
+import sys
+
+from edgenet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""Shared pieces of the CLI: the command table, --debug/--json options, progress output."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+
+import click
+
+# command name -> module under edgenet.cli (each module defines ``command``)
+COMMANDS = {
+    "convert": "convert",
+    "info": "info",
+    "models": "models",
+    "targets": "targets_cmd",
+    "bench": "bench",
+}
+
+
+def load_command(name: str) -> click.Command:
+    module = importlib.import_module(f"edgenet.cli.{COMMANDS[name]}")
+    return module.command
+
+
+debug_option = click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+def print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+class StderrProgress:
+    """Progress lines on stderr: ``[2/6] cleanup ... 0.41 s``. Quiet mode prints nothing."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._t0 = None
+
+    def start(self, index: int, total: int, name: str, detail: str = "") -> None:
+        self._t0 = time.perf_counter()
+        if not self.quiet:
+            extra = f" ({detail})" if detail else ""
+            click.echo(f"[{index}/{total}] {name}{extra} ...", err=True, nl=False)
+            sys.stderr.flush()
+
+    def done(self, seconds: float, note: str = "") -> None:
+        if not self.quiet:
+            extra = f"  {note}" if note else ""
+            click.echo(f" {seconds:.2f} s{extra}", err=True)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(text, err=True)

@@ -1,0 +1,67 @@
+"""Typed, frozen configuration of a conversion. Closed choices are Enums."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Precision(str, Enum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT8 = "int8"
+
+
+class IOType(str, Enum):
+    """Type of the int8 model's input and output tensors."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+
+class Activation(str, Enum):
+    RELU6 = "relu6"
+    RELU = "relu"
+
+
+class CalibMethod(str, Enum):
+    MINMAX = "minmax"          # TFLite's default: the range of everything seen
+    PERCENTILE = "percentile"  # clip activation ranges at the 99.99th percentile of |x|
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to convert: a zoo name (with its hyper-parameters) or a path to an .onnx file."""
+
+    source: str = "mobilenet_v1"
+    alpha: float = 1.0
+    resolution: int = 224
+    num_classes: int = 1000
+    in_channels: int = 3
+    activation: Activation = Activation.RELU6
+    weights: Path | None = None
+
+    @property
+    def is_onnx_file(self) -> bool:
+        return self.source.lower().endswith(".onnx")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: ModelSpec = ModelSpec()
+    target: str = "rpi"
+    precisions: tuple[Precision, ...] = (Precision.FLOAT32, Precision.INT8)
+    io_type: IOType = IOType.INT8
+    calib: str = "shapes"            # built-in dataset name or a folder of images
+    calib_samples: int = 200
+    calib_method: CalibMethod = CalibMethod.MINMAX
+    eval_samples: int = 64
+    opset: int = 17
+    seed: int = 0
+    out: Path = Path("out")
+    force: bool = False
+
+    @property
+    def int8(self) -> bool:
+        return Precision.INT8 in self.precisions
