@@ -21,7 +21,10 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        return load_command(name)
+        try:
+            return load_command(name)
+        except ImportError as exc:  # a command whose optional parts are missing still shows up
+            return click.Command(name, help=f"(unavailable: {exc})")
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,6 +15,7 @@ COMMANDS = {
     "models": "models",
     "targets": "targets_cmd",
     "bench": "bench",
+    "train": "train",
 }
 
 
