@@ -52,7 +52,7 @@ class ConvertOptions:
     model: ModelSpec = ModelSpec()
     target: str = "rpi"
     precisions: tuple[Precision, ...] = (Precision.FLOAT32, Precision.INT8)
-    io_type: IOType = IOType.INT8
+    io_type: IOType | None = None    # None: the target profile's input/output type
     calib: str = "shapes"            # built-in dataset name or a folder of images
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX

@@ -1,0 +1,301 @@
+"""The conversion pipeline: the stages of `edgenet convert`, in order.
+
+Each stage is a function from one artifact to the next (see the sibling modules); this module
+runs them, records their times and findings in the report, and writes the outputs. Files are
+staged in a hidden folder beside ``--out`` and moved in (one atomic rename per file) only after
+every stage, target checks included, has succeeded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgenet.config import ConvertOptions, Precision
+from edgenet.data.preprocess import Preprocess
+from edgenet.errors import DataError, ModelError, UsageError
+from edgenet.report import ConvertReport, Sizes, StageTime, Validation
+
+MIN_CALIB_WARN = 100
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """What the first stage produces: an ONNX graph plus what we know about the model."""
+    onnx: object                         # onnx.ModelProto
+    name: str
+    input_shape: tuple[int, ...]         # ONNX (NCHW)
+    preprocess: Preprocess
+    class_names: tuple[str, ...] | None
+    export_max_abs_err: float | None
+    info: dict
+
+
+def _zoo_source(opts: ConvertOptions) -> SourceModel:
+    from converters.export import export_onnx, onnx_parity
+    from edgenet.zoo import create_model
+
+    spec = opts.model
+    module = create_model(spec.source, alpha=spec.alpha, resolution=spec.resolution,
+                          num_classes=spec.num_classes, in_channels=spec.in_channels,
+                          activation=spec.activation.value, weights=spec.weights, seed=opts.seed)
+    shape = (1, spec.in_channels, spec.resolution, spec.resolution)
+    return _from_module(module, shape, opts, Preprocess.default(spec.resolution, spec.in_channels), None,
+                        {"source": "zoo", "name": spec.source, "alpha": spec.alpha, "resolution": spec.resolution,
+                         "num_classes": spec.num_classes, "in_channels": spec.in_channels,
+                         "activation": spec.activation.value,
+                         "weights": str(spec.weights) if spec.weights else None})
+
+
+def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceModel:
+    from converters.export import export_onnx, onnx_parity
+
+    onnx_model = export_onnx(module, shape, opset=opts.opset)
+    err = onnx_parity(module, onnx_model, shape, seed=opts.seed)
+    name = f"{info['name']}_{info['alpha']:g}_{info['resolution']}" if "alpha" in info else info["name"]
+    return SourceModel(onnx_model, name, shape, preprocess, class_names, err, info)
+
+
+def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
+    from edgenet.checkpoint import load_checkpoint
+    from edgenet.zoo import create_model
+
+    ckpt = load_checkpoint(opts.model.source)
+    module = create_model(ckpt.model, alpha=ckpt.alpha, resolution=ckpt.resolution,
+                          num_classes=ckpt.num_classes, in_channels=ckpt.in_channels,
+                          activation=ckpt.activation)
+    module.load_state_dict(ckpt.state_dict)
+    module.eval()
+    shape = (1, ckpt.in_channels, ckpt.resolution, ckpt.resolution)
+    return _from_module(module, shape, opts, ckpt.preprocess, tuple(ckpt.class_names),
+                        {"source": str(opts.model.source), "name": ckpt.model, "alpha": ckpt.alpha,
+                         "resolution": ckpt.resolution, "num_classes": ckpt.num_classes,
+                         "in_channels": ckpt.in_channels, "activation": ckpt.activation,
+                         "trained_on": ckpt.dataset})
+
+
+def _onnx_source(opts: ConvertOptions) -> SourceModel:
+    from converters.export import load_onnx
+
+    model = load_onnx(opts.model.source)
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ModelError(f"{opts.model.source}: has {len(inputs)} inputs; edgenet converts single-input models")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim)
+    if len(dims) != 4 or any(d <= 0 for d in dims[1:]) or dims[1] not in (1, 3):
+        raise ModelError(f"{opts.model.source}: input '{inputs[0].name}' has shape {dims}; "
+                         "expected an image input N x C x H x W with static C (1 or 3), H, W")
+    shape = (1, *dims[1:])
+    if dims[0] not in (1, -1):
+        raise ModelError(f"{opts.model.source}: batch size {dims[0]} is not supported; export with batch 1")
+    if dims[0] == -1:
+        inputs[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
+        inputs[0].type.tensor_type.shape.dim[0].dim_value = 1
+    pre = Preprocess(height=shape[2], width=shape[3],
+                     color=Preprocess.default(shape[2], shape[1]).color,
+                     mean=(0.5,) * shape[1], std=(0.5,) * shape[1])
+    name = Path(opts.model.source).stem
+    return SourceModel(model, name, shape, pre, None, None, {"source": str(opts.model.source), "name": name})
+
+
+def load_source(opts: ConvertOptions) -> SourceModel:
+    src = opts.model.source
+    low = src.lower()
+    if low.endswith(".onnx"):
+        return _onnx_source(opts)
+    if low.endswith(CHECKPOINT_SUFFIXES):
+        if not Path(src).is_file():
+            raise ModelError(f"{src}: no such checkpoint file")
+        return _checkpoint_source(opts)
+    from edgenet.zoo import _entry
+
+    _entry(src)  # unknown names fail here with suggestions
+    return _zoo_source(opts)
+
+
+# -- data -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PipelineData:
+    calib: np.ndarray
+    eval_x: np.ndarray
+    eval_labels: np.ndarray | None
+    class_names: tuple[str, ...] | None
+    info: dict
+
+
+def load_data(opts: ConvertOptions, pre: Preprocess) -> PipelineData:
+    from edgenet.data.datasets import load_dataset
+
+    if opts.calib_samples < 1:
+        raise UsageError("--calib-samples must be at least 1")
+    spec = opts.calib
+    builtin = spec in ("digits", "shapes")
+    if builtin:
+        calib = load_dataset(spec, pre, split="calib", limit=opts.calib_samples, seed=opts.seed)
+        held = load_dataset(spec, pre, split="test", limit=opts.eval_samples, seed=opts.seed)
+        calib_x, ev = calib.x, held
+        eval_x, eval_y, skipped = held.x, held.labels, calib.skipped
+    else:
+        whole = load_dataset(spec, pre, split="calib", limit=None, seed=opts.seed)
+        n = len(whole.x)
+        n_eval = min(opts.eval_samples, n // 4)
+        order = np.random.default_rng(opts.seed).permutation(n)
+        eval_idx, calib_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])[: opts.calib_samples]
+        calib_x, eval_x = whole.x[calib_idx], whole.x[eval_idx]
+        eval_y = None if whole.labels is None else whole.labels[eval_idx]
+        ev, skipped = whole, whole.skipped
+    if len(calib_x) == 0:
+        raise DataError(f"calibration data {spec!r} holds no usable image")
+    if len(eval_x) == 0:  # a tiny folder: validate on the calibration images rather than on nothing
+        eval_x, eval_y = calib_x[: opts.eval_samples], None
+    info = {"dataset": spec, "samples": int(len(calib_x)), "eval_samples": int(len(eval_x)),
+            "skipped_images": int(skipped)}
+    return PipelineData(calib_x, eval_x, eval_y, ev.class_names, info)
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+def run(opts: ConvertOptions, progress: Callable | None = None):
+    from converters.bn_fold import fold_batchnorm
+    from converters.cleanup import cleanup
+    from converters.onnx_to_tf import onnx_to_tf
+    from converters.tflite import to_float_tflite, to_int8_tflite
+    from converters import validate
+    from edgenet.api import ConvertResult, _Stages, _versions
+    from edgenet.inference import TFLiteModel
+    from targets import load_target
+
+    profile = load_target(opts.target)
+    notes: list[str] = []
+    int8 = opts.int8
+    stages = _Stages(9 if int8 else 8, progress)
+
+    source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
+                        detail=opts.model.source)
+    data = stages.run("data", load_data, opts, source.preprocess, detail=opts.calib)
+    if int8 and data.info["samples"] < MIN_CALIB_WARN:
+        notes.append(f"only {data.info['samples']} calibration images (fewer than {MIN_CALIB_WARN}): "
+                     "int8 ranges may not cover real inputs")
+    if data.info["skipped_images"]:
+        notes.append(f"{data.info['skipped_images']} image(s) could not be decoded and were skipped")
+    model, clean_stats = stages.run("cleanup", cleanup, source.onnx)
+    model, bn = stages.run("bn fold", fold_batchnorm, model)
+    graph = stages.run("onnx -> tf", onnx_to_tf, model)
+    float_bytes = stages.run("tflite float32", to_float_tflite, graph)
+    int8_result = None
+    if int8:
+        int8_result = stages.run("tflite int8", to_int8_tflite, graph, [data.calib],
+                                 io_type=opts.io_type if opts.io_type else profile.input_type,
+                                 per_channel=profile.per_channel, method=opts.calib_method,
+                                 detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
+
+    def _validate():
+        fc = validate.check_float(model, float_bytes, data.eval_x,
+                                  channels_last_input=graph.inputs[0].channels_last,
+                                  channels_last_output=graph.outputs[0].channels_last)
+        float_model = TFLiteModel(float_bytes)
+        f_out = float_model.predict(data.eval_x)
+        q_out = ic = None
+        if int8_result:
+            q_out = TFLiteModel(int8_result.model).predict(data.eval_x)
+            ic = validate.check_int8(f_out, q_out)
+        acc = None
+        if data.eval_labels is not None and source.class_names is not None:
+            if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
+                raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
+                                f"model's classes {list(source.class_names)[:10]}")
+            acc = validate.accuracy(f_out, q_out, data.eval_labels)
+        return fc, ic, acc
+
+    fc, ic, acc = stages.run("validate", _validate)
+
+    staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
+    try:
+        files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
+
+        def _target():
+            from targets.checks import run_target
+
+            return run_target(profile, staging, staging / "model_int8.tflite" if int8_result else None,
+                              staging / "model_float.tflite", source.class_names)
+
+        target_report = stages.run("target " + profile.name, _target)
+        int8_ops = TFLiteModel(int8_result.model).op_counts() if int8_result else {}
+        float_ops = TFLiteModel(float_bytes).op_counts()
+        report = ConvertReport(
+            model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
+                   "tflite_input_shape": list(graph.inputs[0].tf_shape),
+                   "onnx_ops": dict(sorted(graph.op_counts.items()))},
+            target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
+            bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
+            cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
+                     "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
+            export_max_abs_err=source.export_max_abs_err,
+            calibration=None if not int8_result else {
+                **data.info, "method": opts.calib_method.value, "batch_size": int8_result.calibration.batch_size,
+                "tensors": int8_result.calibration.tensors, "seconds": round(int8_result.calibration.seconds, 3),
+                "io_type": (opts.io_type or profile.input_type).value, "per_channel": profile.per_channel},
+            validation=Validation(fc.max_abs_err, fc.rel_err, ic.top1_agreement if ic else None,
+                                  ic.sqnr_db if ic else None, fc.samples),
+            accuracy=None if acc is None else {
+                "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
+                "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
+            sizes=Sizes(len(model.SerializeToString()), len(float_bytes),
+                        len(int8_result.model) if int8_result else None),
+            ops=int8_ops or float_ops, ops_float=float_ops,
+            stages=tuple(stages.times),
+            files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
+            versions=_versions(), notes=tuple(notes))
+        from edgenet.io import atomic_write_json, atomic_write_text
+
+        atomic_write_json(staging / "report.json", report.to_dict())
+        atomic_write_text(staging / "report.md", report.to_markdown())
+        final = _publish(staging, opts.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConvertResult(opts.out, tuple(final), report)
+
+
+def _parent(out: Path) -> Path:
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes, int8_result,
+                   data: PipelineData, opts: ConvertOptions) -> list[str]:
+    from edgenet.io import atomic_write_bytes, atomic_write_text
+
+    atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
+    atomic_write_bytes(folder / "model_float.tflite", float_bytes)
+    written = ["model.onnx", "model_float.tflite", "preprocess.json"]
+    if int8_result:
+        atomic_write_bytes(folder / "model_int8.tflite", int8_result.model)
+        written.append("model_int8.tflite")
+    atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
+    if source.class_names:
+        atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
+        written.append("labels.txt")
+    return written
+
+
+def _publish(staging: Path, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    final = []
+    for item in sorted(staging.iterdir()):
+        dest = out / item.name
+        if item.is_dir():
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
+        else:
+            os.replace(item, dest)
+        final.append(dest)
+    return final

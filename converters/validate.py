@@ -1,0 +1,92 @@
+"""Validation stage: the float TFLite model against ONNX, the int8 model against the float one."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgenet._deps import require
+from edgenet.inference import TFLiteModel
+
+
+@dataclass(frozen=True)
+class FloatCheck:
+    max_abs_err: float
+    rel_err: float          # max abs error / max |ONNX output|
+    samples: int
+
+
+@dataclass(frozen=True)
+class Int8Check:
+    top1_agreement: float   # fraction of samples where int8 and float pick the same class
+    sqnr_db: float          # 10 log10(sum f^2 / sum (f - q)^2) over all outputs
+    samples: int
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    float_top1: float
+    int8_top1: float | None
+    float_top5: float | None
+    int8_top5: float | None
+    n_eval: int
+
+    @property
+    def top1_drop_points(self) -> float | None:
+        return None if self.int8_top1 is None else round(100 * (self.float_top1 - self.int8_top1), 3)
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    if noise == 0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def onnx_outputs(onnx_model, x_nhwc: np.ndarray, channels_last_input: bool) -> np.ndarray:
+    """First output of the ONNX model on NHWC samples (transposed to NCHW when the model wants it)."""
+    ort = require("onnxruntime", purpose="validation against ONNX")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.transpose(x_nhwc, (0, 3, 1, 2)) if channels_last_input else x_nhwc
+    outs = [sess.run(None, {name: x[i:i + 1]})[0][0] for i in range(len(x))]
+    return np.stack(outs).astype(np.float32)
+
+
+def check_float(onnx_model, float_tflite: bytes, x_nhwc: np.ndarray, channels_last_input: bool = True,
+                channels_last_output: bool = False) -> FloatCheck:
+    ref = onnx_outputs(onnx_model, x_nhwc, channels_last_input)
+    got = TFLiteModel(float_tflite).predict(x_nhwc)
+    if channels_last_output and got.ndim == 4:
+        got = np.transpose(got, (0, 3, 1, 2))
+    err = float(np.max(np.abs(ref - got)))
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return FloatCheck(err, err / scale, len(x_nhwc))
+
+
+def top_k(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    flat = logits.reshape(len(logits), -1)
+    best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(best == labels[:, None], axis=1)))
+
+
+def check_int8(float_out: np.ndarray, int8_out: np.ndarray) -> Int8Check:
+    f = float_out.reshape(len(float_out), -1)
+    q = int8_out.reshape(len(int8_out), -1)
+    agree = float(np.mean(np.argmax(f, axis=1) == np.argmax(q, axis=1)))
+    return Int8Check(agree, sqnr_db(f, q), len(f))
+
+
+def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndarray) -> Accuracy:
+    classes = float_out.reshape(len(float_out), -1).shape[1]
+    five = classes >= 5
+    return Accuracy(
+        float_top1=top_k(float_out, labels, 1),
+        int8_top1=None if int8_out is None else top_k(int8_out, labels, 1),
+        float_top5=top_k(float_out, labels, 5) if five else None,
+        int8_top5=top_k(int8_out, labels, 5) if five and int8_out is not None else None,
+        n_eval=len(labels),
+    )

@@ -1,0 +1,110 @@
+"""`edgenet.convert`: the whole pipeline, one stage after another, each timed and reported.
+
+    model (zoo name | .onnx | checkpoint .pt) -> ONNX -> cleanup -> BN folding -> channels-last TF
+    -> TFLite float32 (+ int8, calibrated) -> validation -> target checks -> out/
+
+Every file goes to ``out`` atomically; nothing is written until all stages have succeeded.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgenet.config import Activation, CalibMethod, ConvertOptions, IOType, ModelSpec, Precision
+from edgenet.errors import DataError, ModelError, OutputExistsError, UsageError
+from edgenet.report import ConvertReport, Sizes, StageTime, Validation
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    out: Path
+    files: tuple[Path, ...]
+    report: ConvertReport
+
+    @property
+    def int8_path(self) -> Path | None:
+        p = self.out / "model_int8.tflite"
+        return p if p in self.files else None
+
+    @property
+    def float_path(self) -> Path:
+        return self.out / "model_float.tflite"
+
+
+class _Stages:
+    """Runs named stages, timing each and telling a progress callback."""
+
+    def __init__(self, total: int, progress: Callable | None):
+        self.times: list[StageTime] = []
+        self.total = total
+        self.progress = progress
+
+    def run(self, name: str, fn, *args, detail: str = "", **kwargs):
+        if self.progress:
+            self.progress("start", len(self.times) + 1, self.total, name, detail)
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        self.times.append(StageTime(name, round(dt, 3)))
+        if self.progress:
+            self.progress("done", len(self.times), self.total, name, f"{dt:.2f}")
+        return result
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"--out {out} exists and is not empty; pass --force to overwrite")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("edgenet", "torch", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _options(model, kwargs) -> ConvertOptions:
+    """Build ConvertOptions from the friendly keyword form of :func:`convert`."""
+    if isinstance(model, ConvertOptions):
+        return replace(model, **kwargs) if kwargs else model
+    spec_keys = {"alpha", "resolution", "num_classes", "in_channels", "activation", "weights"}
+    spec_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in spec_keys}
+    if "activation" in spec_kw:
+        spec_kw["activation"] = Activation(spec_kw["activation"])
+    if spec_kw.get("weights") is not None:
+        spec_kw["weights"] = Path(spec_kw["weights"])
+    spec = ModelSpec(source=str(model), **spec_kw)
+    int8 = kwargs.pop("int8", None)
+    if int8 is not None and "precisions" not in kwargs:
+        kwargs["precisions"] = (Precision.FLOAT32, Precision.INT8) if int8 else (Precision.FLOAT32,)
+    for key, cls in (("io_type", IOType), ("calib_method", CalibMethod)):
+        if key in kwargs and kwargs[key] is not None:
+            kwargs[key] = cls(kwargs[key])
+    if "out" in kwargs:
+        kwargs["out"] = Path(kwargs["out"])
+    return ConvertOptions(model=spec, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable | None = None,
+            **kwargs) -> ConvertResult:
+    """Convert a model for a target; see ``edgenet convert --help`` for the options.
+
+    >>> edgenet.convert("mobilenet_v1", target="rpi", int8=True, alpha=0.25, resolution=96, out="out")  # doctest: +SKIP
+    """
+    from converters import pipeline
+
+    opts = _options(model, dict(kwargs))
+    _check_out(opts.out, opts.force)
+    return pipeline.run(opts, progress=progress)

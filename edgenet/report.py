@@ -1,0 +1,96 @@
+"""The conversion report: a typed record of what `edgenet convert` did, as report.json and report.md."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StageTime:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    float_max_abs_err: float
+    float_rel_err: float
+    int8_top1_agreement: float | None
+    int8_sqnr_db: float | None
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class Sizes:
+    onnx_bytes: int
+    float_bytes: int
+    int8_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    model: dict[str, Any]
+    target: dict[str, Any]
+    bn_folded: int
+    bn_to_mul_add: int
+    bn_fold_max_abs_diff: float | None
+    cleanup: dict[str, int]
+    export_max_abs_err: float | None
+    calibration: dict[str, Any] | None
+    validation: Validation
+    accuracy: dict[str, Any] | None
+    sizes: Sizes
+    ops: dict[str, int]               # op type -> count in the int8 model (the float one with --float)
+    ops_float: dict[str, int]
+    stages: tuple[StageTime, ...]
+    files: tuple[str, ...]
+    versions: dict[str, str]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        d["total_seconds"] = round(sum(s.seconds for s in self.stages), 3)
+        return _json_safe(d)
+
+    def to_markdown(self) -> str:
+        m, v, s = self.model, self.validation, self.sizes
+        lines = [f"# edgenet conversion report: {m.get('name', 'model')}", ""]
+        if self.target.get("summary"):
+            lines += [f"**Target {self.target.get('name')}:** {self.target['summary']}", ""]
+        lines += ["| | |", "|---|---|",
+                  f"| model | {m.get('name')} ({m.get('source')}) |",
+                  f"| input | {m.get('input_shape')} (TFLite: {m.get('tflite_input_shape')}) |",
+                  f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |",
+                  f"| float vs ONNX | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g} |"]
+        if v.int8_sqnr_db is not None:
+            lines.append(f"| int8 vs float | top-1 agreement {100 * v.int8_top1_agreement:.1f}%, "
+                         f"SQNR {v.int8_sqnr_db:.1f} dB ({v.n_samples} samples) |")
+        sizes = f"| sizes | float {s.float_bytes:,} B"
+        sizes += f", int8 {s.int8_bytes:,} B ({s.float_bytes / s.int8_bytes:.2f}x smaller) |" if s.int8_bytes else " |"
+        lines.append(sizes)
+        if self.accuracy:
+            a = self.accuracy
+            int8 = "" if a.get("int8_top1") is None else f", int8 {100 * a['int8_top1']:.2f}%"
+            lines.append(f"| top-1 ({a['n_eval']} held-out) | float {100 * a['float_top1']:.2f}%{int8} |")
+        lines += ["", "## Stages", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {st.name} | {st.seconds:.2f} |" for st in self.stages]
+        lines += [f"| **total** | **{sum(st.seconds for st in self.stages):.2f}** |", "",
+                  "## Ops in the deployed model", "", "| op | count |", "|---|---:|"]
+        lines += [f"| {k} | {n} |" for k, n in self.ops.items()]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else round(obj, 9)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "value"):
+        return obj.value
+    return obj
