@@ -197,11 +197,9 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
 
     def _validate():
-        fc = validate.check_float(model, float_bytes, data.eval_x,
-                                  channels_last_input=graph.inputs[0].channels_last,
-                                  channels_last_output=graph.outputs[0].channels_last)
-        float_model = TFLiteModel(float_bytes)
-        f_out = float_model.predict(data.eval_x)
+        f_out = TFLiteModel(float_bytes).predict(data.eval_x)
+        onnx_out = validate.onnx_outputs(model, data.eval_x, graph.inputs[0].channels_last)
+        fc = validate.check_float(onnx_out, f_out, graph.outputs[0].channels_last)
         q_out = ic = None
         if int8_result:
             q_out = TFLiteModel(int8_result.model).predict(data.eval_x)
