@@ -121,6 +121,33 @@ def load_source(opts: ConvertOptions) -> SourceModel:
     return _zoo_source(opts)
 
 
+def check_inputs(opts: ConvertOptions) -> None:
+    """Cheap checks of everything the user named, before any slow stage starts."""
+    spec = opts.model
+    low = spec.source.lower()
+    if low.endswith(".onnx") or low.endswith(CHECKPOINT_SUFFIXES):
+        path = Path(spec.source)
+        if not path.is_file():
+            kind = "ONNX model" if low.endswith(".onnx") else "checkpoint"
+            raise ModelError(f"{path}: no such {kind} file")
+    else:
+        from edgenet.zoo import _entry, validate_hparams
+
+        _entry(spec.source)
+        validate_hparams(spec.alpha, spec.resolution, spec.num_classes, spec.in_channels)
+        if spec.weights is not None and not Path(spec.weights).is_file():
+            raise ModelError(f"{spec.weights}: no such weights file")
+    if opts.calib not in ("digits", "shapes"):
+        folder = Path(opts.calib)
+        if not folder.is_dir():
+            raise DataError(f"--calib {opts.calib}: not a built-in dataset (digits, shapes) and no such folder "
+                            "(the folder is missing)")
+    if opts.calib_samples < 1:
+        raise UsageError("--calib-samples must be at least 1")
+    if opts.eval_samples < 1:
+        raise UsageError("--eval-samples must be at least 1")
+
+
 # -- data -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PipelineData:
@@ -169,13 +196,15 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     from converters.tflite import to_float_tflite, to_int8_tflite
     from converters import validate
     from edgenet.api import ConvertResult, _Stages, _versions
-    from edgenet.inference import TFLiteModel
+    from edgenet.inference import TFLiteModel, op_counts
     from targets import load_target
 
     profile = load_target(opts.target)
+    check_inputs(opts)
     notes: list[str] = []
     int8 = opts.int8
-    stages = _Stages(9 if int8 else 8, progress)
+    stages = _Stages(10 if int8 else 9, progress)
+    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
 
     source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
                         detail=opts.model.source)
@@ -225,8 +254,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
                               staging / "model_float.tflite", source.class_names)
 
         target_report = stages.run("target " + profile.name, _target)
-        int8_ops = TFLiteModel(int8_result.model).op_counts() if int8_result else {}
-        float_ops = TFLiteModel(float_bytes).op_counts()
+        int8_ops = op_counts(int8_result.model) if int8_result else {}
+        float_ops = op_counts(float_bytes)
         report = ConvertReport(
             model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
                    "tflite_input_shape": list(graph.inputs[0].tf_shape),
@@ -259,6 +288,19 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
+
+
+def _import_libraries(need_torch: bool) -> None:
+    """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
+    so that each later stage's time is its own work."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from converters._capture import captured_fd
+    from edgenet._deps import require
+
+    with captured_fd(2):
+        for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime", "tensorflow"):
+            require(name)
+    require("tensorflow").get_logger().setLevel("ERROR")
 
 
 def _parent(out: Path) -> Path:

@@ -8,6 +8,7 @@ MLIR quantizer.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,13 +41,27 @@ def _converter(graph):
     return conv
 
 
+def explain_failure(text: str) -> str:
+    """One readable line out of the TFLite converter's MLIR diagnostics."""
+    flex = re.search(r"TF Select ops: ([^\n]+)", text)
+    if flex:
+        return (f"TFLite's builtin op set has no kernel for {flex.group(1).strip()} (an ONNX op that maps to it "
+                "cannot run on the device runtimes edgenet targets)")
+    for line in text.splitlines():
+        m = re.search(r"error: (.+)$", line)
+        if m and "failed while converting" not in m.group(1):
+            return m.group(1).strip()[:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:300] if lines else "unknown error"
+
+
 def _run(conv, what: str) -> bytes:
     with captured_fd(2) as log:
         try:
             model = conv.convert()
         except Exception as exc:
-            detail = log.tail() or str(exc).strip().splitlines()[-1:]
-            raise ConversionError(f"TFLite {what} conversion failed: {detail}") from exc
+            raise ConversionError(f"TFLite {what} conversion failed: "
+                                  f"{explain_failure(str(exc) + chr(10) + log.text)}") from exc
     return bytes(model)
 
 

@@ -61,9 +61,12 @@ class TFLiteModel:
             results.append(self.interpreter.get_tensor(detail["index"])[0].copy())
         return self._dequantize(detail, np.stack(results))
 
-    def op_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for op in self.interpreter._get_ops_details():
-            name = op["op_name"]
-            counts[name] = counts.get(name, 0) + 1
-        return dict(sorted(counts.items()))
+
+
+def op_counts(model: str | Path | bytes) -> dict[str, int]:
+    """Builtin op type -> count in a .tflite model (read with no delegate applied)."""
+    interp = make_interpreter(model, use_xnnpack=False)
+    counts: dict[str, int] = {}
+    for op in interp._get_ops_details():
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return dict(sorted(counts.items()))

@@ -38,6 +38,7 @@ class StderrProgress:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self._t0 = None
+        self.open_line = False
 
     def start(self, index: int, total: int, name: str, detail: str = "") -> None:
         self._t0 = time.perf_counter()
@@ -45,11 +46,19 @@ class StderrProgress:
             extra = f" ({detail})" if detail else ""
             click.echo(f"[{index}/{total}] {name}{extra} ...", err=True, nl=False)
             sys.stderr.flush()
+            self.open_line = True
 
     def done(self, seconds: float, note: str = "") -> None:
         if not self.quiet:
             extra = f"  {note}" if note else ""
             click.echo(f" {seconds:.2f} s{extra}", err=True)
+            self.open_line = False
+
+    def failed(self) -> None:
+        """End a progress line cut short by an error, so the error gets a line of its own."""
+        if self.open_line:
+            click.echo(" failed", err=True)
+            self.open_line = False
 
     def message(self, text: str) -> None:
         if not self.quiet:

@@ -62,11 +62,15 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
         else:
             reporter.done(float(detail))
 
-    result = edgenet.convert(
-        model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
-        num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
-        calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
-        eval_samples=eval_samples, progress=progress)
+    try:
+        result = edgenet.convert(
+            model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
+            num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
+            calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
+            eval_samples=eval_samples, progress=progress)
+    except BaseException:
+        reporter.failed()
+        raise
     report = result.report
     if as_json:
         print_json(report.to_dict())

@@ -89,9 +89,12 @@ class MobileNetV1(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # fan_in keeps the activation scale from layer to layer even in eval mode with fresh BN
+        # statistics (fan_out would count every depthwise output and shrink the signal ~10x a block),
+        # so an untrained model still gives meaningful outputs to validate a conversion against.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
