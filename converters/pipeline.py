@@ -190,9 +190,8 @@ def load_data(opts: ConvertOptions, pre: Preprocess) -> PipelineData:
 
 # -- the pipeline ---------------------------------------------------------------------------
 def run(opts: ConvertOptions, progress: Callable | None = None):
-    from converters.bn_fold import fold_batchnorm
-    from converters.cleanup import cleanup
     from converters.onnx_to_tf import onnx_to_tf
+    from converters.passes import ONNX_PASSES
     from converters.tflite import to_float_tflite, to_int8_tflite
     from converters import validate
     from edgenet.api import ConvertResult, _Stages, _versions
@@ -203,7 +202,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     check_inputs(opts)
     notes: list[str] = []
     int8 = opts.int8
-    stages = _Stages(10 if int8 else 9, progress)
+    stages = _Stages(7 + len(ONNX_PASSES) + int8, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
 
     source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
@@ -214,8 +213,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
                      "int8 ranges may not cover real inputs")
     if data.info["skipped_images"]:
         notes.append(f"{data.info['skipped_images']} image(s) could not be decoded and were skipped")
-    model, clean_stats = stages.run("cleanup", cleanup, source.onnx)
-    model, bn = stages.run("bn fold", fold_batchnorm, model)
+    model, pass_stats = source.onnx, {}
+    for graph_pass in ONNX_PASSES:
+        model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
+    clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     graph = stages.run("onnx -> tf", onnx_to_tf, model)
     float_bytes = stages.run("tflite float32", to_float_tflite, graph)
     int8_result = None
