@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import difflib
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -17,26 +18,87 @@ from edgenet.errors import TargetError, UsageError
 PROFILE_DIR = Path(__file__).resolve().parent
 
 
+class Runtime(str, Enum):
+    """The inference engine on the device."""
+
+    LITERT = "litert"      # LiteRT (TFLite) interpreter on a CPU, optionally with a delegate
+    TFLM = "tflm"          # TensorFlow Lite Micro on a microcontroller
+    EDGETPU = "edgetpu"    # LiteRT + the Edge TPU delegate (libedgetpu)
+    ETHOS_U = "ethos-u"    # TFLM + the Ethos-U NPU driver, model compiled by vela
+
+
+class Delegate(str, Enum):
+    XNNPACK = "xnnpack"
+    NONE = "none"
+    GPU = "gpu"
+    NNAPI = "nnapi"
+    EDGETPU = "edgetpu"
+    ETHOS_U = "ethos-u"
+
+
+class Check(str, Enum):
+    """Checks a profile can ask for (run by ``targets.checks.run_target``)."""
+
+    IO_TYPES = "io_types"  # model input/output types against the profile's
+    LITERT = "litert"      # load and run the model once in LiteRT with the profile's threads
+    TFLM = "tflm"          # run in the real TFLite Micro interpreter, measure the arena, check budgets
+    VELA = "vela"          # compile with Arm vela for the profile's Ethos-U configuration
+    EDGETPU = "edgetpu"    # Edge TPU operator check (+ edgetpu_compiler when on PATH)
+
+
+class Packager(str, Enum):
+    """Artifacts a profile can ask for, written into the output folder."""
+
+    LABELS = "labels"            # labels.txt, one class name a line (when class names are known)
+    PREPROCESS = "preprocess"    # preprocess.json (written by the convert pipeline; listed here)
+    C_ARRAY = "c_array"          # model_data.cc / model_data.h (16-byte aligned C array)
+    OP_RESOLVER = "op_resolver"  # model_op_resolver.h: MicroMutableOpResolver<N> with the model's ops
+    VELA_MODEL = "vela_model"    # model_int8_vela.tflite (+ vela_summary.csv)
+
+
+# vela's --accelerator-config choices (ethos-u-vela 5.x)
+VELA_ACCELERATORS = (
+    "ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
+    "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048",
+)
+_INTEGER_ONLY = (Runtime.TFLM, Runtime.EDGETPU, Runtime.ETHOS_U)
+
+
 @dataclass(frozen=True)
 class TargetProfile:
     name: str
     description: str
     device: str                                   # e.g. "Raspberry Pi 4/5 (aarch64)"
-    runtime: str = "litert"                       # litert | tflm | edgetpu | vela
+    runtime: Runtime = Runtime.LITERT
     precision: Precision = Precision.INT8         # default precision of `edgenet convert --target`
     input_type: IOType = IOType.INT8
     output_type: IOType = IOType.INT8
     num_threads: int = 4
-    delegate: str = "xnnpack"                     # xnnpack | none | gpu | edgetpu | ethos-u
+    delegate: Delegate = Delegate.XNNPACK
     per_channel: bool = True                      # per-channel weight quantization
     static_shapes: bool = True
     variants: tuple[Precision, ...] = ()          # extra artifacts, e.g. float16 for a GPU delegate
-    ram_bytes: int | None = None                  # memory budget for the tensor arena (MCUs)
-    flash_bytes: int | None = None                # budget for the model file (MCUs)
-    accelerator: str | None = None                # e.g. vela's "ethos-u55-128"
-    packagers: tuple[str, ...] = ()               # artifacts to emit: "labels", "c_array", ...
-    checks: tuple[str, ...] = ()                  # checks to run: "tflm", "vela", "edgetpu"
+    ram_bytes: int | None = None                  # device RAM for the tensor arena and the app (MCUs)
+    flash_bytes: int | None = None                # device flash for the model and the firmware (MCUs)
+    ram_reserved_bytes: int = 0                   # RAM kept for stack, heap, app (not for the arena)
+    flash_reserved_bytes: int = 0                 # flash kept for the firmware code (TFLM kernels, app)
+    accelerator: str | None = None                # vela's --accelerator-config, e.g. "ethos-u55-128"
+    vela_system_config: str | None = None         # vela's --system-config (section of Arm/vela.ini)
+    vela_memory_mode: str | None = None           # vela's --memory-mode
+    allow_cpu_ops: bool = True                    # False: ops falling back to the CPU fail the check
+    packagers: tuple[Packager, ...] = ()          # artifacts to emit
+    checks: tuple[Check, ...] = ()                # checks to run
     source: str = ""                              # file the profile was read from
+
+    @property
+    def ram_budget(self) -> int | None:
+        """Bytes of RAM the tensor arena may use (device RAM minus the reserved part)."""
+        return None if self.ram_bytes is None else self.ram_bytes - self.ram_reserved_bytes
+
+    @property
+    def flash_budget(self) -> int | None:
+        """Bytes of flash the model may use (device flash minus the firmware)."""
+        return None if self.flash_bytes is None else self.flash_bytes - self.flash_reserved_bytes
 
     def to_dict(self) -> dict:
         out = {}
@@ -62,34 +124,88 @@ def _enum(cls, value, key, src):
         raise TargetError(f"{src}: {key} = {value!r} is not one of: {choices}") from None
 
 
+_STRING_KEYS = ("name", "description", "device", "accelerator", "vela_system_config", "vela_memory_mode")
+_BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops")
+_POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
+_NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
+
+
+def _check_types(data: dict, src: str) -> None:
+    for key in _STRING_KEYS:
+        if key in data and not isinstance(data[key], str):
+            raise TargetError(f"{src}: {key} must be a string, not {data[key]!r}")
+    for key in _BOOL_KEYS:
+        if key in data and not isinstance(data[key], bool):
+            raise TargetError(f"{src}: {key} must be true or false, not {data[key]!r}")
+    for key in _POSITIVE_INT_KEYS:
+        v = data.get(key)
+        if key in data and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            raise TargetError(f"{src}: {key} must be a positive integer")
+    for key in _NONNEGATIVE_INT_KEYS:
+        v = data.get(key)
+        if key in data and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise TargetError(f"{src}: {key} must be a non-negative integer")
+    for key in ("variants", "packagers", "checks"):
+        if key in data and not isinstance(data[key], list):
+            raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
+
+
+def _check_consistency(p: TargetProfile, src: str) -> None:
+    if p.runtime in _INTEGER_ONLY and p.precision is not Precision.INT8:
+        raise TargetError(f"{src}: runtime {p.runtime.value!r} runs int8 models only, "
+                          f"but precision = {p.precision.value!r}")
+    for key, value in (("ram", p.ram_bytes), ("flash", p.flash_bytes)):
+        reserved = getattr(p, f"{key}_reserved_bytes")
+        if reserved and value is None:
+            raise TargetError(f"{src}: {key}_reserved_bytes needs {key}_bytes")
+        if value is not None and reserved >= value:
+            raise TargetError(f"{src}: {key}_reserved_bytes ({reserved}) leaves nothing of {key}_bytes ({value})")
+    if Check.TFLM in p.checks and p.ram_bytes is None:
+        raise TargetError(f"{src}: the 'tflm' check needs ram_bytes (and usually flash_bytes)")
+    if Check.VELA in p.checks:
+        if p.accelerator is None:
+            raise TargetError(f"{src}: the 'vela' check needs accelerator, e.g. \"ethos-u55-128\"")
+        if p.accelerator not in VELA_ACCELERATORS:
+            close = difflib.get_close_matches(p.accelerator, VELA_ACCELERATORS, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f" (one of: {', '.join(VELA_ACCELERATORS)})"
+            raise TargetError(f"{src}: accelerator = {p.accelerator!r} is not a vela accelerator{hint}")
+    if (p.vela_system_config is None) != (p.vela_memory_mode is None):
+        raise TargetError(f"{src}: give vela_system_config and vela_memory_mode together (or neither)")
+    if Packager.VELA_MODEL in p.packagers and Check.VELA not in p.checks:
+        raise TargetError(f"{src}: packager 'vela_model' needs the 'vela' check")
+
+
 def _parse(data: dict, src: str) -> TargetProfile:
-    known = {f.name for f in fields(TargetProfile)}
+    known = {f.name for f in fields(TargetProfile)} - {"source"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise TargetError(f"{src}: unknown key(s) {', '.join(unknown)}")
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        raise TargetError(f"{src}: unknown key(s) {', '.join(hints)}")
     for key in ("name", "description", "device"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise TargetError(f"{src}: missing required string key '{key}'")
+    _check_types(data, src)
     kw = dict(data)
-    for key, cls in (("precision", Precision), ("input_type", IOType), ("output_type", IOType)):
+    for key, cls in (("precision", Precision), ("input_type", IOType), ("output_type", IOType),
+                     ("runtime", Runtime), ("delegate", Delegate)):
         if key in kw:
             kw[key] = _enum(cls, kw[key], key, src)
-    if "variants" in kw:
-        kw["variants"] = tuple(_enum(Precision, v, "variants", src) for v in kw["variants"])
-    for key in ("packagers", "checks"):
+    for key, cls in (("variants", Precision), ("packagers", Packager), ("checks", Check)):
         if key in kw:
-            kw[key] = tuple(str(v) for v in kw[key])
-    for key in ("ram_bytes", "flash_bytes", "num_threads"):
-        if key in kw and (not isinstance(kw[key], int) or kw[key] <= 0):
-            raise TargetError(f"{src}: {key} must be a positive integer")
+            kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
     kw["source"] = src
-    return TargetProfile(**kw)
+    profile = TargetProfile(**kw)
+    _check_consistency(profile, src)
+    return profile
 
 
 def load_target(name_or_path: str | Path) -> TargetProfile:
     """A built-in profile by name, or a user's profile by path to a .toml file."""
     text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text:
+    if text.endswith(".toml") or "/" in text or "\\" in text:
         path = Path(text)
         if not path.is_file():
             raise UsageError(f"{path}: no such target profile file")
@@ -104,4 +220,6 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{path}: invalid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"{path}: not a UTF-8 text file") from exc
     return _parse(data, str(path))

@@ -1,0 +1,171 @@
+"""Find the largest model (by mult-adds) that fits a microcontroller: :func:`fit_model`.
+
+Candidates are (width multiplier, resolution) pairs. They are tried from the most mult-adds down;
+each one is built (converted to an int8 .tflite by the caller's ``build``), run in the real
+TFLite Micro interpreter to measure its arena, and compared with the target's RAM and flash
+budgets. The first that fits is the answer: everything after it is smaller. A candidate is not
+built when a known failure already decides it: one at least as wide and at least as large in
+resolution as a candidate whose arena exceeded RAM also exceeds RAM, and (for MobileNets, whose
+weights do not depend on the input size) one at least as wide as a candidate whose model
+exceeded flash also exceeds flash.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+from edgenet.errors import EdgenetError, TargetError, UsageError
+from targets.profile import TargetProfile
+from targets.tflm import kib, run_tflm
+
+
+class FitStatus(str, Enum):
+    FITS = "fits"
+    TOO_BIG = "too_big"              # measured: arena over the RAM budget and/or model over flash
+    DOES_NOT_RUN = "does_not_run"    # TFLite Micro cannot run it (missing kernel ...)
+    BUILD_FAILED = "build_failed"
+    DOMINATED = "dominated"          # not built: a known failure decides it
+    NOT_NEEDED = "not_needed"        # not built: a candidate with more mult-adds fits
+
+
+@dataclass(frozen=True)
+class FitCandidate:
+    alpha: float
+    resolution: int
+    mult_adds: int
+    status: FitStatus
+    arena_bytes: int | None = None
+    model_bytes: int | None = None
+    over_ram: bool = False
+    over_flash: bool = False
+    reason: str = ""
+    path: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"alpha {self.alpha:g} @ {self.resolution} px"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+@dataclass(frozen=True)
+class FitResult:
+    target: str
+    ram_budget: int | None
+    flash_budget: int | None
+    chosen: FitCandidate | None
+    candidates: tuple[FitCandidate, ...]  # every candidate, most mult-adds first
+    builds: int                           # how many candidates were actually built and measured
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "ram_budget": self.ram_budget, "flash_budget": self.flash_budget,
+                "chosen": self.chosen.to_dict() if self.chosen else None, "builds": self.builds,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    def report_lines(self) -> list[str]:
+        """What was picked, what was rejected and why: one line each."""
+        lines = [f"fit for {self.target} (RAM budget {kib(self.ram_budget)}, flash budget "
+                 f"{kib(self.flash_budget)}): {self.builds} of {len(self.candidates)} candidates built"]
+        for c in self.candidates:
+            size = f"{c.mult_adds / 1e6:.1f} M mult-adds"
+            if c.status is FitStatus.FITS:
+                lines.append(f"  picked   {c.label}: {size}, arena {kib(c.arena_bytes)}, model {kib(c.model_bytes)}")
+            elif c.status is not FitStatus.NOT_NEEDED:
+                lines.append(f"  rejected {c.label}: {size}: {c.reason}")
+        skipped = sum(c.status is FitStatus.NOT_NEEDED for c in self.candidates)
+        if skipped:
+            lines.append(f"  ({skipped} smaller candidate(s) not needed)")
+        return lines
+
+
+def _dominating_failure(alpha: float, res: int, failures: list[FitCandidate],
+                        size_depends_on_resolution: bool) -> str | None:
+    for f in failures:
+        if f.over_ram and alpha >= f.alpha and res >= f.resolution:
+            return f"at least as wide and as large as {f.label}, whose arena {kib(f.arena_bytes)} exceeded RAM"
+        if f.over_flash and alpha >= f.alpha and (res >= f.resolution or not size_depends_on_resolution):
+            return f"at least as wide as {f.label}, whose model {kib(f.model_bytes)} exceeded flash"
+    return None
+
+
+def _measure(profile: TargetProfile, alpha: float, res: int, macs: int,
+             build: Callable[[float, int], Path]) -> FitCandidate:
+    t0 = time.perf_counter()
+    try:
+        path = Path(build(alpha, res))
+    except EdgenetError as exc:
+        return FitCandidate(alpha, res, macs, FitStatus.BUILD_FAILED, reason=f"build failed: {exc}",
+                            seconds=time.perf_counter() - t0)
+    model_bytes = path.stat().st_size
+    run = run_tflm(path, samples=1)
+    seconds = time.perf_counter() - t0
+    if not run.ok:
+        why = f"no TFLite Micro kernel for {', '.join(run.missing_ops)}" if run.missing_ops else run.error
+        return FitCandidate(alpha, res, macs, FitStatus.DOES_NOT_RUN, run.arena_bytes, model_bytes,
+                            reason=f"does not run: {why}", path=str(path), seconds=seconds)
+    ram, flash = profile.ram_budget, profile.flash_budget
+    over_ram = ram is not None and run.arena_bytes > ram
+    over_flash = flash is not None and model_bytes > flash
+    reasons = []
+    if over_ram:
+        reasons.append(f"arena {kib(run.arena_bytes)} > RAM budget {kib(ram)}")
+    if over_flash:
+        reasons.append(f"model {kib(model_bytes)} > flash budget {kib(flash)}")
+    status = FitStatus.TOO_BIG if reasons else FitStatus.FITS
+    return FitCandidate(alpha, res, macs, status, run.arena_bytes, model_bytes, over_ram, over_flash,
+                        "; ".join(reasons), str(path), seconds)
+
+
+def fit_model(profile: TargetProfile, candidates: list[tuple[float, int]],
+              build: Callable[[float, int], Path], mult_adds: Callable[[float, int], int], *,
+              size_depends_on_resolution: bool = False) -> FitResult:
+    """The candidate with the most mult-adds whose TFLM arena fits RAM and whose model fits flash.
+
+    Raises TargetError (with ``exc.result``, the FitResult) when none fits.
+    """
+    if profile.ram_budget is None and profile.flash_budget is None:
+        raise UsageError(f"target {profile.name!r} has no RAM or flash budget to fit a model into")
+    if not candidates:
+        raise UsageError("fit needs at least one (alpha, resolution) candidate")
+    unique = list(dict.fromkeys((float(a), int(r)) for a, r in candidates))
+    order = sorted(((a, r, int(mult_adds(a, r))) for a, r in unique), key=lambda c: (-c[2], -c[0], -c[1]))
+    done: list[FitCandidate] = []
+    failures: list[FitCandidate] = []
+    chosen: FitCandidate | None = None
+    builds = 0
+    unrunnable: FitCandidate | None = None  # TFLM lacks a kernel: every candidate has the same ops
+    for alpha, res, macs in order:
+        if chosen is not None:
+            done.append(FitCandidate(alpha, res, macs, FitStatus.NOT_NEEDED,
+                                     reason=f"fewer mult-adds than {chosen.label}, which fits"))
+            continue
+        why = _dominating_failure(alpha, res, failures, size_depends_on_resolution)
+        if unrunnable is not None:
+            why = f"same operators as {unrunnable.label}, which TFLite Micro cannot run"
+        if why:
+            done.append(FitCandidate(alpha, res, macs, FitStatus.DOMINATED, reason=f"not built: {why}"))
+            continue
+        builds += 1
+        cand = _measure(profile, alpha, res, macs, build)
+        done.append(cand)
+        if cand.status is FitStatus.FITS:
+            chosen = cand
+        elif cand.status is FitStatus.TOO_BIG:
+            failures.append(cand)
+        elif cand.status is FitStatus.DOES_NOT_RUN and "kernel" in cand.reason:
+            unrunnable = cand
+    result = FitResult(profile.name, profile.ram_budget, profile.flash_budget, chosen, tuple(done), builds)
+    if chosen is None:
+        measured = [c for c in done if c.status in (FitStatus.TOO_BIG, FitStatus.DOES_NOT_RUN, FitStatus.BUILD_FAILED)]
+        last = measured[-1] if measured else done[-1]
+        exc = TargetError(f"no candidate fits {profile.name}: the smallest tried, {last.label}, {last.reason}")
+        exc.result = result
+        raise exc
+    return result

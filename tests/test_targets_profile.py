@@ -1,0 +1,107 @@
+"""Target profiles: the built-in TOMLs, validation errors, and `edgenet targets`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgenet.cli import main
+from edgenet.config import IOType, Precision
+from edgenet.errors import TargetError, UsageError
+from targets import available_targets, load_target
+from targets.profile import Check, Packager, Runtime
+
+BUILTIN = ("android", "coral", "cortex-m", "ethos-u55", "rpi")
+
+
+def _write(tmp_path, text: str, name: str = "board.toml"):
+    path = tmp_path / name
+    path.write_text('name = "board"\ndescription = "my board"\ndevice = "some MCU"\n' + text)
+    return path
+
+
+def test_builtin_profiles_load_with_their_device_settings():
+    assert set(BUILTIN) <= set(available_targets())
+    cm = load_target("cortex-m")
+    assert cm.runtime is Runtime.TFLM and cm.input_type is IOType.INT8 and cm.output_type is IOType.INT8
+    assert cm.ram_bytes == 512 * 1024 and cm.flash_bytes == 2 * 1024 * 1024
+    assert cm.ram_budget == cm.ram_bytes - cm.ram_reserved_bytes < cm.ram_bytes
+    assert Check.TFLM in cm.checks and Packager.C_ARRAY in cm.packagers and Packager.OP_RESOLVER in cm.packagers
+    android = load_target("android")
+    assert Precision.FLOAT16 in android.variants and android.input_type is IOType.FLOAT32
+    coral = load_target("coral")
+    assert coral.runtime is Runtime.EDGETPU and coral.input_type is IOType.UINT8 and Check.EDGETPU in coral.checks
+    ethos = load_target("ethos-u55")
+    assert ethos.accelerator == "ethos-u55-128" and not ethos.allow_cpu_ops and Check.VELA in ethos.checks
+    rpi = load_target("rpi")
+    assert rpi.num_threads == 4 and rpi.delegate.value == "xnnpack"
+    # str enums still compare equal to the plain strings other code may use
+    assert rpi.runtime == "litert" and "labels" in rpi.packagers
+
+
+def test_to_dict_is_plain_json():
+    d = load_target("ethos-u55").to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["runtime"] == "ethos-u" and d["checks"] == ["io_types", "vela"]
+
+
+def test_user_profile_by_path(tmp_path):
+    path = _write(tmp_path, 'runtime = "tflm"\nram_bytes = 65536\nflash_bytes = 262144\nchecks = ["tflm"]\n')
+    p = load_target(path)
+    assert p.name == "board" and p.ram_budget == 65536 and p.source == str(path)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('precison = "int8"\n', "unknown key(s) precison (did you mean precision?)"),
+    ('precision = "int4"\n', "precision = 'int4' is not one of: float32, float16, int8"),
+    ('input_type = "int16"\n', "input_type = 'int16' is not one of"),
+    ('runtime = "tflite"\n', "runtime = 'tflite' is not one of"),
+    ('checks = ["tflm", "velaa"]\nram_bytes = 1000\n', "checks = 'velaa' is not one of"),
+    ('ram_bytes = -5\n', "ram_bytes must be a positive integer"),
+    ('ram_bytes = "512K"\n', "ram_bytes must be a positive integer"),
+    ('per_channel = "yes"\n', "per_channel must be true or false"),
+    ('runtime = "tflm"\nprecision = "float32"\n', "runs int8 models only"),
+    ('checks = ["tflm"]\n', "the 'tflm' check needs ram_bytes"),
+    ('checks = ["vela"]\naccelerator = "ethos-u55-12"\n', "did you mean ethos-u55-128"),
+    ('ram_bytes = 1000\nram_reserved_bytes = 1000\n', "leaves nothing of ram_bytes"),
+    ('name = "dup"\n', "invalid TOML"),
+])
+def test_bad_profile_gives_one_line_target_error(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(TargetError) as info:
+        load_target(path)
+    message = str(info.value)
+    assert expected in message and "\n" not in message and str(path) in message
+
+
+def test_unknown_target_suggests_close_names():
+    with pytest.raises(UsageError, match=r"did you mean cortex-m"):
+        load_target("cortexm")
+    with pytest.raises(UsageError, match=r"no such target profile file"):
+        load_target("nowhere/board.toml")
+
+
+def test_cli_lists_targets_as_table_and_json(capsys):
+    assert main(["targets"]) == 0
+    out = capsys.readouterr().out
+    for name in BUILTIN:
+        assert name in out
+    assert "RAM 448 KiB / flash 1.75 MiB" in out  # cortex-m's model budget
+    assert main(["targets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in rows}
+    assert set(BUILTIN) <= set(by_name)
+    assert by_name["coral"]["input_type"] == "uint8" and by_name["cortex-m"]["ram_budget"] == 448 * 1024
+
+
+def test_cli_shows_one_target_and_errors_in_one_line(capsys, tmp_path):
+    assert main(["targets", "ethos-u55"]) == 0
+    out = capsys.readouterr().out
+    assert "ethos-u55-128" in out and "Shared_Sram" in out
+    assert main(["targets", "corall"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgenet: error: unknown target 'corall'; did you mean coral") and "Traceback" not in err
+    bad = _write(tmp_path, 'delegate = "cuda"\n')
+    assert main(["targets", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "delegate = 'cuda' is not one of" in err
