@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgenet.config import ConvertOptions, Precision
+from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
@@ -196,14 +196,19 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     from converters import validate
     from edgenet.api import ConvertResult, _Stages, _versions
     from edgenet.inference import TFLiteModel, op_counts
+    from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
     from targets import load_target
 
     profile = load_target(opts.target)
     check_inputs(opts)
     notes: list[str] = []
     int8 = opts.int8
-    stages = _Stages(7 + len(ONNX_PASSES) + int8, progress)
+    variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
+    stages = _Stages(7 + len(ONNX_PASSES) + int8 + len(variants) + opts.fit, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
+    fit = None
+    if opts.fit:
+        opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
 
     source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
                         detail=opts.model.source)
@@ -219,6 +224,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     graph = stages.run("onnx -> tf", onnx_to_tf, model)
     float_bytes = stages.run("tflite float32", to_float_tflite, graph)
+    variant_bytes = {v: stages.run(f"tflite {v.value}", to_float_tflite, graph, v) for v in variants}
     int8_result = None
     if int8:
         int8_result = stages.run("tflite int8", to_int8_tflite, graph, [data.calib],
@@ -247,6 +253,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
     try:
         files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
+        for v, blob in variant_bytes.items():
+            atomic_write_bytes(staging / f"model_{v.value}.tflite", blob)
 
         def _target():
             from targets.checks import run_target
@@ -280,8 +288,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
             ops=int8_ops or float_ops, ops_float=float_ops,
             stages=tuple(stages.times),
             files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
-            versions=_versions(), notes=tuple(notes))
-        from edgenet.io import atomic_write_json, atomic_write_text
+            versions=_versions(), notes=tuple(notes),
+            fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()})
 
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
@@ -289,6 +297,53 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
+
+
+def build_int8(opts: ConvertOptions) -> bytes:
+    """Only what an int8 model needs (no validation, no files): for trying candidates quickly."""
+    from converters.onnx_to_tf import onnx_to_tf
+    from converters.passes import run_passes
+    from converters.tflite import to_int8_tflite
+
+    source = load_source(opts)
+    data = load_data(opts, source.preprocess)
+    model, _ = run_passes(source.onnx)
+    return to_int8_tflite(onnx_to_tf(model), [data.calib], io_type=opts.io_type or IOType.INT8,
+                          method=opts.calib_method).model
+
+
+def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object]:
+    """Search the zoo model's alpha x resolution grid for the largest model that fits ``profile``
+    (TFLite Micro arena against RAM, model size against flash); return the options to convert it."""
+    from dataclasses import replace
+
+    from edgenet.io import atomic_write_bytes
+    from edgenet.zoo import info
+    from targets.fit import fit_model
+
+    if opts.model.is_onnx_file or opts.model.source.lower().endswith(CHECKPOINT_SUFFIXES):
+        raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
+    workdir = Path(tempfile.mkdtemp(prefix="edgenet-fit-"))
+    quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
+
+    def build(alpha: float, resolution: int) -> Path:
+        spec = replace(opts.model, alpha=alpha, resolution=resolution)
+        path = workdir / f"mobilenet_{alpha:g}_{resolution}.tflite"
+        atomic_write_bytes(path, build_int8(replace(quick, model=spec, io_type=opts.io_type or profile.input_type)))
+        return path
+
+    def mult_adds(alpha: float, resolution: int) -> int:
+        return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
+                    in_channels=opts.model.in_channels).mult_adds
+
+    grid = [(a, r) for a in ConvertOptions.FIT_ALPHAS for r in ConvertOptions.FIT_RESOLUTIONS]
+    try:
+        result = fit_model(profile, grid, build, mult_adds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    chosen = result.chosen
+    spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
+    return replace(opts, model=spec, fit=False), result
 
 
 def _import_libraries(need_torch: bool) -> None:

@@ -61,6 +61,11 @@ class ConvertOptions:
     seed: int = 0
     out: Path = Path("out")
     force: bool = False
+    fit: bool = False                # search alpha x resolution for the largest model that fits the target
+
+    # the grid `--fit` searches (MobileNetV1 width multipliers and input sizes)
+    FIT_ALPHAS = (1.0, 0.75, 0.5, 0.35, 0.25)
+    FIT_RESOLUTIONS = (224, 192, 160, 128, 96, 64)
 
     @property
     def int8(self) -> bool:

@@ -47,6 +47,7 @@ class ConvertReport:
     files: tuple[str, ...]
     versions: dict[str, str]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,6 +80,8 @@ class ConvertReport:
         lines += [f"| **total** | **{sum(st.seconds for st in self.stages):.2f}** |", "",
                   "## Ops in the deployed model", "", "| op | count |", "|---|---:|"]
         lines += [f"| {k} | {n} |" for k, n in self.ops.items()]
+        if self.fit:
+            lines += ["", "## Fit search", ""] + [f"    {ln}" for ln in self.fit.get("lines", [])]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"

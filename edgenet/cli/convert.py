@@ -30,11 +30,14 @@ from edgenet.cli._common import StderrProgress, debug_option, print_json
               help="Input/output type of the int8 model (default: the target's).")
 @click.option("--eval-samples", type=int, default=64, show_default=True,
               help="Held-out images for validation (never used for calibration).")
+@click.option("--fit", is_flag=True,
+              help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "
+                   "and flash (measured in TFLite Micro), then convert it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            calib, calib_samples, calib_method, io_type, eval_samples, quiet, as_json, debug):
+            calib, calib_samples, calib_method, io_type, eval_samples, fit, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
     MODEL is a zoo name (default mobilenet_v1), a path to an .onnx file, or a checkpoint written by
@@ -47,6 +50,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
       edgenet convert mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2 --out vww/
       edgenet convert model.onnx --calib images/ --calib-samples 300 --out out/ --force
       edgenet convert digits.pt --target cortex-m --json
+      edgenet convert --target cortex-m --fit --num-classes 10
     """
     import edgenet
     from targets import load_target
@@ -67,7 +71,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
-            eval_samples=eval_samples, progress=progress)
+            eval_samples=eval_samples, fit=fit, progress=progress)
     except BaseException:
         reporter.failed()
         raise
@@ -76,7 +80,8 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
         print_json(report.to_dict())
         return
     v, s = report.validation, report.sizes
-    lines = [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
+    lines = list(report.fit["lines"]) if report.fit else []
+    lines += [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
     lines.append(f"float vs ONNX: max abs err {v.float_max_abs_err:.2e}; BN folded: {report.bn_folded}")
     if v.int8_sqnr_db is not None:
         lines.append(f"int8 vs float: top-1 agreement {100 * v.int8_top1_agreement:.1f}%, SQNR {v.int8_sqnr_db:.1f} dB; "
