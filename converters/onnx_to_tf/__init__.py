@@ -1,0 +1,30 @@
+"""ONNX -> TensorFlow, channels-last (NHWC) end to end, through a registry of op handlers.
+
+    from converters.onnx_to_tf import onnx_to_tf
+    graph = onnx_to_tf(onnx_model, batch_size=1)      # or None for a dynamic batch
+    tflite = tf.lite.TFLiteConverter.from_concrete_functions([graph.concrete_function], graph.module)
+
+Rank-4 inputs/outputs are NHWC in the TF graph (``TensorInfo.channels_last``); every other value is
+tracked with the layout it is held in, and transposed only where an op needs ONNX order.
+Importing this package does not import TensorFlow or onnx.
+"""
+from __future__ import annotations
+
+# handler modules register themselves on import
+from converters.onnx_to_tf import (  # noqa: F401
+    activations,
+    conv,
+    elementwise,
+    linear,
+    normalization,
+    pooling,
+    reduce,
+    resize,
+    shape_ops,
+    slicing,
+)
+from converters.onnx_to_tf.graph import onnx_to_tf
+from converters.onnx_to_tf.registry import supported_ops
+from converters.onnx_to_tf.values import TensorInfo, TFGraph
+
+__all__ = ["onnx_to_tf", "supported_ops", "TensorInfo", "TFGraph"]

@@ -1,0 +1,140 @@
+"""Unary activations; all keep the layout of their input. Forms chosen so TFLite fuses them
+(Clip(0, 6) -> relu6, Clip(0, inf) -> relu, HardSwish -> x * relu6(x + 3) / 6)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from converters.onnx_to_tf.context import NodeContext
+from converters.onnx_to_tf.registry import handler
+
+
+def _unary(ctx: NodeContext, fn):
+    x = ctx.required(0)
+    return [ctx.out(fn(ctx.tensor(x)), x.perm)]
+
+
+@handler("Relu")
+def relu(ctx: NodeContext):
+    return _unary(ctx, ctx.tf.nn.relu)
+
+
+@handler("LeakyRelu")
+def leaky_relu(ctx: NodeContext):
+    alpha = float(ctx.attr("alpha", 0.01))
+    return _unary(ctx, lambda t: ctx.tf.nn.leaky_relu(t, alpha=alpha))
+
+
+@handler("Sigmoid")
+def sigmoid(ctx: NodeContext):
+    return _unary(ctx, ctx.tf.sigmoid)
+
+
+@handler("Tanh")
+def tanh(ctx: NodeContext):
+    return _unary(ctx, ctx.tf.tanh)
+
+
+@handler("Elu")
+def elu(ctx: NodeContext):
+    alpha = float(ctx.attr("alpha", 1.0))
+    if alpha == 1.0:
+        return _unary(ctx, ctx.tf.nn.elu)
+    return _unary(ctx, lambda t: ctx.tf.where(t > 0, t, alpha * (ctx.tf.exp(t) - 1.0)))
+
+
+@handler("Softplus")
+def softplus(ctx: NodeContext):
+    return _unary(ctx, ctx.tf.nn.softplus)
+
+
+@handler("HardSigmoid")
+def hard_sigmoid(ctx: NodeContext):
+    tf = ctx.tf
+    alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
+    if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and beta == 0.5:
+        return _unary(ctx, lambda t: tf.nn.relu6(t + 3.0) * (1.0 / 6.0))
+    return _unary(ctx, lambda t: tf.clip_by_value(t * alpha + beta, 0.0, 1.0))
+
+
+def _hard_swish(tf, t):
+    return t * tf.nn.relu6(t + 3.0) * (1.0 / 6.0)
+
+
+@handler("HardSwish")
+def hard_swish(ctx: NodeContext):
+    return _unary(ctx, lambda t: _hard_swish(ctx.tf, t))
+
+
+@handler("Swish")
+def swish(ctx: NodeContext):
+    alpha = float(ctx.attr("alpha", 1.0))
+    return _unary(ctx, lambda t: t * ctx.tf.sigmoid(t * alpha if alpha != 1.0 else t))
+
+
+@handler("Mish")
+def mish(ctx: NodeContext):
+    return _unary(ctx, lambda t: t * ctx.tf.tanh(ctx.tf.nn.softplus(t)))
+
+
+@handler("Gelu")
+def gelu(ctx: NodeContext):
+    approximate = ctx.attr("approximate", "none") == "tanh"
+    return _unary(ctx, lambda t: ctx.tf.nn.gelu(t, approximate=approximate))
+
+
+def _clip_bounds(ctx: NodeContext) -> tuple[float | None, float | None, object, object]:
+    """(min, max) as floats when constant (None = unbounded), plus the tensors when computed at run time."""
+    if ctx.opset < 11:
+        low, high = ctx.attr("min"), ctx.attr("max")
+        return (None if low is None else float(low), None if high is None else float(high), None, None)
+    bounds: list = []
+    for index in (1, 2):
+        v = ctx.input(index)
+        if v is None:
+            bounds.append((None, None))
+        elif v.is_const:
+            bounds.append((float(v.const.reshape(())), None))
+        else:
+            bounds.append((None, ctx.tensor(v)))
+    (low, low_t), (high, high_t) = bounds
+    return low, high, low_t, high_t
+
+
+@handler("Clip")
+def clip(ctx: NodeContext):
+    tf = ctx.tf
+    x = ctx.required(0)
+    t = ctx.tensor(x)
+    low, high, low_t, high_t = _clip_bounds(ctx)
+    low = None if low is not None and low <= float(np.finfo(np.float32).min) else low
+    high = None if high is not None and high >= float(np.finfo(np.float32).max) else high
+    if low_t is None and high_t is None:
+        if low == 0.0 and high == 6.0:
+            return [ctx.out(tf.nn.relu6(t), x.perm)]
+        if low == 0.0 and high is None:
+            return [ctx.out(tf.nn.relu(t), x.perm)]
+    if low_t is not None or low is not None:
+        t = tf.maximum(t, tf.cast(low_t, t.dtype) if low_t is not None else tf.constant(low, t.dtype))
+    if high_t is not None or high is not None:
+        t = tf.minimum(t, tf.cast(high_t, t.dtype) if high_t is not None else tf.constant(high, t.dtype))
+    return [ctx.out(t, x.perm)]
+
+
+# simple math, also keeping the layout
+_MATH = {
+    "Abs": "abs", "Neg": "negative", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
+    "Floor": "floor", "Ceil": "ceil", "Erf": "erf", "Sin": "sin", "Cos": "cos", "Round": "round",
+}
+
+
+def _make_math(tf_name: str):
+    def convert(ctx: NodeContext):
+        return _unary(ctx, getattr(ctx.tf.math, tf_name))
+
+    return convert
+
+
+for _op, _name in _MATH.items():
+    handler(_op)(_make_math(_name))

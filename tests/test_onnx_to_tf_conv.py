@@ -1,0 +1,115 @@
+"""Conv and pooling handlers vs onnxruntime: strides, asymmetric pads, dilations, auto_pad, groups."""
+from __future__ import annotations
+
+import pytest
+
+from test_onnx_to_tf_helpers import assert_matches_ort, rand, single_op, tf_op_types
+
+from converters.onnx_to_tf import onnx_to_tf
+from edgenet.errors import UnsupportedOpError
+
+
+def _conv(x_shape, w_shape, bias=True, **attrs):
+    inits = {"w": rand(*w_shape, scale=0.3)}
+    extra = ["w"]
+    if bias:
+        inits["b"] = rand(w_shape[0], scale=0.1)
+        extra.append("b")
+    return single_op("Conv", x_shape, attrs, inits, extra)
+
+
+CONV_CASES = {
+    "plain_3x3_pad1": ((1, 5, 7, 9), (4, 5, 3, 3), dict(pads=[1, 1, 1, 1])),
+    "stride2_pad1": ((1, 5, 7, 9), (4, 5, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    "stride2_even_pad1": ((1, 3, 8, 8), (6, 3, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+    "asymmetric_pads": ((1, 5, 7, 9), (4, 5, 3, 2), dict(pads=[0, 2, 1, 0], strides=[1, 2])),
+    "no_pad_valid": ((1, 5, 7, 9), (4, 5, 3, 3), {}),
+    "dilation2": ((1, 5, 9, 9), (4, 5, 3, 3), dict(pads=[2, 2, 2, 2], dilations=[2, 2])),
+    "dilation_and_stride": ((1, 5, 11, 9), (4, 5, 3, 3), dict(pads=[1, 2, 1, 2], dilations=[2, 1], strides=[2, 2])),
+    "same_upper_s2": ((1, 5, 7, 9), (4, 5, 3, 3), dict(auto_pad="SAME_UPPER", strides=[2, 2])),
+    "same_lower_s2": ((1, 5, 8, 9), (4, 5, 4, 4), dict(auto_pad="SAME_LOWER", strides=[2, 2])),
+    "same_upper_even_kernel": ((1, 5, 7, 9), (4, 5, 2, 4), dict(auto_pad="SAME_UPPER")),
+    "valid": ((1, 5, 7, 9), (4, 5, 3, 3), dict(auto_pad="VALID", strides=[2, 1])),
+    "pointwise": ((2, 5, 7, 9), (8, 5, 1, 1), {}),
+    "depthwise": ((1, 5, 7, 9), (5, 1, 3, 3), dict(group=5, pads=[1, 1, 1, 1])),
+    "depthwise_s2_asym": ((1, 5, 7, 9), (5, 1, 3, 3), dict(group=5, pads=[1, 0, 0, 1], strides=[2, 2])),
+    "depthwise_multiplier2": ((1, 4, 7, 9), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+    "depthwise_dilated": ((1, 4, 9, 9), (4, 1, 3, 3), dict(group=4, dilations=[2, 2], pads=[2, 2, 2, 2])),
+    "grouped_2": ((1, 6, 7, 9), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),
+    "grouped_3_s2": ((1, 6, 7, 9), (9, 2, 3, 3), dict(group=3, pads=[1, 1, 1, 1], strides=[2, 2])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv_matches_onnxruntime(case):
+    x_shape, w_shape, attrs = CONV_CASES[case]
+    model = _conv(x_shape, w_shape, **attrs)
+    graph = assert_matches_ort(model, {"x": rand(*x_shape)}, atol=1e-4)
+    assert "Transpose" not in tf_op_types(graph)
+    assert graph.inputs[0].channels_last and graph.outputs[0].channels_last
+    assert graph.op_counts == {"Conv": 1}
+
+
+def test_conv_without_bias_and_tf_padding_choice():
+    # 3x3 stride 1 pad 1 is exactly TF 'SAME': no explicit pad op
+    model = _conv((1, 5, 7, 9), (4, 5, 3, 3), bias=False, pads=[1, 1, 1, 1])
+    graph = assert_matches_ort(model, {"x": rand(1, 5, 7, 9)})
+    assert "Pad" not in tf_op_types(graph)
+    # asymmetric pads need one
+    graph = onnx_to_tf(_conv((1, 5, 7, 9), (4, 5, 3, 3), pads=[0, 2, 1, 0]))
+    assert "Pad" in tf_op_types(graph)
+
+
+def test_conv3d_is_rejected_before_building():
+    model = _conv((1, 2, 4, 4, 4), (3, 2, 3, 3, 3), kernel_shape=[3, 3, 3])
+    with pytest.raises(UnsupportedOpError, match=r"Conv \(node 'conv_0'\): 3-D window"):
+        onnx_to_tf(model)
+
+
+POOL_CASES = {
+    "max_2x2_s2": ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    "max_3x3_s2_pad1": ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    "max_3x3_s1_same": ("MaxPool", dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER")),
+    "max_asym": ("MaxPool", dict(kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 1, 0])),
+    "max_ceil": ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    "max_ceil_pad": ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0], ceil_mode=1)),
+    "avg_2x2": ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    "avg_pad_exclude": ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    "avg_pad_include": ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                             count_include_pad=1)),
+    "avg_same_exclude": ("AveragePool", dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER")),
+    "avg_same_include": ("AveragePool", dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", count_include_pad=1)),
+    "avg_asym_exclude": ("AveragePool", dict(kernel_shape=[2, 3], pads=[1, 0, 0, 2])),
+    "avg_ceil": ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    "avg_ceil_pad_include": ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                                  ceil_mode=1, count_include_pad=1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_pool_matches_onnxruntime(case):
+    op, attrs = POOL_CASES[case]
+    model = single_op(op, (1, 5, 7, 9), attrs)
+    graph = assert_matches_ort(model, {"x": rand(1, 5, 7, 9)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pools(op):
+    graph = assert_matches_ort(single_op(op, (2, 5, 7, 9)), {"x": rand(2, 5, 7, 9)})
+    assert graph.outputs[0].onnx_shape == (2, 5, 1, 1) and graph.outputs[0].tf_shape == (2, 1, 1, 5)
+
+
+def test_maxpool_indices_output_rejected():
+    model = single_op("MaxPool", (1, 2, 4, 4), dict(kernel_shape=[2, 2]), n_outputs=2)
+    with pytest.raises(UnsupportedOpError, match="Indices"):
+        onnx_to_tf(model)
+
+
+def test_pool_opset_variants():
+    # opset 9: no ceil_mode / dilations attributes on MaxPool
+    model = single_op("MaxPool", (1, 3, 6, 6), dict(kernel_shape=[2, 2], strides=[2, 2]), opset=9)
+    assert_matches_ort(model, {"x": rand(1, 3, 6, 6)})
+    model = single_op("AveragePool", (1, 3, 6, 6), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), opset=9)
+    assert_matches_ort(model, {"x": rand(1, 3, 6, 6)})
+

@@ -1,0 +1,283 @@
+"""Whole-graph behaviour: the unsupported-op error, dynamic batch, layout tracking (no transposes),
+TFLite conversion, and a small torch CNN end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_onnx_to_tf_helpers import (assert_matches_ort, helper, make_model, onnx, rand, run_ort, single_op,
+                                     tf_op_types, tflite_bytes, tflite_run)
+
+from converters.onnx_to_tf import TensorInfo, onnx_to_tf, supported_ops
+from edgenet.errors import ConversionError, ModelError, UnsupportedOpError
+
+X = (1, 5, 7, 9)
+
+
+def test_supported_ops_lists_the_core():
+    ops = supported_ops()
+    assert ops == sorted(ops)
+    for op in ("Conv", "Clip", "Relu", "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "Add", "Mul",
+               "BatchNormalization", "MaxPool", "AveragePool", "Concat", "Pad", "Softmax", "Transpose",
+               "Identity", "Dropout", "HardSwish", "Resize", "Split", "Slice"):
+        assert op in ops
+
+
+def test_unsupported_ops_are_all_reported_in_one_line():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu_1"),
+             helper.make_node("NonMaxSuppression", ["r"], ["n"], name="nms_1"),
+             helper.make_node("TopK", ["n", "k"], ["t", "i"], name="topk_1"),
+             helper.make_node("Conv", ["t", "w"], ["y"], name="conv3d", kernel_shape=[1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, list(X))],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              [onnx.numpy_helper.from_array(np.array([1], np.int64), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedOpError) as err:
+        onnx_to_tf(model)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "unsupported ONNX op 'NonMaxSuppression' (node 'nms_1')" in msg
+    assert "unsupported ONNX op 'TopK' (node 'topk_1')" in msg
+    assert "Conv (node 'conv3d'): 3-D window" in msg
+    assert msg.split("; supported: ")[1].startswith("Abs, Add, ")
+
+
+def test_custom_domain_op_is_unsupported():
+    node = helper.make_node("FusedConv", ["x"], ["y"], name="fc", domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, list(X))],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    with pytest.raises(UnsupportedOpError, match=r"'com.microsoft.FusedConv' \(node 'fc'\)"):
+        onnx_to_tf(model)
+
+
+def test_variant_found_while_building_is_one_line():
+    model = single_op("Reshape", X, {}, extra_inputs=["x"])  # target shape computed at run time
+    with pytest.raises(UnsupportedOpError, match=r"^unsupported ONNX Reshape \(node 'reshape_0'\): non-constant"):
+        onnx_to_tf(model)
+
+
+def test_malformed_node_is_a_one_line_conversion_error():
+    model = single_op("Concat", X)  # no axis attribute
+    with pytest.raises(ConversionError, match=r"^converting ONNX Concat \(node 'concat_0'\) failed"):
+        onnx_to_tf(model)
+
+
+def test_old_opset_and_dynamic_spatial_dims_are_model_errors():
+    with pytest.raises(UnsupportedOpError, match="opset 8"):
+        onnx_to_tf(single_op("Relu", X, opset=8))
+    with pytest.raises(ModelError, match="dynamic dimension 2"):
+        onnx_to_tf(single_op("Relu", (1, 5, "h", 9)))
+
+
+def _mobilenet_block_graph(dynamic_batch: bool = False):
+    """conv s2 (torch-style pads) -> relu6 -> depthwise -> clip -> pointwise -> GAP -> Flatten -> Gemm."""
+    batch = "N" if dynamic_batch else 1
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Clip", ["c1", "zero", "six"], ["r1"]),
+        helper.make_node("Conv", ["r1", "wd", "bd"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "wp"], ["c3"]),
+        helper.make_node("BatchNormalization", ["c3", "s", "b", "m", "v"], ["bn"]),
+        helper.make_node("Clip", ["bn", "zero", "six"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+    ]
+    inits = {"w1": rand(8, 3, 3, 3, scale=0.3), "b1": rand(8), "wd": rand(8, 1, 3, 3, scale=0.3), "bd": rand(8),
+             "wp": rand(16, 8, 1, 1, scale=0.3), "s": rand(16) + 1, "b": rand(16), "m": rand(16),
+             "v": np.abs(rand(16)) + 0.5, "wf": rand(10, 16), "bf": rand(10),
+             "zero": np.array(0, np.float32), "six": np.array(6, np.float32)}
+    return make_model(nodes, {"x": (batch, 3, 16, 16)}, ["y"], inits, opset=13)
+
+
+def test_plain_cnn_has_no_transpose_in_tf_or_tflite():
+    model = _mobilenet_block_graph()
+    x = rand(1, 3, 16, 16)
+    graph = assert_matches_ort(model, {"x": x})
+    assert "Transpose" not in tf_op_types(graph)
+    assert graph.op_counts == {"Conv": 3, "Clip": 2, "Relu": 1, "BatchNormalization": 1, "GlobalAveragePool": 1,
+                               "Flatten": 1, "Gemm": 1}
+    assert graph.inputs == (TensorInfo("x", (1, 3, 16, 16), (1, 16, 16, 3), "float32", True),)
+    assert graph.outputs == (TensorInfo("y", (1, 10), (1, 10), "float32", False),)
+    outs, ops = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])
+    assert "TRANSPOSE" not in ops
+    assert ops.count("CONV_2D") == 2 and ops.count("DEPTHWISE_CONV_2D") == 1
+    assert "RELU6" not in ops and "RELU" not in ops  # fused into the convs
+    np.testing.assert_allclose(outs[0], run_ort(model, {"x": x})[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("dynamic_in_onnx", [False, True])
+def test_dynamic_batch_runs_with_batch_3_in_tf_and_tflite(dynamic_in_onnx):
+    model = _mobilenet_block_graph(dynamic_batch=dynamic_in_onnx)
+    x = rand(3, 3, 16, 16)
+    graph = assert_matches_ort(model, {"x": x}, batch_size=None)
+    assert graph.inputs[0].tf_shape == (None, 16, 16, 3) and graph.inputs[0].onnx_shape == (-1, 3, 16, 16)
+    assert graph.outputs[0].tf_shape == (None, 10)
+    expected = np.concatenate([run_ort(model, {"x": x[i:i + 1]})[0] for i in range(3)])
+    outs, ops = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])  # resize_tensor_input to 3
+    assert outs[0].shape == (3, 10) and "TRANSPOSE" not in ops
+    np.testing.assert_allclose(outs[0], expected, atol=1e-4)
+
+
+def test_static_batch_other_than_export_batch():
+    """Reshape shape constants recorded at batch 1 are mapped to the requested batch."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node("Reshape", ["g", "shape"], ["y"])]
+    model = make_model(nodes, {"x": X}, ["y"], {"shape": np.array([1, 5], np.int64)})
+    graph = assert_matches_ort(model, {"x": rand(4, 5, 7, 9)}, batch_size=4)
+    assert graph.outputs[0].onnx_shape == (4, 5)
+
+
+def test_flatten_of_spatial_tensor_goes_back_to_nchw_order():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5 * 7 * 9)})
+    graph = assert_matches_ort(model, {"x": rand(*X)}, rtol=1e-4)
+    assert "Transpose" in tf_op_types(graph)  # genuinely needed: C-major flattening
+    graph = assert_matches_ort(model, {"x": rand(2, 5, 7, 9)}, batch_size=None, rtol=1e-4)
+
+
+def test_channel_shuffle_keeps_transpose_local():
+    """ShuffleNet: Reshape(N,g,C/g,H,W) -> Transpose(0,2,1,3,4) -> Reshape(N,C,H,W) -> conv."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Reshape", ["r", "s5"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s4"], ["b"]),
+             helper.make_node("Conv", ["b", "w"], ["y"], pads=[1, 1, 1, 1])]
+    inits = {"s5": np.array([1, 2, 3, 7, 9], np.int64), "s4": np.array([1, 6, 7, 9], np.int64),
+             "w": rand(4, 6, 3, 3, scale=0.3)}
+    model = make_model(nodes, {"x": (1, 6, 7, 9)}, ["y"], inits)
+    graph = assert_matches_ort(model, {"x": rand(1, 6, 7, 9)}, atol=1e-4)
+    transposes = [op for op in graph.concrete_function.graph.get_operations() if op.type == "Transpose"]
+    assert len(transposes) == 1
+    assert transposes[0].inputs[0].shape.as_list() == [1, 7, 9, 2, 3]  # NHWC with the channels split
+
+
+def test_transpose_chain_cancels():
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 3, 1]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Transpose", ["b"], ["y"], perm=[0, 3, 1, 2])]
+    graph = assert_matches_ort(make_model(nodes, {"x": X}, ["y"]), {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_nhwc_onnx_input_is_kept_as_is():
+    """A model that takes NHWC and transposes it to NCHW first (tf2onnx style): no transpose at all."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w"], ["y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": (1, 7, 9, 5)}, ["y"], {"w": rand(4, 5, 3, 3)})
+    graph = assert_matches_ort(model, {"x": rand(1, 7, 9, 5)}, atol=1e-4)
+    assert graph.inputs[0] == TensorInfo("x", (1, 7, 9, 5), (1, 7, 9, 5), "float32", False)
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_nhwc_onnx_output_is_kept_as_is():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])]
+    model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5, 3, 3)})
+    graph = assert_matches_ort(model, {"x": rand(*X)}, atol=1e-4)
+    assert graph.outputs[0] == TensorInfo("y", (1, 7, 9, 4), (1, 7, 9, 4), "float32", False)
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_elementwise_prefers_the_channels_last_operand():
+    """An ONNX-order operand (from a reshape) meets an NHWC one: the result stays NHWC."""
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"]),  # (1, 5, 63) -> (1, 5, 7, 9): ONNX order
+             helper.make_node("Relu", ["x4"], ["a"]),
+             helper.make_node("Add", ["r", "a"], ["y"])]
+    model = make_model(nodes, {"x": (1, 5, 63), "x4": X}, ["y"], {"s": np.array([1, 5, 7, 9], np.int64)})
+    graph = assert_matches_ort(model, {"x": rand(1, 5, 63), "x4": rand(*X)})
+    transposes = [op for op in graph.concrete_function.graph.get_operations() if op.type == "Transpose"]
+    assert len(transposes) == 1  # only the reshaped operand moves to NHWC; the output needs none
+
+
+def test_multiple_outputs_keep_their_order_in_tflite():
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Relu", ["x"], ["act"])]
+    model = make_model(nodes, {"x": X}, ["flat", "act", "pooled"])
+    x = rand(*X)
+    graph = assert_matches_ort(model, {"x": x})
+    assert [o.name for o in graph.outputs] == ["flat", "act", "pooled"]
+    assert [o.channels_last for o in graph.outputs] == [False, True, True]
+    expected = run_ort(model, {"x": x})
+    outs, _ = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])
+    assert [o.shape for o in outs] == [(1, 5), (1, 7, 9, 5), (1, 1, 1, 5)]
+    np.testing.assert_allclose(outs[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(outs[1], expected[1].transpose(0, 2, 3, 1), atol=1e-5)
+
+
+def test_hard_swish_and_swish_convert_to_tflite():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("Sigmoid", ["h"], ["s"]),
+             helper.make_node("Mul", ["h", "s"], ["y"])]
+    model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5, 3, 3, scale=0.3)}, opset=14)
+    x = rand(*X)
+    graph = assert_matches_ort(model, {"x": x}, atol=1e-5)
+    outs, ops = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])
+    assert "HARD_SWISH" in ops and "TRANSPOSE" not in ops
+    np.testing.assert_allclose(outs[0], run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1), atol=1e-5)
+
+
+def _dyn(op, attrs=None, inits=None, extra=(), opset=17, x_shape=("N", 5, 7, 9), n_outputs=1):
+    outputs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op, ["x", *extra], outputs, **(attrs or {}))
+    return make_model([node], {"x": x_shape}, outputs, inits, opset)
+
+
+DYNAMIC_CASES = {
+    "conv_asym": lambda: _dyn("Conv", dict(pads=[0, 2, 1, 0], strides=[2, 2]), {"w": rand(4, 5, 3, 3)}, ["w"]),
+    "conv_grouped": lambda: _dyn("Conv", dict(group=5, pads=[1, 1, 1, 1]), {"w": rand(10, 1, 3, 3)}, ["w"]),
+    "avgpool_explicit": lambda: _dyn("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    "maxpool_ceil": lambda: _dyn("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    "softmax_v11_axis1": lambda: _dyn("Softmax", dict(axis=1), opset=11),
+    "pad_reflect": lambda: _dyn("Pad", dict(mode="reflect"), {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)},
+                                ["p"]),
+    "flatten": lambda: _dyn("Flatten"),
+    "reshape_0_-1": lambda: _dyn("Reshape", {}, {"s": np.array([0, -1], np.int64)}, ["s"]),
+    "reshape_batch1_const": lambda: _dyn("Reshape", {}, {"s": np.array([1, 5, 63], np.int64)}, ["s"],
+                                         x_shape=(1, 5, 7, 9)),
+    "resize": lambda: _dyn("Resize", dict(mode="linear"), {"s": np.array([1, 1, 2, 2], np.float32)}, ["", "s"]),
+    "split": lambda: _dyn("Split", dict(axis=1), {"s": np.array([2, 3], np.int64)}, ["s"], n_outputs=2),
+    "slice": lambda: _dyn("Slice", {}, {"a": np.array([1], np.int64), "b": np.array([-1], np.int64),
+                                        "c": np.array([3], np.int64)}, ["a", "b", "c"]),
+    "reduce_keepdims0": lambda: _dyn("ReduceMean", dict(axes=[2, 3], keepdims=0), opset=13),
+    "transpose": lambda: _dyn("Transpose", dict(perm=[0, 3, 2, 1])),
+    "gemm": lambda: _dyn("Gemm", dict(transB=1), {"w": rand(3, 6), "b": rand(3)}, ["w", "b"], x_shape=("N", 6)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DYNAMIC_CASES))
+def test_dynamic_batch_per_op(case):
+    model = DYNAMIC_CASES[case]()
+    shape = [3 if isinstance(d, str) or i == 0 else d for i, d in
+             enumerate(d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)]
+    graph = assert_matches_ort(model, {"x": rand(*shape)}, batch_size=None)
+    assert graph.inputs[0].tf_shape[0] is None
+
+
+def test_awkward_variants_convert_to_tflite_and_match():
+    """Forms that are easy in TF but could trip the TFLite converter, chained in one model."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 2, 1, 2], dilations=[2, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["a", "w2"], ["b"], group=6, dilations=[2, 2], pads=[2, 2, 2, 2]),
+        helper.make_node("Conv", ["b", "w3"], ["c"], group=3, pads=[0, 1, 1, 0]),
+        helper.make_node("MaxPool", ["c"], ["d"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], ceil_mode=1),
+        helper.make_node("AveragePool", ["d"], ["e"], kernel_shape=[2, 2], pads=[1, 0, 0, 1]),
+        helper.make_node("Resize", ["e", "", "scales"], ["f"], mode="nearest"),
+        helper.make_node("LeakyRelu", ["f"], ["g"], alpha=0.2),
+        helper.make_node("Softmax", ["g"], ["y"], axis=1),
+    ]
+    inits = {"w1": rand(6, 5, 3, 3, scale=0.3), "w2": rand(6, 1, 3, 3, scale=0.3), "w3": rand(9, 2, 3, 3, scale=0.3),
+             "scales": np.array([1, 1, 2, 2], np.float32)}
+    model = make_model(nodes, {"x": (1, 5, 15, 17)}, ["y"], inits, opset=13)
+    x = rand(1, 5, 15, 17)
+    graph = assert_matches_ort(model, {"x": x}, atol=1e-5)
+    outs, ops = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])
+    assert "TRANSPOSE" not in ops
+    expected = run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(outs[0], expected, atol=1e-5)

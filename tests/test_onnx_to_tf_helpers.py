@@ -1,0 +1,130 @@
+"""Shared helpers for the onnx_to_tf tests: build one-op ONNX graphs, run them in onnxruntime and
+through onnx_to_tf (NCHW <-> NHWC at the boundary), compare. No tests here."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+tf = pytest.importorskip("tensorflow")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from converters.onnx_to_tf import onnx_to_tf  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape: int, scale: float = 1.0, dtype=np.float32) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(dtype)
+
+
+def make_model(nodes, inputs: dict[str, Sequence], outputs: Sequence[str], initializers: dict | None = None,
+               opset: int = 17, input_dtype=TensorProto.FLOAT) -> onnx.ModelProto:
+    """A model from nodes; ``inputs`` maps name -> shape (None/str dims allowed), initializers name -> array."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(n, input_dtype, list(s)) for n, s in inputs.items()],
+        [helper.make_empty_tensor_value_info(n) for n in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()],
+    )
+    ir = 8 if opset <= 18 else 10
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir)
+    return onnx.shape_inference.infer_shapes(model)  # output types for onnxruntime
+
+
+def single_op(op: str, x_shape, attrs: dict | None = None, initializers: dict | None = None,
+              extra_inputs: Sequence[str] = (), opset: int = 17, n_outputs: int = 1) -> onnx.ModelProto:
+    outputs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op, ["x", *extra_inputs], outputs, name=f"{op.lower()}_0", **(attrs or {}))
+    return make_model([node], {"x": x_shape}, outputs, initializers, opset)
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def run_ort_any_batch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime on a batch, one sample at a time when the model was exported with a fixed batch
+    that differs from the feed's."""
+    declared = {i.name: i.type.tensor_type.shape.dim[0].dim_value if i.type.tensor_type.shape.dim else 0
+                for i in model.graph.input}
+    first = next(iter(feeds))
+    batch = feeds[first].shape[0] if feeds[first].ndim else 0
+    if not declared.get(first) or declared[first] == batch:
+        return run_ort(model, feeds)
+    per_sample = [run_ort(model, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
+    return [np.concatenate(outs) for outs in zip(*per_sample)]
+
+
+def to_tf_input(array: np.ndarray, channels_last: bool) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if channels_last else array
+
+
+def from_tf_output(array: np.ndarray, channels_last: bool) -> np.ndarray:
+    return array.transpose(0, 3, 1, 2) if channels_last else array
+
+
+def run_tf(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch_size: int | None = 1,
+           graph=None) -> list[np.ndarray]:
+    graph = graph or onnx_to_tf(model, batch_size=batch_size)
+    args = [tf.constant(to_tf_input(feeds[i.name], i.channels_last)) for i in graph.inputs]
+    outs = graph.concrete_function(*args)
+    return [from_tf_output(np.asarray(o), info.channels_last) for o, info in zip(outs, graph.outputs)]
+
+
+def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-5,
+                       rtol: float = 1e-5, batch_size: int | None | str = "feed"):
+    """Convert (by default with the batch of the first feed), run both, compare every output;
+    returns the TFGraph."""
+    if batch_size == "feed":
+        first = next(iter(feeds.values()))
+        batch_size = int(first.shape[0]) if first.ndim >= 2 else 1
+    graph = onnx_to_tf(model, batch_size=batch_size)
+    expected = run_ort_any_batch(model, feeds)
+    got = run_tf(model, feeds, graph=graph)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape, (g.shape, e.shape)
+        np.testing.assert_allclose(g, e, atol=atol, rtol=rtol)
+    return graph
+
+
+def tf_op_types(graph) -> set[str]:
+    """Op types in the traced TF graph."""
+    return {op.type for op in graph.concrete_function.graph.get_operations()}
+
+
+def tflite_bytes(graph) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.concrete_function], graph.module)
+    return converter.convert()
+
+
+def tflite_run(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """Run a TFLite model in ai_edge_litert; returns outputs and the op names in the model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    details = interp.get_input_details()
+    for d, x in zip(details, inputs):
+        if list(d["shape"]) != list(x.shape):
+            interp.resize_tensor_input(d["index"], list(x.shape))
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(d["index"], x)
+    interp.invoke()
+    # the TFLite subgraph may list outputs in another order; the signature's output_<k> keys keep
+    # the concrete function's order
+    by_key = interp.get_signature_runner().get_output_details()
+    order = sorted(by_key, key=lambda k: int(k.rsplit("_", 1)[1]))
+    outs = [interp.get_tensor(by_key[k]["index"]) for k in order]
+    ops = [op["op_name"] for op in interp._get_ops_details()]
+    return outs, ops

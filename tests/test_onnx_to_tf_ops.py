@@ -1,0 +1,372 @@
+"""Every non-conv handler vs onnxruntime on random inputs, including opset variants and layouts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_onnx_to_tf_helpers import (assert_matches_ort, helper, make_model, rand, single_op, tf_op_types)
+
+X = (1, 5, 7, 9)  # odd NCHW shape used throughout
+
+
+UNARY = {
+    "Relu": {}, "Sigmoid": {}, "Tanh": {}, "LeakyRelu": dict(alpha=0.1), "Elu": dict(alpha=0.5),
+    "HardSigmoid": dict(alpha=0.3, beta=0.4), "HardSwish": {}, "Softplus": {}, "Abs": {}, "Neg": {},
+    "Exp": {}, "Erf": {}, "Identity": {}, "Dropout": {}, "Floor": {},
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+def test_unary(op):
+    assert_matches_ort(single_op(op, X, UNARY[op]), {"x": rand(*X, scale=3)})
+
+
+def test_hard_sigmoid_mobilenetv3_form():
+    graph = assert_matches_ort(single_op("HardSigmoid", X, dict(alpha=1 / 6, beta=0.5)), {"x": rand(*X, scale=4)})
+    assert "Relu6" in tf_op_types(graph)
+
+
+@pytest.mark.parametrize("opset,bounds,tf_op", [
+    (9, dict(min=0.0, max=6.0), "Relu6"),
+    (9, dict(min=-1.0, max=2.5), "Minimum"),
+    (11, (0.0, 6.0), "Relu6"),
+    (13, (0.0, None), "Relu"),
+    (13, (None, 1.5), "Minimum"),
+    (17, (-0.5, 0.5), "Maximum"),
+])
+def test_clip_forms(opset, bounds, tf_op):
+    if isinstance(bounds, dict):
+        model = single_op("Clip", X, bounds, opset=opset)
+    else:
+        inits, names = {}, []
+        for name, v in zip(("lo", "hi"), bounds):
+            if v is None:
+                names.append("")
+            else:
+                inits[name] = np.array(v, np.float32)
+                names.append(name)
+        while names and not names[-1]:
+            names.pop()
+        model = single_op("Clip", X, {}, inits, names, opset=opset)
+    graph = assert_matches_ort(model, {"x": rand(*X, scale=4)})
+    assert tf_op in tf_op_types(graph)
+
+
+BROADCAST = {
+    "C11": (5, 1, 1), "1C11": (1, 5, 1, 1), "scalar": (), "W": (9,), "HW": (7, 9), "C1W": (5, 1, 9), "full": X,
+}
+
+
+@pytest.mark.parametrize("op,shape", [("Add", s) for s in sorted(BROADCAST)] + [("Mul", s) for s in sorted(BROADCAST)]
+                         + [(op, s) for op in ("Sub", "Div") for s in ("C11", "scalar", "HW")])
+def test_binary_with_constant_broadcast(op, shape):
+    c = rand(*BROADCAST[shape]) + (3.0 if op == "Div" else 0.0)
+    model = single_op(op, X, {}, {"c": c}, ["c"])
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"])
+def test_binary_two_activations(op):
+    """Both operands computed; the second is lower-rank (N, C, 1, 1 after a global pool) or full."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Abs", ["g"], ["ga"]),
+             helper.make_node(op, ["r", "ga"], ["y"], name="op")]
+    model = make_model(nodes, {"x": X}, ["y"])
+    graph = assert_matches_ort(model, {"x": rand(*X)}, rtol=1e-4)
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_constant_minus_tensor_and_left_broadcast():
+    nodes = [helper.make_node("Sub", ["c", "x"], ["y"])]
+    model = make_model(nodes, {"x": X}, ["y"], {"c": rand(5, 1, 1)})
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+def test_rank2_operand_against_rank4():
+    """A computed (7, 9) tensor broadcast against NCHW: needs the ONNX-order view, then NHWC."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0, 1], keepdims=0),
+             helper.make_node("Mul", ["x", "m"], ["y"])]
+    model = make_model(nodes, {"x": X}, ["y"], opset=13)
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("op", ["Sum", "Mean", "Max"])
+def test_variadic(op):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["x", "r", "c"], ["y"])]
+    assert_matches_ort(make_model(nodes, {"x": X}, ["y"], {"c": rand(5, 1, 1)}), {"x": rand(*X)})
+
+
+def test_prelu_per_channel():
+    assert_matches_ort(single_op("PRelu", X, {}, {"s": rand(5, 1, 1)}, ["s"]), {"x": rand(*X)})
+
+
+def test_pow_square_and_sqrt():
+    for exponent in (2.0, 0.5, 3.0):
+        model = single_op("Pow", X, {}, {"e": np.array(exponent, np.float32)}, ["e"])
+        assert_matches_ort(model, {"x": np.abs(rand(*X)) + 0.1}, rtol=1e-4)
+
+
+@pytest.mark.parametrize("axis", [1, -3, 2, 3, 0])
+def test_concat_axes_with_constant(axis):
+    shape = list(X)
+    shape[axis] = 2
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Concat", ["x", "r", "c"], ["y"], axis=axis)]
+    model = make_model(nodes, {"x": X}, ["y"], {"c": rand(*shape)})
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, 3])
+def test_flatten(axis):
+    assert_matches_ort(single_op("Flatten", X, dict(axis=axis)), {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("shape", [(0, -1), (1, 5, 63), (-1, 9), (0, 0, 63), (1, 5, 7, 9, 1), (5, 7, 9)])
+def test_reshape(shape):
+    model = single_op("Reshape", X, {}, {"s": np.array(shape, np.int64)}, ["s"])
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2), (3, 2, 1, 0), (0, 1, 3, 2)])
+def test_transpose(perm):
+    assert_matches_ort(single_op("Transpose", X, dict(perm=list(perm))), {"x": rand(*X)})
+
+
+def test_transpose_default_reverses():
+    assert_matches_ort(single_op("Transpose", (2, 3, 4)), {"x": rand(2, 3, 4)})
+
+
+@pytest.mark.parametrize("attrs,c_shape", [
+    ({}, (6,)), (dict(transB=1), (6,)), (dict(alpha=0.5, beta=2.0), (1, 6)), (dict(transA=1), (3, 6)),
+    (dict(beta=0.0), (6,)),
+])
+def test_gemm(attrs, c_shape):
+    a_shape = (4, 3) if attrs.get("transA") else (3, 4)
+    b = rand(6, 4) if attrs.get("transB") else rand(4, 6)
+    model = single_op("Gemm", a_shape, attrs, {"b": b, "c": rand(*c_shape)}, ["b", "c"])
+    assert_matches_ort(model, {"x": rand(*a_shape)})
+
+
+def test_gemm_without_bias():
+    assert_matches_ort(single_op("Gemm", (2, 4), dict(transB=1), {"b": rand(3, 4)}, ["b"]), {"x": rand(2, 4)})
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [((3, 4), (4, 6)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
+                                             ((3, 4), (4,))])
+def test_matmul(x_shape, w_shape):
+    model = single_op("MatMul", x_shape, {}, {"w": rand(*w_shape)}, ["w"])
+    assert_matches_ort(model, {"x": rand(*x_shape)}, rtol=1e-4)
+
+
+@pytest.mark.parametrize("opset", [9, 15])
+def test_batch_normalization(opset):
+    inits = {"s": rand(5) + 1.5, "b": rand(5), "m": rand(5), "v": np.abs(rand(5)) + 0.5}
+    model = single_op("BatchNormalization", X, dict(epsilon=1e-3), inits, ["s", "b", "m", "v"], opset=opset)
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_batch_normalization_rank2():
+    inits = {"s": rand(5) + 1.5, "b": rand(5), "m": rand(5), "v": np.abs(rand(5)) + 0.5}
+    assert_matches_ort(single_op("BatchNormalization", (3, 5), {}, inits, ["s", "b", "m", "v"]), {"x": rand(3, 5)})
+
+
+def test_instance_and_layer_norm():
+    model = single_op("InstanceNormalization", X, {}, {"s": rand(5), "b": rand(5)}, ["s", "b"])
+    assert_matches_ort(model, {"x": rand(*X)}, atol=1e-4)
+    model = single_op("LayerNormalization", (2, 3, 8), dict(axis=-1), {"s": rand(8), "b": rand(8)}, ["s", "b"])
+    assert_matches_ort(model, {"x": rand(2, 3, 8)}, atol=1e-4)
+
+
+@pytest.mark.parametrize("op,opset,axis,shape", [
+    ("Softmax", 11, 1, (2, 10)), ("Softmax", 11, 1, X), ("Softmax", 11, 2, X), ("Softmax", 11, -1, X),
+    ("Softmax", 13, 1, X), ("Softmax", 13, -1, X), ("Softmax", 13, 2, X), ("Softmax", 13, -1, (2, 10)),
+    ("LogSoftmax", 11, 2, X), ("LogSoftmax", 13, 1, X),
+])
+def test_softmax_axis_semantics(op, opset, axis, shape):
+    assert_matches_ort(single_op(op, shape, dict(axis=axis), opset=opset), {"x": rand(*shape)}, atol=1e-5)
+
+
+def test_softmax_channel_axis_is_last_in_nhwc():
+    graph = assert_matches_ort(single_op("Softmax", X, dict(axis=1), opset=13), {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+REDUCE_AXES = [([2, 3], 1), ([2, 3], 0), ([1], 0), ([2], 0), ([-1], 1), (None, 0)]
+
+
+@pytest.mark.parametrize("op,axes,keepdims,opset",
+                         [("ReduceMean", a, k, o) for a, k in REDUCE_AXES for o in (13, 18)]
+                         + [(op, a, k, o) for op in ("ReduceMax", "ReduceSum") for a, k in REDUCE_AXES[1:3]
+                            for o in (12, 13, 18)])
+def test_reductions(op, axes, keepdims, opset):
+    attrs = dict(keepdims=keepdims)
+    inits, extra = {}, []
+    axes_as_input = opset >= 18 or (op == "ReduceSum" and opset >= 13)
+    if axes is not None:
+        if axes_as_input:
+            inits, extra = {"axes": np.array(axes, np.int64)}, ["axes"]
+        else:
+            attrs["axes"] = axes
+    assert_matches_ort(single_op(op, X, attrs, inits, extra, opset=opset), {"x": rand(*X)}, rtol=1e-4, atol=1e-5)
+
+
+def test_reduce_mean_over_hw_then_gemm_has_no_transpose():
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("Gemm", ["m", "w", "b"], ["y"], transB=1)]
+    model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5), "b": rand(4)}, opset=13)
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert not {"Transpose", "Reshape"} & tf_op_types(graph)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_argmax(op, keepdims):
+    assert_matches_ort(single_op(op, X, dict(axis=1, keepdims=keepdims)), {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("opset", [9, 11, 18])
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad(opset, mode):
+    pads = [0, 0, 1, 2, 0, 0, 2, 1]
+    if opset < 11:
+        model = single_op("Pad", X, dict(mode=mode, pads=pads, value=1.5), opset=opset)
+    else:
+        model = single_op("Pad", X, dict(mode=mode), {"p": np.array(pads, np.int64), "v": np.array(1.5, np.float32)},
+                          ["p", "v"], opset=opset)
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_pad_negative_crops_and_axes_input():
+    model = single_op("Pad", X, {}, {"p": np.array([0, 0, -1, 2, 0, 0, 1, -2], np.int64)}, ["p"], opset=13)
+    assert_matches_ort(model, {"x": rand(*X)})
+    model = single_op("Pad", X, {}, {"p": np.array([1, 2, 3, 0], np.int64), "v": np.array(0.0, np.float32),
+                                     "a": np.array([2, 3], np.int64)}, ["p", "v", "a"], opset=18)
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+@pytest.mark.parametrize("axis,sizes", [(1, [2, 3]), (2, [3, 4]), (3, None)])
+def test_split(opset, axis, sizes):
+    n = len(sizes) if sizes else 3
+    attrs, inits, extra = dict(axis=axis), {}, []
+    if sizes and opset < 13:
+        attrs["split"] = sizes
+    elif sizes:
+        inits, extra = {"s": np.array(sizes, np.int64)}, ["", "s"][1:]
+    elif opset >= 18:
+        attrs["num_outputs"] = n
+    model = single_op("Split", X, attrs, inits, extra, opset=opset, n_outputs=n)
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+SLICES = [([1], [4], [1], None), ([0, 2], [-1, 100], [2, 3], None), ([1], [-1000], [3], [-2]),
+          ([-2], [0], [1], [-1]), ([0, 1], [4, 8], [-1, 2], [2, 3])]
+
+
+@pytest.mark.parametrize("opset,starts,ends,axes,steps",
+                         [(13, *case) for case in SLICES] + [(9, *case) for case in SLICES if case[3] is None])
+def test_slice(opset, starts, ends, axes, steps):
+    if opset < 10:
+        model = single_op("Slice", X, dict(starts=starts, ends=ends, axes=axes), opset=opset)
+    else:
+        inits = {"st": np.array(starts, np.int64), "en": np.array(ends, np.int64), "ax": np.array(axes, np.int64)}
+        names = ["st", "en", "ax"]
+        if steps is not None:
+            inits["sp"], names = np.array(steps, np.int64), names + ["sp"]
+        model = single_op("Slice", X, {}, inits, names, opset=opset)
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("indices", [2, [0, 3, 1], -1])
+@pytest.mark.parametrize("axis", [1, 3])
+def test_gather(indices, axis):
+    model = single_op("Gather", X, dict(axis=axis), {"i": np.array(indices, np.int64)}, ["i"])
+    assert_matches_ort(model, {"x": rand(*X)})
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_squeeze_unsqueeze(opset):
+    if opset < 13:
+        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+                 helper.make_node("Squeeze", ["g"], ["s"], axes=[2, 3]),
+                 helper.make_node("Unsqueeze", ["s"], ["y"], axes=[1])]
+        inits = {}
+    else:
+        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+                 helper.make_node("Squeeze", ["g", "a"], ["s"]),
+                 helper.make_node("Unsqueeze", ["s", "b"], ["y"])]
+        inits = {"a": np.array([2, 3], np.int64), "b": np.array([1], np.int64)}
+    graph = assert_matches_ort(make_model(nodes, {"x": X}, ["y"], inits, opset=opset), {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_shape_gather_concat_reshape_folds():
+    """torch's x.view(x.size(0), -1) pattern: Shape -> Gather -> Unsqueeze -> Concat -> Reshape."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node("Shape", ["g"], ["sh"]),
+             helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["g", "target"], ["y"])]
+    inits = {"zero": np.array(0, np.int64), "ax": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+    model = make_model(nodes, {"x": X}, ["y"], inits, opset=13)
+    graph = assert_matches_ort(model, {"x": rand(*X)})
+    assert "Transpose" not in tf_op_types(graph)
+    assert_matches_ort(model, {"x": rand(3, 5, 7, 9)}, batch_size=None)
+
+
+def test_shape_arithmetic_without_handlers_is_folded():
+    """Ops with no handler (ConstantOfShape, Range) are fine when they only compute on shapes."""
+    nodes = [helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("Slice", ["sh", "one", "two"], ["c"]),
+             helper.make_node("ConstantOfShape", ["c"], ["ones"], value=helper.make_tensor("v", 1, [1], [1.0])),
+             helper.make_node("Range", ["zero_f", "five_f", "one_f"], ["r"]),
+             helper.make_node("Mul", ["ones", "r"], ["scale"]),  # (5,) -> 5 per channel, via Unsqueeze
+             helper.make_node("Unsqueeze", ["scale", "axes"], ["scale3"]),
+             helper.make_node("Mul", ["x", "scale3"], ["y"])]
+    inits = {"one": np.array([1], np.int64), "two": np.array([2], np.int64), "axes": np.array([1, 2], np.int64),
+             "zero_f": np.array(0, np.float32), "five_f": np.array(5, np.float32), "one_f": np.array(1, np.float32)}
+    assert_matches_ort(make_model(nodes, {"x": X}, ["y"], inits, opset=13), {"x": rand(*X)})
+
+
+def test_cast_and_constant_node():
+    nodes = [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", 1, [5, 1, 1], list(range(5)))),
+             helper.make_node("Add", ["x", "c"], ["a"]),
+             helper.make_node("Cast", ["a"], ["y"], to=7)]
+    assert_matches_ort(make_model(nodes, {"x": X}, ["y"]), {"x": rand(*X, scale=10)})
+
+
+RESIZE = {
+    "nearest_asym_floor_x2": dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    "nearest_default_x2": dict(mode="nearest"),
+    "nearest_align_corners": dict(mode="nearest", coordinate_transformation_mode="align_corners",
+                                  nearest_mode="round_prefer_ceil"),
+    "nearest_half_pixel_ceil": dict(mode="nearest", nearest_mode="ceil"),
+    "linear_half_pixel": dict(mode="linear"),
+    "linear_pytorch_half_pixel": dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+    "linear_align_corners": dict(mode="linear", coordinate_transformation_mode="align_corners"),
+    "linear_asymmetric": dict(mode="linear", coordinate_transformation_mode="asymmetric"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIZE))
+@pytest.mark.parametrize("by", ["scales", "sizes"])
+def test_resize(case, by):
+    if by == "scales":
+        inits, names = {"s": np.array([1, 1, 2, 2], np.float32)}, ["", "s"]
+    else:
+        inits, names = {"z": np.array([1, 5, 14, 13], np.int64)}, ["", "", "z"]
+    model = single_op("Resize", X, RESIZE[case], inits, names, opset=13)
+    graph = assert_matches_ort(model, {"x": rand(*X)}, atol=1e-5)
+    assert "Transpose" not in tf_op_types(graph)
+
+
+def test_resize_opset10_and_upsample_opset9():
+    model = single_op("Resize", X, dict(mode="nearest"), {"s": np.array([1, 1, 2, 3], np.float32)}, ["s"], opset=10)
+    assert_matches_ort(model, {"x": rand(*X)})
+    model = single_op("Upsample", X, dict(mode="nearest"), {"s": np.array([1, 1, 2, 2], np.float32)}, ["s"], opset=9)
+    assert_matches_ort(model, {"x": rand(*X)})
