@@ -336,7 +336,12 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
         return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
                     in_channels=opts.model.in_channels).mult_adds
 
-    grid = [(a, r) for a in ConvertOptions.FIT_ALPHAS for r in ConvertOptions.FIT_RESOLUTIONS]
+    from edgenet.zoo import validate_hparams
+
+    for a in opts.fit_alphas:
+        for r in opts.fit_resolutions:
+            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
+    grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
     try:
         result = fit_model(profile, grid, build, mult_adds)
     finally:

@@ -62,10 +62,9 @@ class ConvertOptions:
     out: Path = Path("out")
     force: bool = False
     fit: bool = False                # search alpha x resolution for the largest model that fits the target
-
     # the grid `--fit` searches (MobileNetV1 width multipliers and input sizes)
-    FIT_ALPHAS = (1.0, 0.75, 0.5, 0.35, 0.25)
-    FIT_RESOLUTIONS = (224, 192, 160, 128, 96, 64)
+    fit_alphas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35, 0.25)
+    fit_resolutions: tuple[int, ...] = (224, 192, 160, 128, 96, 64)
 
     @property
     def int8(self) -> bool:

@@ -6,6 +6,16 @@ import click
 from edgenet.cli._common import StderrProgress, debug_option, print_json
 
 
+def _numbers(text: str, kind, option: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
+    if not values:
+        raise click.BadParameter("needs at least one value", param_hint=option)
+    return values
+
+
 @click.command("convert")
 @click.argument("model", default="mobilenet_v1", metavar="[MODEL]")
 @click.option("--target", default="rpi", show_default=True,
@@ -33,11 +43,16 @@ from edgenet.cli._common import StderrProgress, debug_option, print_json
 @click.option("--fit", is_flag=True,
               help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "
                    "and flash (measured in TFLite Micro), then convert it.")
+@click.option("--fit-alphas", default="1,0.75,0.5,0.35,0.25", show_default=True, metavar="LIST",
+              help="Width multipliers --fit tries (comma-separated).")
+@click.option("--fit-resolutions", default="224,192,160,128,96,64", show_default=True, metavar="LIST",
+              help="Input sizes --fit tries (comma-separated).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            calib, calib_samples, calib_method, io_type, eval_samples, fit, quiet, as_json, debug):
+            calib, calib_samples, calib_method, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
+            as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
     MODEL is a zoo name (default mobilenet_v1), a path to an .onnx file, or a checkpoint written by
@@ -71,7 +86,8 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
-            eval_samples=eval_samples, fit=fit, progress=progress)
+            eval_samples=eval_samples, fit=fit, fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
+            fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)
     except BaseException:
         reporter.failed()
         raise
