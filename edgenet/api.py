@@ -7,17 +7,14 @@ Every file goes to ``out`` atomically; nothing is written until all stages have 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from edgenet.config import Activation, CalibMethod, ConvertOptions, IOType, ModelSpec, Precision
-from edgenet.errors import DataError, ModelError, OutputExistsError, UsageError
-from edgenet.report import ConvertReport, Sizes, StageTime, Validation
+from edgenet.errors import OutputExistsError, UsageError
+from edgenet.report import ConvertReport, StageTime
 
 
 @dataclass(frozen=True)
