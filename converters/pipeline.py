@@ -108,7 +108,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     notes: list[str] = []
     int8 = opts.int8
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
-    stages = _Stages(7 + len(ONNX_PASSES) + int8 + len(variants) + opts.fit, progress)
+    stages = _Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
+                     + opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
     fit = None
     if opts.fit:
@@ -126,6 +127,13 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     for graph_pass in ONNX_PASSES:
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
     clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
+    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+    equalized = None
+    if opts.equalize:
+        from converters.equalize import equalize
+
+        model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)])
+        notes.extend(equalized.notes)
     graph = stages.run("onnx -> tf", onnx_to_tf, model)
     float_bytes = stages.run("tflite float32", to_float_tflite, graph)
     variant_bytes = {v: stages.run(f"tflite {v.value}", to_float_tflite, graph, v) for v in variants}
@@ -133,7 +141,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     if int8:
         int8_result = stages.run("tflite int8", to_int8_tflite, graph, [data.calib],
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
-                                 per_channel=profile.per_channel, method=opts.calib_method,
+                                 per_channel=per_channel, method=opts.calib_method,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
 
     def _validate():
@@ -153,6 +161,12 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
         return fc, ic, acc
 
     fc, ic, acc = stages.run("validate", _validate)
+    layers = None
+    if int8_result and opts.layer_report:
+        from converters.layer_error import layer_sqnr
+
+        layers = stages.run("per-layer error", layer_sqnr, float_bytes, int8_result.model,
+                            data.eval_x[:8])
 
     staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
     try:
@@ -181,7 +195,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
             calibration=None if not int8_result else {
                 **data.info, "method": opts.calib_method.value, "batch_size": int8_result.calibration.batch_size,
                 "tensors": int8_result.calibration.tensors, "seconds": round(int8_result.calibration.seconds, 3),
-                "io_type": (opts.io_type or profile.input_type).value, "per_channel": profile.per_channel},
+                "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
+                "equalization": None if equalized is None else equalized.to_dict()},
             validation=Validation(fc.max_abs_err, fc.rel_err, ic.top1_agreement if ic else None,
                                   ic.sqnr_db if ic else None, fc.samples),
             accuracy=None if acc is None else {
@@ -193,7 +208,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
             stages=tuple(stages.times),
             files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
             versions=_versions(), notes=tuple(notes),
-            fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()})
+            fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()},
+            layers=None if layers is None else [layer.to_dict() for layer in layers])
 
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
@@ -253,6 +269,11 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result
+
+
+def _to_onnx_layout(x_nhwc: np.ndarray, source: SourceModel) -> np.ndarray:
+    """Calibration samples in the ONNX model's own input layout (NCHW for image models)."""
+    return np.ascontiguousarray(np.transpose(x_nhwc, (0, 3, 1, 2))) if len(source.input_shape) == 4 else x_nhwc
 
 
 def _import_libraries(need_torch: bool) -> None:

@@ -76,10 +76,12 @@ def _options(model, kwargs) -> ConvertOptions:
     """Build ConvertOptions from the friendly keyword form of :func:`convert`."""
     if isinstance(model, ConvertOptions):
         return replace(model, **kwargs) if kwargs else model
-    spec_keys = {"alpha", "resolution", "num_classes", "in_channels", "activation", "weights"}
+    spec_keys = {"alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "input_shape"}
     spec_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in spec_keys}
     if "activation" in spec_kw:
         spec_kw["activation"] = Activation(spec_kw["activation"])
+    if spec_kw.get("input_shape") is not None:
+        spec_kw["input_shape"] = tuple(int(d) for d in spec_kw["input_shape"])
     if spec_kw.get("weights") is not None:
         spec_kw["weights"] = Path(spec_kw["weights"])
     spec = ModelSpec(source=str(model), **spec_kw)

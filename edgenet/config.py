@@ -41,6 +41,7 @@ class ModelSpec:
     in_channels: int = 3
     activation: Activation = Activation.RELU6
     weights: Path | None = None
+    input_shape: tuple[int, ...] | None = None   # for `module:function` sources, e.g. (1, 3, 224, 224)
 
     @property
     def is_onnx_file(self) -> bool:
@@ -56,6 +57,9 @@ class ConvertOptions:
     calib: str = "shapes"            # built-in dataset name or a folder of images
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX
+    per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)
+    equalize: bool = False           # cross-layer equalization + bias correction before quantizing
+    layer_report: bool = True        # per-layer SQNR of the int8 model against the float one
     eval_samples: int = 64
     opset: int = 17
     seed: int = 0

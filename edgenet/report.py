@@ -48,6 +48,7 @@ class ConvertReport:
     versions: dict[str, str]
     notes: tuple[str, ...] = field(default_factory=tuple)
     fit: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] | None = None   # [{name, op, sqnr_db}] in graph order
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,6 +81,11 @@ class ConvertReport:
         lines += [f"| **total** | **{sum(st.seconds for st in self.stages):.2f}** |", "",
                   "## Ops in the deployed model", "", "| op | count |", "|---|---:|"]
         lines += [f"| {k} | {n} |" for k, n in self.ops.items()]
+        if self.layers:
+            worst = sorted((x for x in self.layers if x.get("sqnr_db") is not None), key=lambda x: x["sqnr_db"])[:5]
+            lines += ["", "## Layers that lose the most precision (int8 vs float, SQNR)", "",
+                      "| layer | op | SQNR dB |", "|---|---|---:|"]
+            lines += [f"| {x['name']} | {x['op']} | {x['sqnr_db']:.1f} |" for x in worst]
         if self.fit:
             lines += ["", "## Fit search", ""] + [f"    {ln}" for ln in self.fit.get("lines", [])]
         if self.notes:

@@ -36,6 +36,12 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration images to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
               help="How activation ranges are chosen from the calibration data.")
+@click.option("--per-tensor", is_flag=True, default=None,
+              help="Per-tensor weight quantization (some accelerators need it; default: per-channel).")
+@click.option("--equalize", is_flag=True,
+              help="Cross-layer equalization + bias correction before quantizing (helps --per-tensor).")
+@click.option("--input-shape", default=None, metavar="N,C,H,W",
+              help="Input shape for a `package.module:function` model, e.g. 1,3,224,224.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None,
               help="Input/output type of the int8 model (default: the target's).")
 @click.option("--eval-samples", type=int, default=64, show_default=True,
@@ -51,7 +57,7 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            calib, calib_samples, calib_method, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
+            calib, calib_samples, calib_method, per_tensor, equalize, input_shape, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
             as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
@@ -86,6 +92,8 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
+            per_tensor=per_tensor, equalize=equalize,
+            input_shape=None if input_shape is None else _numbers(input_shape, int, "--input-shape"),
             eval_samples=eval_samples, fit=fit, fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
             fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)
     except BaseException:

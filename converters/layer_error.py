@@ -1,0 +1,77 @@
+"""Per-layer quantization error: where does the int8 model lose precision?
+
+Both models come from the same TensorFlow graph, so an op's output tensor carries the same name in
+the float and the int8 .tflite. For each op of the int8 model we dequantize its output and compare
+it with the float model's tensor of that name on the same inputs, as SQNR in dB
+(10 log10 of signal power over error power; about 6 dB per bit, so ~40 dB is near int8's best).
+The error of a layer includes what it inherited from the layers before it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgenet.data.preprocess import quantize_input
+from edgenet.runtime import make_interpreter
+
+SKIP_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+@dataclass(frozen=True)
+class LayerError:
+    index: int          # op index in the int8 graph (execution order)
+    name: str           # output tensor name
+    op: str             # builtin op type, e.g. CONV_2D
+    sqnr_db: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_sqnr(float_model: bytes, int8_model: bytes, samples: np.ndarray) -> tuple[LayerError, ...]:
+    """SQNR of every int8 op output against the float model, over ``samples`` (float, NHWC)."""
+    f = make_interpreter(float_model, preserve_all_tensors=True)
+    q = make_interpreter(int8_model, preserve_all_tensors=True)
+    f_tensors = {t["name"]: t["index"] for t in f.get_tensor_details()}
+    q_tensors = {t["index"]: t for t in q.get_tensor_details()}
+    pairs = []
+    for i, op in enumerate(q._get_ops_details()):
+        if op["op_name"] in SKIP_OPS or not len(op["outputs"]):
+            continue
+        out = q_tensors[int(op["outputs"][0])]
+        if out["name"] in f_tensors:
+            pairs.append((i, op["op_name"], out, f_tensors[out["name"]]))
+    signal = np.zeros(len(pairs))
+    noise = np.zeros(len(pairs))
+    f_in, q_in = f.get_input_details()[0], q.get_input_details()[0]
+    for x in samples:
+        f.set_tensor(f_in["index"], x[None].astype(np.float32))
+        f.invoke()
+        xq = x[None]
+        if np.dtype(q_in["dtype"]) != np.float32:
+            scale, zp = q_in["quantization"]
+            xq = quantize_input(xq, scale, zp, np.dtype(q_in["dtype"]))
+        q.set_tensor(q_in["index"], xq.astype(q_in["dtype"]))
+        q.invoke()
+        for k, (_, _, qt, fi) in enumerate(pairs):
+            ref = f.get_tensor(fi).astype(np.float64)
+            got = q.get_tensor(qt["index"])
+            if np.issubdtype(got.dtype, np.integer):
+                params = qt["quantization_parameters"]
+                scales, zps = params["scales"], params["zero_points"]
+                if len(scales) != 1:          # per-channel outputs do not occur for activations
+                    continue
+                got = (got.astype(np.float64) - zps[0]) * scales[0]
+            if got.shape != ref.shape:
+                continue
+            signal[k] += float(np.sum(ref ** 2))
+            noise[k] += float(np.sum((ref - got) ** 2))
+    out = []
+    for k, (i, op_name, qt, _) in enumerate(pairs):
+        if noise[k] == 0:
+            db = None if signal[k] == 0 else float("inf")
+        else:
+            db = 10 * np.log10(signal[k] / noise[k]) if signal[k] > 0 else None
+        out.append(LayerError(i, qt["name"], op_name, None if db is None or not np.isfinite(db) else round(float(db), 2)))
+    return tuple(out)
