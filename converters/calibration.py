@@ -68,7 +68,7 @@ class RangeCalibrator:
     def _interpreter(self, model: bytes, batch: int):
         from edgenet.runtime import make_interpreter
 
-        interp = make_interpreter(model, self.num_threads, preserve_all_tensors=True)
+        interp = make_interpreter(model, self.num_threads)
         if batch > 1:
             for detail, x in zip(interp.get_input_details(), self.inputs):
                 interp.resize_tensor_input(detail["index"], [batch, *x.shape[1:]], strict=False)
@@ -94,19 +94,25 @@ class RangeCalibrator:
         targets = [i for i, t in enumerate(graph.tensors)
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
         ranges = {i: _Range() for i in targets}
+        # A probe copy of the model whose outputs are all the activation tensors: the runtime keeps
+        # them readable after invoke() without giving up its fast (XNNPACK, multi-threaded) kernels.
+        probe_obj = fbu.convert_bytearray_to_object(model)
+        probe_obj.subgraphs[0].outputs = np.array(
+            list(dict.fromkeys([*list(probe_obj.subgraphs[0].outputs), *targets])), dtype=np.int32)
+        probe = bytes(fbu.convert_object_to_bytearray(probe_obj))
 
         batch = min(self.batch_size, self.samples)
         try:
-            interp = self._interpreter(model, batch)
+            interp = self._interpreter(probe, batch)
         except Exception:  # a graph that cannot take a larger batch: calibrate sample by sample
             batch = 1
-            interp = self._interpreter(model, 1)
+            interp = self._interpreter(probe, 1)
         details = interp.get_input_details()
         single = interp if batch == 1 else None
         for arrays in self._batches(batch):
             runner = interp
             if len(arrays[0]) != batch:
-                single = single or self._interpreter(model, 1)
+                single = single or self._interpreter(probe, 1)
                 runner = single
             for detail, x in zip(runner.get_input_details() if runner is not interp else details, arrays):
                 runner.set_tensor(detail["index"], x)

@@ -145,12 +145,13 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
 
     def _validate():
-        f_out = TFLiteModel(float_bytes).predict(data.eval_x)
+        threads = os.cpu_count()
+        f_out = TFLiteModel(float_bytes, threads).predict(data.eval_x)
         onnx_out = validate.onnx_outputs(model, data.eval_x, graph.inputs[0].channels_last)
         fc = validate.check_float(onnx_out, f_out, graph.outputs[0].channels_last)
         q_out = ic = None
         if int8_result:
-            q_out = TFLiteModel(int8_result.model).predict(data.eval_x)
+            q_out = TFLiteModel(int8_result.model, threads).predict(data.eval_x)
             ic = validate.check_int8(f_out, q_out)
         acc = None
         if data.eval_labels is not None and source.class_names is not None:
