@@ -30,7 +30,7 @@ _LAZY = {
     "info": "edgenet.zoo:info",
     "create_model": "edgenet.zoo:create_model",
     "list_models": "edgenet.zoo:list_models",
-    "bench": "edgenet.bench:bench",
+    "bench": "edgenet.benchmark:bench",
     "load_target": "targets:load_target",
 }
 

@@ -13,6 +13,7 @@ _INSTALL = {
     "convert": "pip install torch==2.13.0 && pip install 'edgenet[convert]'",
     "mcu": "pip install 'edgenet[mcu]'",
     "plot": "pip install 'edgenet[plot]'",
+    "digits": "pip install scikit-learn",   # the built-in digits ship inside scikit-learn
 }
 
 # module -> extra that provides it
@@ -21,7 +22,7 @@ _EXTRA_OF = {
     "onnx": "convert",
     "onnxruntime": "convert",
     "tensorflow": "convert",
-    "sklearn": "convert",
+    "sklearn": "digits",
     "tflite_micro": "mcu",
     "ethosu": "mcu",
     "matplotlib": "plot",

@@ -1,0 +1,106 @@
+"""Accuracy of the float and int8 models on the same samples, and how far int8 strays from float.
+
+With labels: top-1 and top-5 of each model, plus their top-1 agreement. Without labels: the
+agreement and the SQNR of the int8 outputs against the float outputs (both dequantized to float).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelAccuracy:
+    top1: float | None    # fraction in [0, 1]; None without labels
+    top5: float | None    # None without labels or with fewer than 5 classes
+
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5}
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    data: str                          # "digits", "shapes", a folder, or "array"
+    samples: int
+    labelled: bool
+    models: Mapping[str, ModelAccuracy]   # role -> accuracy
+    agreement: float | None            # fraction of samples where int8 and float agree on top-1
+    sqnr_db: float | None              # int8 outputs vs float outputs; inf when identical
+    max_abs_diff: float | None         # largest |int8 - float| output difference
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data, "samples": self.samples, "labelled": self.labelled,
+            "models": {role: acc.to_dict() for role, acc in self.models.items()},
+            "agreement": self.agreement,
+            "sqnr_db": None if self.sqnr_db is None or not math.isfinite(self.sqnr_db) else self.sqnr_db,
+            "outputs_identical": self.sqnr_db == math.inf,
+            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccuracyReport":
+        sqnr = d.get("sqnr_db")
+        if sqnr is None and d.get("outputs_identical"):
+            sqnr = math.inf
+        return cls(data=d["data"], samples=int(d["samples"]), labelled=bool(d["labelled"]),
+                   models={r: ModelAccuracy(a.get("top1"), a.get("top5")) for r, a in d["models"].items()},
+                   agreement=d.get("agreement"), sqnr_db=sqnr, max_abs_diff=d.get("max_abs_diff"),
+                   seconds=float(d.get("seconds", 0.0)))
+
+
+def _scores(outputs: np.ndarray) -> np.ndarray:
+    """(N, ...) outputs -> (N, classes) scores (trailing dimensions flattened)."""
+    return outputs.reshape(outputs.shape[0], -1)
+
+
+def top_k_accuracy(outputs: np.ndarray, labels: np.ndarray, k: int) -> float | None:
+    """Fraction of samples whose label is among the k highest scores (None when k > classes)."""
+    scores = _scores(outputs)
+    if k > scores.shape[1] or len(labels) == 0:
+        return None
+    if k == 1:
+        return float(np.mean(np.argmax(scores, axis=1) == labels))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of samples where the two models' top-1 classes are the same."""
+    return float(np.mean(np.argmax(_scores(a), axis=1) == np.argmax(_scores(b), axis=1)))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """10 log10(sum ref^2 / sum (ref - test)^2) in dB; inf for identical outputs."""
+    ref = reference.astype(np.float64)
+    noise = float(np.sum((ref - test.astype(np.float64)) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def compare(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None, data: str,
+            seconds: float = 0.0) -> AccuracyReport:
+    """The accuracy report from each model's (dequantized, float) outputs on the same samples."""
+    samples = len(next(iter(outputs.values())))
+    models = {
+        role: ModelAccuracy(
+            top1=top_k_accuracy(out, labels, 1) if labels is not None else None,
+            top5=top_k_accuracy(out, labels, 5) if labels is not None else None)
+        for role, out in outputs.items()
+    }
+    agree = sqnr = max_diff = None
+    if "float" in outputs and "int8" in outputs:
+        f, q = outputs["float"], outputs["int8"]
+        agree = agreement(f, q)
+        sqnr = sqnr_db(f, q)
+        max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
+    return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
+                          agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds)

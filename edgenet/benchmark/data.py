@@ -1,0 +1,107 @@
+"""Evaluation samples for the benchmark: a dataset spec (digits, shapes, a folder) or arrays.
+
+Folders and the built-in sets go through ``edgenet.data.datasets.load_dataset`` with the model's
+own preprocessing (``preprocess.json``); arrays are taken as already preprocessed float32 NHWC.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgenet.data.preprocess import ColorMode, Preprocess
+from edgenet.errors import DataError
+
+
+@dataclass(frozen=True)
+class BenchData:
+    x: np.ndarray                              # float32 (N, H, W, C), preprocessed
+    labels: np.ndarray | None                  # int64 (N,) class indices of the model's outputs
+    class_names: tuple[str, ...] | None
+    source: str
+    skipped: int = 0                           # images that failed to decode
+
+
+def default_preprocess(input_shape: tuple[int, ...]) -> Preprocess:
+    """Preprocessing from the model's input shape alone: resize, /255, (x - 0.5) / 0.5."""
+    if len(input_shape) != 4 or input_shape[-1] not in (1, 3):
+        raise DataError(f"cannot derive preprocessing for input shape {input_shape} (want N,H,W,1|3); "
+                        "put a preprocess.json beside the model")
+    channels = input_shape[-1]
+    return Preprocess(height=input_shape[1], width=input_shape[2],
+                      color=ColorMode.RGB if channels == 3 else ColorMode.GRAY,
+                      mean=(0.5,) * channels, std=(0.5,) * channels)
+
+
+def load_bench_data(data: Any, preprocess: Preprocess | None, limit: int | None = None) -> BenchData:
+    """``data``: "digits" | "shapes" | a folder | a Dataset-like object (x, labels, class_names)
+    | an array of samples | an (x, labels) pair."""
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be >= 1 (got {limit})")
+    if isinstance(data, BenchData):
+        bench = data
+    elif isinstance(data, (str, Path)):
+        if preprocess is None:
+            raise DataError("loading images needs the model's preprocessing")
+        bench = _from_spec(str(data), preprocess, limit)
+    elif isinstance(data, np.ndarray):
+        bench = BenchData(data, None, None, "array")
+    elif isinstance(data, tuple) and len(data) == 2:
+        bench = BenchData(np.asarray(data[0]), None if data[1] is None else np.asarray(data[1]), None, "array")
+    elif hasattr(data, "x"):
+        bench = BenchData(np.asarray(data.x), getattr(data, "labels", None), getattr(data, "class_names", None),
+                          str(getattr(data, "name", None) or getattr(data, "source", "dataset")))
+    else:
+        raise DataError(f"cannot use {type(data).__name__} as benchmark data: give a dataset name, a folder "
+                        "or an array of samples")
+    return _checked(bench, limit)
+
+
+def _from_spec(spec: str, preprocess: Preprocess, limit: int | None) -> BenchData:
+    from edgenet.data.datasets import load_dataset
+
+    dataset = load_dataset(spec, preprocess, split="test", limit=limit)
+    return BenchData(np.asarray(dataset.x), dataset.labels, dataset.class_names, spec,
+                     int(getattr(dataset, "skipped", 0)))
+
+
+def _checked(bench: BenchData, limit: int | None) -> BenchData:
+    x, labels = bench.x, bench.labels
+    if limit is not None:
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    if x.ndim != 4:
+        raise DataError(f"samples must be a 4-D array (N, H, W, C); got shape {tuple(x.shape)}")
+    if len(x) == 0:
+        raise DataError(f"{bench.source}: no samples")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"samples must be preprocessed float arrays; got {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"labels must be {len(x)} integers, one per sample; got {labels.dtype} {labels.shape}")
+        labels = labels.astype(np.int64, copy=False)
+    names = tuple(bench.class_names) if bench.class_names is not None else None
+    return BenchData(x, labels, names, bench.source, bench.skipped)
+
+
+def align_labels(bench: BenchData, model_labels: tuple[str, ...] | None, num_classes: int) -> BenchData:
+    """Map the data's class indices onto the model's (by name, when both have names); check ranges."""
+    labels = bench.labels
+    if labels is None:
+        return bench
+    if model_labels and bench.class_names and tuple(bench.class_names) != tuple(model_labels[:len(bench.class_names)]):
+        position = {name: i for i, name in enumerate(model_labels)}
+        missing = [n for n in bench.class_names if n not in position]
+        if missing:
+            shown = ", ".join(repr(n) for n in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise DataError(f"data classes {shown} are not among the model's labels (labels.txt): "
+                            "name the class folders like the model's labels")
+        mapping = np.array([position[n] for n in bench.class_names], dtype=np.int64)
+        labels = mapping[labels]
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"data has label {int(labels.max())} but the model has {num_classes} classes")
+    return BenchData(bench.x, labels, bench.class_names, bench.source, bench.skipped)

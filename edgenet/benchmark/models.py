@@ -1,0 +1,231 @@
+"""The models under test: finding them from TARGET, opening them with the chosen delegate, and
+running them on float samples (quantizing inputs and dequantizing outputs for int8 models)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgenet import runtime as rt
+from edgenet.benchmark.environment import current_rss_bytes, file_sha256
+from edgenet.benchmark.options import BenchSettings, DelegateKind
+from edgenet.data.preprocess import dequantize_output, quantize_input
+from edgenet.errors import DataError, ModelError
+
+FLOAT, INT8 = "float", "int8"
+_QUANTIZED = (np.int8, np.uint8, np.int16)
+
+
+@dataclass(frozen=True)
+class BenchTarget:
+    """What TARGET names: the model files by role, and the preprocessing and labels beside them."""
+
+    models: tuple[tuple[str | None, Path], ...]   # (role, path), float first; role None: detect
+    preprocess: Path | None
+    labels: Path | None
+
+
+def resolve_target(target: str | Path, float_model: str | Path | None = None) -> BenchTarget:
+    """A `convert` output folder (model_int8/model_float/preprocess.json/labels.txt) or a .tflite file."""
+    path = Path(target)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file or folder")
+    if float_model is not None:
+        float_path = Path(float_model)
+        if not float_path.is_file():
+            raise ModelError(f"{float_path}: no such model file (--float)")
+    if path.is_dir():
+        folder = path
+        int8 = folder / "model_int8.tflite"
+        float_path = Path(float_model) if float_model is not None else folder / "model_float.tflite"
+        models = tuple((role, p) for role, p in ((FLOAT, float_path), (INT8, int8)) if p.is_file())
+        if not models:
+            raise ModelError(f"{folder}: no model_int8.tflite or model_float.tflite in this folder")
+    else:
+        folder = path.parent
+        if float_model is not None:
+            models = ((FLOAT, Path(float_model)), (INT8, path))
+        else:
+            models = ((None, path),)
+    pre, labels = folder / "preprocess.json", folder / "labels.txt"
+    return BenchTarget(models, pre if pre.is_file() else None, labels if labels.is_file() else None)
+
+
+def read_labels(path: Path | None) -> tuple[str, ...] | None:
+    if path is None:
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read labels ({exc})") from exc
+    while names and not names[-1]:
+        names.pop()
+    return tuple(names) or None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None          # quantization parameters; None for float tensors
+    zero_point: int | None
+
+    @classmethod
+    def of(cls, detail: dict) -> "TensorInfo":
+        dtype = np.dtype(detail["dtype"])
+        scale, zp = detail.get("quantization", (0.0, 0))
+        quantized = dtype in [np.dtype(t) for t in _QUANTIZED] and scale
+        return cls(tuple(int(d) for d in detail["shape"]), dtype.name,
+                   float(scale) if quantized else None, int(zp) if quantized else None)
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
+                "zero_point": self.zero_point}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorInfo":
+        return cls(tuple(d["shape"]), d["dtype"], d.get("scale"), d.get("zero_point"))
+
+
+class LoadedModel:
+    """An allocated interpreter plus what was measured while opening it."""
+
+    def __init__(self, path: Path, role: str | None, settings: BenchSettings, runtime: rt.RuntimeInfo):
+        self.path = path
+        self.sha256 = file_sha256(path)
+        self.size_bytes = path.stat().st_size
+        delegates = []
+        kind = settings.delegate.kind
+        if kind in (DelegateKind.EDGETPU, DelegateKind.LIBRARY):
+            hint = ("install the Edge TPU runtime (apt install libedgetpu1-std) and plug in the Coral"
+                    if kind is DelegateKind.EDGETPU else "")
+            delegates.append(rt.load_delegate(settings.delegate.library, runtime, hint=hint))
+        with _runtime_info_lines_dropped():
+            t0 = time.perf_counter()
+            self.interpreter = rt.create_interpreter(path, settings.effective_threads,
+                                                     use_xnnpack=kind is not DelegateKind.NONE,
+                                                     delegates=delegates, runtime=runtime)
+            t1 = time.perf_counter()
+            rt.allocate(self.interpreter, str(path))
+            t2 = time.perf_counter()
+        self.load_s, self.init_s = t1 - t0, t2 - t1
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: has {len(inputs)} inputs; the benchmark handles one-input models")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(outputs[0])
+        self.role = role or detect_role(self.interpreter)
+        self.delegated = _has_delegate_node(self.interpreter)
+        self.first_inference_s: float | None = None
+        self.rss_after_load_bytes: int | None = None
+
+    @property
+    def invoke(self):
+        return self.interpreter.invoke
+
+    def prepare(self, sample: np.ndarray) -> None:
+        """Set one float sample (H, W, C) as the input, quantized if needed; time the first invoke."""
+        self.set_input(sample)
+        t0 = time.perf_counter()
+        try:
+            self.interpreter.invoke()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{self.path}: inference failed ({_first_line(exc)})") from exc
+        self.first_inference_s = time.perf_counter() - t0
+        self.rss_after_load_bytes = current_rss_bytes()
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self._input["dtype"])
+        if self.input.scale is not None:
+            return quantize_input(x, self.input.scale, self.input.zero_point or 0, dtype)
+        return x.astype(dtype, copy=False)
+
+    def set_input(self, sample: np.ndarray) -> None:
+        self.interpreter.set_tensor(self._input["index"], self.quantize(sample[None]))
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """Float samples (N, H, W, C) -> the first output of each, dequantized to float32."""
+        check_samples(x, self.input.shape, str(self.path))
+        q = self.quantize(x)
+        index, out_index = self._input["index"], self._output["index"]
+        results = np.empty((len(q), *self.output.shape[1:]), dtype=np.dtype(self._output["dtype"]))
+        for i in range(len(q)):
+            self.interpreter.set_tensor(index, q[i:i + 1])
+            self.interpreter.invoke()
+            results[i] = self.interpreter.get_tensor(out_index)[0]
+        if self.output.scale is not None:
+            return dequantize_output(results, self.output.scale, self.output.zero_point or 0)
+        return results.astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _runtime_info_lines_dropped():
+    """Drop the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" lines (written by C++
+    to file descriptor 2) while a model opens; anything else it writes is passed on to stderr."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+def detect_role(interpreter) -> str:
+    """"int8" when the model holds quantized tensors, else "float"."""
+    quantized = {np.dtype(t) for t in _QUANTIZED}
+    for detail in interpreter.get_tensor_details():
+        if np.dtype(detail["dtype"]) in quantized:
+            return INT8
+    return FLOAT
+
+
+def _has_delegate_node(interpreter) -> bool:
+    try:
+        return any(op.get("op_name") == "DELEGATE" for op in interpreter._get_ops_details())
+    except Exception:  # private API: absent in some runtimes
+        return False
+
+
+def check_samples(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> None:
+    """DataError unless x is (N, *input_shape[1:]); names the channel count when that is the cause."""
+    want = tuple(input_shape[1:])
+    got = tuple(x.shape[1:])
+    if got == want:
+        return
+    if len(got) == len(want) and got[:-1] == want[:-1]:
+        raise DataError(f"data has {got[-1]} channel(s) per pixel but {where} takes {want[-1]} "
+                        f"(check the data or the color mode in preprocess.json)")
+    raise DataError(f"data samples have shape {got} but {where} takes {want}")
+
+
+def check_compatible(float_model: LoadedModel, int8_model: LoadedModel) -> None:
+    """ModelError unless the two models take and give tensors of the same shapes."""
+    if float_model.input.shape != int8_model.input.shape:
+        raise ModelError(f"the float model takes input {float_model.input.shape} but the int8 model takes "
+                         f"{int8_model.input.shape}: they are not the same network")
+    if float_model.output.shape != int8_model.output.shape:
+        raise ModelError(f"the float model gives output {float_model.output.shape} but the int8 model gives "
+                         f"{int8_model.output.shape}: they are not the same network")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

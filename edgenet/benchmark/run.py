@@ -1,0 +1,198 @@
+"""``edgenet.bench``: int8 vs float latency and accuracy of .tflite models, on the device itself.
+
+Steps: find the models (a `convert` folder or .tflite files) -> open each with the chosen runtime,
+threads and delegate (load, init and first inference timed apart) -> warm up -> measure in
+interleaved windows -> statistics and speedup -> accuracy on the data, if given -> environment.
+Runs with the base install only (numpy + a TFLite runtime).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgenet.benchmark import environment
+from edgenet.benchmark.accuracy import compare
+from edgenet.benchmark.data import align_labels, default_preprocess, load_bench_data
+from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, read_labels,
+                                  resolve_target)
+from edgenet.benchmark.options import BenchSettings, Delegate, DelegateKind
+from edgenet.benchmark.result import BenchResult, ModelReport
+from edgenet.benchmark.stats import LatencyStats, speedup
+from edgenet.benchmark.timing import measure_interleaved, split_windows, warm_up
+from edgenet.data.preprocess import Preprocess
+from edgenet.errors import ModelError, UsageError
+from edgenet.runtime import find_runtime
+
+Progress = Callable[[str], None]
+
+
+def bench(target: str | Path, *, float_model: str | Path | None = None, data: Any = None,
+          limit: int | None = None, threads: int | None = None, warmup: int = 10,
+          warmup_seconds: float = 1.0, runs: int = 50, min_seconds: float = 3.0, window: int = 1000,
+          window_seconds: float = 0.5, delegate: str | Delegate = "xnnpack", ssh: str | None = None,
+          remote_python: str = "python3", ssh_options: Iterable[str] = (),
+          progress: Progress | None = None) -> BenchResult:
+    """Benchmark TARGET (a `convert` output folder or a .tflite file; ``float_model`` adds the float twin).
+
+    ``data``: "digits", "shapes", a folder of images (class subfolders give labels), or arrays of
+    preprocessed samples (x, or (x, labels)). ``ssh="user@host[:port]"`` runs it all on that device
+    with its own Python (``remote_python``) and brings the result back.
+    """
+    settings = BenchSettings(threads=threads or 0, delegate=Delegate.parse(delegate), warmup=warmup,
+                             warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
+                             window=window, window_seconds=window_seconds)
+    say = progress or (lambda message: None)
+    if ssh:
+        from edgenet.benchmark.remote import bench_remote
+
+        return bench_remote(ssh, target, float_model=float_model, data=data, limit=limit, settings=settings,
+                            remote_python=remote_python, ssh_options=tuple(ssh_options), progress=say)
+    return _bench_here(target, float_model, data, limit, settings, say)
+
+
+def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: Progress) -> BenchResult:
+    settings = replace(settings, threads=settings.effective_threads)   # 0 = all CPUs of this device
+    resolved = resolve_target(target, float_model)
+    runtime = find_runtime()
+    temperature_start, load_start = environment.cpu_temperature_c(), environment.load_average()
+    notes: list[str] = []
+
+    models: list[LoadedModel] = []
+    for role, path in resolved.models:
+        model = LoadedModel(path, role, settings, runtime)
+        say(f"loaded {path.name} ({model.role}): load {1e3 * model.load_s:.1f} ms, "
+            f"init {1e3 * model.init_s:.1f} ms")
+        models.append(model)
+    if len(models) == 2:
+        if models[0].role == models[1].role:
+            raise UsageError(f"both models look like {models[0].role} models: give the int8 model as TARGET "
+                             "and the float one with --float")
+        check_compatible(*sorted(models, key=lambda m: m.role != FLOAT))
+    models.sort(key=lambda m: m.role != FLOAT)  # float first
+    first = models[0]
+
+    labels = read_labels(resolved.labels)
+    bench_data, preprocess_source = None, None
+    if data is not None:
+        say(f"loading data: {data if isinstance(data, (str, Path)) else 'samples given as arrays'}")
+        bench_data, preprocess_source = _load_data(data, resolved.preprocess, first, limit, notes)
+        for model in models:
+            check_samples(bench_data.x, model.input.shape, model.path.name)
+        num_classes = int(np.prod(first.output.shape[1:]))
+        if labels and len(labels) != num_classes:
+            notes.append(f"labels.txt has {len(labels)} names but the model has {num_classes} outputs; "
+                         "labels ignored")
+            labels = None
+        bench_data = align_labels(bench_data, labels, num_classes)
+        if bench_data.skipped:
+            notes.append(f"{bench_data.skipped} image(s) in {bench_data.source} could not be decoded and were skipped")
+
+    sample = (bench_data.x[0] if bench_data is not None
+              else np.random.default_rng(0).uniform(-1, 1, first.input.shape[1:]).astype(np.float32))
+    for model in models:
+        model.prepare(sample)
+
+    warmups = {}
+    for model in models:
+        say(f"warming up {model.role}: >= {settings.warmup} runs and >= {settings.warmup_seconds:g} s")
+        warmups[model.role] = warm_up(model.invoke, settings.warmup, settings.warmup_seconds)
+    estimates = {m.role: (float(np.median(warmups[m.role])) / 1e9 if len(warmups[m.role])
+                          else m.first_inference_s or 0.0) for m in models}
+
+    say(f"measuring {' and '.join(m.role for m in models)} in interleaved windows: >= {settings.runs} runs "
+        f"and >= {settings.min_seconds:g} s each")
+    t0 = time.perf_counter()
+    try:
+        times_ns, windows = measure_interleaved({m.role: m.invoke for m in models}, estimates, settings)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"inference failed while measuring ({exc})") from exc
+    say(f"measured {len(windows)} windows in {time.perf_counter() - t0:.1f} s")
+
+    reports = tuple(_model_report(m, warmups[m.role], times_ns[m.role]) for m in models)
+    by_role = {r.role: r for r in reports}
+    gain = None
+    if FLOAT in by_role and INT8 in by_role:
+        gain = speedup(by_role[FLOAT].latency, by_role[INT8].latency,
+                       [w / 1e6 for w in split_windows(times_ns[FLOAT], windows, FLOAT)],
+                       [w / 1e6 for w in split_windows(times_ns[INT8], windows, INT8)])
+
+    accuracy = None
+    if bench_data is not None:
+        t0 = time.perf_counter()
+        outputs = {m.role: _outputs_with_progress(m, bench_data.x, say) for m in models}
+        accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0)
+
+    env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
+    notes += _environment_notes(env, settings, models)
+    if gain is not None and gain.p50 < 1.1 and env.cpu_features and \
+            not set(env.cpu_features) & set(environment.INT8_DOT_PRODUCT):
+        notes.append("int8 is not much faster here: this CPU has no int8 dot-product instructions "
+                     "(x86 VNNI, ARM dotprod/i8mm), so int8 mainly saves memory and bandwidth")
+    return BenchResult(
+        edgenet_version=env.edgenet, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=env, settings=settings, models=reports, windows=windows, speedup=gain,
+        accuracy=accuracy, notes=tuple(notes), preprocess=preprocess_source,
+        labels=str(resolved.labels) if bench_data is not None and labels else None,
+    )
+
+
+def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, notes: list[str]):
+    """The benchmark data and where its preprocessing came from (None for ready arrays)."""
+    if isinstance(data, (str, Path)):
+        if preprocess_path is not None:
+            preprocess, source = Preprocess.load(preprocess_path), str(preprocess_path)
+        else:
+            preprocess, source = default_preprocess(model.input.shape), "default"
+            notes.append("no preprocess.json beside the model: images scaled to [-1, 1] "
+                         "((x/255 - 0.5) / 0.5); accuracy is only right if the model was trained that way")
+        return load_bench_data(data, preprocess, limit), source
+    return load_bench_data(data, None, limit), None
+
+
+def _outputs_with_progress(model: LoadedModel, x: np.ndarray, say: Progress, chunk: int = 250) -> np.ndarray:
+    """The model's outputs on every sample, saying how far it got every ``chunk`` samples."""
+    parts = []
+    for start in range(0, len(x), chunk):
+        parts.append(model.outputs(x[start:start + chunk]))
+        say(f"accuracy, {model.role}: {min(start + chunk, len(x))}/{len(x)} samples")
+    return np.concatenate(parts)
+
+
+def _model_report(model: LoadedModel, warmup_ns: np.ndarray, times_ns: np.ndarray) -> ModelReport:
+    times_ms = times_ns / 1e6
+    return ModelReport(
+        role=model.role, path=str(model.path), sha256=model.sha256, size_bytes=model.size_bytes,
+        input=model.input, output=model.output, delegated=model.delegated,
+        load_ms=1e3 * model.load_s, init_ms=1e3 * model.init_s,
+        first_inference_ms=1e3 * (model.first_inference_s or 0.0),
+        rss_after_load_bytes=model.rss_after_load_bytes,
+        warmup_ms=tuple(float(v) for v in warmup_ns / 1e6),
+        latency=LatencyStats.of(times_ms), times_ms=tuple(float(v) for v in times_ms),
+    )
+
+
+def _environment_notes(env, settings: BenchSettings, models: list[LoadedModel]) -> list[str]:
+    notes = []
+    if env.runtime != "ai-edge-litert":
+        notes.append(f"runtime is {env.runtime} {env.runtime_version} (ai-edge-litert not installed)")
+    if env.governor and env.governor != "performance":
+        notes.append(f"CPU governor is {env.governor!r}: clocks may change during the run "
+                     "('performance' gives steadier numbers)")
+    if (env.temperature_c_start is not None and env.temperature_c_end is not None
+            and env.temperature_c_end - env.temperature_c_start >= 10):
+        notes.append(f"the CPU warmed from {env.temperature_c_start} to {env.temperature_c_end} C during "
+                     "the run: check for thermal throttling")
+    if settings.effective_threads > env.cpus_usable:
+        notes.append(f"{settings.effective_threads} threads on {env.cpus_usable} usable CPUs")
+    kind = settings.delegate.kind
+    for model in models:
+        if kind is DelegateKind.EDGETPU and not model.delegated:
+            notes.append(f"the Edge TPU took no part of {model.path.name}: compile it with edgetpu_compiler")
+        elif kind is DelegateKind.XNNPACK and not model.delegated:
+            notes.append(f"XNNPACK took no part of {model.path.name}: it ran on the reference kernels")
+    return notes

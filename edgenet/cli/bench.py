@@ -1,0 +1,87 @@
+"""`edgenet bench`: int8 vs float latency and accuracy on the device (or on one reached by ssh)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgenet.cli._common import debug_option
+
+
+@click.command("bench")
+@click.argument("target", type=click.Path(path_type=str))
+@click.option("--float", "float_model", metavar="F.tflite", help="The float model to compare against "
+              "(default: model_float.tflite in the TARGET folder).")
+@click.option("--data", metavar="DIR|digits|shapes", help="Evaluation images (class subfolders give labels) "
+              "or a built-in set; adds top-1/top-5, agreement and SQNR.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many samples of --data.")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads [default: all CPUs].")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Warm-up runs per model (at least).")
+@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Warm-up time per model (at least).")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Measured runs per model (at least).")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Measured time per model (at least).")
+@click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many runs per interleaved window (windows last about 0.5 s).")
+@click.option("--window-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Target length of an interleaved window.")
+@click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH.so",
+              help="xnnpack (LiteRT's CPU default), none (reference kernels), edgetpu (Coral), or a delegate .so.")
+@click.option("--json", "json_out", metavar="FILE", help="Write the result as JSON ('-': to stdout instead of "
+              "the table).")
+@click.option("--md", "md_out", metavar="FILE", help="Write the result as Markdown.")
+@click.option("--plot", "plot_out", metavar="FILE.png", help="Latency distributions as a PNG (needs "
+              "pip install 'edgenet[plot]').")
+@click.option("--ssh", metavar="USER@HOST[:PORT]", help="Run on this device: copy the models (and data) "
+              "there and run its own edgenet.")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="The device's Python that has edgenet installed (with --ssh).")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="An ssh -o option, e.g. IdentityFile=~/.ssh/pi (repeatable; with --ssh).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@debug_option
+def command(target, float_model, data, limit, threads, warmup, warmup_seconds, runs, min_seconds, window,
+            window_seconds, delegate, json_out, md_out, plot_out, ssh, remote_python, ssh_options, quiet, debug):
+    """Measure how much faster the int8 model is than the float one, and what it costs in accuracy.
+
+    TARGET is a `convert` output folder (model_int8.tflite, model_float.tflite, preprocess.json and
+    labels.txt are taken from it) or a .tflite file.
+
+    \b
+    Examples:
+      edgenet bench out/
+      edgenet bench out/ --data shapes --threads 4 --json bench.json --md bench.md
+      edgenet bench model_int8.tflite --float model_float.tflite --runs 200 --min-seconds 10
+      edgenet bench out/ --ssh pi@raspberrypi.local --remote-python /home/pi/venv/bin/python
+    """
+    from edgenet.benchmark import bench
+    from edgenet.benchmark import report
+
+    if plot_out:  # fail before a long run, not after it
+        from edgenet._deps import require
+
+        require("matplotlib", "plot", purpose="--plot")
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    result = bench(target, float_model=float_model, data=data, limit=limit, threads=threads, warmup=warmup,
+                   warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds, window=window,
+                   window_seconds=window_seconds,
+                   delegate=delegate, ssh=ssh, remote_python=remote_python, ssh_options=ssh_options,
+                   progress=progress)
+    if json_out == "-":
+        sys.stdout.write(report.to_json(result))
+        sys.stdout.flush()
+    else:
+        click.echo(report.format_table(result), nl=False)
+    if json_out and json_out != "-":
+        progress(f"wrote {report.write_json(result, json_out)}")
+    if md_out:
+        progress(f"wrote {report.write_markdown(result, md_out)}")
+    if plot_out:
+        progress(f"wrote {report.write_plot(result, plot_out)}")

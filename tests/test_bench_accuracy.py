@@ -1,0 +1,97 @@
+"""Accuracy metrics and benchmark data handling on arrays built here (no model needed)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgenet.benchmark.accuracy import AccuracyReport, agreement, compare, sqnr_db, top_k_accuracy
+from edgenet.benchmark.data import BenchData, align_labels, default_preprocess, load_bench_data
+from edgenet.data.preprocess import ColorMode
+from edgenet.errors import DataError
+
+
+def test_top_k_accuracy_by_hand():
+    outputs = np.array([[0.1, 0.7, 0.2, 0.0, 0.0, 0.0],   # top-1 = 1
+                        [0.5, 0.1, 0.4, 0.0, 0.0, 0.0],   # top-1 = 0, then 2
+                        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # top-1 = 5; 0 is last
+    labels = np.array([1, 2, 0])
+    assert top_k_accuracy(outputs, labels, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(outputs, labels, 2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(outputs, labels, 5) == pytest.approx(2 / 3)   # label 0 ranks 6th in row 3
+    assert top_k_accuracy(outputs, labels, 6) == pytest.approx(1.0)
+    assert top_k_accuracy(outputs, labels, 7) is None
+
+
+def test_agreement_and_sqnr():
+    f = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    q = f + np.array([[0.0, 0.0, -2.0], [0.0, 0.0, 0.0]])     # row 0 now picks class 1
+    assert agreement(f, q) == 0.5
+    assert sqnr_db(f, q) == pytest.approx(10 * math.log10(28.0 / 4.0))
+    assert sqnr_db(f, f) == math.inf
+
+
+def test_compare_labelled_and_unlabelled():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 10)).astype(np.float32)
+    q = f + rng.normal(0, 0.05, f.shape).astype(np.float32)
+    labels = np.argmax(f, axis=1)
+    labels[:20] = (labels[:20] + 1) % 10                    # float right on 90%
+    rep = compare({"float": f, "int8": q}, labels, "array")
+    assert rep.labelled and rep.samples == 200
+    assert rep.models["float"].top1 == pytest.approx(0.9)
+    assert 0.8 < rep.models["int8"].top1 <= 0.95
+    assert rep.models["float"].top5 is not None
+    assert 0.9 < rep.agreement < 1.0
+    assert 20 < rep.sqnr_db < 35                            # noise 0.05 on unit signals: ~26 dB
+    assert rep.max_abs_diff == pytest.approx(float(np.max(np.abs(f - q))))
+
+    unlabelled = compare({"float": f, "int8": q}, None, "array")
+    assert not unlabelled.labelled
+    assert unlabelled.models["int8"].top1 is None and unlabelled.agreement == rep.agreement
+    only = compare({"int8": q}, labels, "array")
+    assert only.agreement is None and only.sqnr_db is None and only.models["int8"].top1 is not None
+
+
+def test_accuracy_report_json_round_trip_keeps_identical_outputs():
+    f = np.eye(4, dtype=np.float32)
+    rep = compare({"float": f, "int8": f.copy()}, np.arange(4), "array")
+    d = rep.to_dict()
+    assert d["sqnr_db"] is None and d["outputs_identical"] is True
+    assert AccuracyReport.from_dict(d).sqnr_db == math.inf
+
+
+def test_load_bench_data_from_arrays_and_checks():
+    x = np.zeros((5, 8, 8, 3), np.float32)
+    data = load_bench_data((x, np.array([0, 1, 2, 3, 4])), None, limit=3)
+    assert data.x.shape == (3, 8, 8, 3) and data.labels.tolist() == [0, 1, 2]
+    assert load_bench_data(x, None).labels is None
+    with pytest.raises(DataError, match="4-D"):
+        load_bench_data(np.zeros((5, 8, 8), np.float32), None)
+    with pytest.raises(DataError, match="float"):
+        load_bench_data(np.zeros((5, 8, 8, 3), np.uint8), None)
+    with pytest.raises(DataError, match="one per sample"):
+        load_bench_data((x, np.array([0, 1])), None)
+
+
+def test_align_labels_maps_class_names_onto_the_model_labels():
+    model_labels = ("cat", "dog", "bird", "fish")
+    data = BenchData(np.zeros((3, 2, 2, 3), np.float32), np.array([0, 1, 1]), ("bird", "dog"), "folder")
+    aligned = align_labels(data, model_labels, 4)
+    assert aligned.labels.tolist() == [2, 1, 1]
+    same = BenchData(data.x, np.array([0, 1, 3]), model_labels, "folder")
+    assert align_labels(same, model_labels, 4).labels.tolist() == [0, 1, 3]
+    stranger = BenchData(data.x, np.array([0, 1, 1]), ("bird", "horse"), "folder")
+    with pytest.raises(DataError, match="'horse' are not among the model's labels"):
+        align_labels(stranger, model_labels, 4)
+    too_big = BenchData(data.x, np.array([0, 7, 1]), None, "array")
+    with pytest.raises(DataError, match="label 7 but the model has 4 classes"):
+        align_labels(too_big, None, 4)
+
+
+def test_default_preprocess_follows_the_model_input():
+    p = default_preprocess((1, 48, 64, 1))
+    assert (p.height, p.width, p.color) == (48, 64, ColorMode.GRAY)
+    with pytest.raises(DataError, match="preprocess.json"):
+        default_preprocess((1, 10))
