@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgenet._deps import require
+from edgenet.benchmark.accuracy import agreement, sqnr_db, top_k_accuracy  # the device-side definitions
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,6 @@ class Accuracy:
         return None if self.int8_top1 is None else round(100 * (self.float_top1 - self.int8_top1), 3)
 
 
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    if noise == 0:
-        return float("inf")
-    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
-
-
 def onnx_outputs(onnx_model, x_nhwc: np.ndarray, channels_last_input: bool) -> np.ndarray:
     """First output of the ONNX model on NHWC samples (transposed to NCHW when the model wants it)."""
     ort = require("onnxruntime", purpose="validation against ONNX")
@@ -63,26 +56,17 @@ def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_outpu
     return FloatCheck(err, err / scale, len(onnx_out))
 
 
-def top_k(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    flat = logits.reshape(len(logits), -1)
-    best = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(best == labels[:, None], axis=1)))
-
-
 def check_int8(float_out: np.ndarray, int8_out: np.ndarray) -> Int8Check:
-    f = float_out.reshape(len(float_out), -1)
-    q = int8_out.reshape(len(int8_out), -1)
-    agree = float(np.mean(np.argmax(f, axis=1) == np.argmax(q, axis=1)))
-    return Int8Check(agree, sqnr_db(f, q), len(f))
+    return Int8Check(agreement(float_out, int8_out), sqnr_db(float_out, int8_out), len(float_out))
 
 
 def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndarray) -> Accuracy:
     classes = float_out.reshape(len(float_out), -1).shape[1]
     five = classes >= 5
     return Accuracy(
-        float_top1=top_k(float_out, labels, 1),
-        int8_top1=None if int8_out is None else top_k(int8_out, labels, 1),
-        float_top5=top_k(float_out, labels, 5) if five else None,
-        int8_top5=top_k(int8_out, labels, 5) if five and int8_out is not None else None,
+        float_top1=top_k_accuracy(float_out, labels, 1),
+        int8_top1=None if int8_out is None else top_k_accuracy(int8_out, labels, 1),
+        float_top5=top_k_accuracy(float_out, labels, 5) if five else None,
+        int8_top5=top_k_accuracy(int8_out, labels, 5) if five and int8_out is not None else None,
         n_eval=len(labels),
     )
