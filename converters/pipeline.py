@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from converters.sources import CHECKPOINT_SUFFIXES, SourceModel, load_source
+from converters.sources import CHECKPOINT_SUFFIXES, SourceModel, check_source, load_source
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.data.preprocess import Preprocess
-from edgenet.errors import DataError, ModelError, UsageError
+from edgenet.errors import DataError, UsageError
 from edgenet.report import ConvertReport, Sizes, Validation
 
 MIN_CALIB_WARN = 100
@@ -27,20 +27,7 @@ MIN_CALIB_WARN = 100
 
 def check_inputs(opts: ConvertOptions) -> None:
     """Cheap checks of everything the user named, before any slow stage starts."""
-    spec = opts.model
-    low = spec.source.lower()
-    if low.endswith(".onnx") or low.endswith(CHECKPOINT_SUFFIXES):
-        path = Path(spec.source)
-        if not path.is_file():
-            kind = "ONNX model" if low.endswith(".onnx") else "checkpoint"
-            raise ModelError(f"{path}: no such {kind} file")
-    else:
-        from edgenet.zoo import _entry, validate_hparams
-
-        _entry(spec.source)
-        validate_hparams(spec.alpha, spec.resolution, spec.num_classes, spec.in_channels)
-        if spec.weights is not None and not Path(spec.weights).is_file():
-            raise ModelError(f"{spec.weights}: no such weights file")
+    check_source(opts)  # zoo name + hyper-parameters, model files, module:function + --input-shape
     if opts.calib not in ("digits", "shapes"):
         folder = Path(opts.calib)
         if not folder.is_dir():
@@ -130,9 +117,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
     equalized = None
     if opts.equalize:
-        from converters.equalize import equalize
+        from converters.equalize import ClipPolicy, equalize
 
-        model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)])
+        model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)],
+                                      per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
         notes.extend(equalized.notes)
     graph = stages.run("onnx -> tf", onnx_to_tf, model)
     float_bytes = stages.run("tflite float32", to_float_tflite, graph)

@@ -28,6 +28,7 @@ class Activation(str, Enum):
 class CalibMethod(str, Enum):
     MINMAX = "minmax"          # TFLite's default: the range of everything seen
     PERCENTILE = "percentile"  # clip activation ranges at the 99.99th percentile of |x|
+    MSE = "mse"                # per tensor, the clipping range with the least int8 round-trip error
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ConvertOptions:
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)
     equalize: bool = False           # cross-layer equalization + bias correction before quantizing
+    equalize_clip: str = "relu"      # ReLU6 in equalized pairs: "relu" (replace), "per_channel" (exact), "skip"
     layer_report: bool = True        # per-layer SQNR of the int8 model against the float one
     eval_samples: int = 64
     opset: int = 17

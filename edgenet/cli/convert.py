@@ -34,12 +34,16 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--calib", default="shapes", show_default=True,
               help="Calibration images: a folder (class subfolders or flat) or a built-in dataset: shapes, digits.")
 @click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration images to use.")
-@click.option("--calib-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
-              help="How activation ranges are chosen from the calibration data.")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
+              show_default=True, help="How activation ranges are chosen from the calibration data: minmax "
+              "(TFLite's), percentile (0.01/99.99), mse (the clipping range with the least int8 error).")
 @click.option("--per-tensor", is_flag=True, default=None,
               help="Per-tensor weight quantization (some accelerators need it; default: per-channel).")
 @click.option("--equalize", is_flag=True,
               help="Cross-layer equalization + bias correction before quantizing (helps --per-tensor).")
+@click.option("--equalize-clip", type=click.Choice(["relu", "per_channel", "skip"]), default="relu",
+              show_default=True, help="ReLU6 between equalized layers: replace by ReLU (as the paper), keep it "
+              "exactly (ReLU + per-channel minimum: more ops), or do not equalize across it.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W",
               help="Input shape for a `package.module:function` model, e.g. 1,3,224,224.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None,
@@ -57,7 +61,7 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            calib, calib_samples, calib_method, per_tensor, equalize, input_shape, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
+            calib, calib_samples, calib_method, per_tensor, equalize, equalize_clip, input_shape, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
             as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
@@ -92,7 +96,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
-            per_tensor=per_tensor, equalize=equalize,
+            per_tensor=per_tensor, equalize=equalize, equalize_clip=equalize_clip,
             input_shape=None if input_shape is None else _numbers(input_shape, int, "--input-shape"),
             eval_samples=eval_samples, fit=fit, fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
             fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)

@@ -1,0 +1,113 @@
+"""Calibration methods: the MSE-optimal range search, and minmax / percentile / mse in the converter."""
+import numpy as np
+import pytest
+
+from converters.calibration import HIST_BINS, mse_range
+from edgenet.config import CalibMethod
+
+
+def _hist(values):
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    counts, _ = np.histogram(values, bins=HIST_BINS, range=(lo, hi))
+    return counts.astype(np.float64), lo, hi
+
+
+def _roundtrip_mse(values, lo, hi):
+    """The real int8 (asymmetric, 256 levels) round-trip error of ``values`` with range [lo, hi]."""
+    scale = (hi - lo) / 255
+    zp = np.round(-128 - lo / scale)
+    q = np.clip(np.round(values / scale + zp), -128, 127)
+    return float(np.mean(((q - zp) * scale - values) ** 2))
+
+
+def test_gaussian_is_clipped_near_four_sigma():
+    x = np.random.default_rng(0).standard_normal(500_000)
+    lo, hi = mse_range(*_hist(x))
+    assert 3.3 < hi < 4.7 and -4.7 < lo < -3.3          # ACIQ's 8-bit optimum for a Gaussian is ~4 sigma
+    assert hi < x.max() - 0.3
+
+
+def test_uniform_values_keep_their_range():
+    x = np.random.default_rng(0).uniform(0, 6, 200_000)
+    lo, hi = mse_range(*_hist(x))
+    assert lo == 0.0 and hi > 0.97 * x.max()
+
+
+def test_chosen_range_has_lower_real_error_than_minmax_and_neighbours():
+    """The histogram model (noise scale^2/12 inside, clipping error outside) must pick a range whose
+    true round-trip error beats min/max and the ranges 20% narrower or wider."""
+    rng = np.random.default_rng(1)
+    x = np.maximum(rng.laplace(0.2, 1.0, 300_000), 0.0)   # a post-ReLU, heavy-tailed activation
+    lo, hi = mse_range(*_hist(x))
+    best = _roundtrip_mse(x, lo, hi)
+    assert lo == 0.0 and hi < 0.9 * x.max()
+    assert best < 0.9 * _roundtrip_mse(x, 0.0, float(x.max()))
+    assert best <= _roundtrip_mse(x, lo, 0.8 * hi) and best <= _roundtrip_mse(x, lo, 1.2 * hi)
+
+
+def test_isolated_outliers_are_kept_when_clipping_them_costs_more():
+    """MSE weighs a clipped value by its squared error: three values at 30 among 100k normals
+    cost more clipped to 4 than the coarser step of the full range -- unlike percentile."""
+    x = np.random.default_rng(2).standard_normal(100_000)
+    x[:3] = 30.0
+    lo, hi = mse_range(*_hist(x))
+    assert hi > 27
+
+
+def test_mse_is_a_calib_method():
+    assert CalibMethod("mse") is CalibMethod.MSE
+
+
+# -- through the TFLite converter ------------------------------------------------------------
+tf_needed = pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflow") is None,
+                               reason="tensorflow is not installed")
+
+
+def _convert(fn, data, method):
+    import tensorflow as tf
+
+    from converters.calibration import RangeCalibrator, calibrated_by
+
+    cf = fn.get_concrete_function()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], fn)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([d[None]] for d in data[:1])
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with calibrated_by(RangeCalibrator([data], method, batch_size=8, num_threads=2)) as cal:
+        model = conv.convert()
+    return model, cal.last_stats
+
+
+def _scales(model):
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    obj = fbu.convert_bytearray_to_object(model)
+    g = obj.subgraphs[0]
+    return {t.name: float(t.quantization.scale[0]) for t in g.tensors
+            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) == 1}, \
+        g.tensors[g.outputs[0]].name
+
+
+@tf_needed
+def test_methods_through_the_converter():
+    import tensorflow as tf
+
+    from conftest import _tiny_tf_cnn
+
+    fn = _tiny_tf_cnn(tf)
+    data = np.random.default_rng(0).laplace(0, 1, (40, 32, 32, 3)).astype(np.float32)   # heavy tails
+    minmax, s_mm = _convert(fn, data, CalibMethod.MINMAX)
+    mse, s_mse = _convert(fn, data, CalibMethod.MSE)
+    pct, _ = _convert(fn, data, CalibMethod.PERCENTILE)
+    a, out_name = _scales(minmax)
+    b, _ = _scales(mse)
+    c, _ = _scales(pct)
+    assert s_mse.method is CalibMethod.MSE and s_mse.tensors == s_mm.tensors
+    assert b[b"x"] < 0.9 * a[b"x"] and c[b"x"] < 0.9 * a[b"x"]   # the tails do not set the input scale
+    assert b[out_name] == pytest.approx(a[out_name], rel=1e-6)   # outputs keep their full range
+    clipped = [k for k in a if k in b and b[k] < 0.99 * a[k]]
+    assert b"x" in clipped and len(clipped) >= 2                 # a hidden activation too (ReLU6 ones
+    #                                                              saturate at 6: nothing to clip there)
+    assert all(b[k] <= a[k] * 1.0001 for k in a if k in b)       # never wider than min/max
