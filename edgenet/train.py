@@ -38,7 +38,7 @@ class TrainConfig:
     in_channels: int = 3
     activation: Activation = Activation.RELU6
     batch_size: int = 64
-    lr: float = 6e-3
+    lr: float = 0.02
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1

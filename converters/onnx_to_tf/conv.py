@@ -44,16 +44,19 @@ def conv(ctx: NodeContext):
         multiplier = out_ch // channels  # output channel c*m + k reads input channel c
         kernel = np.ascontiguousarray(weights.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1))
         y = tf.nn.depthwise_conv2d(xt, kernel, tf_strides, padding, dilations=dilations)
-    else:  # 1 < group < channels: one conv per group, concatenated (converts to plain CONV_2D ops)
+    else:  # 1 < group < channels: one conv (+ its share of the bias) per group, concatenated
         out_per_group = out_ch // group
         parts = tf.split(xt, group, axis=3)
         outs = []
         for g, part in enumerate(parts):
             w = weights[g * out_per_group:(g + 1) * out_per_group]
             kernel = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-            outs.append(tf.nn.conv2d(part, kernel, tf_strides, padding,
-                                     dilations=[1, dilations[0], dilations[1], 1]))
+            out = tf.nn.conv2d(part, kernel, tf_strides, padding, dilations=[1, dilations[0], dilations[1], 1])
+            if bias is not None:  # inside the group, so TFLite fuses it into the CONV_2D
+                out = tf.nn.bias_add(out, bias[g * out_per_group:(g + 1) * out_per_group].astype(weights.dtype))
+            outs.append(out)
         y = tf.concat(outs, axis=3)
+        bias = None
     if bias is not None:
         y = tf.nn.bias_add(y, bias.astype(weights.dtype))
     return [ctx.out_nhwc(y)]

@@ -36,13 +36,35 @@ def _pool_setup(ctx: NodeContext):
     return xt, (height, width), kernel, strides, pads
 
 
+def _edge_pad(tf, xt, begin, end):
+    """Repeat the first/last row and column of an NHWC tensor ``begin``/``end`` times (slices + concat;
+    strided slices, which XNNPACK delegates in float and int8)."""
+    for axis, (b, e) in enumerate(zip(begin, end), start=1):
+        if not (b or e):
+            continue
+        size = xt.shape[axis]
+        index = [slice(None)] * 4
+        index[axis] = slice(0, 1)
+        first = [xt[tuple(index)]] if b else []
+        index[axis] = slice(size - 1, size)
+        last = [xt[tuple(index)]] if e else []
+        xt = tf.concat(first * b + [xt] + last * e, axis=axis)
+    return xt
+
+
 @handler("MaxPool", check=_check_pool)
 def max_pool(ctx: NodeContext):
+    """Explicit padding repeats the edge rows/columns: every window that reaches into the padding
+    also holds the edge element it repeats, so the max is exact -- and, unlike padding with the
+    lowest float, the padded tensor keeps the input's range, which int8 calibration shares."""
     tf = ctx.tf
     xt, sizes, kernel, strides, pads = _pool_setup(ctx)
     padding = pads.tf_padding(sizes, kernel, strides, [1, 1])
-    if padding is None:  # pad with the lowest value so padding never wins the max
-        xt = pad_spatial(ctx, xt, pads.begin, pads.end, float(np.finfo(np.float32).min))
+    if padding is None:
+        if all(b < k and e < k for b, e, k in zip(pads.begin, pads.end, kernel)):
+            xt = _edge_pad(tf, xt, pads.begin, pads.end)
+        else:  # a window may lie entirely in the padding: pad with the lowest value (float-exact)
+            xt = pad_spatial(ctx, xt, pads.begin, pads.end, float(np.finfo(np.float32).min))
         padding = "VALID"
     y = tf.nn.max_pool2d(xt, kernel, strides, padding)
     return [ctx.out_nhwc(y)]

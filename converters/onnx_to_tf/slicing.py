@@ -46,7 +46,17 @@ def split(ctx: NodeContext):
         parts = int(ctx.attr("num_outputs", count))
         chunk = -(-size // parts)  # ONNX: equal chunks, the last one smaller if it does not divide
         sizes = [chunk] * (size // chunk) + ([size % chunk] if size % chunk else [])
-    pieces = ctx.tf.split(ctx.tensor(x), [int(s) for s in sizes], axis=layout.tf_axis(x.perm, axis))
+    sizes = [int(s) for s in sizes]
+    tensor, tf_axis = ctx.tensor(x), layout.tf_axis(x.perm, axis)
+    if len(set(sizes)) == 1 and 2 <= len(sizes) <= 4:  # SPLIT, which XNNPACK delegates for 2-4 outputs
+        pieces = ctx.tf.split(tensor, len(sizes), axis=tf_axis)
+    else:  # one strided slice per piece (XNNPACK delegates neither SPLIT_V nor a 5-way SPLIT)
+        pieces, start = [], 0
+        for size in sizes:
+            index = [slice(None)] * x.rank
+            index[tf_axis] = slice(start, start + size)
+            pieces.append(tensor[tuple(index)])
+            start += size
     return [ctx.out(p, x.perm) for p in pieces]
 
 

@@ -23,7 +23,7 @@ def _print_epoch(stats) -> None:
 @click.option("--resolution", type=int, default=32, show_default=True, help="Input size (multiple of 32).")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=6e-3, show_default=True, help="Peak learning rate (AdamW, cosine).")
+@click.option("--lr", type=float, default=0.02, show_default=True, help="Peak learning rate (AdamW, cosine).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
               help="3 = RGB input like phones feed (gray images are replicated); 1 = grayscale.")
@@ -47,7 +47,7 @@ def command(dataset, out, model, alpha, resolution, epochs, batch_size, lr, seed
     \b
     Examples:
       edgenet train --dataset digits --alpha 0.25 --resolution 32 --epochs 40 --out digits.pt
-      edgenet train --dataset shapes --resolution 64 --epochs 30 --out shapes.pt --json
+      edgenet train --dataset shapes --resolution 64 --epochs 25 --out shapes.pt --json
       edgenet train --dataset photos/ --resolution 96 --out photos.pt
     """
     from edgenet.train import train

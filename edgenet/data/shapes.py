@@ -32,6 +32,7 @@ CLASS_NAMES: tuple[str, ...] = tuple(s.value for s in Shape)
 SPLIT_SIZES = {"train": 2000, "calib": 200, "test": 504}
 _SPLIT_IDS = {"train": 1, "calib": 2, "test": 3}
 _NOISE_SIGMAS = (0.0, 3.0, 6.0, 9.0, 12.0)  # pixel-value std of the added Gaussian noise
+_RADIUS = (0.18, 0.40)  # circumradius range, as a fraction of the shorter side
 _SUPERSAMPLE = 2  # the shape mask is drawn at 2x and averaged down: smooth edges at 32 px
 
 # outlines in unit coordinates (circumradius 1), rotated and scaled per image
@@ -136,7 +137,7 @@ def render_shape(index: int, height: int, width: int, split: str = "train",
     image = _gradient(size, start, end, rng.uniform(0, 2 * np.pi))
 
     side = min(height, width)
-    r = rng.uniform(0.18, 0.40) * side
+    r = rng.uniform(*_RADIUS) * side
     cx = rng.uniform(0.8 * r, width - 0.8 * r)
     cy = rng.uniform(0.8 * r, height - 0.8 * r)
     mask = _draw_mask(shape, size, cx, cy, r, rng.uniform(0, 2 * np.pi))

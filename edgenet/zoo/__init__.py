@@ -1,7 +1,12 @@
 """The model zoo: architectures by name, their summaries, and loading trained weights.
 
 Architectures live one per module (``mobilenet_v1.py`` ...) and need torch; this registry itself
-imports torch only when a model is built.
+imports torch only when a model is built. Each module's docstring gives the paper's table it follows.
+
+Hyper-parameters: ``alpha`` (width multiplier) exists for mobilenet_v1, mixnet_s (the reference
+builder's depth_multiplier) and xception_tiny; ShuffleNetV2's paper widths are separate tables, so
+``shufflenet_v2_x1_0`` and ``squeezenet1_1`` reject alpha != 1. ``activation`` (relu6/relu) is a
+MobileNetV1 choice; the other models use their papers' activations.
 """
 from __future__ import annotations
 
@@ -18,11 +23,27 @@ class ZooEntry:
     module: str          # edgenet.zoo.<module>
     cls: str
     paper: str
+    width_multiplier: bool = True      # accepts alpha in (0, 1]; otherwise alpha must be 1
+    activations: tuple[str, ...] = ("relu6", "relu")  # selectable; () = the paper's own (fixed)
+    kwargs: tuple[tuple[str, object], ...] = ()        # extra constructor arguments
+    # the published numbers at 224 px, 1000 classes: (million mult-adds, million parameters); SqueezeNet
+    # 1.1's are the reference implementation's (its paper gives v1.0 only, and "2.4x less computation")
+    published: tuple[float, float] | None = None
 
 
 _ZOO = {
     "mobilenet_v1": ZooEntry("mobilenet_v1", "edgenet.zoo.mobilenet_v1", "MobileNetV1",
-                             "Howard et al. 2017, MobileNets, Table 1"),
+                             "Howard et al. 2017, MobileNets, Table 1", published=(569, 4.2)),
+    "mixnet_s": ZooEntry("mixnet_s", "edgenet.zoo.mixnet", "MixNet",
+                         "Tan & Le 2019, MixConv, MixNet-S", activations=(), published=(256, 4.1)),
+    "shufflenet_v2_x1_0": ZooEntry("shufflenet_v2_x1_0", "edgenet.zoo.shufflenet_v2", "ShuffleNetV2",
+                                   "Ma et al. 2018, ShuffleNet V2, Table 5 (1x)", width_multiplier=False,
+                                   activations=(), kwargs=(("width", "1x"),), published=(146, 2.3)),
+    "squeezenet1_1": ZooEntry("squeezenet1_1", "edgenet.zoo.squeezenet", "SqueezeNet",
+                              "Iandola et al. 2016, SqueezeNet, Table 1 + v1.1", width_multiplier=False,
+                              activations=(), published=(350, 1.24)),
+    "xception_tiny": ZooEntry("xception_tiny", "edgenet.zoo.xception_tiny", "XceptionTiny",
+                              "after Chollet 2017, Xception, Figure 5 (our own small table)", activations=()),
 }
 
 
@@ -51,20 +72,52 @@ def _entry(name: str) -> ZooEntry:
         raise UsageError(f"unknown model {name!r}{hint} (zoo: {', '.join(_ZOO)})") from None
 
 
+DEFAULT_ACTIVATION = "relu6"  # ModelSpec's and the CLI's default: "not chosen" for fixed-activation models
+
+
+def check_model_args(name: str, *, alpha: float = 1.0, resolution: int = 224, num_classes: int = 1000,
+                     in_channels: int = 3, activation: str = DEFAULT_ACTIVATION) -> ZooEntry:
+    """Cheap checks (no torch) of a zoo model and its hyper-parameters; returns its entry.
+
+    ``alpha`` must be 1 for architectures without a width multiplier; ``activation`` is selectable
+    only where the entry lists choices (elsewhere the paper's activations are used and only the
+    default value is accepted).
+    """
+    entry = _entry(name)
+    validate_hparams(alpha, resolution, num_classes, in_channels)
+    if not entry.width_multiplier and alpha != 1:
+        raise UsageError(f"{name} has no width multiplier; --alpha must be 1, got {alpha:g}")
+    if entry.activations and activation not in entry.activations:
+        raise UsageError(f"--activation must be one of {', '.join(entry.activations)} for {name}, "
+                         f"got {activation!r}")
+    if not entry.activations and activation != DEFAULT_ACTIVATION:
+        raise UsageError(f"{name} uses its paper's activations; --activation applies only to "
+                         + ", ".join(e.name for e in _ZOO.values() if e.activations))
+    return entry
+
+
 def create_model(name: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
                  num_classes: int = 1000, in_channels: int = 3, activation: str = "relu6",
                  weights: str | Path | None = None, seed: int = 0):
-    """Build a zoo model in eval mode. Untrained weights are seeded, so two builds are identical."""
+    """Build a zoo model in eval mode. Untrained weights are seeded, so two builds are identical.
+
+    ``alpha`` (width multiplier) applies to mobilenet_v1, mixnet_s and xception_tiny; the others
+    reject alpha != 1. ``activation`` (relu6/relu) applies to mobilenet_v1 only.
+    """
     from edgenet._deps import require
 
     torch = require("torch", purpose="building zoo models")
-    entry = _entry(name)
-    validate_hparams(alpha, resolution, num_classes, in_channels)
+    entry = check_model_args(name, alpha=alpha, resolution=resolution, num_classes=num_classes,
+                             in_channels=in_channels, activation=activation)
     cls = getattr(importlib.import_module(entry.module), entry.cls)
+    kwargs = dict(entry.kwargs)
+    if entry.width_multiplier:
+        kwargs["alpha"] = alpha
+    if entry.activations:
+        kwargs["activation"] = activation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = cls(alpha=alpha, resolution=resolution, num_classes=num_classes,
-                    in_channels=in_channels, activation=activation)
+        model = cls(resolution=resolution, num_classes=num_classes, in_channels=in_channels, **kwargs)
     if weights is not None:
         load_weights(model, weights)
     return model.eval()
@@ -119,5 +172,6 @@ def info(name: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 22
 
     model = create_model(name, alpha=alpha, resolution=resolution, num_classes=num_classes,
                          in_channels=in_channels)
-    label = f"{name} alpha={alpha:g} resolution={resolution}"
+    width = f" alpha={alpha:g}" if _entry(name).width_multiplier else ""
+    label = f"{name}{width} resolution={resolution}"
     return summarize(model, (1, in_channels, resolution, resolution), name=label)

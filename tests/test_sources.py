@@ -1,0 +1,235 @@
+"""Model sources: zoo names, .onnx files (any input name/shape), `package.module:function` callables,
+torch.export .pt2 programs, and the one-line refusals (missing pieces, several inputs or outputs)."""
+import itertools
+import json
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import edgenet
+from converters.sources import SourceKind, check_source, load_source, source_kind
+from converters.user_models import load_callable
+from edgenet.api import _options
+from edgenet.cli import main
+from edgenet.errors import ModelError, UsageError
+
+_ids = itertools.count()
+
+NET = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TwoOut(Net):
+    def forward(self, x):
+        y = super().forward(x)
+        return y, y * 2
+
+
+class TwoIn(Net):
+    def forward(self, x, mask):
+        return super().forward(x * mask)
+
+
+def build():
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def two_outputs():
+    return TwoOut()
+
+
+def two_inputs():
+    return TwoIn()
+
+
+def not_a_model():
+    return "resnet"
+
+
+def fails():
+    raise RuntimeError("no weights here")
+
+
+threshold = 0.5
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module file written in a fresh working directory (not on sys.path): its import name."""
+    name = f"user_models_{next(_ids)}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(NET))
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def _opts(source, **kw):
+    return _options(source, kw)
+
+
+def test_source_kinds():
+    cases = {"mobilenet_v1": SourceKind.ZOO, "model.onnx": SourceKind.ONNX, "dir/M.ONNX": SourceKind.ONNX,
+             "digits.pt": SourceKind.CHECKPOINT, "w.ckpt": SourceKind.CHECKPOINT, "prog.pt2": SourceKind.EXPORTED_PROGRAM,
+             "my_pkg.models:build_model": SourceKind.CALLABLE, "mod:Factory.create": SourceKind.CALLABLE,
+             "not a:thing": SourceKind.ZOO}
+    for source, kind in cases.items():
+        assert source_kind(source) is kind, source
+
+
+def test_callable_converts_non_square(user_module, tmp_path):
+    pytest.importorskip("tensorflow")
+    result = edgenet.convert(f"{user_module}:build", input_shape=(1, 3, 40, 56), calib_samples=8, eval_samples=4,
+                             layer_report=False, out=tmp_path / "o")
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["model"]["source"] == f"{user_module}:build" and report["model"]["name"] == "build"
+    assert report["model"]["input_shape"] == [1, 3, 40, 56] and report["model"]["tflite_input_shape"] == [1, 40, 56, 3]
+    assert report["validation"]["float_rel_err"] <= 1e-4
+    assert report["validation"]["int8_sqnr_db"] > 15 and result.int8_path is not None
+    pre = json.loads((tmp_path / "o" / "preprocess.json").read_text())
+    assert (pre["height"], pre["width"]) == (40, 56)
+
+
+def test_callable_errors(user_module):
+    shape = {"input_shape": (1, 3, 32, 32)}
+    cases = [
+        (f"{user_module}:build", {}, UsageError, "needs --input-shape N,C,H,W"),
+        ("no_such_module_here:build", shape, UsageError, "no module named 'no_such_module_here' in the working"),
+        (f"{user_module}:missing", shape, UsageError, f"{user_module} has no attribute 'missing'"),
+        (f"{user_module}:threshold", shape, UsageError, "threshold is not callable"),
+        (f"{user_module}:not_a_model", shape, ModelError, "returned an object of type str, not a torch.nn.Module"),
+        (f"{user_module}:fails", shape, ModelError, r"calling fails\(\) failed: RuntimeError: no weights here"),
+        (f"{user_module}:two_inputs", shape, ModelError, r"forward\(\) takes 2 inputs \(x, mask\)"),
+        (f"{user_module}:two_outputs", shape, ModelError, "has 2 outputs"),
+        (f"{user_module}:build", {"input_shape": (2, 3, 32, 32)}, UsageError, "batch must be 1"),
+        (f"{user_module}:build", {"input_shape": (1, 4, 32, 32)}, UsageError, "channels must be 1 or 3"),
+        (f"{user_module}:build", {"input_shape": (1, 3, 32)}, UsageError, "4 positive ints"),
+    ]
+    for source, kw, error, message in cases:
+        with pytest.raises(error, match=message) as info:
+            load_source(_opts(source, **kw))
+        assert "\n" not in str(info.value), source
+
+
+def test_callable_cli_errors_are_one_line(user_module, capsys, tmp_path):
+    assert main(["convert", f"{user_module}:build", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"edgenet: error: {user_module}:build: a `module:function` model needs "
+                                        "--input-shape N,C,H,W (e.g. --input-shape 1,3,224,224)"]
+    assert main(["convert", f"{user_module}:missing", "--input-shape", "1,3,32,32", "--out", str(tmp_path / "o")]) == 2
+    assert "has no attribute 'missing'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_shape_only_where_it_applies(tmp_path):
+    with pytest.raises(UsageError, match="zoo model mobilenet_v1 takes --resolution"):
+        check_source(_opts("mobilenet_v1", input_shape=(1, 3, 64, 64)))
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(UsageError, match="not to m.onnx"):
+        check_source(_opts(str(tmp_path / "m.onnx"), input_shape=(1, 3, 64, 64)))
+    with pytest.raises(ModelError, match=r"gone\.pt2: no such torch.export program \(\.pt2\) file"):
+        check_source(_opts(str(tmp_path / "gone.pt2")))
+    with pytest.raises(UsageError, match="no width multiplier"):
+        check_source(_opts("squeezenet1_1", alpha=0.5))
+
+
+# -- torch.export programs ------------------------------------------------------------------
+def _save_program(module, path, *inputs, **kw):
+    torch.export.save(torch.export.export(module, inputs, **kw), str(path))
+    return path
+
+
+def test_exported_program_converts(user_module, tmp_path):
+    pytest.importorskip("tensorflow")
+    net = load_callable(f"{user_module}:build")
+    path = _save_program(net, tmp_path / "net.pt2", torch.randn(1, 3, 40, 56))
+    result = edgenet.convert(str(path), calib_samples=8, eval_samples=4, layer_report=False, out=tmp_path / "o")
+    report = result.report
+    assert report.model["input_shape"] == [1, 3, 40, 56] and report.model["name"] == "net"
+    assert report.validation.float_rel_err <= 1e-4 and report.export_max_abs_err < 1e-5
+    assert report.validation.int8_sqnr_db > 15
+
+
+def test_exported_program_refusals(user_module, tmp_path):
+    load_callable(f"{user_module}:build")  # imports the module from the working directory
+    mod = sys.modules[user_module]
+    x = torch.randn(1, 3, 32, 32)
+    training = _save_program(mod.build().train(), tmp_path / "train.pt2", torch.randn(2, 3, 32, 32))
+    two_out = _save_program(mod.two_outputs().eval(), tmp_path / "two_out.pt2", x)
+    two_in = _save_program(mod.two_inputs().eval(), tmp_path / "two_in.pt2", x, torch.ones(1, 3, 32, 32))
+    height = torch.export.Dim("height", min=16, max=128)
+    dynamic = _save_program(mod.build().eval(), tmp_path / "dyn.pt2", x, dynamic_shapes={"x": {2: height}})
+    static = _save_program(mod.build().eval(), tmp_path / "static.pt2", x)
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip archive")
+    cases = [
+        (training, {}, ModelError, "exported in training mode"),
+        (two_out, {}, ModelError, "has 2 outputs"),
+        (two_in, {}, ModelError, "takes 2 inputs"),
+        (dynamic, {}, UsageError, "input shape is dynamic; give --input-shape"),
+        (static, {"input_shape": (1, 3, 64, 64)}, UsageError, "exported for input 1,3,32,32, not --input-shape"),
+        (junk, {}, ModelError, "not a torch.export program"),
+    ]
+    for path, kw, error, message in cases:
+        with pytest.raises(error, match=message) as info:
+            load_source(_opts(str(path), **kw))
+        assert "\n" not in str(info.value), path
+    # a dynamic dim takes the size given
+    source = load_source(_opts(str(dynamic), input_shape=(1, 3, 48, 32), opset=17))
+    assert source.input_shape == (1, 3, 48, 32) and source.export_max_abs_err < 1e-5
+
+
+# -- ONNX files -----------------------------------------------------------------------------
+def test_onnx_any_input_name_and_shape(user_module, tmp_path):
+    pytest.importorskip("tensorflow")
+    net = load_callable(f"{user_module}:build")
+    path = tmp_path / "custom.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 40, 56),), str(path), dynamo=False, input_names=["image_bgr"],
+                      output_names=["scores"], dynamic_axes={"image_bgr": {0: "batch"}})
+    result = edgenet.convert(str(path), calib_samples=8, eval_samples=4, layer_report=False, out=tmp_path / "o")
+    report = result.report
+    assert report.model["input_name"] == "image_bgr" and report.model["input_shape"] == [1, 3, 40, 56]
+    assert report.model["tflite_input_shape"] == [1, 40, 56, 3]
+    assert report.validation.float_rel_err <= 1e-4 and report.validation.int8_sqnr_db > 15
+
+
+def test_onnx_several_inputs_or_outputs_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def save(name, inputs, outputs, nodes):
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8])
+                                                for n in inputs],
+                                  [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in outputs])
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return str(path)
+
+    two_in = save("two_in", ["a", "b"], ["y"], [helper.make_node("Add", ["a", "b"], ["y"])])
+    two_out = save("two_out", ["a"], ["y", "z"], [helper.make_node("Relu", ["a"], ["y"]),
+                                                  helper.make_node("Neg", ["a"], ["z"])])
+    with pytest.raises(ModelError, match="has 2 inputs; edgenet converts single-input models"):
+        load_source(_opts(two_in))
+    with pytest.raises(ModelError, match=r"has 2 outputs \(y, z\); edgenet converts single-output models"):
+        load_source(_opts(two_out))
