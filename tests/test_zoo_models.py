@@ -161,6 +161,13 @@ def test_maxpool_padding_keeps_int8_ranges(tmp_path):
 
 
 # -- conversion of every zoo model ----------------------------------------------------------
+def _xnnpack_partitions(path) -> int:
+    """How many XNNPACK subgraphs LiteRT makes of a model (1: the delegate runs all of it)."""
+    from edgenet.runtime import make_interpreter
+
+    return sum(op["op_name"] == "DELEGATE" for op in make_interpreter(path, 2)._get_ops_details())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,transposes", [("mixnet_s", 0), ("shufflenet_v2_x1_0", 16), ("squeezenet1_1", 0),
                                              ("xception_tiny", 0)])
@@ -176,3 +183,8 @@ def test_zoo_model_converts(name, transposes, tmp_path):
     assert report["ops"].get("TRANSPOSE", 0) == transposes
     assert report["ops_float"].get("TRANSPOSE", 0) == transposes
     assert result.int8_path is not None and report["sizes"]["int8_bytes"] < report["sizes"]["float_bytes"] / 3
+    # XNNPACK runs the whole graph, float and int8: no SPLIT_V or 5-way SPLIT (MixNet's MDConv), no
+    # SLICE/PADV2 (padded MaxPool), no standalone int8 RELU (Xception's pre-activations)
+    assert not {"SPLIT_V", "PADV2", "SLICE", "GATHER", "RELU"} & set(report["ops"])
+    assert _xnnpack_partitions(result.float_path) == 1
+    assert _xnnpack_partitions(result.int8_path) == 1

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from converters.onnx_to_tf import layout
 from converters.onnx_to_tf.context import NodeContext
 from converters.onnx_to_tf.registry import handler
 
@@ -17,7 +18,20 @@ def _unary(ctx: NodeContext, fn):
 
 @handler("Relu")
 def relu(ctx: NodeContext):
-    return _unary(ctx, ctx.tf.nn.relu)
+    """A ReLU whose input is also read elsewhere (e.g. a residual sum feeding both the shortcut and a
+    pre-activation, as in Xception) cannot fuse into the op before it, and XNNPACK runs no standalone
+    int8 RELU: such a ReLU becomes an identity 1x1 depthwise conv with the ReLU fused (exact in
+    float, and in int8 where a weight of 1 is exact), which XNNPACK runs in float and int8 alike."""
+    x = ctx.required(0)
+    tf = ctx.tf
+    shared = ctx.state.readers.get(ctx.node.input[0], 0) > 1
+    if shared and not x.is_const and x.perm == layout.NHWC and x.tensor.dtype == tf.float32:
+        channels = x.tensor.shape[-1]
+        if channels is not None:
+            ones = np.ones((1, 1, channels, 1), np.float32)
+            y = tf.nn.depthwise_conv2d(ctx.nhwc(x), ones, [1, 1, 1, 1], "VALID")
+            return [ctx.out_nhwc(tf.nn.relu(y))]
+    return _unary(ctx, tf.nn.relu)
 
 
 @handler("LeakyRelu")

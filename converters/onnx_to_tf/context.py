@@ -22,6 +22,7 @@ class ConversionState:
         self.model_batch = model_batch  # batch the ONNX model was exported with (shape constants use it)
         self.values: dict[str, Value] = {}
         self._layouts: dict[tuple[int, tuple[int, ...]], tuple[Value, Any]] = {}
+        self.readers: dict[str, int] = {}  # ONNX value name -> nodes (and graph outputs) that read it
 
     def in_layout(self, value: Value, perm: Sequence[int]) -> Any:
         """``value`` as a TF tensor in layout ``perm``; transposes (or reshapes, when only unit dims

@@ -170,9 +170,12 @@ def onnx_to_tf(model: Any, batch_size: int | None = 1) -> TFGraph:
     kept_outputs = _kept_nhwc_outputs(model)
     op_counts: Counter[str] = Counter()
     output_infos: list[TensorInfo] = []
+    readers = Counter(name for node in graph.node for name in node.input if name)
+    readers.update(o.name for o in graph.output)
 
     def trace(*args: Any) -> list[Any]:
         state = ConversionState(tf, onnx, opset, batch_size, model_batch)
+        state.readers = readers
         for name, array in initializers.items():
             state.values[name] = Value.constant(array)
         for plan, arg in zip(inputs, args):

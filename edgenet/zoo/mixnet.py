@@ -29,6 +29,10 @@ concatenated), "grouped project" only the projection. The stem and head use ReLU
 
 The width multiplier ``alpha`` is the reference builder's ``depth_multiplier``: stem and block
 widths are scaled and rounded to multiples of 8 (the 1536-wide head is not scaled).
+
+Deployment note (measured with LiteRT 2.3 + XNNPACK on x86): int8 depthwise convs with 9x9 and 11x11
+kernels run 5-8x slower than float (no specialised int8 kernels for them), so the int8 model is
+slower than the float one on such CPUs.
 """
 from __future__ import annotations
 

@@ -18,6 +18,10 @@ between) by a 1x1 pointwise conv, then BatchNorm; MaxPool is 3x3/s2 with "same" 
 entry/exit block has a residual connection through a 1x1/s2 conv + BatchNorm, the middle blocks an
 identity one; the first entry block has no leading ReLU (the stem's ReLU precedes it). Returns
 logits (no softmax). ``alpha`` scales every width (rounded to a multiple of 8).
+
+A pre-activation ReLU reads a residual sum that the shortcut reads too, so it cannot fuse into the
+add; XNNPACK runs no standalone int8 RELU, so the converter emits such ReLUs as identity 1x1
+depthwise convs with the ReLU fused (see converters/onnx_to_tf/activations.py).
 """
 from __future__ import annotations
 
