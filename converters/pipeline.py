@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters.sources import CHECKPOINT_SUFFIXES, SourceModel, check_source, load_source
+from converters.sources import SourceModel, check_source, load_source
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, UsageError
@@ -230,7 +230,9 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     from edgenet.zoo import info
     from targets.fit import fit_model
 
-    if opts.model.is_onnx_file or opts.model.source.lower().endswith(CHECKPOINT_SUFFIXES):
+    from converters.sources import SourceKind, source_kind
+
+    if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
     workdir = Path(tempfile.mkdtemp(prefix="edgenet-fit-"))
     quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
