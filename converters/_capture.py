@@ -14,11 +14,6 @@ import tempfile
 class Captured:
     text: str = ""
 
-    def tail(self, lines: int = 3) -> str:
-        useful = [ln.strip() for ln in self.text.splitlines()
-                  if ln.strip() and not ln.startswith(("W0", "I0", "WARNING"))]
-        return " | ".join(useful[-lines:])
-
 
 @contextlib.contextmanager
 def captured_fd(fd: int = 2):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,41 @@ from converters.sources import SourceModel, check_source, load_source
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, UsageError
-from edgenet.report import ConvertReport, Sizes, Validation
+from edgenet.report import ConvertReport, Sizes, StageTime, Validation
 
 MIN_CALIB_WARN = 100
+
+
+class Stages:
+    """Runs named stages, timing each and telling a progress callback."""
+
+    def __init__(self, total: int, progress: Callable | None):
+        self.times: list[StageTime] = []
+        self.total = total
+        self.progress = progress
+
+    def run(self, name: str, fn, *args, detail: str = "", **kwargs):
+        if self.progress:
+            self.progress("start", len(self.times) + 1, self.total, name, detail)
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        self.times.append(StageTime(name, round(dt, 3)))
+        if self.progress:
+            self.progress("done", len(self.times), self.total, name, f"{dt:.2f}")
+        return result
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("edgenet", "torch", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def check_inputs(opts: ConvertOptions) -> None:
@@ -85,7 +118,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     from converters.passes import ONNX_PASSES
     from converters.tflite import to_float_tflite, to_int8_tflite
     from converters import validate
-    from edgenet.api import ConvertResult, _Stages, _versions
+    from edgenet.api import ConvertResult
     from edgenet.inference import TFLiteModel, op_counts
     from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
     from targets import load_target
@@ -95,7 +128,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     notes: list[str] = []
     int8 = opts.int8
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
-    stages = _Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
+    stages = Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
                      + opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
     fit = None
@@ -196,7 +229,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
             ops=int8_ops or float_ops, ops_float=float_ops,
             stages=tuple(stages.times),
             files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
-            versions=_versions(), notes=tuple(notes),
+            versions=versions(), notes=tuple(notes),
             fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()},
             layers=None if layers is None else [layer.to_dict() for layer in layers])
 

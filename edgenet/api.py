@@ -7,14 +7,13 @@ Every file goes to ``out`` atomically; nothing is written until all stages have 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from edgenet.config import Activation, CalibMethod, ConvertOptions, IOType, ModelSpec, Precision
 from edgenet.errors import OutputExistsError, UsageError
-from edgenet.report import ConvertReport, StageTime
+from edgenet.report import ConvertReport
 
 
 @dataclass(frozen=True)
@@ -33,43 +32,11 @@ class ConvertResult:
         return self.out / "model_float.tflite"
 
 
-class _Stages:
-    """Runs named stages, timing each and telling a progress callback."""
-
-    def __init__(self, total: int, progress: Callable | None):
-        self.times: list[StageTime] = []
-        self.total = total
-        self.progress = progress
-
-    def run(self, name: str, fn, *args, detail: str = "", **kwargs):
-        if self.progress:
-            self.progress("start", len(self.times) + 1, self.total, name, detail)
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        dt = time.perf_counter() - t0
-        self.times.append(StageTime(name, round(dt, 3)))
-        if self.progress:
-            self.progress("done", len(self.times), self.total, name, f"{dt:.2f}")
-        return result
-
-
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"--out {out} exists and is not empty; pass --force to overwrite")
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("edgenet", "torch", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def _options(model, kwargs) -> ConvertOptions:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edgenet.config import Activation
+from edgenet.zoo.layers import init_weights
 
 # (stride of the depthwise 3x3 conv, output channels of the pointwise 1x1 conv), Table 1
 BLOCKS: tuple[tuple[int, int], ...] = (
@@ -86,21 +87,9 @@ class MobileNetV1(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(cin, num_classes)
         self.num_features = cin
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # fan_in keeps the activation scale from layer to layer even in eval mode with fresh BN
-        # statistics (fan_out would count every depthwise output and shrink the signal ~10x a block),
-        # so an untrained model still gives meaningful outputs to validate a conversion against.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        # fan_in keeps the activation scale from layer to layer in eval mode with fresh BN statistics, so
+        # an untrained model still gives meaningful outputs to validate a conversion against
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
