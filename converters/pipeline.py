@@ -160,7 +160,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     variant_bytes = {v: stages.run(f"tflite {v.value}", to_float_tflite, graph, v) for v in variants}
     int8_result = None
     if int8:
-        int8_result = stages.run("tflite int8", to_int8_tflite, graph, [data.calib],
+        int8_result = stages.run("tflite int8", to_int8_tflite, float_bytes, [data.calib],
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
                                  per_channel=per_channel, method=opts.calib_method,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
@@ -245,12 +245,12 @@ def build_int8(opts: ConvertOptions) -> bytes:
     """Only what an int8 model needs (no validation, no files): for trying candidates quickly."""
     from converters.onnx_to_tf import onnx_to_tf
     from converters.passes import run_passes
-    from converters.tflite import to_int8_tflite
+    from converters.tflite import to_float_tflite, to_int8_tflite
 
     source = load_source(opts)
     data = load_data(opts, source.preprocess)
     model, _ = run_passes(source.onnx)
-    return to_int8_tflite(onnx_to_tf(model), [data.calib], io_type=opts.io_type or IOType.INT8,
+    return to_int8_tflite(to_float_tflite(onnx_to_tf(model)), [data.calib], io_type=opts.io_type or IOType.INT8,
                           method=opts.calib_method).model
 
 
@@ -303,14 +303,13 @@ def _to_onnx_layout(x_nhwc: np.ndarray, source: SourceModel) -> np.ndarray:
 def _import_libraries(need_torch: bool) -> None:
     """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
     so that each later stage's time is its own work."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from converters._capture import captured_fd
-    from edgenet._deps import require
+    from edgenet._deps import import_tensorflow, require
 
     with captured_fd(2):
-        for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime", "tensorflow"):
+        for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime"):
             require(name)
-    require("tensorflow").get_logger().setLevel("ERROR")
+        import_tensorflow()
 
 
 def _parent(out: Path) -> Path:

@@ -18,7 +18,7 @@ from converters.onnx_to_tf import layout
 from converters.onnx_to_tf.context import ConversionState, NodeContext
 from converters.onnx_to_tf.registry import get_handler, node_attrs, unsupported_error
 from converters.onnx_to_tf.values import TensorInfo, TFGraph, Value
-from edgenet._deps import require
+from edgenet._deps import import_tensorflow, require
 from edgenet.errors import ConversionError, EdgenetError, ModelError, UnsupportedOpError, UsageError
 
 MIN_OPSET = 9
@@ -156,7 +156,7 @@ def onnx_to_tf(model: Any, batch_size: int | None = 1) -> TFGraph:
     unsupported node before building anything.
     """
     onnx = require("onnx", purpose="ONNX to TensorFlow conversion")
-    tf = require("tensorflow", purpose="ONNX to TensorFlow conversion")
+    tf = import_tensorflow(purpose="ONNX to TensorFlow conversion")
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"batch_size must be >= 1 or None, got {batch_size}")
     opset = default_opset(model)
