@@ -1,5 +1,3 @@
-import sys
+from edgenet.cli import run
 
-from edgenet.cli import main
-
-sys.exit(main())
+run()
