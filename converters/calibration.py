@@ -2,13 +2,13 @@
 
 TensorFlow's TFLite converter calibrates by running the float model one sample at a time on one
 thread (~0.15 s a sample for MobileNetV1 1.0/224 on this machine). We keep the converter's own
-quantizer and post-processing, and replace only that calibration step:
+quantizer and replace only that calibration step:
 
-1. the converter builds its calibration-ready float model and hands it to
-   ``tensorflow.lite.python.optimize.calibrator.Calibrator``;
-2. :func:`calibrated_by` swaps in :class:`RangeCalibrator`, which runs that model in LiteRT (a
-   probe copy whose outputs are all activation tensors), in batches and on all cores, and records
-   a range for each activation tensor:
+1. :func:`converters.tflite.to_int8_tflite` hands the float model to :meth:`RangeCalibrator.annotate`
+   (TF's converter would hand the same model to
+   ``tensorflow.lite.python.optimize.calibrator.Calibrator``);
+2. :class:`RangeCalibrator` runs it in LiteRT (a probe copy whose outputs are all activation
+   tensors), in batches and on all cores, and records a range for each activation tensor:
 
    - ``minmax``: the range of everything seen, as TFLite does;
    - ``percentile``: clipped to the 0.01 / 99.99 percentiles, averaged over batches;
@@ -18,18 +18,17 @@ quantizer and post-processing, and replace only that calibration step:
      clipping error outside it. The model's outputs keep their full range (clipping the largest
      logit would change the predicted class);
 3. the ranges are written into the model's tensors as ``quantization.min / max`` -- exactly the
-   annotation TFLite's calibrator produces -- and the converter's MLIR quantizer turns them into
-   int8 scales and zero points.
+   annotation TFLite's calibrator produces -- and TF's MLIR quantizer turns them into int8 scales
+   and zero points.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from edgenet._deps import require
+from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod
 from edgenet.errors import ConversionError
 
@@ -38,6 +37,7 @@ PERCENTILE = 99.99
 HIST_BINS = 2048
 MSE_STEPS = 200            # candidate clipping factors t in (0, 1], geometric
 MSE_MIN_FACTOR = 0.02
+ACTIVATION_BUDGET = 64 << 20   # bytes of probe activations per calibration batch
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class RangeCalibrator:
         """The same model with ``quantization.min/max`` set on every float activation tensor."""
         import time
 
+        import_tensorflow(purpose="int8 calibration")
         fbu = require("tensorflow.lite.tools.flatbuffer_utils", purpose="int8 calibration")
         schema = require("tensorflow.lite.python.schema_py_generated")
         t0 = time.perf_counter()
@@ -112,17 +113,22 @@ class RangeCalibrator:
             list(dict.fromkeys([*list(probe_obj.subgraphs[0].outputs), *targets])), dtype=np.int32)
         probe = bytes(fbu.convert_object_to_bytearray(probe_obj))
 
-        batch = min(self.batch_size, self.samples)
+        # batches whose activations stay within a cache-friendly budget: all of them are outputs of
+        # the probe, so none of their memory is reused (MobileNetV1 1.0/224 holds ~20 MB a sample)
+        per_sample = sum(_numel(graph.tensors[i].shape[1:]) for i in targets) * 4
+        batch = max(1, min(self.batch_size, self.samples, ACTIVATION_BUDGET // max(per_sample, 1)))
+        # runner.tensor(i)() is a view of the runtime's buffer (get_tensor would copy every activation);
+        # it is used and dropped before the next invoke, as LiteRT requires
         for _, runner in self._run(probe, batch):
             for i in targets:
-                self._update(ranges[i], runner.get_tensor(i))
+                self._update(ranges[i], runner.tensor(i)())
             batch = self._last_batch
         if self.method is CalibMethod.MSE:
             for r in ranges.values():
                 r.lo, r.hi = min(r.lo, 0.0), max(r.hi, 0.0)   # TFLite widens every range to hold 0
             for _, runner in self._run(probe, batch):
                 for i in targets:
-                    _histogram(ranges[i], runner.get_tensor(i))
+                    _histogram(ranges[i], runner.tensor(i)())
         outputs = set(int(o) for o in graph.outputs)
 
         for i in targets:
@@ -202,21 +208,9 @@ def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256) -> tupl
     return float(clo[best, 0]), float(chi[best, 0])
 
 
+def _numel(shape) -> int:
+    return int(np.prod([max(int(d), 1) for d in shape])) if shape is not None else 1
+
+
 def _has_data(buffer) -> bool:
     return buffer is not None and buffer.data is not None and len(buffer.data) > 0
-
-
-@contextlib.contextmanager
-def calibrated_by(calibrator: RangeCalibrator):
-    """Within this block, the TFLite converter calibrates with ``calibrator`` instead of its own."""
-    module = require("tensorflow.lite.python.optimize.calibrator", purpose="int8 calibration")
-    original = module.Calibrator.calibrate
-
-    def calibrate(self, dataset_gen):  # signature of Calibrator.calibrate
-        return calibrator.annotate(self._model_content)
-
-    module.Calibrator.calibrate = calibrate
-    try:
-        yield calibrator
-    finally:
-        module.Calibrator.calibrate = original

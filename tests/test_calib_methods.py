@@ -66,18 +66,11 @@ tf_needed = pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflo
 def _convert(fn, data, method):
     import tensorflow as tf
 
-    from converters.calibration import RangeCalibrator, calibrated_by
+    from converters.tflite import to_int8_tflite
 
-    cf = fn.get_concrete_function()
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], fn)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([d[None]] for d in data[:1])
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with calibrated_by(RangeCalibrator([data], method, batch_size=8, num_threads=2)) as cal:
-        model = conv.convert()
-    return model, cal.last_stats
+    float_model = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    result = to_int8_tflite(float_model, [data], method=method, batch_size=8, num_threads=2)
+    return result.model, result.calibration
 
 
 def _scales(model):

@@ -5,23 +5,32 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
-from converters.calibration import RangeCalibrator, calibrated_by
+from converters.calibration import RangeCalibrator
+from converters.tflite import to_int8_tflite, without_conversion_metadata
 from edgenet.config import CalibMethod
 from edgenet.inference import TFLiteModel
 
 
-def _convert(fn, data, ours: RangeCalibrator | None):
-    cf = fn.get_concrete_function()
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], fn)
+def _float(fn) -> bytes:
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+
+
+def _stock_int8(fn, data) -> bytes:
+    """TensorFlow's own int8 conversion: its calibrator, one sample at a time."""
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([d[None]] for d in data)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _convert(fn, data, ours: RangeCalibrator | None):
     if ours is None:
-        return conv.convert()
-    with calibrated_by(ours):
-        return conv.convert()
+        return _stock_int8(fn, data)
+    return to_int8_tflite(_float(fn), ours.inputs, method=ours.method, batch_size=ours.batch_size,
+                          num_threads=ours.num_threads).model
 
 
 def _quant_params(model: bytes):
@@ -45,15 +54,29 @@ def setup():
 def test_minmax_matches_tflite_calibrator(setup):
     fn, data = setup
     stock = _convert(fn, data, None)
-    ours = RangeCalibrator([data], CalibMethod.MINMAX, batch_size=16, num_threads=2)
-    mine = _convert(fn, data, ours)
-    assert ours.last_stats.samples == 40 and ours.last_stats.batch_size == 16
-    assert ours.last_stats.tensors >= 5
+    result = to_int8_tflite(_float(fn), [data], method=CalibMethod.MINMAX, batch_size=16, num_threads=2)
+    mine = result.model
+    assert result.calibration.samples == 40 and result.calibration.batch_size == 16
+    assert result.calibration.tensors >= 5
     a, b = _quant_params(stock), _quant_params(mine)
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(a[name][0], b[name][0], rtol=1e-5, err_msg=name)
         np.testing.assert_array_equal(a[name][1], b[name][1], err_msg=name)
+
+
+def test_int8_is_the_converters_own_model_byte_for_byte(setup, monkeypatch):
+    """Given the same ranges, skipping the converter's second conversion and calling its quantizer
+    directly gives the converter's own int8 model, less its metadata."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    fn, data = setup
+    monkeypatch.setattr(calibrator.Calibrator, "calibrate",
+                        lambda self, gen: RangeCalibrator([data]).annotate(self._model_content))
+    stock = without_conversion_metadata(bytes(_stock_int8(fn, data)))
+    monkeypatch.undo()
+    mine = to_int8_tflite(_float(fn), [data], num_threads=2).model
+    assert mine == stock
 
 
 def test_remainder_batches_and_batch_size_do_not_change_ranges(setup):
@@ -74,15 +97,9 @@ def test_percentile_clips_an_outlier(setup):
     assert pct[b"x"][0][0] < minmax[b"x"][0][0] / 5
 
 
-def test_calibrator_is_restored(setup):
-    from tensorflow.lite.python.optimize import calibrator
-
-    before = calibrator.Calibrator.calibrate
+def test_int8_model_runs_and_tracks_the_float_model(setup):
     fn, data = setup
-    _convert(fn, data[:4], RangeCalibrator([data[:4]]))
-    assert calibrator.Calibrator.calibrate is before
-    # and the int8 model really runs and tracks the float model
-    f = TFLiteModel(tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert())
+    f = TFLiteModel(_float(fn))
     q = TFLiteModel(_convert(fn, data, RangeCalibrator([data])))
     agree = np.mean(np.argmax(f.predict(data), 1) == np.argmax(q.predict(data), 1))
     assert agree >= 0.9

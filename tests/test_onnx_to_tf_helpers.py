@@ -104,8 +104,10 @@ def tf_op_types(graph) -> set[str]:
 
 
 def tflite_bytes(graph) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.concrete_function], graph.module)
-    return converter.convert()
+    """The pipeline's own float32 TFLite stage (frozen function, signature added by us)."""
+    from converters.tflite import to_float_tflite
+
+    return to_float_tflite(graph)
 
 
 def tflite_run(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
