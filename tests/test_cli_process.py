@@ -1,0 +1,56 @@
+"""The `edgenet` command as a real process: what its fast exit must keep, and how TensorFlow is imported."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+needs_convert = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torch", "tensorflow", "onnx", "onnxruntime")),
+    reason="the convert extra is not installed")
+
+
+def _edgenet(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgenet", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@needs_convert
+def test_convert_process_prints_all_of_its_json_and_exits_zero(tmp_path):
+    out = tmp_path / "out"
+    proc = _edgenet("convert", "--target", "rpi", "--int8", "--alpha", "0.25", "--resolution", "32",
+                    "--calib-samples", "16", "--eval-samples", "8", "--out", str(out), "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)            # the whole document reached stdout before the exit
+    assert report == json.loads((out / "report.json").read_text())
+    assert (out / "model_int8.tflite").stat().st_size > 0
+
+
+@needs_convert
+def test_convert_process_keeps_the_error_exit_code_after_loading_tensorflow(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a protobuf")
+    proc = _edgenet("convert", str(bad), "--target", "rpi", "--out", str(tmp_path / "out"))
+    assert proc.returncode not in (0, 70), proc.stderr   # a clear error, not an internal one
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")]
+    assert len(lines) == 1 and "broken.onnx" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None,
+                    reason="needs tensorflow with keras installed")
+def test_tensorflow_is_imported_without_keras_and_keras_still_works():
+    code = (
+        "import os, sys\n"
+        "from edgenet._deps import import_tensorflow\n"
+        "tf = import_tensorflow()\n"
+        "assert 'keras' not in sys.modules, 'keras was imported'\n"
+        "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'\n"
+        "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
+        "layer = tf.keras.layers.Dense(2)\n"       # resolved lazily, on first use
+        "assert 'keras' in sys.modules\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
