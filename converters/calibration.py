@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from converters.probe import with_outputs
 from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod
 from edgenet.errors import ConversionError
@@ -106,12 +107,7 @@ class RangeCalibrator:
         targets = [i for i, t in enumerate(graph.tensors)
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
         ranges = {i: _Range() for i in targets}
-        # A probe copy of the model whose outputs are all the activation tensors: the runtime keeps
-        # them readable after invoke() without giving up its fast (XNNPACK, multi-threaded) kernels.
-        probe_obj = fbu.convert_bytearray_to_object(model)
-        probe_obj.subgraphs[0].outputs = np.array(
-            list(dict.fromkeys([*list(probe_obj.subgraphs[0].outputs), *targets])), dtype=np.int32)
-        probe = bytes(fbu.convert_object_to_bytearray(probe_obj))
+        probe = with_outputs(model, targets)   # every activation readable, fast kernels kept
 
         # batches whose activations stay within a cache-friendly budget: all of them are outputs of
         # the probe, so none of their memory is reused (MobileNetV1 1.0/224 holds ~20 MB a sample)

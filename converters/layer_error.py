@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from converters.probe import with_outputs
 from edgenet.data.preprocess import quantize_input
 from edgenet.runtime import make_interpreter
 
@@ -31,17 +32,20 @@ class LayerError:
 
 def layer_sqnr(float_model: bytes, int8_model: bytes, samples: np.ndarray) -> tuple[LayerError, ...]:
     """SQNR of every int8 op output against the float model, over ``samples`` (float, NHWC)."""
-    f = make_interpreter(float_model, preserve_all_tensors=True)
-    q = make_interpreter(int8_model, preserve_all_tensors=True)
-    f_tensors = {t["name"]: t["index"] for t in f.get_tensor_details()}
-    q_tensors = {t["index"]: t for t in q.get_tensor_details()}
+    listing_f = make_interpreter(float_model, use_xnnpack=False)   # tensor and op listings only
+    listing_q = make_interpreter(int8_model, use_xnnpack=False)
+    f_tensors = {t["name"]: t["index"] for t in listing_f.get_tensor_details()}
+    q_tensors = {t["index"]: t for t in listing_q.get_tensor_details()}
     pairs = []
-    for i, op in enumerate(q._get_ops_details()):
+    for i, op in enumerate(listing_q._get_ops_details()):
         if op["op_name"] in SKIP_OPS or not len(op["outputs"]):
             continue
         out = q_tensors[int(op["outputs"][0])]
         if out["name"] in f_tensors:
             pairs.append((i, op["op_name"], out, f_tensors[out["name"]]))
+    # probes: the same models with every compared tensor as an output, run on the fast kernels
+    f = make_interpreter(with_outputs(float_model, [fi for *_, fi in pairs]))
+    q = make_interpreter(with_outputs(int8_model, [int(qt["index"]) for _, _, qt, _ in pairs]))
     signal = np.zeros(len(pairs))
     noise = np.zeros(len(pairs))
     f_in, q_in = f.get_input_details()[0], q.get_input_details()[0]
@@ -55,18 +59,21 @@ def layer_sqnr(float_model: bytes, int8_model: bytes, samples: np.ndarray) -> tu
         q.set_tensor(q_in["index"], xq.astype(q_in["dtype"]))
         q.invoke()
         for k, (_, _, qt, fi) in enumerate(pairs):
-            ref = f.get_tensor(fi).astype(np.float64)
-            got = q.get_tensor(qt["index"])
+            ref = f.tensor(fi)()              # views of the runtimes' buffers, dropped before the next invoke
+            got = q.tensor(int(qt["index"]))()
             if np.issubdtype(got.dtype, np.integer):
                 params = qt["quantization_parameters"]
                 scales, zps = params["scales"], params["zero_points"]
                 if len(scales) != 1:          # per-channel outputs do not occur for activations
                     continue
-                got = (got.astype(np.float64) - zps[0]) * scales[0]
+                got = (got.astype(np.float32) - np.float32(zps[0])) * np.float32(scales[0])
             if got.shape != ref.shape:
                 continue
-            signal[k] += float(np.sum(ref ** 2))
-            noise[k] += float(np.sum((ref - got) ** 2))
+            ref = ref.reshape(-1)
+            err = ref - got.reshape(-1)
+            signal[k] += float(np.dot(ref, ref))
+            noise[k] += float(np.dot(err, err))
+            del ref, got, err
     out = []
     for k, (i, op_name, qt, _) in enumerate(pairs):
         if noise[k] == 0:
