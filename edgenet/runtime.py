@@ -5,7 +5,11 @@ fallback: 2.14, its last release, crashes with numpy 2), then ``tensorflow.lite`
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -162,10 +166,35 @@ def allocate(interpreter, where: str = "model") -> None:
 def make_interpreter(model, num_threads: int | None = None, *, preserve_all_tensors: bool = False,
                      use_xnnpack: bool = True, runtime: RuntimeInfo | None = None):
     """An allocated Interpreter for a .tflite path or bytes. Raises ModelError on a bad model."""
-    interp = create_interpreter(model, num_threads, preserve_all_tensors=preserve_all_tensors,
-                                use_xnnpack=use_xnnpack, runtime=runtime)
-    allocate(interp, str(model) if not isinstance(model, (bytes, bytearray)) else "model")
+    with runtime_info_lines_dropped():
+        interp = create_interpreter(model, num_threads, preserve_all_tensors=preserve_all_tensors,
+                                    use_xnnpack=use_xnnpack, runtime=runtime)
+        allocate(interp, str(model) if not isinstance(model, (bytes, bytearray)) else "model")
     return interp
+
+
+@contextlib.contextmanager
+def runtime_info_lines_dropped():
+    """Drop the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" lines (written by C++
+    to file descriptor 2) while a model opens; anything else it writes is passed on to stderr."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
 
 
 def _first_line(exc: BaseException) -> str:

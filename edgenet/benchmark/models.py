@@ -2,10 +2,6 @@
 running them on float samples (quantizing inputs and dequantizing outputs for int8 models)."""
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +102,7 @@ class LoadedModel:
             hint = ("install the Edge TPU runtime (apt install libedgetpu1-std) and plug in the Coral"
                     if kind is DelegateKind.EDGETPU else "")
             delegates.append(rt.load_delegate(settings.delegate.library, runtime, hint=hint))
-        with _runtime_info_lines_dropped():
+        with rt.runtime_info_lines_dropped():
             t0 = time.perf_counter()
             self.interpreter = rt.create_interpreter(path, settings.effective_threads,
                                                      use_xnnpack=kind is not DelegateKind.NONE,
@@ -163,29 +159,6 @@ class LoadedModel:
         if self.output.scale is not None:
             return dequantize_output(results, self.output.scale, self.output.zero_point or 0)
         return results.astype(np.float32, copy=False)
-
-
-@contextlib.contextmanager
-def _runtime_info_lines_dropped():
-    """Drop the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" lines (written by C++
-    to file descriptor 2) while a model opens; anything else it writes is passed on to stderr."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
-                    if not line.startswith("INFO: ")]
-            if kept:
-                sys.stderr.write("".join(kept))
 
 
 def detect_role(interpreter) -> str:
