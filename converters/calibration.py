@@ -23,6 +23,7 @@ quantizer and replace only that calibration step:
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -115,9 +116,10 @@ class RangeCalibrator:
         batch = max(1, min(self.batch_size, self.samples, ACTIVATION_BUDGET // max(per_sample, 1)))
         # runner.tensor(i)() is a view of the runtime's buffer (get_tensor would copy every activation);
         # it is used and dropped before the next invoke, as LiteRT requires
-        for _, runner in self._run(probe, batch):
-            for i in targets:
-                self._update(ranges[i], runner.tensor(i)())
+        # numpy's reductions release the GIL: the tensors of a batch are reduced on all cores
+        with ThreadPoolExecutor(max_workers=self.num_threads or 1) as pool:
+            for _, runner in self._run(probe, batch):
+                list(pool.map(lambda i: self._update(ranges[i], runner.tensor(i)()), targets))
             batch = self._last_batch
         if self.method is CalibMethod.MSE:
             for r in ranges.values():
