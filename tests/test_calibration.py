@@ -7,7 +7,7 @@ tf = pytest.importorskip("tensorflow")
 from conftest import _tiny_tf_cnn
 from converters.calibration import RangeCalibrator
 from converters.tflite import to_int8_tflite, without_conversion_metadata
-from edgenet.config import CalibMethod
+from edgenet.config import CalibMethod, IOType
 from edgenet.inference import TFLiteModel
 
 
@@ -15,14 +15,17 @@ def _float(fn) -> bytes:
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
 
 
-def _stock_int8(fn, data) -> bytes:
+def _stock_int8(fn, data, io=None, per_channel: bool = True) -> bytes:
     """TensorFlow's own int8 conversion: its calibrator, one sample at a time."""
+    io = io or tf.int8
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([d[None]] for d in data)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    conv.inference_input_type = io
+    conv.inference_output_type = io
+    if not per_channel:
+        conv._experimental_disable_per_channel = True
     return conv.convert()
 
 
@@ -65,7 +68,9 @@ def test_minmax_matches_tflite_calibrator(setup):
         np.testing.assert_array_equal(a[name][1], b[name][1], err_msg=name)
 
 
-def test_int8_is_the_converters_own_model_byte_for_byte(setup, monkeypatch):
+@pytest.mark.parametrize("io_type, per_channel", [(IOType.INT8, True), (IOType.UINT8, False),
+                                                  (IOType.FLOAT32, True)])
+def test_int8_is_the_converters_own_model_byte_for_byte(setup, monkeypatch, io_type, per_channel):
     """Given the same ranges, skipping the converter's second conversion and calling its quantizer
     directly gives the converter's own int8 model, less its metadata."""
     from tensorflow.lite.python.optimize import calibrator
@@ -73,9 +78,10 @@ def test_int8_is_the_converters_own_model_byte_for_byte(setup, monkeypatch):
     fn, data = setup
     monkeypatch.setattr(calibrator.Calibrator, "calibrate",
                         lambda self, gen: RangeCalibrator([data]).annotate(self._model_content))
-    stock = without_conversion_metadata(bytes(_stock_int8(fn, data)))
+    io = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.FLOAT32: tf.float32}[io_type]
+    stock = without_conversion_metadata(bytes(_stock_int8(fn, data, io, per_channel)))
     monkeypatch.undo()
-    mine = to_int8_tflite(_float(fn), [data], num_threads=2).model
+    mine = to_int8_tflite(_float(fn), [data], io_type=io_type, per_channel=per_channel, num_threads=2).model
     assert mine == stock
 
 
