@@ -185,10 +185,16 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(dataset: str, *, alpha: float, resolution: int, epochs: int, out: str | Path | None = None,
-          force: bool = False, progress: Callable[[EpochStats], None] | None = None,
-          **options) -> TrainResult:
+DEFAULT_ALPHA = 0.25   # small and fast to train on CPU; for models that take a width multiplier
+
+
+def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: int,
+          out: str | Path | None = None, force: bool = False,
+          progress: Callable[[EpochStats], None] | None = None, **options) -> TrainResult:
     """Train a zoo model on ``dataset`` (digits | shapes | folder) and save a checkpoint to ``out``.
+
+    ``alpha`` defaults to :data:`DEFAULT_ALPHA` for models with a width multiplier and to 1 for
+    the others (shufflenet_v2_x1_0, squeezenet1_1).
 
     ``options`` are the other :class:`TrainConfig` fields (model, in_channels, activation,
     batch_size, lr, weight_decay, warmup_epochs, label_smoothing, augment, seed, train_limit,
@@ -199,6 +205,10 @@ def train(dataset: str, *, alpha: float, resolution: int, epochs: int, out: str 
         raise UsageError(f"unknown training option(s): {', '.join(unknown)}")
     if "activation" in options:
         options["activation"] = Activation(options["activation"])
+    if alpha is None:
+        from edgenet.zoo import has_width_multiplier
+
+        alpha = DEFAULT_ALPHA if has_width_multiplier(options.get("model", "mobilenet_v1")) else 1.0
     cfg = TrainConfig(dataset=str(dataset), alpha=alpha, resolution=resolution, epochs=epochs, **options)
     cfg.validate()
     out = None if out is None else Path(out)

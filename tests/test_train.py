@@ -136,3 +136,18 @@ def test_cli_trains_a_folder_and_prints_json(tmp_path, capsys):
     assert err.startswith("edgenet: error:") and "--force" in err and err.count("\n") == 1
     assert main(["train", "--dataset", "digts", "--out", str(tmp_path / "y.pt")]) == 1
     assert "did you mean 'digits'" in capsys.readouterr().err
+
+
+def test_alpha_defaults_per_model(tmp_path, capsys):
+    """--alpha left out: 0.25 where the model has a width multiplier, 1 where it has none."""
+    from edgenet.checkpoint import load_checkpoint
+    from edgenet.cli import main
+
+    common = ["train", "--dataset", "digits", "--resolution", "32", "--epochs", "1", "--limit", "32",
+              "--batch-size", "16", "--threads", "1", "--quiet"]
+    assert main(common + ["--model", "squeezenet1_1", "--out", str(tmp_path / "sq.pt")]) == 0, capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "sq.pt").alpha == 1.0
+    assert main(common + ["--out", str(tmp_path / "mb.pt")]) == 0
+    assert load_checkpoint(tmp_path / "mb.pt").alpha == 0.25
+    assert main(common + ["--model", "squeezenet1_1", "--alpha", "0.5", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no width multiplier" in capsys.readouterr().err

@@ -19,7 +19,8 @@ def _print_epoch(stats) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
               help="Checkpoint file to write (e.g. digits.pt).")
 @click.option("--model", default="mobilenet_v1", show_default=True, help="Zoo architecture.")
-@click.option("--alpha", type=float, default=0.25, show_default=True, help="Width multiplier, in (0, 1].")
+@click.option("--alpha", type=float, default=None,
+              help="Width multiplier, in (0, 1] [default: 0.25; 1 for models without one].")
 @click.option("--resolution", type=int, default=32, show_default=True, help="Input size (multiple of 32).")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)

@@ -72,6 +72,11 @@ def _entry(name: str) -> ZooEntry:
         raise UsageError(f"unknown model {name!r}{hint} (zoo: {', '.join(_ZOO)})") from None
 
 
+def has_width_multiplier(name: str) -> bool:
+    """Whether zoo model ``name`` takes a width multiplier ``alpha`` (otherwise alpha must be 1)."""
+    return _entry(name).width_multiplier
+
+
 DEFAULT_ACTIVATION = "relu6"  # ModelSpec's and the CLI's default: "not chosen" for fixed-activation models
 
 
