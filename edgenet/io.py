@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from enum import Enum
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,3 +42,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def json_safe(obj: Any, digits: int = 9) -> Any:
+    """``obj`` with floats rounded to ``digits`` (NaN and infinities become null: JSON has none),
+    tuples as lists and Enums as their values, recursively through dicts and lists."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: json_safe(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, digits) for v in obj]
+    if isinstance(obj, Enum):
+        return obj.value
+    return obj

@@ -1,9 +1,10 @@
 """The conversion report: a typed record of what `edgenet convert` did, as report.json and report.md."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from edgenet.io import json_safe
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ConvertReport:
         d = asdict(self)
         d["stages"] = [asdict(s) for s in self.stages]
         d["total_seconds"] = round(sum(s.seconds for s in self.stages), 3)
-        return _json_safe(d)
+        return json_safe(d)
 
     def to_markdown(self) -> str:
         m, v, s = self.model, self.validation, self.sizes
@@ -91,15 +92,3 @@ class ConvertReport:
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else round(obj, 9)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "value"):
-        return obj.value
-    return obj

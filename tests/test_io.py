@@ -26,3 +26,15 @@ def test_failed_write_keeps_old_file(tmp_path):
         atomic_write_json(p, {"a": object()})
     assert p.read_text().strip().startswith("{") and '"a": 1' in p.read_text()
     assert [x.name for x in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_json_safe_rounds_drops_non_finite_and_unwraps_enums():
+    import json
+    import math
+
+    from edgenet.config import Precision
+    from edgenet.io import json_safe
+
+    data = {"a": (1.23456789123, math.nan), "b": [math.inf, {"p": Precision.FLOAT16}], "c": 3}
+    assert json_safe(data, digits=3) == {"a": [1.235, None], "b": [None, {"p": "float16"}], "c": 3}
+    json.dumps(json_safe(data), allow_nan=False)   # strict JSON

@@ -1,7 +1,6 @@
 """The benchmark's result: typed, frozen, and serialised to the JSON schema in SCHEMA.md."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +11,7 @@ from edgenet.benchmark.options import BenchSettings, Delegate
 from edgenet.benchmark.stats import LatencyStats, Speedup
 from edgenet.benchmark.timing import Window
 from edgenet.errors import DataError
+from edgenet.io import json_safe
 
 SCHEMA = "edgenet.bench"
 SCHEMA_VERSION = 1
@@ -87,7 +87,7 @@ class BenchResult:
         return next((m for m in self.models if m.role == role), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({
+        return json_safe({
             "schema": SCHEMA,
             "schema_version": self.schema_version,
             "edgenet_version": self.edgenet_version,
@@ -102,7 +102,7 @@ class BenchResult:
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
             "remote": self.remote.to_dict() if self.remote else None,
             "notes": list(self.notes),
-        })
+        }, digits=6)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BenchResult":
@@ -149,13 +149,3 @@ class BenchResult:
 def _known(cls, d: dict):
     """``cls(**d)`` with only the fields ``cls`` has: fields added by a newer schema are ignored."""
     return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else round(obj, 6)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
