@@ -11,8 +11,8 @@ import numpy as np
 from edgenet import runtime as rt
 from edgenet.benchmark.environment import current_rss_bytes, file_sha256
 from edgenet.benchmark.options import BenchSettings, DelegateKind
-from edgenet.data.preprocess import dequantize_output, quantize_input
 from edgenet.errors import DataError, ModelError
+from edgenet.inference import TFLiteModel
 
 FLOAT, INT8 = "float", "int8"
 _QUANTIZED = (np.int8, np.uint8, np.int16)
@@ -116,6 +116,7 @@ class LoadedModel:
         if len(inputs) != 1:
             raise ModelError(f"{path}: has {len(inputs)} inputs; the benchmark handles one-input models")
         self._input, self._output = inputs[0], outputs[0]
+        self._runner = TFLiteModel.from_interpreter(self.interpreter)   # quantize, run, dequantize
         self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(outputs[0])
         self.role = role or detect_role(self.interpreter)
         self.delegated = _has_delegate_node(self.interpreter)
@@ -138,10 +139,7 @@ class LoadedModel:
         self.rss_after_load_bytes = current_rss_bytes()
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._input["dtype"])
-        if self.input.scale is not None:
-            return quantize_input(x, self.input.scale, self.input.zero_point or 0, dtype)
-        return x.astype(dtype, copy=False)
+        return self._runner.quantize(x)
 
     def set_input(self, sample: np.ndarray) -> None:
         self.interpreter.set_tensor(self._input["index"], self.quantize(sample[None]))
@@ -149,16 +147,7 @@ class LoadedModel:
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Float samples (N, H, W, C) -> the first output of each, dequantized to float32."""
         check_samples(x, self.input.shape, str(self.path))
-        q = self.quantize(x)
-        index, out_index = self._input["index"], self._output["index"]
-        results = np.empty((len(q), *self.output.shape[1:]), dtype=np.dtype(self._output["dtype"]))
-        for i in range(len(q)):
-            self.interpreter.set_tensor(index, q[i:i + 1])
-            self.interpreter.invoke()
-            results[i] = self.interpreter.get_tensor(out_index)[0]
-        if self.output.scale is not None:
-            return dequantize_output(results, self.output.scale, self.output.zero_point or 0)
-        return results.astype(np.float32, copy=False)
+        return self._runner.predict(x)
 
 
 def detect_role(interpreter) -> str:
