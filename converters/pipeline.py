@@ -70,6 +70,8 @@ def check_inputs(opts: ConvertOptions) -> None:
         raise UsageError("--calib-samples must be at least 1")
     if opts.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
+    if opts.equalize and not opts.int8:
+        raise UsageError("--equalize prepares the model for int8 quantization; it does nothing with --float")
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     int8 = opts.int8
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
     stages = Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
-                     + opts.equalize, progress)
+                     + 2 * opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
     fit = None
     if opts.fit:
@@ -148,19 +150,23 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
     clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
-    equalized = None
-    if opts.equalize:
-        from converters.equalize import ClipPolicy, equalize
-
-        model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)],
-                                      per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
-        notes.extend(equalized.notes)
     graph = stages.run("onnx -> tf", onnx_to_tf, model)
     float_bytes = stages.run("tflite float32", to_float_tflite, graph)
     variant_bytes = {v: stages.run(f"tflite {v.value}", to_float_tflite, graph, v) for v in variants}
+    # the int8 model is quantized from this float model: the user's own, or with --equalize a
+    # rescaled, bias-corrected twin (model_float.tflite and validation stay with the user's model)
+    quant_source, equalized = float_bytes, None
+    if opts.equalize:
+        from converters.equalize import ClipPolicy, equalize
+
+        eq_model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)],
+                                         per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
+        notes.extend(equalized.notes)
+        quant_source = stages.run("tflite float32 (equalized)",
+                                  lambda: to_float_tflite(onnx_to_tf(eq_model)))
     int8_result = None
     if int8:
-        int8_result = stages.run("tflite int8", to_int8_tflite, float_bytes, [data.calib],
+        int8_result = stages.run("tflite int8", to_int8_tflite, quant_source, [data.calib],
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
                                  per_channel=per_channel, method=opts.calib_method,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
@@ -187,7 +193,9 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     if int8_result and opts.layer_report:
         from converters.layer_error import layer_sqnr
 
-        layers = stages.run("per-layer error", layer_sqnr, float_bytes, int8_result.model,
+        # layer by layer against the float model it was quantized from (equalization rescales
+        # channels inside the network, so the user's model has other intermediate values)
+        layers = stages.run("per-layer error", layer_sqnr, quant_source, int8_result.model,
                             data.eval_x[:8])
 
     staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))

@@ -232,6 +232,7 @@ def test_per_tensor_equalized_end_to_end(tmp_path):
     from converters.validate import sqnr_db
     from edgenet.data.datasets import load_dataset
     from edgenet.data.preprocess import Preprocess
+    from edgenet.errors import UsageError
     from edgenet.inference import TFLiteModel
 
     src = _spread_bn_mobilenet(tmp_path / "spread.onnx")
@@ -264,3 +265,11 @@ def test_per_tensor_equalized_end_to_end(tmp_path):
     assert eq_report["pairs"] == 27 and eq_report["clips_replaced"] == 0
     assert eq_report["range_spread_after"] < eq_report["range_spread_before"] / 10
     assert any(n.startswith("cross-layer equalization") for n in eq.report.notes)
+    # the user's float model stays the reference: written unchanged, and the report's int8 figures
+    # are measured against it (not against the equalized, bias-corrected twin)
+    assert eq.float_path.read_bytes() == plain.float_path.read_bytes()
+    assert (tmp_path / "eq" / "model.onnx").read_bytes() == (tmp_path / "plain" / "model.onnx").read_bytes()
+    assert eq.report.validation.int8_sqnr_db == pytest.approx(s_eq, abs=1e-6)
+    assert [s.name for s in eq.report.stages].count("tflite float32 (equalized)") == 1
+    with pytest.raises(UsageError, match="--equalize"):
+        edgenet.convert(str(src), int8=False, equalize=True, out=tmp_path / "f", **common)
