@@ -50,6 +50,18 @@ def test_outputs_and_report(converted):
 
 
 @pytest.mark.slow
+def test_models_carry_the_serving_signature(converted):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in ("model_float.tflite", "model_int8.tflite"):
+        interp = Interpreter(model_path=str(converted / name))
+        assert interp.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["output_0"]}}
+        runner = interp.get_signature_runner()
+        (key, detail), = runner.get_output_details().items()
+        assert detail["index"] == interp.get_output_details()[0]["index"]
+
+
+@pytest.mark.slow
 def test_conversion_is_deterministic(converted, tmp_path):
     again = tmp_path / "again"
     assert main(["convert", "--target", "rpi", "--int8", "--out", str(again), "-q", *SMALL]) == 0
