@@ -95,7 +95,10 @@ def run() -> None:
     """
     code = main()
     if any(name in sys.modules for name in _NATIVE_RUNTIMES):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):   # a closed pipe (`edgenet ... | head`): nothing to deliver
+                pass
         os._exit(code)
     sys.exit(code)
