@@ -173,22 +173,28 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
 
     def _validate():
         threads = os.cpu_count()
-        f_out = TFLiteModel(float_bytes, threads).predict(data.eval_x)
-        onnx_out = validate.onnx_outputs(model, data.eval_x, graph.inputs[0].channels_last)
-        fc = validate.check_float(onnx_out, f_out, graph.outputs[0].channels_last)
-        q_out = ic = None
+        f_outs = TFLiteModel(float_bytes, threads).predict_all(data.eval_x)
+        onnx_outs = validate.onnx_outputs(model, data.eval_x, graph.inputs[0].channels_last)
+        fcs = [validate.check_float(o, f, info.channels_last)
+               for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
+        q_outs = ics = None
         if int8_result:
-            q_out = TFLiteModel(int8_result.model, threads).predict(data.eval_x)
-            ic = validate.check_int8(f_out, q_out)
+            q_outs = TFLiteModel(int8_result.model, threads).predict_all(data.eval_x)
+            ics = [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
         acc = None
         if data.eval_labels is not None and source.class_names is not None:
             if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
                 raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
                                 f"model's classes {list(source.class_names)[:10]}")
-            acc = validate.accuracy(f_out, q_out, data.eval_labels)
-        return fc, ic, acc
+            acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
+        outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
+                        for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
+        checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
+                             ics[0].top1_agreement if ics else None,
+                             min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs)
+        return checked, acc
 
-    fc, ic, acc = stages.run("validate", _validate)
+    checked, acc = stages.run("validate", _validate)
     layers = None
     if int8_result and opts.layer_report:
         from converters.layer_error import layer_sqnr
@@ -227,8 +233,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
                 "tensors": int8_result.calibration.tensors, "seconds": round(int8_result.calibration.seconds, 3),
                 "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
                 "equalization": None if equalized is None else equalized.to_dict()},
-            validation=Validation(fc.max_abs_err, fc.rel_err, ic.top1_agreement if ic else None,
-                                  ic.sqnr_db if ic else None, fc.samples),
+            validation=checked,
             accuracy=None if acc is None else {
                 "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
                 "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},

@@ -141,7 +141,6 @@ def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceMo
     from converters.export import export_onnx, onnx_parity
 
     onnx_model = export_onnx(module, shape, opset=opts.opset)
-    _check_single_output(onnx_model, info["name"] if info["source"] == "zoo" else info["source"])
     err = onnx_parity(module, onnx_model, shape, seed=opts.seed)
     name = f"{info['name']}_{info['alpha']:g}_{info['resolution']}" if "alpha" in info else info["name"]
     return SourceModel(onnx_model, name, shape, preprocess, class_names, err, info)
@@ -166,13 +165,6 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
 
 
 # -- ONNX files -------------------------------------------------------------------------------
-def _check_single_output(model, where: str) -> None:
-    outputs = [o.name for o in model.graph.output]
-    if len(outputs) != 1:
-        raise ModelError(f"{where}: has {len(outputs)} outputs ({', '.join(outputs[:4])}); edgenet converts "
-                         "single-output models (return one tensor)")
-
-
 def _onnx_source(opts: ConvertOptions) -> SourceModel:
     from converters.export import load_onnx
 
@@ -182,7 +174,6 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
     inputs = [i for i in graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise ModelError(f"{opts.model.source}: has {len(inputs)} inputs; edgenet converts single-input models")
-    _check_single_output(model, str(opts.model.source))
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim)
     if len(dims) != 4 or any(d <= 0 for d in dims[1:]) or dims[1] not in (1, 3):
         raise ModelError(f"{opts.model.source}: input '{inputs[0].name}' has shape {dims}; "

@@ -132,12 +132,8 @@ def load_program(path: str | Path, input_shape: tuple[int, ...] | None):
     finally:
         quiet.setLevel(level)
     inputs = list(program.graph_signature.user_inputs)
-    outputs = list(program.graph_signature.user_outputs)
     if len(inputs) != 1:
         raise ModelError(f"{path}: takes {len(inputs)} inputs; edgenet converts single-input image models")
-    if len(outputs) != 1:
-        raise ModelError(f"{path}: has {len(outputs)} outputs; edgenet converts single-output models "
-                         "(return one tensor)")
     if _exported_in_training_mode(program):
         raise ModelError(f"{path}: was exported in training mode (BatchNorm batch statistics or dropout); "
                          "call model.eval() before torch.export.export")

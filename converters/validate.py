@@ -24,6 +24,15 @@ class Int8Check:
 
 
 @dataclass(frozen=True)
+class OutputCheck:
+    """One model output: float TFLite against ONNX, int8 against float."""
+    name: str
+    float_max_abs_err: float
+    float_rel_err: float
+    int8_sqnr_db: float | None
+
+
+@dataclass(frozen=True)
 class Accuracy:
     float_top1: float
     int8_top1: float | None
@@ -36,16 +45,17 @@ class Accuracy:
         return None if self.int8_top1 is None else round(100 * (self.float_top1 - self.int8_top1), 3)
 
 
-def onnx_outputs(onnx_model, x_nhwc: np.ndarray, channels_last_input: bool) -> np.ndarray:
-    """First output of the ONNX model on NHWC samples (transposed to NCHW when the model wants it)."""
+def onnx_outputs(onnx_model, x_nhwc: np.ndarray, channels_last_input: bool) -> list[np.ndarray]:
+    """Every output of the ONNX model on NHWC samples (transposed to NCHW when the model wants it),
+    in the graph's order, one array (N, ...) each."""
     ort = require("onnxruntime", purpose="validation against ONNX")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     x = np.transpose(x_nhwc, (0, 3, 1, 2)) if channels_last_input else x_nhwc
-    outs = [sess.run(None, {name: x[i:i + 1]})[0][0] for i in range(len(x))]
-    return np.stack(outs).astype(np.float32)
+    runs = [sess.run(None, {name: x[i:i + 1]}) for i in range(len(x))]
+    return [np.concatenate([run[k] for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
 
 
 def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_output: bool = False) -> FloatCheck:

@@ -6,7 +6,9 @@ validation on the workstation and by the benchmark on the device (numpy + LiteRT
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +39,7 @@ class TFLiteModel:
         if len(interpreter.get_input_details()) != 1:
             raise DataError("models with more than one input are not supported here yet")
         self.input = interpreter.get_input_details()[0]
-        self.outputs = interpreter.get_output_details()
+        self.outputs = outputs_in_model_order(interpreter)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -60,20 +62,50 @@ class TFLiteModel:
                             + (" (channel count differs)" if x.shape[1:-1] == want[:-1] else ""))
 
     def predict(self, x: np.ndarray, output: int = 0) -> np.ndarray:
-        """float32 samples (N, *input_shape[1:]) -> float32 outputs (N, ...), one invoke per sample."""
+        """float32 samples (N, *input_shape[1:]) -> float32 output ``output`` (N, ...), one invoke per sample."""
+        return self.predict_all(x, (output,))[0]
+
+    def predict_all(self, x: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """float32 samples -> one float32 array (N, ...) per output (all, in the model's order, by
+        default): every invoke reads every requested output."""
         self.check_input(x)
-        detail = self.outputs[output]
+        details = [self.outputs[k] for k in (range(len(self.outputs)) if outputs is None else outputs)]
         q = self.quantize(x)
-        index, out_index = self.input["index"], detail["index"]
-        results = np.empty((len(q), *(int(d) for d in detail["shape"][1:])), dtype=np.dtype(detail["dtype"]))
+        index = self.input["index"]
+        results = [np.empty((len(q), *(int(d) for d in det["shape"][1:])), dtype=np.dtype(det["dtype"]))
+                   for det in details]
         for i in range(len(q)):
             self.interpreter.set_tensor(index, q[i:i + 1])
             self.interpreter.invoke()
-            results[i] = self.interpreter.get_tensor(out_index)[0]
-        if np.dtype(detail["dtype"]) in _INTEGER:
-            scale, zp = detail["quantization"]
-            return dequantize_output(results, scale, zp)
-        return results.astype(np.float32, copy=False)
+            for det, res in zip(details, results):
+                res[i] = self.interpreter.get_tensor(det["index"])[0]
+        return [_dequantized(det, res) for det, res in zip(details, results)]
+
+
+def _dequantized(detail: dict, y: np.ndarray) -> np.ndarray:
+    if np.dtype(detail["dtype"]) in _INTEGER:
+        scale, zp = detail["quantization"]
+        return dequantize_output(y, scale, zp)
+    return y.astype(np.float32, copy=False)
+
+
+def outputs_in_model_order(interpreter) -> list[dict]:
+    """The interpreter's output details in the model's own order: ``output_0``, ``output_1`` ... of
+    its signature (edgenet's converter writes one; TFLite may list subgraph outputs in another
+    order), or the subgraph's order when there is no such signature."""
+    details = interpreter.get_output_details()
+    try:
+        signatures = interpreter._get_full_signature_list()   # {key: {"inputs": {name: index}, "outputs": ...}}
+    except Exception:  # private API: absent in some runtimes
+        return details
+    if not signatures or len(signatures) != 1:
+        return details
+    named = next(iter(signatures.values())).get("outputs", {})
+    keys = [k for k in named if re.fullmatch(r"output_\d+", k)]
+    by_index = {int(d["index"]): d for d in details}
+    if len(keys) != len(details) or any(int(named[k]) not in by_index for k in keys):
+        return details
+    return [by_index[int(named[k])] for k in sorted(keys, key=lambda k: int(k.rsplit("_", 1)[1]))]
 
 
 def op_counts(model: str | Path | bytes) -> dict[str, int]:

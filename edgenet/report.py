@@ -15,11 +15,14 @@ class StageTime:
 
 @dataclass(frozen=True)
 class Validation:
+    """Over all outputs: the largest float errors and the lowest int8 SQNR; top-1 agreement on the
+    first output. ``outputs`` has the figures of each output, in the model's order."""
     float_max_abs_err: float
     float_rel_err: float
     int8_top1_agreement: float | None
     int8_sqnr_db: float | None
     n_samples: int
+    outputs: tuple[Any, ...] = ()     # converters.validate.OutputCheck per output
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class ConvertReport:
             a = self.accuracy
             int8 = "" if a.get("int8_top1") is None else f", int8 {100 * a['int8_top1']:.2f}%"
             lines.append(f"| top-1 ({a['n_eval']} held-out) | float {100 * a['float_top1']:.2f}%{int8} |")
+        if len(v.outputs) > 1:
+            lines += ["", "## Outputs", "", "| output | float vs ONNX max abs err | int8 vs float SQNR dB |",
+                      "|---|---:|---:|"]
+            lines += [f"| {o.name} | {o.float_max_abs_err:.3g} | "
+                      f"{'' if o.int8_sqnr_db is None else f'{o.int8_sqnr_db:.1f}'} |" for o in v.outputs]
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {st.name} | {st.seconds:.2f} |" for st in self.stages]
         lines += [f"| **total** | **{sum(st.seconds for st in self.stages):.2f}** |", "",

@@ -1,10 +1,11 @@
 """Model sources: zoo names, .onnx files (any input name/shape), `package.module:function` callables,
-torch.export .pt2 programs, and the one-line refusals (missing pieces, several inputs or outputs)."""
+torch.export .pt2 programs, several outputs, and the one-line refusals (missing pieces, several inputs)."""
 import itertools
 import json
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -37,8 +38,8 @@ class Net(nn.Module):
 
 class TwoOut(Net):
     def forward(self, x):
-        y = super().forward(x)
-        return y, y * 2
+        features = torch.relu(self.bn(self.conv(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1)), features
 
 
 class TwoIn(Net):
@@ -121,7 +122,6 @@ def test_callable_errors(user_module):
         (f"{user_module}:not_a_model", shape, ModelError, "returned an object of type str, not a torch.nn.Module"),
         (f"{user_module}:fails", shape, ModelError, r"calling fails\(\) failed: RuntimeError: no weights here"),
         (f"{user_module}:two_inputs", shape, ModelError, r"forward\(\) takes 2 inputs \(x, mask\)"),
-        (f"{user_module}:two_outputs", shape, ModelError, "has 2 outputs"),
         (f"{user_module}:build", {"input_shape": (2, 3, 32, 32)}, UsageError, "batch must be 1"),
         (f"{user_module}:build", {"input_shape": (1, 4, 32, 32)}, UsageError, "channels must be 1 or 3"),
         (f"{user_module}:build", {"input_shape": (1, 3, 32)}, UsageError, "4 positive ints"),
@@ -185,7 +185,6 @@ def test_exported_program_refusals(user_module, tmp_path):
     junk.write_bytes(b"not a zip archive")
     cases = [
         (training, {}, ModelError, "exported in training mode"),
-        (two_out, {}, ModelError, "has 2 outputs"),
         (two_in, {}, ModelError, "takes 2 inputs"),
         (dynamic, {}, UsageError, "input shape is dynamic; give --input-shape"),
         (static, {"input_shape": (1, 3, 64, 64)}, UsageError, "exported for input 1,3,32,32, not --input-shape"),
@@ -195,6 +194,7 @@ def test_exported_program_refusals(user_module, tmp_path):
         with pytest.raises(error, match=message) as info:
             load_source(_opts(str(path), **kw))
         assert "\n" not in str(info.value), path
+    assert len(load_source(_opts(str(two_out))).onnx.graph.output) == 2   # several outputs are converted
     # a dynamic dim takes the size given
     source = load_source(_opts(str(dynamic), input_shape=(1, 3, 48, 32), opset=17))
     assert source.input_shape == (1, 3, 48, 32) and source.export_max_abs_err < 1e-5
@@ -214,22 +214,41 @@ def test_onnx_any_input_name_and_shape(user_module, tmp_path):
     assert report.validation.float_rel_err <= 1e-4 and report.validation.int8_sqnr_db > 15
 
 
-def test_onnx_several_inputs_or_outputs_refused(tmp_path):
+def test_onnx_several_inputs_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    def save(name, inputs, outputs, nodes):
-        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8])
-                                                for n in inputs],
-                                  [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in outputs])
-        path = tmp_path / f"{name}.onnx"
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-        return str(path)
-
-    two_in = save("two_in", ["a", "b"], ["y"], [helper.make_node("Add", ["a", "b"], ["y"])])
-    two_out = save("two_out", ["a"], ["y", "z"], [helper.make_node("Relu", ["a"], ["y"]),
-                                                  helper.make_node("Neg", ["a"], ["z"])])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two_in",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    path = tmp_path / "two_in.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(ModelError, match="has 2 inputs; edgenet converts single-input models"):
-        load_source(_opts(two_in))
-    with pytest.raises(ModelError, match=r"has 2 outputs \(y, z\); edgenet converts single-output models"):
-        load_source(_opts(two_out))
+        load_source(_opts(str(path)))
+
+
+def test_several_outputs_are_converted_and_validated_each_in_order(user_module, tmp_path):
+    """Logits and a feature map: both outputs validated, the TFLite models give them in the model's order."""
+    pytest.importorskip("tensorflow")
+    import onnx
+
+    from converters.validate import onnx_outputs
+    from edgenet.inference import TFLiteModel
+
+    result = edgenet.convert(f"{user_module}:two_outputs", input_shape=(1, 3, 32, 32), calib_samples=16,
+                             eval_samples=8, out=tmp_path / "o")
+    v = result.report.validation
+    assert [o.name for o in v.outputs] == [n.name for n in onnx.load(str(tmp_path / "o" / "model.onnx")).graph.output]
+    assert len(v.outputs) == 2 and all(o.float_rel_err < 1e-4 and o.int8_sqnr_db > 15 for o in v.outputs)
+    assert v.float_max_abs_err == max(o.float_max_abs_err for o in v.outputs)
+    assert v.int8_sqnr_db == min(o.int8_sqnr_db for o in v.outputs)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    ref = onnx_outputs(onnx.load(str(tmp_path / "o" / "model.onnx")), x, channels_last_input=True)
+    for path in (result.float_path, result.int8_path):
+        logits, features = TFLiteModel(path).predict_all(x)
+        assert logits.shape == (3, 4) and features.shape == (3, 16, 16, 8)   # feature map channels-last
+        atol = 0.15 if path == result.int8_path else 1e-4
+        np.testing.assert_allclose(features, ref[1].transpose(0, 2, 3, 1), atol=atol)
+        np.testing.assert_allclose(logits, ref[0], atol=atol)
+    report_md = (tmp_path / "o" / "report.md").read_text()
+    assert "## Outputs" in report_md

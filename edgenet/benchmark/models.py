@@ -112,12 +112,11 @@ class LoadedModel:
             t2 = time.perf_counter()
         self.load_s, self.init_s = t1 - t0, t2 - t1
         inputs = self.interpreter.get_input_details()
-        outputs = self.interpreter.get_output_details()
         if len(inputs) != 1:
             raise ModelError(f"{path}: has {len(inputs)} inputs; the benchmark handles one-input models")
-        self._input, self._output = inputs[0], outputs[0]
         self._runner = TFLiteModel.from_interpreter(self.interpreter)   # quantize, run, dequantize
-        self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(outputs[0])
+        self._input, self._output = inputs[0], self._runner.outputs[0]   # the model's first output
+        self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(self._output)
         self.role = role or detect_role(self.interpreter)
         self.delegated = _has_delegate_node(self.interpreter)
         self.first_inference_s: float | None = None
