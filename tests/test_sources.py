@@ -252,3 +252,12 @@ def test_several_outputs_are_converted_and_validated_each_in_order(user_module, 
         np.testing.assert_allclose(logits, ref[0], atol=atol)
     report_md = (tmp_path / "o" / "report.md").read_text()
     assert "## Outputs" in report_md
+
+    # a runtime's subgraph may list outputs in another order: the signature still gives the model's
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    obj = fbu.read_model(str(result.float_path))
+    obj.subgraphs[0].outputs = obj.subgraphs[0].outputs[::-1]
+    swapped = bytes(fbu.convert_object_to_bytearray(obj))
+    logits, features = TFLiteModel(swapped).predict_all(x)
+    assert logits.shape == (3, 4) and features.shape == (3, 16, 16, 8)
