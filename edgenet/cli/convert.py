@@ -65,9 +65,11 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
-    MODEL is a zoo name (default mobilenet_v1), a path to an .onnx file, or a checkpoint written by
-    `edgenet train`. Writes model.onnx, model_float.tflite, model_int8.tflite, preprocess.json,
-    report.json and report.md to --out (files appear only once every stage has succeeded).
+    MODEL is a zoo name (default mobilenet_v1; `edgenet models` lists them), a path to an .onnx
+    file, a checkpoint written by `edgenet train`, a torch.export program (.pt2), or
+    `package.module:function` returning a torch.nn.Module (with --input-shape). Writes model.onnx,
+    model_float.tflite, model_int8.tflite, preprocess.json, report.json and report.md to --out
+    (files appear only once every stage has succeeded).
 
     \b
     Examples:
@@ -76,6 +78,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
       edgenet convert model.onnx --calib images/ --calib-samples 300 --out out/ --force
       edgenet convert digits.pt --target cortex-m --json
       edgenet convert --target cortex-m --fit --num-classes 10
+      edgenet convert my_pkg.models:build --input-shape 1,3,224,224 --calib images/
     """
     import edgenet
     from targets import load_target
