@@ -79,10 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 _NATIVE_RUNTIMES = ("tensorflow", "torch", "onnxruntime")
 
 
@@ -102,3 +98,7 @@ def run() -> None:
                 pass
         os._exit(code)
     sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
