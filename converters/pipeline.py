@@ -116,23 +116,32 @@ def load_data(opts: ConvertOptions, pre: Preprocess) -> PipelineData:
 
 # -- the pipeline ---------------------------------------------------------------------------
 def run(opts: ConvertOptions, progress: Callable | None = None):
-    from converters.onnx_to_tf import onnx_to_tf
-    from converters.passes import ONNX_PASSES
-    from converters.tflite import to_float_tflite, to_int8_tflite
-    from converters import validate
-    from edgenet.api import ConvertResult
-    from edgenet.inference import TFLiteModel, op_counts
-    from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from converters.tf_worker import tf_stages
     from targets import load_target
 
     profile = load_target(opts.target)
     check_inputs(opts)
+    # TensorFlow starts loading now, in a child process, while this one loads torch and exports
+    tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
+    try:
+        return _run(opts, progress, profile, tf_side)
+    finally:
+        tf_side.close()
+
+
+def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
+    from converters.passes import ONNX_PASSES
+    from converters import validate
+    from edgenet.api import ConvertResult
+    from edgenet.inference import TFLiteModel, op_counts
+    from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
     notes: list[str] = []
     int8 = opts.int8
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
     stages = Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
                      + 2 * opts.equalize, progress)
-    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file)
+    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side)
     fit = None
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
@@ -150,9 +159,9 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
     clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
-    graph = stages.run("onnx -> tf", onnx_to_tf, model)
-    float_bytes = stages.run("tflite float32", to_float_tflite, graph)
-    variant_bytes = {v: stages.run(f"tflite {v.value}", to_float_tflite, graph, v) for v in variants}
+    graph = stages.run("onnx -> tf", tf_side.onnx_to_tf, model)
+    float_bytes = stages.run("tflite float32", tf_side.float_tflite)
+    variant_bytes = {v: stages.run(f"tflite {v.value}", tf_side.float_tflite, v) for v in variants}
     # the int8 model is quantized from this float model: the user's own, or with --equalize a
     # rescaled, bias-corrected twin (model_float.tflite and validation stay with the user's model)
     quant_source, equalized = float_bytes, None
@@ -162,11 +171,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
         eq_model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)],
                                          per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
         notes.extend(equalized.notes)
-        quant_source = stages.run("tflite float32 (equalized)",
-                                  lambda: to_float_tflite(onnx_to_tf(eq_model)))
+        quant_source = stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model)
     int8_result = None
     if int8:
-        int8_result = stages.run("tflite int8", to_int8_tflite, quant_source, [data.calib],
+        int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, [data.calib],
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
                                  per_channel=per_channel, method=opts.calib_method,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
@@ -197,11 +205,9 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     checked, acc = stages.run("validate", _validate)
     layers = None
     if int8_result and opts.layer_report:
-        from converters.layer_error import layer_sqnr
-
         # layer by layer against the float model it was quantized from (equalization rescales
         # channels inside the network, so the user's model has other intermediate values)
-        layers = stages.run("per-layer error", layer_sqnr, quant_source, int8_result.model,
+        layers = stages.run("per-layer error", tf_side.layer_sqnr, quant_source, int8_result.model,
                             data.eval_x[:8])
 
     staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
@@ -313,16 +319,19 @@ def _to_onnx_layout(x_nhwc: np.ndarray, source: SourceModel) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x_nhwc, (0, 3, 1, 2))) if len(source.input_shape) == 4 else x_nhwc
 
 
-def _import_libraries(need_torch: bool) -> None:
+def _import_libraries(need_torch: bool, tf_side) -> None:
     """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
-    so that each later stage's time is its own work."""
+    so that each later stage's time is its own work. TensorFlow loads here only when the TF-side
+    stages run in this process; a worker process is loading it meanwhile otherwise."""
     from converters._capture import captured_fd
-    from edgenet._deps import import_tensorflow, require
+    from converters.tf_worker import InProcessTF
+    from edgenet._deps import require
 
     with captured_fd(2):
         for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime"):
             require(name)
-        import_tensorflow()
+        if isinstance(tf_side, InProcessTF):
+            tf_side.ready()
 
 
 def _parent(out: Path) -> Path:

@@ -1,0 +1,248 @@
+"""TensorFlow's side of a conversion, in a child process that imports TensorFlow while this one
+imports torch and exports the model.
+
+Importing TensorFlow and importing torch + exporting are each a few seconds of single-threaded
+Python work; run one after the other they are the largest part of a conversion. :func:`tf_stages`
+starts ``python -m converters.tf_worker`` first thing: the child imports TensorFlow on the other
+core (MobileNetV1 1.0/224: TensorFlow ready 3 s sooner on the 2-core development machine) and
+then serves the TF-side stages by name. Arguments and results (ONNX and .tflite bytes, arrays,
+small dataclasses) are pickled over its stdin/stdout; the TF graph it builds stays in the child.
+When TensorFlow is already imported in this process (a notebook, the tests), the same stages run
+in-process instead (:class:`InProcessTF`).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from edgenet.config import Precision
+from edgenet.errors import ConversionError
+
+_LENGTH = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What the pipeline needs to know of the TF graph: its inputs and outputs, ops converted."""
+
+    inputs: tuple[Any, ...]      # converters.onnx_to_tf.TensorInfo
+    outputs: tuple[Any, ...]
+    op_counts: dict[str, int]
+
+
+class InProcessTF:
+    """The TF-side stages, run in this process."""
+
+    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "layer_sqnr")
+
+    def __init__(self) -> None:
+        self._graph = None
+
+    def ready(self) -> None:
+        """Import TensorFlow (once)."""
+        from edgenet._deps import import_tensorflow
+
+        import_tensorflow()
+
+    def onnx_to_tf(self, onnx_model) -> GraphInfo:
+        from converters.onnx_to_tf import onnx_to_tf
+
+        self._graph = onnx_to_tf(onnx_model)
+        return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts))
+
+    def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
+        """The graph of the last :meth:`onnx_to_tf` as a float32 (or float16) .tflite."""
+        from converters.tflite import to_float_tflite
+
+        return to_float_tflite(self._graph, precision)
+
+    def float_tflite_of(self, onnx_model) -> bytes:
+        """Another ONNX model (the equalized twin) straight to float32 .tflite."""
+        from converters.onnx_to_tf import onnx_to_tf
+        from converters.tflite import to_float_tflite
+
+        return to_float_tflite(onnx_to_tf(onnx_model))
+
+    def int8_tflite(self, float_model: bytes, calib_inputs, **options):
+        from converters.tflite import to_int8_tflite
+
+        return to_int8_tflite(float_model, calib_inputs, **options)
+
+    def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
+        from converters.layer_error import layer_sqnr
+
+        return layer_sqnr(float_model, int8_model, samples)
+
+    def close(self) -> None:
+        self._graph = None
+
+
+class WorkerTF:
+    """The same stages, forwarded to a child process that starts importing TensorFlow at once."""
+
+    def __init__(self) -> None:
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # the child must import this very copy of converters/, whatever this process's sys.path is
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        self._proc = subprocess.Popen([sys.executable, "-m", "converters.tf_worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._log, env=env)
+
+    def __getattr__(self, name: str):
+        if name not in InProcessTF.METHODS:
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._call(name, args, kwargs)
+
+    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        with tempfile.TemporaryDirectory(prefix="edgenet-tf-", dir=_SHARED_DIR) as folder:
+            shared = _ArrayFiles(Path(folder))
+            try:
+                _send(self._proc.stdin, (name, shared.pack(args), shared.pack(kwargs)))
+                reply = _receive(self._proc.stdout)
+            except OSError:  # the child is gone (broken pipe)
+                reply = None
+        if reply is None:
+            raise ConversionError(f"the TensorFlow worker process stopped during {name} ({self._last_log_line()})")
+        status, value, trace = reply
+        if status == "error":
+            value.add_note(f"in the TensorFlow worker process:\n{trace}")
+            raise value
+        return value
+
+    def _last_log_line(self) -> str:
+        self._proc.poll()
+        self._log.seek(0)
+        lines = [ln for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        code = self._proc.returncode
+        return (lines[-1][:200] if lines else "no output") + ("" if code is None else f"; exit code {code}")
+
+    def close(self) -> None:
+        """Stop the child at once: nothing it could still be doing is wanted any more."""
+        self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._log.close()
+
+
+def tf_stages(in_process: bool = False) -> InProcessTF | WorkerTF:
+    """The TF-side stages: in a child process that is importing TensorFlow from now on, or in this
+    process when TensorFlow is already here (or ``in_process``, or EDGENET_TF_WORKER=0)."""
+    if in_process or "tensorflow" in sys.modules or os.environ.get("EDGENET_TF_WORKER") == "0":
+        return InProcessTF()
+    return WorkerTF()
+
+
+# -- the wire: length-prefixed pickles; large arrays as files in shared memory -----------------
+_SHARED_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None   # tmpfs: no disk involved
+_LARGE = 1 << 20   # bytes: a calibration set (120 MB at 224 px) costs 4x more through the pipe
+
+
+@dataclass(frozen=True)
+class _ArrayFile:
+    path: str
+
+
+class _ArrayFiles:
+    """Replaces large numpy arrays (in nested tuples, lists and dicts) by .npy files in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.count = folder, 0
+
+    def pack(self, obj: Any) -> Any:
+        import numpy as np
+
+        if isinstance(obj, np.ndarray) and obj.nbytes >= _LARGE:
+            self.count += 1
+            path = self.folder / f"{self.count}.npy"
+            np.save(path, obj, allow_pickle=False)
+            return _ArrayFile(str(path))
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.pack(x) for x in obj)
+        if isinstance(obj, dict):
+            return {k: self.pack(v) for k, v in obj.items()}
+        return obj
+
+
+def _unpack(obj: Any) -> Any:
+    """The child's side of :class:`_ArrayFiles`: each file mapped read-only, not copied."""
+    if isinstance(obj, _ArrayFile):
+        import numpy as np
+
+        return np.load(obj.path, mmap_mode="r", allow_pickle=False)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unpack(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _unpack(v) for k, v in obj.items()}
+    return obj
+
+
+def _send(stream: BinaryIO, message: Any) -> None:
+    blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(blob)))
+    stream.write(blob)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    blob = stream.read(size)
+    return pickle.loads(blob) if len(blob) == size else None
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return ConversionError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+
+
+def serve() -> None:
+    """The child's loop: import TensorFlow, then answer calls until the parent closes stdin."""
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                 # anything printed lands in the parent's log, not in the replies
+    sys.stdout = sys.stderr
+    stages, failure = InProcessTF(), None
+    try:
+        stages.ready()
+    except Exception as exc:     # e.g. TensorFlow not installed: the first call reports it
+        failure = exc
+    while True:
+        message = _receive(requests)
+        if message is None:
+            return
+        name, args, kwargs = message
+        try:
+            if failure is not None:
+                raise failure
+            if name not in InProcessTF.METHODS:
+                raise ConversionError(f"the TensorFlow worker has no stage {name!r}")
+            reply = ("ok", getattr(stages, name)(*_unpack(args), **_unpack(kwargs)), "")
+        except Exception as exc:
+            reply = ("error", _picklable(exc), traceback.format_exc())
+        _send(replies, reply)
+
+
+if __name__ == "__main__":
+    # run the module's importable twin, so that what is pickled names converters.tf_worker, not __main__
+    from converters.tf_worker import serve as _serve
+
+    _serve()
