@@ -45,6 +45,12 @@ def make_divisible(channels: float, divisor: int = 8) -> int:
     return rounded
 
 
+def scaled_width(channels: int, alpha: float) -> int:
+    """``channels`` times the width multiplier ``alpha``, rounded by :func:`make_divisible`
+    (unchanged at alpha 1, as the reference tables list them)."""
+    return channels if alpha == 1.0 else make_divisible(channels * alpha)
+
+
 class ConvBN(nn.Sequential):
     """conv (no bias) -> BatchNorm -> activation (or none)."""
 

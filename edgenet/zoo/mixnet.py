@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgenet.zoo.layers import (Act, ConvBN, SqueezeExcite, init_weights, make_divisible,
-                                normalize_batchnorm_scales, split_channels)
+from edgenet.zoo.layers import (Act, ConvBN, SqueezeExcite, init_weights, normalize_batchnorm_scales,
+                                scaled_width, split_channels)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class MixNet(nn.Module):
         self.alpha, self.resolution, self.num_classes, self.in_channels = alpha, resolution, num_classes, in_channels
 
         def width(c: int) -> int:
-            return c if alpha == 1.0 else make_divisible(c * alpha)
+            return scaled_width(c, alpha)
 
         cin = width(STEM_CHANNELS)
         self.stem = ConvBN(in_channels, cin, 3, 2, act=Act.RELU)

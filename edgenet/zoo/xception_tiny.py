@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgenet.zoo.layers import Act, ConvBN, init_weights, make_divisible, normalize_batchnorm_scales
+from edgenet.zoo.layers import Act, ConvBN, init_weights, normalize_batchnorm_scales, scaled_width
 
 STEM_CHANNELS = 32
 # entry flow blocks (output channels; each halves the resolution)
@@ -84,7 +84,7 @@ class XceptionTiny(nn.Module):
         self.alpha, self.resolution, self.num_classes, self.in_channels = alpha, resolution, num_classes, in_channels
 
         def width(c: int) -> int:
-            return c if alpha == 1.0 else make_divisible(c * alpha)
+            return scaled_width(c, alpha)
 
         cin = width(STEM_CHANNELS)
         self.stem = ConvBN(in_channels, cin, 3, 2, act=Act.RELU)
