@@ -141,7 +141,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
     stages = Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
                      + 2 * opts.equalize, progress)
-    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side)
+    from converters.tf_worker import InProcessTF
+
+    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side,
+               detail="" if isinstance(tf_side, InProcessTF) else "TensorFlow in a worker process")
     fit = None
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
