@@ -112,7 +112,8 @@ class WorkerTF:
             except OSError:  # the child is gone (broken pipe)
                 reply = None
         if reply is None:
-            raise ConversionError(f"the TensorFlow worker process stopped during {name} ({self._last_log_line()})")
+            raise ConversionError(f"the TensorFlow worker process stopped during {name} ({self._last_log_line()}); "
+                                  "EDGENET_TF_WORKER=0 runs TensorFlow in this process instead")
         status, value, trace = reply
         if status == "error":
             value.add_note(f"in the TensorFlow worker process:\n{trace}")
