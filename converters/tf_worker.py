@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -104,10 +105,11 @@ class WorkerTF:
         return lambda *args, **kwargs: self._call(name, args, kwargs)
 
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        with tempfile.TemporaryDirectory(prefix="edgenet-tf-", dir=_SHARED_DIR) as folder:
+        with tempfile.TemporaryDirectory(prefix="edgenet-tf-", dir=_array_dir(_large_bytes((args, kwargs)))) as folder:
             shared = _ArrayFiles(Path(folder))
+            message = (name, shared.pack(args), shared.pack(kwargs))
             try:
-                _send(self._proc.stdin, (name, shared.pack(args), shared.pack(kwargs)))
+                _send(self._proc.stdin, message)
                 reply = _receive(self._proc.stdout)
             except OSError:  # the child is gone (broken pipe)
                 reply = None
@@ -150,6 +152,28 @@ def tf_stages(in_process: bool = False) -> InProcessTF | WorkerTF:
 # -- the wire: length-prefixed pickles; large arrays as files in shared memory -----------------
 _SHARED_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None   # tmpfs: no disk involved
 _LARGE = 1 << 20   # bytes: a calibration set (120 MB at 224 px) costs 4x more through the pipe
+
+
+def _large_bytes(obj: Any) -> int:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes if obj.nbytes >= _LARGE else 0
+    if isinstance(obj, (list, tuple)):
+        return sum(_large_bytes(x) for x in obj)
+    if isinstance(obj, dict):
+        return sum(_large_bytes(x) for x in obj.values())
+    return 0
+
+
+def _array_dir(need: int) -> str | None:
+    """/dev/shm when it has room (a container's is often 64 MB), else the usual temp folder."""
+    if _SHARED_DIR is None:
+        return None
+    try:
+        return _SHARED_DIR if shutil.disk_usage(_SHARED_DIR).free > 2 * need + (16 << 20) else None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,17 @@ def test_stages_run_in_process_when_tensorflow_is_here(monkeypatch):
     monkeypatch.delitem(sys.modules, "tensorflow")
     monkeypatch.setenv("EDGENET_TF_WORKER", "0")
     assert isinstance(tf_stages(), InProcessTF)
+
+
+def test_array_files_avoid_a_full_dev_shm(monkeypatch):
+    import collections
+
+    import converters.tf_worker as w
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(w, "_SHARED_DIR", "/dev/shm")
+    monkeypatch.setattr(w.shutil, "disk_usage", lambda path: usage(64 << 20, 60 << 20, 4 << 20))
+    assert w._array_dir(120 << 20) is None                     # a container's 64 MB /dev/shm: temp folder
+    monkeypatch.setattr(w.shutil, "disk_usage", lambda path: usage(24 << 30, 0, 24 << 30))
+    assert w._array_dir(120 << 20) == "/dev/shm"
+    assert w._large_bytes(([np.zeros(10)], {"a": np.zeros((512, 1024), np.float32)})) == 2 << 20
