@@ -124,9 +124,12 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     # TensorFlow starts loading now, in a child process, while this one loads torch and exports
     tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
-        return _run(opts, progress, profile, tf_side)
-    finally:
-        tf_side.close()
+        result = _run(opts, progress, profile, tf_side)
+    except BaseException:
+        tf_side.release(failed=True)
+        raise
+    tf_side.release()
+    return result
 
 
 def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):

@@ -12,6 +12,7 @@ in-process instead (:class:`InProcessTF`).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import shutil
@@ -82,8 +83,11 @@ class InProcessTF:
 
         return layer_sqnr(float_model, int8_model, samples)
 
-    def close(self) -> None:
+    def release(self, failed: bool = False) -> None:
+        """The conversion is over: drop its graph."""
         self._graph = None
+
+    close = release
 
 
 class WorkerTF:
@@ -129,8 +133,19 @@ class WorkerTF:
         code = self._proc.returncode
         return (lines[-1][:200] if lines else "no output") + ("" if code is None else f"; exit code {code}")
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def release(self, failed: bool = False) -> None:
+        """The conversion is over: keep the child (and its TensorFlow) for the next one in this
+        process, unless the conversion failed, when it may be stopped mid-call."""
+        if failed:
+            self.close()
+
     def close(self) -> None:
         """Stop the child at once: nothing it could still be doing is wanted any more."""
+        if self._log.closed:
+            return
         self._proc.kill()
         self._proc.wait()
         for stream in (self._proc.stdin, self._proc.stdout):
@@ -141,12 +156,23 @@ class WorkerTF:
         self._log.close()
 
 
+_shared: WorkerTF | None = None
+
+
 def tf_stages(in_process: bool = False) -> InProcessTF | WorkerTF:
     """The TF-side stages: in a child process that is importing TensorFlow from now on, or in this
-    process when TensorFlow is already here (or ``in_process``, or EDGENET_TF_WORKER=0)."""
+    process when TensorFlow is already here (or ``in_process``, or EDGENET_TF_WORKER=0).
+
+    One worker serves every conversion of this process (a script converting ten models imports
+    TensorFlow once); it stops when this process exits, or sees its stdin close when it dies.
+    """
+    global _shared
     if in_process or "tensorflow" in sys.modules or os.environ.get("EDGENET_TF_WORKER") == "0":
         return InProcessTF()
-    return WorkerTF()
+    if _shared is None or not _shared.alive():
+        _shared = WorkerTF()
+        atexit.register(_shared.close)
+    return _shared
 
 
 # -- the wire: length-prefixed pickles; large arrays as files in shared memory -----------------

@@ -104,3 +104,22 @@ def test_array_files_avoid_a_full_dev_shm(monkeypatch):
     monkeypatch.setattr(w.shutil, "disk_usage", lambda path: usage(24 << 30, 0, 24 << 30))
     assert w._array_dir(120 << 20) == "/dev/shm"
     assert w._large_bytes(([np.zeros(10)], {"a": np.zeros((512, 1024), np.float32)})) == 2 << 20
+
+
+def test_one_worker_serves_the_conversions_of_a_process(monkeypatch):
+    import converters.tf_worker as w
+
+    monkeypatch.delitem(sys.modules, "tensorflow")      # as in a fresh `edgenet convert` process
+    monkeypatch.delenv("EDGENET_TF_WORKER", raising=False)
+    monkeypatch.setattr(w, "_shared", None)
+    first = tf_stages()
+    try:
+        assert isinstance(first, WorkerTF) and first.alive()
+        first.release()                                  # a conversion that went well: kept
+        assert tf_stages() is first
+        first.release(failed=True)                       # one that failed: stopped, a new one next time
+        assert not first.alive()
+        second = tf_stages()
+        assert second is not first and second.alive()
+    finally:
+        w._shared.close()
