@@ -6,9 +6,10 @@ Python work; run one after the other they are the largest part of a conversion. 
 starts ``python -m converters.tf_worker`` first thing: the child imports TensorFlow on the other
 core (MobileNetV1 1.0/224: TensorFlow ready 3 s sooner on the 2-core development machine) and
 then serves the TF-side stages by name. Arguments and results (ONNX and .tflite bytes, arrays,
-small dataclasses) are pickled over its stdin/stdout; the TF graph it builds stays in the child.
-When TensorFlow is already imported in this process (a notebook, the tests), the same stages run
-in-process instead (:class:`InProcessTF`).
+small dataclasses) are pickled over its stdin/stdout, arrays of 1 MB and more as .npy files in
+/dev/shm; the TF graph it builds stays in the child. One worker serves every conversion of a
+process. When TensorFlow is already imported in this process (a notebook, the tests), the same
+stages run in-process instead (:class:`InProcessTF`).
 """
 from __future__ import annotations
 
