@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from converters.probe import with_outputs
+from edgenet.inference import invocations
 from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod
 from edgenet.errors import ConversionError
@@ -88,7 +89,12 @@ class RangeCalibrator:
             interp.allocate_tensors()
         return interp
 
-    def _batches(self, batch: int) -> Iterator[list[np.ndarray]]:
+    def _batches(self, batch: int, batches: list[int | None]) -> Iterator[list[np.ndarray]]:
+        """Arrays to feed per invoke: ``batch`` examples stacked (a batch-1 model resized to take
+        them), or one invocation at a time for models that fix their own batch (or take rank-1 inputs)."""
+        if batch == 1 and any(b != 1 for b in batches):
+            yield from invocations(self.inputs, batches)
+            return
         n = self.samples
         for start in range(0, n - n % batch, batch):
             yield [x[start:start + batch] for x in self.inputs]
@@ -143,18 +149,19 @@ class RangeCalibrator:
 
     def _run(self, probe: bytes, batch: int) -> Iterator[tuple[list[np.ndarray], object]]:
         """Invoke the probe model on every calibration batch; yields (arrays, interpreter)."""
-        try:
-            interp = self._interpreter(probe, batch)
-        except Exception:  # a graph that cannot take a larger batch: calibrate sample by sample
+        single = self._interpreter(probe, 1)
+        batches = [int(d["shape"][0]) if len(d["shape"]) >= 2 else None for d in single.get_input_details()]
+        if any(b != 1 for b in batches):   # the model fixes its batch (or has rank-1 inputs): as it is
             batch = 1
-            interp = self._interpreter(probe, 1)
+        try:
+            interp = self._interpreter(probe, batch) if batch > 1 else single
+        except Exception:  # a graph that cannot take a larger batch: calibrate sample by sample
+            batch, interp = 1, single
         self._last_batch = batch
         details = interp.get_input_details()
-        single = interp if batch == 1 else None
-        for arrays in self._batches(batch):
+        for arrays in self._batches(batch, batches):
             runner = interp
-            if len(arrays[0]) != batch:
-                single = single or self._interpreter(probe, 1)
+            if batch > 1 and len(arrays[0]) != batch:
                 runner = single
             for detail, x in zip(runner.get_input_details() if runner is not interp else details, arrays):
                 runner.set_tensor(detail["index"], x)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from converters.probe import with_outputs
-from edgenet.data.preprocess import quantize_input
+from edgenet.inference import TFLiteModel, invocations
 from edgenet.runtime import make_interpreter
 
 SKIP_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -30,8 +30,10 @@ class LayerError:
         return asdict(self)
 
 
-def layer_sqnr(float_model: bytes, int8_model: bytes, samples: np.ndarray) -> tuple[LayerError, ...]:
-    """SQNR of every int8 op output against the float model, over ``samples`` (float, NHWC)."""
+def layer_sqnr(float_model: bytes, int8_model: bytes, samples) -> tuple[LayerError, ...]:
+    """SQNR of every int8 op output against the float model, over ``samples``: float examples, one
+    array per model input (or one array for a one-input model), TFLite layout, as
+    :class:`edgenet.inference.TFLiteModel` takes them."""
     listing_f = make_interpreter(float_model, use_xnnpack=False)   # tensor and op listings only
     listing_q = make_interpreter(int8_model, use_xnnpack=False)
     f_tensors = {t["name"]: t["index"] for t in listing_f.get_tensor_details()}
@@ -48,15 +50,16 @@ def layer_sqnr(float_model: bytes, int8_model: bytes, samples: np.ndarray) -> tu
     q = make_interpreter(with_outputs(int8_model, [int(qt["index"]) for _, _, qt, _ in pairs]))
     signal = np.zeros(len(pairs))
     noise = np.zeros(len(pairs))
-    f_in, q_in = f.get_input_details()[0], q.get_input_details()[0]
-    for x in samples:
-        f.set_tensor(f_in["index"], x[None].astype(np.float32))
+    f_runner, q_runner = TFLiteModel.from_interpreter(f), TFLiteModel.from_interpreter(q)
+    arrays = [samples] if isinstance(samples, np.ndarray) else list(samples)
+    f_groups = invocations([f_runner.quantize(x, k) for k, x in enumerate(arrays)], f_runner.batches)
+    q_groups = invocations([q_runner.quantize(x, k) for k, x in enumerate(arrays)], q_runner.batches)
+    for f_group, q_group in zip(f_groups, q_groups):
+        for detail, value in zip(f_runner.inputs, f_group):
+            f.set_tensor(detail["index"], value)
         f.invoke()
-        xq = x[None]
-        if np.dtype(q_in["dtype"]) != np.float32:
-            scale, zp = q_in["quantization"]
-            xq = quantize_input(xq, scale, zp, np.dtype(q_in["dtype"]))
-        q.set_tensor(q_in["index"], xq.astype(q_in["dtype"]))
+        for detail, value in zip(q_runner.inputs, q_group):
+            q.set_tensor(detail["index"], value)
         q.invoke()
         for k, (_, _, qt, fi) in enumerate(pairs):
             ref = f.tensor(fi)()              # views of the runtimes' buffers, dropped before the next invoke

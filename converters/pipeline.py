@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
+from converters.model_data import DataKind, PipelineData, default_calib, load_data, to_onnx_layout
 from converters.sources import SourceModel, check_source, load_source
 from edgenet.config import ConvertOptions, IOType, Precision
-from edgenet.data.preprocess import Preprocess
-from edgenet.errors import DataError, UsageError
+from edgenet.errors import ConversionError, DataError, UsageError
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
 
 MIN_CALIB_WARN = 100
@@ -60,58 +60,13 @@ def versions() -> dict[str, str]:
 
 def check_inputs(opts: ConvertOptions) -> None:
     """Cheap checks of everything the user named, before any slow stage starts."""
+    from converters.model_data import check_calib_spec, check_counts
+
     check_source(opts)  # zoo name + hyper-parameters, model files, module:function + --input-shape
-    if opts.calib not in ("digits", "shapes"):
-        folder = Path(opts.calib)
-        if not folder.is_dir():
-            raise DataError(f"--calib {opts.calib}: not a built-in dataset (digits, shapes) and no such folder "
-                            "(the folder is missing)")
-    if opts.calib_samples < 1:
-        raise UsageError("--calib-samples must be at least 1")
-    if opts.eval_samples < 1:
-        raise UsageError("--eval-samples must be at least 1")
+    check_counts(opts.calib_samples, opts.eval_samples)
+    check_calib_spec(opts.calib)
     if opts.equalize and not opts.int8:
         raise UsageError("--equalize prepares the model for int8 quantization; it does nothing with --float")
-
-
-# -- data -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PipelineData:
-    calib: np.ndarray
-    eval_x: np.ndarray
-    eval_labels: np.ndarray | None
-    class_names: tuple[str, ...] | None
-    info: dict
-
-
-def load_data(opts: ConvertOptions, pre: Preprocess) -> PipelineData:
-    from edgenet.data.datasets import load_dataset
-
-    if opts.calib_samples < 1:
-        raise UsageError("--calib-samples must be at least 1")
-    spec = opts.calib
-    builtin = spec in ("digits", "shapes")
-    if builtin:
-        calib = load_dataset(spec, pre, split="calib", limit=opts.calib_samples, seed=opts.seed)
-        held = load_dataset(spec, pre, split="test", limit=opts.eval_samples, seed=opts.seed)
-        calib_x, ev = calib.x, held
-        eval_x, eval_y, skipped = held.x, held.labels, calib.skipped
-    else:
-        whole = load_dataset(spec, pre, split="calib", limit=None, seed=opts.seed)
-        n = len(whole.x)
-        n_eval = min(opts.eval_samples, n // 4)
-        order = np.random.default_rng(opts.seed).permutation(n)
-        eval_idx, calib_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])[: opts.calib_samples]
-        calib_x, eval_x = whole.x[calib_idx], whole.x[eval_idx]
-        eval_y = None if whole.labels is None else whole.labels[eval_idx]
-        ev, skipped = whole, whole.skipped
-    if len(calib_x) == 0:
-        raise DataError(f"calibration data {spec!r} holds no usable image")
-    if len(eval_x) == 0:  # a tiny folder: validate on the calibration images rather than on nothing
-        eval_x, eval_y = calib_x[: opts.eval_samples], None
-    info = {"dataset": spec, "samples": int(len(calib_x)), "eval_samples": int(len(eval_x)),
-            "skipped_images": int(skipped)}
-    return PipelineData(calib_x, eval_x, eval_y, ev.class_names, info)
 
 
 # -- the pipeline ---------------------------------------------------------------------------
@@ -154,18 +109,21 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
 
     source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
                         detail=opts.model.source)
-    data = stages.run("data", load_data, opts, source.preprocess, detail=opts.calib)
-    if int8 and data.info["samples"] < MIN_CALIB_WARN:
-        notes.append(f"only {data.info['samples']} calibration images (fewer than {MIN_CALIB_WARN}): "
-                     "int8 ranges may not cover real inputs")
-    if data.info["skipped_images"]:
-        notes.append(f"{data.info['skipped_images']} image(s) could not be decoded and were skipped")
+    notes.extend(source.notes)
+    calib_spec = opts.calib or default_calib(source.info)
+    data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=int8,
+                      calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
+                      explicit=opts.calib is not None, detail=calib_spec)
+    notes.extend(_data_notes(data, source, int8))
+    if opts.equalize and source.image_input is None:
+        raise UsageError("--equalize works on CNNs with one image input")
     model, pass_stats = source.onnx, {}
     for graph_pass in ONNX_PASSES:
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
     clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
-    graph = stages.run("onnx -> tf", tf_side.onnx_to_tf, model)
+    graph = stages.run("onnx -> tf", tf_side.onnx_to_tf, model, opts.model.keep_layout)
+    _check_graph_io(graph, source, model)
     float_bytes = stages.run("tflite float32", tf_side.float_tflite)
     variant_bytes = {v: stages.run(f"tflite {v.value}", tf_side.float_tflite, v) for v in variants}
     # the int8 model is quantized from this float model: the user's own, or with --equalize a
@@ -174,13 +132,14 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     if opts.equalize:
         from converters.equalize import ClipPolicy, equalize
 
-        eq_model, equalized = stages.run("equalize", equalize, model, [_to_onnx_layout(data.calib, source)],
+        eq_model, equalized = stages.run("equalize", equalize, model,
+                                         [to_onnx_layout(data.calib[0], source.inputs[0])],
                                          per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
         notes.extend(equalized.notes)
         quant_source = stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model)
     int8_result = None
     if int8:
-        int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, [data.calib],
+        int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, list(data.calib),
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
                                  per_channel=per_channel, method=opts.calib_method,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
@@ -188,9 +147,17 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     def _validate():
         threads = os.cpu_count()
         f_outs = TFLiteModel(float_bytes, threads).predict_all(data.eval_x)
-        onnx_outs = validate.onnx_outputs(model, data.eval_x, graph.inputs[0].channels_last)
+        onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs)
+        out_names = [info.name for info in graph.outputs]
+        validate.check_finite_reference(onnx_outs, out_names)
         fcs = [validate.check_float(o, f, info.channels_last)
                for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
+        verdict = validate.float_verdict(fcs, out_names, profile.float_tolerance)
+        if not verdict.passed:
+            verdict = _with_divergence(verdict, model, data, source, tf_side)
+            if not opts.allow_mismatch:
+                raise ConversionError(verdict.message())
+            notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
         q_outs = ics = None
         if int8_result:
             q_outs = TFLiteModel(int8_result.model, threads).predict_all(data.eval_x)
@@ -205,7 +172,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
                         for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
         checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
                              ics[0].top1_agreement if ics else None,
-                             min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs)
+                             min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
+                             verdict.to_dict())
         return checked, acc
 
     checked, acc = stages.run("validate", _validate)
@@ -214,7 +182,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
         # layer by layer against the float model it was quantized from (equalization rescales
         # channels inside the network, so the user's model has other intermediate values)
         layers = stages.run("per-layer error", tf_side.layer_sqnr, quant_source, int8_result.model,
-                            data.eval_x[:8])
+                            [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
 
     staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
     try:
@@ -234,12 +202,15 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
         report = ConvertReport(
             model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
                    "tflite_input_shape": list(graph.inputs[0].tf_shape),
+                   "inputs": [{"name": spec.name, "shape": list(spec.shape), "tflite_shape": list(info.tf_shape),
+                               "image": spec.image} for spec, info in zip(source.inputs, graph.inputs)],
                    "onnx_ops": dict(sorted(graph.op_counts.items()))},
             target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
             bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
             cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
                      "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
             export_max_abs_err=source.export_max_abs_err,
+            data=data.info,
             calibration=None if not int8_result else {
                 **data.info, "method": opts.calib_method.value, "batch_size": int8_result.calibration.batch_size,
                 "tensors": int8_result.calibration.tensors, "seconds": round(int8_result.calibration.seconds, 3),
@@ -273,9 +244,11 @@ def build_int8(opts: ConvertOptions) -> bytes:
     from converters.tflite import to_float_tflite, to_int8_tflite
 
     source = load_source(opts)
-    data = load_data(opts, source.preprocess)
+    data = load_data(opts.calib or default_calib(source.info), source.inputs, source.preprocess, int8=True,
+                     calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
+                     explicit=opts.calib is not None)
     model, _ = run_passes(source.onnx)
-    return to_int8_tflite(to_float_tflite(onnx_to_tf(model)), [data.calib], io_type=opts.io_type or IOType.INT8,
+    return to_int8_tflite(to_float_tflite(onnx_to_tf(model)), list(data.calib), io_type=opts.io_type or IOType.INT8,
                           method=opts.calib_method).model
 
 
@@ -320,9 +293,55 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     return replace(opts, model=spec, fit=False), result
 
 
-def _to_onnx_layout(x_nhwc: np.ndarray, source: SourceModel) -> np.ndarray:
-    """Calibration samples in the ONNX model's own input layout (NCHW for image models)."""
-    return np.ascontiguousarray(np.transpose(x_nhwc, (0, 3, 1, 2))) if len(source.input_shape) == 4 else x_nhwc
+def _check_graph_io(graph, source: SourceModel, model) -> None:
+    """The converted graph takes exactly the inputs planned and gives outputs of the ONNX shapes
+    (a batch or layout lost in conversion would otherwise hide inside the validation's
+    concatenation over invocations)."""
+    for spec, info in zip(source.inputs, graph.inputs):
+        if tuple(info.tf_shape) != spec.tflite_shape:
+            raise ConversionError(f"the converted model's input {spec.name!r} has shape {tuple(info.tf_shape)}, "
+                                  f"not {spec.tflite_shape}")
+    declared = {o.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                         for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    for info in graph.outputs:
+        want = declared.get(info.name)
+        if want and None not in want and tuple(want) != tuple(info.onnx_shape):
+            raise ConversionError(f"the converted model's output {info.name!r} has shape {tuple(info.onnx_shape)} "
+                                  f"(in ONNX layout), not {tuple(want)}")
+
+
+def _data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]:
+    """What the user should know about the data the model was calibrated and validated on."""
+    info, notes = data.info, []
+    if not source.info.get("trained", True):
+        notes.append("the zoo model's weights are untrained (seeded random): its accuracy and agreement figures "
+                     "say nothing about a real model; pass --weights or convert a trained checkpoint")
+    if info["kind"] == DataKind.RANDOM:
+        notes.append(f"no data fits the model's inputs: the float model was validated on {info['eval_samples']} "
+                     "seeded random examples (pass --calib FILE.npz with real examples for a meaningful check)")
+    elif info.get("synthetic"):
+        notes.append(f"calibration and validation images are synthetic (the built-in {info['dataset']!r} set, "
+                     "procedurally generated): pass --calib with real images for a meaningful check")
+    if int8 and info["kind"] != DataKind.RANDOM and info["samples"] < MIN_CALIB_WARN:
+        notes.append(f"only {info['samples']} calibration examples (fewer than {MIN_CALIB_WARN}): "
+                     "int8 ranges may not cover real inputs")
+    if info["skipped_images"]:
+        notes.append(f"{info['skipped_images']} image(s) could not be decoded and were skipped")
+    return notes
+
+
+def _with_divergence(verdict, model, data: PipelineData, source: SourceModel, tf_side):
+    """The failing float verdict, completed with the first ONNX node whose output diverges."""
+    from dataclasses import replace
+
+    from converters.divergence import first_divergence
+
+    try:
+        found = first_divergence(model, data.eval_x, source.inputs, verdict.tolerance, tf_side.evaluate_values)
+    except Exception as exc:  # the locator is a diagnosis: its failure must not hide the verdict
+        return replace(verdict, divergence={"reason": f"the diverging node could not be located "
+                                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"})
+    return replace(verdict, divergence=found.to_dict())
 
 
 def _import_libraries(need_torch: bool, tf_side) -> None:
@@ -352,11 +371,13 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
 
     atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
     atomic_write_bytes(folder / "model_float.tflite", float_bytes)
-    written = ["model.onnx", "model_float.tflite", "preprocess.json"]
+    written = ["model.onnx", "model_float.tflite"]
     if int8_result:
         atomic_write_bytes(folder / "model_int8.tflite", int8_result.model)
         written.append("model_int8.tflite")
-    atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
+    if source.preprocess is not None:
+        atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
+        written.append("preprocess.json")
     if source.class_names:
         atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
         written.append("labels.txt")

@@ -3,7 +3,8 @@
 A source is one of (see :func:`source_kind`):
 
 * a zoo name (``mobilenet_v1``, ``shufflenet_v2_x1_0`` ...), built with the --alpha/--resolution options;
-* an ``.onnx`` file (any input name, static C/H/W, batch 1 or dynamic);
+* an ``.onnx`` file: any number of float32 inputs of rank 1 to 5, dynamic dims fixed by
+  ``--input-shape`` (see :mod:`converters.model_inputs`);
 * an ``edgenet train`` checkpoint (``.pt``/``.pth``/``.ckpt``);
 * ``package.module:function``: a callable returning a ``torch.nn.Module``, imported from the working
   directory or the installed packages, exported at ``--input-shape N,C,H,W``;
@@ -12,10 +13,12 @@ A source is one of (see :func:`source_kind`):
 
 (the last two are loaded by :mod:`converters.user_models`)
 
-Each becomes a :class:`SourceModel`: an ONNX graph plus what is known about the model (input shape,
-preprocessing, class names). The pipeline validates and calibrates one image input and compares one
-output, so models with several inputs or outputs are refused with a one-line ModelError.
-:func:`check_source` runs the cheap checks before any slow stage.
+Each becomes a :class:`SourceModel`: an ONNX graph with static input shapes plus what is known about
+the model (its inputs, the preprocessing of its image input, class names). Preprocessing is what the
+model records (zoo: ``(x - 0.5) / 0.5``; checkpoints: what they were trained with), else edgenet's
+default, changed by ``--preprocess FILE`` and ``--mean/--std/--channel-order/--resize``
+(:func:`image_preprocess`). :func:`check_source` runs the cheap checks before any slow stage,
+refusing options that do not apply to the kind of model.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from converters.model_inputs import ModelInput, check_input_types, fix_input_shapes
 from converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
-from edgenet.config import ConvertOptions
-from edgenet.data.preprocess import Preprocess
-from edgenet.errors import ModelError, UsageError
+from edgenet.config import ChannelOrder, ConvertOptions, PreprocessOptions, ResizeMode
+from edgenet.data.preprocess import ColorMode, Preprocess
+from edgenet.errors import DataError, ModelError, UsageError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 EXPORTED_PROGRAM_SUFFIX = ".pt2"
@@ -37,19 +41,32 @@ class SourceKind(str, Enum):
     ONNX = "onnx"
     CHECKPOINT = "checkpoint"
     CALLABLE = "callable"                 # package.module:function
+    MODULE = "module"                     # a torch.nn.Module given to edgenet.convert directly
     EXPORTED_PROGRAM = "exported_program"  # torch.export .pt2
 
 
 @dataclass(frozen=True)
 class SourceModel:
-    """What the first stage produces: an ONNX graph plus what we know about the model."""
+    """What the first stage produces: an ONNX graph with static input shapes plus what we know
+    about the model (its inputs, the preprocessing of its image input, class names)."""
     onnx: object                         # onnx.ModelProto
     name: str
-    input_shape: tuple[int, ...]         # ONNX (NCHW)
-    preprocess: Preprocess
+    inputs: tuple[ModelInput, ...]
+    preprocess: Preprocess | None        # of the image input; None when the model has none
     class_names: tuple[str, ...] | None
     export_max_abs_err: float | None
     info: dict
+    notes: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's ONNX shape (NCHW for images)."""
+        return self.inputs[0].shape
+
+    @property
+    def image_input(self) -> ModelInput | None:
+        """The input images feed: the model's only input when it is an image, else None."""
+        return self.inputs[0] if len(self.inputs) == 1 and self.inputs[0].image else None
 
 
 def source_kind(source: str) -> SourceKind:
@@ -67,57 +84,136 @@ def source_kind(source: str) -> SourceKind:
 
 
 # -- cheap checks ------------------------------------------------------------------------------
+ZOO_OPTIONS = {"alpha": "--alpha", "resolution": "--resolution", "num_classes": "--num-classes",
+               "in_channels": "--in-channels", "activation": "--activation", "weights": "--weights"}
+_KIND_NAME = {SourceKind.ONNX: "an .onnx model", SourceKind.CHECKPOINT: "a checkpoint",
+              SourceKind.CALLABLE: "a `module:function` model", SourceKind.EXPORTED_PROGRAM: "a .pt2 program",
+              SourceKind.MODULE: "an nn.Module",
+              SourceKind.ZOO: "a zoo model"}
+
+
 def check_source(opts: ConvertOptions) -> SourceKind:
     """Cheap checks of the model the user named (files exist, zoo hyper-parameters, the
-    ``module:function`` form and its --input-shape), before any slow stage starts."""
+    ``module:function`` form and its --input-shape, options that do not apply to this kind of
+    model), before any slow stage starts."""
     spec = opts.model
-    kind = source_kind(spec.source)
+    kind = SourceKind.MODULE if spec.module is not None else source_kind(spec.source)
+    _refuse_options(opts, kind)
     if kind in (SourceKind.ONNX, SourceKind.CHECKPOINT, SourceKind.EXPORTED_PROGRAM):
         path = Path(spec.source)
         if not path.is_file():
             what = {SourceKind.ONNX: "ONNX model", SourceKind.CHECKPOINT: "checkpoint",
                     SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)"}[kind]
-            raise ModelError(f"{path}: no such {what} file")
-        if spec.input_shape is not None and kind is not SourceKind.EXPORTED_PROGRAM:
-            raise UsageError(f"--input-shape applies to `module:function` and .pt2 models, not to {path.name}")
-        if spec.input_shape is not None:
-            _check_input_shape(spec.input_shape, spec.source)
-    elif kind is SourceKind.CALLABLE:
+            raise ModelError(f"{path}: no such {what} file" if not path.exists() else f"{path}: not a regular file")
+    elif kind in (SourceKind.CALLABLE, SourceKind.MODULE):
         if spec.input_shape is None:
-            raise UsageError(f"{spec.source}: a `module:function` model needs --input-shape N,C,H,W "
-                             "(e.g. --input-shape 1,3,224,224)")
-        _check_input_shape(spec.input_shape, spec.source)
-        find_module(spec.source)
+            what = "a `module:function` model needs --input-shape N,C,H,W (e.g. --input-shape 1,3,224,224)" \
+                if kind is SourceKind.CALLABLE else "an nn.Module needs input_shape=(N, C, H, W)"
+            raise UsageError(f"{spec.source}: {what}")
+        if kind is SourceKind.CALLABLE:
+            find_module(spec.source)
     else:
         from edgenet.zoo import check_model_args
 
         check_model_args(spec.source, alpha=spec.alpha, resolution=spec.resolution, num_classes=spec.num_classes,
                          in_channels=spec.in_channels, activation=spec.activation.value)
-        if spec.input_shape is not None:
-            raise UsageError(f"--input-shape applies to `module:function` and .pt2 models; zoo model {spec.source} "
-                             "takes --resolution and --in-channels")
         if spec.weights is not None and not Path(spec.weights).is_file():
             raise ModelError(f"{spec.weights}: no such weights file")
+    if opts.preprocess.file is not None:
+        Preprocess.load(opts.preprocess.file)   # a bad file is found now, not after the export
     return kind
 
 
-def _check_input_shape(shape, source: str) -> tuple[int, int, int, int]:
-    """An image input N x C x H x W with N = 1 and C = 1 or 3."""
-    shape = tuple(shape)
-    if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
-        raise UsageError(f"--input-shape must be 4 positive ints N,C,H,W for an image model, got "
-                         f"{','.join(map(str, shape))} ({source})")
-    if shape[0] != 1:
-        raise UsageError(f"--input-shape batch must be 1 (the converted model runs one image at a time), got {shape[0]}")
-    if shape[1] not in (1, 3):
-        raise UsageError(f"--input-shape channels must be 1 or 3 (an image input), got {shape[1]}")
-    return shape  # type: ignore[return-value]
+def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
+    """UsageError for an option given for a kind of model it does not apply to (never ignored)."""
+    spec = opts.model
+    what = f"{_KIND_NAME[kind]} ({Path(spec.source).name if kind is not SourceKind.ZOO else spec.source})"
+    if kind is not SourceKind.ZOO:
+        zoo = [flag for key, flag in ZOO_OPTIONS.items() if key in spec.given]
+        if zoo:
+            raise UsageError(f"{', '.join(zoo)} appl{'ies' if len(zoo) == 1 else 'y'} to zoo models, not to {what}"
+                             + (": the checkpoint records them" if kind is SourceKind.CHECKPOINT else ""))
+    if spec.input_shapes and kind in (SourceKind.ZOO, SourceKind.CHECKPOINT):
+        hint = "; zoo models take --resolution and --in-channels" if kind is SourceKind.ZOO else \
+            ": the checkpoint records its input size"
+        raise UsageError(f"--input-shape applies to .onnx, .pt2 and `module:function` models, not to {what}{hint}")
+    if kind in (SourceKind.CALLABLE, SourceKind.EXPORTED_PROGRAM, SourceKind.MODULE) and \
+            any(s.name for s in spec.input_shapes):
+        raise UsageError(f"--input-shape for {what} is N,C,H,W without an input name (it has one input)")
+    if len(spec.input_shapes) > 1 and kind is not SourceKind.ONNX:
+        raise UsageError(f"--input-shape given {len(spec.input_shapes)} times; {what} has one input")
+    if spec.keep_layout and kind is not SourceKind.ONNX:
+        raise UsageError(f"--keep-layout applies to .onnx models (it names their inputs), not to {what}")
+    if kind is SourceKind.CHECKPOINT and opts.preprocess.given:
+        raise UsageError(f"{', '.join(opts.preprocess.given)}: {what} records the preprocessing it was trained "
+                         "with, and that is used")
+    if opts.fit and kind is not SourceKind.ZOO:
+        raise UsageError(f"--fit searches a zoo model's width and resolution; it cannot resize {what}")
 
 
-def _image_preprocess(shape: tuple[int, ...]) -> Preprocess:
-    """Inputs in [-1, 1] (edgenet's default), at the model's own height x width."""
-    base = Preprocess.default(shape[2], shape[1])
-    return Preprocess(height=shape[2], width=shape[3], color=base.color, mean=base.mean, std=base.std)
+# -- preprocessing of an image input ------------------------------------------------------------
+def image_preprocess(image: ModelInput | None, options: PreprocessOptions, base: Preprocess | None = None
+                     ) -> tuple[Preprocess | None, tuple[str, ...]]:
+    """The Preprocess of ``image`` (None when the model has no image input), from ``base`` (what the
+    model records; None: edgenet's default ``(x - 0.5) / 0.5``), then ``--preprocess FILE``, then
+    ``--mean/--std/--channel-order/--resize``. Returns it and notes for the user.
+
+    Height and width are always the model input's. Raises DataError for values that do not fit the
+    input (a mean per channel, 1, 3 or 4 channels for images).
+    """
+    notes: list[str] = []
+    if image is None:
+        if options.given:
+            raise UsageError(f"{', '.join(options.given)}: the model has no image input (a single rank-4 input "
+                             "with 1, 3 or 4 channels) to preprocess")
+        return None, ()
+    _, channels, height, width = image.shape
+    if channels not in (1, 3, 4):
+        if options.given:
+            raise UsageError(f"{', '.join(options.given)}: input {image.name!r} has {channels} channels; images have "
+                             "1, 3 or 4 (pass its data with --calib FILE.npz)")
+        return None, ()
+    color = ColorMode.for_channels(channels)
+    pre = base or Preprocess.default(height, channels, width)
+    if base is None and not ({"--mean", "--std", "--preprocess"} & set(options.given)):
+        notes.append("no --mean/--std given: images are normalized as (x - 0.5) / 0.5 (inputs in [-1, 1]); "
+                     "pass the model's own, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet "
+                     "or --mean 0 --std 1 for inputs in [0, 1]")
+    if options.file is not None:
+        loaded = Preprocess.load(options.file)
+        if loaded.channels != channels:
+            raise DataError(f"--preprocess {options.file}: it is for {loaded.channels}-channel images; input "
+                            f"{image.name!r} has {channels}")
+        if (loaded.height, loaded.width) != (height, width):
+            notes.append(f"--preprocess {options.file}: its size {loaded.height}x{loaded.width} is replaced by the "
+                         f"model input's {height}x{width}")
+        pre = loaded
+    mean = pre.mean if options.mean is None else _per_channel(options.mean, channels, "--mean")
+    std = pre.std if options.std is None else _per_channel(options.std, channels, "--std")
+    order = pre.channel_order if options.channel_order is None else options.channel_order.value.upper()
+    resize = 0 if pre.resize == 0 or (pre.height, pre.width) != (height, width) else pre.resize
+    if options.resize is ResizeMode.STRETCH:
+        resize = 0
+    elif options.resize is ResizeMode.CROP:
+        resize = max(height, width)
+    if options.resize_short is not None:
+        resize = options.resize_short
+    if order == "BGR" and channels != 3:
+        raise UsageError(f"--channel-order bgr needs a 3-channel image input; {image.name!r} has {channels}")
+    try:
+        pre = Preprocess(height=height, width=width, color=color, resize=resize, mean=mean, std=std,
+                         channel_order=order)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    return pre, tuple(notes)
+
+
+def _per_channel(values: tuple[float, ...], channels: int, flag: str) -> tuple[float, ...]:
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise UsageError(f"{flag} has {len(values)} values; give 1 or one per channel ({channels})")
+    return tuple(values)
 
 
 # -- zoo and checkpoints ----------------------------------------------------------------------
@@ -134,7 +230,8 @@ def _zoo_source(opts: ConvertOptions) -> SourceModel:
                         {"source": "zoo", "name": spec.source, "alpha": spec.alpha, "resolution": spec.resolution,
                          "num_classes": spec.num_classes, "in_channels": spec.in_channels,
                          "activation": spec.activation.value if entry.activations else "paper",
-                         "weights": str(spec.weights) if spec.weights else None})
+                         "weights": str(spec.weights) if spec.weights else None,
+                         "trained": spec.weights is not None})
 
 
 def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceModel:
@@ -143,7 +240,10 @@ def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceMo
     onnx_model = export_onnx(module, shape, opset=opts.opset)
     err = onnx_parity(module, onnx_model, shape, seed=opts.seed)
     name = f"{info['name']}_{info['alpha']:g}_{info['resolution']}" if "alpha" in info else info["name"]
-    return SourceModel(onnx_model, name, shape, preprocess, class_names, err, info)
+    fixed = fix_input_shapes(onnx_model, (), (), name)
+    image = fixed.inputs[0] if len(fixed.inputs) == 1 and fixed.inputs[0].image else None
+    pre, notes = image_preprocess(image, opts.preprocess, preprocess)
+    return SourceModel(onnx_model, name, fixed.inputs, pre, class_names, err, info, notes)
 
 
 def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
@@ -161,53 +261,56 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
                         {"source": str(opts.model.source), "name": ckpt.model, "alpha": ckpt.alpha,
                          "resolution": ckpt.resolution, "num_classes": ckpt.num_classes,
                          "in_channels": ckpt.in_channels, "activation": ckpt.activation,
-                         "trained_on": ckpt.dataset})
+                         "trained_on": ckpt.dataset, "trained": True})
 
 
 # -- ONNX files -------------------------------------------------------------------------------
 def _onnx_source(opts: ConvertOptions) -> SourceModel:
     from converters.export import load_onnx
 
-    model = load_onnx(opts.model.source)
-    graph = model.graph
-    inits = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ModelError(f"{opts.model.source}: has {len(inputs)} inputs; edgenet converts single-input models")
-    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim)
-    if len(dims) != 4 or any(d <= 0 for d in dims[1:]) or dims[1] not in (1, 3):
-        raise ModelError(f"{opts.model.source}: input '{inputs[0].name}' has shape {dims}; "
-                         "expected an image input N x C x H x W with static C (1 or 3), H, W")
-    shape = (1, *dims[1:])
-    if dims[0] not in (1, -1):
-        raise ModelError(f"{opts.model.source}: batch size {dims[0]} is not supported; export with batch 1")
-    if dims[0] == -1:
-        inputs[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
-        inputs[0].type.tensor_type.shape.dim[0].dim_value = 1
-    name = Path(opts.model.source).stem
-    return SourceModel(model, name, shape, _image_preprocess(shape), None, None,
-                       {"source": str(opts.model.source), "name": name, "input_name": inputs[0].name})
+    source = opts.model.source
+    model = load_onnx(source)
+    check_input_types(model, source)
+    fixed = fix_input_shapes(model, opts.model.input_shapes, opts.model.keep_layout, source)
+    notes = []
+    if fixed.batch_fixed:
+        notes.append(f"dynamic batch of input{'s' if len(fixed.batch_fixed) > 1 else ''} "
+                     f"{', '.join(fixed.batch_fixed)} set to 1 (choose another with --input-shape)")
+    image = fixed.inputs[0] if len(fixed.inputs) == 1 and fixed.inputs[0].image else None
+    pre, pre_notes = image_preprocess(image, opts.preprocess)
+    notes.extend(pre_notes)
+    name = Path(source).stem
+    return SourceModel(model, name, fixed.inputs, pre, None, None,
+                       {"source": str(source), "name": name, "inputs": [i.name for i in fixed.inputs],
+                        "batch_fixed": list(fixed.batch_fixed), "trained": True},
+                       tuple(notes))
 
 
 # -- the user's own PyTorch models ------------------------------------------------------------
 def _callable_source(opts: ConvertOptions) -> SourceModel:
     spec = opts.model
-    if spec.input_shape is None:
-        raise UsageError(f"{spec.source}: a `module:function` model needs --input-shape N,C,H,W")
-    shape = _check_input_shape(spec.input_shape, spec.source)
+    shape = spec.input_shape
     module = load_callable(spec.source)
     name = spec.source.split(":", 1)[1].split(".")[-1]
-    return _from_module(module, shape, opts, _image_preprocess(shape), None,
-                        {"source": spec.source, "name": name, "input_shape": list(shape)})
+    return _from_module(module, shape, opts, None, None,
+                        {"source": spec.source, "name": name, "input_shape": list(shape), "trained": True})
+
+
+def _module_source(opts: ConvertOptions) -> SourceModel:
+    spec = opts.model
+    module = spec.module.eval()
+    name = type(module).__name__
+    return _from_module(module, spec.input_shape, opts, None, None,
+                        {"source": f"nn.Module {name}", "name": name, "input_shape": list(spec.input_shape),
+                         "trained": True})
 
 
 def _exported_program_source(opts: ConvertOptions) -> SourceModel:
     path = Path(opts.model.source)
     module, shape = load_program(path, opts.model.input_shape)
-    shape = _check_input_shape(shape, str(path))
-    return _from_module(module, shape, opts, _image_preprocess(shape), None,
+    return _from_module(module, shape, opts, None, None,
                         {"source": str(path), "name": path.stem, "input_shape": list(shape),
-                         "exporter": "torch.export program -> TorchScript ONNX exporter"})
+                         "exporter": "torch.export program -> TorchScript ONNX exporter", "trained": True})
 
 
 # -- dispatch ---------------------------------------------------------------------------------
@@ -221,4 +324,6 @@ def load_source(opts: ConvertOptions) -> SourceModel:
         return _callable_source(opts)
     if kind is SourceKind.EXPORTED_PROGRAM:
         return _exported_program_source(opts)
+    if kind is SourceKind.MODULE:
+        return _module_source(opts)
     return _zoo_source(opts)

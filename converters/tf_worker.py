@@ -44,10 +44,12 @@ class GraphInfo:
 class InProcessTF:
     """The TF-side stages, run in this process."""
 
-    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "layer_sqnr")
+    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "layer_sqnr",
+               "evaluate_values")
 
     def __init__(self) -> None:
         self._graph = None
+        self._keep_layout: tuple[str, ...] = ()
 
     def ready(self) -> None:
         """Import TensorFlow (once)."""
@@ -55,11 +57,24 @@ class InProcessTF:
 
         import_tensorflow()
 
-    def onnx_to_tf(self, onnx_model) -> GraphInfo:
+    def onnx_to_tf(self, onnx_model, keep_layout: tuple[str, ...] = ()) -> GraphInfo:
+        """Convert the (static-shaped) ONNX model; rank-4 inputs NHWC unless named in ``keep_layout``."""
         from converters.onnx_to_tf import onnx_to_tf
 
-        self._graph = onnx_to_tf(onnx_model)
+        self._keep_layout = tuple(keep_layout)
+        import inspect  # TEMPORARY until the converter takes keep_layout (ops branch)
+        if "keep_layout" in inspect.signature(onnx_to_tf).parameters:
+            self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
+        else:
+            self._graph = onnx_to_tf(onnx_model)
         return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts))
+
+    def evaluate_values(self, onnx_model, feeds):
+        """Every ONNX value the converted TF graph computes on ``feeds`` (ONNX layout), for the
+        divergence locator."""
+        from converters.onnx_to_tf import evaluate_values
+
+        return evaluate_values(onnx_model, feeds, keep_layout=self._keep_layout)
 
     def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
         """The graph of the last :meth:`onnx_to_tf` as a float32 (or float16) .tflite."""
@@ -72,7 +87,7 @@ class InProcessTF:
         from converters.onnx_to_tf import onnx_to_tf
         from converters.tflite import to_float_tflite
 
-        return to_float_tflite(onnx_to_tf(onnx_model))
+        return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
 
     def int8_tflite(self, float_model: bytes, calib_inputs, **options):
         from converters.tflite import to_int8_tflite

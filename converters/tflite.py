@@ -140,7 +140,8 @@ def _check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) 
         raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(graph.inputs)}")
     for arr, index in zip(calib_inputs, graph.inputs):
         tensor = graph.tensors[index]
-        want = tuple(int(d) for d in tensor.shape[1:])
+        shape = [int(d) for d in tensor.shape]
+        want = tuple(shape[1:] if len(shape) >= 2 else shape)
         if tuple(arr.shape[1:]) != want:
             raise ConversionError(f"calibration samples have shape {tuple(arr.shape[1:])}, "
                                   f"model input '{tensor.name.decode()}' wants {want}")

@@ -5,8 +5,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import Sequence
+
+from converters.model_data import to_onnx_layout
+from converters.model_inputs import ModelInput
 from edgenet._deps import require
 from edgenet.benchmark.accuracy import agreement, sqnr_db, top_k_accuracy  # the device-side definitions
+from edgenet.inference import invocations, stack_outputs
 
 
 @dataclass(frozen=True)
@@ -45,24 +50,38 @@ class Accuracy:
         return None if self.int8_top1 is None else round(100 * (self.float_top1 - self.int8_top1), 3)
 
 
-def onnx_outputs(onnx_model, x_nhwc: np.ndarray, channels_last_input: bool) -> list[np.ndarray]:
-    """Every output of the ONNX model on NHWC samples (transposed to NCHW when the model wants it),
-    in the graph's order, one array (N, ...) each."""
+def onnx_session(onnx_model):
     ort = require("onnxruntime", purpose="validation against ONNX")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    x = np.transpose(x_nhwc, (0, 3, 1, 2)) if channels_last_input else x_nhwc
-    runs = [sess.run(None, {name: x[i:i + 1]}) for i in range(len(x))]
-    return [np.concatenate([run[k] for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
+    return ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput]) -> list[np.ndarray]:
+    """Every output of the ONNX model on ``examples`` (one array per input, TFLite layout, as
+    :class:`edgenet.inference.TFLiteModel` takes them), in the graph's order, concatenated over
+    invocations exactly as TFLiteModel does."""
+    sess = onnx_session(onnx_model)
+    onnx_examples = [to_onnx_layout(x, spec) for x, spec in zip(examples, inputs)]
+    batches = [spec.batch if spec.rank >= 2 else None for spec in inputs]
+    runs = [sess.run(None, {spec.name: x for spec, x in zip(inputs, group)})
+            for group in invocations(onnx_examples, batches)]
+    return [stack_outputs([run[k] for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
 
 
 def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_output: bool = False) -> FloatCheck:
-    """Compare float TFLite outputs with ONNX outputs of the same samples."""
+    """Compare float TFLite outputs with ONNX outputs of the same samples. A NaN or infinity on
+    one side only is an infinite error."""
     got = np.transpose(float_out, (0, 3, 1, 2)) if channels_last_output and float_out.ndim == 4 else float_out
-    err = float(np.max(np.abs(onnx_out - got)))
-    scale = float(np.max(np.abs(onnx_out))) or 1.0
+    if got.shape != onnx_out.shape:
+        return FloatCheck(float("inf"), float("inf"), len(onnx_out))
+    diff = np.abs(onnx_out.astype(np.float64) - got)
+    diff[np.isnan(diff) & np.isnan(onnx_out) & np.isnan(got)] = 0.0
+    if diff.size == 0:
+        return FloatCheck(0.0, 0.0, len(onnx_out))
+    err = float(np.nan_to_num(np.max(diff), nan=np.inf))
+    finite = np.abs(onnx_out[np.isfinite(onnx_out)])
+    scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     return FloatCheck(err, err / scale, len(onnx_out))
 
 
@@ -80,3 +99,51 @@ def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndar
         int8_top5=top_k_accuracy(int8_out, labels, 5) if five and int8_out is not None else None,
         n_eval=len(labels),
     )
+
+
+# -- the float verdict ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FloatVerdict:
+    """Float TFLite against ONNX, decided: ``passed`` when every output's relative error
+    (max |TFLite - ONNX| / max |ONNX|) is within ``tolerance`` (the target profile's
+    ``float_tolerance``). ``divergence`` names the first ONNX node whose output differs, when found."""
+    passed: bool
+    tolerance: float
+    worst_output: str
+    worst_rel_err: float
+    divergence: dict | None = None      # converters.divergence.Divergence.to_dict()
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "tolerance": self.tolerance, "worst_output": self.worst_output,
+                "worst_rel_err": self.worst_rel_err, "first_divergence": self.divergence}
+
+    def message(self) -> str:
+        """One line for the user when the verdict fails."""
+        text = (f"the float TFLite model differs from ONNX: output {self.worst_output!r} relative error "
+                f"{self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
+        if self.divergence:
+            d = self.divergence
+            if d.get("node"):
+                text += (f"; first diverging ONNX node: {d['node']!r} ({d['op']}, output {d['value']!r}, "
+                         f"relative error {d['rel_err']:.3g})")
+            else:
+                text += f"; {d.get('reason', '')}"
+        return text + "; pass --allow-mismatch to write the files anyway"
+
+
+def float_verdict(checks: Sequence[FloatCheck], names: Sequence[str], tolerance: float) -> FloatVerdict:
+    worst = max(range(len(checks)), key=lambda k: (not np.isfinite(checks[k].rel_err), checks[k].rel_err))
+    rel = checks[worst].rel_err
+    return FloatVerdict(bool(np.isfinite(rel) and rel <= tolerance), tolerance, names[worst], float(rel))
+
+
+def check_finite_reference(outputs: Sequence[np.ndarray], names: Sequence[str], what: str = "ONNX model") -> None:
+    """ConversionError when the reference model itself gives NaN or infinity on the validation
+    data: no comparison can mean anything then (NaN weights, an overflow)."""
+    from edgenet.errors import ConversionError
+
+    for name, y in zip(names, outputs):
+        if not np.isfinite(y).all():
+            bad = int(np.size(y) - np.isfinite(y).sum())
+            raise ConversionError(f"the {what} gives NaN or infinite values ({bad} of {np.size(y)}) in output "
+                                  f"{name!r} on the validation data: check its weights")

@@ -7,11 +7,15 @@ Every file goes to ``out`` atomically; nothing is written until all stages have 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import difflib
+import math
+from dataclasses import dataclass, fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from edgenet.config import Activation, CalibMethod, ConvertOptions, IOType, ModelSpec, Precision
+from edgenet.config import (Activation, CalibMethod, ChannelOrder, ConvertOptions, InputShape, IOType, ModelSpec,
+                            Precision, PreprocessOptions, ResizeMode)
 from edgenet.errors import OutputExistsError, UsageError
 from edgenet.report import ConvertReport
 
@@ -39,28 +43,167 @@ def _check_out(out: Path, force: bool) -> None:
         raise OutputExistsError(f"--out {out} exists and is not empty; pass --force to overwrite")
 
 
+_SPEC_KEYS = ("alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "input_shape",
+              "input_shapes", "keep_layout")
+_PREPROCESS_KEYS = {"mean": "mean", "std": "std", "channel_order": "channel_order", "resize": "resize",
+                    "preprocess": "file"}
+
+
 def _options(model, kwargs) -> ConvertOptions:
-    """Build ConvertOptions from the friendly keyword form of :func:`convert`."""
+    """Build ConvertOptions from the friendly keyword form of :func:`convert`; UsageError naming the
+    argument for an unknown keyword or a value of the wrong kind."""
     if isinstance(model, ConvertOptions):
-        return replace(model, **kwargs) if kwargs else model
-    spec_keys = {"alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "input_shape"}
-    spec_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in spec_keys}
+        try:
+            return replace(model, **kwargs) if kwargs else model
+        except TypeError as exc:
+            raise UsageError(f"edgenet.convert: {exc}") from None
+    known = {f.name for f in fields(ConvertOptions)} | {"int8"} | set(_SPEC_KEYS) | set(_PREPROCESS_KEYS)
+    unknown = sorted(set(kwargs) - known - {"model"})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        raise UsageError(f"edgenet.convert: unknown argument {unknown[0]!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    spec_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _SPEC_KEYS and kwargs[k] is not None}
+    given = frozenset(k for k in spec_kw if k not in ("input_shape", "input_shapes", "keep_layout"))
+    shapes = _input_shapes(spec_kw.pop("input_shape", None), spec_kw.pop("input_shapes", None))
+    if "keep_layout" in spec_kw:
+        spec_kw["keep_layout"] = _names(spec_kw["keep_layout"], "keep_layout")
+    for key, kind in (("alpha", float), ("resolution", int), ("num_classes", int), ("in_channels", int)):
+        if key in spec_kw:
+            spec_kw[key] = _number(spec_kw[key], kind, key)
     if "activation" in spec_kw:
-        spec_kw["activation"] = Activation(spec_kw["activation"])
-    if spec_kw.get("input_shape") is not None:
-        spec_kw["input_shape"] = tuple(int(d) for d in spec_kw["input_shape"])
-    if spec_kw.get("weights") is not None:
-        spec_kw["weights"] = Path(spec_kw["weights"])
-    spec = ModelSpec(source=str(model), **spec_kw)
+        spec_kw["activation"] = _enum(Activation, spec_kw["activation"], "activation")
+    if "weights" in spec_kw:
+        spec_kw["weights"] = _path(spec_kw["weights"], "weights")
+    spec = ModelSpec(source=_source_name(model), module=_module_or_none(model), input_shapes=shapes,
+                     given=given, **spec_kw)
+    pre_kw = {field: kwargs.pop(key) for key, field in _PREPROCESS_KEYS.items() if kwargs.get(key) is not None}
+    for key in _PREPROCESS_KEYS:
+        kwargs.pop(key, None)
+    preprocess = _preprocess_options(pre_kw)
     int8 = kwargs.pop("int8", None)
     if int8 is not None and "precisions" not in kwargs:
         kwargs["precisions"] = (Precision.FLOAT32, Precision.INT8) if int8 else (Precision.FLOAT32,)
+    if kwargs.get("precisions") is not None:
+        kwargs["precisions"] = tuple(_enum(Precision, p, "precisions") for p in _sequence(kwargs["precisions"],
+                                                                                          "precisions"))
     for key, cls in (("io_type", IOType), ("calib_method", CalibMethod)):
-        if key in kwargs and kwargs[key] is not None:
-            kwargs[key] = cls(kwargs[key])
-    if "out" in kwargs:
-        kwargs["out"] = Path(kwargs["out"])
-    return ConvertOptions(model=spec, **{k: v for k, v in kwargs.items() if v is not None})
+        if kwargs.get(key) is not None:
+            kwargs[key] = _enum(cls, kwargs[key], key)
+    if "out" in kwargs and kwargs["out"] is not None:
+        kwargs["out"] = _path(kwargs["out"], "out")
+    if kwargs.get("calib") is not None:
+        if not isinstance(kwargs["calib"], (str, Path)):
+            raise UsageError(f"edgenet.convert: calib must be a dataset name or a path, not {type(kwargs['calib']).__name__}")
+        kwargs["calib"] = str(kwargs["calib"])
+    for key in ("calib_samples", "eval_samples", "seed", "opset"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = _number(kwargs[key], int, key)
+    kwargs.pop("model", None)
+    return ConvertOptions(model=spec, preprocess=preprocess, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _source_name(model) -> str:
+    if isinstance(model, (str, Path)):
+        return str(model)
+    if _module_or_none(model) is not None:
+        return f"<{type(model).__name__}>"
+    raise UsageError(f"edgenet.convert: model must be a zoo name, a path or a torch.nn.Module, "
+                     f"not {type(model).__name__}")
+
+
+def _module_or_none(model):
+    import sys
+
+    torch = sys.modules.get("torch")   # an nn.Module can only exist once torch is imported
+    return model if torch is not None and isinstance(model, torch.nn.Module) else None
+
+
+def _input_shapes(single, several) -> tuple[InputShape, ...]:
+    from converters.model_inputs import parse_input_shape
+
+    out: list[InputShape] = []
+    if single is not None:
+        if isinstance(single, dict):
+            several = {**single, **(several or {})}
+        else:
+            out.append(parse_input_shape(",".join(str(_number(d, int, "input_shape")) for d in
+                                                  _sequence(single, "input_shape"))))
+    if several is not None:
+        items = several.items() if isinstance(several, dict) else [(None, s) for s in _sequence(several, "input_shapes")]
+        for name, dims in items:
+            if isinstance(dims, str):
+                out.append(parse_input_shape(dims if name is None else f"{name}:{dims}"))
+            else:
+                text = ",".join(str(_number(d, int, "input_shapes")) for d in _sequence(dims, "input_shapes"))
+                out.append(parse_input_shape(text if name is None else f"{name}:{text}"))
+    return tuple(out)
+
+
+def _preprocess_options(kw: dict) -> PreprocessOptions:
+    out: dict = {}
+    for key in ("mean", "std"):
+        if key in kw:
+            values = kw[key]
+            if isinstance(values, str):
+                values = values.split(",")
+            out[key] = tuple(_number(v, float, key) for v in _sequence(values, key))
+    if "channel_order" in kw:
+        out["channel_order"] = _enum(ChannelOrder, str(kw["channel_order"]).lower(), "channel_order")
+    if "resize" in kw:
+        value = kw["resize"]
+        if isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
+            out["resize_short"] = _number(value, int, "resize")
+            if not 1 <= out["resize_short"] <= 8192:
+                raise UsageError(f"resize must be stretch, crop or a shorter-side size in 1..8192, got {value!r}")
+        else:
+            out["resize"] = _enum(ResizeMode, value, "resize")
+    if "file" in kw:
+        out["file"] = _path(kw["file"], "preprocess")
+    return PreprocessOptions(**out)
+
+
+def _number(value, kind, name: str):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) and not hasattr(value, "__index__") \
+            and not hasattr(value, "__float__"):
+        raise UsageError(f"{name} must be a number, not {value!r}")
+    try:
+        number = kind(float(value)) if kind is int and isinstance(value, (float, str)) else kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{name} must be a number, not {value!r}") from None
+    if kind is int and float(value) != number:
+        raise UsageError(f"{name} must be a whole number, not {value!r}")
+    if kind is float and not math.isfinite(number):
+        raise UsageError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def _enum(cls, value, name: str):
+    try:
+        return cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise UsageError(f"{name} must be one of {', '.join(m.value for m in cls)}, not {value!r}") from None
+
+
+def _sequence(value, name: str) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if hasattr(value, "tolist"):   # numpy arrays
+        return tuple(value.tolist())
+    raise UsageError(f"{name} must be a list or tuple, not {type(value).__name__}")
+
+
+def _names(value, name: str) -> tuple[str, ...]:
+    values = (value,) if isinstance(value, str) else _sequence(value, name)
+    if not all(isinstance(v, str) and v for v in values):
+        raise UsageError(f"{name} must be input names (strings)")
+    return tuple(values)
+
+
+def _path(value, name: str) -> Path:
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        raise UsageError(f"{name} must be a path, not {value!r}")
+    return Path(value)
 
 
 def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 
 class Precision(str, Enum):
@@ -32,8 +33,58 @@ class CalibMethod(str, Enum):
 
 
 @dataclass(frozen=True)
+class InputShape:
+    """``--input-shape``: the dims of one model input (``name`` None: the model's only input)."""
+
+    name: str | None
+    dims: tuple[int, ...]
+
+    def __str__(self) -> str:
+        dims = ",".join(map(str, self.dims))
+        return dims if self.name is None else f"{self.name}:{dims}"
+
+
+class ResizeMode(str, Enum):
+    """How an image is brought to the model's height x width."""
+
+    STRETCH = "stretch"   # straight to height x width (aspect ratio not kept)
+    CROP = "crop"         # shorter side to the size that covers height x width, then a centre crop
+
+
+class ChannelOrder(str, Enum):
+    RGB = "rgb"
+    BGR = "bgr"
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """What the user said about an image input's preprocessing (None: not said).
+
+    ``mean``/``std`` are per channel on the 0..1 pixel scale (one value: every channel), as in
+    ``--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225``; ``resize_short`` is the shorter side before
+    a centre crop (``--resize 256``); ``file`` a preprocess.json whose settings are taken.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: ChannelOrder | None = None
+    resize: ResizeMode | None = None
+    resize_short: int | None = None
+    file: Path | None = None
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The CLI options that were given, e.g. ("--mean", "--std")."""
+        names = {"mean": "--mean", "std": "--std", "channel_order": "--channel-order", "resize": "--resize",
+                 "resize_short": "--resize", "file": "--preprocess"}
+        return tuple(dict.fromkeys(flag for key, flag in names.items() if getattr(self, key) is not None))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """Which model to convert: a zoo name (with its hyper-parameters) or a path to an .onnx file."""
+    """Which model to convert: a zoo name (with its hyper-parameters), a checkpoint, an .onnx file,
+    a torch.export program or a ``module:function``. ``given`` names the fields the user set (so an
+    option that does not apply to the kind of model can be refused instead of ignored)."""
 
     source: str = "mobilenet_v1"
     alpha: float = 1.0
@@ -42,7 +93,16 @@ class ModelSpec:
     in_channels: int = 3
     activation: Activation = Activation.RELU6
     weights: Path | None = None
-    input_shape: tuple[int, ...] | None = None   # for `module:function` sources, e.g. (1, 3, 224, 224)
+    input_shapes: tuple[InputShape, ...] = ()   # --input-shape: .onnx, `module:function` and .pt2 sources
+    keep_layout: tuple[str, ...] = ()           # rank-4 inputs NOT to be treated as NCHW images
+    given: frozenset[str] = frozenset()         # fields set by the user (alpha, resolution, ...)
+    module: Any = None                          # a torch.nn.Module passed to edgenet.convert directly
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The one unnamed --input-shape, or None."""
+        unnamed = [s.dims for s in self.input_shapes if s.name is None]
+        return unnamed[0] if unnamed else None
 
     @property
     def is_onnx_file(self) -> bool:
@@ -55,7 +115,10 @@ class ConvertOptions:
     target: str = "rpi"
     precisions: tuple[Precision, ...] = (Precision.FLOAT32, Precision.INT8)
     io_type: IOType | None = None    # None: the target profile's input/output type
-    calib: str = "shapes"            # built-in dataset name or a folder of images
+    calib: str | None = None         # built-in dataset name, a folder of images, or .npz/.npy arrays;
+                                     # None: what the model records (checkpoints), else "shapes"
+    preprocess: PreprocessOptions = PreprocessOptions()
+    allow_mismatch: bool = False     # write the files even when float TFLite differs from ONNX
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)

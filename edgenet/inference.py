@@ -1,14 +1,16 @@
 """Running a .tflite model on float inputs, whatever its input/output types.
 
 :class:`TFLiteModel` quantizes float inputs with the model's own input scale and zero point and
-dequantizes integer outputs, so a float32 model and its int8 twin are called the same way. Used by
-validation on the workstation and by the benchmark on the device (numpy + LiteRT only).
+dequantizes integer outputs, so a float32 model and its int8 twin are called the same way; models
+with several inputs, a batch above 1 or rank-1 inputs are run one invocation per batch of examples
+(:func:`invocations`). Used by validation on the workstation and by the benchmark on the device
+(numpy + LiteRT only).
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -19,10 +21,44 @@ from edgenet.runtime import make_interpreter
 _INTEGER = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 
 
+def invocations(arrays: Sequence[np.ndarray], batches: Sequence[int | None]) -> Iterator[list[np.ndarray]]:
+    """Group examples into model invocations.
+
+    ``arrays[i]`` holds the examples of input ``i`` along axis 0; ``batches[i]`` is that input's
+    batch (examples per invocation, dim 0 of its tensor), or None for an input without a batch axis
+    (rank 1: each example is the whole tensor). Yields, per invocation, one array per input:
+    ``arrays[i][k*b:(k+1)*b]`` (or ``arrays[i][k]`` without a batch axis). Examples past the last
+    whole invocation are not used (:func:`invocation_count` says how many invocations there are).
+    """
+    for k in range(invocation_count(arrays, batches)):
+        yield [x[k] if b is None else x[k * b:(k + 1) * b] for x, b in zip(arrays, batches)]
+
+
+def invocation_count(arrays: Sequence[np.ndarray], batches: Sequence[int | None]) -> int:
+    """Whole invocations the examples make (the smallest over the inputs)."""
+    return min(len(x) // (b or 1) for x, b in zip(arrays, batches)) if arrays else 0
+
+
+def stack_outputs(per_invocation: Sequence[np.ndarray]) -> np.ndarray:
+    """One output's values over invocations: concatenated along axis 0 (a scalar output: stacked)."""
+    if not per_invocation:
+        return np.zeros((0,), dtype=np.float32)
+    if np.ndim(per_invocation[0]) == 0:
+        return np.stack(per_invocation)
+    return np.concatenate(per_invocation)
+
+
 class TFLiteModel:
-    """One-input .tflite model called on float samples: quantizes them with the model's own input
-    scale and zero point and dequantizes integer outputs. The one runner behind validation and the
-    benchmark's accuracy pass."""
+    """A .tflite model called on float examples: quantizes them with each input's own scale and
+    zero point, runs one invocation per batch of examples and dequantizes integer outputs. The one
+    runner behind validation and the benchmark's accuracy pass.
+
+    Inputs are taken in the model's order (the signature's, which edgenet writes in the ONNX graph's
+    order). Each input's examples are an array ``(S, *example_shape)``: the input's shape without its
+    batch dim (``(S, H, W, C)`` for an NHWC image input of batch 1 or more), or the whole shape for a
+    rank-1 input. Outputs come back concatenated over invocations along axis 0 (for batch-1 models:
+    ``(S, *output_shape[1:])``).
+    """
 
     def __init__(self, model: str | Path | bytes, num_threads: int | None = None, use_xnnpack: bool = True):
         self._bind(make_interpreter(model, num_threads, use_xnnpack=use_xnnpack))
@@ -36,50 +72,74 @@ class TFLiteModel:
 
     def _bind(self, interpreter) -> None:
         self.interpreter = interpreter
-        if len(interpreter.get_input_details()) != 1:
-            raise DataError("models with more than one input are not supported here yet")
-        self.input = interpreter.get_input_details()[0]
+        self.inputs = inputs_in_model_order(interpreter)
+        self.input = self.inputs[0]
         self.outputs = outputs_in_model_order(interpreter)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The first input's shape."""
         return tuple(int(d) for d in self.input["shape"])
 
     @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(self.input["dtype"])
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        if self.input_dtype in _INTEGER:
-            scale, zp = self.input["quantization"]
-            return quantize_input(x, scale, zp, self.input_dtype)
-        return x.astype(self.input_dtype, copy=False)
+    @property
+    def batches(self) -> list[int | None]:
+        """Examples per invocation of each input (None: no batch axis)."""
+        return [int(d["shape"][0]) if len(d["shape"]) >= 2 else None for d in self.inputs]
 
-    def check_input(self, x: np.ndarray) -> None:
-        want = self.input_shape[1:]
-        if tuple(x.shape[1:]) != want:
-            raise DataError(f"input samples have shape {tuple(x.shape[1:])} but the model expects {want}"
-                            + (" (channel count differs)" if x.shape[1:-1] == want[:-1] else ""))
+    @property
+    def example_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(v) for v in (d["shape"][1:] if len(d["shape"]) >= 2 else d["shape"])) for d in self.inputs]
 
-    def predict(self, x: np.ndarray, output: int = 0) -> np.ndarray:
-        """float32 samples (N, *input_shape[1:]) -> float32 output ``output`` (N, ...), one invoke per sample."""
+    def quantize(self, x: np.ndarray, input_index: int = 0) -> np.ndarray:
+        """Float values for input ``input_index`` in the type the model takes (quantized with that
+        input's scale and zero point when it is an integer input)."""
+        detail = self.inputs[input_index]
+        dtype = np.dtype(detail["dtype"])
+        if dtype in _INTEGER:
+            scale, zp = detail["quantization"]
+            return quantize_input(x, scale, zp, dtype)
+        return x.astype(dtype, copy=False)
+
+    def _examples(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        xs = [x] if isinstance(x, np.ndarray) else list(x)
+        if len(xs) != len(self.inputs):
+            raise DataError(f"the model has {len(self.inputs)} input(s); {len(xs)} array(s) of examples were given")
+        return xs
+
+    def check_input(self, x: np.ndarray | Sequence[np.ndarray]) -> None:
+        for k, (arr, want, batch) in enumerate(zip(self._examples(x), self.example_shapes, self.batches)):
+            if tuple(arr.shape[1:]) != want:
+                which = f" for input {k}" if len(self.inputs) > 1 else ""
+                raise DataError(f"input samples{which} have shape {tuple(arr.shape[1:])} but the model expects {want}"
+                                + (" (channel count differs)" if arr.shape[1:-1] == want[:-1] else ""))
+            if len(arr) < (batch or 1):
+                raise DataError(f"{len(arr)} example(s) do not fill one batch of {batch} of the model's input {k}")
+
+    def predict(self, x: np.ndarray | Sequence[np.ndarray], output: int = 0) -> np.ndarray:
+        """Float examples -> float32 output ``output``, one invoke per batch of examples."""
         return self.predict_all(x, (output,))[0]
 
-    def predict_all(self, x: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
-        """float32 samples -> one float32 array (N, ...) per output (all, in the model's order, by
-        default): every invoke reads every requested output."""
-        self.check_input(x)
+    def predict_all(self, x: np.ndarray | Sequence[np.ndarray], outputs: Sequence[int] | None = None
+                    ) -> list[np.ndarray]:
+        """Float examples (one array per input, or one array for a one-input model) -> one float32
+        array per output (all, in the model's order, by default), over every whole invocation."""
+        xs = self._examples(x)
+        self.check_input(xs)
         details = [self.outputs[k] for k in (range(len(self.outputs)) if outputs is None else outputs)]
-        q = self.quantize(x)
-        index = self.input["index"]
-        results = [np.empty((len(q), *(int(d) for d in det["shape"][1:])), dtype=np.dtype(det["dtype"]))
-                   for det in details]
-        for i in range(len(q)):
-            self.interpreter.set_tensor(index, q[i:i + 1])
+        qs = [self.quantize(arr, k) for k, arr in enumerate(xs)]
+        indices = [d["index"] for d in self.inputs]
+        results: list[list[np.ndarray]] = [[] for _ in details]
+        for group in invocations(qs, self.batches):
+            for index, value in zip(indices, group):
+                self.interpreter.set_tensor(index, value)
             self.interpreter.invoke()
             for det, res in zip(details, results):
-                res[i] = self.interpreter.get_tensor(det["index"])[0]
-        return [_dequantized(det, res) for det, res in zip(details, results)]
+                res.append(self.interpreter.get_tensor(det["index"]))
+        return [_dequantized(det, stack_outputs(res)) for det, res in zip(details, results)]
 
 
 def _dequantized(detail: dict, y: np.ndarray) -> np.ndarray:
@@ -87,6 +147,13 @@ def _dequantized(detail: dict, y: np.ndarray) -> np.ndarray:
         scale, zp = detail["quantization"]
         return dequantize_output(y, scale, zp)
     return y.astype(np.float32, copy=False)
+
+
+def inputs_in_model_order(interpreter) -> list[dict]:
+    """The interpreter's input details in the model's order: the subgraph's, which is the order of
+    the converted function's arguments, i.e. the ONNX graph's. (A signature's input map is keyed by
+    name and would come back sorted by name.)"""
+    return list(interpreter.get_input_details())
 
 
 def outputs_in_model_order(interpreter) -> list[dict]:

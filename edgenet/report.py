@@ -23,6 +23,7 @@ class Validation:
     int8_sqnr_db: float | None
     n_samples: int
     outputs: tuple[Any, ...] = ()     # converters.validate.OutputCheck per output
+    float_verdict: dict[str, Any] | None = None   # converters.validate.FloatVerdict.to_dict()
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ConvertReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
     fit: dict[str, Any] | None = None
     layers: list[dict[str, Any]] | None = None   # [{name, op, sqnr_db}] in graph order
+    data: dict[str, Any] | None = None           # the examples used: dataset, kind, synthetic, counts
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,11 +67,28 @@ class ConvertReport:
         lines = [f"# edgenet conversion report: {m.get('name', 'model')}", ""]
         if self.target.get("summary"):
             lines += [f"**Target {self.target.get('name')}:** {self.target['summary']}", ""]
-        lines += ["| | |", "|---|---|",
-                  f"| model | {m.get('name')} ({m.get('source')}) |",
-                  f"| input | {m.get('input_shape')} (TFLite: {m.get('tflite_input_shape')}) |",
-                  f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |",
-                  f"| float vs ONNX | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g} |"]
+        lines += ["| | |", "|---|---|", f"| model | {m.get('name')} ({m.get('source')}) |"]
+        for spec in m.get("inputs") or [{"name": "input", "shape": m.get("input_shape"),
+                                          "tflite_shape": m.get("tflite_input_shape")}]:
+            lines.append(f"| input {spec['name']} | {spec['shape']} (TFLite: {spec['tflite_shape']}) |")
+        if m.get("batch_fixed"):
+            lines.append(f"| dynamic batch | set to 1 for {', '.join(m['batch_fixed'])} |")
+        if self.data:
+            d = self.data
+            kind = {"images": "images", "arrays": "arrays", "random": "seeded random examples"}.get(d.get("kind"), "")
+            synthetic = " (synthetic)" if d.get("synthetic") and d.get("kind") == "images" else ""
+            lines.append(f"| data | {d.get('dataset')}{synthetic}: {kind}, {d.get('samples')} calibration, "
+                         f"{d.get('eval_samples')} held-out |")
+        verdict = v.float_verdict or {}
+        decided = "" if not verdict else (" -- **pass**" if verdict.get("passed") else " -- **FAIL**") + \
+            f" (tolerance {verdict.get('tolerance'):g})"
+        lines += [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |",
+                  f"| float vs ONNX | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g}{decided} |"]
+        div = verdict.get("first_divergence") if verdict else None
+        if div:
+            where = (f"node {div['node']} ({div['op']}), relative error {div['rel_err']:.3g}" if div.get("node")
+                     else div.get("reason", ""))
+            lines.append(f"| first divergence | {where} |")
         if v.int8_sqnr_db is not None:
             lines.append(f"| int8 vs float | top-1 agreement {100 * v.int8_top1_agreement:.1f}%, "
                          f"SQNR {v.int8_sqnr_db:.1f} dB ({v.n_samples} samples) |")

@@ -86,6 +86,7 @@ class TargetProfile:
     vela_system_config: str | None = None         # vela's --system-config (section of Arm/vela.ini)
     vela_memory_mode: str | None = None           # vela's --memory-mode
     allow_cpu_ops: bool = True                    # False: ops falling back to the CPU fail the check
+    float_tolerance: float = 1e-3                 # float TFLite vs ONNX: max |diff| / max |ONNX output|
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
     source: str = ""                              # file the profile was read from
@@ -128,6 +129,7 @@ _STRING_KEYS = ("name", "description", "device", "accelerator", "vela_system_con
 _BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops")
 _POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
 _NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
+_POSITIVE_FLOAT_KEYS = ("float_tolerance",)
 
 
 def _check_types(data: dict, src: str) -> None:
@@ -145,6 +147,10 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise TargetError(f"{src}: {key} must be a non-negative integer")
+    for key in _POSITIVE_FLOAT_KEYS:
+        v = data.get(key)
+        if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3):
+            raise TargetError(f"{src}: {key} must be a positive number (below 1000)")
     for key in ("variants", "packagers", "checks"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
@@ -197,6 +203,9 @@ def _parse(data: dict, src: str) -> TargetProfile:
         if key in kw:
             kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
     kw["source"] = src
+    for key in _POSITIVE_FLOAT_KEYS:
+        if key in kw:
+            kw[key] = float(kw[key])
     profile = TargetProfile(**kw)
     _check_consistency(profile, src)
     return profile

@@ -16,7 +16,10 @@ def _numbers(text: str, kind, option: str) -> tuple:
     return values
 
 
-@click.command("convert")
+_ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
+
+
+@click.command("convert", context_settings={"max_content_width": 100})
 @click.argument("model", default="mobilenet_v1", metavar="[MODEL]")
 @click.option("--target", default="rpi", show_default=True,
               help="Target profile name (see `edgenet targets`) or a path to a .toml profile.")
@@ -24,16 +27,37 @@ def _numbers(text: str, kind, option: str) -> tuple:
               help="Also produce the full-integer int8 model (default: what the target profile says).")
 @click.option("--out", type=click.Path(), default="out", show_default=True, help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier (zoo models), in (0, 1].")
-@click.option("--resolution", type=int, default=224, show_default=True, help="Input size (zoo models), a multiple of 32.")
-@click.option("--num-classes", type=int, default=1000, show_default=True, help="Classifier outputs (zoo models).")
-@click.option("--in-channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
-              help="Input channels (zoo models).")
-@click.option("--activation", type=click.Choice(["relu6", "relu"]), default="relu6", show_default=True)
+@click.option("--alpha", type=float, default=None, help="Width multiplier (zoo models; default 1.0), in (0, 1].")
+@click.option("--resolution", type=int, default=None,
+              help="Input size (zoo models; default 224), a multiple of 32.")
+@click.option("--num-classes", type=int, default=None, help="Classifier outputs (zoo models; default 1000).")
+@click.option("--in-channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (zoo models; default 3).")
+@click.option("--activation", type=click.Choice(["relu6", "relu"]), default=None,
+              help="Activation (zoo models with a choice; default relu6).")
 @click.option("--weights", type=click.Path(), default=None, help="state_dict (.pt) for a zoo model.")
-@click.option("--calib", default="shapes", show_default=True,
-              help="Calibration images: a folder (class subfolders or flat) or a built-in dataset: shapes, digits.")
-@click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration images to use.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]D0,D1,...",
+              help="Static shape of an input: N,C,H,W (any rank) for a one-input model, NAME:dims for each "
+                   "input of several (repeatable). Fixes dynamic dims of .onnx models; needed by "
+                   "`module:function` models.")
+@click.option("--keep-layout", "keep_layout", multiple=True, metavar="NAME",
+              help="A rank-4 .onnx input that is not an NCHW image: keep its layout (repeatable).")
+@click.option("--mean", default=None, metavar="M[,M,M]",
+              help="Image normalization mean per channel on the 0..1 scale, e.g. 0.485,0.456,0.406 (ImageNet); "
+                   "0 with --std 1 for models that take 0..1.")
+@click.option("--std", default=None, metavar="S[,S,S]", help="Image normalization std per channel (0..1 scale).")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default=None,
+              help="Channel order the model expects (bgr: OpenCV-trained models).")
+@click.option("--resize", default=None, metavar="stretch|crop|N",
+              help="Bring images to the input size: stretch, crop (cover, then centre crop), or N (shorter "
+                   "side to N, then centre crop, e.g. 256 for a 224 model).")
+@click.option("--preprocess", "preprocess_file", type=click.Path(), default=None, metavar="FILE.json",
+              help="Take the preprocessing of another conversion (its preprocess.json).")
+@click.option("--calib", default=None,
+              help="Calibration and validation data: an image folder (class subfolders or flat), a built-in "
+                   "set (shapes: synthetic, digits), or FILE.npz (one array per input name) / FILE.npy, "
+                   "first axis = examples, ONNX layout, preprocessed. Default: the checkpoint's dataset, "
+                   "else shapes.")
+@click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration examples to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
               show_default=True, help="How activation ranges are chosen from the calibration data: minmax "
               "(TFLite's), percentile (0.01/99.99), mse (the clipping range with the least int8 error).")
@@ -44,12 +68,13 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--equalize-clip", type=click.Choice(["relu", "per_channel", "skip"]), default="relu",
               show_default=True, help="ReLU6 between equalized layers: replace by ReLU (as the paper), keep it "
               "exactly (ReLU + per-channel minimum: more ops), or do not equalize across it.")
-@click.option("--input-shape", default=None, metavar="N,C,H,W",
-              help="Input shape for a `package.module:function` model, e.g. 1,3,224,224.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None,
               help="Input/output type of the int8 model (default: the target's).")
 @click.option("--eval-samples", type=int, default=64, show_default=True,
-              help="Held-out images for validation (never used for calibration).")
+              help="Held-out examples for validation (never used for calibration).")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Write the files even when the float model differs from ONNX beyond the target's tolerance "
+                   "(the verdict is recorded in report.json).")
 @click.option("--fit", is_flag=True,
               help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "
                    "and flash (measured in TFLite Micro), then convert it.")
@@ -61,21 +86,26 @@ def _numbers(text: str, kind, option: str) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            calib, calib_samples, calib_method, per_tensor, equalize, equalize_clip, input_shape, io_type, eval_samples, fit, fit_alphas, fit_resolutions, quiet,
-            as_json, debug):
+            input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
+            calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, fit,
+            fit_alphas, fit_resolutions, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
     MODEL is a zoo name (default mobilenet_v1; `edgenet models` lists them), a path to an .onnx
     file, a checkpoint written by `edgenet train`, a torch.export program (.pt2), or
     `package.module:function` returning a torch.nn.Module (with --input-shape). Writes model.onnx,
     model_float.tflite, model_int8.tflite, preprocess.json, report.json and report.md to --out
-    (files appear only once every stage has succeeded).
+    (files appear only once every stage has succeeded). The float model must match ONNX within the
+    target's tolerance, or the conversion fails naming the first diverging ONNX node.
 
     \b
     Examples:
       edgenet convert --target rpi --int8
       edgenet convert mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2 --out vww/
-      edgenet convert model.onnx --calib images/ --calib-samples 300 --out out/ --force
+      edgenet convert model.onnx --input-shape 1,3,320,320 --mean 0 --std 1 --calib images/ --int8
+      edgenet convert model.onnx --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --resize 256
+      edgenet convert two_inputs.onnx --input-shape image:1,3,224,224 --input-shape meta:1,8 \\
+          --calib examples.npz --int8
       edgenet convert digits.pt --target cortex-m --json
       edgenet convert --target cortex-m --fit --num-classes 10
       edgenet convert my_pkg.models:build --input-shape 1,3,224,224 --calib images/
@@ -94,14 +124,22 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
         else:
             reporter.done(float(detail))
 
+    from converters.model_inputs import parse_input_shape
+
     try:
         result = edgenet.convert(
             model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
-            num_classes=num_classes, in_channels=int(in_channels), activation=activation, weights=weights,
+            num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
+            activation=activation, weights=weights,
+            input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
+            keep_layout=keep_layout or None,
+            mean=None if mean is None else _numbers(mean, float, "--mean"),
+            std=None if std is None else _numbers(std, float, "--std"),
+            channel_order=channel_order, resize=resize, preprocess=preprocess_file,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
             per_tensor=per_tensor, equalize=equalize, equalize_clip=equalize_clip,
-            input_shape=None if input_shape is None else _numbers(input_shape, int, "--input-shape"),
-            eval_samples=eval_samples, fit=fit, fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
+            eval_samples=eval_samples, allow_mismatch=allow_mismatch, fit=fit,
+            fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
             fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)
     except BaseException:
         reporter.failed()

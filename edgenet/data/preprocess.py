@@ -8,6 +8,7 @@ applied afterwards from the model's own input scale and zero point (see :func:`q
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,13 +18,27 @@ import numpy as np
 from edgenet.errors import DataError
 
 
+MAX_SIDE = 8192        # pixels: the largest height/width/resize a preprocessing spec may ask for
+
+
 class ColorMode(str, Enum):
+    """PIL mode an image is converted to; its channel count is the model input's."""
+
     RGB = "RGB"
     GRAY = "L"
+    RGBA = "RGBA"
 
     @property
     def channels(self) -> int:
-        return 3 if self is ColorMode.RGB else 1
+        return {ColorMode.RGB: 3, ColorMode.GRAY: 1, ColorMode.RGBA: 4}[self]
+
+    @classmethod
+    def for_channels(cls, channels: int) -> "ColorMode":
+        """The mode of an image with ``channels`` channels (1, 3 or 4); DataError otherwise."""
+        modes = {1: cls.GRAY, 3: cls.RGB, 4: cls.RGBA}
+        if channels not in modes:
+            raise DataError(f"images have 1, 3 or 4 channels, not {channels}")
+        return modes[channels]
 
 
 @dataclass(frozen=True)
@@ -31,8 +46,11 @@ class Preprocess:
     """image (any size, any mode) -> float32 array of shape (height, width, channels).
 
     Steps, in order: convert to ``color``; resize the shorter side to ``resize`` (0 = straight to
-    ``height``x``width``); center-crop to ``height``x``width``; scale to [0, 1] by /255; then
-    ``(x - mean) / std`` per channel.
+    ``height``x``width``); center-crop to ``height``x``width``; scale to [0, 1] by /255; reverse the
+    channels when ``channel_order`` is ``"BGR"`` (OpenCV-trained models); then ``(x - mean) / std``
+    per channel (``mean``/``std`` on the 0..1 scale, in the model's channel order).
+    Raises DataError (one line) for values out of range: sides 1..8192, std > 0, finite numbers,
+    one mean/std per channel.
     """
 
     height: int
@@ -43,16 +61,43 @@ class Preprocess:
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     layout: str = "NHWC"
     version: int = field(default=1)
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+                raise DataError(f"preprocessing {key} must be an integer in 1..{MAX_SIDE}, got {value!r}")
+        if isinstance(self.resize, bool) or not isinstance(self.resize, int) or not 0 <= self.resize <= MAX_SIDE:
+            raise DataError(f"preprocessing resize must be an integer in 0..{MAX_SIDE} (0: no crop), got {self.resize!r}")
+        if self.resize and self.resize < min(self.height, self.width):
+            raise DataError(f"preprocessing resize {self.resize} is smaller than the crop "
+                            f"{self.height}x{self.width}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != self.channels:
+                raise DataError(f"preprocessing {key} has {len(values)} value(s); the {self.color.value} input "
+                                f"has {self.channels} channel(s)")
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise DataError(f"preprocessing {key} must be finite numbers, got {list(values)}")
+        if any(v <= 0 for v in self.std):
+            raise DataError(f"preprocessing std must be > 0 for every channel, got {list(self.std)}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise DataError(f"preprocessing channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if self.channel_order == "BGR" and self.color is not ColorMode.RGB:
+            raise DataError("preprocessing channel_order BGR needs a 3-channel (RGB) input")
+        if self.layout != "NHWC":
+            raise DataError(f"preprocessing layout must be NHWC, got {self.layout!r}")
 
     @property
     def channels(self) -> int:
         return self.color.channels
 
     @classmethod
-    def default(cls, resolution: int, channels: int = 3) -> "Preprocess":
-        color = ColorMode.RGB if channels == 3 else ColorMode.GRAY
-        return cls(height=resolution, width=resolution, color=color,
-                   mean=(0.5,) * channels, std=(0.5,) * channels)
+    def default(cls, resolution: int, channels: int = 3, width: int | None = None) -> "Preprocess":
+        """Inputs in [-1, 1], i.e. ``(x - 0.5) / 0.5`` (edgenet's zoo convention)."""
+        return cls(height=resolution, width=resolution if width is None else width,
+                   color=ColorMode.for_channels(channels), mean=(0.5,) * channels, std=(0.5,) * channels)
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -64,15 +109,33 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        try:
-            return cls(
-                height=int(d["height"]), width=int(d["width"]), color=ColorMode(d.get("color", "RGB")),
-                resize=int(d.get("resize", 0)), mean=tuple(float(v) for v in d["mean"]),
-                std=tuple(float(v) for v in d["std"]), layout=str(d.get("layout", "NHWC")),
-                version=int(d.get("version", 1)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"invalid preprocessing spec: {exc}") from exc
+        if not isinstance(d, dict):
+            raise DataError(f"invalid preprocessing spec: a JSON object is needed, not {type(d).__name__}")
+        missing = [k for k in ("height", "width", "mean", "std") if k not in d]
+        if missing:
+            raise DataError(f"invalid preprocessing spec: missing {', '.join(missing)}")
+
+        def integer(key: str, default=None) -> int:
+            value = d.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise DataError(f"invalid preprocessing spec: {key} must be an integer, got {value!r}")
+            return int(value)
+
+        def numbers(key: str) -> tuple[float, ...]:
+            value = d[key]
+            if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in value):
+                raise DataError(f"invalid preprocessing spec: {key} must be a list of numbers, got {value!r}")
+            return tuple(float(v) for v in value)
+
+        color = d.get("color", "RGB")
+        if color not in [c.value for c in ColorMode]:
+            raise DataError(f"invalid preprocessing spec: color must be one of "
+                            f"{', '.join(c.value for c in ColorMode)}, got {color!r}")
+        return cls(height=integer("height"), width=integer("width"), color=ColorMode(color),
+                   resize=integer("resize", 0), mean=numbers("mean"), std=numbers("std"),
+                   layout=str(d.get("layout", "NHWC")), version=integer("version", 1),
+                   channel_order=str(d.get("channel_order", "RGB")).upper())
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -81,11 +144,21 @@ class Preprocess:
     def load(cls, path: str | Path) -> "Preprocess":
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError as exc:
-            raise DataError(f"{path}: no such preprocessing file") from exc
+            if not path.is_file():
+                raise DataError(f"{path}: no such preprocessing file" if not path.exists()
+                                else f"{path}: not a regular file")
+            if path.stat().st_size > 1 << 20:
+                raise DataError(f"{path}: too large for a preprocessing file ({path.stat().st_size:,} bytes)")
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except PermissionError as exc:
+            raise DataError(f"{path}: permission denied") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text") from exc
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg})") from exc
+        except DataError as exc:
+            msg = str(exc)
+            raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
     # -- application -----------------------------------------------------------------------
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
@@ -97,6 +170,8 @@ class Preprocess:
             raise DataError(
                 f"image has {x.shape[-1]} channel(s) but the model's preprocessing expects {self.channels}"
             )
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         return ((x / 255.0 - mean) / std).astype(np.float32)

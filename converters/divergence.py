@@ -1,0 +1,103 @@
+"""Where does a converted model stop agreeing with ONNX? The first diverging ONNX node.
+
+When the float TFLite model misses its tolerance, the user needs the node, not just the output.
+:func:`first_divergence` runs one invocation through
+
+* onnxruntime, with every node output of the graph made a graph output, and
+* the converted TensorFlow graph (``evaluate``: :func:`converters.onnx_to_tf.evaluate_values`,
+  which returns every ONNX value in ONNX layout),
+
+and walks the nodes in graph (topological) order: the first node whose output differs by more
+than the tolerance, relative to that value's own magnitude, is named. When every value of the TF
+graph agrees, the difference arises in TFLite's conversion of it, and that is said instead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from converters.model_data import to_onnx_layout
+from converters.model_inputs import ModelInput
+
+_ABS_FLOOR = 1e-6   # differences below this are float noise whatever the value's magnitude
+
+
+@dataclass(frozen=True)
+class Divergence:
+    node: str | None        # the first ONNX node whose output differs (None: none in the TF graph)
+    op: str | None
+    value: str | None       # its output value name
+    rel_err: float | None   # max |TF - ONNX| / max |ONNX| of that value
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
+    """max |value - reference| / max |reference| (inf for a shape mismatch or a one-sided NaN);
+    differences under a small absolute floor count as none."""
+    reference = np.asarray(reference)
+    value = np.asarray(value)
+    if reference.shape != value.shape:
+        return float("inf")
+    if reference.size == 0:
+        return 0.0
+    if reference.dtype.kind == "b" or value.dtype.kind == "b":
+        return 0.0 if np.array_equal(reference, value) else float("inf")
+    ref = reference.astype(np.float64)
+    diff = np.abs(ref - value.astype(np.float64))
+    diff[np.isnan(ref) & np.isnan(diff)] = 0.0
+    worst = float(np.nan_to_num(diff.max(), nan=np.inf))
+    if worst <= _ABS_FLOOR:
+        return 0.0
+    finite = np.abs(ref[np.isfinite(ref)])
+    scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return worst / scale
+
+
+def onnx_values(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every node output of ``model`` (ONNX layout) computed by onnxruntime on ``feeds``."""
+    from edgenet._deps import require
+
+    onnx = require("onnx")
+    from converters.validate import onnx_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    existing = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            if name and name not in existing and name in types:
+                probe.graph.output.append(types[name])
+                existing.add(name)
+    sess = onnx_session(probe)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, dict(feeds))))
+
+
+def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput], tolerance: float,
+                     evaluate: Callable[[object, dict], Mapping[str, np.ndarray]]) -> Divergence:
+    """The first ONNX node (graph order) whose output, computed by the converted TF graph, differs
+    from onnxruntime's by more than ``tolerance`` on the first invocation of ``examples`` (TFLite
+    layout, as the pipeline holds them)."""
+    feeds = {}
+    for spec, x in zip(inputs, examples):
+        onnx_x = to_onnx_layout(x, spec)
+        feeds[spec.name] = onnx_x[0] if spec.rank < 2 else onnx_x[: spec.batch]
+    reference = onnx_values(model, feeds)
+    converted = evaluate(model, feeds)
+    for node in model.graph.node:
+        for name in node.output:
+            if not name or name not in reference or name not in converted:
+                continue
+            rel = relative_error(reference[name], converted[name])
+            if not rel <= tolerance:
+                return Divergence(node.name or name, node.op_type, name, rel)
+    return Divergence(None, None, None, None,
+                      "every ONNX value of the converted TensorFlow graph matches onnxruntime: the difference "
+                      "arises in TFLite's conversion of the graph")
