@@ -87,7 +87,10 @@ class InProcessTF:
         from converters.onnx_to_tf import onnx_to_tf
         from converters.tflite import to_float_tflite
 
-        return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
+        import inspect  # TEMPORARY until the converter takes keep_layout (ops branch)
+        if "keep_layout" in inspect.signature(onnx_to_tf).parameters:
+            return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
+        return to_float_tflite(onnx_to_tf(onnx_model))
 
     def int8_tflite(self, float_model: bytes, calib_inputs, **options):
         from converters.tflite import to_int8_tflite

@@ -122,9 +122,8 @@ def test_callable_errors(user_module):
         (f"{user_module}:not_a_model", shape, ModelError, "returned an object of type str, not a torch.nn.Module"),
         (f"{user_module}:fails", shape, ModelError, r"calling fails\(\) failed: RuntimeError: no weights here"),
         (f"{user_module}:two_inputs", shape, ModelError, r"forward\(\) takes 2 inputs \(x, mask\)"),
-        (f"{user_module}:build", {"input_shape": (2, 3, 32, 32)}, UsageError, "batch must be 1"),
-        (f"{user_module}:build", {"input_shape": (1, 4, 32, 32)}, UsageError, "channels must be 1 or 3"),
-        (f"{user_module}:build", {"input_shape": (1, 3, 32)}, UsageError, "4 positive ints"),
+        (f"{user_module}:build", {"input_shape": (1, 0, 32, 32)}, UsageError, "positive integer"),
+        (f"{user_module}:build", {"input_shape": (1, 3, 32, 32, 2, 2)}, UsageError, "rank 1 to 5"),
     ]
     for source, kw, error, message in cases:
         with pytest.raises(error, match=message) as info:
@@ -143,11 +142,18 @@ def test_callable_cli_errors_are_one_line(user_module, capsys, tmp_path):
 
 
 def test_input_shape_only_where_it_applies(tmp_path):
-    with pytest.raises(UsageError, match="zoo model mobilenet_v1 takes --resolution"):
+    with pytest.raises(UsageError, match=r"not to a zoo model \(mobilenet_v1\); zoo models take --resolution"):
         check_source(_opts("mobilenet_v1", input_shape=(1, 3, 64, 64)))
     (tmp_path / "m.onnx").write_bytes(b"")
-    with pytest.raises(UsageError, match="not to m.onnx"):
-        check_source(_opts(str(tmp_path / "m.onnx"), input_shape=(1, 3, 64, 64)))
+    (tmp_path / "c.pt").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"not to a checkpoint \(c.pt\): the checkpoint records its input size"):
+        check_source(_opts(str(tmp_path / "c.pt"), input_shape=(1, 3, 64, 64)))
+    with pytest.raises(UsageError, match=r"--alpha, --resolution apply to zoo models, not to an .onnx model \(m.onnx\)"):
+        check_source(_opts(str(tmp_path / "m.onnx"), alpha=0.5, resolution=64))
+    with pytest.raises(UsageError, match=r"--keep-layout applies to .onnx models"):
+        check_source(_opts("mobilenet_v1", keep_layout=["x"]))
+    with pytest.raises(UsageError, match=r"--mean, --std: a checkpoint \(c.pt\) records the preprocessing"):
+        check_source(_opts(str(tmp_path / "c.pt"), mean=[0.5], std=[0.5]))
     with pytest.raises(ModelError, match=r"gone\.pt2: no such torch.export program \(\.pt2\) file"):
         check_source(_opts(str(tmp_path / "gone.pt2")))
     with pytest.raises(UsageError, match="no width multiplier"):
@@ -209,22 +215,23 @@ def test_onnx_any_input_name_and_shape(user_module, tmp_path):
                       output_names=["scores"], dynamic_axes={"image_bgr": {0: "batch"}})
     result = edgenet.convert(str(path), calib_samples=8, eval_samples=4, layer_report=False, out=tmp_path / "o")
     report = result.report
-    assert report.model["input_name"] == "image_bgr" and report.model["input_shape"] == [1, 3, 40, 56]
+    assert report.model["inputs"][0]["name"] == "image_bgr" and report.model["input_shape"] == [1, 3, 40, 56]
     assert report.model["tflite_input_shape"] == [1, 40, 56, 3]
     assert report.validation.float_rel_err <= 1e-4 and report.validation.int8_sqnr_db > 15
 
 
-def test_onnx_several_inputs_refused(tmp_path):
+def test_onnx_several_inputs_are_loaded_in_graph_order(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two_in",
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in "ab"],
+    graph = helper.make_graph([helper.make_node("Add", ["b", "a"], ["y"])], "two_in",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in "ba"],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
     path = tmp_path / "two_in.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(ModelError, match="has 2 inputs; edgenet converts single-input models"):
-        load_source(_opts(str(path)))
+    source = load_source(_opts(str(path)))
+    assert [i.name for i in source.inputs] == ["b", "a"] and source.image_input is None
+    assert source.preprocess is None     # images cannot feed two inputs: no preprocess.json
 
 
 def test_several_outputs_are_converted_and_validated_each_in_order(user_module, tmp_path):
@@ -243,7 +250,11 @@ def test_several_outputs_are_converted_and_validated_each_in_order(user_module, 
     assert v.float_max_abs_err == max(o.float_max_abs_err for o in v.outputs)
     assert v.int8_sqnr_db == min(o.int8_sqnr_db for o in v.outputs)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
-    ref = onnx_outputs(onnx.load(str(tmp_path / "o" / "model.onnx")), x, channels_last_input=True)
+    from converters.model_inputs import ModelInput
+
+    spec = result.report.model["inputs"][0]
+    ref = onnx_outputs(onnx.load(str(tmp_path / "o" / "model.onnx")), [x],
+                       [ModelInput(spec["name"], tuple(spec["shape"]), spec["image"])])
     for path in (result.float_path, result.int8_path):
         logits, features = TFLiteModel(path).predict_all(x)
         assert logits.shape == (3, 4) and features.shape == (3, 16, 16, 8)   # feature map channels-last
