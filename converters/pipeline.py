@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from converters.model_data import DataKind, PipelineData, default_calib, load_data, to_onnx_layout
-from converters.sources import SourceModel, check_source, load_source
+from converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, UsageError
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
@@ -76,10 +76,14 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
 
     profile = load_target(opts.target)
     check_inputs(opts)
+    # an .onnx file is read and its inputs, shapes and preprocessing checked now (onnx only, no torch
+    # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports
+    preloaded = load_source(opts) if source_kind(opts.model.source) is SourceKind.ONNX and \
+        opts.model.module is None else None
     # TensorFlow starts loading now, in a child process, while this one loads torch and exports
     tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
-        result = _run(opts, progress, profile, tf_side)
+        result = _run(opts, progress, profile, tf_side, preloaded)
     except BaseException:
         tf_side.release(failed=True)
         raise
@@ -87,7 +91,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     return result
 
 
-def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
+def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, preloaded: SourceModel | None = None):
     from converters.passes import ONNX_PASSES
     from converters import validate
     from edgenet.api import ConvertResult
@@ -97,7 +101,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     notes: list[str] = []
     int8 = opts.int8
     variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
-    stages = Stages(7 + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
+    stages = Stages(7 - (preloaded is not None) + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
                      + 2 * opts.equalize, progress)
     from converters.tf_worker import InProcessTF
 
@@ -107,8 +111,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
 
-    source = stages.run("export" if not opts.model.is_onnx_file else "load onnx", load_source, opts,
-                        detail=opts.model.source)
+    source = preloaded or stages.run("export", load_source, opts, detail=opts.model.source)
     notes.extend(source.notes)
     calib_spec = opts.calib or default_calib(source.info)
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=int8,

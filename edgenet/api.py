@@ -156,8 +156,10 @@ def _preprocess_options(kw: dict) -> PreprocessOptions:
             out["resize_short"] = _number(value, int, "resize")
             if not 1 <= out["resize_short"] <= 8192:
                 raise UsageError(f"resize must be stretch, crop or a shorter-side size in 1..8192, got {value!r}")
+        elif value not in [m.value for m in ResizeMode]:
+            raise UsageError(f"resize must be stretch, crop or a shorter-side size in 1..8192, got {value!r}")
         else:
-            out["resize"] = _enum(ResizeMode, value, "resize")
+            out["resize"] = ResizeMode(value)
     if "file" in kw:
         out["file"] = _path(kw["file"], "preprocess")
     return PreprocessOptions(**out)

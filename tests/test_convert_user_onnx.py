@@ -1,0 +1,283 @@
+"""Bring your own ONNX: dynamic dims, several inputs, any rank, other channel counts, array data,
+preprocessing flags and the float verdict, through `edgenet.convert` and the real CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+import edgenet  # noqa: E402
+from edgenet.cli import main  # noqa: E402
+from edgenet.errors import ConversionError, DataError, ModelError, UsageError  # noqa: E402
+from edgenet.inference import TFLiteModel  # noqa: E402
+
+FAST = dict(calib_samples=16, eval_samples=8)
+
+
+def _export(net, args, path, names, dynamic=None, outputs=("y",)):
+    net.eval()
+    torch.onnx.export(net, args, str(path), dynamo=False, opset_version=17, input_names=list(names),
+                      output_names=list(outputs), dynamic_axes=dynamic)
+    return path
+
+
+class _Detector(torch.nn.Module):
+    """A tiny fully convolutional detector: any H x W, a [N, 6, H/4 * W/4] head."""
+
+    def __init__(self, channels=3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(channels, 8, 3, 2, 1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 6, 3, 2, 1))
+
+    def forward(self, x):
+        y = self.body(x)
+        return y.reshape(y.shape[0], 6, -1)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("det") / "det.onnx"
+    return _export(_Detector(), (torch.randn(1, 3, 32, 32),), path, ["images"],
+                   {"images": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "anchors"}})
+
+
+def test_dynamic_hw_needs_input_shape_then_converts(detector, tmp_path, capsys):
+    assert main(["convert", str(detector), "--float", "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()    # found before any stage ran
+    assert len(err) == 1 and "dynamic dims at axis 2 (height), 3 (width)" in err[0] and "--input-shape" in err[0]
+    assert not (tmp_path / "a").exists()
+
+    r = edgenet.convert(str(detector), input_shape=(1, 3, 48, 40), int8=False, out=tmp_path / "b", **FAST)
+    assert r.report.model["inputs"][0]["tflite_shape"] == [1, 48, 40, 3]
+    assert r.report.validation.float_verdict["passed"] and r.report.validation.float_rel_err < 1e-5
+    out = TFLiteModel(r.float_path).predict(np.zeros((2, 48, 40, 3), np.float32))
+    assert out.shape == (2, 6, 120)
+
+
+def test_dynamic_batch_alone_becomes_one_with_a_note(tmp_path):
+    torch.manual_seed(0)
+    path = _export(_Detector(), (torch.randn(1, 3, 32, 32),), tmp_path / "b.onnx", ["images"],
+                   {"images": {0: "N"}, "y": {0: "N"}})
+    r = edgenet.convert(str(path), int8=False, out=tmp_path / "o", **FAST)
+    assert r.report.model["batch_fixed"] == ["images"]
+    assert any("dynamic batch of input images set to 1" in n for n in r.report.notes)
+    assert "dynamic batch" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_static_batch_above_one_stays_in_the_tflite_model(detector, tmp_path):
+    r = edgenet.convert(str(detector), input_shape="2,3,32,32" .split(","), out=tmp_path / "o", **FAST)
+    assert r.report.model["inputs"][0]["tflite_shape"] == [2, 32, 32, 3]
+    for path in (r.float_path, r.int8_path):
+        model = TFLiteModel(path)
+        assert model.input_shape == (2, 32, 32, 3) and model.batches == [2]
+    # validation runs whole batches: 8 held-out images are 4 invocations of 2
+    assert r.report.validation.n_samples == 8 and r.report.validation.float_verdict["passed"]
+    assert r.report.validation.int8_sqnr_db > 15
+
+
+def test_four_channel_image_input(tmp_path):
+    torch.manual_seed(0)
+    path = _export(_Detector(channels=4), (torch.randn(1, 4, 32, 32),), tmp_path / "rgbd.onnx", ["rgbd"])
+    r = edgenet.convert(str(path), out=tmp_path / "o", **FAST)
+    pre = json.loads((tmp_path / "o" / "preprocess.json").read_text())
+    assert pre["color"] == "RGBA" and len(pre["mean"]) == 4
+    assert r.report.validation.int8_sqnr_db > 15
+
+
+def _mlp(path, features=20):
+    rng = np.random.default_rng(0)
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [features, 16], rng.normal(0, 0.3, (features, 16)).ravel())
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [16, 3], rng.normal(0, 0.3, (16, 3)).ravel())
+    nodes = [helper.make_node("MatMul", ["feats", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["scores"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["N", features])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])], [w1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_feature_mlp_float_validates_on_seeded_random_examples(tmp_path):
+    r = edgenet.convert(str(_mlp(tmp_path / "mlp.onnx")), int8=False, out=tmp_path / "o", **FAST)
+    assert r.report.data["kind"] == "random" and r.report.validation.float_verdict["passed"]
+    assert any("seeded random examples" in n for n in r.report.notes)
+    assert not (tmp_path / "o" / "preprocess.json").exists()    # nothing to preprocess
+
+
+def test_feature_mlp_int8_needs_data_and_takes_npy(tmp_path):
+    path = _mlp(tmp_path / "mlp.onnx")
+    with pytest.raises(DataError, match=r"--calib shapes cannot feed this model.*FILE.npy or FILE.npz"):
+        edgenet.convert(str(path), int8=True, out=tmp_path / "o", **FAST)
+    assert not (tmp_path / "o").exists()
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(60, 20)).astype(np.float32))
+    r = edgenet.convert(str(path), int8=True, calib=str(tmp_path / "x.npy"), out=tmp_path / "o", calib_samples=48,
+                        eval_samples=8)
+    assert r.report.data["kind"] == "arrays" and r.report.data["eval_samples"] == 8
+    assert r.report.validation.int8_sqnr_db > 20
+    with pytest.raises(DataError, match=r"array 'feats' has shape \(60, 21\).*wants \(examples, 20\)"):
+        np.save(tmp_path / "bad.npy", np.zeros((60, 21), np.float32))
+        edgenet.convert(str(path), calib=str(tmp_path / "bad.npy"), out=tmp_path / "p", **FAST)
+
+
+class _ImageAndMeta(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.fc = torch.nn.Linear(8 + 5, 4)
+
+    def forward(self, image, meta):
+        pooled = torch.relu(self.conv(image)).mean(dim=(2, 3))
+        return self.fc(torch.cat([pooled, meta], dim=1))
+
+
+def test_two_inputs_with_npz_data_calibrate_and_validate(tmp_path):
+    torch.manual_seed(0)
+    path = _export(_ImageAndMeta(), (torch.randn(1, 3, 16, 16), torch.randn(1, 5)), tmp_path / "two.onnx",
+                   ["image", "meta"], {"image": {0: "N"}, "meta": {0: "N"}})
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", image=rng.normal(size=(40, 3, 16, 16)).astype(np.float32),
+             meta=rng.normal(size=(40, 5)).astype(np.float32))
+    r = edgenet.convert(str(path), calib=str(tmp_path / "d.npz"), out=tmp_path / "o", **FAST)
+    assert [i["name"] for i in r.report.model["inputs"]] == ["image", "meta"]
+    assert r.report.validation.float_verdict["passed"] and r.report.validation.int8_sqnr_db > 20
+    model = TFLiteModel(r.int8_path)
+    assert [tuple(d["shape"]) for d in model.inputs] == [(1, 16, 16, 3), (1, 5)]
+    np.savez(tmp_path / "short.npz", image=np.zeros((4, 3, 16, 16), np.float32))
+    with pytest.raises(DataError, match="no array named 'meta'"):
+        edgenet.convert(str(path), calib=str(tmp_path / "short.npz"), out=tmp_path / "p", **FAST)
+
+
+def test_keep_layout_keeps_a_rank4_non_image_input(tmp_path):
+    torch.manual_seed(0)
+
+    class Tokens(torch.nn.Module):
+        def forward(self, x):            # (1, heads, tokens, dim): attention-like, not an image
+            return torch.softmax(x @ x.transpose(-1, -2), dim=-1)
+
+    path = _export(Tokens(), (torch.randn(1, 2, 5, 4),), tmp_path / "t.onnx", ["x"])
+    r = edgenet.convert(str(path), keep_layout=["x"], int8=False, out=tmp_path / "o", **FAST)
+    assert r.report.model["inputs"][0]["tflite_shape"] == [1, 2, 5, 4]
+    assert r.report.validation.float_verdict["passed"]
+
+
+def test_non_float_input_refused_before_any_slow_stage(tmp_path, capsys):
+    graph = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])])
+    path = tmp_path / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["convert", str(path), "--float", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edgenet: error:") and "input 'ids' is int64" in err[-1]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--alpha", "0.5"], "--alpha applies to zoo models, not to an .onnx model"),
+    (["--num-classes", "3", "--weights", "w.pt"], "--num-classes, --weights apply to zoo models"),
+    (["--input-shape", "x:1,3,32,32"], "the model has no input 'x' (its inputs: images)"),
+    (["--mean", "0.5,0.5"], "--mean has 2 values; give 1 or one per channel (3)"),
+    (["--std", "0"], "std must be > 0"),
+    (["--resize", "sideways"], "resize must be stretch, crop or a shorter-side size"),
+    (["--calib", "nowhere/"], "--calib nowhere/: not a built-in dataset"),
+])
+def test_options_that_do_not_apply_or_do_not_fit_are_one_line(detector, tmp_path, capsys, flags, words):
+    code = main(["convert", str(detector), "--input-shape", "1,3,32,32", *flags, "--out", str(tmp_path / "o")]
+                if "--input-shape" not in flags else ["convert", str(detector), *flags, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (1, 2) and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_preprocessing_flags_reach_preprocess_json_and_calibration(detector, tmp_path):
+    r = edgenet.convert(str(detector), input_shape=(1, 3, 32, 32), mean=[0], std=[1], channel_order="bgr",
+                        resize=40, out=tmp_path / "o", **FAST)
+    pre = json.loads((tmp_path / "o" / "preprocess.json").read_text())
+    assert pre["mean"] == [0, 0, 0] and pre["std"] == [1, 1, 1] and pre["channel_order"] == "BGR"
+    assert pre["resize"] == 40
+    # inputs in 0..1: the int8 input's quantization covers [0, 1], not [-1, 1]
+    scale, zero_point = TFLiteModel(r.int8_path).input["quantization"]
+    assert zero_point == -128 and abs(scale * 255 - 1.0) < 0.05
+    # the same preprocessing, taken from the file
+    r2 = edgenet.convert(str(detector), input_shape=(1, 3, 32, 32), preprocess=tmp_path / "o" / "preprocess.json",
+                         out=tmp_path / "p", **FAST)
+    assert json.loads((tmp_path / "p" / "preprocess.json").read_text()) == pre
+    assert (tmp_path / "o" / "model_int8.tflite").read_bytes() == (tmp_path / "p" / "model_int8.tflite").read_bytes()
+    assert r2.report.validation.float_verdict["passed"]
+
+
+def test_python_api_argument_errors_name_the_argument(tmp_path):
+    with pytest.raises(UsageError, match="unknown argument 'calib_sample' \\(did you mean 'calib_samples'\\?\\)"):
+        edgenet.convert("mobilenet_v1", calib_sample=3, out=tmp_path / "o")
+    with pytest.raises(UsageError, match="precisions must be one of"):
+        edgenet.convert("mobilenet_v1", precisions=("int4",), out=tmp_path / "o")
+    with pytest.raises(UsageError, match="alpha must be a number"):
+        edgenet.convert("mobilenet_v1", alpha="wide", out=tmp_path / "o")
+    with pytest.raises(UsageError, match="model must be a zoo name, a path or a torch.nn.Module"):
+        edgenet.convert(42, out=tmp_path / "o")
+
+
+def test_nn_module_converts_through_the_python_api(tmp_path):
+    torch.manual_seed(0)
+    r = edgenet.convert(_Detector(), input_shape=(1, 3, 32, 32), out=tmp_path / "o", **FAST)
+    assert r.report.model["name"] == "_Detector" and r.report.validation.float_verdict["passed"]
+
+
+# -- the float verdict -------------------------------------------------------------------------------
+@pytest.fixture
+def broken_relu(monkeypatch):
+    """Fault injection: the converter's Relu handler scales its result by 1.5, as a converter bug would.
+    (TensorFlow runs in this process in the tests, so the patched registry is the one used.)"""
+    from converters.onnx_to_tf import registry
+
+    original = registry._REGISTRY["Relu"]
+
+    def wrong(ctx):
+        (value,) = original.convert(ctx)
+        return [type(value)(value.tensor * 1.5, value.perm)]
+
+    monkeypatch.setitem(registry._REGISTRY, "Relu", registry.OpHandler("Relu", wrong, original.check))
+
+
+def test_float_mismatch_fails_naming_the_first_diverging_node(detector, tmp_path, broken_relu, capsys):
+    code = main(["convert", str(detector), "--input-shape", "1,3,32,32", "--float", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert len([ln for ln in err if ln.startswith("edgenet:")]) == 1
+    line = err[-1]
+    assert "differs from ONNX: output 'y' relative error" in line and "> tolerance 0.001" in line
+    assert "first diverging ONNX node: '/body/body.1/Relu' (Relu" in line and "--allow-mismatch" in line
+
+    r = edgenet.convert(str(detector), input_shape=(1, 3, 32, 32), int8=False, allow_mismatch=True,
+                        out=tmp_path / "p", **FAST)
+    verdict = r.report.validation.float_verdict
+    assert not verdict["passed"] and verdict["first_divergence"]["op"] == "Relu"
+    saved = json.loads((tmp_path / "p" / "report.json").read_text())["validation"]["float_verdict"]
+    assert saved["passed"] is False and saved["worst_output"] == "y"
+    assert "**FAIL**" in (tmp_path / "p" / "report.md").read_text()
+
+
+def test_nan_weights_are_a_failure_not_a_number(tmp_path):
+    path = _mlp(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    w = onnx.numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w[0, 0] = np.nan
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w, "w1"))
+    onnx.save(model, str(path))
+    with pytest.raises(ConversionError, match="gives NaN or infinite values .* check its weights"):
+        edgenet.convert(str(path), int8=False, out=tmp_path / "o", **FAST)
+
+
+def test_unknown_input_shape_name_in_several_inputs(tmp_path):
+    torch.manual_seed(0)
+    path = _export(_ImageAndMeta(), (torch.randn(1, 3, 16, 16), torch.randn(1, 5)), tmp_path / "two.onnx",
+                   ["image", "meta"])
+    with pytest.raises(UsageError, match="has 2 inputs .* name each one"):
+        edgenet.convert(str(path), input_shape=(1, 3, 16, 16), out=tmp_path / "o")
+    with pytest.raises(ModelError):
+        edgenet.convert(str(tmp_path / "missing.onnx"), out=tmp_path / "o")
