@@ -21,6 +21,7 @@ from converters.model_data import DataKind, PipelineData, default_calib, load_da
 from converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, UsageError
+from edgenet.quality import judge
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
 
 MIN_CALIB_WARN = 100
@@ -161,10 +162,19 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
             if not opts.allow_mismatch:
                 raise ConversionError(verdict.message())
             notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
-        q_outs = ics = None
+        q_outs = ics = qv = None
         if int8_result:
             q_outs = TFLiteModel(int8_result.model, threads).predict_all(data.eval_x)
             ics = [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
+            qv = judge("int8", out_names, f_outs, q_outs, [info.channels_last for info in graph.outputs],
+                       profile.thresholds)
+            if not qv.passed:
+                if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
+                    notes.append(f"verdict not enforced on untrained weights: {qv.message()}")
+                elif not opts.allow_degraded:
+                    raise ConversionError(qv.message() + "; pass --allow-degraded to write the files anyway")
+                else:
+                    notes.append("--allow-degraded: " + qv.message())
         acc = None
         if data.eval_labels is not None and source.class_names is not None:
             if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
@@ -174,9 +184,9 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
         outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
                         for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
         checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
-                             ics[0].top1_agreement if ics else None,
+                             qv.outputs[0].top1_agreement if qv else None,
                              min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
-                             verdict.to_dict())
+                             verdict.to_dict(), (qv.to_dict(),) if qv else ())
         return checked, acc
 
     checked, acc = stages.run("validate", _validate)

@@ -119,6 +119,7 @@ class ConvertOptions:
                                      # None: what the model records (checkpoints), else "shapes"
     preprocess: PreprocessOptions = PreprocessOptions()
     allow_mismatch: bool = False     # write the files even when float TFLite differs from ONNX
+    allow_degraded: bool = False     # write the files even when a quantized model fails its verdict
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)

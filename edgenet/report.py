@@ -24,6 +24,7 @@ class Validation:
     n_samples: int
     outputs: tuple[Any, ...] = ()     # converters.validate.OutputCheck per output
     float_verdict: dict[str, Any] | None = None   # converters.validate.FloatVerdict.to_dict()
+    quantized: tuple[dict[str, Any], ...] = ()     # edgenet.quality.Verdict.to_dict() per quantized model
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,17 @@ class ConvertReport:
             where = (f"node {div['node']} ({div['op']}), relative error {div['rel_err']:.3g}" if div.get("node")
                      else div.get("reason", ""))
             lines.append(f"| first divergence | {where} |")
-        if v.int8_sqnr_db is not None:
-            lines.append(f"| int8 vs float | top-1 agreement {100 * v.int8_top1_agreement:.1f}%, "
-                         f"SQNR {v.int8_sqnr_db:.1f} dB ({v.n_samples} samples) |")
+        for q in v.quantized:
+            worst = min(q["outputs"], key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"]
+                        is not None else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else 1e9))
+            agree = q["outputs"][0]["top1_agreement"]
+            text = (f"| {q['precision']} vs float | **{'pass' if q['passed'] else 'FAIL'}**: SQNR "
+                    f"{_db(worst['sqnr_centered_db'])} (input-dependent part, worst output {worst['name']})")
+            if worst["worst_channel"] is not None:
+                text += f", worst channel {worst['worst_channel']} at {_db(worst['worst_channel_sqnr_db'])}"
+            if agree is not None:
+                text += f", top-1 agreement {100 * agree:.1f}%"
+            lines.append(text + f" ({q['samples']} samples) |")
         sizes = f"| sizes | float {s.float_bytes:,} B"
         sizes += f", int8 {s.int8_bytes:,} B ({s.float_bytes / s.int8_bytes:.2f}x smaller) |" if s.int8_bytes else " |"
         lines.append(sizes)
@@ -99,6 +108,10 @@ class ConvertReport:
             a = self.accuracy
             int8 = "" if a.get("int8_top1") is None else f", int8 {100 * a['int8_top1']:.2f}%"
             lines.append(f"| top-1 ({a['n_eval']} held-out) | float {100 * a['float_top1']:.2f}%{int8} |")
+        failing = [o for q in v.quantized for o in q["outputs"] if not o["passed"]]
+        if failing:
+            lines += ["", "## Damaged outputs", ""]
+            lines += [f"- {o['name']}: {'; '.join(o['failures'])}" for o in failing]
         if len(v.outputs) > 1:
             lines += ["", "## Outputs", "", "| output | float vs ONNX max abs err | int8 vs float SQNR dB |",
                       "|---|---:|---:|"]
@@ -119,3 +132,7 @@ class ConvertReport:
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _db(value) -> str:
+    return "identical" if value is None else f"{value:.1f} dB"

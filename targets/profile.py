@@ -87,9 +87,18 @@ class TargetProfile:
     vela_memory_mode: str | None = None           # vela's --memory-mode
     allow_cpu_ops: bool = True                    # False: ops falling back to the CPU fail the check
     float_tolerance: float = 1e-3                 # float TFLite vs ONNX: max |diff| / max |ONNX output|
+    min_sqnr_db: float = 20.0                     # a quantized output must keep this SQNR (input-dependent part)
+    min_channel_sqnr_db: float = 10.0             # ... and its worst channel this much
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
     source: str = ""                              # file the profile was read from
+
+    @property
+    def thresholds(self):
+        """What a quantized model's outputs must keep (edgenet.quality.Thresholds)."""
+        from edgenet.quality import Thresholds
+
+        return Thresholds(self.min_sqnr_db, self.min_channel_sqnr_db)
 
     @property
     def ram_budget(self) -> int | None:
@@ -129,7 +138,7 @@ _STRING_KEYS = ("name", "description", "device", "accelerator", "vela_system_con
 _BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops")
 _POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
 _NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
-_POSITIVE_FLOAT_KEYS = ("float_tolerance",)
+_POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db")
 
 
 def _check_types(data: dict, src: str) -> None:

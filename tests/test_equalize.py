@@ -236,7 +236,8 @@ def test_per_tensor_equalized_end_to_end(tmp_path):
     from edgenet.inference import TFLiteModel
 
     src = _spread_bn_mobilenet(tmp_path / "spread.onnx")
-    common = dict(calib="shapes", calib_samples=48, eval_samples=32, layer_report=False, force=True)
+    common = dict(calib="shapes", calib_samples=48, eval_samples=32, layer_report=False, force=True,
+                  allow_degraded=True)   # plain per-tensor int8 of this model is damaged: that is the point
     plain = edgenet.convert(str(src), int8=True, per_tensor=True, out=tmp_path / "plain", **common)
     eq = edgenet.convert(str(src), int8=True, per_tensor=True, equalize=True, out=tmp_path / "eq", **common)
 

@@ -75,6 +75,9 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--allow-mismatch", is_flag=True,
               help="Write the files even when the float model differs from ONNX beyond the target's tolerance "
                    "(the verdict is recorded in report.json).")
+@click.option("--allow-degraded", is_flag=True,
+              help="Write the files even when a quantized model fails its verdict (an output or channel that "
+                   "lost its signal; thresholds in the target profile); the verdict is recorded in report.json.")
 @click.option("--fit", is_flag=True,
               help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "
                    "and flash (measured in TFLite Micro), then convert it.")
@@ -87,7 +90,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
             input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
-            calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, fit,
+            calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
             fit_alphas, fit_resolutions, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
@@ -138,7 +141,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             channel_order=channel_order, resize=resize, preprocess=preprocess_file,
             calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
             per_tensor=per_tensor, equalize=equalize, equalize_clip=equalize_clip,
-            eval_samples=eval_samples, allow_mismatch=allow_mismatch, fit=fit,
+            eval_samples=eval_samples, allow_mismatch=allow_mismatch, allow_degraded=allow_degraded, fit=fit,
             fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
             fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)
     except BaseException:
@@ -151,10 +154,12 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
     v, s = report.validation, report.sizes
     lines = list(report.fit["lines"]) if report.fit else []
     lines += [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
-    lines.append(f"float vs ONNX: max abs err {v.float_max_abs_err:.2e}; BN folded: {report.bn_folded}")
-    if v.int8_sqnr_db is not None:
-        lines.append(f"int8 vs float: top-1 agreement {100 * v.int8_top1_agreement:.1f}%, SQNR {v.int8_sqnr_db:.1f} dB; "
-                     f"size {s.float_bytes / 1e6:.2f} MB -> {s.int8_bytes / 1e6:.2f} MB")
+    verdict = v.float_verdict or {}
+    decided = "" if not verdict else (" (pass)" if verdict.get("passed") else " (FAIL: files written with --allow-mismatch)")
+    lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; BN folded: {report.bn_folded}")
+    for q in v.quantized:
+        lines.append(_quantized_line(q, s) + ("" if q["passed"] or report.model.get("trained", True)
+                                              else " (not enforced: untrained weights)"))
     if report.accuracy:
         a = report.accuracy
         lines.append(f"top-1 on {a['n_eval']} held-out images: float {100 * a['float_top1']:.2f}%"
@@ -164,3 +169,27 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"total {sum(st.seconds for st in report.stages):.1f} s")
     click.echo("\n".join(lines))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _quantized_line(q: dict, sizes) -> str:
+    """One line per quantized model: the worst output's SQNR and channel, agreement where it means
+    something, the verdict, the sizes."""
+    outs = q["outputs"]
+    worst = min(outs, key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"] is not None
+                else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else float("inf")))
+    sqnr = worst["sqnr_centered_db"]
+    text = f"{q['precision']} vs float: SQNR {'identical' if sqnr is None else f'{sqnr:.1f} dB'}"
+    if len(outs) > 1:
+        text += f" (worst output {worst['name']})"
+    if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:
+        text += f", worst channel {worst['worst_channel']} at {worst['worst_channel_sqnr_db']:.1f} dB"
+    if outs[0]["top1_agreement"] is not None:
+        text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
+    text += "; verdict " + ("pass" if q["passed"] else "FAIL")
+    if sizes.int8_bytes and q["precision"] == "int8":
+        text += f"; size {_size(sizes.float_bytes)} -> {_size(sizes.int8_bytes)}"
+    return text

@@ -1,0 +1,196 @@
+"""How much of each output a quantized model keeps: per output, per channel, and a verdict.
+
+A single SQNR over a whole output hides the damage that matters. A detector whose head concatenates
+boxes in pixels (0..320) with scores (0..1) quantizes both with one scale: the scores collapse to a
+handful of int8 values while the output's SQNR, dominated by the boxes, still reads 30-45 dB. So
+every output is measured channel by channel (the ONNX channel axis: dim 1 of an ``(N, C, ...)``
+output, e.g. each of the C rows of a ``[1, C, anchors]`` detection output, each class of logits):
+
+* SQNR of the input-dependent part: ``10 log10(sum (f - mean f)^2 / sum (f - q)^2)``, where
+  ``mean f`` is the float channel's mean over the examples -- a constant offset is no signal, so a
+  channel whose variation is lost scores near 0 dB however large its values are;
+* degeneracy: the quantized channel takes a handful of distinct values where the float one varies;
+* top-1 agreement only for classifier-shaped outputs (``(N, K)`` scores, ``K >= 2``).
+
+:func:`judge` turns these into a :class:`Verdict` with the thresholds a target profile sets.
+Numpy only: the benchmark runs it on the device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+DEGENERATE_MAX_DISTINCT = 4       # a quantized channel with this few distinct values ...
+DEGENERATE_MIN_FLOAT_DISTINCT = 16  # ... where the float channel has at least this many is degenerate
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a quantized model must keep (a target profile's ``min_sqnr_db`` / ``min_channel_sqnr_db``).
+
+    20 dB over an output is about 10% RMS error of its variation; 10 dB for the worst channel."""
+
+    min_sqnr_db: float = 20.0
+    min_channel_sqnr_db: float = 10.0
+
+
+@dataclass(frozen=True)
+class ChannelQuality:
+    index: int
+    sqnr_db: float
+    distinct_float: int
+    distinct_quantized: int
+    degenerate: bool
+
+
+@dataclass(frozen=True)
+class OutputQuality:
+    """One output of a quantized model against the float one (ONNX layout, channel axis 1)."""
+
+    name: str
+    shape: tuple[int, ...]
+    sqnr_db: float                      # whole output, plain: 10 log10(sum f^2 / sum (f - q)^2)
+    sqnr_centered_db: float             # whole output, input-dependent part
+    channels: int
+    worst_channel: int | None
+    worst_channel_sqnr_db: float | None
+    degenerate_channels: tuple[int, ...]
+    top1_agreement: float | None        # classifier-shaped outputs only
+    failures: tuple[str, ...] = ()      # what fails the thresholds, one phrase each
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A quantized model's outputs against the float model, decided."""
+
+    precision: str
+    thresholds: Thresholds
+    outputs: tuple[OutputQuality, ...]
+    samples: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    @property
+    def worst(self) -> OutputQuality:
+        failing = [o for o in self.outputs if not o.passed] or list(self.outputs)
+        return min(failing, key=lambda o: (o.worst_channel_sqnr_db if o.worst_channel_sqnr_db is not None
+                                           else o.sqnr_centered_db))
+
+    def message(self) -> str:
+        """One line naming the damaged output(s), the channels and the numbers."""
+        parts = [f"output {o.name!r}: {'; '.join(o.failures)}" for o in self.outputs if not o.passed]
+        return f"the {self.precision} model lost its signal: " + " | ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "passed": self.passed, "samples": self.samples,
+                "thresholds": asdict(self.thresholds), "outputs": [o.to_dict() for o in self.outputs],
+                "notes": list(self.notes)}
+
+
+def centered_sqnr_db(reference: np.ndarray, test: np.ndarray, axis: int | tuple | None = None) -> np.ndarray | float:
+    """SQNR of the input-dependent part of ``reference`` (its mean over axis 0 removed) against
+    ``test``, reduced over every axis but ``axis`` (None: one number). inf when identical; -inf
+    when the reference does not vary (a constant carries no signal) but the test differs."""
+    ref = np.asarray(reference, dtype=np.float64)
+    err = ref - np.asarray(test, dtype=np.float64)
+    var = ref - ref.mean(axis=0, keepdims=True)
+    reduce = tuple(a for a in range(ref.ndim) if axis is None or a != axis)
+    signal = np.sum(var * var, axis=reduce)
+    noise = np.sum(err * err, axis=reduce)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10.0 * np.log10(signal / noise)
+    db = np.where(noise == 0, np.inf, np.where(signal == 0, -np.inf, db))
+    return float(db) if axis is None else db
+
+
+def plain_sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((ref - test) ** 2))
+    signal = float(np.sum(ref * ref))
+    if noise == 0:
+        return math.inf
+    return -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+
+
+def is_classifier_shaped(shape: Sequence[int]) -> bool:
+    """``(N, K)`` with K >= 2 (or ``(N, 1, ..., K)``): one score per class, top-1 means something."""
+    rest = [d for d in shape[1:]]
+    big = [d for d in rest if d != 1]
+    return len(big) == 1 and rest[-1] == big[0] and big[0] >= 2
+
+
+def channel_view(y: np.ndarray, channels_last: bool) -> tuple[np.ndarray, int]:
+    """The array in ONNX layout and its channel axis (1 for rank >= 2, None-like -1 for rank <= 1)."""
+    if channels_last and y.ndim == 4:
+        y = np.transpose(y, (0, 3, 1, 2))
+    return y, (1 if y.ndim >= 2 else -1)
+
+
+def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
+                   thresholds: Thresholds) -> OutputQuality:
+    """Measure one output (examples along axis 0, as the runners give them)."""
+    f, axis = channel_view(np.asarray(float_out, dtype=np.float32), channels_last)
+    q, _ = channel_view(np.asarray(quant_out, dtype=np.float32), channels_last)
+    whole_plain = plain_sqnr_db(f, q)
+    whole = centered_sqnr_db(f, q)
+    failures: list[str] = []
+    if not np.isfinite(q).all():
+        failures.append("NaN or infinite values")
+    worst = worst_db = None
+    degenerate: list[int] = []
+    channels = 1
+    if axis == 1 and f.shape[1] > 1:
+        channels = f.shape[1]
+        per = centered_sqnr_db(f, q, axis=1)
+        order = np.argsort(per, kind="stable")
+        worst, worst_db = int(order[0]), float(per[order[0]])
+        fc = np.moveaxis(f, 1, 0).reshape(channels, -1)
+        qc = np.moveaxis(q, 1, 0).reshape(channels, -1)
+        for c in range(channels):
+            if len(np.unique(qc[c][: 4096])) <= DEGENERATE_MAX_DISTINCT:
+                nf = len(np.unique(fc[c][: 4096]))
+                if nf >= DEGENERATE_MIN_FLOAT_DISTINCT:
+                    degenerate.append(c)
+        bad = [int(c) for c in order if per[c] < thresholds.min_channel_sqnr_db]
+        if bad:
+            failures.append(f"channel{'s' if len(bad) > 1 else ''} {_list(bad)} of {channels} below "
+                            f"{thresholds.min_channel_sqnr_db:g} dB (worst: channel {worst} at {worst_db:.1f} dB)")
+        if degenerate:
+            failures.append(f"channel{'s' if len(degenerate) > 1 else ''} {_list(degenerate)} degenerate "
+                            f"(at most {DEGENERATE_MAX_DISTINCT} distinct values where float varies)")
+    if not whole >= thresholds.min_sqnr_db:
+        failures.insert(0, f"SQNR {whole:.1f} dB < {thresholds.min_sqnr_db:g} dB")
+    top1 = None
+    if is_classifier_shaped(f.shape):
+        top1 = float(np.mean(np.argmax(f.reshape(len(f), -1), 1) == np.argmax(q.reshape(len(q), -1), 1)))
+    return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), whole_plain, whole, channels, worst, worst_db,
+                         tuple(degenerate), top1, tuple(failures))
+
+
+def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
+          channels_last: Sequence[bool], thresholds: Thresholds = Thresholds()) -> Verdict:
+    """The verdict on a quantized model's outputs against the float model's on the same examples."""
+    outputs = tuple(output_quality(n, f, q, cl, thresholds)
+                    for n, f, q, cl in zip(names, float_outs, quant_outs, channels_last))
+    return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0)
+
+
+def _list(indices: Sequence[int], limit: int = 6) -> str:
+    shown = ", ".join(str(i) for i in sorted(indices)[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
