@@ -32,8 +32,11 @@ def export_onnx(
 ) -> "onnx.ModelProto":
     """Export ``module`` (traced in eval mode, static ``input_shape``) to a checked ONNX model.
 
-    The graph input is named ``input``, the output ``logits``. The module's train/eval mode is
-    restored afterwards. Exporter failures raise ConversionError.
+    The graph input is named ``input``, the output ``logits``. The module runs in eval mode, but is
+    exported with ``TrainingMode.PRESERVE``: in ``EVAL`` mode torch's exporter folds every Conv +
+    BatchNormalization itself, silently; this way the BatchNormalization nodes reach edgenet's own
+    folding pass (converters/bn_fold.py), which folds them, counts them and measures the change.
+    The module's train/eval mode is restored afterwards. Exporter failures raise ConversionError.
     """
     torch = require("torch")
     onnx = require("onnx")
@@ -59,7 +62,7 @@ def export_onnx(
                 do_constant_folding=True,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                training=torch.onnx.TrainingMode.EVAL,
+                training=torch.onnx.TrainingMode.PRESERVE,   # module.eval() above: BN kept, not folded
             )
     except Exception as exc:
         raise ConversionError(

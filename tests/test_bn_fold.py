@@ -264,3 +264,16 @@ def test_torch_preserve_export_keeps_bn_and_folds_after_cleanup():
                           training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     with pytest.raises(ModelError, match="training mode"):
         fold_batchnorm(cleanup(onnx.load_from_string(buffer.getvalue()))[0])
+
+
+def test_zoo_conversion_folds_its_own_batchnorms(tmp_path):
+    """MobileNetV1's 27 BatchNorms are folded by edgenet's pass (not by torch's exporter) and the
+    change they cause is measured."""
+    pytest.importorskip("tensorflow")
+    import edgenet
+
+    r = edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=2, int8=False, calib_samples=4,
+                        eval_samples=4, out=tmp_path / "o")
+    assert r.report.bn_folded == 27 and r.report.bn_to_mul_add == 0
+    assert r.report.bn_fold_max_abs_diff is not None and 0 <= r.report.bn_fold_max_abs_diff < 1e-4
+    assert "BatchNormalization" not in r.report.ops_float

@@ -156,7 +156,10 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
     lines += [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
     verdict = v.float_verdict or {}
     decided = "" if not verdict else (" (pass)" if verdict.get("passed") else " (FAIL: files written with --allow-mismatch)")
-    lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; BN folded: {report.bn_folded}")
+    bn = f"BN folded: {report.bn_folded}"
+    if report.bn_folded and report.bn_fold_max_abs_diff is not None:
+        bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
+    lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
     for q in v.quantized:
         lines.append(_quantized_line(q, s) + ("" if q["passed"] or report.model.get("trained", True)
                                               else " (not enforced: untrained weights)"))
