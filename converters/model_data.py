@@ -237,3 +237,35 @@ def _random(inputs: Sequence[ModelInput], eval_samples: int, seed: int) -> Pipel
 def to_onnx_layout(x: np.ndarray, spec: ModelInput) -> np.ndarray:
     """Examples of ``spec`` in the ONNX model's layout (NCHW for images)."""
     return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))) if spec.image else x
+
+
+# -- the held-out set that travels with the model -------------------------------------------------
+EVAL_SET = "eval_set.npz"
+EVAL_SET_MAX_BYTES = 4 << 20
+
+
+def write_eval_set(path: Path, inputs: Sequence[ModelInput], eval_x: Sequence[np.ndarray],
+                   labels: np.ndarray | None, info: dict) -> bool:
+    """Write the held-out examples (preprocessed, TFLite layout, one array per input name), their
+    labels when they are the model's classes, and where they came from, to ``path`` (.npz, at most
+    a few MB: whole invocations are dropped from the end to fit). ``edgenet bench`` compares the
+    models on them when no --data is given, with numpy and LiteRT only. Returns False (nothing
+    written) for random examples, which would measure nothing."""
+    from edgenet.io import atomic_write_bytes
+    import io
+
+    if info.get("kind") == DataKind.RANDOM or not eval_x or len(eval_x[0]) == 0:
+        return False
+    per_invocation = sum(x[: max(1, i.batch)].nbytes for x, i in zip(eval_x, inputs))
+    keep = max(1, min(len(x) // max(1, i.batch) for x, i in zip(eval_x, inputs)))
+    keep = max(1, min(keep, EVAL_SET_MAX_BYTES // max(per_invocation, 1)))
+    arrays = {f"input:{i.name}": np.ascontiguousarray(x[: keep * max(1, i.batch)], dtype=np.float32)
+              for x, i in zip(eval_x, inputs)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels[: keep * max(1, inputs[0].batch)], dtype=np.int64)
+    arrays["source"] = np.array(str(info.get("dataset", "")))
+    arrays["synthetic"] = np.array(bool(info.get("synthetic", False)))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return True

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from converters.model_data import DataKind, PipelineData, default_calib, load_data, to_onnx_layout
+from converters.model_data import (EVAL_SET, DataKind, PipelineData, default_calib, load_data, to_onnx_layout,
+                                   write_eval_set)
 from converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, UsageError
@@ -394,6 +395,10 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
     if source.class_names:
         atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
         written.append("labels.txt")
+    labels = data.eval_labels if source.class_names is not None and data.class_names is not None \
+        and tuple(data.class_names) == tuple(source.class_names) else None
+    if write_eval_set(folder / EVAL_SET, source.inputs, data.eval_x, labels, data.info):
+        written.append(EVAL_SET)
     return written
 
 
