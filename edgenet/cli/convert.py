@@ -168,7 +168,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
         lines.append(f"top-1 on {a['n_eval']} held-out images: float {100 * a['float_top1']:.2f}%"
                      + ("" if a["int8_top1"] is None else f", int8 {100 * a['int8_top1']:.2f}%"))
     if report.target.get("summary"):
-        lines.append(f"target {report.target['name']}: {report.target['summary']}")
+        lines.append(f"target {report.target['summary']}")   # the summary starts with the target's name
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"total {sum(st.seconds for st in report.stages):.1f} s")
     click.echo("\n".join(lines))

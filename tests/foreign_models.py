@@ -1,0 +1,176 @@
+"""Architectures of the kind users bring from other projects, written small, for tests and benchmarks.
+
+They are not edgenet's zoo: they exist to be exported to ONNX the way other projects export them
+(dynamic batch and image size, opset 17, the TorchScript exporter) and converted as a user's file.
+
+* :class:`YoloStyleDetector` -- CSP-like backbone with SiLU, a two-level neck with nearest upsampling,
+  and a head that decodes boxes to pixels on a grid and concatenates them with sigmoid scores into
+  one ``[N, 4 + classes, anchors]`` output (the YOLOv5/v8 export layout);
+* :class:`TextDetector` -- a DBNet-style segmenter: strided backbone, ConvTranspose upsampling head,
+  a probability map;
+* :class:`MobileNetV3Style` -- inverted residuals with hard-swish and squeeze-excite (scaled with
+  ``expand_as``), as in Howard et al. 2019, Table 2 (shortened);
+* :class:`ConvAttention` -- a conv stem, then tokens through one multi-head self-attention block with
+  LayerNorm and an exact-GELU MLP, then a classifier.
+"""
+from __future__ import annotations
+
+import io
+
+import torch
+from torch import nn
+
+
+def conv_bn_act(cin: int, cout: int, k: int = 3, s: int = 1, act: type = nn.SiLU, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act())
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.a, self.b = conv_bn_act(c, c, 1), conv_bn_act(c, c, 3)
+
+    def forward(self, x):
+        return x + self.b(self.a(x))
+
+
+class _CSP(nn.Module):
+    def __init__(self, cin: int, cout: int, n: int = 1):
+        super().__init__()
+        mid = cout // 2
+        self.left, self.right = conv_bn_act(cin, mid, 1), conv_bn_act(cin, mid, 1)
+        self.blocks = nn.Sequential(*[_Bottleneck(mid) for _ in range(n)])
+        self.out = conv_bn_act(2 * mid, cout, 1)
+
+    def forward(self, x):
+        return self.out(torch.cat([self.blocks(self.left(x)), self.right(x)], 1))
+
+
+class YoloStyleDetector(nn.Module):
+    """``width`` scales the channels: 16 gives ~0.2 M parameters, 48 about 3 M."""
+
+    def __init__(self, classes: int = 3, width: int = 16):
+        super().__init__()
+        w = width
+        self.classes = classes
+        self.stem = conv_bn_act(3, w, 3, 2)
+        self.s2 = nn.Sequential(conv_bn_act(w, 2 * w, 3, 2), _CSP(2 * w, 2 * w))
+        self.s3 = nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2), _CSP(4 * w, 4 * w, 2))     # stride 8
+        self.s4 = nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2), _CSP(8 * w, 8 * w, 2))     # stride 16
+        self.s5 = nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2), _CSP(16 * w, 16 * w))     # stride 32
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = _CSP(16 * w + 8 * w, 8 * w)
+        self.heads = nn.ModuleList([nn.Conv2d(8 * w, 4 + classes, 1), nn.Conv2d(16 * w, 4 + classes, 1)])
+        self.strides = (16, 32)
+
+    def forward(self, x):
+        p4 = self.s4(self.s3(self.s2(self.stem(x))))
+        p5 = self.s5(p4)
+        f4 = self.fuse(torch.cat([self.up(p5), p4], 1))
+        outs = []
+        for feat, head, stride in zip((f4, p5), self.heads, self.strides):
+            y = head(feat)
+            n, c, h, w = y.shape
+            y = y.reshape(n, c, h * w)
+            gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                    indexing="ij")
+            grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 0)[None]          # [1, 2, h*w]
+            xy = (torch.sigmoid(y[:, 0:2]) * 2 - 0.5 + grid) * stride               # pixels
+            wh = (torch.sigmoid(y[:, 2:4]) * 2) ** 2 * stride * 4                   # pixels
+            scores = torch.sigmoid(y[:, 4:])
+            outs.append(torch.cat([xy, wh, scores], 1))
+        return torch.cat(outs, 2)                                                   # [N, 4 + classes, anchors]
+
+
+class TextDetector(nn.Module):
+    """DBNet-like: 1/4-resolution features up to full size by two stride-2 ConvTranspose layers."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(conv_bn_act(3, w, 3, 2, nn.ReLU), conv_bn_act(w, 2 * w, 3, 2, nn.ReLU),
+                                  conv_bn_act(2 * w, 2 * w, 3, 1, nn.ReLU))
+        self.head = nn.Sequential(nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
+                                  nn.ConvTranspose2d(w, 1, 2, 2), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Conv2d(c, max(8, c // 4), 1), nn.ReLU(), nn.Conv2d(max(8, c // 4), c, 1),
+                                nn.Hardsigmoid())
+
+    def forward(self, x):
+        return x * self.fc(self.pool(x)).expand_as(x)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, exp: int, cout: int, k: int, s: int, se: bool, act: type):
+        super().__init__()
+        layers = [conv_bn_act(cin, exp, 1, act=act), conv_bn_act(exp, exp, k, s, act=act, groups=exp)]
+        if se:
+            layers.append(_SE(exp))
+        layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = s == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV3Style(nn.Module):
+    """The first rows of MobileNetV3-Small's Table 2 (Howard et al. 2019), then a classifier."""
+
+    def __init__(self, classes: int = 8):
+        super().__init__()
+        hs, re = nn.Hardswish, nn.ReLU
+        self.features = nn.Sequential(
+            conv_bn_act(3, 16, 3, 2, hs),
+            _InvertedResidual(16, 16, 16, 3, 2, True, re),
+            _InvertedResidual(16, 72, 24, 3, 2, False, re),
+            _InvertedResidual(24, 88, 24, 3, 1, False, re),
+            _InvertedResidual(24, 96, 40, 5, 2, True, hs),
+            _InvertedResidual(40, 240, 40, 5, 1, True, hs),
+            conv_bn_act(40, 96, 1, 1, hs))
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 128), nn.Hardswish(),
+                                        nn.Linear(128, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class ConvAttention(nn.Module):
+    def __init__(self, classes: int = 8, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn_act(3, dim // 2, 3, 2, nn.ReLU), conv_bn_act(dim // 2, dim, 3, 2, nn.ReLU))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)               # [N, tokens, dim]
+        h = self.norm1(t)
+        t = t + self.attn(h, h, h, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return self.fc(t.mean(1))
+
+
+def export(module: nn.Module, shape: tuple[int, ...], path, dynamic_hw: bool = True, output: str = "output") -> None:
+    """Export as other projects do: TorchScript exporter, opset 17, dynamic batch (and H, W)."""
+    module.eval()
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.randn(*shape),), buffer, dynamo=False, opset_version=17,
+                      input_names=["images"], output_names=[output], dynamic_axes={"images": axes, output: {0: "batch"}})
+    with open(path, "wb") as fh:
+        fh.write(buffer.getvalue())
+
+
+def parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
