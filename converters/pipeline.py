@@ -115,6 +115,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
 
     source = preloaded or stages.run("export", load_source, opts, detail=opts.model.source)
     notes.extend(source.notes)
+    if int8:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
+        from targets.estimate import check_budgets
+
+        check_budgets(profile, source.onnx)
     calib_spec = opts.calib or default_calib(source.info)
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=int8,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
