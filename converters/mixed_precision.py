@@ -1,0 +1,151 @@
+"""Automatic mixed precision: keep in float the few ops that int8 breaks, until the verdict passes.
+
+When a quantized model fails its verdict (:mod:`edgenet.quality`), the damage usually comes from a
+handful of ops: a head that concatenates ranges that differ by 100x, a softmax or layer norm whose
+int8 output keeps two values, an activation with a long tail. TensorFlow's MLIR quantizer can leave
+chosen ops in float (``denylisted_nodes``, as its QuantizationDebugger does); this module decides
+which, from what the per-layer report already measured:
+
+1. candidates, in order: the ops that produce a failing output (a per-channel collapse shows at the
+   output's producer even when the tensor's overall SQNR looks fine), then every op by the precision
+   it loses itself -- its output's SQNR against the float model, subtracted from the worst SQNR of
+   its inputs (an op that turns 38 dB inputs into a 12 dB output is responsible for 26 dB; one that
+   passes on 12 dB is not);
+2. rounds: keep the first 1, 2, 4 ... candidates in float, quantize again from the same calibrated
+   ranges, judge again; stop at the first passing model, or when the budget (rounds, share of ops
+   kept) is spent.
+
+The result lists what was kept, why, and what it costs (size, float ops).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from edgenet.quality import Verdict
+
+MAX_ROUNDS = 5
+MAX_KEPT_FRACTION = 0.25
+_SKIP = {"QUANTIZE", "DEQUANTIZE"}
+
+
+@dataclass(frozen=True)
+class KeptOp:
+    """One op left in float: its output tensor in the .tflite, its type and why it was chosen."""
+
+    tensor: str
+    op: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"tensor": self.tensor, "op": self.op, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Repair:
+    model: bytes | None          # the first passing model (None: none passed within the budget)
+    verdict: Verdict             # the verdict of the last model tried
+    kept: tuple[KeptOp, ...]     # ops kept in float in that model
+    rounds: int
+    seconds: float
+    size_before: int
+    size_after: int
+
+    @property
+    def passed(self) -> bool:
+        return self.model is not None
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "kept_float": [k.to_dict() for k in self.kept], "rounds": self.rounds,
+                "seconds": round(self.seconds, 3), "size_before": self.size_before, "size_after": self.size_after}
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{k.op} {k.tensor}" for k in self.kept[:4]) + (" ..." if len(self.kept) > 4 else "")
+        size = f"{self.size_after - self.size_before:+,} bytes"
+        if self.passed:
+            return f"mixed precision: {len(self.kept)} op(s) kept in float ({ops}), {size}; the verdict passes"
+        return f"mixed precision: no passing model within {self.rounds} rounds (last tried {len(self.kept)} op(s) in float)"
+
+
+@dataclass(frozen=True)
+class _Op:
+    index: int
+    name: str          # its first output tensor's name
+    op: str
+    inputs: tuple[str, ...]
+    output_is_graph_output: bool
+
+
+def _ops(model: bytes) -> list[_Op]:
+    from edgenet.runtime import make_interpreter
+
+    interp = make_interpreter(model, use_xnnpack=False)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    outputs = {int(d["index"]) for d in interp.get_output_details()}
+    ops = []
+    for op in interp._get_ops_details():
+        if op["op_name"] in _SKIP or not len(op["outputs"]):
+            continue
+        out = int(op["outputs"][0])
+        ops.append(_Op(int(op["index"]), names.get(out, str(out)), op["op_name"],
+                       tuple(names[int(i)] for i in op["inputs"] if int(i) >= 0 and int(i) in names),
+                       out in outputs or _feeds_output(interp, out, outputs)))
+    return ops
+
+
+def _feeds_output(interp, tensor: int, outputs: set[int]) -> bool:
+    """True when ``tensor`` reaches a graph output through QUANTIZE/DEQUANTIZE only."""
+    for op in interp._get_ops_details():
+        if op["op_name"] in _SKIP and tensor in [int(i) for i in op["inputs"]]:
+            if any(int(o) in outputs for o in op["outputs"]):
+                return True
+    return False
+
+
+def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing_outputs: bool = True
+                    ) -> list[tuple[str, str, str]]:
+    """(tensor, op, reason) of the ops to keep in float, most responsible first."""
+    ops = _ops(model)
+    ranked: list[tuple[float, str, str, str]] = []
+    for op in ops:
+        out = layer_sqnr.get(op.name)
+        ins = [layer_sqnr[i] for i in op.inputs if layer_sqnr.get(i) is not None]
+        inherited = min(ins) if ins else math.inf
+        if out is None or not math.isfinite(out):
+            continue
+        lost = (inherited - out) if math.isfinite(inherited) else 60.0 - out   # graph inputs: int8's best
+        reason = f"output {out:.1f} dB from inputs at {inherited:.1f} dB" if math.isfinite(inherited) else \
+            f"output {out:.1f} dB"
+        ranked.append((lost, op.name, op.op, reason))
+    ranked.sort(key=lambda r: -r[0])
+    heads = [(op.name, op.op, "produces a damaged output") for op in ops if op.output_is_graph_output] \
+        if failing_outputs else []
+    seen = {h[0] for h in heads}
+    return heads + [(name, kind, f"loses {lost:.1f} dB ({why})") for lost, name, kind, why in ranked
+                    if name not in seen and lost > 0]
+
+
+def repair(int8_model: bytes, layer_sqnr: dict[str, float | None],
+           quantize: Callable[[Sequence[str]], bytes], judge: Callable[[bytes], Verdict],
+           max_rounds: int = MAX_ROUNDS, max_fraction: float = MAX_KEPT_FRACTION) -> Repair:
+    """Keep more and more candidates in float (1, 2, 4 ...) until ``judge`` passes the model that
+    ``quantize(kept_tensors)`` returns, or the budget is spent."""
+    t0 = time.perf_counter()
+    candidates = rank_candidates(int8_model, layer_sqnr)
+    limit = max(1, int(len(_ops(int8_model)) * max_fraction))
+    kept: tuple[KeptOp, ...] = ()
+    verdict, rounds, k = None, 0, 1
+    while rounds < max_rounds and candidates:
+        kept = tuple(KeptOp(t, op, why) for t, op, why in candidates[:min(k, limit, len(candidates))])
+        model = quantize([x.tensor for x in kept])
+        verdict = judge(model)
+        rounds += 1
+        if verdict.passed:
+            return Repair(model, verdict, kept, rounds, time.perf_counter() - t0, len(int8_model), len(model))
+        if k >= min(limit, len(candidates)):
+            break
+        k *= 2
+    last = verdict if verdict is not None else judge(int8_model)
+    return Repair(None, last, kept, rounds, time.perf_counter() - t0, len(int8_model), len(int8_model))
