@@ -182,7 +182,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     if int8:
         int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, [data.calib],
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
-                                 per_channel=per_channel, method=opts.calib_method,
+                                 per_channel=per_channel, method=opts.calib_method, preprocess=source.preprocess,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
 
     def _validate():
@@ -220,13 +220,13 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
     try:
         files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
         for v, blob in variant_bytes.items():
-            atomic_write_bytes(staging / f"model_{v.value}.tflite", blob)
+            atomic_write_bytes(staging / f"model_{v.value}.tflite", _with_metadata(blob, source))
 
         def _target():
             from targets.checks import run_target
 
             return run_target(profile, staging, staging / "model_int8.tflite" if int8_result else None,
-                              staging / "model_float.tflite", source.class_names)
+                              staging / "model_float.tflite", source.class_names, c_name=opts.c_name)
 
         target_report = stages.run("target " + profile.name, _target)
         int8_ops = op_counts(int8_result.model) if int8_result else {}
@@ -351,16 +351,23 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
     from edgenet.io import atomic_write_bytes, atomic_write_text
 
     atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
-    atomic_write_bytes(folder / "model_float.tflite", float_bytes)
+    atomic_write_bytes(folder / "model_float.tflite", _with_metadata(float_bytes, source))
     written = ["model.onnx", "model_float.tflite", "preprocess.json"]
     if int8_result:
-        atomic_write_bytes(folder / "model_int8.tflite", int8_result.model)
+        atomic_write_bytes(folder / "model_int8.tflite", _with_metadata(int8_result.model, source))
         written.append("model_int8.tflite")
     atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
     if source.class_names:
         atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
         written.append("labels.txt")
     return written
+
+
+def _with_metadata(model: bytes, source: SourceModel) -> bytes:
+    """The .tflite bytes with TFLite model metadata and labels.txt for apps (targets/metadata.py)."""
+    from targets.metadata import add_metadata
+
+    return add_metadata(model, source.preprocess, source.class_names, name=source.name)
 
 
 def _publish(staging: Path, out: Path) -> list[Path]:
