@@ -294,8 +294,9 @@ def _input_note(model: Path, pre: Preprocess | None) -> str | None:
         return None
     return (f"{model.name}: {t.dtype} input with per-channel mean/std: pixels are not input values; an app "
             f"normalizes each channel and quantizes, q = round(((pixel / 255 - mean) / std) / {t.scales[0]:.6g} "
-            f"+ {t.zero_points[0]}) (MediaPipe feeds pixels unchanged to an 8-bit input: use --io-type float32 "
-            "for it)")
+            f"+ {t.zero_points[0]}), e.g. with the LiteRT interpreter; MediaPipe's ImageClassifier cannot run "
+            "this model (it feeds pixels unchanged to an 8-bit input and refuses per-channel normalization "
+            "for a float one): train with one mean/std for all channels for it")
 
 
 def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_names, vela_out, c: _Collector,
