@@ -249,8 +249,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
             accuracy=None if acc is None else {
                 "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
                 "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
-            sizes=Sizes(len(model.SerializeToString()), len(float_bytes),
-                        len(int8_result.model) if int8_result else None),
+            sizes=Sizes(len(model.SerializeToString()), (staging / "model_float.tflite").stat().st_size,
+                        (staging / "model_int8.tflite").stat().st_size if int8_result else None),  # with metadata
             ops=int8_ops or float_ops, ops_float=float_ops,
             stages=tuple(stages.times),
             files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
