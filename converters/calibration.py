@@ -66,13 +66,15 @@ class RangeCalibrator:
     """Measures activation ranges of a float .tflite model on calibration arrays."""
 
     def __init__(self, inputs: Sequence[np.ndarray], method: CalibMethod = CalibMethod.MINMAX,
-                 batch_size: int = 16, num_threads: int | None = None):
+                 batch_size: int = 16, num_threads: int | None = None,
+                 input_range: tuple[float, float] | None = None):
         if not inputs or len(inputs[0]) == 0:
             raise ConversionError("calibration needs at least one sample")
         self.inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
         self.method = CalibMethod(method)
         self.batch_size = max(1, int(batch_size))
         self.num_threads = num_threads
+        self.input_range = input_range   # fixed range of the model inputs (see pixel_input_range)
         self.last_stats: CalibrationStats | None = None
 
     @property
@@ -134,9 +136,10 @@ class RangeCalibrator:
                 for i in targets:
                     _histogram(ranges[i], runner.tensor(i)())
         outputs = set(int(o) for o in graph.outputs)
+        fixed = {int(i): self.input_range for i in graph.inputs} if self.input_range is not None else {}
 
         for i in targets:
-            lo, hi = self._range(ranges[i], full=i in outputs)
+            lo, hi = fixed.get(i) or self._range(ranges[i], full=i in outputs)
             q = graph.tensors[i].quantization
             if q is None:
                 q = schema.QuantizationParametersT()
@@ -211,6 +214,30 @@ def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256) -> tupl
     err = (hist * np.where(inside, step ** 2 / 12.0, outside ** 2)).sum(axis=1)
     best = int(np.argmin(err))
     return float(clo[best, 0]), float(chi[best, 0])
+
+
+# -- input range fixed by the preprocessing ----------------------------------------------------
+def pixel_input_range(mean: Sequence[float], std: Sequence[float]) -> tuple[float, float]:
+    """The model input's range for quantization, fixed by its normalization ``x = (p / 255 - mean) / std``
+    (pixels ``p`` in 0..255) instead of calibrated: every pixel value is representable, none clips.
+
+    When mean and std are the same for every channel, the range is ``[-z s, (255 - z) s]`` with
+    ``s = 1 / (255 std)`` and ``z = round(255 mean)`` (halves up): the quantizer then gives the input
+    exactly scale ``s`` and zero point ``z`` (uint8; ``z - 128`` for int8), so a uint8 input *is* the
+    pixel value and an app feeds camera pixels unchanged. ``255 mean`` that is not an integer (127.5
+    for mean 0.5) shifts the model's view of every pixel by under half a step (``0.5 s``).
+    When they differ per channel, one per-tensor scale cannot map every channel's pixels to
+    themselves; the range is the union of the channels' ranges and the app normalizes per channel
+    and quantizes (``q = round(x / s + z)``).
+    """
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if np.any(std <= 0):
+        raise ConversionError(f"normalization std must be positive, got {std.tolist()}")
+    if np.ptp(mean) == 0 and np.ptp(std) == 0:
+        scale, zero = 1.0 / (255.0 * std[0]), float(np.floor(255.0 * mean[0] + 0.5))
+        if 0 <= zero <= 255:
+            return -zero * scale, (255.0 - zero) * scale
+    return float(np.min(-mean / std)), float(np.max((1.0 - mean) / std))
 
 
 def _numel(shape) -> int:

@@ -150,7 +150,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
     if int8:
         int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, list(data.calib),
                                  io_type=opts.io_type if opts.io_type else profile.input_type,
-                                 per_channel=per_channel, method=opts.calib_method,
+                                 per_channel=per_channel, method=opts.calib_method, preprocess=source.preprocess,
                                  detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
 
     def _validate():
@@ -206,13 +206,13 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
     try:
         files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
         for v, blob in variant_bytes.items():
-            atomic_write_bytes(staging / f"model_{v.value}.tflite", blob)
+            atomic_write_bytes(staging / f"model_{v.value}.tflite", _with_metadata(blob, source))
 
         def _target():
             from targets.checks import run_target
 
             return run_target(profile, staging, staging / "model_int8.tflite" if int8_result else None,
-                              staging / "model_float.tflite", source.class_names)
+                              staging / "model_float.tflite", source.class_names, c_name=opts.c_name)
 
         target_report = stages.run("target " + profile.name, _target)
         int8_ops = op_counts(int8_result.model) if int8_result else {}
@@ -238,8 +238,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
             accuracy=None if acc is None else {
                 "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
                 "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
-            sizes=Sizes(len(model.SerializeToString()), len(float_bytes),
-                        len(int8_result.model) if int8_result else None),
+            sizes=Sizes(len(model.SerializeToString()), (staging / "model_float.tflite").stat().st_size,
+                        (staging / "model_int8.tflite").stat().st_size if int8_result else None),  # with metadata
             ops=int8_ops or float_ops, ops_float=float_ops,
             stages=tuple(stages.times),
             files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
@@ -388,10 +388,10 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
     from edgenet.io import atomic_write_bytes, atomic_write_text
 
     atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
-    atomic_write_bytes(folder / "model_float.tflite", float_bytes)
+    atomic_write_bytes(folder / "model_float.tflite", _with_metadata(float_bytes, source))
     written = ["model.onnx", "model_float.tflite"]
     if int8_result:
-        atomic_write_bytes(folder / "model_int8.tflite", int8_result.model)
+        atomic_write_bytes(folder / "model_int8.tflite", _with_metadata(int8_result.model, source))
         written.append("model_int8.tflite")
     if source.preprocess is not None:
         atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
@@ -404,6 +404,17 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
     if write_eval_set(folder / EVAL_SET, source.inputs, data.eval_x, labels, data.info):
         written.append(EVAL_SET)
     return written
+
+
+def _with_metadata(model: bytes, source: SourceModel) -> bytes:
+    """The .tflite bytes with TFLite model metadata and labels.txt for apps (targets/metadata.py).
+    Metadata describes image models (its input properties are an image's); other models are
+    written as they are."""
+    from targets.metadata import add_metadata
+
+    if source.preprocess is None or source.image_input is None:
+        return model
+    return add_metadata(model, source.preprocess, source.class_names, name=source.name)
 
 
 def _publish(staging: Path, out: Path) -> list[Path]:

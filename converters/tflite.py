@@ -25,9 +25,10 @@ from typing import Sequence
 import numpy as np
 
 from converters._capture import captured_fd
-from converters.calibration import CalibrationStats, RangeCalibrator
+from converters.calibration import CalibrationStats, RangeCalibrator, pixel_input_range
 from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod, IOType, Precision
+from edgenet.data.preprocess import Preprocess
 from edgenet.errors import ConversionError
 
 SIGNATURE_KEY = "serving_default"
@@ -149,17 +150,22 @@ def _check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) 
 
 def to_int8_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], *, io_type: IOType = IOType.INT8,
                    per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
-                   batch_size: int = 16, num_threads: int | None = None) -> Int8Result:
+                   batch_size: int = 16, num_threads: int | None = None,
+                   preprocess: Preprocess | None = None) -> Int8Result:
     """Full-integer int8 model of a float32 .tflite model (as :func:`to_float_tflite` makes it);
     ``calib_inputs`` holds one float32 array (N, ...) per model input, already preprocessed and in
-    the model's layout (NHWC for images)."""
+    the model's layout (NHWC for images). With ``preprocess`` (an image model's normalization) the
+    input's range is not calibrated but fixed to the pixel range
+    (:func:`converters.calibration.pixel_input_range`): a uint8 input then takes camera pixels as
+    they are."""
     tf = _tf()
     _check_calibration_shapes(float_model, calib_inputs)
     convert = require("tensorflow.lite.python.convert")
     optimize = require("tensorflow.lite.python.optimize.calibrator")
     lite = require("tensorflow.lite.python.lite")
 
-    calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count())
+    input_range = None if preprocess is None else pixel_input_range(preprocess.mean, preprocess.std)
+    calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count(), input_range)
     plain = optimize.add_intermediate_tensors(without_conversion_metadata(float_model))
     ranged = calibrator.annotate(bytes(plain))
     io = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.FLOAT32: tf.float32}[IOType(io_type)]

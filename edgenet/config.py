@@ -131,6 +131,7 @@ class ConvertOptions:
     seed: int = 0
     out: Path = Path("out")
     force: bool = False
+    c_name: str | None = None        # prefix of the firmware sources' C symbols (None: from the model name)
     fit: bool = False                # search alpha x resolution for the largest model that fits the target
     # the grid `--fit` searches (MobileNetV1 width multipliers and input sizes)
     fit_alphas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35, 0.25)

@@ -2,8 +2,8 @@
 
 Checks answer "does it run where it should, and does it fit?" (TFLite Micro arena and budgets,
 vela's NPU placement, the Edge TPU operator check, LiteRT loading, I/O types). Packagers write the
-files a developer embeds (labels.txt, model_data.cc/.h, the op resolver, the vela model) into
-the output folder, atomically. The :class:`TargetReport` goes into report.json (``to_dict()``)
+files a developer embeds (labels.txt, <c_name>_model_data.cc/.h, the op resolver, the vela model)
+into the output folder, atomically. The :class:`TargetReport` goes into report.json (``to_dict()``)
 and report.md (``summary_line()``).
 """
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from edgenet.config import IOType
-from edgenet.errors import EdgenetError, TargetError, UsageError
+from edgenet.errors import DataError, EdgenetError, TargetError, UsageError
 from edgenet.io import atomic_write_text
-from targets.c_array import (TFLM_ARENA_NOTE, VELA_ARENA_NOTE, op_registrations, write_model_data,
+from edgenet.data.preprocess import Preprocess
+from targets.c_array import (ArenaEstimate, c_name_from, check_c_name, op_registrations, write_model_data,
                              write_op_resolver)
 from targets.edgetpu import EdgeTpuAnalysis, analyze_edgetpu
 from targets.edgetpu_compiler import CompilerResult, compiler_command, find_compiler, run_compiler
+from targets.metadata import read_metadata
 from targets.profile import Check, Packager, Runtime, TargetProfile
 from targets.tflite_graph import read_tflite
 from targets.tflm import TflmCheck, check_tflm, kib
@@ -265,7 +267,40 @@ def _run_checks(profile: TargetProfile, out_dir: Path, model: Path, int8_path: P
     return vela_out
 
 
-def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_names, vela_out, c: _Collector):
+def _preprocess(out_dir: Path) -> Preprocess | None:
+    """The pipeline's preprocess.json in ``out_dir``, or None (absent or not a preprocessing spec)."""
+    try:
+        return Preprocess.load(out_dir / "preprocess.json")
+    except DataError:
+        return None
+
+
+def default_c_name(model: Path) -> str:
+    """The C symbol prefix for ``model``: its metadata's model name made a C identifier, else "model"."""
+    try:
+        md = read_metadata(model.read_bytes())
+    except (ValueError, IndexError):
+        md = None
+    return c_name_from(md.name) if md is not None and md.name else "model"
+
+
+def _input_note(model: Path, pre: Preprocess | None) -> str | None:
+    """Per-channel normalization cannot be one integer input scale: say what an app must do."""
+    graph = read_tflite(model)
+    if pre is None or len(graph.inputs) != 1 or (len(set(pre.mean)) == 1 and len(set(pre.std)) == 1):
+        return None
+    t = graph.input_tensors[0]
+    if t.dtype not in ("uint8", "int8") or not t.scales:
+        return None
+    return (f"{model.name}: {t.dtype} input with per-channel mean/std: pixels are not input values; an app "
+            f"normalizes each channel and quantizes, q = round(((pixel / 255 - mean) / std) / {t.scales[0]:.6g} "
+            f"+ {t.zero_points[0]}), e.g. with the LiteRT interpreter; MediaPipe's ImageClassifier cannot run "
+            "this model (it feeds pixels unchanged to an 8-bit input and refuses per-channel normalization "
+            "for a float one): train with one mean/std for all channels for it")
+
+
+def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_names, vela_out, c: _Collector,
+                   c_name: str):
     if Packager.LABELS in profile.packagers:
         if class_names:
             c.wrote(atomic_write_text(out_dir / "labels.txt", "".join(f"{n}\n" for n in class_names)))
@@ -285,21 +320,25 @@ def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_nam
         embedded = paths[0]
     if Packager.C_ARRAY in profile.packagers:
         tflm = c.fields.get("tflm")
-        arena, note = (tflm.arena_bytes if tflm is not None else None), TFLM_ARENA_NOTE
+        arena = ArenaEstimate(tflm.arena_bytes, "tflm") if tflm is not None and tflm.arena_bytes else None
         if embedded != model:
-            arena, note = vela_out.report.sram_bytes, VELA_ARENA_NOTE
-        c.wrote(*write_model_data(embedded, out_dir, arena_bytes=arena, arena_note=note))
+            arena = ArenaEstimate(vela_out.report.sram_bytes, "vela")
+        c.wrote(*write_model_data(embedded, out_dir, c_name=c_name, arena=arena, preprocess=_preprocess(out_dir),
+                                  labels=class_names))
     if Packager.OP_RESOLVER in profile.packagers:
         graph = read_tflite(embedded)
         _, unknown = op_registrations(graph)
         if unknown:
-            c.notes.append(f"model_op_resolver.h: register {', '.join(unknown)} by hand")
-        c.wrote(write_op_resolver(graph, embedded.name, out_dir))
+            c.notes.append(f"{c_name}_op_resolver.h: register {', '.join(unknown)} by hand")
+        c.wrote(write_op_resolver(graph, embedded.name, out_dir, c_name))
 
 
 def run_target(profile: TargetProfile, out_dir: Path, int8_path: Path | None, float_path: Path | None,
-               class_names: tuple[str, ...] | None, *, strict: bool = True) -> TargetReport:
+               class_names: tuple[str, ...] | None, *, strict: bool = True, c_name: str | None = None) -> TargetReport:
     """Run ``profile``'s checks on the converted model(s) and write its artifacts into ``out_dir``.
+
+    ``c_name`` prefixes every symbol (and file name) of the firmware sources; by default the model
+    name (:func:`default_c_name`). An invalid one raises UsageError before any check runs.
 
     With ``strict`` (the default) a model that does not fit or run raises TargetError after the
     artifacts are written; the full report is on the exception as ``exc.report``.
@@ -311,10 +350,13 @@ def run_target(profile: TargetProfile, out_dir: Path, int8_path: Path | None, fl
         if p is not None and not p.is_file():
             raise UsageError(f"{p}: no such model file")
     model = _select_model(profile, int8_path, float_path)
+    c_name = check_c_name(c_name) if c_name is not None else default_c_name(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     c = _Collector()
     vela_out = _run_checks(profile, out_dir, model, int8_path, float_path, c)
-    _run_packagers(profile, out_dir, model, class_names, vela_out, c)
+    _run_packagers(profile, out_dir, model, class_names, vela_out, c, c_name)
+    if int8_path is not None and (note := _input_note(int8_path, _preprocess(out_dir))):
+        c.notes.append(note)
     report = TargetReport(
         target=profile.name, device=profile.device, runtime=profile.runtime.value, model=model.name,
         model_bytes=model.stat().st_size, ram_budget=profile.ram_budget, flash_budget=profile.flash_budget,

@@ -3,7 +3,9 @@
 ``vela --accelerator-config ethos-u55-128 --output-dir D model.tflite`` (PyPI ``ethos-u-vela``)
 writes ``D/<model>_vela.tflite`` (the NPU part becomes one ``ethos-u`` custom op) and
 ``D/<model>_summary_<system>.csv``, and prints a network summary with the NPU and CPU operator
-counts. Operators vela cannot place on the NPU stay as TFLite ops that the Cortex-M runs.
+counts. Operators vela cannot place on the NPU stay as TFLite ops that the Cortex-M runs. The
+optimised model gets the source model's TFLite metadata and associated files back
+(:func:`targets.metadata.copy_metadata`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from edgenet._deps import require
 from edgenet.errors import ModelError, TargetError
 from edgenet.io import atomic_write_bytes, atomic_write_text
+from targets.metadata import copy_metadata
 from targets.tflite_graph import read_tflite
 from targets.tflm import kib
 
@@ -163,7 +166,10 @@ def run_vela(model_path: str | Path, accelerator: str, *, system_config: str | N
         summaries = sorted(Path(tmp).glob("*_summary_*.csv"))
         if not optimized or not summaries:
             raise TargetError(f"vela wrote no optimised model or summary for {model_path.name}")
-        model_bytes, csv_text = optimized[0].read_bytes(), summaries[0].read_text()
+        csv_text = summaries[0].read_text()
+        # vela rewrites the flatbuffer: the source's TFLite metadata and labels.txt are put back
+        # (its input and output tensors are the source's), so the firmware's copy carries them too
+        model_bytes = copy_metadata(model_path.read_bytes(), optimized[0].read_bytes())
     parsed, row = parse_stdout(proc.stdout), parse_summary_csv(csv_text)
     sram_kib, flash_kib = _float(row, "sram_memory_used"), _float(row, "off_chip_flash_memory_used")
     on_chip_kib = _float(row, "on_chip_flash_memory_used") or 0.0

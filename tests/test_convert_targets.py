@@ -27,15 +27,22 @@ needs_mcu = pytest.mark.skipif(not _mcu_available(), reason="needs the [mcu] ext
 
 
 @pytest.mark.slow
-def test_android_float_io_and_float16_variant(tmp_path):
+def test_android_uint8_io_and_float16_variant(tmp_path):
     res = edgenet.convert("mobilenet_v1", target="android", int8=True, out=tmp_path / "a", **SMALL)
     names = {p.name for p in res.files}
     assert {"model_int8.tflite", "model_float16.tflite", "model_float.tflite", "preprocess.json"} <= names
     q = TFLiteModel(res.int8_path)
-    assert q.input_dtype == np.float32                 # android profile: float32 I/O for easy app integration
-    assert "QUANTIZE" in res.report.ops                # ... so the int8 graph quantizes at its edges
+    # android profile: uint8 camera pixels in (scale 1/(255 std), zero point 255 mean), uint8 out
+    assert q.input_dtype == np.uint8 and np.dtype(q.outputs[0]["dtype"]) == np.uint8
+    scale, zero = q.input["quantization"]
+    assert zero == 128 and scale == pytest.approx(2 / 255, rel=1e-6)
     f16 = (tmp_path / "a" / "model_float16.tflite").stat().st_size
     assert f16 < 0.6 * res.report.sizes.float_bytes
+    from targets.metadata import read_metadata
+
+    for name in ("model_int8.tflite", "model_float16.tflite", "model_float.tflite"):   # metadata in every model
+        md = read_metadata((tmp_path / "a" / name).read_bytes())
+        assert md.name == res.report.model["name"] == "mobilenet_v1_0.25_64" and md.inputs[0].mean == (127.5,) * 3
 
 
 @pytest.mark.slow
@@ -46,8 +53,11 @@ def test_cortex_m_artifacts_and_arena(tmp_path):
     t = json.loads((tmp_path / "m" / "report.json").read_text())["target"]
     assert t["ok"] and 0 < t["arena_bytes"] <= t["ram_budget"]
     assert t["flash_bytes"] == (tmp_path / "m" / "model_int8.tflite").stat().st_size
-    cc = (tmp_path / "m" / "model_data.cc").read_text()
-    assert "alignas(16)" in cc
+    # the symbols' prefix: the model name (mobilenet_v1_0.25_64) made a C identifier
+    cc = (tmp_path / "m" / "mobilenet_v1_0_25_64_model_data.cc").read_text()
+    assert "alignas(16) const unsigned char g_mobilenet_v1_0_25_64_model_data[]" in cc
+    h = (tmp_path / "m" / "mobilenet_v1_0_25_64_model_data.h").read_text()
+    assert "kMobilenetV102564TensorArenaSize" in h and "kMobilenetV102564InputZeroPoint" in h
     assert "fits" in res.report.target["summary"]
 
 
@@ -55,9 +65,18 @@ def test_cortex_m_artifacts_and_arena(tmp_path):
 @pytest.mark.mcu
 @needs_mcu
 def test_ethos_u55_all_on_npu(tmp_path):
-    res = edgenet.convert("mobilenet_v1", target="ethos-u55", int8=True, out=tmp_path / "e", **SMALL)
+    res = edgenet.convert("mobilenet_v1", target="ethos-u55", int8=True, out=tmp_path / "e", c_name="person_detect",
+                          **SMALL)
     t = res.report.target
     assert t["cpu_ops"] == 0 and t["npu_ops"] >= 1 and t["estimated_ms"] > 0
+    from targets.metadata import read_metadata
+
+    assert {"person_detect_model_data.cc", "person_detect_model_data.h", "person_detect_op_resolver.h"} <= set(
+        t["artifacts"])
+    h = (tmp_path / "e" / "person_detect_model_data.h").read_text()
+    assert "kPersonDetectTensorArenaSize" in h and "from model_int8_vela.tflite" in h
+    vela_md = read_metadata((tmp_path / "e" / "model_int8_vela.tflite").read_bytes())
+    assert vela_md == read_metadata(res.int8_path.read_bytes())
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def test_builtin_profiles_load_with_their_device_settings():
     assert cm.ram_budget == cm.ram_bytes - cm.ram_reserved_bytes < cm.ram_bytes
     assert Check.TFLM in cm.checks and Packager.C_ARRAY in cm.packagers and Packager.OP_RESOLVER in cm.packagers
     android = load_target("android")
-    assert Precision.FLOAT16 in android.variants and android.input_type is IOType.FLOAT32
+    # uint8 camera pixels in, uint8 scores out: what MediaPipe's ImageClassifier takes (tests/test_mediapipe.py)
+    assert Precision.FLOAT16 in android.variants and android.input_type is android.output_type is IOType.UINT8
     coral = load_target("coral")
     assert coral.runtime is Runtime.EDGETPU and coral.input_type is IOType.UINT8 and Check.EDGETPU in coral.checks
     ethos = load_target("ethos-u55")

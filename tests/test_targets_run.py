@@ -26,10 +26,10 @@ def test_rpi_runs_in_litert_and_writes_labels(tmp_path):
     assert report.summary_line().startswith("rpi: runs in LiteRT (ai-edge-litert")
 
 
-def test_android_notes_int8_io_where_float_is_the_default(tmp_path):
+def test_android_notes_int8_io_where_uint8_is_the_default(tmp_path):
     report = run_target(load_target("android"), tmp_path, tiny.mobilenet_like(), None, None)
     assert report.ok  # I/O types are selectable on a phone: a note, not a failure
-    assert any("profile expects float32 -> float32" in n for n in report.notes)
+    assert any("profile expects uint8 -> uint8" in n for n in report.notes)
     assert any("labels.txt not written" in n for n in report.notes)
 
 

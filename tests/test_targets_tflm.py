@@ -7,6 +7,7 @@ import pytest
 import _tiny_tflite as tiny
 from edgenet.errors import TargetError
 from targets import load_target
+from targets.c_array import ArenaEstimate
 from targets.checks import run_target
 from targets.tflite_graph import read_tflite
 from targets.tflm import litert_outputs, random_inputs, run_tflm
@@ -52,13 +53,16 @@ def test_arena_is_measured_and_does_not_depend_on_the_arena_given():
 
 def test_cortex_m_target_writes_firmware_files_and_reports_the_fit(tmp_path):
     model = tiny.mobilenet_like()
-    report = run_target(load_target("cortex-m"), tmp_path, model, None, ("a", "b"))
+    labels = tuple("abcdefghij")
+    report = run_target(load_target("cortex-m"), tmp_path, model, None, labels)
     assert report.ok and report.tflm.runs
     assert 0 < report.arena_bytes < report.ram_budget
     assert report.tflm.litert_top1_agreement == 1.0
-    assert {"model_data.cc", "model_data.h", "model_op_resolver.h", "labels.txt"} <= set(report.artifacts)
-    assert (tmp_path / "labels.txt").read_text() == "a\nb\n"
-    assert f"kTensorArenaSize = {-(-report.arena_bytes // 1024) * 1024};" in (tmp_path / "model_data.h").read_text()
+    # no metadata in this model: the symbols' prefix falls back to "model"
+    assert {"model_model_data.cc", "model_model_data.h", "model_op_resolver.h", "labels.txt"} <= set(report.artifacts)
+    assert (tmp_path / "labels.txt").read_text() == "".join(f"{n}\n" for n in labels)
+    header = (tmp_path / "model_model_data.h").read_text()
+    assert f"kModelTensorArenaSize = {ArenaEstimate(report.arena_bytes, 'tflm').size};" in header
     d = report.to_dict()
     assert d["arena_bytes"] == report.arena_bytes and d["flash_bytes"] == model.stat().st_size
     assert d["ram_budget"] == 448 * 1024 and d["checks"]["tflm"]["ops"][0] == "CONV_2D"
@@ -73,7 +77,7 @@ def test_over_budget_model_fails_with_target_error_and_keeps_the_report(tmp_path
     assert message.startswith("tiny-board: tensor arena") and "> RAM budget" in message and "\n" not in message
     report = info.value.report
     assert not report.ok and report.arena_bytes == arena
-    assert not (tmp_path / "out" / "model_data.cc").exists()  # nothing to flash when it does not fit
+    assert not (tmp_path / "out" / "model_model_data.cc").exists()  # nothing to flash when it does not fit
     assert any("firmware files (c_array, op_resolver) not written" in n for n in report.notes)
     with pytest.raises(TargetError, match="> flash budget"):
         run_target(_board(tmp_path, ram=1 << 20, flash=1000), tmp_path / "out2", tiny.mobilenet_like(), None, None)

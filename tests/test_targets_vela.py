@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 
 import _tiny_tflite as tiny
+from edgenet.data.preprocess import Preprocess
 from edgenet.errors import TargetError
 from targets import load_target
+from targets.c_array import ArenaEstimate
 from targets.checks import run_target
+from targets.metadata import add_metadata, associated_files, read_metadata
 from targets.tflite_graph import read_tflite
 from targets.vela import parse_stdout, run_vela
 
@@ -48,13 +51,26 @@ def test_mobilenet_like_runs_entirely_on_the_npu():
 
 def test_ethos_u55_target_writes_vela_model_and_c_array(tmp_path):
     model = tmp_path / "model_int8.tflite"
-    model.write_bytes(tiny.mobilenet_like().read_bytes())
-    report = run_target(load_target("ethos-u55"), tmp_path, model, None, None)
+    labels = tuple(f"c{i}" for i in range(10))
+    pre = Preprocess(32, 32)
+    model.write_bytes(add_metadata(tiny.mobilenet_like().read_bytes(), pre, labels, name="tiny net"))
+    (tmp_path / "preprocess.json").write_text(pre.to_json())
+    report = run_target(load_target("ethos-u55"), tmp_path, model, None, labels)
     assert report.ok and report.vela.cpu_ops == 0
-    assert {"model_int8_vela.tflite", "vela_summary.csv", "model_data.cc", "model_op_resolver.h"} <= set(report.artifacts)
+    # the prefix comes from the model name in the metadata
+    assert {"model_int8_vela.tflite", "vela_summary.csv", "tiny_net_model_data.cc", "tiny_net_model_data.h",
+            "tiny_net_op_resolver.h"} <= set(report.artifacts)
     vela_model = (tmp_path / "model_int8_vela.tflite").read_bytes()
-    assert f"g_model_data_len = {len(vela_model)};" in (tmp_path / "model_data.cc").read_text()
-    assert "resolver.AddEthosU()" in (tmp_path / "model_op_resolver.h").read_text()
+    # vela's model carries the source's metadata and labels.txt, and so does its C array
+    assert read_metadata(vela_model) == read_metadata(model.read_bytes())
+    assert associated_files(vela_model) == {"labels.txt": "".join(f"{n}\n" for n in labels).encode()}
+    assert f"g_tiny_net_model_data_len = {len(vela_model)};" in (tmp_path / "tiny_net_model_data.cc").read_text()
+    header = (tmp_path / "tiny_net_model_data.h").read_text()
+    assert f"kTinyNetTensorArenaSize = {ArenaEstimate(report.vela.sram_bytes, 'vela').size};" in header
+    inp = read_tflite(vela_model).input_tensors[0]
+    assert inp.scales == read_tflite(model).input_tensors[0].scales
+    assert f"kTinyNetInputZeroPoint = {inp.zero_points[0]};" in header and "kTinyNetLabelCount = 10;" in header
+    assert "resolver.AddEthosU()" in (tmp_path / "tiny_net_op_resolver.h").read_text()
     d = report.to_dict()
     assert d["npu_ops"] == report.vela.npu_ops and d["cpu_ops"] == 0 and d["estimated_ms"] > 0
     assert d["flash_bytes"] == len(vela_model) and d["ram_bytes"] == report.vela.sram_bytes

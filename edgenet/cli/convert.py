@@ -6,6 +6,13 @@ import click
 from edgenet.cli._common import StderrProgress, debug_option, print_json
 
 
+def _c_name(ctx, param, value):
+    """Refuse a bad --c-name before any work (one line: the UsageError reaches the CLI's handler)."""
+    from targets.c_array import check_c_name
+
+    return None if value is None else check_c_name(value)
+
+
 def _numbers(text: str, kind, option: str) -> tuple:
     try:
         values = tuple(kind(v) for v in text.split(",") if v.strip())
@@ -85,13 +92,17 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
               help="Width multipliers --fit tries (comma-separated).")
 @click.option("--fit-resolutions", default="224,192,160,128,96,64", show_default=True, metavar="LIST",
               help="Input sizes --fit tries (comma-separated).")
+@click.option("--c-name", default=None, metavar="NAME", callback=_c_name,
+              help="Prefix of every symbol and file name of the C++ sources for TFLite Micro (cortex-m, "
+                   "ethos-u55), so that several models share one firmware: g_NAME_model_data, "
+                   "kNameTensorArenaSize ... (default: the model name).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
             input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
             calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
-            fit_alphas, fit_resolutions, quiet, as_json, debug):
+            fit_alphas, fit_resolutions, c_name, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
     MODEL is a zoo name (default mobilenet_v1; `edgenet models` lists them), a path to an .onnx
@@ -143,7 +154,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
             per_tensor=per_tensor, equalize=equalize, equalize_clip=equalize_clip,
             eval_samples=eval_samples, allow_mismatch=allow_mismatch, allow_degraded=allow_degraded, fit=fit,
             fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
-            fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), progress=progress)
+            fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), c_name=c_name, progress=progress)
     except BaseException:
         reporter.failed()
         raise
