@@ -99,19 +99,19 @@ def torch_load_weights(path: str | Path, what: str = "checkpoint"):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported operand" in str(exc) or "invalid load key" in str(exc):   # bytes, not a pickle
-            raise ModelError(f"{path}: the {what} is not a PyTorch file (torch.save)") from None
+            raise ModelError(f"{path}: the {what} file is not a PyTorch file (torch.save)") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         named = f" ({found.group(1)})" if found else ""
-        raise ModelError(f"{path}: refused: the {what} holds pickled Python objects{named}, not only tensors, "
+        raise ModelError(f"{path}: refused: the {what} file holds pickled Python objects{named}, not only tensors, "
                          "and loading those could run code; edgenet loads weights only. If you trust the "
                          "file, re-save just its state_dict with torch.save") from None
     except EOFError:
-        raise ModelError(f"{path}: the {what} is empty or truncated") from None
+        raise ModelError(f"{path}: the {what} file is empty or truncated") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     except Exception as exc:  # noqa: BLE001 -- zip and pickle-protocol errors all mean "not torch.save output"
         kind = "truncated or corrupt" if "zip archive" in str(exc) else "not a PyTorch file (torch.save)"
-        raise ModelError(f"{path}: the {what} is {kind}") from None
+        raise ModelError(f"{path}: the {what} file is {kind}") from None
 
 
 def _plain(value: Any, where: str) -> Any:

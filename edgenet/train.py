@@ -336,7 +336,8 @@ def _loop(torch, model, cfg: TrainConfig, epoch_data: Callable, x_test, y_test,
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch}, step {b + 1}: the loss became {float(loss.item())} "
-                    f"(peak --lr {cfg.lr:g} is too high for this model and data); nothing was saved")
+                    f"(lower the peak --lr, now {cfg.lr:g}, or the weight decay, now {cfg.weight_decay:g}); "
+                    "nothing was saved")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from edgenet import limits
 from edgenet.benchmark import environment
 from edgenet.benchmark.accuracy import compare
 from edgenet.benchmark.data import (align_labels, check_data_budget, check_finite_samples, default_preprocess,
@@ -45,6 +46,10 @@ def bench(target: str | Path, *, float_model: str | Path | None = None, data: An
     preprocessed samples (x, or (x, labels)). ``ssh="user@host[:port]"`` runs it all on that device
     with its own Python (``remote_python``) and brings the result back.
     """
+    if limit is not None:
+        limit = limits.check_int("--limit", limit, 1, limits.MAX_SAMPLES)
+    if threads is not None:
+        threads = limits.check_int("--threads", threads, 1, limits.MAX_THREADS)
     settings = BenchSettings(threads=threads or 0, delegate=Delegate.parse(delegate), warmup=warmup,
                              warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
                              window=window, window_seconds=window_seconds)
@@ -170,7 +175,8 @@ def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, no
             raise DataError(f"{source}: preprocessing makes {got[0]}x{got[1]}x{got[2]} inputs but "
                             f"{model.path.name} takes {'x'.join(map(str, want))}{hint}")
         check_data_budget(data, want, limit)
-        return load_bench_data(data, preprocess, limit), source
+        with np.errstate(all="ignore"):        # a std of 0 gives inf: check_finite_samples says so, once
+            return load_bench_data(data, preprocess, limit), source
     return load_bench_data(data, None, limit), None
 
 

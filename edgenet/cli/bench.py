@@ -13,20 +13,20 @@ from edgenet.cli._common import debug_option, write_stdout
               "(default: model_float.tflite in the TARGET folder).")
 @click.option("--data", metavar="DIR|digits|shapes", help="Evaluation images (class subfolders give labels) "
               "or a built-in set; adds top-1/top-5, agreement and SQNR.")
-@click.option("--limit", type=click.IntRange(1, limits.MAX_SAMPLES), help="Use at most this many samples of --data.")
-@click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS),
+@click.option("--limit", type=int, help="Use at most this many samples of --data.")
+@click.option("--threads", type=int,
               help="Interpreter threads [default: all CPUs].")
-@click.option("--warmup", type=click.IntRange(0, limits.MAX_WARMUP), default=10, show_default=True,
+@click.option("--warmup", type=int, default=10, show_default=True,
               help="Warm-up runs per model (at least).")
-@click.option("--warmup-seconds", type=click.FloatRange(0, limits.MAX_WARMUP_SECONDS), default=1.0,
+@click.option("--warmup-seconds", type=float, default=1.0,
               show_default=True, help="Warm-up time per model (at least).")
-@click.option("--runs", type=click.IntRange(1, limits.MAX_RUNS), default=50, show_default=True,
+@click.option("--runs", type=int, default=50, show_default=True,
               help="Measured runs per model (at least).")
-@click.option("--min-seconds", type=click.FloatRange(0, limits.MAX_SECONDS), default=3.0, show_default=True,
+@click.option("--min-seconds", type=float, default=3.0, show_default=True,
               help="Measured time per model (at least).")
-@click.option("--window", type=click.IntRange(1, limits.MAX_WINDOW), default=1000, show_default=True,
+@click.option("--window", type=int, default=1000, show_default=True,
               help="At most this many runs per interleaved window (windows last about 0.5 s).")
-@click.option("--window-seconds", type=click.FloatRange(0, limits.MAX_WINDOW_SECONDS), default=0.5,
+@click.option("--window-seconds", type=float, default=0.5,
               show_default=True, help="Target length of an interleaved window.")
 @click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH.so",
               help="xnnpack (LiteRT's CPU default), none (reference kernels), edgetpu (Coral), or a delegate .so.")
