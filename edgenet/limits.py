@@ -43,7 +43,9 @@ MAX_BUDGET_BYTES = 2 ** 40           # RAM/flash of a target profile: 1 TiB
 
 def check_int(option: str, value, low: int, high: int) -> int:
     """``value`` as an int in [low, high], else UsageError naming ``option`` and the range."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise UsageError(f"{option} must be an integer in [{low}, {high}] (got {value!r})")
+    if not isinstance(value, int):
         try:
             as_float = float(value)
         except (TypeError, ValueError):
