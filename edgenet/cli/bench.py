@@ -13,21 +13,21 @@ from edgenet.cli._common import debug_option, write_stdout
               "(default: model_float.tflite in the TARGET folder).")
 @click.option("--data", metavar="DIR|digits|shapes", help="Evaluation images (class subfolders give labels) "
               "or a built-in set; adds top-1/top-5, agreement and SQNR.")
-@click.option("--limit", type=int, help="Use at most this many samples of --data.")
+@click.option("--limit", type=int, help=f"Use at most this many samples of --data (1 to {limits.MAX_SAMPLES:,}).")
 @click.option("--threads", type=int,
-              help="Interpreter threads [default: all CPUs].")
+              help=f"Interpreter threads, 1 to {limits.MAX_THREADS} [default: all CPUs].")
 @click.option("--warmup", type=int, default=10, show_default=True,
-              help="Warm-up runs per model (at least).")
+              help=f"Warm-up runs per model (at least; 0 to {limits.MAX_WARMUP:,}).")
 @click.option("--warmup-seconds", type=float, default=1.0,
-              show_default=True, help="Warm-up time per model (at least).")
+              show_default=True, help=f"Warm-up seconds per model (at least; 0 to {limits.MAX_WARMUP_SECONDS:g}).")
 @click.option("--runs", type=int, default=50, show_default=True,
-              help="Measured runs per model (at least).")
+              help=f"Measured runs per model (at least; 1 to {limits.MAX_RUNS:,}).")
 @click.option("--min-seconds", type=float, default=3.0, show_default=True,
-              help="Measured time per model (at least).")
+              help=f"Measured seconds per model (at least; 0 to {limits.MAX_SECONDS:g}).")
 @click.option("--window", type=int, default=1000, show_default=True,
-              help="At most this many runs per interleaved window (windows last about 0.5 s).")
+              help=f"At most this many runs per interleaved window (1 to {limits.MAX_WINDOW:,}).")
 @click.option("--window-seconds", type=float, default=0.5,
-              show_default=True, help="Target length of an interleaved window.")
+              show_default=True, help=f"Target seconds of an interleaved window (0 to {limits.MAX_WINDOW_SECONDS:g}).")
 @click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH.so",
               help="xnnpack (LiteRT's CPU default), none (reference kernels), edgetpu (Coral), or a delegate .so.")
 @click.option("--json", "json_out", metavar="FILE", help="Write the result as JSON ('-': to stdout instead of "
@@ -41,7 +41,8 @@ from edgenet.cli._common import debug_option, write_stdout
 @click.option("--remote-python", default="python3", show_default=True,
               help="The device's Python that has edgenet installed (with --ssh).")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
-              help="An ssh -o option, e.g. IdentityFile=~/.ssh/pi (repeatable; with --ssh).")
+              help="An ssh -o option, e.g. IdentityFile=~/.ssh/pi (repeatable; with --ssh). Only options that "
+                   "cannot run code are accepted: keys, known_hosts, port, user, timeouts, algorithms.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @debug_option
 def command(target, float_model, data, limit, threads, warmup, warmup_seconds, runs, min_seconds, window,
