@@ -196,7 +196,7 @@ def test_float_model_named_int8_is_benched_and_labelled_as_float(tiny_convert_ou
     d = json.loads(out)
     assert [(m["role"], m["precision"]) for m in d["models"]] == [("float", "float32")]
     assert d["speedup"] is None
-    assert any("model_int8.tflite holds a float32 model, not a int8 one" in n for n in d["notes"])
+    assert any("model_int8.tflite holds a float32 model, not an int8 one" in n for n in d["notes"])
 
 
 def test_a_model_benched_against_itself_is_refused(tiny_convert_out, tmp_path):

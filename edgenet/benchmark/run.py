@@ -75,7 +75,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         say(f"loaded {path.name} ({model.precision.value}): load {1e3 * model.load_s:.1f} ms, "
             f"init {1e3 * model.init_s:.1f} ms")
         if model.named_role is not None and model.named_role != model.role:
-            notes.append(f"{path.name} holds a {model.precision.value} model, not a {model.named_role} one: "
+            article = "an" if model.named_role == INT8 else "a"
+            notes.append(f"{path.name} holds a {model.precision.value} model, not {article} {model.named_role} one: "
                          f"it is benchmarked and labelled as {model.precision.value}")
         models.append(model)
     if len(models) == 2:
