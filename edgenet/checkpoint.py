@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from edgenet.config import Activation
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
 from edgenet.io import atomic_write_bytes
+from edgenet.limits import regular_file
 
 FORMAT = "edgenet-checkpoint"
 FORMAT_VERSION = 1
@@ -44,13 +47,71 @@ class Checkpoint:
         model = create_model(self.model, alpha=self.alpha, resolution=self.resolution,
                              num_classes=self.num_classes, in_channels=self.in_channels,
                              activation=self.activation.value)
-        try:
-            model.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise ModelError(f"checkpoint weights do not match {self.model} alpha={self.alpha:g}: "
-                             f"{first}") from exc
+        load_state_dict_checked(model, self.state_dict, f"checkpoint weights for {self.model} "
+                                f"alpha={self.alpha:g} resolution={self.resolution}")
         return model.eval()
+
+
+def _few(keys: list[str], shown: int = 4) -> str:
+    return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+
+
+def state_dict_mismatch(model, state: dict) -> str | None:
+    """None if ``state`` fits ``model`` key for key and shape for shape; otherwise one line listing
+    the missing, unexpected and wrongly shaped keys (a few of each, with counts)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+    if wrong:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
+        parts.append(f"{len(wrong)} with a shape mismatch (file vs model: {_few(shapes, 2)})")
+    return "; ".join(parts) or None
+
+
+def load_state_dict_checked(model, state: dict, what: str) -> None:
+    """``model.load_state_dict(state)``, or a one-line ModelError saying which keys do not fit."""
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ModelError(f"{what} do not match the model: {problem}")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:   # e.g. a dtype that cannot be copied
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{what} cannot be loaded: {first}") from exc
+
+
+def torch_load_weights(path: str | Path, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)`` with our own one-line ModelErrors: a file holding
+    pickled Python objects other than tensors is refused (loading it could run code), a file that
+    is not ``torch.save`` output or is truncated says so."""
+    from edgenet._deps import require
+
+    torch = require("torch", purpose=f"reading {what}s")
+    path = regular_file(path, f"{what} file", ModelError)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc) or "invalid load key" in str(exc):   # bytes, not a pickle
+            raise ModelError(f"{path}: the {what} file is not a PyTorch file (torch.save)") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        named = f" ({found.group(1)})" if found else ""
+        raise ModelError(f"{path}: refused: the {what} file holds pickled Python objects{named}, not only tensors, "
+                         "and loading those could run code; edgenet loads weights only. If you trust the "
+                         "file, re-save just its state_dict with torch.save") from None
+    except EOFError:
+        raise ModelError(f"{path}: the {what} file is empty or truncated") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 -- zip and pickle-protocol errors all mean "not torch.save output"
+        kind = "truncated or corrupt" if "zip archive" in str(exc) else "not a PyTorch file (torch.save)"
+        raise ModelError(f"{path}: the {what} file is {kind}") from None
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -70,11 +131,21 @@ def _plain(value: Any, where: str) -> Any:
     raise ModelError(f"cannot store {type(value).__name__} in a checkpoint's {where}")
 
 
-def save_checkpoint(path: str | Path, *, model: str, alpha: float, resolution: int, num_classes: int,
-                    in_channels: int, activation: Activation | str, state_dict: dict,
-                    class_names: tuple[str, ...] | list[str], preprocess: Preprocess, dataset: str,
-                    metrics: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temp file in the same folder, then rename)."""
+def save_checkpoint(path: str | Path, **fields) -> Path:
+    """Write a checkpoint atomically (temp file in the same folder, then rename); ``fields`` as for
+    :func:`checkpoint_bytes`."""
+    data = checkpoint_bytes(**fields)
+    try:
+        return atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+
+
+def checkpoint_bytes(*, model: str, alpha: float, resolution: int, num_classes: int,
+                     in_channels: int, activation: Activation | str, state_dict: dict,
+                     class_names: tuple[str, ...] | list[str], preprocess: Preprocess, dataset: str,
+                     metrics: dict | None = None) -> bytes:
+    """The checkpoint file's bytes (``torch.save`` of a dict of plain types and tensors)."""
     from edgenet._deps import require
 
     torch = require("torch", purpose="saving checkpoints")
@@ -97,10 +168,7 @@ def save_checkpoint(path: str | Path, *, model: str, alpha: float, resolution: i
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
-    try:
-        return atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise UsageError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+    return buf.getvalue()
 
 
 def _field(obj: dict, key: str, kind: type, path: Path):
@@ -116,18 +184,17 @@ def _field(obj: dict, key: str, kind: type, path: Path):
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; anything else is a one-line ModelError."""
+    """Read a checkpoint written by :func:`save_checkpoint`; anything else is a one-line ModelError.
+
+    Everything is checked here, against the file (never blamed on a command-line option): the
+    format, the hyper-parameters (alpha, resolution, classes ... within the zoo's bounds) and the
+    state_dict against the architecture they describe (missing, unexpected and wrongly shaped keys).
+    """
     from edgenet._deps import require
 
     torch = require("torch", purpose="reading checkpoints")
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- zip, pickle, unsafe-global errors all mean "not ours"
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a readable checkpoint ({first})") from exc
+    obj = torch_load_weights(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ModelError(f"{path}: not an edgenet checkpoint (a bare state_dict? "
                          "use it as --weights with explicit --alpha/--resolution instead)")
@@ -147,7 +214,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         preprocess = Preprocess.from_dict(_field(obj, "preprocess", dict, path))
     except (ValueError, DataError) as exc:
         raise ModelError(f"{path}: {exc}") from exc
-    return Checkpoint(
+    ckpt = Checkpoint(
         model=_field(obj, "model", str, path),
         alpha=_field(obj, "alpha", float, path),
         resolution=_field(obj, "resolution", int, path),
@@ -160,4 +227,24 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         dataset=_field(obj, "dataset", str, path),
         metrics=_field(obj, "metrics", dict, path),
     )
+    _check_architecture(ckpt, path)
+    return ckpt
 
+
+def _check_architecture(ckpt: Checkpoint, path: Path) -> None:
+    """ModelError naming the checkpoint if its hyper-parameters or weights do not make a zoo model."""
+    from edgenet.zoo import check_model_args, create_model
+
+    try:
+        check_model_args(ckpt.model, alpha=ckpt.alpha, resolution=ckpt.resolution, num_classes=ckpt.num_classes,
+                         in_channels=ckpt.in_channels, activation=ckpt.activation.value)
+    except UsageError as exc:   # says "--alpha ..."; the user never passed it: the file holds it
+        reason = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        raise ModelError(f"{path}: the checkpoint records an invalid architecture ({reason}); "
+                         "the file is corrupt or was not written by edgenet train") from None
+    module = create_model(ckpt.model, alpha=ckpt.alpha, resolution=ckpt.resolution, num_classes=ckpt.num_classes,
+                          in_channels=ckpt.in_channels, activation=ckpt.activation.value)
+    problem = state_dict_mismatch(module, ckpt.state_dict)
+    if problem:
+        raise ModelError(f"{path}: the checkpoint's weights do not match the {ckpt.model} alpha={ckpt.alpha:g} "
+                         f"it records: {problem}")

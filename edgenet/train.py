@@ -22,10 +22,15 @@ from typing import Callable
 
 import numpy as np
 
+from edgenet import limits
 from edgenet.config import Activation
 from edgenet.data.datasets import BUILTIN, Dataset, load_dataset
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, OutputExistsError, UsageError
+
+
+class TrainingDivergedError(UsageError):
+    """The loss became NaN or infinite: the run is stopped and nothing is saved (lower --lr)."""
 
 GENERATED = ("shapes",)  # procedural datasets: an unlimited supply of training images
 
@@ -59,19 +64,19 @@ class TrainConfig:
         if self.model not in zoo:
             raise UsageError(f"unknown model {self.model!r} (zoo: {', '.join(zoo)})")
         validate_hparams(self.alpha, self.resolution, 2, self.in_channels)
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr:g}"),
-            (self.weight_decay >= 0, f"weight decay must be non-negative, got {self.weight_decay:g}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing:g}"),
-            (0 < self.holdout < 1, f"holdout must be in (0, 1), got {self.holdout:g}"),
-            (self.seed >= 0, f"--seed must be non-negative, got {self.seed}"),
-            (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        limits.check_int("--epochs", self.epochs, 1, limits.MAX_EPOCHS)
+        limits.check_int("--batch-size", self.batch_size, 2, limits.MAX_BATCH_SIZE)
+        limits.check_float("--lr", self.lr, 0, limits.MAX_LR, low_open=True)
+        limits.check_int("--seed", self.seed, 0, limits.MAX_SEED)
+        if self.threads is not None:
+            limits.check_int("--threads", self.threads, 1, limits.MAX_THREADS)
+        for name, value in (("--limit", self.train_limit), ("test limit", self.test_limit)):
+            if value is not None:
+                limits.check_int(name, value, 1, limits.MAX_SAMPLES)
+        limits.check_float("weight decay", self.weight_decay, 0, 10)
+        limits.check_float("warm-up epochs", self.warmup_epochs, 0, limits.MAX_EPOCHS)
+        limits.check_float("label smoothing", self.label_smoothing, 0, 0.999)
+        limits.check_float("holdout", self.holdout, 0, 0.9, low_open=True)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -102,11 +107,14 @@ class TrainResult:
     train_samples: int
     test_samples: int
     history: tuple[EpochStats, ...]
-    skipped: int = 0             # folder images that failed to decode
+    skipped: int = 0             # folder images that could not be used
+    skipped_detail: str = ""     # why, by reason
+    checkpoint: bytes | None = None   # the checkpoint itself when ``out`` was "-" (for stdout)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["path"] = None if self.path is None else str(self.path)
+        d.pop("checkpoint", None)
         d["history"] = [asdict(h) for h in self.history]
         return d
 
@@ -129,7 +137,7 @@ def _holdout_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
 
     def part(mask: np.ndarray) -> Dataset:
         return Dataset(x=data.x[mask], labels=data.labels[mask], class_names=data.class_names,
-                       name=data.name, skipped=data.skipped)
+                       name=data.name, skipped=data.skipped, skipped_detail=data.skipped_detail)
 
     return part(~is_test), part(is_test)
 
@@ -212,7 +220,7 @@ def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: 
     cfg = TrainConfig(dataset=str(dataset), alpha=alpha, resolution=resolution, epochs=epochs, **options)
     cfg.validate()
     out = None if out is None else Path(out)
-    if out is not None:
+    if out is not None and str(out) != "-":
         if out.is_dir():
             raise UsageError(f"{out} is a folder; --out needs a file name such as {out / 'model.pt'}")
         if out.exists() and not force:
@@ -228,7 +236,7 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
     from edgenet._deps import require
 
     torch = require("torch", purpose="training")
-    from edgenet.checkpoint import save_checkpoint
+    from edgenet.checkpoint import checkpoint_bytes, save_checkpoint
     from edgenet.zoo import create_model
 
     t_start = time.perf_counter()
@@ -272,7 +280,7 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
     result = TrainResult(test_top1=test_top1, test_top5=test_top5, train_top1=history[-1].train_top1,
                          epochs=cfg.epochs, seconds=seconds, path=out, num_classes=len(class_names),
                          train_samples=len(train_set), test_samples=len(test_set), history=tuple(history),
-                         skipped=train_set.skipped)
+                         skipped=train_set.skipped, skipped_detail=train_set.skipped_detail)
     if out is not None:
         metrics = {
             "test_top1": test_top1, "test_top5": test_top5, "train_top1": result.train_top1,
@@ -281,11 +289,15 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
             "test_split": "test" if cfg.dataset in BUILTIN else f"holdout {cfg.holdout:g}",
             "config": cfg.to_dict(), "torch": torch.__version__,
         }
-        save_checkpoint(out, model=cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
-                        num_classes=len(class_names), in_channels=cfg.in_channels,
-                        activation=cfg.activation, state_dict=model.state_dict(),
-                        class_names=class_names, preprocess=preprocess, dataset=cfg.dataset,
-                        metrics=metrics)
+        fields = dict(model=cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
+                      num_classes=len(class_names), in_channels=cfg.in_channels,
+                      activation=cfg.activation, state_dict=model.state_dict(),
+                      class_names=class_names, preprocess=preprocess, dataset=cfg.dataset, metrics=metrics)
+        if str(out) == "-":
+            from dataclasses import replace
+
+            return replace(result, checkpoint=checkpoint_bytes(**fields))
+        save_checkpoint(out, **fields)
     return result
 
 
@@ -321,6 +333,11 @@ def _loop(torch, model, cfg: TrainConfig, epoch_data: Callable, x_test, y_test,
                 group["lr"] = lr
             logits = model(xb)
             loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch}, step {b + 1}: the loss became {float(loss.item())} "
+                    f"(lower the peak --lr, now {cfg.lr:g}, or the weight decay, now {cfg.weight_decay:g}); "
+                    "nothing was saved")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,6 +14,7 @@ else:  # pragma: no cover
 
 from edgenet.config import IOType, Precision
 from edgenet.errors import TargetError, UsageError
+from edgenet.limits import MAX_BUDGET_BYTES, MAX_THREADS
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -139,6 +140,10 @@ _BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops")
 _POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
 _NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
 _POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db")
+# upper bounds: a thread count far past any device's cores crashes the runtime's thread pool;
+# budgets past 1 TiB are typos (see edgenet/limits.py)
+_MAXIMUM = {"num_threads": MAX_THREADS, "ram_bytes": MAX_BUDGET_BYTES, "flash_bytes": MAX_BUDGET_BYTES,
+            "ram_reserved_bytes": MAX_BUDGET_BYTES, "flash_reserved_bytes": MAX_BUDGET_BYTES}
 
 
 def _check_types(data: dict, src: str) -> None:
@@ -150,12 +155,12 @@ def _check_types(data: dict, src: str) -> None:
             raise TargetError(f"{src}: {key} must be true or false, not {data[key]!r}")
     for key in _POSITIVE_INT_KEYS:
         v = data.get(key)
-        if key in data and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            raise TargetError(f"{src}: {key} must be a positive integer")
+        if key in data and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= _MAXIMUM[key]):
+            raise TargetError(f"{src}: {key} must be an integer in [1, {_MAXIMUM[key]}] (got {v!r})")
     for key in _NONNEGATIVE_INT_KEYS:
         v = data.get(key)
-        if key in data and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise TargetError(f"{src}: {key} must be a non-negative integer")
+        if key in data and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAXIMUM[key]):
+            raise TargetError(f"{src}: {key} must be an integer in [0, {_MAXIMUM[key]}] (got {v!r})")
     for key in _POSITIVE_FLOAT_KEYS:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _sshd import LocalSshd, free_port
 from edgenet.benchmark import bench
 from edgenet.benchmark.remote import Destination, SshSession
 from edgenet.cli import main
@@ -26,74 +27,7 @@ from edgenet.errors import RemoteError, UsageError
 
 pytestmark = pytest.mark.ssh
 
-REPO = Path(__file__).resolve().parents[1]
-SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)),
-                                    None)
 FAST = dict(warmup=1, warmup_seconds=0.0, runs=5, min_seconds=0.02, threads=1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalSshd:
-    def __init__(self, root: Path):
-        if SSHD is None:
-            pytest.skip("OpenSSH server not installed (apt-get install -y openssh-server)")
-        if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-            pytest.skip("OpenSSH client not installed (apt-get install -y openssh-client)")
-        if not os.path.isdir("/run/sshd"):        # sshd's privilege-separation dir (made by its init script)
-            try:
-                os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-            except OSError as exc:
-                pytest.skip(f"sshd needs /run/sshd and it cannot be created here ({exc})")
-        self.root = root
-        for name in ("host_key", "client_key", "stranger_key"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
-        shutil.copy(root / "client_key.pub", root / "authorized_keys")
-        self.port = _free_port()
-        self.user = os.environ.get("USER") or __import__("getpass").getuser()
-        (root / "sshd_config").write_text("\n".join([
-            f"HostKey {root / 'host_key'}", "ListenAddress 127.0.0.1", f"Port {self.port}",
-            f"AuthorizedKeysFile {root / 'authorized_keys'}", "PubkeyAuthentication yes",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "PermitRootLogin prohibit-password", f"PidFile {root / 'sshd.pid'}", "LogLevel ERROR",
-            f"SetEnv PYTHONPATH={REPO}", ""]))
-        self.known_hosts = root / "known_hosts"
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(root / 'host_key.pub').read_text()}")
-        self._log = open(root / "sshd.log", "wb")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
-                                     stdout=subprocess.DEVNULL, stderr=self._log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.skip(f"sshd did not start: {(root / 'sshd.log').read_text().strip()[:300]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            self.stop()
-            pytest.skip("sshd did not listen within 10 s")
-
-    @property
-    def destination(self) -> str:
-        return f"{self.user}@127.0.0.1:{self.port}"
-
-    def options(self, key: str = "client_key", known_hosts: Path | None = None) -> list[str]:
-        return [f"UserKnownHostsFile={known_hosts or self.known_hosts}", f"IdentityFile={self.root / key}",
-                "IdentitiesOnly=yes", "StrictHostKeyChecking=yes"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +130,7 @@ def test_destination_and_option_validation(tiny_convert_out):
     for bad in ("-oProxyCommand=sh", "pi@host:99999", "pi@ho st", "pi@host;ls", ""):
         with pytest.raises(UsageError):
             Destination.parse(bad)
-    with pytest.raises(UsageError, match="runs a local command"):
+    with pytest.raises(UsageError, match="ProxyCommand is not accepted"):
         SshSession(Destination.parse("pi@host"), ["ProxyCommand=sh -c 'touch x'"])
     with pytest.raises(UsageError, match="KEY=VALUE"):
         SshSession(Destination.parse("pi@host"), ["-F/etc/passwd"])
@@ -205,6 +139,6 @@ def test_destination_and_option_validation(tiny_convert_out):
 
 
 def test_connection_refused(tiny_convert_out):
-    port = _free_port()
+    port = free_port()
     with pytest.raises(RemoteError, match=f"ssh to 127.0.0.1:{port}: connection refused"):
         bench(tiny_convert_out, ssh=f"nobody@127.0.0.1:{port}", **FAST)

@@ -227,7 +227,8 @@ def test_data_with_the_wrong_channel_count(tiny_convert_out, tmp_path):
     gray = _copy(tiny_convert_out, tmp_path / "gray", "model_float.tflite", "model_int8.tflite")
     (gray / "preprocess.json").write_text(Preprocess(32, 32, ColorMode.GRAY, mean=(0.5,), std=(0.5,)).to_json())
     _write_images(tmp_path / "images" / "a", 2, mode="L")
-    with pytest.raises(DataError, match=r"data has 1 channel\(s\) per pixel but model_float.tflite takes 3"):
+    with pytest.raises(DataError, match=r"preprocessing makes 32x32x1 inputs but model_float.tflite takes 32x32x3 "
+                                        r"\(check the color mode"):
         bench(gray, data=tmp_path / "images", **FAST)
     with pytest.raises(DataError, match=r"1 channel\(s\) per pixel"):
         bench(tiny_convert_out, data=np.zeros((2, 32, 32, 1), np.float32), **FAST)

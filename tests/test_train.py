@@ -74,7 +74,7 @@ def test_bad_checkpoints_are_one_line_model_errors(tmp_path):
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
     bare = tmp_path / "bare.pt"
     torch.save({"w": torch.zeros(2)}, bare)
-    cases = {garbage: "not a readable checkpoint", bare: "not an edgenet checkpoint",
+    cases = {garbage: "not a PyTorch file", bare: "not an edgenet checkpoint",
              tmp_path / "missing.pt": "no such checkpoint"}
     for path, message in cases.items():
         with pytest.raises(ModelError, match=message) as info:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgenet import limits
 from edgenet.data.preprocess import ColorMode, Preprocess
 from edgenet.errors import DataError
 
@@ -21,7 +22,8 @@ class BenchData:
     labels: np.ndarray | None                  # int64 (N,) class indices of the model's outputs
     class_names: tuple[str, ...] | None
     source: str
-    skipped: int = 0                           # images that failed to decode
+    skipped: int = 0                           # images that could not be used
+    skipped_detail: str = ""                   # why, in a phrase (e.g. "2 undecodable (a.png ...)")
 
 
 def default_preprocess(input_shape: tuple[int, ...]) -> Preprocess:
@@ -64,7 +66,7 @@ def _from_spec(spec: str, preprocess: Preprocess, limit: int | None) -> BenchDat
 
     dataset = load_dataset(spec, preprocess, split="test", limit=limit)
     return BenchData(np.asarray(dataset.x), dataset.labels, dataset.class_names, spec,
-                     int(getattr(dataset, "skipped", 0)))
+                     int(getattr(dataset, "skipped", 0)), str(getattr(dataset, "skipped_detail", "")))
 
 
 def _checked(bench: BenchData, limit: int | None) -> BenchData:
@@ -85,7 +87,7 @@ def _checked(bench: BenchData, limit: int | None) -> BenchData:
             raise DataError(f"labels must be {len(x)} integers, one per sample; got {labels.dtype} {labels.shape}")
         labels = labels.astype(np.int64, copy=False)
     names = tuple(bench.class_names) if bench.class_names is not None else None
-    return BenchData(x, labels, names, bench.source, bench.skipped)
+    return BenchData(x, labels, names, bench.source, bench.skipped, bench.skipped_detail)
 
 
 def align_labels(bench: BenchData, model_labels: tuple[str, ...] | None, num_classes: int) -> BenchData:
@@ -104,4 +106,39 @@ def align_labels(bench: BenchData, model_labels: tuple[str, ...] | None, num_cla
         labels = mapping[labels]
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"data has label {int(labels.max())} but the model has {num_classes} classes")
-    return BenchData(bench.x, labels, bench.class_names, bench.source, bench.skipped)
+    return BenchData(bench.x, labels, bench.class_names, bench.source, bench.skipped, bench.skipped_detail)
+
+
+def check_finite_samples(x: np.ndarray, source: str) -> None:
+    """DataError if any sample holds NaN or an infinity (e.g. a std of 0 in the preprocessing)."""
+    bad = int(np.count_nonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
+    if bad:
+        raise DataError(f"{source}: {bad} of {len(x)} samples hold NaN or infinite values after preprocessing "
+                        "(check mean/std in preprocess.json, or the arrays given)")
+
+
+def check_data_budget(spec, sample_shape: tuple[int, ...], limit: int | None) -> None:
+    """DataError if the samples of ``spec`` (digits | shapes | a folder), as float32 of ``sample_shape``,
+    would need more than :data:`edgenet.limits.MAX_DATA_BYTES`; counts files, decodes nothing."""
+    from edgenet.data.digits import SPLIT_SIZES as DIGITS
+    from edgenet.data.shapes import SPLIT_SIZES as SHAPES
+
+    spec = str(spec)
+    if spec == "digits":
+        count = DIGITS["test"]
+    elif spec == "shapes":
+        count = SHAPES["test"]
+    else:
+        from edgenet.data.folder import list_image_files
+
+        folder = Path(spec).expanduser()
+        if not folder.is_dir():
+            return            # load_dataset says what is wrong with it
+        count = len(list_image_files(folder)[0])
+    count = min(count, limit) if limit is not None else count
+    per_sample = int(np.prod(sample_shape)) * 4
+    if count * per_sample > limits.MAX_DATA_BYTES:
+        fits = max(1, limits.MAX_DATA_BYTES // per_sample)
+        raise DataError(f"{spec}: {count:,} samples of {'x'.join(map(str, sample_shape))} floats need "
+                        f"{count * per_sample / 2**30:.1f} GiB, more than the {limits.MAX_DATA_BYTES / 2**30:g} GiB "
+                        f"the benchmark holds in memory: pass --limit {fits:,} or less")

@@ -44,6 +44,7 @@ class Environment:
     temperature_c_start: float | None
     temperature_c_end: float | None
     load_average_1m: float | None    # at the start of the run
+    load_average_1m_end: float | None  # at the end of the run (includes the benchmark's own threads)
     python: str
     numpy: str
     runtime: str
@@ -189,7 +190,7 @@ def collect(runtime_name: str, runtime_version: str, temperature_start: float | 
         cpu_model=cpu_model(), board=board_model(), cpu_features=cpu_features(), cpu_cores=os.cpu_count() or 1,
         cpus_usable=usable_cpus(), governor=governor(), cpu_mhz_max=cpu_mhz_max(),
         temperature_c_start=temperature_start, temperature_c_end=cpu_temperature_c(),
-        load_average_1m=load_start, python=platform.python_version(), numpy=numpy.__version__,
+        load_average_1m=load_start, load_average_1m_end=load_average(), python=platform.python_version(), numpy=numpy.__version__,
         runtime=runtime_name, runtime_version=runtime_version, edgenet=__version__,
         peak_rss_bytes=peak_rss_bytes(),
     )

@@ -2,17 +2,21 @@
 running them on float samples (quantizing inputs and dequantizing outputs for int8 models)."""
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgenet import limits
 from edgenet import runtime as rt
 from edgenet.benchmark.environment import current_rss_bytes, file_sha256
 from edgenet.benchmark.options import BenchSettings, DelegateKind
 from edgenet.errors import DataError, ModelError
-from edgenet.inference import TFLiteModel
+from edgenet.inference import ModelPrecision, TFLiteModel, model_precision
+from edgenet.limits import regular_file
 
 FLOAT, INT8 = "float", "int8"
 _QUANTIZED = (np.int8, np.uint8, np.int16)
@@ -28,29 +32,41 @@ class BenchTarget:
 
 
 def resolve_target(target: str | Path, float_model: str | Path | None = None) -> BenchTarget:
-    """A `convert` output folder (model_int8/model_float/preprocess.json/labels.txt) or a .tflite file."""
+    """A `convert` output folder (model_int8/model_float/preprocess.json/labels.txt) or a .tflite file.
+
+    Every file is checked to be a readable regular file before anything opens it (a FIFO, a device,
+    a folder, a broken link or an unreadable file is a one-line ModelError/DataError, never a hang
+    or a silent skip). The roles given here come from the file names; the benchmark re-decides them
+    from the models' tensors.
+    """
     path = Path(target)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise ModelError(f"{path}: no such file or folder")
     if float_model is not None:
-        float_path = Path(float_model)
-        if not float_path.is_file():
-            raise ModelError(f"{float_path}: no such model file (--float)")
+        regular_file(float_model, "model file (--float)", ModelError, limits.MAX_MODEL_BYTES)
     if path.is_dir():
         folder = path
-        int8 = folder / "model_int8.tflite"
-        float_path = Path(float_model) if float_model is not None else folder / "model_float.tflite"
-        models = tuple((role, p) for role, p in ((FLOAT, float_path), (INT8, int8)) if p.is_file())
+        candidates = ((FLOAT, Path(float_model) if float_model is not None else folder / "model_float.tflite"),
+                      (INT8, folder / "model_int8.tflite"))
+        models = []
+        for role, p in candidates:
+            if os.path.lexists(p):      # there in any form: it must be a usable model, not skipped
+                models.append((role, regular_file(p, "model file", ModelError, limits.MAX_MODEL_BYTES)))
         if not models:
             raise ModelError(f"{folder}: no model_int8.tflite or model_float.tflite in this folder")
+        models = tuple(models)
     else:
+        regular_file(path, "model file", ModelError, limits.MAX_MODEL_BYTES)
         folder = path.parent
         if float_model is not None:
             models = ((FLOAT, Path(float_model)), (INT8, path))
         else:
             models = ((None, path),)
-    pre, labels = folder / "preprocess.json", folder / "labels.txt"
-    return BenchTarget(models, pre if pre.is_file() else None, labels if labels.is_file() else None)
+    extras = []
+    for name in ("preprocess.json", "labels.txt"):
+        p = folder / name
+        extras.append(regular_file(p, name, DataError, limits.MAX_TEXT_BYTES) if os.path.lexists(p) else None)
+    return BenchTarget(models, *extras)
 
 
 def read_labels(path: Path | None) -> tuple[str, ...] | None:
@@ -58,8 +74,10 @@ def read_labels(path: Path | None) -> tuple[str, ...] | None:
         return None
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read labels ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: labels are not UTF-8 text") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read labels ({exc.strerror or exc})") from exc
     while names and not names[-1]:
         names.pop()
     return tuple(names) or None
@@ -108,6 +126,7 @@ class LoadedModel:
                                                      use_xnnpack=kind is not DelegateKind.NONE,
                                                      delegates=delegates, runtime=runtime)
             t1 = time.perf_counter()
+            check_shapes(self.interpreter, path)      # before allocate_tensors() sizes anything
             rt.allocate(self.interpreter, str(path))
             t2 = time.perf_counter()
         self.load_s, self.init_s = t1 - t0, t2 - t1
@@ -117,7 +136,9 @@ class LoadedModel:
         self._runner = TFLiteModel.from_interpreter(self.interpreter)   # quantize, run, dequantize
         self._input, self._output = inputs[0], self._runner.outputs[0]   # the model's first output
         self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(self._output)
-        self.role = role or detect_role(self.interpreter)
+        self.precision = model_precision(self.interpreter)
+        self.named_role = role                   # what the file name or position said
+        self.role = role_of(self.precision)
         self.delegated = _has_delegate_node(self.interpreter)
         self.first_inference_s: float | None = None
         self.rss_after_load_bytes: int | None = None
@@ -136,6 +157,10 @@ class LoadedModel:
             raise ModelError(f"{self.path}: inference failed ({_first_line(exc)})") from exc
         self.first_inference_s = time.perf_counter() - t0
         self.rss_after_load_bytes = current_rss_bytes()
+        first = self.interpreter.get_tensor(self._output["index"])
+        if np.issubdtype(first.dtype, np.floating) and not np.all(np.isfinite(first)):
+            raise ModelError(f"{self.path}: the model's output holds NaN or infinite values on a valid input: "
+                             "its weights are broken; benchmark numbers would be meaningless")
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         return self._runner.quantize(x)
@@ -149,13 +174,33 @@ class LoadedModel:
         return self._runner.predict(x)
 
 
-def detect_role(interpreter) -> str:
-    """"int8" when the model holds quantized tensors, else "float"."""
-    quantized = {np.dtype(t) for t in _QUANTIZED}
+def role_of(precision: ModelPrecision) -> str:
+    """"int8" (the quantized model under test) for any quantized precision, else "float" (the reference)."""
+    return INT8 if precision.quantized else FLOAT
+
+
+def check_shapes(interpreter, path: Path) -> None:
+    """ModelError unless the input is static (only the batch may be dynamic) and of a sane size, and no
+    tensor needs more than :data:`edgenet.limits.MAX_TENSOR_BYTES`; checked before allocation."""
+    for detail in interpreter.get_input_details():
+        signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+        if any(d < 0 for d in signature[1:]):
+            raise ModelError(f"{path}: input {detail['name']!r} has dynamic dimensions {signature} (-1 = any); "
+                             "the benchmark needs a static input: convert with a static --input-shape "
+                             "(e.g. 1,3,224,224)")
+        shape = [int(d) for d in detail["shape"]]
+        if any(d <= 0 for d in shape[1:]):
+            raise ModelError(f"{path}: input {detail['name']!r} has an empty dimension {shape}")
+        elements = math.prod(shape[1:])
+        if elements > limits.MAX_INPUT_ELEMENTS:
+            raise ModelError(f"{path}: input {detail['name']!r} of shape {shape} has {elements:,} elements per "
+                             f"sample, more than the {limits.MAX_INPUT_ELEMENTS:,} the benchmark accepts")
     for detail in interpreter.get_tensor_details():
-        if np.dtype(detail["dtype"]) in quantized:
-            return INT8
-    return FLOAT
+        shape = [max(int(d), 1) for d in detail["shape"]]
+        size = math.prod(shape) * np.dtype(detail["dtype"]).itemsize
+        if size > limits.MAX_TENSOR_BYTES:
+            raise ModelError(f"{path}: tensor {detail['name']!r} of shape {list(detail['shape'])} needs "
+                             f"{size:,} bytes, more than {limits.MAX_TENSOR_BYTES:,}")
 
 
 def _has_delegate_node(interpreter) -> bool:

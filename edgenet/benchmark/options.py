@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from edgenet import limits
 from edgenet.errors import UsageError
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -64,20 +65,19 @@ class BenchSettings:
     window_seconds: float = 0.5
 
     def __post_init__(self):
-        if self.threads < 0:
-            raise UsageError(f"--threads must be >= 1 (got {self.threads})")
-        for name in ("warmup", "runs", "window"):
-            value = getattr(self, name)
-            if value < (1 if name != "warmup" else 0):
-                raise UsageError(f"--{name} must be >= {1 if name != 'warmup' else 0} (got {value})")
-        for name in ("warmup_seconds", "min_seconds", "window_seconds"):
-            value = getattr(self, name)
-            if not value >= 0 or value == float("inf"):
-                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {value})")
+        """Every count and time is checked against :mod:`edgenet.limits` (UsageError naming the option)."""
+        if self.threads != 0:          # 0: all CPUs of the device
+            limits.check_int("--threads", self.threads, 1, limits.MAX_THREADS)
+        limits.check_int("--warmup", self.warmup, 0, limits.MAX_WARMUP)
+        limits.check_int("--runs", self.runs, 1, limits.MAX_RUNS)
+        limits.check_int("--window", self.window, 1, limits.MAX_WINDOW)
+        limits.check_float("--warmup-seconds", self.warmup_seconds, 0, limits.MAX_WARMUP_SECONDS)
+        limits.check_float("--min-seconds", self.min_seconds, 0, limits.MAX_SECONDS)
+        limits.check_float("--window-seconds", self.window_seconds, 0, limits.MAX_WINDOW_SECONDS)
 
     @property
     def effective_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        return self.threads or min(os.cpu_count() or 1, limits.MAX_THREADS)
 
     def to_dict(self) -> dict:
         return {

@@ -86,7 +86,8 @@ def _summary_lines(result: BenchResult) -> list[str]:
     lines = []
     s = result.speedup
     if s is not None:
-        lines.append(f"int8 speedup over float: {s.p50:.2f}x (p50), {s.mean:.2f}x (mean); "
+        f_model, q_model = result.model("float"), result.model("int8")
+        lines.append(f"{q_model.precision} speedup over {f_model.precision}: {s.p50:.2f}x (p50), {s.mean:.2f}x (mean); "
                      f"paired windows {s.window_min:.2f}x to {s.window_max:.2f}x ({s.window_pairs} pairs)")
     acc = result.accuracy
     if acc is not None:
@@ -96,7 +97,8 @@ def _summary_lines(result: BenchResult) -> list[str]:
         if acc.labelled and f and q and f.top1 is not None and q.top1 is not None:
             parts.append(f"top-1 change {100 * (q.top1 - f.top1):+.1f} points")
         if acc.agreement is not None:
-            parts.append(f"int8/float top-1 agreement {_pct(acc.agreement)}")
+            parts.append(f"{result.model('int8').precision}/{result.model('float').precision} top-1 agreement "
+                         f"{_pct(acc.agreement)}")
         if acc.sqnr_db is not None:
             parts.append("outputs identical" if acc.sqnr_db == math.inf else f"SQNR {acc.sqnr_db:.1f} dB")
         lines.append(what + (": " + ", ".join(parts) if parts else ""))
@@ -114,16 +116,22 @@ def _environment_line(result: BenchResult) -> list[str]:
     if e.temperature_c_start is not None:
         extras.append(f"{e.temperature_c_start:.0f} -> {e.temperature_c_end:.0f} C")
     if e.load_average_1m is not None:
-        extras.append(f"load {e.load_average_1m:.2f}")
+        end = f" -> {e.load_average_1m_end:.2f}" if e.load_average_1m_end is not None else ""
+        extras.append(f"load {e.load_average_1m:.2f}{end}")
     where = f" via ssh {result.remote.destination}" if result.remote else ""
     return [f"device   {cpu}{board}, {', '.join(extras)}{where}",
             f"runtime  {e.runtime} {e.runtime_version}, delegate {st.delegate.label}, {_threads(st.threads)}, "
             f"Python {e.python}, numpy {e.numpy}, peak RSS {fmt_bytes(e.peak_rss_bytes)}"]
 
 
+def _columns(result: BenchResult) -> list[str]:
+    """Column headings: each model's precision as read from its tensors (float32, int8, dynamic-range ...)."""
+    return [m.precision for m in result.models]
+
+
 def format_table(result: BenchResult) -> str:
     """The result as a plain-text table for the terminal."""
-    roles = [m.role for m in result.models]
+    roles = _columns(result)
     rows = _latency_rows(result.models) + _accuracy_rows(result)
     label_width = max(len(r[0]) for r in rows)
     widths = [max(len(role), *(len(r[1][i]) for r in rows)) for i, role in enumerate(roles)]
@@ -134,14 +142,17 @@ def format_table(result: BenchResult) -> str:
     summary = _summary_lines(result)
     if summary:
         out += [""] + ["  " + s for s in summary]
+    if result.noise:
+        out += [""] + [f"  NOISY: {n}" for n in result.noise]
+        out.append("  (rerun on an idle device, with the 'performance' governor, or with more --min-seconds)")
     if result.notes:
         out += [""] + [f"  note: {n}" for n in result.notes]
     return "\n".join(out) + "\n"
 
 
 def to_markdown(result: BenchResult) -> str:
-    """The result as Markdown: environment, a latency/accuracy table, speedup, notes."""
-    roles = [m.role for m in result.models]
+    """The result as Markdown: environment, a latency/accuracy table, speedup, noise, notes."""
+    roles = _columns(result)
     lines = ["# edgenet bench", ""]
     lines += [f"- {line.split(None, 1)[0]}: {line.split(None, 1)[1]}" for line in _environment_line(result)]
     lines += [f"- settings: >= {result.settings.runs} runs and >= {result.settings.min_seconds:g} s per model, "
@@ -157,7 +168,11 @@ def to_markdown(result: BenchResult) -> str:
         lines += [f"**{line}**" if i == 0 and result.speedup else line, ""]
     if result.models:
         lines += ["| model | sha256 |", "|---|---|"]
-        lines += [f"| {m.role} | `{m.sha256}` |" for m in result.models]
+        lines += [f"| {m.precision} | `{m.sha256}` |" for m in result.models]
+    if result.noise:
+        lines += ["", "## Noisy measurement", "",
+                  "These latencies are not reliable; rerun on an idle device, with the 'performance' governor, "
+                  "or with more --min-seconds:", ""] + [f"- {n}" for n in result.noise]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines).rstrip() + "\n"
@@ -175,8 +190,28 @@ def write_markdown(result: BenchResult, path: str | Path) -> Path:
     return atomic_write_text(path, to_markdown(result))
 
 
+def _label_markers(axes, x: float, m: ModelReport, span: float) -> None:
+    """Write min, p50, p90, p99 and max (with their values) beside the lines violinplot draws for them,
+    nudged apart so close ones stay readable."""
+    lat = m.latency
+    marks = [("min", lat.min_ms), ("p50", lat.p50_ms), ("p90", lat.p90_ms), ("p99", lat.p99_ms), ("max", lat.max_ms)]
+    gap = max(span, 0.05) * 0.06
+    placed: list[float] = []
+    for name, value in marks:
+        y = float(np.log10(max(value, 1e-6)))
+        at = max([y] + [p + gap for p in placed[-1:]])
+        placed.append(at)
+        axes.annotate(f"{name} {fmt_ms(value)}", xy=(x + 0.08, y), xytext=(x + 0.3, at), fontsize=7,
+                      va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#555555"})
+
+
 def write_plot(result: BenchResult, path: str | Path) -> Path:
     """PNG: the latency distributions side by side, and every run over time (needs matplotlib)."""
+    return atomic_write_bytes(path, plot_png(result))
+
+
+def plot_png(result: BenchResult) -> bytes:
+    """The plot as PNG bytes: latency distributions (min/p50/p90/p99/max labelled) and every run over time."""
     matplotlib = require("matplotlib", "plot", purpose="--plot")
     matplotlib.use("Agg", force=True)
     plt = require("matplotlib.pyplot", "plot", purpose="--plot")
@@ -185,7 +220,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     try:
         # latencies have long right tails: both panels use a log scale (violins of log10 ms)
         data = [np.log10(np.maximum(np.asarray(m.times_ms), 1e-6)) for m in result.models]
-        labels = [f"{m.role}\np50 {fmt_ms(m.latency.p50_ms)}" for m in result.models]
+        labels = [f"{m.precision}\np50 {fmt_ms(m.latency.p50_ms)}" for m in result.models]
         parts = left.violinplot(data, showmedians=True, showextrema=True, quantiles=[[0.9, 0.99]] * len(data))
         for body, m in zip(parts["bodies"], result.models):
             body.set_facecolor(colors.get(m.role, "#888888"))
@@ -195,20 +230,22 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
         ticks = np.arange(np.floor(low), np.ceil(high) + 1)
         left.set_yticks(ticks, [f"{10 ** t:g}" for t in ticks])
         left.set_ylabel("latency per inference (ms, log scale)")
-        left.set_title("latency distribution (lines: min, p50, p90, p99, max)", fontsize=10)
+        left.set_title("latency distribution, each marker labelled", fontsize=10)
+        for x, m in enumerate(result.models, start=1):
+            _label_markers(left, x, m, high - low)
         for m in result.models:
             times = np.asarray(m.times_ms)
             for w in (w for w in result.windows if w.role == m.role):
                 chunk = times[w.first_run:w.first_run + w.runs]
                 at = w.started_s + np.cumsum(chunk) / 1000.0
                 right.plot(at, chunk, ".", ms=2, color=colors.get(m.role, "#888888"),
-                           label=m.role if w.first_run == 0 else None)
+                           label=m.precision if w.first_run == 0 else None)
         right.set_xlabel("time since measurement start (s)")
         right.set_yscale("log")
         right.set_ylabel("latency (ms, log scale)")
         title = "every measured run (interleaved windows)"
         if result.speedup:
-            title += f"; int8 speedup {result.speedup.p50:.2f}x"
+            title += f"; {result.model('int8').precision} speedup {result.speedup.p50:.2f}x"
         right.set_title(title)
         right.legend(loc="upper right", markerscale=4)
         env = result.environment
@@ -219,4 +256,4 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
         fig.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -19,7 +19,8 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelReport:
-    role: str                       # "float" | "int8"
+    role: str                       # "float" (the reference) | "int8" (the quantized model under test)
+    precision: str                  # from its tensors: float32 | float16 | int8 | int16x8 | dynamic-range
     path: str
     sha256: str
     size_bytes: int
@@ -36,7 +37,7 @@ class ModelReport:
 
     def to_dict(self) -> dict:
         return {
-            "role": self.role, "path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes,
+            "role": self.role, "precision": self.precision, "path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes,
             "input": self.input.to_dict(), "output": self.output.to_dict(), "delegated": self.delegated,
             "load_ms": self.load_ms, "init_ms": self.init_ms, "first_inference_ms": self.first_inference_ms,
             "rss_after_load_bytes": self.rss_after_load_bytes,
@@ -49,7 +50,8 @@ class ModelReport:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelReport":
         return cls(
-            role=d["role"], path=d["path"], sha256=d["sha256"], size_bytes=int(d["size_bytes"]),
+            role=d["role"], precision=d.get("precision") or ("int8" if d["role"] == "int8" else "float32"),
+            path=d["path"], sha256=d["sha256"], size_bytes=int(d["size_bytes"]),
             input=TensorInfo.from_dict(d["input"]), output=TensorInfo.from_dict(d["output"]),
             delegated=bool(d["delegated"]), load_ms=d["load_ms"], init_ms=d["init_ms"],
             first_inference_ms=d["first_inference_ms"], rss_after_load_bytes=d.get("rss_after_load_bytes"),
@@ -81,6 +83,7 @@ class BenchResult:
     remote: RemoteInfo | None = None
     preprocess: str | None = None   # where the preprocessing came from (a path, or "default")
     labels: str | None = None       # labels.txt used, if any
+    noise: tuple[str, ...] = ()     # why the latency numbers are noisy (empty: nothing seen)
     schema_version: int = field(default=SCHEMA_VERSION)
 
     def model(self, role: str) -> ModelReport | None:
@@ -102,6 +105,8 @@ class BenchResult:
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
             "remote": self.remote.to_dict() if self.remote else None,
             "notes": list(self.notes),
+            "noisy": bool(self.noise),
+            "noise": list(self.noise),
         }, digits=6)
 
     @classmethod
@@ -127,7 +132,7 @@ class BenchResult:
                 windows=tuple(_known(Window, w) for w in d["windows"]),
                 speedup=_known(Speedup, d["speedup"]) if d.get("speedup") else None,
                 accuracy=AccuracyReport.from_dict(d["accuracy"]) if d.get("accuracy") else None,
-                notes=tuple(d.get("notes", ())),
+                notes=tuple(d.get("notes", ())), noise=tuple(d.get("noise", ())),
                 remote=_known(RemoteInfo, remote) if remote else None,
                 preprocess=d.get("preprocess"), labels=d.get("labels"),
                 schema_version=int(d["schema_version"]),

@@ -15,17 +15,20 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from edgenet import limits
 from edgenet.benchmark import environment
 from edgenet.benchmark.accuracy import compare
-from edgenet.benchmark.data import align_labels, default_preprocess, load_bench_data
+from edgenet.benchmark.data import (align_labels, check_data_budget, check_finite_samples, default_preprocess,
+                                    load_bench_data)
 from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, read_labels,
-                                  resolve_target)
+                                      resolve_target)
 from edgenet.benchmark.options import BenchSettings, Delegate, DelegateKind
 from edgenet.benchmark.result import BenchResult, ModelReport
-from edgenet.benchmark.stats import LatencyStats, speedup
+from edgenet.benchmark.stats import LatencyStats, noise_reasons, speedup
 from edgenet.benchmark.timing import measure_interleaved, split_windows, warm_up
 from edgenet.data.preprocess import Preprocess
-from edgenet.errors import ModelError, UsageError
+from edgenet.errors import DataError, ModelError, UsageError
+from edgenet.inference import ModelPrecision
 from edgenet.runtime import find_runtime
 
 Progress = Callable[[str], None]
@@ -43,6 +46,10 @@ def bench(target: str | Path, *, float_model: str | Path | None = None, data: An
     preprocessed samples (x, or (x, labels)). ``ssh="user@host[:port]"`` runs it all on that device
     with its own Python (``remote_python``) and brings the result back.
     """
+    if limit is not None:
+        limit = limits.check_int("--limit", limit, 1, limits.MAX_SAMPLES)
+    if threads is not None:
+        threads = limits.check_int("--threads", threads, 1, limits.MAX_THREADS)
     settings = BenchSettings(threads=threads or 0, delegate=Delegate.parse(delegate), warmup=warmup,
                              warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
                              window=window, window_seconds=window_seconds)
@@ -63,16 +70,17 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     notes: list[str] = []
 
     models: list[LoadedModel] = []
-    for role, path in resolved.models:
-        model = LoadedModel(path, role, settings, runtime)
-        say(f"loaded {path.name} ({model.role}): load {1e3 * model.load_s:.1f} ms, "
+    for named_role, path in resolved.models:
+        model = LoadedModel(path, named_role, settings, runtime)
+        say(f"loaded {path.name} ({model.precision.value}): load {1e3 * model.load_s:.1f} ms, "
             f"init {1e3 * model.init_s:.1f} ms")
+        if model.named_role is not None and model.named_role != model.role:
+            article = "an" if model.named_role == INT8 else "a"
+            notes.append(f"{path.name} holds a {model.precision.value} model, not {article} {model.named_role} one: "
+                         f"it is benchmarked and labelled as {model.precision.value}")
         models.append(model)
     if len(models) == 2:
-        if models[0].role == models[1].role:
-            raise UsageError(f"both models look like {models[0].role} models: give the int8 model as TARGET "
-                             "and the float one with --float")
-        check_compatible(*sorted(models, key=lambda m: m.role != FLOAT))
+        _check_pair(*models)
     models.sort(key=lambda m: m.role != FLOAT)  # float first
     first = models[0]
 
@@ -83,6 +91,7 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         bench_data, preprocess_source = _load_data(data, resolved.preprocess, first, limit, notes)
         for model in models:
             check_samples(bench_data.x, model.input.shape, model.path.name)
+        check_finite_samples(bench_data.x, bench_data.source)
         num_classes = int(np.prod(first.output.shape[1:]))
         if labels and len(labels) != num_classes:
             notes.append(f"labels.txt has {len(labels)} names but the model has {num_classes} outputs; "
@@ -90,7 +99,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
             labels = None
         bench_data = align_labels(bench_data, labels, num_classes)
         if bench_data.skipped:
-            notes.append(f"{bench_data.skipped} image(s) in {bench_data.source} could not be decoded and were skipped")
+            notes.append(f"{bench_data.skipped} image(s) in {bench_data.source} were skipped: "
+                         f"{bench_data.skipped_detail or 'they could not be decoded'}")
 
     sample = (bench_data.x[0] if bench_data is not None
               else np.random.default_rng(0).uniform(-1, 1, first.input.shape[1:]).astype(np.float32))
@@ -129,20 +139,28 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
     notes += _environment_notes(env, settings, models)
-    if gain is not None and gain.p50 < 1.1 and env.cpu_features and \
+    noise = noise_reasons(reports, gain, env.load_average_1m, env.load_average_1m_end, env.cpus_usable,
+                          settings.effective_threads)
+    int8 = next((m for m in models if m.role == INT8), None)
+    if gain is not None and gain.p50 < 1.1 and env.cpu_features and int8.precision is ModelPrecision.INT8 and \
             not set(env.cpu_features) & set(environment.INT8_DOT_PRODUCT):
         notes.append("int8 is not much faster here: this CPU has no int8 dot-product instructions "
                      "(x86 VNNI, ARM dotprod/i8mm), so int8 mainly saves memory and bandwidth")
     return BenchResult(
         edgenet_version=env.edgenet, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         environment=env, settings=settings, models=reports, windows=windows, speedup=gain,
-        accuracy=accuracy, notes=tuple(notes), preprocess=preprocess_source,
+        accuracy=accuracy, notes=tuple(notes), preprocess=preprocess_source, noise=tuple(noise),
         labels=str(resolved.labels) if bench_data is not None and labels else None,
     )
 
 
 def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, notes: list[str]):
-    """The benchmark data and where its preprocessing came from (None for ready arrays)."""
+    """The benchmark data and where its preprocessing came from (None for ready arrays).
+
+    Before any image is decoded: the preprocessing must produce exactly the model's input (a
+    preprocess.json asking for 100,000 x 100,000 pixels is refused, not allocated), and the samples
+    must fit in :data:`edgenet.limits.MAX_DATA_BYTES`.
+    """
     if isinstance(data, (str, Path)):
         if preprocess_path is not None:
             preprocess, source = Preprocess.load(preprocess_path), str(preprocess_path)
@@ -150,23 +168,51 @@ def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, no
             preprocess, source = default_preprocess(model.input.shape), "default"
             notes.append("no preprocess.json beside the model: images scaled to [-1, 1] "
                          "((x/255 - 0.5) / 0.5); accuracy is only right if the model was trained that way")
-        return load_bench_data(data, preprocess, limit), source
+        want = tuple(model.input.shape[1:])
+        got = (preprocess.height, preprocess.width, preprocess.channels)
+        if got != want:
+            hint = (" (check the color mode in preprocess.json)" if got[:2] == want[:2]
+                    else ": they do not belong together")
+            raise DataError(f"{source}: preprocessing makes {got[0]}x{got[1]}x{got[2]} inputs but "
+                            f"{model.path.name} takes {'x'.join(map(str, want))}{hint}")
+        check_data_budget(data, want, limit)
+        with np.errstate(all="ignore"):        # a std of 0 gives inf: check_finite_samples says so, once
+            return load_bench_data(data, preprocess, limit), source
     return load_bench_data(data, None, limit), None
 
 
 def _outputs_with_progress(model: LoadedModel, x: np.ndarray, say: Progress, chunk: int = 250) -> np.ndarray:
-    """The model's outputs on every sample, saying how far it got every ``chunk`` samples."""
+    """The model's outputs on every sample, saying how far it got every ``chunk`` samples.
+    ModelError if any output is NaN or infinite (agreement and SQNR would be meaningless)."""
     parts = []
     for start in range(0, len(x), chunk):
         parts.append(model.outputs(x[start:start + chunk]))
-        say(f"accuracy, {model.role}: {min(start + chunk, len(x))}/{len(x)} samples")
-    return np.concatenate(parts)
+        say(f"accuracy, {model.precision.value}: {min(start + chunk, len(x))}/{len(x)} samples")
+    out = np.concatenate(parts)
+    bad = int(np.count_nonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1)))
+    if bad:
+        raise ModelError(f"{model.path.name} ({model.precision.value}) gave NaN or infinite outputs on {bad} of "
+                         f"{len(out)} samples: accuracy, agreement and SQNR would be meaningless")
+    return out
+
+
+def _check_pair(a: LoadedModel, b: LoadedModel) -> None:
+    """UsageError unless the two models are different files, one float and one quantized, of the same network."""
+    if a.sha256 == b.sha256:
+        raise UsageError(f"{a.path} and {b.path} are the same model (sha256 {a.sha256[:16]}...): "
+                         "nothing to compare; give the int8 model as TARGET and the float one with --float")
+    if a.role == b.role:
+        kind = "quantized" if a.role == INT8 else "float"
+        raise UsageError(f"both models are {kind} ({a.path.name}: {a.precision.value}, {b.path.name}: "
+                         f"{b.precision.value}): the benchmark compares a float model with its quantized twin")
+    check_compatible(*sorted((a, b), key=lambda m: m.role != FLOAT))
 
 
 def _model_report(model: LoadedModel, warmup_ns: np.ndarray, times_ns: np.ndarray) -> ModelReport:
     times_ms = times_ns / 1e6
     return ModelReport(
-        role=model.role, path=str(model.path), sha256=model.sha256, size_bytes=model.size_bytes,
+        role=model.role, precision=model.precision.value, path=str(model.path), sha256=model.sha256,
+        size_bytes=model.size_bytes,
         input=model.input, output=model.output, delegated=model.delegated,
         load_ms=1e3 * model.load_s, init_ms=1e3 * model.init_s,
         first_inference_ms=1e3 * (model.first_inference_s or 0.0),

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgenet.benchmark.result import ModelReport
 
 import numpy as np
 
@@ -75,3 +78,39 @@ def speedup(float_stats: LatencyStats, int8_stats: LatencyStats,
     return Speedup(p50=p50, mean=mean,
                    window_min=min(ratios) if ratios else p50, window_max=max(ratios) if ratios else p50,
                    window_pairs=len(ratios))
+
+
+# A run's median more than this many times its fastest run: something else took the CPU, or its
+# clock changed, for much of the measurement (on an idle board with a fixed clock p50/min is ~1.0-1.2).
+NOISY_P50_OVER_MIN = 1.5
+# Paired windows disagreeing on the speedup by more than this factor: the device drifted.
+NOISY_WINDOW_SPREAD = 1.5
+# A 1-minute load average above this fraction of the usable CPUs (not counting our own threads).
+NOISY_LOAD_PER_CPU = 0.5
+
+
+def noise_reasons(models: Sequence["ModelReport"], gain: Speedup | None, load_start: float | None,
+                  load_end: float | None, cpus: int, threads: int) -> list[str]:
+    """Why these numbers are noisy, one phrase each (empty: nothing suspicious was seen).
+
+    Checks: p50 / min of each model (> :data:`NOISY_P50_OVER_MIN`), the spread of the paired-window
+    speedups (> :data:`NOISY_WINDOW_SPREAD`), and the 1-minute load average before the run and
+    after it less our own threads (> :data:`NOISY_LOAD_PER_CPU` per usable CPU).
+    """
+    reasons = []
+    for m in models:
+        ratio = m.latency.p50_ms / m.latency.min_ms if m.latency.min_ms > 0 else float("inf")
+        if ratio > NOISY_P50_OVER_MIN:
+            reasons.append(f"{m.precision}: p50 is {ratio:.2f}x the fastest run "
+                           f"(> {NOISY_P50_OVER_MIN:g}x: other work or clock changes during the run)")
+    if gain is not None and gain.window_min > 0 and gain.window_max / gain.window_min > NOISY_WINDOW_SPREAD:
+        reasons.append(f"the speedup of paired windows ranges {gain.window_min:.2f}x-{gain.window_max:.2f}x "
+                       "(the device drifted during the run)")
+    busy = cpus * NOISY_LOAD_PER_CPU
+    if load_start is not None and load_start > busy:
+        reasons.append(f"load average {load_start:.2f} on {cpus} usable CPU(s) before the run: other processes "
+                       "were competing for the CPU")
+    elif load_end is not None and load_end - min(threads, cpus) > busy:
+        reasons.append(f"load average {load_end:.2f} on {cpus} usable CPU(s) after the run (with our "
+                       f"{threads} thread(s)): other processes were competing for the CPU")
+    return reasons

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 
 import click
+
+from edgenet.errors import EdgenetError
 
 # command name -> module under edgenet.cli (each module defines ``command``)
 COMMANDS = {
@@ -28,8 +31,41 @@ debug_option = click.option("--debug", is_flag=True, help="Show tracebacks inste
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
+class StdoutClosedError(EdgenetError):
+    """stdout is closed (``>&-``) or its reader went away (``| head``): the output cannot be delivered."""
+
+    exit_code = 1
+
+
+def write_stdout(data: str | bytes) -> None:
+    """Write a command's output to stdout and flush it now, so a closed stdout is found here (one
+    line, exit 1) rather than at interpreter exit (a traceback). Text or bytes (e.g. a PNG)."""
+    stream = sys.stdout
+    try:
+        if stream is None:
+            raise OSError("stdout is closed")
+        if isinstance(data, bytes):
+            stream.flush()
+            stream.buffer.write(data)
+            stream.buffer.flush()
+        else:
+            stream.write(data)
+            stream.flush()
+    except (OSError, ValueError, AttributeError) as exc:
+        # later writes and the exit-time flush go nowhere instead of raising again
+        sys.stdout = open(os.devnull, "w")
+        if isinstance(exc, BrokenPipeError):
+            raise StdoutClosedError("stdout was closed by its reader before all output was written") from None
+        raise StdoutClosedError("cannot write the output: stdout is closed (or not writable)") from None
+
+
+def echo_out(text: str = "") -> None:
+    """One block of text and a newline on stdout, via :func:`write_stdout`."""
+    write_stdout(text + "\n")
+
+
 def print_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2))
+    echo_out(json.dumps(obj, indent=2))
 
 
 class StderrProgress:

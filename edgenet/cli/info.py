@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import click
 
-from edgenet.cli._common import debug_option, json_option, print_json
+from edgenet import limits
+from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 
 
 @click.command("info")
 @click.argument("model", default="mobilenet_v1")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier, in (0, 1].")
-@click.option("--resolution", type=int, default=224, show_default=True, help="Input size (multiple of 32).")
-@click.option("--num-classes", type=int, default=1000, show_default=True)
+@click.option("--resolution", type=int, default=224, show_default=True,
+              help=f"Input size (multiple of 32, at most {limits.MAX_RESOLUTION}).")
+@click.option("--num-classes", type=int, default=1000, show_default=True,
+              help=f"1 to {limits.MAX_NUM_CLASSES:,}.")
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="3", show_default=True)
 @json_option
 @debug_option
@@ -23,11 +26,13 @@ def command(model, alpha, resolution, num_classes, in_channels, as_json, debug):
       edgenet info mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2
       edgenet info mobilenet_v1 --alpha 0.5 --json | jq .mult_adds
     """
-    from edgenet.zoo import info
+    from edgenet.zoo import check_model_args, info
 
+    check_model_args(model, alpha=alpha, resolution=resolution, num_classes=num_classes,
+                     in_channels=int(in_channels))          # bounds first: before torch loads
     summary = info(model, alpha=alpha, resolution=resolution, num_classes=num_classes,
                    in_channels=int(in_channels))
     if as_json:
         print_json(summary.to_dict())
     else:
-        click.echo(summary.to_table())
+        echo_out(summary.to_table())

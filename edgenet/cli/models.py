@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edgenet.cli._common import debug_option, json_option, print_json
+from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 
 
 @click.command("models")
@@ -23,5 +23,4 @@ def command(as_json, debug):
         print_json([{"name": e.name, "paper": e.paper} for e in entries])
         return
     width = max(len(e.name) for e in entries)
-    for e in entries:
-        click.echo(f"{e.name.ljust(width)}  {e.paper}")
+    echo_out("\n".join(f"{e.name.ljust(width)}  {e.paper}" for e in entries))

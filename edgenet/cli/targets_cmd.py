@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edgenet.cli._common import debug_option, json_option, print_json
+from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 
 
 def _size(n: int | None) -> str:
@@ -81,11 +81,11 @@ def command(name, as_json, debug):
             print_json({**profile.to_dict(), "ram_budget": profile.ram_budget,
                         "flash_budget": profile.flash_budget})
         else:
-            click.echo(_detail(profile))
+            echo_out(_detail(profile))
         return
     profiles = [load_target(n) for n in available_targets()]
     if as_json:
         print_json([{**p.to_dict(), "ram_budget": p.ram_budget, "flash_budget": p.flash_budget}
                     for p in profiles])
     else:
-        click.echo(_table(profiles))
+        echo_out(_table(profiles))

@@ -5,7 +5,8 @@ import os
 
 import click
 
-from edgenet.cli._common import debug_option, json_option, print_json
+from edgenet import limits
+from edgenet.cli._common import debug_option, echo_out, json_option, print_json, write_stdout
 
 
 def _print_epoch(stats) -> None:
@@ -19,14 +20,16 @@ def _print_epoch(stats) -> None:
 @click.option("--dataset", default="digits", show_default=True, metavar="digits|shapes|DIR",
               help="Built-in dataset or a folder with one subfolder of images per class.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
-              help="Checkpoint file to write (e.g. digits.pt).")
+              help="Checkpoint file to write (e.g. digits.pt; '-': to stdout).")
 @click.option("--model", default="mobilenet_v1", show_default=True, help="Zoo architecture.")
 @click.option("--alpha", type=float, default=None,
               help="Width multiplier, in (0, 1] [default: 0.25; 1 for models without one].")
-@click.option("--resolution", type=int, default=32, show_default=True, help="Input size (multiple of 32).")
-@click.option("--epochs", type=int, default=40, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.02, show_default=True, help="Peak learning rate (AdamW, cosine).")
+@click.option("--resolution", type=int, default=32, show_default=True,
+              help=f"Input size (multiple of 32, at most {limits.MAX_RESOLUTION}).")
+@click.option("--epochs", type=int, default=40, show_default=True, help=f"1 to {limits.MAX_EPOCHS:,}.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help=f"2 to {limits.MAX_BATCH_SIZE:,}.")
+@click.option("--lr", type=float, default=0.02, show_default=True,
+              help=f"Peak learning rate (AdamW, cosine), in (0, {limits.MAX_LR:g}].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
               help="3 = RGB input like phones feed (gray images are replicated); 1 = grayscale.")
@@ -34,7 +37,8 @@ def _print_epoch(stats) -> None:
 @click.option("--no-augment", is_flag=True, help="Train without random rotation/scale/shift.")
 @click.option("--limit", type=int, default=None, help="Use at most N training images.")
 @click.option("--threads", type=int, default=None,
-              help="torch threads [default: all cores; 1 is faster when other jobs load the CPU].")
+              help=f"torch threads, 1 to {limits.MAX_THREADS} [default: all cores; 1 is faster when other jobs "
+                   "load the CPU].")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No per-epoch progress on stderr.")
 @json_option
@@ -57,17 +61,27 @@ def command(dataset, out, model, alpha, resolution, epochs, batch_size, lr, seed
     # training 2x slower (measured: 21 s vs 15 s for the same epochs with passive waiting, no loss
     # on an idle machine). It only takes effect before torch loads, which is now.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from edgenet.errors import UsageError
     from edgenet.train import train
+
+    if out == "-" and as_json:
+        raise UsageError("--out - (the checkpoint to stdout) and --json both want stdout: drop one")
 
     result = train(dataset, alpha=alpha, resolution=resolution, epochs=epochs, out=out, force=force,
                    progress=None if quiet else _print_epoch, model=model, batch_size=batch_size,
                    lr=lr, seed=seed, in_channels=int(in_channels), activation=activation,
                    augment=not no_augment, train_limit=limit, threads=threads)
     if result.skipped:
-        click.echo(f"note: {result.skipped} image(s) could not be decoded and were skipped", err=True)
+        click.echo(f"note: {result.skipped} image(s) were skipped: {result.skipped_detail}", err=True)
+    if result.checkpoint is not None:
+        write_stdout(result.checkpoint)
     if as_json:
         print_json(result.to_dict())
     else:
-        click.echo(f"test top-1 {100 * result.test_top1:.1f}%  top-5 {100 * result.test_top5:.1f}%  "
-                   f"({result.test_samples} test images, {result.epochs} epochs, "
-                   f"{result.seconds:.0f} s) -> {result.path}")
+        line = (f"test top-1 {100 * result.test_top1:.1f}%  top-5 {100 * result.test_top5:.1f}%  "
+                f"({result.test_samples} test images, {result.epochs} epochs, "
+                f"{result.seconds:.0f} s) -> {'stdout' if result.checkpoint is not None else result.path}")
+        if result.checkpoint is not None:
+            click.echo(line, err=True)      # stdout holds the checkpoint
+        else:
+            echo_out(line)

@@ -6,7 +6,7 @@
 - ``"shapes"``: a generated 8-class RGB dataset (train / calib / test = 2,000 / 200 / 504 by
   default, see :mod:`edgenet.data.shapes`);
 - a folder path: class subfolders or a flat folder of images, used whole (``split`` ignored;
-  see :mod:`edgenet.data.folder`).
+  see :mod:`edgenet.data.folder`; :func:`edgenet.data.folder.scan_image_folder` checks one quickly).
 Everything here runs on the device too: numpy and Pillow only (scikit-learn for digits).
 """
 from __future__ import annotations
@@ -31,7 +31,8 @@ class Dataset:
     labels: np.ndarray | None           # int64, None for an unlabelled (flat) folder
     class_names: tuple[str, ...] | None
     name: str                           # "digits", "shapes" or the folder path
-    skipped: int = 0                    # images that failed to decode
+    skipped: int = 0                    # images that could not be used
+    skipped_detail: str = ""            # why, by reason, e.g. "2 could not be decoded (e.g. a.png)"
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -77,7 +78,7 @@ def load_dataset(spec: str, preprocess: Preprocess, split: str = "test", limit: 
 
     images = load_folder(path, preprocess, limit=limit, seed=seed)
     return Dataset(x=images.x, labels=images.labels, class_names=images.class_names, name=spec,
-                   skipped=images.skipped)
+                   skipped=images.skipped, skipped_detail=images.skipped_detail)
 
 
 # -- labels.txt ----------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ MobileNetV1 choice; the other models use their papers' activations.
 from __future__ import annotations
 
 import importlib
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgenet.errors import ModelError, UsageError
+from edgenet.errors import UsageError
+from edgenet.limits import MAX_NUM_CLASSES, MAX_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,24 @@ def list_models() -> list[ZooEntry]:
 
 
 def validate_hparams(alpha: float, resolution: int, num_classes: int = 1000, in_channels: int = 3) -> None:
-    if not (0 < alpha <= 1):
-        raise UsageError(f"--alpha must be in (0, 1], got {alpha:g}")
-    if resolution < 32 or resolution % 32:
-        raise UsageError(f"--resolution must be a multiple of 32 and at least 32, got {resolution}")
-    if num_classes < 1:
-        raise UsageError(f"--num-classes must be at least 1, got {num_classes}")
+    """UsageError (naming the option and its range) unless alpha is in (0, 1], resolution a multiple
+    of 32 in [32, :data:`~edgenet.limits.MAX_RESOLUTION`], num_classes in [1,
+    :data:`~edgenet.limits.MAX_NUM_CLASSES`] and in_channels 1 or 3. Cheap: no torch."""
+    try:
+        ok = 0 < float(alpha) <= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        shown = f"{alpha:g}" if isinstance(alpha, (int, float)) else repr(alpha)
+        raise UsageError(f"--alpha must be in (0, 1], got {shown}")
+
+    def integer(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if not integer(resolution) or not 32 <= resolution <= MAX_RESOLUTION or resolution % 32:
+        raise UsageError(f"--resolution must be a multiple of 32 in [32, {MAX_RESOLUTION}], got {resolution}")
+    if not integer(num_classes) or not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise UsageError(f"--num-classes must be in [1, {MAX_NUM_CLASSES}], got {num_classes}")
     if in_channels not in (1, 3):
         raise UsageError(f"in_channels must be 1 or 3, got {in_channels}")
 
@@ -109,11 +123,11 @@ def create_model(name: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: 
     ``alpha`` (width multiplier) applies to mobilenet_v1, mixnet_s and xception_tiny; the others
     reject alpha != 1. ``activation`` (relu6/relu) applies to mobilenet_v1 only.
     """
+    entry = check_model_args(name, alpha=alpha, resolution=resolution, num_classes=num_classes,
+                             in_channels=in_channels, activation=activation)   # before the heavy import
     from edgenet._deps import require
 
     torch = require("torch", purpose="building zoo models")
-    entry = check_model_args(name, alpha=alpha, resolution=resolution, num_classes=num_classes,
-                             in_channels=in_channels, activation=activation)
     cls = getattr(importlib.import_module(entry.module), entry.cls)
     kwargs = dict(entry.kwargs)
     if entry.width_multiplier:
@@ -129,18 +143,14 @@ def create_model(name: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: 
 
 
 def load_weights(model, path: str | Path) -> None:
-    """Load a state_dict (or a checkpoint dict holding one under 'state_dict'/'model') safely."""
-    from edgenet._deps import require
+    """Load a state_dict (or a checkpoint dict holding one under 'state_dict'/'model') safely:
+    weights only (see :func:`edgenet.checkpoint.torch_load_weights`), and a mismatch lists the
+    missing, unexpected and wrongly shaped keys (:func:`edgenet.checkpoint.load_state_dict_checked`)."""
+    from edgenet.checkpoint import load_state_dict_checked, torch_load_weights
+    from edgenet.errors import ModelError
 
-    torch = require("torch")
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, zip errors, unsafe globals ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load weights ({first[:200]})") from exc
+    obj = torch_load_weights(path, "weights")
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -149,25 +159,7 @@ def load_weights(model, path: str | Path) -> None:
                 break
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ModelError(f"{path}: does not hold a state_dict")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or wrong:
-        def few(keys):
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch in {len(wrong)} tensor(s), e.g. {k}: checkpoint "
-                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-        raise ModelError(f"{path}: weights do not match the model; " + "; ".join(parts))
-    model.load_state_dict(state)
+    load_state_dict_checked(model, state, f"{path}: the weights")
 
 
 def info(name: str = "mobilenet_v1", *, alpha: float = 1.0, resolution: int = 224,
