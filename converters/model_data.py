@@ -73,10 +73,8 @@ def check_calib_spec(spec: str | None) -> None:
     if not path.is_dir():
         raise DataError(f"--calib {spec}: not a built-in dataset ({', '.join(BUILTIN)}), an .npz/.npy file or a "
                         "folder (the folder is missing)")
-    try:
-        from edgenet.data.folder import scan_image_folder  # finds an empty or undecodable folder in a moment
-    except ImportError:  # pragma: no cover - until the folder scan lands
-        return
+    from edgenet.data.folder import scan_image_folder  # finds an empty or undecodable folder in a moment
+
     scan_image_folder(path)
 
 
