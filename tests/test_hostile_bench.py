@@ -155,10 +155,15 @@ def test_target_profile_with_absurd_threads(tmp_path):
 
 def test_preprocessing_that_does_not_fit_the_model_is_refused_before_decoding(tiny_convert_out, tmp_path):
     folder = _folder(tmp_path, tiny_convert_out, model_float_tflite=tiny_convert_out / "model_float.tflite")
-    (folder / "preprocess.json").write_text(Preprocess(100000, 100000).to_json())
+    (folder / "preprocess.json").write_text(Preprocess(200, 200).to_json())
     data = _images(tmp_path / "data")
-    fails(tmp_path, 1, "preprocessing makes 100000x100000x3 inputs but model_float.tflite takes 32x32x3",
+    fails(tmp_path, 1, "preprocessing makes 200x200x3 inputs but model_float.tflite takes 32x32x3",
           "bench", str(folder), "--data", str(data), *FAST)
+    # a file asking for terabytes is refused where it is read, before anything is allocated
+    spec = json.loads(Preprocess(32, 32).to_json())
+    (folder / "preprocess.json").write_text(json.dumps({**spec, "height": 100000, "width": 100000}))
+    fails(tmp_path, 1, "height must be an integer in 1..8192, got 100000", "bench", str(folder), "--data", str(data),
+          *FAST)
 
 
 def test_model_with_a_huge_input_is_refused_before_allocation(odd_models, tmp_path):
@@ -224,9 +229,12 @@ def test_nan_outputs_and_nan_data_are_failures(tiny_convert_out, odd_models, tmp
     fails(tmp_path, 1, "output holds NaN or infinite values", "bench", str(odd_models / "nan.tflite"), *FAST)
     folder = _folder(tmp_path, tiny_convert_out, model_float_tflite=tiny_convert_out / "model_float.tflite",
                      model_int8_tflite=tiny_convert_out / "model_int8.tflite")
-    (folder / "preprocess.json").write_text(Preprocess(32, 32, std=(0.0, 0.0, 0.0)).to_json())
+    (folder / "preprocess.json").write_text(Preprocess(32, 32, std=(1e-45,) * 3).to_json())   # overflows to inf
     data = _images(tmp_path / "data")
     fails(tmp_path, 1, "samples hold NaN or infinite values", "bench", str(folder), "--data", str(data), *FAST)
+    spec = json.loads(Preprocess(32, 32).to_json())
+    (folder / "preprocess.json").write_text(json.dumps({**spec, "std": [0, 0, 0]}))
+    fails(tmp_path, 1, "std must be > 0 for every channel", "bench", str(folder), "--data", str(data), *FAST)
 
 
 # -- kind 6: misleading messages -------------------------------------------------------------------
