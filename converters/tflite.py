@@ -57,7 +57,7 @@ class QuantizedResult:
     keep_float: tuple[str, ...] = ()      # ops (by output tensor name) left in float on request
 
 
-Int8Result = QuantizedResult   # the name the pipeline imports
+Int8Result = QuantizedResult   # its former name
 
 # model I/O types each full-integer precision can have (TF's converter accepts the same);
 # by IOType value, so that an IOType.INT16 (if added) is taken as it is
@@ -238,7 +238,7 @@ def quantize_calibrated(ranged_model: bytes, *, precision: Precision = Precision
             raise ConversionError(_NO_KEEP_FLOAT_16X8)
         model = _run("int16x8", _legacy_quantize, ranged_model, dtype, per_channel)
         if io == "int16":   # what the converter does after this quantizer for int16 I/O
-            model = bytes(lite._modify_model_io_type(model, dtype, dtype))
+            model = _run("int16x8", lite._modify_model_io_type, model, dtype, dtype)
     else:
         raise ValueError(f"not a full-integer precision: {precision.value}")
     dedupe = getattr(lite, "_deduplicate_readonly_buffers", None)   # what the converter does last
