@@ -16,10 +16,11 @@ quantizer and replace only that calibration step:
      and the range ``[t lo, t hi]`` (``0 < t <= 1``) that minimizes the expected squared error
      of the int8 round trip is kept -- rounding noise ``scale^2 / 12`` inside the range, the
      clipping error outside it. The model's outputs keep their full range (clipping the largest
-     logit would change the predicted class);
+     logit would change the predicted class). For 16-bit activations (int16x8) the quantizer's
+     grid is symmetric, ``[-m, m]`` in 65,535 steps, and the search is over ``m``;
 3. the ranges are written into the model's tensors as ``quantization.min / max`` -- exactly the
    annotation TFLite's calibrator produces -- and TF's MLIR quantizer turns them into int8 scales
-   and zero points.
+   and zero points (int16 ones too: the 16x8 quantizer reads the same annotation).
 """
 from __future__ import annotations
 
@@ -67,9 +68,12 @@ class RangeCalibrator:
 
     def __init__(self, inputs: Sequence[np.ndarray], method: CalibMethod = CalibMethod.MINMAX,
                  batch_size: int = 16, num_threads: int | None = None,
-                 input_range: tuple[float, float] | None = None):
+                 input_range: tuple[float, float] | None = None, activation_bits: int = 8):
         if not inputs or len(inputs[0]) == 0:
             raise ConversionError("calibration needs at least one sample")
+        if activation_bits not in (8, 16):
+            raise ValueError(f"activation_bits must be 8 or 16, not {activation_bits}")
+        self.activation_bits = activation_bits   # 16: int16x8's symmetric int16 grid (mse only)
         self.inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
         self.method = CalibMethod(method)
         self.batch_size = max(1, int(batch_size))
@@ -175,6 +179,8 @@ class RangeCalibrator:
         if self.method is CalibMethod.PERCENTILE:
             return r.lo_sum / r.batches, r.hi_sum / r.batches
         if self.method is CalibMethod.MSE and not full and r.hist is not None:
+            if self.activation_bits == 16:
+                return mse_range(r.hist, r.lo, r.hi, levels=(1 << 16) - 1, symmetric=True)
             return mse_range(r.hist, r.lo, r.hi)
         return r.lo, r.hi
 
@@ -199,20 +205,30 @@ def _histogram(r: _Range, value: np.ndarray) -> None:
     r.hist = counts.astype(np.float64) if r.hist is None else r.hist + counts
 
 
-def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256) -> tuple[float, float]:
+def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256,
+              symmetric: bool = False) -> tuple[float, float]:
     """The range ``[t lo, t hi]`` that minimizes the expected squared int8 round-trip error of
-    values distributed as ``hist`` (equal bins over ``[lo, hi]``, which holds 0)."""
+    values distributed as ``hist`` (equal bins over ``[lo, hi]``, which holds 0).
+
+    ``symmetric``: the quantizer's grid is ``[-t m, t m]`` with ``m = max(|lo|, |hi|)`` (int16
+    activations, ``levels = 65535``); the range returned is ``[lo, hi]`` clipped to it."""
     if hi <= lo or hist.sum() == 0:
         return lo, hi
     edges = np.linspace(lo, hi, len(hist) + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     t = np.geomspace(MSE_MIN_FACTOR, 1.0, MSE_STEPS)[:, None]
-    clo, chi = t * lo, t * hi
+    if symmetric:
+        m = max(-lo, hi)
+        clo, chi = -t * m, t * m
+    else:
+        clo, chi = t * lo, t * hi
     step = (chi - clo) / (levels - 1)
     outside = np.maximum(centers - chi, 0.0) + np.maximum(clo - centers, 0.0)
     inside = (outside == 0)
     err = (hist * np.where(inside, step ** 2 / 12.0, outside ** 2)).sum(axis=1)
     best = int(np.argmin(err))
+    if symmetric:
+        return max(lo, float(clo[best, 0])), min(hi, float(chi[best, 0]))
     return float(clo[best, 0]), float(chi[best, 0])
 
 

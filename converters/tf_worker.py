@@ -44,8 +44,8 @@ class GraphInfo:
 class InProcessTF:
     """The TF-side stages, run in this process."""
 
-    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "layer_sqnr",
-               "evaluate_values")
+    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "quantized_tflite",
+               "layer_sqnr", "evaluate_values")
 
     def __init__(self) -> None:
         self._graph = None
@@ -77,7 +77,8 @@ class InProcessTF:
         return evaluate_values(onnx_model, feeds, keep_layout=self._keep_layout)
 
     def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
-        """The graph of the last :meth:`onnx_to_tf` as a float32 (or float16) .tflite."""
+        """The graph of the last :meth:`onnx_to_tf` as a .tflite with float activations: float32,
+        float16 or dynamic (int8) weights."""
         from converters.tflite import to_float_tflite
 
         return to_float_tflite(self._graph, precision)
@@ -96,6 +97,13 @@ class InProcessTF:
         from converters.tflite import to_int8_tflite
 
         return to_int8_tflite(float_model, calib_inputs, **options)
+
+    def quantized_tflite(self, float_model: bytes, calib_inputs, precision: Precision = Precision.INT8, **options):
+        """A full-integer (int8 or int16x8) model of ``float_model``: :func:`converters.tflite.to_quantized_tflite`
+        (options: io_type, per_channel, method, keep_float, batch_size, num_threads)."""
+        from converters.tflite import to_quantized_tflite
+
+        return to_quantized_tflite(float_model, calib_inputs, precision=precision, **options)
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
         from converters.layer_error import layer_sqnr

@@ -1,19 +1,32 @@
-"""TFLite stage: a channels-last TF graph -> float32 / float16 .tflite bytes; a float .tflite -> int8.
+"""TFLite stage: a channels-last TF graph -> float32 / float16 / dynamic-range .tflite bytes; a
+float32 .tflite + calibration arrays -> full-integer int8 or int16x8.
 
 Float: TensorFlow's TFLiteConverter on the frozen concrete function. The converter's default route
 for concrete functions first writes a SavedModel to disk and reads it back (~1.5 s for MobileNetV1
 1.0/224, and the model that comes out differs only in tensor names), so we take the direct route
 and add the ``serving_default`` signature ourselves: inputs under their names, outputs as
-``output_0``, ``output_1`` ... in the function's order.
+``output_0``, ``output_1`` ... in the function's order. float16 (weights stored as float16) and
+dynamic (weights stored as int8, activations float) are the converter's own post-training modes
+(``Optimize.DEFAULT`` with ``supported_types = [float16]``, resp. without representative data).
 
-int8: post-training full-integer quantization of that float model: per-channel weights (per-tensor
-selectable), int8 activations, int8 (or uint8 / float32) model input and output. TF's converter
-would convert the graph a second time to get the very same float model, calibrate it one sample at
-a time on one thread, and hand it to its MLIR quantizer. We calibrate the float model we already
-have (:mod:`converters.calibration`: batched, all cores) and call that same quantizer with the same
-arguments; the result is byte for byte the converter's own int8 model, less its
-CONVERSION_METADATA entry (``tests/test_calibration.py`` checks the quantization against the stock
-converter's).
+Full integer: post-training quantization of that float model: per-channel weights (per-tensor
+selectable), int8 or int16 activations. TF's converter would convert the graph a second time to
+get the very same float model, calibrate it one sample at a time on one thread, and hand it to its
+quantizer. We calibrate the float model we already have (:mod:`converters.calibration`: batched,
+all cores) and call the quantizer the converter calls, with its arguments:
+
+- int8: the MLIR quantizer (``tensorflow.lite.python.convert.mlir_quantize``); int8, uint8 or
+  float32 model I/O; ``keep_float`` names ops to leave in float (its ``denylisted_nodes``, what
+  TF's QuantizationDebugger uses for selective quantization);
+- int16x8 (``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``): the converter does not
+  use the MLIR quantizer for 16-bit activations (its int16 mode writes int32 biases, which LiteRT's
+  16x8 DEPTHWISE_CONV_2D refuses) but the older quantizer behind its calibration wrapper
+  (``Calibrator.calibrate_and_quantize``: int64 biases, symmetric int16 activations). We hand that
+  quantizer the model annotated with our ranges; int16 or float32 model I/O; no ``keep_float``
+  (that quantizer has no per-op choice).
+
+Given the same ranges, the result is byte for byte the converter's own model, less its
+CONVERSION_METADATA entry (``tests/test_calibration.py``, ``tests/test_precisions.py``).
 """
 from __future__ import annotations
 
@@ -36,9 +49,24 @@ _CONVERSION_METADATA = b"CONVERSION_METADATA"
 
 
 @dataclass(frozen=True)
-class Int8Result:
+class QuantizedResult:
+    """A full-integer model and how it was calibrated."""
+
     model: bytes
     calibration: CalibrationStats
+    precision: Precision = Precision.INT8
+    keep_float: tuple[str, ...] = ()      # ops (by output tensor name) left in float on request
+
+
+Int8Result = QuantizedResult   # its former name
+
+# model I/O types each full-integer precision can have (TF's converter accepts the same);
+# by IOType value, so that an IOType.INT16 (if added) is taken as it is
+_IO_TYPES = {
+    Precision.INT8: ("int8", "uint8", "float32"),
+    Precision.INT16X8: ("int16", "float32"),
+}
+_NATIVE_IO = {Precision.INT8: "int8", Precision.INT16X8: "int16"}
 
 
 def _tf():
@@ -122,15 +150,24 @@ def without_conversion_metadata(model: bytes) -> bytes:
     return bytes(fbu.convert_object_to_bytearray(obj))
 
 
+FLOAT_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC)
+
+
 def to_float_tflite(graph, precision: Precision = Precision.FLOAT32) -> bytes:
-    """float32 (or float16-weights) TFLite model of a converters.onnx_to_tf.TFGraph."""
+    """A converters.onnx_to_tf.TFGraph as a .tflite model with float32 activations and input/output:
+    float32 weights, float16 weights (``Precision.FLOAT16``: DEQUANTIZE ops turn them into float32
+    when the model is prepared) or int8 weights (``Precision.DYNAMIC``: TFLite dynamic range
+    quantization; ops with hybrid kernels quantize their input on the fly, the others get float
+    weights). Raises ValueError for a full-integer precision, ConversionError when TensorFlow fails."""
+    precision = Precision(precision)
+    if precision not in FLOAT_PRECISIONS:
+        raise ValueError(f"{precision.value} needs calibration: use to_quantized_tflite")
     conv = _converter(graph)
-    if precision is Precision.FLOAT16:
+    if precision is not Precision.FLOAT32:
         tf = _tf()
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif precision is not Precision.FLOAT32:
-        raise ValueError(f"not a float precision: {precision}")
+        if precision is Precision.FLOAT16:
+            conv.target_spec.supported_types = [tf.float16]
     return with_signature(_run(precision.value, conv.convert))
 
 
@@ -148,31 +185,124 @@ def _check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) 
                                   f"model input '{tensor.name.decode()}' wants {want}")
 
 
-def to_int8_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], *, io_type: IOType = IOType.INT8,
-                   per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
-                   batch_size: int = 16, num_threads: int | None = None,
-                   preprocess: Preprocess | None = None) -> Int8Result:
-    """Full-integer int8 model of a float32 .tflite model (as :func:`to_float_tflite` makes it);
-    ``calib_inputs`` holds one float32 array (N, ...) per model input, already preprocessed and in
-    the model's layout (NHWC for images). With ``preprocess`` (an image model's normalization) the
-    input's range is not calibrated but fixed to the pixel range
-    (:func:`converters.calibration.pixel_input_range`): a uint8 input then takes camera pixels as
-    they are."""
-    tf = _tf()
-    _check_calibration_shapes(float_model, calib_inputs)
-    convert = require("tensorflow.lite.python.convert")
-    optimize = require("tensorflow.lite.python.optimize.calibrator")
-    lite = require("tensorflow.lite.python.lite")
+def to_quantized_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], *,
+                        precision: Precision = Precision.INT8, io_type: IOType | None = None,
+                        per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
+                        keep_float: Sequence[str] = (), batch_size: int = 16,
+                        num_threads: int | None = None, preprocess: Preprocess | None = None) -> QuantizedResult:
+    """Full-integer model (``Precision.INT8`` or ``Precision.INT16X8``) of a float32 .tflite model
+    (as :func:`to_float_tflite` makes it).
 
+    ``calib_inputs`` holds one float32 array (N, ...) per model input, already preprocessed and in
+    the model's layout (NHWC for images). ``io_type`` is the model's input and output type: int8,
+    uint8 or float32 for int8; int16 or float32 for int16x8; None: the precision's own integer type.
+    ``keep_float`` names ops, by their output tensor name in ``float_model``, to leave in float
+    (int8 only): each gets DEQUANTIZE before and QUANTIZE after it, and the model's input and output
+    types stay ``io_type`` even when a kept op produces a model output.
+    With ``preprocess`` (an image model's normalization) the input's range is not calibrated but
+    fixed to the pixel range (:func:`converters.calibration.pixel_input_range`): a uint8 input then
+    takes camera pixels as they are.
+    Raises ConversionError (bad calibration shapes, an I/O type or ``keep_float`` the precision
+    cannot have, an unknown op name, the quantizer failing)."""
+    precision = Precision(precision)
+    keep = tuple(dict.fromkeys(str(n) for n in keep_float))
+    io = _io_type(precision, io_type)   # refused before any calibration work
+    _check_keep_float(float_model, keep, precision)
+    _check_calibration_shapes(float_model, calib_inputs)
+    optimize = require("tensorflow.lite.python.optimize.calibrator")
+    bits = 16 if precision is Precision.INT16X8 else 8
     input_range = None if preprocess is None else pixel_input_range(preprocess.mean, preprocess.std)
-    calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count(), input_range)
+    calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count(),
+                                 input_range=input_range, activation_bits=bits)
     plain = optimize.add_intermediate_tensors(without_conversion_metadata(float_model))
     ranged = calibrator.annotate(bytes(plain))
-    io = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.FLOAT32: tf.float32}[IOType(io_type)]
-    model = _run("int8", convert.mlir_quantize, ranged, disable_per_channel=not per_channel,
-                 input_data_type=io, output_data_type=io, enable_variable_quantization=False,
-                 disable_per_channel_for_dense_layers=False, debug_options_str=b"")
+    model = quantize_calibrated(ranged, precision=precision, io_type=io, per_channel=per_channel,
+                                keep_float=keep)
+    return QuantizedResult(model, calibrator.last_stats, precision, keep)
+
+
+def quantize_calibrated(ranged_model: bytes, *, precision: Precision = Precision.INT8,
+                        io_type: IOType | str | None = None, per_channel: bool = True,
+                        keep_float: Sequence[str] = ()) -> bytes:
+    """TensorFlow's quantizer on a float model whose activation tensors carry ``quantization.min/max``
+    (what :meth:`RangeCalibrator.annotate` and TF's own ``Calibrator.calibrate`` write), called as
+    TF's converter calls it for ``precision``; then the converter's read-only buffer deduplication."""
+    tf = _tf()
+    precision = Precision(precision)
+    io = _io_type(precision, io_type)
+    dtype = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[io]
+    lite = require("tensorflow.lite.python.lite")
+    if precision is Precision.INT8:
+        convert = require("tensorflow.lite.python.convert")
+        model = _run("int8", convert.mlir_quantize, ranged_model, disable_per_channel=not per_channel,
+                     input_data_type=dtype, output_data_type=dtype, enable_variable_quantization=False,
+                     disable_per_channel_for_dense_layers=False, debug_options_str=b"",
+                     denylisted_nodes=list(keep_float) or None)
+    elif precision is Precision.INT16X8:
+        if keep_float:
+            raise ConversionError(_NO_KEEP_FLOAT_16X8)
+        model = _run("int16x8", _legacy_quantize, ranged_model, dtype, per_channel)
+        if io == "int16":   # what the converter does after this quantizer for int16 I/O
+            model = _run("int16x8", lite._modify_model_io_type, model, dtype, dtype)
+    else:
+        raise ValueError(f"not a full-integer precision: {precision.value}")
     dedupe = getattr(lite, "_deduplicate_readonly_buffers", None)   # what the converter does last
     if dedupe is not None:
         model = bytes(dedupe(model))
-    return Int8Result(model, calibrator.last_stats)
+    return model
+
+
+_NO_KEEP_FLOAT_16X8 = ("keep_float is not available for int16x8: TensorFlow quantizes 16-bit activations with "
+                       "its older quantizer, which has no per-op choice (and its MLIR quantizer's int16 mode "
+                       "writes models LiteRT refuses)")
+
+
+def _legacy_quantize(ranged_model: bytes, io_dtype, per_channel: bool) -> bytes:
+    """The quantizer TF's converter calls for 16x8 (``Calibrator.calibrate_and_quantize``), on a model
+    that already holds its ranges: with nothing fed to the calibrator it has no statistics of its
+    own to write over them. Ops with no int16 kernel stay in float (as with TFLITE_BUILTINS allowed)."""
+    tf = _tf()
+    optimize = require("tensorflow.lite.python.optimize.calibrator")
+    wrapper = optimize._calibration_wrapper.CalibrationWrapper(ranged_model, [], [])
+    num = lambda dtype: np.dtype(dtype.as_numpy_dtype).num   # noqa: E731
+    return wrapper.QuantizeModel(num(io_dtype), num(io_dtype), True, num(tf.int16), num(tf.int64),
+                                 not per_channel, False)
+
+
+def _io_type(precision: Precision, io_type) -> str:
+    """The I/O type's name ("int8", "int16", ...) for ``precision``; ConversionError if it cannot have it."""
+    if precision not in _IO_TYPES:
+        raise ValueError(f"not a full-integer precision: {precision.value}")
+    name = _NATIVE_IO[precision] if io_type is None else getattr(io_type, "value", io_type)
+    if name not in _IO_TYPES[precision]:
+        raise ConversionError(f"a {precision.value} model takes {' or '.join(_IO_TYPES[precision])} "
+                              f"input and output, not {name}")
+    return name
+
+
+def _check_keep_float(float_model: bytes, keep: tuple[str, ...], precision: Precision) -> None:
+    if not keep:
+        return
+    if precision is not Precision.INT8:
+        raise ConversionError(_NO_KEEP_FLOAT_16X8)
+    from targets.tflite_graph import read_tflite
+
+    graph = read_tflite(float_model)
+    names = {graph.tensors[op.outputs[0]].name for op in graph.operators if op.outputs}
+    unknown = [n for n in keep if n not in names]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=2)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ConversionError(f"keep_float: no op of the float model outputs {unknown[0]!r}{hint}")
+
+
+def to_int8_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], *, io_type: IOType = IOType.INT8,
+                   per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
+                   batch_size: int = 16, num_threads: int | None = None,
+                   keep_float: Sequence[str] = (), preprocess: Preprocess | None = None) -> QuantizedResult:
+    """:func:`to_quantized_tflite` with ``precision=Precision.INT8`` (the pipeline's call)."""
+    return to_quantized_tflite(float_model, calib_inputs, precision=Precision.INT8, io_type=io_type,
+                               per_channel=per_channel, method=method, keep_float=keep_float,
+                               batch_size=batch_size, num_threads=num_threads, preprocess=preprocess)

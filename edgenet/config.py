@@ -8,9 +8,34 @@ from typing import Any
 
 
 class Precision(str, Enum):
+    """What a .tflite model computes in (TFLite's post-training quantization modes).
+
+    - ``float32``: float32 weights and activations;
+    - ``float16``: float16 weights, dequantized to float32 when the model is loaded, float32
+      activations (TFLite "float16 quantization"; a GPU delegate can run it in half precision);
+    - ``dynamic``: int8 weights, float32 activations, quantized on the fly per inference by the
+      ops that have hybrid kernels (TFLite "dynamic range quantization");
+    - ``int8``: full integer: int8 weights and activations, int32 biases (TFLite "full integer
+      quantization"; needs calibration data);
+    - ``int16x8``: int16 activations, int8 weights, int64 biases (TFLite's
+      EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8; needs calibration data).
+    """
+
     FLOAT32 = "float32"
     FLOAT16 = "float16"
+    DYNAMIC = "dynamic"
     INT8 = "int8"
+    INT16X8 = "int16x8"
+
+    @property
+    def full_integer(self) -> bool:
+        """int8 or int16x8: integer activations, quantized from calibration ranges."""
+        return self in (Precision.INT8, Precision.INT16X8)
+
+    @property
+    def quantized(self) -> bool:
+        """Integer weights (dynamic, int8, int16x8)."""
+        return self in (Precision.DYNAMIC, Precision.INT8, Precision.INT16X8)
 
 
 class IOType(str, Enum):

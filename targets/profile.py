@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
+from typing import Iterable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,7 +63,19 @@ VELA_ACCELERATORS = (
     "ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
     "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048",
 )
-_INTEGER_ONLY = (Runtime.TFLM, Runtime.EDGETPU, Runtime.ETHOS_U)
+ALL_PRECISIONS = tuple(Precision)
+
+# what each runtime can run at all, and why not the rest: a profile's `precisions` must stay within
+# it (TFLite Micro and vela were checked on int16x8 models: tests/test_precisions.py)
+_RUNTIME_PRECISIONS: dict[Runtime, tuple[tuple[Precision, ...], str]] = {
+    Runtime.LITERT: (ALL_PRECISIONS, ""),
+    Runtime.EDGETPU: ((Precision.INT8,), "the Edge TPU runs int8 models only"),
+    Runtime.TFLM: ((Precision.INT8, Precision.INT16X8),
+                   "TensorFlow Lite Micro targets run full-integer models (int8, int16x8): TFLM has no "
+                   "float16 or dynamic-range kernels, and float32 needs 4x the flash and RAM of int8"),
+    Runtime.ETHOS_U: ((Precision.INT8, Precision.INT16X8),
+                      "the Ethos-U NPU runs int8 and int16x8 models only (vela leaves float ops to the CPU)"),
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class TargetProfile:
     per_channel: bool = True                      # per-channel weight quantization
     static_shapes: bool = True
     variants: tuple[Precision, ...] = ()          # extra artifacts, e.g. float16 for a GPU delegate
+    precisions: tuple[Precision, ...] = ALL_PRECISIONS   # what the target can run (precision and variants in it)
     ram_bytes: int | None = None                  # device RAM for the tensor arena and the app (MCUs)
     flash_bytes: int | None = None                # device flash for the model and the firmware (MCUs)
     ram_reserved_bytes: int = 0                   # RAM kept for stack, heap, app (not for the arena)
@@ -165,15 +179,24 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3):
             raise TargetError(f"{src}: {key} must be a positive number (below 1000)")
-    for key in ("variants", "packagers", "checks"):
+    for key in ("variants", "precisions", "packagers", "checks"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
 
 
 def _check_consistency(p: TargetProfile, src: str) -> None:
-    if p.runtime in _INTEGER_ONLY and p.precision is not Precision.INT8:
-        raise TargetError(f"{src}: runtime {p.runtime.value!r} runs int8 models only, "
-                          f"but precision = {p.precision.value!r}")
+    runnable, reason = _RUNTIME_PRECISIONS[p.runtime]
+    if not p.precisions:
+        raise TargetError(f"{src}: precisions must list at least one precision")
+    for q in p.precisions:
+        if q not in runnable:
+            raise TargetError(f"{src}: precisions lists {q.value!r}, but {reason}")
+    listed = ", ".join(q.value for q in p.precisions)
+    for key, q in [("precision =", p.precision), *(("variants lists", v) for v in p.variants)]:
+        if q not in runnable:
+            raise TargetError(f"{src}: {key} {q.value!r}, but {reason}")
+        if q not in p.precisions:
+            raise TargetError(f"{src}: {key} {q.value!r}, which is not among precisions ({listed})")
     for key, value in (("ram", p.ram_bytes), ("flash", p.flash_bytes)):
         reserved = getattr(p, f"{key}_reserved_bytes")
         if reserved and value is None:
@@ -213,9 +236,11 @@ def _parse(data: dict, src: str) -> TargetProfile:
                      ("runtime", Runtime), ("delegate", Delegate)):
         if key in kw:
             kw[key] = _enum(cls, kw[key], key, src)
-    for key, cls in (("variants", Precision), ("packagers", Packager), ("checks", Check)):
+    for key, cls in (("variants", Precision), ("precisions", Precision), ("packagers", Packager), ("checks", Check)):
         if key in kw:
             kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
+    if "precisions" not in kw:   # what the runtime can run
+        kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src
     for key in _POSITIVE_FLOAT_KEYS:
         if key in kw:
@@ -223,6 +248,26 @@ def _parse(data: dict, src: str) -> TargetProfile:
     profile = TargetProfile(**kw)
     _check_consistency(profile, src)
     return profile
+
+
+def check_precisions(profile: TargetProfile, requested: Precision | str | Iterable[Precision | str]) -> None:
+    """TargetError unless ``profile`` runs every ``requested`` precision; the message names the
+    target, the refused precision and why (e.g. "coral: cannot run float16 models: the Edge TPU runs
+    int8 models only"). An unknown precision name is a UsageError."""
+    items = [requested] if isinstance(requested, (Precision, str)) else list(requested)
+    for item in items:
+        try:
+            q = Precision(item)
+        except ValueError:
+            choices = ", ".join(m.value for m in Precision)
+            raise UsageError(f"unknown precision {item!r} (one of: {choices})") from None
+        if q in profile.precisions:
+            continue
+        runnable, reason = _RUNTIME_PRECISIONS[profile.runtime]
+        if q in runnable or not reason:
+            listed = ", ".join(x.value for x in profile.precisions)
+            reason = f"its profile lists only {listed}"
+        raise TargetError(f"{profile.name}: cannot run {q.value} models: {reason}")
 
 
 def load_target(name_or_path: str | Path) -> TargetProfile:

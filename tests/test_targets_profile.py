@@ -54,7 +54,7 @@ def test_user_profile_by_path(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ('precison = "int8"\n', "unknown key(s) precison (did you mean precision?)"),
-    ('precision = "int4"\n', "precision = 'int4' is not one of: float32, float16, int8"),
+    ('precision = "int4"\n', "precision = 'int4' is not one of: float32, float16, dynamic, int8, int16x8"),
     ('input_type = "int16"\n', "input_type = 'int16' is not one of"),
     ('runtime = "tflite"\n', "runtime = 'tflite' is not one of"),
     ('checks = ["tflm", "velaa"]\nram_bytes = 1000\n', "checks = 'velaa' is not one of"),
@@ -62,7 +62,15 @@ def test_user_profile_by_path(tmp_path):
     ('ram_bytes = "512K"\n', "ram_bytes must be an integer in"),
     ('num_threads = 100000\n', "num_threads must be an integer in [1, 256] (got 100000)"),
     ('per_channel = "yes"\n', "per_channel must be true or false"),
-    ('runtime = "tflm"\nprecision = "float32"\n', "runs int8 models only"),
+    ('runtime = "tflm"\nprecision = "float32"\n', "precision = 'float32', but TensorFlow Lite Micro targets run "
+                                                  "full-integer models"),
+    ('runtime = "edgetpu"\nprecisions = ["int8", "float16"]\n', "precisions lists 'float16', but the Edge TPU runs "
+                                                              "int8 models only"),
+    ('precisions = ["int8"]\nvariants = ["float16"]\n', "variants lists 'float16', which is not among precisions (int8)"),
+    ('precisions = ["float32"]\n', "precision = 'int8', which is not among precisions (float32)"),
+    ('precisions = []\n', "precisions must list at least one precision"),
+    ('precisions = "int8"\n', "precisions must be a list"),
+    ('precisions = ["int4"]\n', "precisions = 'int4' is not one of"),
     ('checks = ["tflm"]\n', "the 'tflm' check needs ram_bytes"),
     ('checks = ["vela"]\naccelerator = "ethos-u55-12"\n', "did you mean ethos-u55-128"),
     ('ram_bytes = 1000\nram_reserved_bytes = 1000\n', "leaves nothing of ram_bytes"),
@@ -107,3 +115,52 @@ def test_cli_shows_one_target_and_errors_in_one_line(capsys, tmp_path):
     assert main(["targets", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "delegate = 'cuda' is not one of" in err
+
+
+def test_each_builtin_target_lists_the_precisions_it_runs():
+    everything = [p.value for p in Precision]
+    expected = {"rpi": everything, "android": everything, "coral": ["int8"],
+                "cortex-m": ["int8", "int16x8"], "ethos-u55": ["int8", "int16x8"]}
+    for name, precisions in expected.items():
+        profile = load_target(name)
+        assert [p.value for p in profile.precisions] == precisions, name
+        assert profile.precision in profile.precisions and set(profile.variants) <= set(profile.precisions)
+        assert load_target(name).to_dict()["precisions"] == precisions
+
+
+def test_a_profile_without_precisions_gets_what_its_runtime_runs(tmp_path):
+    assert load_target(_write(tmp_path, "")).precisions == tuple(Precision)
+    tflm = load_target(_write(tmp_path, 'runtime = "tflm"\n'))
+    assert tflm.precisions == (Precision.INT8, Precision.INT16X8)
+    assert load_target(_write(tmp_path, 'runtime = "edgetpu"\n')).precisions == (Precision.INT8,)
+    own = load_target(_write(tmp_path, 'precisions = ["int8", "float32", "int8"]\n'))
+    assert own.precisions == (Precision.INT8, Precision.FLOAT32)
+
+
+@pytest.mark.parametrize("target, requested, message", [
+    ("coral", "float16", "coral: cannot run float16 models: the Edge TPU runs int8 models only"),
+    ("coral", [Precision.INT8, Precision.INT16X8], "coral: cannot run int16x8 models: the Edge TPU runs int8"),
+    ("cortex-m", Precision.DYNAMIC, "cortex-m: cannot run dynamic models: TensorFlow Lite Micro targets run "
+                                    "full-integer models (int8, int16x8)"),
+    ("ethos-u55", "float32", "ethos-u55: cannot run float32 models: the Ethos-U NPU runs int8 and int16x8"),
+])
+def test_check_precisions_names_target_precision_and_reason(target, requested, message):
+    from targets.profile import check_precisions
+
+    with pytest.raises(TargetError) as info:
+        check_precisions(load_target(target), requested)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_check_precisions_accepts_what_the_target_runs_and_names_a_users_own_limit(tmp_path):
+    from targets.profile import check_precisions
+
+    for name in BUILTIN:
+        profile = load_target(name)
+        check_precisions(profile, profile.precisions)       # no error
+    check_precisions(load_target("cortex-m"), "int16x8")
+    own = load_target(_write(tmp_path, 'precisions = ["int8", "float32"]\n'))
+    with pytest.raises(TargetError, match=r"^board: cannot run float16 models: its profile lists only int8, float32$"):
+        check_precisions(own, [Precision.FLOAT32, Precision.FLOAT16])
+    with pytest.raises(UsageError, match="unknown precision 'int4'"):
+        check_precisions(own, "int4")

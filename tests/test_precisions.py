@@ -1,0 +1,344 @@
+"""Every deployable precision (float32, float16, dynamic, int8, int16x8) against TensorFlow's own
+converter, selective quantization (``keep_float``), and where int16x8 runs (TFLite Micro, vela)."""
+import types
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from conftest import _tiny_tf_cnn
+from converters.calibration import RangeCalibrator
+from converters.op_precision import model_precision, op_precisions, ops_not_in
+from converters.tflite import (quantize_calibrated, to_float_tflite, to_quantized_tflite,
+                               without_conversion_metadata)
+from edgenet.config import CalibMethod, IOType, Precision
+from edgenet.errors import ConversionError
+from edgenet.inference import TFLiteModel
+from targets.tflite_graph import read_tflite
+
+
+def _graph(fn):
+    """What converters.tflite needs of a converters.onnx_to_tf.TFGraph."""
+    return types.SimpleNamespace(concrete_function=fn.get_concrete_function(), module=fn)
+
+
+def _wide_tf_cnn():
+    """A CNN whose conv and dense weights hold over 1,024 values each: TF's dynamic-range quantizer
+    leaves smaller weights in float (so the tiny CNN's dynamic model is its float32 model)."""
+    rng = np.random.default_rng(3)
+    w1 = tf.constant(rng.normal(0, 0.3, (3, 3, 3, 16)).astype(np.float32))
+    w2 = tf.constant(rng.normal(0, 0.1, (3, 3, 16, 32)).astype(np.float32))
+    wf = tf.constant(rng.normal(0, 0.2, (32, 40)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def model(x):
+        y = tf.nn.relu(tf.nn.conv2d(x, w1, 2, "SAME"))
+        y = tf.nn.relu(tf.nn.conv2d(y, w2, 1, "SAME"))
+        return tf.matmul(tf.reduce_mean(y, axis=[1, 2]), wf)
+
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    fn = _tiny_tf_cnn(tf)
+    data = np.random.default_rng(0).uniform(-1, 1, (40, 32, 32, 3)).astype(np.float32)
+    return fn, data, to_float_tflite(_graph(fn))
+
+
+@pytest.fixture(scope="module")
+def wide():
+    fn = _wide_tf_cnn()
+    return fn, np.random.default_rng(1).uniform(-1, 1, (24, 16, 16, 3)).astype(np.float32)
+
+
+def _stock(fn, data=None, *, precision: Precision, io=None):
+    """TensorFlow's own converter, as its documentation sets it up for ``precision``."""
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision is Precision.FLOAT16:
+        conv.target_spec.supported_types = [tf.float16]
+    if precision is Precision.INT16X8:
+        conv.representative_dataset = lambda: ([d[None]] for d in data)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+        conv.inference_input_type = conv.inference_output_type = io
+    return bytes(conv.convert())
+
+
+def _structure(model: bytes):
+    """Ops with their tensor types, and the constant buffers' bytes: everything but tensor names."""
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    graph = read_tflite(model)
+    ops = [(op.name, tuple(graph.tensors[i].dtype for i in op.inputs if i >= 0),
+            tuple(graph.tensors[i].dtype for i in op.outputs)) for op in graph.operators]
+    obj = fbu.convert_bytearray_to_object(model)
+    buffers = sorted(obj.buffers[t.buffer].data.tobytes() for t in obj.subgraphs[0].tensors
+                     if obj.buffers[t.buffer].data is not None)
+    return ops, buffers
+
+
+def _sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    noise = np.sum((ref.astype(np.float64) - test) ** 2)
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(noise, 1e-30)))
+
+
+# -- float16 and dynamic: the converter's own modes ---------------------------------------------------
+@pytest.mark.parametrize("precision", [Precision.FLOAT16, Precision.DYNAMIC])
+def test_float16_and_dynamic_are_the_converters_own(wide, precision):
+    """Same ops, tensor types and weights as TensorFlow's converter on its default route (which goes
+    through a SavedModel and differs only in tensor names and the signature)."""
+    fn, _ = wide
+    ours = to_float_tflite(_graph(fn), precision)
+    assert _structure(ours) == _structure(_stock(fn, precision=precision))
+    assert model_precision(ours) is precision
+    assert read_tflite(ours).input_tensors[0].dtype == read_tflite(ours).output_tensors[0].dtype == "float32"
+    weights = {e.precision for e in op_precisions(ours) if e.op in ("CONV_2D", "FULLY_CONNECTED")}
+    if precision is Precision.DYNAMIC:   # the 3x3x3x16 stem (432 values) stays float: under 1,024
+        assert weights == {Precision.FLOAT32, Precision.DYNAMIC}
+    else:
+        assert weights == {Precision.FLOAT16}
+
+
+def test_dynamic_of_small_weights_is_float32(tiny):
+    """Every weight of the tiny CNN is under TF's 1,024-value threshold: "dynamic" changes nothing,
+    and the model is labelled by what it is."""
+    fn, _, float_model = tiny
+    dynamic = to_float_tflite(_graph(fn), Precision.DYNAMIC)
+    assert _structure(dynamic) == _structure(float_model)
+    assert model_precision(dynamic) is Precision.FLOAT32
+
+
+def test_full_integer_precision_is_refused_by_the_float_route(tiny):
+    with pytest.raises(ValueError, match="needs calibration"):
+        to_float_tflite(_graph(tiny[0]), Precision.INT16X8)
+
+
+# -- int16x8 ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("io_type", [None, IOType.FLOAT32])
+def test_int16x8_with_tf_ranges_is_the_converters_own_model_byte_for_byte(tiny, io_type):
+    """TF's calibrator's ranges through our quantizer call give TF's own 16x8 model (less metadata)."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    fn, data, float_model = tiny
+    stock = without_conversion_metadata(_stock(fn, data, precision=Precision.INT16X8,
+                                               io=tf.int16 if io_type is None else tf.float32))
+    plain = calibrator.add_intermediate_tensors(without_conversion_metadata(_stock_float(fn)))
+    tf_ranges = bytes(calibrator.Calibrator(plain).calibrate(lambda: ([d[None]] for d in data)))
+    ours = quantize_calibrated(tf_ranges, precision=Precision.INT16X8, io_type=io_type)
+    assert ours == stock
+
+
+def _stock_float(fn) -> bytes:
+    return bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert())
+
+
+def test_int16x8_with_our_ranges_is_what_the_converter_makes_of_them(tiny, monkeypatch):
+    """The converter's own 16x8 flow, its calibrator handed our ranges instead of its own: our model."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    fn, data, _ = tiny
+
+    def our_ranges(self, dataset_gen, resize_input):   # instead of feeding samples to TF's calibrator
+        ranged = RangeCalibrator([data], activation_bits=16).annotate(self._model_content)
+        self._calibrator = calibrator._calibration_wrapper.CalibrationWrapper(ranged, [], [])
+
+    monkeypatch.setattr(calibrator.Calibrator, "_feed_tensors", our_ranges)
+    stock = without_conversion_metadata(_stock(fn, data, precision=Precision.INT16X8, io=tf.int16))
+    monkeypatch.undo()
+    result = to_quantized_tflite(_stock_float(fn), [data], precision=Precision.INT16X8, num_threads=2)
+    assert result.model == stock and result.precision is Precision.INT16X8
+
+
+def test_int16x8_model_types_runs_and_beats_int8(tiny):
+    fn, data, float_model = tiny
+    native = to_quantized_tflite(float_model, [data], precision=Precision.INT16X8).model
+    floatio = to_quantized_tflite(float_model, [data], precision=Precision.INT16X8, io_type=IOType.FLOAT32).model
+    int8 = to_quantized_tflite(float_model, [data]).model
+    graph = read_tflite(native)
+    assert graph.input_tensors[0].dtype == graph.output_tensors[0].dtype == "int16"
+    assert graph.input_tensors[0].zero_points == (0,)                 # int16 is symmetric
+    biases = {graph.tensors[op.inputs[2]].dtype for op in graph.operators if op.name == "CONV_2D"}
+    assert biases == {"int64"}
+    assert read_tflite(floatio).input_tensors[0].dtype == "float32"
+    assert model_precision(native) is model_precision(floatio) is Precision.INT16X8
+    assert ops_not_in(native, Precision.INT16X8) == ops_not_in(floatio, Precision.INT16X8) == []
+    ref = TFLiteModel(float_model).predict(data)
+    sqnr16 = _sqnr_db(ref, TFLiteModel(floatio).predict(data))
+    sqnr8 = _sqnr_db(ref, TFLiteModel(int8).predict(data))
+    assert sqnr16 > sqnr8 + 1, (sqnr16, sqnr8)      # measured 43.8 vs 41.3 dB: int8 weights limit both
+
+
+def test_int16x8_error_is_the_int8_weights(wide):
+    """With 16-bit activations what is left is the weights' int8 rounding: about the error of the
+    dynamic model (int8 weights, float activations), less than the int8 model's."""
+    fn, data = wide
+    graph = _graph(fn)
+    float_model = to_float_tflite(graph)
+    ref = TFLiteModel(float_model).predict(data)
+    sqnr = {p: _sqnr_db(ref, TFLiteModel(m).predict(data)) for p, m in (
+        (Precision.DYNAMIC, to_float_tflite(graph, Precision.DYNAMIC)),
+        (Precision.INT8, to_quantized_tflite(float_model, [data], io_type=IOType.FLOAT32).model),
+        (Precision.INT16X8, to_quantized_tflite(float_model, [data], precision=Precision.INT16X8,
+                                                io_type=IOType.FLOAT32).model))}
+    assert sqnr[Precision.INT16X8] > sqnr[Precision.DYNAMIC] - 1.5 and sqnr[Precision.INT8] < sqnr[Precision.DYNAMIC], sqnr
+
+
+@pytest.mark.parametrize("precision, io_type, message", [
+    (Precision.INT16X8, IOType.INT8, "a int16x8 model takes int16 or float32 input and output, not int8"),
+    (Precision.INT16X8, IOType.UINT8, "not uint8"),
+    (Precision.INT8, "int16", "a int8 model takes int8 or uint8 or float32 input and output, not int16"),
+])
+def test_io_types_a_precision_cannot_have_are_refused(tiny, precision, io_type, message):
+    _, data, float_model = tiny
+    with pytest.raises(ConversionError, match=message):
+        to_quantized_tflite(float_model, [data], precision=precision, io_type=io_type)
+
+
+def test_mse_calibration_for_int16_clips_less_than_for_int8(tiny):
+    """int16's grid is 256x finer: the squared-error optimum keeps (nearly) the whole range."""
+    _, data, float_model = tiny
+    spiky = data.copy()
+    spiky[0, 0, 0, :] = 40.0
+    r8 = to_quantized_tflite(float_model, [spiky], method=CalibMethod.MSE, io_type=IOType.FLOAT32).model
+    r16 = to_quantized_tflite(float_model, [spiky], precision=Precision.INT16X8, method=CalibMethod.MSE,
+                              io_type=IOType.FLOAT32).model
+    in8, in16 = read_tflite(r8).tensors, read_tflite(r16).tensors
+    s8 = next(t.scales[0] for t in in8 if t.name == "x_int8" or (t.dtype == "int8" and not t.is_constant))
+    s16 = next(t.scales[0] for t in in16 if t.dtype == "int16" and not t.is_constant)
+    assert s8 * 127 < 20.0            # int8 clips the outlier pixel
+    assert s16 * 32767 > 39.0         # int16 keeps it
+
+
+# -- keep_float: selective quantization ------------------------------------------------------------
+def test_keep_float_leaves_exactly_those_ops_in_float(tiny):
+    fn, data, float_model = tiny
+    names = [e.output for e in op_precisions(float_model)]
+    middle, last = "Relu6_1;depthwise", names[-1]          # a depthwise conv, and the FC giving the output
+    assert middle in names
+    plain = to_quantized_tflite(float_model, [data])
+    kept = to_quantized_tflite(float_model, [data], keep_float=[middle, last])
+    assert kept.keep_float == (middle, last) and plain.keep_float == ()
+    assert ops_not_in(plain.model, Precision.INT8) == []
+    floats = ops_not_in(kept.model, Precision.INT8)
+    assert [(e.op, e.precision) for e in floats] == [("DEPTHWISE_CONV_2D", Precision.FLOAT32),
+                                                     ("FULLY_CONNECTED", Precision.FLOAT32)]
+    assert floats[0].output == middle
+    # every other op int8; QUANTIZE/DEQUANTIZE around each kept op
+    ops = op_precisions(kept.model)
+    assert {e.precision for e in ops if e.op not in ("DEPTHWISE_CONV_2D", "FULLY_CONNECTED")} == {Precision.INT8}
+    assert [e.op for e in ops].count("DEQUANTIZE") == 2 and [e.op for e in ops].count("QUANTIZE") == 2
+    assert model_precision(kept.model) is Precision.INT8
+    # a kept op that gives the model's output: a QUANTIZE after it keeps the output int8, and takes
+    # over the output's tensor name (the float op's output is renamed)
+    graph = read_tflite(kept.model)
+    assert graph.input_tensors[0].dtype == graph.output_tensors[0].dtype == "int8"
+    producer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
+    assert producer.name == "QUANTIZE" and graph.output_tensors[0].name == last
+    assert floats[1].output != last
+    # it runs, and is at least as close to the float model as the all-int8 one
+    ref = TFLiteModel(float_model).predict(data)
+    assert _sqnr_db(ref, TFLiteModel(kept.model).predict(data)) >= _sqnr_db(ref, TFLiteModel(plain.model).predict(data))
+
+
+@pytest.mark.parametrize("io_type", [IOType.UINT8, IOType.FLOAT32])
+def test_keep_float_of_the_output_op_keeps_the_io_type(tiny, io_type):
+    _, data, float_model = tiny
+    last = op_precisions(float_model)[-1].output
+    model = to_quantized_tflite(float_model, [data], io_type=io_type, keep_float=[last]).model
+    graph = read_tflite(model)
+    assert graph.input_tensors[0].dtype == graph.output_tensors[0].dtype == io_type.value
+    assert [e.op for e in ops_not_in(model, Precision.INT8)] == ["FULLY_CONNECTED"]
+    TFLiteModel(model).predict(data[:2])
+
+
+def test_keep_float_refusals(tiny):
+    _, data, float_model = tiny
+    with pytest.raises(ConversionError, match=r"no op of the float model outputs 'Relu6_1;depthwize'; did you mean 'Relu6_1;depthwise'"):
+        to_quantized_tflite(float_model, [data], keep_float=["Relu6_1;depthwize"])
+    with pytest.raises(ConversionError, match="keep_float is not available for int16x8"):
+        to_quantized_tflite(float_model, [data], precision=Precision.INT16X8, keep_float=["Relu6_1;depthwise"])
+
+
+# -- where int16x8 runs -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def int16x8_file(tiny, tmp_path_factory):
+    _, data, float_model = tiny
+    path = tmp_path_factory.mktemp("int16x8") / "model_int16x8.tflite"
+    path.write_bytes(to_quantized_tflite(float_model, [data], precision=Precision.INT16X8).model)
+    return path
+
+
+@pytest.mark.mcu
+def test_int16x8_runs_in_tflite_micro_like_in_litert(int16x8_file):
+    pytest.importorskip("tflite_micro")
+    from targets.tflm import litert_outputs, run_tflm
+
+    run = run_tflm(int16x8_file, samples=3)
+    assert run.ok, run.error
+    assert run.outputs[0].dtype == np.int16 and run.arena_bytes > 0
+    litert = litert_outputs(int16x8_file, run.inputs)
+    # TFLM's and LiteRT's int16 reference kernels may round one step apart
+    assert np.max(np.abs(run.outputs[0].astype(np.int32) - litert[0].astype(np.int32))) <= 2
+
+
+@pytest.mark.mcu
+def test_vela_maps_every_int16x8_op_to_the_npu(int16x8_file):
+    pytest.importorskip("ethosu.vela")
+    from targets.vela import run_vela
+
+    out = run_vela(int16x8_file, "ethos-u55-128", system_config="Ethos_U55_High_End_Embedded",
+                   memory_mode="Shared_Sram")
+    assert out.report.cpu_ops == 0 and out.report.npu_ops > 0, out.report.cpu_fallbacks
+
+
+# -- through the TensorFlow worker process ---------------------------------------------------------
+def _conv_onnx():
+    """Conv 3x3 (3 -> 16) + Relu + Conv 3x3 (16 -> 32) + Relu + global pool + Gemm (32 -> 40)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), name) for name, shape, s in (
+        ("w1", (16, 3, 3, 3), 0.3), ("w2", (32, 16, 3, 3), 0.1), ("wf", (40, 32), 0.2), ("bf", (40,), 0.1))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.slow
+def test_worker_forwards_every_precision():
+    from converters.tf_worker import InProcessTF, WorkerTF
+
+    model = _conv_onnx()
+    calib = np.random.default_rng(0).uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32)
+    local, worker = InProcessTF(), WorkerTF()
+
+    def run(side):
+        side.onnx_to_tf(model)
+        floats = {p: side.float_tflite(p) for p in (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC)}
+        quantized = {p: side.quantized_tflite(floats[Precision.FLOAT32], [calib], p, io_type=IOType.FLOAT32)
+                     for p in (Precision.INT8, Precision.INT16X8)}
+        name = op_precisions(floats[Precision.FLOAT32])[1].output
+        kept = side.quantized_tflite(floats[Precision.FLOAT32], [calib], keep_float=[name])
+        return floats, {p: r.model for p, r in quantized.items()}, kept.model, kept.keep_float
+
+    try:
+        ours, theirs = run(local), run(worker)
+    finally:
+        worker.close()
+        local.close()
+    assert ours == theirs
+    floats, quantized, kept, names = theirs
+    for p, m in [*floats.items(), *quantized.items()]:
+        assert model_precision(m) is p
+    assert [e.output for e in ops_not_in(kept, Precision.INT8)] == list(names)
