@@ -2,15 +2,14 @@
 
 Each stage is a function from one artifact to the next (see the sibling modules); this module
 runs them, records their times and findings in the report, and writes the outputs. Files are
-staged in a hidden folder beside ``--out`` and moved in (one atomic rename per file) only after
-every stage, target checks included, has succeeded.
+staged in a hidden folder inside ``--out`` and published all at once (:mod:`edgenet.outdir`) only
+after every stage, target checks included, has succeeded.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -115,16 +114,22 @@ def load_data(opts: ConvertOptions, pre: Preprocess) -> PipelineData:
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-def run(opts: ConvertOptions, progress: Callable | None = None):
+def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     from converters.tf_worker import tf_stages
     from targets import load_target
+
+    if output is None:   # an edgenet.outdir.OutputFolder: --out checked, locked and probed
+        from edgenet.outdir import OutputFolder
+
+        with OutputFolder(opts.out, opts.force) as output:
+            return run(opts, progress, output)
 
     profile = load_target(opts.target)
     check_inputs(opts)
     # TensorFlow starts loading now, in a child process, while this one loads torch and exports
     tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
-        result = _run(opts, progress, profile, tf_side)
+        result = _run(opts, progress, profile, tf_side, output)
     except BaseException:
         tf_side.release(failed=True)
         raise
@@ -132,7 +137,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     return result
 
 
-def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
+def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, output):
     from converters.passes import ONNX_PASSES
     from converters import validate
     from edgenet.api import ConvertResult
@@ -216,7 +221,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
         layers = stages.run("per-layer error", tf_side.layer_sqnr, quant_source, int8_result.model,
                             data.eval_x[:8])
 
-    staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
+    staging = output.staging
     try:
         files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
         for v, blob in variant_bytes.items():
@@ -260,7 +265,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side):
 
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
-        final = _publish(staging, opts.out)
+        final = output.publish()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
@@ -285,6 +290,7 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     from dataclasses import replace
 
     from edgenet.io import atomic_write_bytes
+    from edgenet.scratch import ScratchDir
     from edgenet.zoo import info
     from targets.fit import fit_model
 
@@ -292,7 +298,11 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
 
     if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
-    workdir = Path(tempfile.mkdtemp(prefix="edgenet-fit-"))
+    from edgenet.zoo import validate_hparams
+
+    for a in opts.fit_alphas:          # refused before any folder is made
+        for r in opts.fit_resolutions:
+            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
 
     def build(alpha: float, resolution: int) -> Path:
@@ -305,16 +315,13 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
         return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
                     in_channels=opts.model.in_channels).mult_adds
 
-    from edgenet.zoo import validate_hparams
-
-    for a in opts.fit_alphas:
-        for r in opts.fit_resolutions:
-            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
+    scratch = ScratchDir("edgenet-fit-")   # removed by the next run if this process is killed
+    workdir = scratch.path
     try:
         result = fit_model(profile, grid, build, mult_adds)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.close()
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result
@@ -340,12 +347,6 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
             tf_side.ready()
 
 
-def _parent(out: Path) -> Path:
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
 def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes, int8_result,
                    data: PipelineData, opts: ConvertOptions) -> list[str]:
     from edgenet.io import atomic_write_bytes, atomic_write_text
@@ -361,18 +362,3 @@ def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes,
         atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
         written.append("labels.txt")
     return written
-
-
-def _publish(staging: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    final = []
-    for item in sorted(staging.iterdir()):
-        dest = out / item.name
-        if item.is_dir():
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(item, dest)
-        else:
-            os.replace(item, dest)
-        final.append(dest)
-    return final
