@@ -13,6 +13,7 @@ threads of one process, and are not inherited by programs this process starts.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -70,15 +71,31 @@ class ScratchDir:
             pass
 
 
+_outer: str | None = None     # the temp folder from before :func:`redirect_temp` pointed it elsewhere
+
+
 def system_tempdir() -> str:
     """The temp folder the environment names (TMPDIR, TEMP, TMP, else /tmp ...), even while
-    ``tempfile.tempdir`` points elsewhere (the CLI points it at a folder of its own)."""
-    saved = tempfile.tempdir
+    :func:`redirect_temp` points this process's temp files elsewhere."""
+    return _outer if _outer is not None else tempfile.gettempdir()
+
+
+@contextlib.contextmanager
+def redirect_temp(folder: str | os.PathLike):
+    """Within the block, this process's temp files (``tempfile``) and those of native libraries
+    and child processes (the TMPDIR variable) go into ``folder``."""
+    global _outer
+    saved = _outer, tempfile.tempdir, os.environ.get("TMPDIR")
+    _outer = system_tempdir()
+    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
     try:
-        tempfile.tempdir = None
-        return tempfile.gettempdir()
+        yield
     finally:
-        tempfile.tempdir = saved
+        _outer, tempfile.tempdir = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[2]
 
 
 def _owner_pid(name: str, prefix: str) -> int | None:

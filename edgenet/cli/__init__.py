@@ -11,11 +11,11 @@ next run removes if this one is killed.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import sys
-import tempfile
 
 import click
 
@@ -117,22 +117,21 @@ def _stop_worker() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from edgenet.errors import EdgenetError
+    from edgenet.scratch import redirect_temp
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     previous = _install_handlers()
-    saved_tempdir = tempfile.tempdir
     try:
         scratch = _scratch()
         try:
-            if scratch is not None:          # every temp file of this command (and its children) goes here
-                tempfile.tempdir = str(scratch.path)
-            # not cli.main(): it turns KeyboardInterrupt (and so our Interrupted) into Abort after
-            # printing an empty line
-            with cli.make_context("edgenet", argv) as ctx:
-                cli.invoke(ctx)
+            # every temp file of this command (its libraries' and child processes' too) goes there
+            with redirect_temp(scratch.path) if scratch is not None else contextlib.nullcontext():
+                # not cli.main(): it turns KeyboardInterrupt (and so Interrupted) into Abort after
+                # printing an empty line
+                with cli.make_context("edgenet", argv) as ctx:
+                    cli.invoke(ctx)
         finally:
-            tempfile.tempdir = saved_tempdir
             if scratch is not None:
                 scratch.close()
     except click.exceptions.Abort:
@@ -158,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if debug:
             raise
-        if exc.errno in (errno.EPIPE, errno.EBADF) and _stdout_unusable():
-            _say("edgenet: error: standard output is closed; the command's output was not delivered")
+        if _stdout_unusable(exc):
+            _say("edgenet: error: standard output is closed: the output could not be written in full")
         else:
             _say(_os_error_line(exc))
         return 1
@@ -176,13 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stdout_unusable() -> bool:
-    try:
-        sys.stdout.flush()
-        os.write(sys.stdout.fileno(), b"")
-    except (OSError, ValueError, AttributeError):
+def _stdout_unusable(exc: OSError) -> bool:
+    """Whether ``exc`` comes from writing to a standard output that nobody reads (EPIPE) or that
+    was closed when the command started (see :func:`_guard_standard_fds`)."""
+    if exc.errno == errno.EPIPE:
         return True
-    return False
+    if exc.errno != errno.EBADF:
+        return False
+    try:
+        import fcntl
+
+        return fcntl.fcntl(1, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except (OSError, ImportError):
+        return True
 
 
 def _guard_standard_fds() -> None:
@@ -197,6 +202,11 @@ def _guard_standard_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+    # Python starts with sys.stdout None when fd 1 was closed; click then drops output silently
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
 
 
 def _quiet_streams() -> None:
