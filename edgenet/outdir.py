@@ -311,12 +311,21 @@ class OutputFolder:
 
     def _finish(self, failed: bool) -> None:
         """Remove the staging folder (unless it holds an unfinished rollback's journal), the lock
-        file, and after a failure the folders made for ``out``; then let go of the lock."""
-        if self._root is not None and not (self._root / JOURNAL).exists():
-            shutil.rmtree(self._root, ignore_errors=True)
-        self.staging = None
-        if self._fd is None:
-            return
+        file, and after a failure the folders made for ``out``; then let go of the lock. Each
+        step runs even when a signal cuts the one before short."""
+        try:
+            if self._root is not None and not (self._root / JOURNAL).exists():
+                shutil.rmtree(self._root, ignore_errors=True)
+        finally:
+            self.staging = None
+            if self._fd is not None:
+                try:
+                    self._unlock(failed)
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+
+    def _unlock(self, failed: bool) -> None:
         try:
             os.unlink(self.out / LOCK)                # while still holding it: see _lock
         except OSError:
@@ -327,8 +336,6 @@ class OutputFolder:
                     os.rmdir(folder)                  # only if empty: nothing of the user's is removed
                 except OSError:
                     break
-        os.close(self._fd)
-        self._fd = None
 
 
 def _identity(path: Path) -> list[int]:

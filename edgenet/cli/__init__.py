@@ -5,9 +5,9 @@ error's exit code; ``--debug`` (anywhere on the line) shows the traceback instea
 
 SIGTERM and SIGHUP end a command like Ctrl-C does: every cleanup runs (staging folders, the
 TensorFlow worker, its /dev/shm arrays, temp folders), then one line ``edgenet: interrupted`` and
-the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). The command's temp
-files live in one folder of the process's own (:class:`edgenet.scratch.ScratchDir`), which the
-next run removes if this one is killed.
+the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). The temp files of
+``edgenet convert`` live in one folder of the process's own (:class:`edgenet.scratch.ScratchDir`),
+which the next command removes if this one is killed.
 """
 from __future__ import annotations
 
@@ -97,12 +97,21 @@ def _os_error_line(exc: OSError) -> str:
     return f"edgenet: error: {where}{what}".replace("\n", "\\n")
 
 
-def _scratch():
-    """A temp folder for this command (None when the temp folder is unwritable: then each temp
-    file goes where it would have gone anyway)."""
+# commands whose temp files (their libraries' and child processes' too) all go into one folder of
+# the command's own; the others keep the usual temp folder (e.g. Ray's socket paths under TMPDIR
+# must stay short)
+OWN_TEMP_FOLDER = frozenset({"convert"})
+
+
+def _scratch(argv: list[str]):
+    """A temp folder for this command, or None (another command; an unwritable temp folder: then
+    each temp file goes where it would have gone anyway)."""
     from edgenet.scratch import ScratchDir, sweep_leftovers
 
     sweep_leftovers()                    # what killed runs left behind
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in OWN_TEMP_FOLDER:
+        return None
     try:
         return ScratchDir("edgenet-run-")
     except OSError:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     previous = _install_handlers()
     try:
-        scratch = _scratch()
+        scratch = _scratch(argv)
         try:
             # every temp file of this command (its libraries' and child processes' too) goes there
             with redirect_temp(scratch.path) if scratch is not None else contextlib.nullcontext():
