@@ -222,6 +222,23 @@ def test_sigkill_mid_publish_is_undone_by_the_next_conversion(tmp_path, kill_at)
         assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", "notes.txt"])
 
 
+def test_a_killed_conversion_does_not_block_the_next(tmp_path):
+    out = tmp_path / "out"
+    code = textwrap.dedent(f"""
+        import os, signal
+        from edgenet.io import atomic_write_bytes
+        from edgenet.outdir import OutputFolder
+        with OutputFolder({str(out)!r}) as folder:
+            atomic_write_bytes(folder.staging / "model.onnx", b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(n[:len(STAGING_PREFIX)] for n in os.listdir(out)) == [STAGING_PREFIX, LOCK]
+    _convert(out, SECOND)                            # no --force needed: nothing of anyone's is there
+    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json"])
+
+
 def test_a_failed_conversion_removes_the_folders_it_made(tmp_path):
     with pytest.raises(UsageError):
         with OutputFolder(tmp_path / "x" / "y" / "out"):
