@@ -38,7 +38,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgenet.errors import OutputBusyError, OutputError, OutputExistsError, UsageError
+from edgenet.errors import OutputBusyError, OutputError, OutputExistsError
 from edgenet.pathcheck import check_location, immutable, os_error_message
 from edgenet.scratch import sweep_leftovers
 
@@ -225,7 +225,8 @@ class OutputFolder:
             failure = _rollback(root, self.out)
             if failure is not None:
                 raise OutputError(f"--out {self.out}: an earlier conversion was killed while publishing and its "
-                                  f"files cannot be put back ({os_error_message(failure, self.out)})")
+                                  f"files cannot be put back ({failure.filename}: {failure.strerror}); move them "
+                                  f"back from {root / PREVIOUS} by hand or choose another --out")
             shutil.rmtree(root, ignore_errors=True)
 
     def _probe(self) -> None:

@@ -40,6 +40,7 @@ class ScratchDir:
     """
 
     def __init__(self, prefix: str, parent: str | os.PathLike | None = None) -> None:
+        self._fd, self._owner = None, os.getpid()
         parent = Path(parent if parent is not None else tempfile.gettempdir())
         sweep(prefix, parent)
         self.path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
@@ -51,8 +52,9 @@ class ScratchDir:
             raise
 
     def close(self) -> None:
-        """Remove the folder (then let go of its lock). Safe to call twice."""
-        if self._fd is None:
+        """Remove the folder (then let go of its lock). Safe to call twice; does nothing in a
+        forked child (the folder is its parent's)."""
+        if self._fd is None or os.getpid() != self._owner:
             return
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._fd)
@@ -165,7 +167,11 @@ def sweep_leftovers() -> list[Path]:
     """:func:`sweep` every edgenet prefix in the temp folder and /dev/shm: what killed runs left.
     Cheap (two directory listings); run at the start of every command and conversion."""
     removed = []
-    for parent in dict.fromkeys((system_tempdir(), tempfile.gettempdir(), SHARED_MEMORY)):
+    try:
+        parents = (system_tempdir(), tempfile.gettempdir(), SHARED_MEMORY)
+    except OSError:     # no usable temp folder at all: nothing can have been left there
+        parents = (SHARED_MEMORY,)
+    for parent in dict.fromkeys(parents):
         if os.path.isdir(parent):
             for prefix in PREFIXES:
                 removed += sweep(prefix, parent)
