@@ -170,8 +170,9 @@ class OutputFolder:
             self._probe()
         except BaseException as exc:
             self._finish(failed=True)
-            if isinstance(exc, OSError):   # about out itself, not edgenet's bookkeeping files in it
-                raise OutputError(os_error_message(exc, self.out, where=self.out)) from None
+            if isinstance(exc, OSError):   # about out itself, unless one of edgenet's files in it is in the way
+                where = exc.filename if exc.errno in (errno.EISDIR, errno.ELOOP, errno.ENOTDIR) else self.out
+                raise OutputError(os_error_message(exc, self.out, where=where)) from None
             raise
         return self
 

@@ -105,7 +105,7 @@ def _homes() -> set[Path]:
 
 def _git_root(start: Path) -> Path | None:
     for folder in (start, *start.parents):
-        if (folder / ".git").exists():
+        if os.path.lexists(folder / ".git"):
             return folder
     return None
 
@@ -122,7 +122,7 @@ def _danger(path: Path) -> str | None:
         cwd = None
     if cwd is not None and path == _git_root(cwd):
         return "the root of the git working tree you are in"
-    if (path / ".git").exists():
+    if os.path.lexists(path / ".git"):
         return "the root of a git working tree"
     if path in SYSTEM_FOLDERS:
         return "a system folder"
@@ -147,6 +147,12 @@ def check_location(out: str | os.PathLike) -> None:
         raise UsageError(f"--out {text}: '~' was not expanded (it was quoted?); write the folder's path in full, "
                          f"e.g. --out {os.path.expanduser(text)}")
     absolute = Path(os.path.abspath(text))
+    try:
+        os.stat(absolute)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise UsageError(f"--out {text[:80]}...: the path (or a name in it) is too long; choose a shorter "
+                             "--out") from None
     existing = absolute
     try:
         while not os.path.lexists(existing):

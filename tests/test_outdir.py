@@ -310,7 +310,8 @@ def test_paths_that_cannot_be_folders_are_refused(tmp_path, monkeypatch):
              tmp_path / "dangling": "is a symbolic link to",
              tmp_path / "dangling" / "sub": "is a symbolic link to",
              tmp_path / "loop" / "out": "loop of symbolic links",
-             repo: "the root of a git working tree"}
+             repo: "the root of a git working tree",
+             tmp_path / ("a" * 300) / "out": "is too long"}
     for out, needle in cases.items():
         with pytest.raises(UsageError, match=needle):
             check_location(out)
