@@ -11,10 +11,14 @@ FS_IOC_GETFLAGS (ioctl_iflags(2)) for immutable and append-only files.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:     # not POSIX (Windows): no inode flags to read
+    fcntl = None
 
 from edgenet.errors import UsageError
 
@@ -77,7 +81,7 @@ def filesystem_type(path: str | os.PathLike) -> str | None:
 def immutable(path: str | os.PathLike) -> bool:
     """Whether ``path`` carries the immutable or append-only attribute (``chattr +i`` / ``+a``):
     then not even root can rename or replace it. False where the attribute cannot be read."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or fcntl is None:
         return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:     # not POSIX (Windows): no scratch folders (the CLI does not make them there)
+    fcntl = None
 
 OWNER = ".owner"
 # the scratch folders edgenet makes: the CLI's per-command folder, the TensorFlow worker's temp

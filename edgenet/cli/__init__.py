@@ -106,6 +106,8 @@ OWN_TEMP_FOLDER = frozenset({"convert"})
 def _scratch(argv: list[str]):
     """A temp folder for this command, or None (another command; an unwritable temp folder: then
     each temp file goes where it would have gone anyway)."""
+    if sys.platform == "win32":          # scratch folders rely on POSIX file locks
+        return None
     from edgenet.scratch import ScratchDir, sweep_leftovers
 
     sweep_leftovers()                    # what killed runs left behind
