@@ -2,15 +2,14 @@
 
 Each stage is a function from one artifact to the next (see the sibling modules); this module
 runs them, records their times and findings in the report, and writes the outputs. Files are
-staged in a hidden folder beside ``--out`` and moved in (one atomic rename per file) only after
-every stage, target checks included, has succeeded.
+staged in a hidden folder inside ``--out`` and published all at once (:mod:`edgenet.outdir`) only
+after every stage, target checks included, has succeeded.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -72,9 +71,15 @@ def check_inputs(opts: ConvertOptions) -> None:
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-def run(opts: ConvertOptions, progress: Callable | None = None):
+def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     from converters.tf_worker import tf_stages
     from targets import load_target
+
+    if output is None:   # an edgenet.outdir.OutputFolder: --out checked, locked and probed
+        from edgenet.outdir import OutputFolder
+
+        with OutputFolder(opts.out, opts.force) as output:
+            return run(opts, progress, output)
 
     profile = load_target(opts.target)
     check_inputs(opts)
@@ -85,7 +90,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     # TensorFlow starts loading now, in a child process, while this one loads torch and exports
     tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
-        result = _run(opts, progress, profile, tf_side, preloaded)
+        result = _run(opts, progress, profile, tf_side, output, preloaded)
     except BaseException:
         tf_side.release(failed=True)
         raise
@@ -93,7 +98,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None):
     return result
 
 
-def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, preloaded: SourceModel | None = None):
+def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, output,
+         preloaded: SourceModel | None = None):
     from converters.passes import ONNX_PASSES
     from converters import validate
     from edgenet.api import ConvertResult
@@ -202,7 +208,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
         layers = stages.run("per-layer error", tf_side.layer_sqnr, quant_source, int8_result.model,
                             [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
 
-    staging = Path(tempfile.mkdtemp(prefix=".edgenet-", dir=_parent(opts.out)))
+    staging = output.staging
     try:
         files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
         for v, blob in variant_bytes.items():
@@ -249,7 +255,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, prel
 
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
-        final = _publish(staging, opts.out)
+        final = output.publish()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
@@ -276,6 +282,7 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     from dataclasses import replace
 
     from edgenet.io import atomic_write_bytes
+    from edgenet.scratch import ScratchDir
     from edgenet.zoo import info
     from targets.fit import fit_model
 
@@ -283,7 +290,11 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
 
     if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
-    workdir = Path(tempfile.mkdtemp(prefix="edgenet-fit-"))
+    from edgenet.zoo import validate_hparams
+
+    for a in opts.fit_alphas:          # refused before any folder is made
+        for r in opts.fit_resolutions:
+            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
 
     def build(alpha: float, resolution: int) -> Path:
@@ -296,16 +307,13 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
         return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
                     in_channels=opts.model.in_channels).mult_adds
 
-    from edgenet.zoo import validate_hparams
-
-    for a in opts.fit_alphas:
-        for r in opts.fit_resolutions:
-            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
+    scratch = ScratchDir("edgenet-fit-")   # removed by the next run if this process is killed
+    workdir = scratch.path
     try:
         result = fit_model(profile, grid, build, mult_adds)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.close()
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result
@@ -377,12 +385,6 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
             tf_side.ready()
 
 
-def _parent(out: Path) -> Path:
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
 def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes, int8_result,
                    data: PipelineData, opts: ConvertOptions) -> list[str]:
     from edgenet.io import atomic_write_bytes, atomic_write_text
@@ -416,17 +418,3 @@ def _with_metadata(model: bytes, source: SourceModel) -> bytes:
         return model
     return add_metadata(model, source.preprocess, source.class_names, name=source.name)
 
-
-def _publish(staging: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    final = []
-    for item in sorted(staging.iterdir()):
-        dest = out / item.name
-        if item.is_dir():
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(item, dest)
-        else:
-            os.replace(item, dest)
-        final.append(dest)
-    return final

@@ -10,6 +10,12 @@ small dataclasses) are pickled over its stdin/stdout, arrays of 1 MB and more as
 /dev/shm; the TF graph it builds stays in the child. One worker serves every conversion of a
 process. When TensorFlow is already imported in this process (a notebook, the tests), the same
 stages run in-process instead (:class:`InProcessTF`).
+
+Nothing outlives the parent: the child dies with it (PR_SET_PDEATHSIG when the main thread
+started it, and a thread that watches the parent process id in any case), the child's temp
+files go to a folder of the parent's that is removed when the worker stops, and the /dev/shm
+folders are :class:`edgenet.scratch.ScratchDir` folders, which the next run removes if this
+process is killed.
 """
 from __future__ import annotations
 
@@ -18,9 +24,12 @@ import os
 import pickle
 import shutil
 import struct
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,7 @@ from typing import Any, BinaryIO
 
 from edgenet.config import Precision
 from edgenet.errors import ConversionError
+from edgenet.scratch import ScratchDir, system_tempdir
 
 _LENGTH = struct.Struct("<Q")
 
@@ -121,14 +131,25 @@ class WorkerTF:
     """The same stages, forwarded to a child process that starts importing TensorFlow at once."""
 
     def __init__(self) -> None:
+        # the child's temp folder: it may outlive one CLI command's own temp folder (in a notebook)
+        self._scratch = ScratchDir("edgenet-worker-", system_tempdir())
         self._log = tempfile.TemporaryFile()
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # the child must import this very copy of converters/, whatever this process's sys.path is
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-        self._proc = subprocess.Popen([sys.executable, "-m", "converters.tf_worker"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._log, env=env)
+        env["TMPDIR"] = str(self._scratch.path)
+        env[_PARENT] = str(os.getpid())
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: only the main one is safe
+        env[_DEATH_SIGNAL] = "1" if threading.current_thread() is threading.main_thread() else "0"
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "converters.tf_worker"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=self._log, env=env)
+        except BaseException:
+            self._log.close()
+            self._scratch.close()
+            raise
 
     def __getattr__(self, name: str):
         if name not in InProcessTF.METHODS:
@@ -136,8 +157,8 @@ class WorkerTF:
         return lambda *args, **kwargs: self._call(name, args, kwargs)
 
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        with tempfile.TemporaryDirectory(prefix="edgenet-tf-", dir=_array_dir(_large_bytes((args, kwargs)))) as folder:
-            shared = _ArrayFiles(Path(folder))
+        with ScratchDir("edgenet-tf-", _array_dir(_large_bytes((args, kwargs)))) as folder:
+            shared = _ArrayFiles(folder)
             message = (name, shared.pack(args), shared.pack(kwargs))
             try:
                 _send(self._proc.stdin, message)
@@ -170,7 +191,8 @@ class WorkerTF:
             self.close()
 
     def close(self) -> None:
-        """Stop the child at once: nothing it could still be doing is wanted any more."""
+        """Stop the child at once (nothing it could still be doing is wanted any more) and remove
+        its temp folder."""
         if self._log.closed:
             return
         self._proc.kill()
@@ -181,6 +203,7 @@ class WorkerTF:
             except OSError:
                 pass
         self._log.close()
+        self._scratch.close()
 
 
 _shared: WorkerTF | None = None
@@ -197,9 +220,47 @@ def tf_stages(in_process: bool = False) -> InProcessTF | WorkerTF:
     if in_process or "tensorflow" in sys.modules or os.environ.get("EDGENET_TF_WORKER") == "0":
         return InProcessTF()
     if _shared is None or not _shared.alive():
+        if _shared is not None:
+            _shared.close()
         _shared = WorkerTF()
         atexit.register(_shared.close)
     return _shared
+
+
+def shutdown() -> None:
+    """Stop this process's worker now (a process about to leave through ``os._exit``, which
+    skips atexit)."""
+    if _shared is not None:
+        _shared.close()
+
+
+# -- the child's side: it must not outlive its parent ------------------------------------------
+_PARENT = "EDGENET_TF_WORKER_PARENT"
+_DEATH_SIGNAL = "EDGENET_TF_WORKER_PDEATHSIG"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Make this (child) process end when its parent does, however the parent ends."""
+    parent = int(os.environ.get(_PARENT, "0") or 0)
+    if os.environ.get(_DEATH_SIGNAL) == "1" and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if not parent:
+        return
+    if os.getppid() != parent:          # the parent is already gone
+        os._exit(1)
+
+    def watch() -> None:                # also covers a GIL-free wait, other OSes, other threads
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgenet-parent-watch", daemon=True).start()
 
 
 # -- the wire: length-prefixed pickles; large arrays as files in shared memory -----------------
@@ -294,6 +355,8 @@ def _picklable(exc: BaseException) -> BaseException:
 
 def serve() -> None:
     """The child's loop: import TensorFlow, then answer calls until the parent closes stdin."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent decides
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                 # anything printed lands in the parent's log, not in the replies

@@ -3,7 +3,7 @@
     model (zoo name | .onnx | checkpoint .pt) -> ONNX -> cleanup -> BN folding -> channels-last TF
     -> TFLite float32 (+ int8, calibrated) -> validation -> target checks -> out/
 
-Every file goes to ``out`` atomically; nothing is written until all stages have succeeded.
+The files appear in ``out`` all at once, only after every stage has succeeded (:mod:`edgenet.outdir`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Callable
 
 from edgenet.config import (Activation, CalibMethod, ChannelOrder, ConvertOptions, InputShape, IOType, ModelSpec,
                             Precision, PreprocessOptions, ResizeMode)
-from edgenet.errors import OutputExistsError, UsageError
+from edgenet.errors import UsageError
 from edgenet.report import ConvertReport
 
 
@@ -37,10 +37,9 @@ class ConvertResult:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"--out {out} exists and is not empty; pass --force to overwrite")
+    from edgenet.outdir import check_out
+
+    check_out(out, force)
 
 
 _SPEC_KEYS = ("alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "input_shape",
@@ -216,6 +215,8 @@ def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable 
     """
     from converters import pipeline
 
+    from edgenet.outdir import OutputFolder
+
     opts = _options(model, dict(kwargs))
-    _check_out(opts.out, opts.force)
-    return pipeline.run(opts, progress=progress)
+    with OutputFolder(opts.out, opts.force) as output:   # checked, locked and probed before the work
+        return pipeline.run(opts, progress=progress, output=output)

@@ -47,6 +47,15 @@ class OutputExistsError(UsageError):
     """The output folder exists and is not empty, and --force was not given."""
 
 
+class OutputError(EdgenetError):
+    """The output folder cannot be written: read-only, full, permission denied, a file in the way,
+    or another conversion is writing there. Nothing in it was changed."""
+
+
+class OutputBusyError(OutputError):
+    """Another edgenet conversion holds the output folder's lock."""
+
+
 class RuntimeNotFoundError(MissingDependencyError):
     """No TFLite runtime (ai-edge-litert, tflite-runtime, tensorflow) can be imported."""
 

@@ -1,4 +1,7 @@
-"""Atomic file writes: a reader never sees a half-written file, and a failure leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, and a failure leaves the old one.
+
+An OSError raised by a write names the file it was writing (``exc.filename``), also when the
+operating system's error does not (a full disk fails in write(), which names none)."""
 from __future__ import annotations
 
 import json
@@ -27,11 +30,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)     # a failed write() names no file: say which one (disk full ...)
         raise
     return path
 

@@ -2,10 +2,19 @@
 
 Errors from the library (``edgenet.errors.EdgenetError``) become one line on stderr and the
 error's exit code; ``--debug`` (anywhere on the line) shows the traceback instead.
+
+SIGTERM and SIGHUP end a command like Ctrl-C does: every cleanup runs (staging folders, the
+TensorFlow worker, its /dev/shm arrays, temp folders), then one line ``edgenet: interrupted`` and
+the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). The temp files of
+``edgenet convert`` live in one folder of the process's own (:class:`edgenet.scratch.ScratchDir`),
+which the next command removes if this one is killed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import sys
 
 import click
@@ -44,39 +53,186 @@ def cli():
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGINT, SIGTERM or SIGHUP: like Ctrl-C, so that every
+    ``finally`` and ``except BaseException`` cleanup runs. ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _on_signal(signum, frame) -> None:
+    for sig in _SIGNALS:            # the first signal wins: a second one must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _install_handlers() -> dict | None:
+    if sys.platform == "win32":
+        return None
+    try:
+        return {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
+    except ValueError:              # not the main thread: leave signals alone
+        return None
+
+
+def _say(text: str) -> None:
+    """One line on stderr, whatever state stderr is in."""
+    try:
+        click.echo(text, err=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _os_error_line(exc: OSError) -> str:
+    from edgenet.pathcheck import _WHAT
+
+    what = _WHAT.get(exc.errno, (exc.strerror or type(exc).__name__,))[0]
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"edgenet: error: {where}{what}".replace("\n", "\\n")
+
+
+# commands whose temp files (their libraries' and child processes' too) all go into one folder of
+# the command's own; the others keep the usual temp folder (e.g. Ray's socket paths under TMPDIR
+# must stay short)
+OWN_TEMP_FOLDER = frozenset({"convert"})
+
+
+def _scratch(argv: list[str]):
+    """A temp folder for this command, or None (another command; an unwritable temp folder: then
+    each temp file goes where it would have gone anyway)."""
+    if sys.platform == "win32":          # scratch folders rely on POSIX file locks
+        return None
+    from edgenet.scratch import ScratchDir, sweep_leftovers
+
+    sweep_leftovers()                    # what killed runs left behind
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in OWN_TEMP_FOLDER:
+        return None
+    try:
+        return ScratchDir("edgenet-run-")
+    except OSError:
+        return None
+
+
+def _stop_worker() -> None:
+    worker = sys.modules.get("converters.tf_worker")
+    if worker is not None:
+        worker.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgenet.errors import EdgenetError
+    from edgenet.scratch import redirect_temp
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    previous = _install_handlers()
     try:
-        cli.main(args=argv, prog_name="edgenet", standalone_mode=False)
+        scratch = _scratch(argv)
+        try:
+            # every temp file of this command (its libraries' and child processes' too) goes there
+            with redirect_temp(scratch.path) if scratch is not None else contextlib.nullcontext():
+                # not cli.main(): it turns KeyboardInterrupt (and so Interrupted) into Abort after
+                # printing an empty line
+                with cli.make_context("edgenet", argv) as ctx:
+                    cli.invoke(ctx)
+        finally:
+            if scratch is not None:
+                scratch.close()
     except click.exceptions.Abort:
-        click.echo("edgenet: interrupted", err=True)
+        _say("edgenet: interrupted")
         return 130
     except click.ClickException as exc:  # usage errors: click's own one-line message
-        exc.show()
+        try:
+            exc.show()
+        except (OSError, ValueError):
+            pass
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except EdgenetError as exc:
         if debug:
             raise
-        click.echo(f"edgenet: error: {exc}", err=True)
+        _say(f"edgenet: error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("edgenet: interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = f" ({exc.args[0]})" if isinstance(exc, Interrupted) and exc.signum != signal.SIGINT else ""
+        _say(f"edgenet: interrupted{name}")
+        return getattr(exc, "exit_code", 130)
+    except OSError as exc:
+        if debug:
+            raise
+        if _stdout_unusable(exc):
+            _say("edgenet: error: standard output is closed: the output could not be written in full")
+        else:
+            _say(_os_error_line(exc))
+        return 1
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(
-            f"edgenet: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-            err=True,
-        )
+        _say(f"edgenet: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
         return 70
+    finally:
+        if previous is not None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return 0
+
+
+def _stdout_unusable(exc: OSError) -> bool:
+    """Whether ``exc`` comes from writing to a standard output that nobody reads (EPIPE) or that
+    was closed when the command started (see :func:`_guard_standard_fds`)."""
+    if exc.errno == errno.EPIPE:
+        return True
+    if exc.errno != errno.EBADF:
+        return False
+    try:
+        import fcntl
+
+        return fcntl.fcntl(1, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except (OSError, ImportError):
+        return True
+
+
+def _guard_standard_fds() -> None:
+    """A closed fd 0, 1 or 2 (``edgenet ... >&-``) would be reused by the first file this
+    process opens, and output meant for the terminal would land in it. Put /dev/null there
+    instead: read-only on 0 and 1 (so writing the output fails, and is reported), write-only on 2."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_RDONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, mode)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    # Python starts with sys.stdout None when fd 1 was closed; click then drops output silently
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
+def _quiet_streams() -> None:
+    """Flush stdout and stderr; a stream that cannot take it (closed pipe) is pointed at
+    /dev/null so that the interpreter's own flush at exit has nothing to complain about."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, stream.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
 
 
 _NATIVE_RUNTIMES = ("tensorflow", "torch", "onnxruntime")
@@ -87,16 +243,16 @@ def run() -> None:
 
     Once TensorFlow or torch is loaded, the interpreter's normal shutdown (module teardown, thread
     pools, allocator) takes about 2 s after the work is done. Every file is already written and
-    closed by then, so the process flushes its output and leaves without it.
+    closed by then, and the TensorFlow worker stopped, so the process flushes its output and
+    leaves without it.
     """
-    code = main()
+    _guard_standard_fds()
+    code = main()                       # every temp folder is removed by now
     if any(name in sys.modules for name in _NATIVE_RUNTIMES):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):   # a closed pipe (`edgenet ... | head`): nothing to deliver
-                pass
+        _stop_worker()                  # os._exit skips atexit, which would stop it
+        _quiet_streams()
         os._exit(code)
+    _quiet_streams()
     sys.exit(code)
 
 

@@ -1,0 +1,407 @@
+"""The output folder of a conversion: checked and locked before the work, filled all at once after.
+
+:class:`OutputFolder` wraps a whole conversion::
+
+    with OutputFolder(out, force) as folder:      # checks, locks, probes; makes folder.staging
+        ...write every output file into folder.staging...
+        folder.publish()                          # all of them appear in ``out``, or none
+
+Promises:
+
+* Nothing is written anywhere but ``out``. The staging folder is a hidden folder *inside* ``out``
+  (``.edgenet-staging-<pid>-<random>/files``), so it is on ``out``'s filesystem and publishing is a
+  few ``rename(2)`` calls, never a copy (an ``out`` that is a mount point works).
+* One conversion at a time per folder: ``flock(2)`` on ``out/.edgenet.lock``, taken at the start
+  and held to the end; a second conversion fails at once (OutputBusyError). The lock file is
+  removed again at the end.
+* All or nothing: publishing first moves every file it replaces (and every file of the earlier
+  conversion that this one does not write) into the staging folder, then moves the new files in.
+  If any step fails, the new files are taken out and the earlier ones put back. A journal
+  (``publish.json`` in the staging folder) lets the next conversion into ``out`` finish that
+  rollback after a SIGKILL mid-publish; it also removes staging folders that killed runs left.
+* ``--force`` replaces only what edgenet wrote: the names published are recorded in report.json's
+  ``files`` list (or, when the files published have no report.json listing them all, in a hidden
+  ``out/.edgenet.json``). An earlier conversion's files are replaced or removed; any other file
+  stays, and a file of the user's that has the name of one edgenet writes is refused at the
+  start, not overwritten.
+* Every failure to write is one line (OutputError, UsageError) naming the path and what to do.
+  A write probe at the start finds a read-only, full or unwritable ``out`` before the slow stages.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import fnmatch
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgenet.errors import OutputBusyError, OutputError, OutputExistsError
+from edgenet.pathcheck import check_location, immutable, os_error_message
+from edgenet.scratch import sweep_leftovers
+
+LOCK = ".edgenet.lock"
+MANIFEST = ".edgenet.json"
+STAGING_PREFIX = ".edgenet-staging-"
+JOURNAL, PREVIOUS, FILES = "publish.json", "previous", "files"
+PROBE_BYTES = 64 << 10
+# names edgenet convert may write: a user's own file by one of these names is not overwritten
+OUTPUT_PATTERNS = ("model*.onnx", "model*.tflite", "model_data.cc", "model_data.h", "model_op_resolver.h",
+                   "preprocess.json", "labels.txt", "report.json", "report.md", "vela_summary.csv",
+                   "*_edgetpu.tflite", "*_edgetpu.log", MANIFEST)
+
+
+def _internal(name: str) -> bool:
+    """edgenet's own bookkeeping in ``out``: not an output, not the user's."""
+    return name == LOCK or name.startswith(STAGING_PREFIX)
+
+
+def _plain(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name and not _internal(name)
+
+
+def _entries(out: Path) -> list[str]:
+    return sorted(n for n in os.listdir(out) if not _internal(n))
+
+
+def _listed(path: Path) -> frozenset[str] | None:
+    """The plain file names in the ``files`` list of JSON file ``path`` (None: no such list)."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(names, list):
+        return None
+    return frozenset(n for n in names if isinstance(n, str) and _plain(n))
+
+
+def recorded_files(out: str | os.PathLike) -> frozenset[str]:
+    """The files an earlier conversion wrote into ``out``: report.json's ``files`` (what it says it
+    wrote), or .edgenet.json's when a publish had no report.json listing all of them."""
+    out = Path(out)
+    for name in (MANIFEST, "report.json"):
+        names = _listed(out / name)
+        if names is not None:
+            return names | {name}
+    return frozenset()
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _replace_problem(out: Path, name: str, recorded: frozenset[str]) -> str | None:
+    path = out / name
+    if _is_folder(path):
+        return f"--out {out}: {name} is a folder in the way of a file edgenet writes; move it away or choose another --out"
+    if name not in recorded:
+        return (f"--out {out}: {name} is not a file of the earlier conversion there (report.json does not list it) "
+                "and --force replaces only edgenet's files; move it away or choose another --out")
+    if immutable(path):
+        return (f"--out {out}: {name} is immutable or append-only (chattr +i/+a), so it cannot be replaced; "
+                "run chattr -i on it or choose another --out")
+    return None
+
+
+def check_out(out: str | os.PathLike, force: bool) -> None:
+    """The checks of :class:`OutputFolder` that need no lock and write nothing: where ``out`` is
+    (see :func:`edgenet.pathcheck.check_location`), and whether it already holds files.
+
+    Raises UsageError, OutputExistsError (not empty, no ``force``) or OutputError.
+    """
+    check_location(out)
+    out = Path(out)
+    if not out.is_dir():
+        return
+    try:
+        if any(n.startswith(STAGING_PREFIX) for n in os.listdir(out)):
+            return     # a killed conversion's leftovers: judged once OutputFolder has cleaned them up
+        entries = _entries(out)
+    except OSError as exc:
+        raise OutputError(os_error_message(exc, out)) from None
+    if entries and not force:
+        raise OutputExistsError(f"--out {out} exists and is not empty; pass --force to replace edgenet's earlier "
+                                "files there (other files stay)")
+    if force:
+        recorded = recorded_files(out)
+        for name in entries:
+            if name in recorded or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS):
+                problem = _replace_problem(out, name, recorded)
+                if problem:
+                    raise OutputError(problem)
+
+
+class OutputFolder:
+    """``out`` for one conversion; see the module docstring. ``staging`` (a Path) is where the
+    conversion writes its files, from ``__enter__`` until :meth:`publish`.
+
+    ``__enter__`` raises UsageError (a refused place), OutputExistsError (not empty without
+    ``force``; a user's file in the way with it), OutputBusyError (another conversion holds the
+    lock) or OutputError (cannot write: read-only, full, permission ...). ``__exit__`` removes the
+    staging folder, the lock file and, after a failure, the folders it created; an OSError
+    raised inside the ``with`` about a path in ``out`` comes out as one-line OutputError.
+    """
+
+    def __init__(self, out: str | os.PathLike, force: bool = False) -> None:
+        self.out = Path(out)
+        self.force = force
+        self.staging: Path | None = None
+        self.published: list[Path] | None = None
+        self._root: Path | None = None
+        self._fd: int | None = None
+        self._created: list[Path] = []
+        self._recorded: frozenset[str] = frozenset()
+
+    # -- start --------------------------------------------------------------------------------
+    def __enter__(self) -> "OutputFolder":
+        check_out(self.out, self.force)
+        sweep_leftovers()                        # temp folders of killed runs (a library caller has no CLI to do it)
+        try:
+            self._make_out()
+            self._lock()
+            self._recover()
+            check_out(self.out, self.force)      # again, now that no other conversion can write
+            self._recorded = recorded_files(self.out)
+            self._root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.out))
+            self.staging = self._root / FILES
+            self.staging.mkdir()
+            self._probe()
+        except BaseException as exc:
+            self._finish(failed=True)
+            if isinstance(exc, OSError):   # about out itself, unless one of edgenet's files in it is in the way
+                where = exc.filename if exc.errno in (errno.EISDIR, errno.ELOOP, errno.ENOTDIR) else self.out
+                raise OutputError(os_error_message(exc, self.out, where=where)) from None
+            raise
+        return self
+
+    def _make_out(self) -> None:
+        missing, folder = [], Path(os.path.abspath(self.out))
+        while not os.path.lexists(folder):
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                continue
+            self._created.append(folder)
+
+    def _lock(self) -> None:
+        path = self.out / LOCK
+        for _ in range(5):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                who = f" (process {owner})" if owner.isdigit() else ""
+                raise OutputBusyError(f"--out {self.out}: another edgenet conversion{who} is writing there; wait "
+                                      "for it to finish or choose another --out") from None
+            # the holder before us may have removed the file after we opened it: lock the file in place
+            mine = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                self._fd = fd
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return
+            os.close(fd)
+        raise OutputBusyError(f"--out {self.out}: other edgenet conversions keep taking it; try again")
+
+    def _recover(self) -> None:
+        """Remove the staging folders of killed conversions (finishing an interrupted publish's
+        rollback first). Only the lock holder makes staging folders, so every one found is stale."""
+        for name in os.listdir(self.out):
+            root = self.out / name
+            if not name.startswith(STAGING_PREFIX) or not _is_folder(root):
+                continue
+            failure = _rollback(root, self.out)
+            if failure is not None:
+                raise OutputError(f"--out {self.out}: an earlier conversion was killed while publishing and its "
+                                  f"files cannot be put back ({failure.filename}: {failure.strerror}); move them "
+                                  f"back from {root / PREVIOUS} by hand or choose another --out")
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _probe(self) -> None:
+        """Write (and sync) a small file where the outputs will go: a read-only, full or
+        unwritable ``out`` fails here, before the slow stages."""
+        probe = self._root / "probe"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            data = memoryview(bytes(PROBE_BYTES))
+            while data:                            # a nearly full disk takes part, then fails
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+
+    # -- publish ------------------------------------------------------------------------------
+    def publish(self) -> list[Path]:
+        """Move every file of ``staging`` into ``out`` at once: all of them, or (on failure) none,
+        with ``out`` as it was. Removes the earlier conversion's files this one did not write
+        (``force``). Returns the published paths; raises OutputExistsError, OutputError."""
+        if self._fd is None or self.staging is None:
+            raise RuntimeError("OutputFolder.publish() outside its with-block")
+        out, root = self.out, self._root
+        names = sorted(os.listdir(self.staging))
+        bad = [n for n in names if not _plain(n) or n == MANIFEST]
+        if bad:
+            raise OutputError(f"--out {out}: edgenet cannot publish a file named {bad[0]!r}")
+        present = _entries(out)
+        if present and not self.force:
+            raise OutputExistsError(f"--out {out}: files appeared in it during the conversion ({present[0]} ...); "
+                                    "pass --force to replace edgenet's earlier files there")
+        for name in names:
+            if os.path.lexists(out / name):
+                problem = _replace_problem(out, name, self._recorded)
+                if problem:
+                    raise OutputError(problem)
+        moving = list(names)
+        if not set(names) <= (_listed(self.staging / "report.json") or frozenset()):   # report.json is the usual record
+            _write_json(self.staging / MANIFEST, {"written_by": "edgenet", "files": names})
+            moving.append(MANIFEST)
+        stale = sorted(n for n in self._recorded - set(moving) if os.path.lexists(out / n) and not _is_folder(out / n))
+        journal = {"out": os.path.abspath(out), "new": {n: _identity(self.staging / n) for n in moving},
+                   "replaced": stale}
+        current = None
+        try:
+            _write_json(root / f"{JOURNAL}.tmp", journal)
+            os.rename(root / f"{JOURNAL}.tmp", root / JOURNAL)   # from here on, a rollback is possible
+            (root / PREVIOUS).mkdir()
+            for current in [*moving, *stale]:
+                if os.path.lexists(out / current):
+                    os.rename(out / current, root / PREVIOUS / current)
+            for current in moving:
+                os.rename(self.staging / current, out / current)
+            current = None
+            _sync_folder(out)
+            os.unlink(root / JOURNAL)                 # the commit point
+        except BaseException as exc:
+            failure = _rollback(root, out)
+            if isinstance(exc, OSError):
+                kept = ("--out is as it was before" if failure is None else
+                        f"putting the earlier files back failed too ({failure.strerror}); the next conversion "
+                        "into --out finishes that")
+                where = out / current if current else None
+                raise OutputError(f"{os_error_message(exc, out, where)} ({kept})") from None
+            raise
+        _sync_folder(out)
+        self.published = [out / n for n in names]
+        return self.published
+
+    # -- end ----------------------------------------------------------------------------------
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._finish(failed=exc_type is not None)
+        if isinstance(exc, OSError) and self._concerns(exc):
+            raise OutputError(os_error_message(exc, self.out)) from None
+
+    def _concerns(self, exc: OSError) -> bool:
+        out = os.path.abspath(self.out)
+        for name in (exc.filename, exc.filename2):
+            if name is not None and os.path.abspath(os.fsdecode(name)).startswith(out + os.sep):
+                return True
+        return False
+
+    def _finish(self, failed: bool) -> None:
+        """Remove the staging folder (unless it holds an unfinished rollback's journal), the lock
+        file, and after a failure the folders made for ``out``; then let go of the lock. Each
+        step runs even when a signal cuts the one before short."""
+        try:
+            if self._root is not None and not (self._root / JOURNAL).exists():
+                shutil.rmtree(self._root, ignore_errors=True)
+        finally:
+            self.staging = None
+            if self._fd is not None:
+                try:
+                    self._unlock(failed)
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+
+    def _unlock(self, failed: bool) -> None:
+        try:
+            os.unlink(self.out / LOCK)                # while still holding it: see _lock
+        except OSError:
+            pass
+        if failed and self.published is None:
+            for folder in reversed(self._created):
+                try:
+                    os.rmdir(folder)                  # only if empty: nothing of the user's is removed
+                except OSError:
+                    break
+
+
+def _identity(path: Path) -> list[int]:
+    st = os.lstat(path)
+    return [st.st_dev, st.st_ino]
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if _is_folder(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _rollback(root: Path, out: Path) -> OSError | None:
+    """Undo an unfinished publish recorded in ``root``'s journal: remove from ``out`` the new
+    files that reached it (recognised by device and inode), put the moved-away ones back.
+    Returns None when done (or nothing to do), else the OSError that stopped it (the journal then
+    stays for another try)."""
+    journal = root / JOURNAL
+    try:
+        record = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return exc if isinstance(exc, OSError) else OSError(errno.EIO, f"unreadable journal {journal}")
+    failure = None
+    for name, ident in record.get("new", {}).items():
+        path = out / name
+        try:
+            if _plain(name) and os.path.lexists(path) and _identity(path) == list(ident):
+                _remove(path)
+        except OSError as exc:
+            failure = failure or exc
+    backup = root / PREVIOUS
+    for name in (sorted(os.listdir(backup)) if backup.is_dir() else []):
+        try:
+            if os.path.lexists(out / name):
+                raise FileExistsError(errno.EEXIST, "in the way of an earlier file", str(out / name))
+            os.rename(backup / name, out / name)
+        except OSError as exc:
+            failure = failure or exc
+    if failure is None:
+        _sync_folder(out)
+        os.unlink(journal)
+    return failure
