@@ -29,6 +29,7 @@ from edgenet.quality import Verdict
 MAX_ROUNDS = 5
 MAX_KEPT_FRACTION = 0.25
 _SKIP = {"QUANTIZE", "DEQUANTIZE"}
+_LAYOUT = {"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER", "STRIDED_SLICE", "SLICE"}
 
 
 @dataclass(frozen=True)
@@ -75,38 +76,42 @@ class _Op:
     name: str          # its first output tensor's name
     op: str
     inputs: tuple[str, ...]
-    output_is_graph_output: bool
+    output_position: int | None   # the model output (in the model's order) it produces, if any
 
 
 def _ops(model: bytes) -> list[_Op]:
+    from edgenet.inference import outputs_in_model_order
     from edgenet.runtime import make_interpreter
 
     interp = make_interpreter(model, use_xnnpack=False)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    outputs = {int(d["index"]) for d in interp.get_output_details()}
+    position = {int(d["index"]): k for k, d in enumerate(outputs_in_model_order(interp))}
+    details = interp._get_ops_details()
     ops = []
-    for op in interp._get_ops_details():
+    for op in details:
         if op["op_name"] in _SKIP or not len(op["outputs"]):
             continue
         out = int(op["outputs"][0])
         ops.append(_Op(int(op["index"]), names.get(out, str(out)), op["op_name"],
                        tuple(names[int(i)] for i in op["inputs"] if int(i) >= 0 and int(i) in names),
-                       out in outputs or _feeds_output(interp, out, outputs)))
+                       position.get(out, _output_through_requantize(details, out, position))))
     return ops
 
 
-def _feeds_output(interp, tensor: int, outputs: set[int]) -> bool:
-    """True when ``tensor`` reaches a graph output through QUANTIZE/DEQUANTIZE only."""
-    for op in interp._get_ops_details():
+def _output_through_requantize(details, tensor: int, position: dict[int, int]) -> int | None:
+    """The output position ``tensor`` reaches through a QUANTIZE/DEQUANTIZE, if any."""
+    for op in details:
         if op["op_name"] in _SKIP and tensor in [int(i) for i in op["inputs"]]:
-            if any(int(o) in outputs for o in op["outputs"]):
-                return True
-    return False
+            for o in op["outputs"]:
+                if int(o) in position:
+                    return position[int(o)]
+    return None
 
 
-def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing_outputs: bool = True
-                    ) -> list[tuple[str, str, str]]:
-    """(tensor, op, reason) of the ops to keep in float, most responsible first."""
+def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing: Sequence[int] = ()
+                    ) -> list[tuple[str, str, str, int | None]]:
+    """(tensor, op, reason, output position) of the ops to keep in float, most responsible first:
+    the producers of the ``failing`` outputs (positions in the model's order), then by dB lost."""
     ops = _ops(model)
     ranked: list[tuple[float, str, str, str]] = []
     for op in ops:
@@ -120,26 +125,50 @@ def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing_o
             f"output {out:.1f} dB"
         ranked.append((lost, op.name, op.op, reason))
     ranked.sort(key=lambda r: -r[0])
-    heads = [(op.name, op.op, "produces a damaged output") for op in ops if op.output_is_graph_output] \
-        if failing_outputs else []
+    heads = []
+    producers = {op.name: op for op in ops}
+    for op in ops:
+        if op.output_position is None or op.output_position not in failing:
+            continue
+        heads.append((op.name, op.op, "produces a damaged output", op.output_position))
+        # up through ops that only move values (a final TRANSPOSE or RESHAPE) to the op where the
+        # output's values were put together (the CONCATENATION whose one scale cannot hold them)
+        current = op
+        while current.op in _LAYOUT and current.inputs and current.inputs[0] in producers:
+            current = producers[current.inputs[0]]
+            heads.append((current.name, current.op, f"feeds damaged output {op.output_position}", None))
+        # and the ops that only move values into it (the quantizer gives a concatenation's inputs
+        # its scale: a RESHAPE there would requantize the scores to the boxes' scale)
+        stack = [i for i in current.inputs if i in producers]
+        while stack:
+            feeder = producers[stack.pop()]
+            if feeder.op in _LAYOUT and feeder.name not in {h[0] for h in heads}:
+                heads.append((feeder.name, feeder.op, f"feeds damaged output {op.output_position}", None))
+                stack.extend(i for i in feeder.inputs[:1] if i in producers)
     seen = {h[0] for h in heads}
-    return heads + [(name, kind, f"loses {lost:.1f} dB ({why})") for lost, name, kind, why in ranked
+    return heads + [(name, kind, f"loses {lost:.1f} dB ({why})", None) for lost, name, kind, why in ranked
                     if name not in seen and lost > 0]
 
 
-def repair(int8_model: bytes, layer_sqnr: dict[str, float | None],
-           quantize: Callable[[Sequence[str]], bytes], judge: Callable[[bytes], Verdict],
+def repair(float_model: bytes, int8_model: bytes, layer_sqnr: dict[str, float | None], failing: Sequence[int],
+           quantize: Callable[[Sequence[str], Sequence[int]], bytes], judge: Callable[[bytes], Verdict],
            max_rounds: int = MAX_ROUNDS, max_fraction: float = MAX_KEPT_FRACTION) -> Repair:
     """Keep more and more candidates in float (1, 2, 4 ...) until ``judge`` passes the model that
-    ``quantize(kept_tensors)`` returns, or the budget is spent."""
+    ``quantize(kept_tensors, float_outputs)`` returns, or the budget is spent. Ops are named as in
+    ``float_model`` (the model that was quantized: the quantizer knows them by those names);
+    ``layer_sqnr`` is keyed by the same names. ``failing``: the positions of the outputs that failed;
+    an output whose producer is kept in float is made float32 too (one int8 scale is what could
+    not hold it)."""
     t0 = time.perf_counter()
-    candidates = rank_candidates(int8_model, layer_sqnr)
-    limit = max(1, int(len(_ops(int8_model)) * max_fraction))
+    candidates = rank_candidates(float_model, layer_sqnr, failing)
+    limit = max(1, int(len(_ops(float_model)) * max_fraction))
     kept: tuple[KeptOp, ...] = ()
-    verdict, rounds, k = None, 0, 1
+    heads = sum(1 for c in candidates if c[2] == "produces a damaged output" or c[2].startswith("feeds damaged"))
+    verdict, rounds, k = None, 0, max(1, heads)
     while rounds < max_rounds and candidates:
-        kept = tuple(KeptOp(t, op, why) for t, op, why in candidates[:min(k, limit, len(candidates))])
-        model = quantize([x.tensor for x in kept])
+        chosen = candidates[:min(k, limit, len(candidates))]
+        kept = tuple(KeptOp(t, op, why) for t, op, why, _ in chosen)
+        model = quantize([x.tensor for x in kept], [pos for *_, pos in chosen if pos is not None])
         verdict = judge(model)
         rounds += 1
         if verdict.passed:

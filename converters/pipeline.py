@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,7 @@ from converters.model_data import (EVAL_SET, DataKind, PipelineData, default_cal
 from converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, UsageError
-from edgenet.quality import judge
+from edgenet.io import atomic_write_json, atomic_write_text
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
 
 MIN_CALIB_WARN = 100
@@ -36,6 +36,7 @@ class Stages:
         self.progress = progress
 
     def run(self, name: str, fn, *args, detail: str = "", **kwargs):
+        self.total = max(self.total, len(self.times) + 1)   # a stage not planned for (a repair) counts too
         if self.progress:
             self.progress("start", len(self.times) + 1, self.total, name, detail)
         t0 = time.perf_counter()
@@ -81,7 +82,13 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
         with OutputFolder(opts.out, opts.force) as output:
             return run(opts, progress, output)
 
+    from targets.profile import check_precisions
+
     profile = load_target(opts.target)
+    opts = opts.with_precisions(profile)
+    # float32 is always made, as the reference; the target must run what was asked for besides
+    deployable = [p for p in opts.precisions if p is not Precision.FLOAT32] or [Precision.FLOAT32]
+    check_precisions(profile, deployable)
     check_inputs(opts)
     # an .onnx file is read and its inputs, shapes and preprocessing checked now (onnx only, no torch
     # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports
@@ -100,19 +107,16 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
 
 def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, output,
          preloaded: SourceModel | None = None):
+    from converters.build import build, stage_count
     from converters.passes import ONNX_PASSES
-    from converters import validate
+    from converters.tf_worker import InProcessTF
     from edgenet.api import ConvertResult
-    from edgenet.inference import TFLiteModel, op_counts
-    from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     notes: list[str] = []
     int8 = opts.int8
-    variants = tuple(v for v in profile.variants if v is Precision.FLOAT16)
-    stages = Stages(7 - (preloaded is not None) + len(ONNX_PASSES) + int8 * (1 + opts.layer_report) + len(variants) + opts.fit
-                     + 2 * opts.equalize, progress)
-    from converters.tf_worker import InProcessTF
-
+    quantized = any(p.quantized for p in opts.precisions)
+    stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
+                    + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side,
                detail="" if isinstance(tf_side, InProcessTF) else "TensorFlow in a worker process")
     fit = None
@@ -121,144 +125,273 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
 
     source = preloaded or stages.run("export", load_source, opts, detail=opts.model.source)
     notes.extend(source.notes)
-    if int8:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
+    if quantized:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
         from targets.estimate import check_budgets
 
         check_budgets(profile, source.onnx)
     calib_spec = opts.calib or default_calib(source.info)
-    data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=int8,
+    needs_calibration = any(p.full_integer for p in opts.precisions)
+    data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=needs_calibration,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
-    notes.extend(_data_notes(data, source, int8))
+    notes.extend(_data_notes(data, source, needs_calibration))
     if opts.equalize and source.image_input is None:
         raise UsageError("--equalize works on CNNs with one image input")
     model, pass_stats = source.onnx, {}
     for graph_pass in ONNX_PASSES:
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
-    clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
-    graph = stages.run("onnx -> tf", tf_side.onnx_to_tf, model, opts.model.keep_layout)
-    _check_graph_io(graph, source, model)
-    float_bytes = stages.run("tflite float32", tf_side.float_tflite)
-    variant_bytes = {v: stages.run(f"tflite {v.value}", tf_side.float_tflite, v) for v in variants}
-    # the int8 model is quantized from this float model: the user's own, or with --equalize a
-    # rescaled, bias-corrected twin (model_float.tflite and validation stay with the user's model)
-    quant_source, equalized = float_bytes, None
-    if opts.equalize:
-        from converters.equalize import ClipPolicy, equalize
 
-        eq_model, equalized = stages.run("equalize", equalize, model,
-                                         [to_onnx_layout(data.calib[0], source.inputs[0])],
+    def equalize():
+        from converters.equalize import ClipPolicy, equalize as cle
+
+        eq_model, equalized = stages.run("equalize", cle, model, [to_onnx_layout(data.calib[0], source.inputs[0])],
                                          per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
         notes.extend(equalized.notes)
-        quant_source = stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model)
-    int8_result = None
-    if int8:
-        int8_result = stages.run("tflite int8", tf_side.int8_tflite, quant_source, list(data.calib),
-                                 io_type=opts.io_type if opts.io_type else profile.input_type,
-                                 per_channel=per_channel, method=opts.calib_method, preprocess=source.preprocess,
-                                 detail=f"{data.info['samples']} samples, {opts.calib_method.value}")
+        return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 
-    def _validate():
-        threads = os.cpu_count()
-        f_outs = TFLiteModel(float_bytes, threads).predict_all(data.eval_x)
-        onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs)
-        out_names = [info.name for info in graph.outputs]
-        validate.check_finite_reference(onnx_outs, out_names)
-        fcs = [validate.check_float(o, f, info.channels_last)
-               for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
-        verdict = validate.float_verdict(fcs, out_names, profile.float_tolerance)
-        if not verdict.passed:
-            verdict = _with_divergence(verdict, model, data, source, tf_side)
-            if not opts.allow_mismatch:
-                raise ConversionError(verdict.message())
-            notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
-        q_outs = ics = qv = None
-        if int8_result:
-            q_outs = TFLiteModel(int8_result.model, threads).predict_all(data.eval_x)
-            ics = [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
-            qv = judge("int8", out_names, f_outs, q_outs, [info.channels_last for info in graph.outputs],
-                       profile.thresholds)
-            if not qv.passed:
-                if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
-                    notes.append(f"verdict not enforced on untrained weights: {qv.message()}")
-                elif not opts.allow_degraded:
-                    raise ConversionError(qv.message() + "; pass --allow-degraded to write the files anyway")
-                else:
-                    notes.append("--allow-degraded: " + qv.message())
-        acc = None
-        if data.eval_labels is not None and source.class_names is not None:
-            if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
-                raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
-                                f"model's classes {list(source.class_names)[:10]}")
-            acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
-        outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
-                        for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
-        checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
-                             qv.outputs[0].top1_agreement if qv else None,
-                             min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
-                             verdict.to_dict(), (qv.to_dict(),) if qv else ())
-        return checked, acc
+    def make(graph_model):
+        built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
+                      opts.model.keep_layout, per_channel,
+                      f"{data.info['samples']} samples, {opts.calib_method.value}",
+                      equalize if opts.equalize else None)
+        _check_graph_io(built.graph, source, graph_model)
+        return built
 
-    checked, acc = stages.run("validate", _validate)
+    built = make(model)
+    checked = stages.run("validate", _validate, opts, profile, model, built, source, data, tf_side, notes)
+    split = repair = None
+    int8_verdict = checked.verdicts.get(Precision.INT8)
+    if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
+        strict = opts.strict_int8 or profile.runtime.value in _FULL_INTEGER_RUNTIMES
+        if not strict:
+            stages.total += 1 + int(opts.layer_report)
+            repair = stages.run("mixed precision", _mixed_precision, built, checked, data, source, tf_side, opts,
+                                profile, detail=int8_verdict.worst.name)
+            if repair.passed:
+                built.models[Precision.INT8] = repair.model
+                checked.verdicts[Precision.INT8] = repair.verdict
+                notes.append(repair.summary())
+        if not checked.verdicts[Precision.INT8].passed:
+            split = _splittable(model, checked.verdicts[Precision.INT8])
+            if split is not None:
+                stages.total += stage_count(opts) + 1
+                model, split = _split(model, split)
+                built = make(model)
+                checked = stages.run("validate (split outputs)", _validate, opts, profile, model, built, source,
+                                     data, tf_side, notes)
+                notes.append(split.describe())
+    _enforce(checked, source, opts, notes)
+    float_ops = _ops_left_in_float(built, profile, opts, notes)
     layers = None
-    if int8_result and opts.layer_report:
-        # layer by layer against the float model it was quantized from (equalization rescales
-        # channels inside the network, so the user's model has other intermediate values)
-        layers = stages.run("per-layer error", tf_side.layer_sqnr, quant_source, int8_result.model,
-                            [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
+    if Precision.INT8 in built.models and opts.layer_report:
+        layers = stages.run("per-layer error", _layers, built, data, source, tf_side)
 
     staging = output.staging
     try:
-        files = _write_outputs(staging, source, model, float_bytes, int8_result, data, opts)
-        for v, blob in variant_bytes.items():
-            atomic_write_bytes(staging / f"model_{v.value}.tflite", _with_metadata(blob, source))
+        files = _write_outputs(staging, source, model, built, data)
 
         def _target():
             from targets.checks import run_target
 
-            return run_target(profile, staging, staging / "model_int8.tflite" if int8_result else None,
-                              staging / "model_float.tflite", source.class_names, c_name=opts.c_name)
+            deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
+            return run_target(profile, staging, staging / deployed.file_name if deployed else None,
+                              staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name)
 
         target_report = stages.run("target " + profile.name, _target)
-        int8_ops = op_counts(int8_result.model) if int8_result else {}
-        float_ops = op_counts(float_bytes)
-        report = ConvertReport(
-            model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
-                   "tflite_input_shape": list(graph.inputs[0].tf_shape),
-                   "inputs": [{"name": spec.name, "shape": list(spec.shape), "tflite_shape": list(info.tf_shape),
-                               "image": spec.image} for spec, info in zip(source.inputs, graph.inputs)],
-                   "onnx_ops": dict(sorted(graph.op_counts.items()))},
-            target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
-            bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
-            cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
-                     "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
-            export_max_abs_err=source.export_max_abs_err,
-            data=data.info,
-            calibration=None if not int8_result else {
-                **data.info, "method": opts.calib_method.value, "batch_size": int8_result.calibration.batch_size,
-                "tensors": int8_result.calibration.tensors, "seconds": round(int8_result.calibration.seconds, 3),
-                "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
-                "equalization": None if equalized is None else equalized.to_dict()},
-            validation=checked,
-            accuracy=None if acc is None else {
-                "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
-                "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
-            sizes=Sizes(len(model.SerializeToString()), (staging / "model_float.tflite").stat().st_size,
-                        (staging / "model_int8.tflite").stat().st_size if int8_result else None),  # with metadata
-            ops=int8_ops or float_ops, ops_float=float_ops,
-            stages=tuple(stages.times),
-            files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
-            versions=versions(), notes=tuple(notes),
-            fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()},
-            layers=None if layers is None else [layer.to_dict() for layer in layers])
-
+        report = _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
+                         files, target_report, stages, notes, fit, layers, repair, split, float_ops)
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
         final = output.publish()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
+
+
+_FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
+
+
+@dataclass
+class _Checked:
+    validation: Validation
+    accuracy: object
+    float_outs: list
+    verdicts: dict
+    layers: object = None
+
+
+def _validate(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes) -> _Checked:
+    """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
+    precision against float32 (verdicts decided later, after any repair)."""
+    from converters import validate
+    from edgenet.inference import TFLiteModel
+
+    threads = os.cpu_count()
+    graph = built.graph
+    f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
+    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs)
+    names = [info.name for info in graph.outputs]
+    validate.check_finite_reference(onnx_outs, names)
+    fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
+    verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
+    if not verdict.passed:
+        verdict = _with_divergence(verdict, model, data, source, tf_side)
+        if not opts.allow_mismatch:
+            raise ConversionError(verdict.message())
+        notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
+    verdicts, outs = {}, {}
+    for p, blob in built.models.items():
+        if p is not Precision.FLOAT32:
+            verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
+                                                            profile.thresholds, threads)
+    q_outs = outs.get(Precision.INT8)
+    acc = None
+    if data.eval_labels is not None and source.class_names is not None:
+        if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
+            raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
+                            f"model's classes {list(source.class_names)[:10]}")
+        acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
+    ics = None if q_outs is None else [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
+    outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
+                    for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
+    int8 = verdicts.get(Precision.INT8)
+    checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
+                         int8.outputs[0].top1_agreement if int8 else None,
+                         min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
+                         verdict.to_dict(), ())
+    return _Checked(checked, acc, f_outs, verdicts)
+
+
+def _layers(built, data: PipelineData, source: SourceModel, tf_side):
+    """Per-layer SQNR of the int8 model against the float model it was quantized from (with
+    --equalize the twin: equalization rescales channels inside the network)."""
+    return tf_side.layer_sqnr(built.quant_source, built.models[Precision.INT8],
+                              [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
+
+
+def _mixed_precision(built, checked: _Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile):
+    """Keep the ops int8 breaks in float until the int8 verdict passes (converters.mixed_precision)."""
+    from converters import validate
+    from converters.build import io_type_for
+    from converters.mixed_precision import repair
+
+    checked.layers = _layers(built, data, source, tf_side)
+    sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
+    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+
+    def quantize(keep, float_outputs):
+        return tf_side.requantize(Precision.INT8, tuple(keep), tuple(float_outputs),
+                                  io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
+
+    def judge(blob):
+        return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
+                                        profile.thresholds, os.cpu_count())[0]
+
+    verdict = checked.verdicts[Precision.INT8]
+    failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
+    return repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge)
+
+
+def _splittable(model, verdict):
+    """The first failing output that a Concat produces (the mismatched-range head), or None."""
+    from converters.split_outputs import concat_parts
+
+    for out in verdict.outputs:
+        if not out.passed and concat_parts(model, out.name) is not None:
+            return out.name
+    return None
+
+
+def _split(model, output: str):
+    from converters.split_outputs import split_concat_output
+
+    return split_concat_output(model, output)
+
+
+def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str]) -> None:
+    """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
+    output, channels and numbers, unless --allow-degraded; recorded only for untrained zoo weights."""
+    failing = [v for v in checked.verdicts.values() if not v.passed]
+    checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
+    for v in failing:
+        if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
+            notes.append(f"verdict not enforced on untrained weights: {v.message()}")
+        elif not opts.allow_degraded:
+            raise ConversionError(v.message() + "; pass --allow-degraded to write the files anyway")
+        else:
+            notes.append("--allow-degraded: " + v.message())
+
+
+def _ops_left_in_float(built, profile, opts, notes: list[str]) -> dict:
+    """Ops of a full-integer model that still compute in another precision: named in the notes;
+    a TargetError for targets that run integer models only."""
+    from converters.op_precision import describe, ops_not_in
+    from edgenet.errors import TargetError
+
+    found = {}
+    for p in (Precision.INT8, Precision.INT16X8):
+        if p not in built.models:
+            continue
+        left = ops_not_in(built.models[p], p)
+        if not left:
+            continue
+        found[p.value] = [{"index": e.index, "op": e.op, "tensor": e.output, "precision": e.precision.value}
+                          for e in left]
+        text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(left)}"
+        if profile.runtime.value in _FULL_INTEGER_RUNTIMES or opts.strict_int8:
+            raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
+        notes.append(text)
+    return found
+
+
+def _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging, files,
+            target_report, stages, notes, fit, layers, repair, split, float_ops) -> ConvertReport:
+    from edgenet.inference import op_counts
+
+    graph = built.graph
+    clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
+    int8 = built.quantized.get(Precision.INT8)
+    quant = int8 or built.quantized.get(Precision.INT16X8)
+    deployed = Precision.INT8 if Precision.INT8 in built.models else None
+    ops_float = op_counts(built.models[Precision.FLOAT32])
+    acc = checked.accuracy
+    sizes = {p: (staging / p.file_name).stat().st_size for p in built.models}   # as written, with metadata
+    precisions = [{"precision": p.value, "file": p.file_name, "bytes": sizes[p],
+                   "verdict": None if p is Precision.FLOAT32 else checked.verdicts[p].to_dict(),
+                   "ops_in_other_precision": float_ops.get(p.value, [])} for p in built.models]
+    return ConvertReport(
+        model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
+               "tflite_input_shape": list(graph.inputs[0].tf_shape),
+               "inputs": [{"name": spec.name, "shape": list(spec.shape), "tflite_shape": list(info.tf_shape),
+                           "image": spec.image} for spec, info in zip(source.inputs, graph.inputs)],
+               "onnx_ops": dict(sorted(graph.op_counts.items()))},
+        target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
+        bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
+        cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
+                 "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
+        export_max_abs_err=source.export_max_abs_err,
+        data=data.info,
+        calibration=None if quant is None else {
+            **data.info, "method": opts.calib_method.value, "batch_size": quant.calibration.batch_size,
+            "tensors": quant.calibration.tensors, "seconds": round(quant.calibration.seconds, 3),
+            "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
+            "equalization": None if built.equalized is None else built.equalized.to_dict()},
+        validation=checked.validation,
+        accuracy=None if acc is None else {
+            "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
+            "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
+        sizes=Sizes(len(model.SerializeToString()), sizes[Precision.FLOAT32], sizes.get(Precision.INT8)),
+        ops=op_counts(built.models[deployed]) if deployed else ops_float, ops_float=ops_float,
+        stages=tuple(stages.times),
+        files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
+        versions=versions(), notes=tuple(notes),
+        fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()},
+        layers=None if layers is None else [layer.to_dict() for layer in layers],
+        precisions=tuple(precisions),
+        mixed_precision=None if repair is None else repair.to_dict(),
+        split_outputs=None if split is None else {"output": split.output, "parts": list(split.parts),
+                                                  "axis": split.axis, "sizes": list(split.sizes)})
 
 
 def build_int8(opts: ConvertOptions) -> bytes:
@@ -385,16 +518,14 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
             tf_side.ready()
 
 
-def _write_outputs(folder: Path, source: SourceModel, model, float_bytes: bytes, int8_result,
-                   data: PipelineData, opts: ConvertOptions) -> list[str]:
+def _write_outputs(folder: Path, source: SourceModel, model, built, data: PipelineData) -> list[str]:
     from edgenet.io import atomic_write_bytes, atomic_write_text
 
     atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
-    atomic_write_bytes(folder / "model_float.tflite", _with_metadata(float_bytes, source))
-    written = ["model.onnx", "model_float.tflite"]
-    if int8_result:
-        atomic_write_bytes(folder / "model_int8.tflite", _with_metadata(int8_result.model, source))
-        written.append("model_int8.tflite")
+    written = ["model.onnx"]
+    for precision, blob in built.models.items():
+        atomic_write_bytes(folder / precision.file_name, _with_metadata(blob, source))
+        written.append(precision.file_name)
     if source.preprocess is not None:
         atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
         written.append("preprocess.json")

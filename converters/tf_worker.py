@@ -55,11 +55,12 @@ class InProcessTF:
     """The TF-side stages, run in this process."""
 
     METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "quantized_tflite",
-               "layer_sqnr", "evaluate_values")
+               "requantize", "layer_sqnr", "evaluate_values")
 
     def __init__(self) -> None:
         self._graph = None
         self._keep_layout: tuple[str, ...] = ()
+        self._ranged: dict = {}   # precision -> the last calibrated float model (for requantize)
 
     def ready(self) -> None:
         """Import TensorFlow (once)."""
@@ -111,9 +112,25 @@ class InProcessTF:
     def quantized_tflite(self, float_model: bytes, calib_inputs, precision: Precision = Precision.INT8, **options):
         """A full-integer (int8 or int16x8) model of ``float_model``: :func:`converters.tflite.to_quantized_tflite`
         (options: io_type, per_channel, method, keep_float, batch_size, num_threads)."""
+        from dataclasses import replace
+
         from converters.tflite import to_quantized_tflite
 
-        return to_quantized_tflite(float_model, calib_inputs, precision=precision, **options)
+        result = to_quantized_tflite(float_model, calib_inputs, precision=precision, **options)
+        self._ranged[Precision(precision)] = result.ranged   # kept here: large, and only requantize needs it
+        return replace(result, ranged=None)
+
+    def requantize(self, precision: Precision, keep_float, float_outputs=(), **options) -> bytes:
+        """The last :meth:`quantized_tflite` of ``precision`` again, from the same calibrated ranges,
+        with the ops ``keep_float`` names left in float and the outputs at ``float_outputs`` float32
+        (options: io_type, per_channel)."""
+        from converters.tflite import float_outputs as dequantized_outputs, quantize_calibrated
+
+        ranged = self._ranged.get(Precision(precision))
+        if ranged is None:
+            raise ConversionError(f"no calibrated {Precision(precision).value} model to quantize again")
+        model = quantize_calibrated(ranged, precision=precision, keep_float=tuple(keep_float), **options)
+        return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
         from converters.layer_error import layer_sqnr
@@ -121,8 +138,9 @@ class InProcessTF:
         return layer_sqnr(float_model, int8_model, samples)
 
     def release(self, failed: bool = False) -> None:
-        """The conversion is over: drop its graph."""
+        """The conversion is over: drop its graph and calibrated models."""
         self._graph = None
+        self._ranged = {}
 
     close = release
 

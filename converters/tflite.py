@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -56,6 +56,8 @@ class QuantizedResult:
     calibration: CalibrationStats
     precision: Precision = Precision.INT8
     keep_float: tuple[str, ...] = ()      # ops (by output tensor name) left in float on request
+    ranged: bytes | None = field(default=None, repr=False, compare=False)   # the calibrated float model:
+    # quantize it again (quantize_calibrated) with other ops kept in float, without calibrating again
 
 
 Int8Result = QuantizedResult   # its former name
@@ -218,7 +220,7 @@ def to_quantized_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], 
     ranged = calibrator.annotate(bytes(plain))
     model = quantize_calibrated(ranged, precision=precision, io_type=io, per_channel=per_channel,
                                 keep_float=keep)
-    return QuantizedResult(model, calibrator.last_stats, precision, keep)
+    return QuantizedResult(model, calibrator.last_stats, precision, keep, ranged)
 
 
 def quantize_calibrated(ranged_model: bytes, *, precision: Precision = Precision.INT8,
@@ -306,3 +308,50 @@ def to_int8_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], *, io
     return to_quantized_tflite(float_model, calib_inputs, precision=Precision.INT8, io_type=io_type,
                                per_channel=per_channel, method=method, keep_float=keep_float,
                                batch_size=batch_size, num_threads=num_threads, preprocess=preprocess)
+
+
+_QUANTIZE_OP = "QUANTIZE"
+
+
+def float_outputs(model: bytes, positions: Sequence[int]) -> bytes:
+    """``model`` whose outputs at ``positions`` (in the model's order: the ``output_<k>`` keys of
+    its signature) are float32: an output produced by a QUANTIZE of a float tensor (what the
+    quantizer puts after an op kept in float) becomes that float tensor, and the QUANTIZE goes.
+    Mixed precision uses it for an output whose values one int8 scale cannot hold (boxes in pixels
+    beside 0..1 scores): the op is kept in float, and so is its output."""
+    fbu, schema = _flatbuffers()
+    schema_util = require("tensorflow.lite.python.schema_util")
+    obj = fbu.convert_bytearray_to_object(model)
+    graph = obj.subgraphs[0]
+    codes = [schema_util.get_builtin_code_from_operator_code(c) for c in obj.operatorCodes]
+    quantize = schema.BuiltinOperator.QUANTIZE
+    sig = obj.signatureDefs[0] if obj.signatureDefs else None
+    order = [int(i) for i in graph.outputs]
+    if sig is not None:
+        keyed = {(m.name.decode() if isinstance(m.name, bytes) else m.name): m for m in sig.outputs}
+        named = [keyed[k] for k in sorted(keyed, key=lambda k: int(k.rsplit("_", 1)[1]))
+                 if re.fullmatch(r"output_\d+", k)]
+        if len(named) == len(order):
+            order = [int(m.tensorIndex) for m in named]
+    drop = set()
+    for k in positions:
+        tensor = order[k]
+        for op_index, op in enumerate(graph.operators):
+            if codes[op.opcodeIndex] != quantize or int(op.outputs[0]) != tensor:
+                continue
+            source = int(op.inputs[0])
+            if graph.tensors[source].type != 0:     # 0: FLOAT32
+                break
+            used_elsewhere = any(tensor in [int(i) for i in other.inputs] for other in graph.operators)
+            if used_elsewhere:
+                break
+            graph.outputs = [source if int(i) == tensor else int(i) for i in graph.outputs]
+            if sig is not None:
+                for m in sig.outputs:
+                    if int(m.tensorIndex) == tensor:
+                        m.tensorIndex = source
+            drop.add(op_index)
+            break
+    graph.operators = [op for i, op in enumerate(graph.operators) if i not in drop]
+    graph.outputs = np.array(graph.outputs, dtype=np.int32)
+    return bytes(fbu.convert_object_to_bytearray(obj))

@@ -147,3 +147,16 @@ def check_finite_reference(outputs: Sequence[np.ndarray], names: Sequence[str], 
             bad = int(np.size(y) - np.isfinite(y).sum())
             raise ConversionError(f"the {what} gives NaN or infinite values ({bad} of {np.size(y)}) in output "
                                   f"{name!r} on the validation data: check its weights")
+
+
+# -- every precision against float32 -----------------------------------------------------------------
+def judge_precision(precision, model: bytes, examples, float_outs, outputs, thresholds, threads: int | None = None):
+    """(Verdict, outputs) of the ``precision`` model against the float32 model's ``float_outs`` on
+    the same held-out ``examples``; ``outputs`` are the graph's TensorInfo (names, layouts)."""
+    from edgenet.inference import TFLiteModel
+    from edgenet.quality import judge
+
+    outs = TFLiteModel(model, threads).predict_all(examples)
+    verdict = judge(precision.value, [o.name for o in outputs], float_outs, outs,
+                    [o.channels_last for o in outputs], thresholds)
+    return verdict, outs

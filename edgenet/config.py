@@ -37,6 +37,12 @@ class Precision(str, Enum):
         """Integer weights (dynamic, int8, int16x8)."""
         return self in (Precision.DYNAMIC, Precision.INT8, Precision.INT16X8)
 
+    @property
+    def file_name(self) -> str:
+        """The file ``edgenet convert`` writes this precision to: ``model_float.tflite`` for float32
+        (the reference every other one is validated against), ``model_<precision>.tflite`` else."""
+        return "model_float.tflite" if self is Precision.FLOAT32 else f"model_{self.value}.tflite"
+
 
 class IOType(str, Enum):
     """Type of the int8 model's input and output tensors."""
@@ -138,13 +144,14 @@ class ModelSpec:
 class ConvertOptions:
     model: ModelSpec = ModelSpec()
     target: str = "rpi"
-    precisions: tuple[Precision, ...] = (Precision.FLOAT32, Precision.INT8)
+    precisions: tuple[Precision, ...] | None = None   # None: float32 + the target profile's precision and variants
     io_type: IOType | None = None    # None: the target profile's input/output type
     calib: str | None = None         # built-in dataset name, a folder of images, or .npz/.npy arrays;
                                      # None: what the model records (checkpoints), else "shapes"
     preprocess: PreprocessOptions = PreprocessOptions()
     allow_mismatch: bool = False     # write the files even when float TFLite differs from ONNX
     allow_degraded: bool = False     # write the files even when a quantized model fails its verdict
+    strict_int8: bool = False        # no mixed-precision repair: every op integer (accelerators)
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)
@@ -164,4 +171,13 @@ class ConvertOptions:
 
     @property
     def int8(self) -> bool:
-        return Precision.INT8 in self.precisions
+        return Precision.INT8 in (self.precisions or ())
+
+    def with_precisions(self, profile) -> "ConvertOptions":
+        """These options with ``precisions`` resolved for ``profile``: float32 first (the reference
+        every other precision is validated against), then what was asked for, or the profile's
+        ``precision`` and ``variants`` when nothing was."""
+        from dataclasses import replace
+
+        asked = self.precisions if self.precisions is not None else (profile.precision, *profile.variants)
+        return replace(self, precisions=tuple(dict.fromkeys((Precision.FLOAT32, *asked))))

@@ -56,6 +56,9 @@ class ConvertReport:
     fit: dict[str, Any] | None = None
     layers: list[dict[str, Any]] | None = None   # [{name, op, sqnr_db}] in graph order
     data: dict[str, Any] | None = None           # the examples used: dataset, kind, synthetic, counts
+    precisions: tuple[dict[str, Any], ...] = ()  # per model written: precision, file, bytes, verdict, ops in float
+    mixed_precision: dict[str, Any] | None = None   # the int8 repair: ops kept in float, why, cost
+    split_outputs: dict[str, Any] | None = None     # an output written as parts (its own scale each)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,6 +111,39 @@ class ConvertReport:
             a = self.accuracy
             int8 = "" if a.get("int8_top1") is None else f", int8 {100 * a['int8_top1']:.2f}%"
             lines.append(f"| top-1 ({a['n_eval']} held-out) | float {100 * a['float_top1']:.2f}%{int8} |")
+        if self.precisions:
+            lines += ["", "## Precisions", "",
+                      "| precision | file | size | SQNR vs float32 | worst channel | top-1 agreement | verdict | "
+                      "ops in another precision |", "|---|---|---:|---:|---:|---:|---|---:|"]
+            for row in self.precisions:
+                q = row.get("verdict")
+                if q is None:
+                    lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | reference | | | | |")
+                    continue
+                worst = min(q["outputs"], key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"]
+                            is not None else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else 1e9))
+                channel = "" if worst["worst_channel"] is None else \
+                    f"{worst['worst_channel']}: {_db(worst['worst_channel_sqnr_db'])}"
+                agree = q["outputs"][0]["top1_agreement"]
+                lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | {_db(worst['sqnr_centered_db'])} "
+                             f"| {channel} | {'' if agree is None else f'{100 * agree:.1f}%'} | "
+                             f"{'pass' if q['passed'] else '**FAIL**'} | {len(row.get('ops_in_other_precision') or [])} |")
+        if self.mixed_precision and self.mixed_precision.get("kept_float"):
+            mp = self.mixed_precision
+            lines += ["", "## Mixed precision", "",
+                      f"The int8 verdict failed; {len(mp['kept_float'])} op(s) were kept in float "
+                      f"({'the verdict then passed' if mp['passed'] else 'the verdict still failed'}; "
+                      f"{mp['rounds']} round(s), {mp['seconds']:.2f} s, "
+                      f"{mp['size_after'] - mp['size_before']:+,} bytes):", "",
+                      "| op | tensor | why |", "|---|---|---|"]
+            lines += [f"| {k['op']} | {k['tensor']} | {k['reason']} |" for k in mp["kept_float"]]
+        if self.split_outputs:
+            sp = self.split_outputs
+            lines += ["", "## Split output", "",
+                      f"Output `{sp['output']}` is written as {len(sp['parts'])} outputs "
+                      f"({', '.join(f'`{p}`' for p in sp['parts'])}, sizes {sp['sizes']} along axis {sp['axis']}), "
+                      "each with its own int8 scale: one scale could not hold all of its values. Concatenate them "
+                      "in the app to get the original tensor."]
         failing = [o for q in v.quantized for o in q["outputs"] if not o["passed"]]
         if failing:
             lines += ["", "## Damaged outputs", ""]

@@ -30,8 +30,16 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.argument("model", default="mobilenet_v1", metavar="[MODEL]")
 @click.option("--target", default="rpi", show_default=True,
               help="Target profile name (see `edgenet targets`) or a path to a .toml profile.")
+@click.option("--precision", "precisions", default=None, metavar="LIST",
+              help="Models to write, comma-separated from float32, float16, dynamic (int8 weights, float "
+                   "activations), int8, int16x8 (16-bit activations): one model_<precision>.tflite each "
+                   "(float32 is model_float.tflite and always written: the reference), each validated. "
+                   "Default: what the target profile says (`edgenet targets NAME`).")
 @click.option("--int8/--float", "int8", default=None,
-              help="Also produce the full-integer int8 model (default: what the target profile says).")
+              help="Shorthands: --int8 is --precision float32,int8; --float is --precision float32.")
+@click.option("--strict-int8", is_flag=True,
+              help="No mixed-precision repair: a damaged int8 model fails instead of keeping ops in float "
+                   "(accelerators that run only int8; implied for coral, cortex-m, ethos-u55).")
 @click.option("--out", type=click.Path(), default="out", show_default=True, help="Output folder.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
 @click.option("--alpha", type=float, default=None, help="Width multiplier (zoo models; default 1.0), in (0, 1].")
@@ -99,7 +107,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
-def command(model, target, int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
+def command(model, target, precisions, int8, strict_int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
             input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
             calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
             fit_alphas, fit_resolutions, c_name, quiet, as_json, debug):
@@ -125,11 +133,13 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
       edgenet convert my_pkg.models:build --input-shape 1,3,224,224 --calib images/
     """
     import edgenet
-    from targets import load_target
 
-    profile = load_target(target)
-    if int8 is None:
-        int8 = profile.precision.value == "int8"
+    if precisions is not None and int8 is not None:
+        raise click.UsageError("give --precision or --int8/--float, not both")
+    if precisions is not None:
+        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+    elif int8 is not None:
+        precisions = ["float32", "int8"] if int8 else ["float32"]
     reporter = StderrProgress(quiet=quiet or as_json)
 
     def progress(event, index, total, name, detail):
@@ -142,7 +152,7 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
 
     try:
         result = edgenet.convert(
-            model, target=target, int8=int8, out=out, force=force, alpha=alpha, resolution=resolution,
+            model, target=target, precisions=precisions, strict_int8=strict_int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
             activation=activation, weights=weights,
             input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
@@ -171,9 +181,9 @@ def command(model, target, int8, out, force, alpha, resolution, num_classes, in_
     if report.bn_folded and report.bn_fold_max_abs_diff is not None:
         bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
     lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
+    sizes = {row["precision"]: row["bytes"] for row in report.precisions}
     for q in v.quantized:
-        lines.append(_quantized_line(q, s) + ("" if q["passed"] or report.model.get("trained", True)
-                                              else " (not enforced: untrained weights)"))
+        lines.append(_quantized_line(q, sizes, report.model.get("trained", True)))
     if report.accuracy:
         a = report.accuracy
         lines.append(f"top-1 on {a['n_eval']} held-out images: float {100 * a['float_top1']:.2f}%"
@@ -189,7 +199,7 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
-def _quantized_line(q: dict, sizes) -> str:
+def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     """One line per quantized model: the worst output's SQNR and channel, agreement where it means
     something, the verdict, the sizes."""
     outs = q["outputs"]
@@ -203,7 +213,7 @@ def _quantized_line(q: dict, sizes) -> str:
         text += f", worst channel {worst['worst_channel']} at {worst['worst_channel_sqnr_db']:.1f} dB"
     if outs[0]["top1_agreement"] is not None:
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
-    text += "; verdict " + ("pass" if q["passed"] else "FAIL")
-    if sizes.int8_bytes and q["precision"] == "int8":
-        text += f"; size {_size(sizes.float_bytes)} -> {_size(sizes.int8_bytes)}"
+    text += "; verdict " + ("pass" if q["passed"] else "FAIL" + ("" if trained else " (not enforced: untrained weights)"))
+    if q["precision"] in sizes and "float32" in sizes:
+        text += f"; size {_size(sizes['float32'])} -> {_size(sizes[q['precision']])}"
     return text
