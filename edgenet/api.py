@@ -81,7 +81,9 @@ def _options(model, kwargs) -> ConvertOptions:
         kwargs.pop(key, None)
     preprocess = _preprocess_options(pre_kw)
     int8 = kwargs.pop("int8", None)
-    if int8 is not None and "precisions" not in kwargs:
+    if kwargs.get("precisions") is not None and "profile_variants" not in kwargs:
+        kwargs["profile_variants"] = False      # an explicit list is taken as it is
+    if int8 is not None and kwargs.get("precisions") is None:
         kwargs["precisions"] = (Precision.FLOAT32, Precision.INT8) if int8 else (Precision.FLOAT32,)
     if kwargs.get("precisions") is not None:
         kwargs["precisions"] = tuple(_enum(Precision, p, "precisions") for p in _sequence(kwargs["precisions"],

@@ -145,6 +145,7 @@ class ConvertOptions:
     model: ModelSpec = ModelSpec()
     target: str = "rpi"
     precisions: tuple[Precision, ...] | None = None   # None: float32 + the target profile's precision and variants
+    profile_variants: bool = True    # add the profile's variants (android: float16 for the GPU) to `precisions`
     io_type: IOType | None = None    # None: the target profile's input/output type
     calib: str | None = None         # built-in dataset name, a folder of images, or .npz/.npy arrays;
                                      # None: what the model records (checkpoints), else "shapes"
@@ -176,8 +177,10 @@ class ConvertOptions:
     def with_precisions(self, profile) -> "ConvertOptions":
         """These options with ``precisions`` resolved for ``profile``: float32 first (the reference
         every other precision is validated against), then what was asked for, or the profile's
-        ``precision`` and ``variants`` when nothing was."""
+        ``precision`` when nothing was; and the profile's ``variants`` unless ``profile_variants`` is
+        off (an explicit ``--precision LIST`` is taken as it is)."""
         from dataclasses import replace
 
-        asked = self.precisions if self.precisions is not None else (profile.precision, *profile.variants)
-        return replace(self, precisions=tuple(dict.fromkeys((Precision.FLOAT32, *asked))))
+        asked = self.precisions if self.precisions is not None else (profile.precision,)
+        variants = profile.variants if self.profile_variants else ()
+        return replace(self, precisions=tuple(dict.fromkeys((Precision.FLOAT32, *asked, *variants))))

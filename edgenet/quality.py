@@ -12,6 +12,10 @@ output, e.g. each of the C rows of a ``[1, C, anchors]`` detection output, each 
 * degeneracy: the quantized channel takes a handful of distinct values where the float one varies;
 * top-1 agreement only for classifier-shaped outputs (``(N, K)`` scores, ``K >= 2``).
 
+A channel (or output) whose float values barely depend on the input (variation under 0.1% of its
+RMS: a bias-dominated output, an untrained head) has no input-dependent part to measure; it is
+judged on the plain SQNR instead, and listed as static.
+
 :func:`judge` turns these into a :class:`Verdict` with the thresholds a target profile sets.
 Numpy only: the benchmark runs it on the device.
 """
@@ -25,6 +29,8 @@ import numpy as np
 
 DEGENERATE_MAX_DISTINCT = 4       # a quantized channel with this few distinct values ...
 DEGENERATE_MIN_FLOAT_DISTINCT = 16  # ... where the float channel has at least this many is degenerate
+STATIC_VARIATION = 1e-3           # a float channel whose input-dependent part is below this fraction of
+                                  # its magnitude (RMS) carries no input signal: judged on plain SQNR
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class OutputQuality:
     degenerate_channels: tuple[int, ...]
     top1_agreement: float | None        # classifier-shaped outputs only
     failures: tuple[str, ...] = ()      # what fails the thresholds, one phrase each
+    static_channels: tuple[int, ...] = ()   # channels the float model barely varies (judged on plain SQNR)
 
     @property
     def passed(self) -> bool:
@@ -154,14 +161,20 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     worst = worst_db = None
     degenerate: list[int] = []
     channels = 1
+    static: list[int] = []
     if axis == 1 and f.shape[1] > 1:
         channels = f.shape[1]
-        per = centered_sqnr_db(f, q, axis=1)
+        per = np.asarray(centered_sqnr_db(f, q, axis=1), dtype=np.float64)
+        static = [int(c) for c in np.flatnonzero(_static(f, axis=1))]
+        if static:   # no input signal to lose: how close the values stay is what counts
+            per[static] = [plain_sqnr_db(np.take(f, c, 1), np.take(q, c, 1)) for c in static]
         order = np.argsort(per, kind="stable")
         worst, worst_db = int(order[0]), float(per[order[0]])
         fc = np.moveaxis(f, 1, 0).reshape(channels, -1)
         qc = np.moveaxis(q, 1, 0).reshape(channels, -1)
         for c in range(channels):
+            if c in static:
+                continue
             if len(np.unique(qc[c][: 4096])) <= DEGENERATE_MAX_DISTINCT:
                 nf = len(np.unique(fc[c][: 4096]))
                 if nf >= DEGENERATE_MIN_FLOAT_DISTINCT:
@@ -173,13 +186,26 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
         if degenerate:
             failures.append(f"channel{'s' if len(degenerate) > 1 else ''} {_list(degenerate)} degenerate "
                             f"(at most {DEGENERATE_MAX_DISTINCT} distinct values where float varies)")
+    if bool(_static(f, axis=None)):
+        whole = whole_plain   # the whole output barely depends on the input: judged on plain SQNR
     if not whole >= thresholds.min_sqnr_db:
         failures.insert(0, f"SQNR {whole:.1f} dB < {thresholds.min_sqnr_db:g} dB")
     top1 = None
     if is_classifier_shaped(f.shape):
         top1 = float(np.mean(np.argmax(f.reshape(len(f), -1), 1) == np.argmax(q.reshape(len(q), -1), 1)))
     return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), whole_plain, whole, channels, worst, worst_db,
-                         tuple(degenerate), top1, tuple(failures))
+                         tuple(degenerate), top1, tuple(failures), tuple(static))
+
+
+def _static(f: np.ndarray, axis: int | None) -> np.ndarray | bool:
+    """True (per channel along ``axis``, or for the whole array) where the input-dependent part of
+    ``f`` (its deviation from the mean over examples) is below STATIC_VARIATION of its RMS."""
+    x = f.astype(np.float64)
+    dev = x - x.mean(axis=0, keepdims=True)
+    reduce = tuple(a for a in range(x.ndim) if axis is None or a != axis)
+    var = np.sqrt(np.mean(dev * dev, axis=reduce))
+    rms = np.sqrt(np.mean(x * x, axis=reduce))
+    return (var <= STATIC_VARIATION * rms) & (rms > 0) if len(x) > 1 else np.zeros_like(rms, dtype=bool)
 
 
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],

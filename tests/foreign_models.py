@@ -174,3 +174,27 @@ def export(module: nn.Module, shape: tuple[int, ...], path, dynamic_hw: bool = T
 
 def parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def calibrate_batchnorm(module: nn.Module, images, batches: int = 4) -> nn.Module:
+    """Set BatchNorm running statistics from real images (train-mode forward passes, no gradient),
+    so that an untrained network's activations -- and outputs -- depend on its input the way a
+    trained one's do; then eval mode. ``images``: NCHW float tensor."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None            # cumulative average over the passes
+    module.train()
+    with torch.no_grad():
+        for chunk in torch.chunk(images, batches):
+            module(chunk)
+    return module.eval()
+
+
+def shapes_images(resolution: int, count: int = 64, seed: int = 0):
+    """NCHW float tensor of the built-in shapes images, normalized to [-1, 1] (edgenet's default)."""
+    from edgenet.data.datasets import load_dataset
+    from edgenet.data.preprocess import Preprocess
+
+    x = load_dataset("shapes", Preprocess.default(resolution), split="train", limit=count, seed=seed).x
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()

@@ -138,8 +138,6 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
         raise click.UsageError("give --precision or --int8/--float, not both")
     if precisions is not None:
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
-    elif int8 is not None:
-        precisions = ["float32", "int8"] if int8 else ["float32"]
     reporter = StderrProgress(quiet=quiet or as_json)
 
     def progress(event, index, total, name, detail):
@@ -152,7 +150,7 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
 
     try:
         result = edgenet.convert(
-            model, target=target, precisions=precisions, strict_int8=strict_int8, out=out, force=force, alpha=alpha, resolution=resolution,
+            model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
             activation=activation, weights=weights,
             input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,

@@ -1,0 +1,173 @@
+"""int8 you can trust: verdicts on real architectures, mixed-precision repair, the split head for
+integer-only targets, every precision, ops left in float named."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+import edgenet  # noqa: E402
+from converters.op_precision import ops_not_in  # noqa: E402
+from edgenet.cli import main  # noqa: E402
+from edgenet.config import Precision  # noqa: E402
+from edgenet.errors import ConversionError, TargetError  # noqa: E402
+from edgenet.inference import TFLiteModel  # noqa: E402
+from edgenet.quality import centered_sqnr_db  # noqa: E402
+from foreign_models import (ConvAttention, MobileNetV3Style, YoloStyleDetector, calibrate_batchnorm,  # noqa: E402
+                            export, shapes_images)
+
+FAST = dict(calib_samples=64, eval_samples=32)
+
+
+def _onnx(tmp_path_factory, name, module, resolution):
+    torch.manual_seed(0)
+    calibrate_batchnorm(module, shapes_images(resolution))
+    path = tmp_path_factory.mktemp(name) / f"{name}.onnx"
+    export(module, (1, 3, resolution, resolution), path, dynamic_hw=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """Boxes decoded to pixels (0..64) concatenated with 0..1 scores: [N, 4 + 3, anchors]."""
+    return _onnx(tmp_path_factory, "yolo", YoloStyleDetector(classes=3, width=8), 64)
+
+
+def _score_sqnr(out_dir, precision=Precision.INT8):
+    x = np.load(out_dir / "eval_set.npz")["input:images"]
+    f = TFLiteModel(out_dir / "model_float.tflite").predict_all(x)
+    q = TFLiteModel(out_dir / precision.file_name).predict_all(x)
+    if len(q) > 1:          # a split head: the parts concatenated back along their axis
+        q = [np.concatenate(q, axis=2 if f[0].shape[2] != q[0].shape[2] else 1)]
+    return centered_sqnr_db(f[0][:, 4:], q[0][:, 4:])
+
+
+@pytest.mark.slow
+def test_detector_scores_survive_on_rpi_by_mixed_precision(detector, tmp_path):
+    r = edgenet.convert(str(detector), int8=True, out=tmp_path / "o", **FAST)
+    v = r.report.validation.quantized[0]
+    assert v["precision"] == "int8" and v["passed"]
+    mp = r.report.mixed_precision
+    assert mp["passed"] and any(k["op"] == "CONCATENATION" for k in mp["kept_float"])
+    assert _score_sqnr(tmp_path / "o") >= 20
+    # the interface is the user's: one output of the ONNX shape
+    assert [tuple(d["shape"]) for d in TFLiteModel(r.int8_path).outputs] == [(1, 7, 20)]
+    assert "## Mixed precision" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_detector_on_coral_stays_fully_integer_with_a_split_head(detector, tmp_path):
+    r = edgenet.convert(str(detector), target="coral", out=tmp_path / "o", **FAST)
+    assert r.report.split_outputs["parts"] and r.report.mixed_precision is None
+    assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == []
+    assert _score_sqnr(tmp_path / "o") >= 20
+    assert r.report.target["edgetpu_cpu_ops"] == 0
+
+
+def test_strict_int8_without_a_structural_fix_fails_naming_the_damage(tmp_path, capsys):
+    """One conv whose output channels differ 1000x in range: per-tensor activations crush the small
+    ones, and on an integer-only target nothing may stay in float."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
+    w[0] *= 1000
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "spread.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    code = main(["convert", str(path), "--target", "coral", "--calib-samples", "32", "--eval-samples", "16",
+                 "--out", str(tmp_path / "o")])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert "the int8 model lost its signal: output 'y'" in line and "channels 1, 2, 3 of 4 below" in line
+    assert "--allow-degraded" in line
+    r = edgenet.convert(str(path), target="coral", allow_degraded=True, calib_samples=32, eval_samples=16,
+                        out=tmp_path / "p")
+    saved = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert saved["validation"]["quantized"][0]["passed"] is False
+    assert "Damaged outputs" in (tmp_path / "p" / "report.md").read_text()
+    # on rpi the same model is repaired by keeping the conv in float
+    r = edgenet.convert(str(path), target="rpi", calib_samples=32, eval_samples=16, out=tmp_path / "q")
+    assert r.report.mixed_precision["passed"] and r.report.validation.quantized[0]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, module, resolution", [
+    ("mobilenetv3", MobileNetV3Style(classes=8), 64),
+    ("attention", ConvAttention(classes=8), 32),
+])
+def test_foreign_classifiers_int8_at_25_db_or_an_honest_verdict(tmp_path_factory, name, module, resolution):
+    path = _onnx(tmp_path_factory, name, module, resolution)
+    out = tmp_path_factory.mktemp(f"{name}_out")
+    try:
+        r = edgenet.convert(str(path), int8=True, out=out / "o", **FAST)
+    except ConversionError as exc:       # an honest verdict names the output and the numbers
+        assert "lost its signal: output" in str(exc) and "dB" in str(exc)
+        return
+    q = r.report.validation.quantized[0]
+    assert q["passed"]
+    assert q["outputs"][0]["sqnr_centered_db"] >= 25 or r.report.mixed_precision, q
+    assert q["outputs"][0]["top1_agreement"] is not None      # (N, classes): agreement means something
+
+
+def test_every_precision_written_and_validated(tmp_path):
+    r = edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=4,
+                        precisions=["float16", "dynamic", "int8", "int16x8"], calib_samples=32, eval_samples=16,
+                        out=tmp_path / "o")
+    rows = {row["precision"]: row for row in r.report.precisions}
+    assert list(rows) == ["float32", "float16", "dynamic", "int8", "int16x8"]
+    for p in Precision:
+        assert (tmp_path / "o" / p.file_name).stat().st_size == rows[p.value]["bytes"]
+    assert rows["int16x8"]["verdict"]["outputs"][0]["sqnr_centered_db"] > rows["int8"]["verdict"]["outputs"][0][
+        "sqnr_centered_db"]
+    assert rows["float16"]["verdict"]["outputs"][0]["sqnr_centered_db"] > 40
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "## Precisions" in md and "model_int16x8.tflite" in md
+
+
+@pytest.mark.parametrize("target, precision, words", [
+    ("coral", "float16", "coral: cannot run float16 models: the Edge TPU runs int8 models only"),
+    ("cortex-m", "dynamic", "cortex-m: cannot run dynamic models"),
+])
+def test_targets_refuse_precisions_they_cannot_run(tmp_path, capsys, target, precision, words):
+    code = main(["convert", "--target", target, "--precision", precision, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and words in err[0]
+
+
+def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
+    """A full-integer target may not get an op in float: named, and the target check fails."""
+    from converters.build import Built
+    from converters.pipeline import _ops_left_in_float
+    from converters.tflite import to_float_tflite, to_int8_tflite
+    from edgenet.config import ConvertOptions
+    from targets import load_target
+    from conftest import _tiny_tf_cnn
+    import tensorflow as tf
+
+    fn = _tiny_tf_cnn(tf)
+
+    class Graph:
+        concrete_function, module = fn.get_concrete_function(), fn
+
+    float_model = to_float_tflite(Graph)
+    x = [np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)]
+    interp = TFLiteModel(float_model).interpreter
+    tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    keep = next(tensors[int(op["outputs"][0])] for op in interp._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D")
+    mixed = to_int8_tflite(float_model, x, keep_float=[keep]).model
+    built = Built(None, {Precision.FLOAT32: float_model, Precision.INT8: mixed})
+    notes: list[str] = []
+    found = _ops_left_in_float(built, load_target("rpi"), ConvertOptions(), notes)
+    assert found["int8"] and "compute in another precision" in notes[0]
+    with pytest.raises(TargetError, match="coral: 1 op\\(s\\) of the int8 model compute in another precision: "
+                                          ".* the target runs integer models only"):
+        _ops_left_in_float(built, load_target("coral"), ConvertOptions(), [])

@@ -1,0 +1,72 @@
+"""edgenet.quality: per-output and per-channel SQNR, degenerate channels, the verdict."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgenet.quality import Thresholds, centered_sqnr_db, is_classifier_shaped, judge, output_quality
+
+
+def _quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """One int8 scale over [lo, hi], as a per-tensor activation gets."""
+    scale = (hi - lo) / 255
+    return np.round((np.clip(x, lo, hi) - lo) / scale) * scale + lo
+
+
+def test_a_concatenated_head_is_caught_per_channel():
+    """Boxes in pixels (0..320) and scores (0..1) in one tensor with one scale: the scores collapse
+    to a few values while the whole tensor's plain SQNR stays high."""
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 320, (32, 4, 100))
+    scores = rng.beta(0.5, 4, (32, 3, 100))
+    head = np.concatenate([boxes, scores], 1).astype(np.float32)
+    q = _quantize(head, 0, 320).astype(np.float32)
+    out = output_quality("det", head, q, False, Thresholds())
+    assert out.sqnr_db > 40                               # what a single number would have said
+    assert out.worst_channel in (4, 5, 6) and out.worst_channel_sqnr_db < 5
+    assert out.degenerate_channels == (4, 5, 6)
+    assert not out.passed and "channels 4, 5, 6 of 7 below 10 dB" in out.failures[0]
+    assert out.top1_agreement is None                     # not a classifier: agreement means nothing
+    # the same scores with their own scale are fine
+    fine = np.concatenate([_quantize(boxes, 0, 320), _quantize(scores, 0, 1)], 1).astype(np.float32)
+    assert output_quality("det", head, fine, False, Thresholds()).passed
+
+
+def test_constant_offset_is_not_signal():
+    rng = np.random.default_rng(1)
+    f = (100 + rng.normal(0, 1.0, (64, 10))).astype(np.float32)    # input-dependent part: 1% of the value
+    q = np.full_like(f, 100.0)
+    assert centered_sqnr_db(f, q) < 1                     # plain SQNR would be ~40 dB
+    v = judge("int8", ["logits"], [f], [q], [False])
+    assert not v.passed and "SQNR" in v.message() and "'logits'" in v.message()
+
+
+def test_an_output_that_does_not_depend_on_the_input_is_judged_on_plain_sqnr():
+    """A bias-dominated output (variation 1e-5 of its value, as an untrained head gives) has no
+    input-dependent part to lose: the int8 error is measured against the values themselves."""
+    rng = np.random.default_rng(4)
+    f = (50 + rng.normal(0, 5e-4, (64, 6, 20))).astype(np.float32)
+    q = (f + rng.normal(0, 0.05, f.shape)).astype(np.float32)      # ~60 dB plain, -40 dB centered
+    out = output_quality("head", f, q, False, Thresholds())
+    assert out.static_channels == tuple(range(6)) and out.passed and out.sqnr_centered_db > 50
+
+
+def test_classifier_shapes_and_nhwc_channels():
+    assert is_classifier_shaped((8, 10)) and is_classifier_shaped((8, 1, 1, 10))
+    assert not is_classifier_shaped((8, 7, 64)) and not is_classifier_shaped((8, 1))
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)          # NHWC feature map
+    q = f.copy()
+    q[..., 2] = 0.0                                                  # channel 2 (last axis in NHWC) dead
+    out = output_quality("features", f, q, True, Thresholds())
+    assert out.channels == 3 and out.worst_channel == 2 and not out.passed
+
+
+@pytest.mark.parametrize("min_db", [5.0, 30.0])
+def test_thresholds_decide(min_db):
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(64, 5)).astype(np.float32)
+    q = (f + rng.normal(0, 0.1, f.shape)).astype(np.float32)        # ~20 dB
+    v = judge("int8", ["y"], [f], [q], [False], Thresholds(min_db, min_db / 2))
+    assert v.passed is (min_db < 20)
+    assert v.to_dict()["outputs"][0]["passed"] is v.passed
