@@ -38,6 +38,20 @@ def make_model(nodes, inputs: dict[str, Sequence], outputs: Sequence[str], initi
     return onnx.shape_inference.infer_shapes(model)  # output types for onnxruntime
 
 
+def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs have a dynamic dim 0 ("N")."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    return onnx.shape_inference.infer_shapes(model)
+
+
 def single_op(op: str, x_shape, attrs: dict | None = None, initializers: dict | None = None,
               extra_inputs: Sequence[str] = (), opset: int = 17, n_outputs: int = 1) -> onnx.ModelProto:
     outputs = [f"y{i}" for i in range(n_outputs)]
@@ -65,6 +79,13 @@ def run_ort_any_batch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> l
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 
+def convert(model: onnx.ModelProto, batch_size: int | None):
+    """onnx_to_tf with ``batch_size`` for a dynamic dim 0; None: keep dim 0 dynamic in TF."""
+    if batch_size is None:
+        return onnx_to_tf(model, dynamic_batch=True)
+    return onnx_to_tf(model, batch_size=batch_size)
+
+
 def to_tf_input(array: np.ndarray, channels_last: bool) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if channels_last else array
 
@@ -75,7 +96,7 @@ def from_tf_output(array: np.ndarray, channels_last: bool) -> np.ndarray:
 
 def run_tf(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch_size: int | None = 1,
            graph=None) -> list[np.ndarray]:
-    graph = graph or onnx_to_tf(model, batch_size=batch_size)
+    graph = graph or convert(model, batch_size)
     args = [tf.constant(to_tf_input(feeds[i.name], i.channels_last)) for i in graph.inputs]
     outs = graph.concrete_function(*args)
     return [from_tf_output(np.asarray(o), info.channels_last) for o, info in zip(outs, graph.outputs)]
@@ -88,7 +109,7 @@ def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ato
     if batch_size == "feed":
         first = next(iter(feeds.values()))
         batch_size = int(first.shape[0]) if first.ndim >= 2 else 1
-    graph = onnx_to_tf(model, batch_size=batch_size)
+    graph = convert(model, batch_size)
     expected = run_ort_any_batch(model, feeds)
     got = run_tf(model, feeds, graph=graph)
     assert len(got) == len(expected)

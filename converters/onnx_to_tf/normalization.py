@@ -82,13 +82,25 @@ def layer_norm(ctx: NodeContext):
     return [ctx.out(y)]
 
 
+def last_axis(ctx: NodeContext, fn, t, axis: int):
+    """``fn(t, axis=-1)`` applied along TF axis ``axis``: with a static transpose when it is not the
+    last one (TF's own axis handling builds the permutation with Range/Pack at run time, which TFLite's
+    builtins do not cover)."""
+    rank = len(t.shape)
+    if axis % rank == rank - 1:
+        return fn(t, axis=-1)
+    perm = [d for d in range(rank) if d != axis % rank] + [axis % rank]
+    y = fn(ctx.tf.transpose(t, perm), axis=-1)
+    return ctx.tf.transpose(y, layout.invert(perm))
+
+
 def _softmax(ctx: NodeContext, fn):
     tf = ctx.tf
     x = ctx.required(0)
     default = -1 if ctx.opset >= 13 else 1
     axis = int(ctx.attr("axis", default)) % x.rank
     if ctx.opset >= 13 or axis == x.rank - 1:
-        return [ctx.out(fn(ctx.tensor(x), axis=layout.tf_axis(x.perm, axis)), x.perm)]
+        return [ctx.out(last_axis(ctx, fn, ctx.tensor(x), layout.tf_axis(x.perm, axis)), x.perm)]
     # before opset 13: softmax over all dims from `axis` on, as one flattened row
     shape = x.onnx_shape
     t = ctx.onnx_order(x)
