@@ -128,6 +128,11 @@ def thresholded_relu(ctx: NodeContext):
     return _unary(ctx, lambda t: tf.where(t > alpha, t, tf.constant(0.0, t.dtype)))
 
 
+@handler("Reciprocal")
+def reciprocal(ctx: NodeContext):  # 1 / x: DIV (TF's Reciprocal op has no TFLite builtin)
+    return _unary(ctx, lambda t: ctx.tf.constant(1, t.dtype) / t)
+
+
 @handler("Softsign")
 def softsign(ctx: NodeContext):
     return _unary(ctx, lambda t: t / (1.0 + ctx.tf.abs(t)))
@@ -183,7 +188,7 @@ def clip(ctx: NodeContext):
 
 # simple math, also keeping the layout
 _MATH = {
-    "Abs": "abs", "Neg": "negative", "Sign": "sign", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
+    "Abs": "abs", "Neg": "negative", "Sign": "sign", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
     "Floor": "floor", "Ceil": "ceil", "Sin": "sin", "Cos": "cos", "Round": "round",
 }
 

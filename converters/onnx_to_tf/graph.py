@@ -23,10 +23,12 @@ from converters.onnx_to_tf.values import TensorInfo, TFGraph, Value
 from edgenet._deps import import_tensorflow, require
 from edgenet.errors import ConversionError, EdgenetError, ModelError, UnsupportedOpError, UsageError
 
-MIN_OPSET = 7
+MIN_OPSET = 1
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # ops whose output is a constant as soon as the input's shape is static, whatever its values
 _SHAPE_ONLY = ("Shape", "Size")
+# before opset 7, these broadcast by an ``axis`` attribute (not numpy's rule)
+_LEGACY_BROADCAST = frozenset("Add Sub Mul Div Pow And Or Xor Equal Greater Less".split())
 
 
 def default_opset(model: Any) -> int:
@@ -62,7 +64,10 @@ def check_nodes(model: Any, opset: int, fused: Collection[int] = ()) -> None:
             op = node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
             problems.append(f"unsupported ONNX op {op!r} (node {name!r})")
             continue
-        if op_handler.check is not None:
+        if opset < 7 and node.op_type in _LEGACY_BROADCAST and any(a.name == "axis" for a in node.attribute):
+            problems.append(f"unsupported ONNX {node.op_type} (node {name!r}): opset-{opset} broadcasting along "
+                            "an axis attribute")
+        elif op_handler.check is not None:
             reason = op_handler.check(node, opset)
             if reason:
                 problems.append(f"unsupported ONNX {node.op_type} (node {name!r}): {reason}")

@@ -172,6 +172,15 @@ def shape(ctx: NodeContext):
     return [Value.constant(np.array(dims, np.int64)[start:end])]
 
 
+@handler("Size")
+def size(ctx: NodeContext):
+    """A constant, like Shape (a dynamic batch counts as the placeholder batch)."""
+    dims = list(ctx.required(0).onnx_shape)
+    if dims and dims[0] is None:
+        dims[0] = ctx.state.model_batch
+    return [Value.constant(np.array(prod(dims), np.int64))]
+
+
 @handler("Cast")
 def cast(ctx: NodeContext):
     x = ctx.required(0)
