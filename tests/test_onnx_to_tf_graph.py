@@ -65,8 +65,9 @@ def test_malformed_node_is_a_one_line_conversion_error():
 
 
 def test_old_opset_and_dynamic_spatial_dims_are_model_errors():
-    with pytest.raises(UnsupportedOpError, match="opset 6"):
-        onnx_to_tf(single_op("Relu", X, opset=6))
+    legacy = single_op("Add", X, dict(broadcast=1, axis=1), {"c": rand(5)}, ["c"], opset=6)
+    with pytest.raises(UnsupportedOpError, match="opset-6 broadcasting along an axis attribute"):
+        onnx_to_tf(legacy)
     with pytest.raises(ModelError, match="dynamic dimension 2"):
         onnx_to_tf(single_op("Relu", (1, 5, "h", 9)))
 
