@@ -151,3 +151,30 @@ def tflite_run(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[list[n
     outs = [interp.get_tensor(by_key[k]["index"]) for k in order]
     ops = [op["op_name"] for op in interp._get_ops_details()]
     return outs, ops
+
+
+def run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """ONNX's reference implementation (the spec)."""
+    from onnx.reference import ReferenceEvaluator
+
+    return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds)]
+
+
+def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-5,
+                          rtol: float = 1e-5, reference: str = "ort", **convert_options):
+    """onnx_to_tf -> the float32 TFLite stage -> ai_edge_litert, every output compared with
+    onnxruntime (``reference="ort"``) or ONNX's reference implementation (``"spec"``), in ONNX layout.
+    Returns (TFGraph, TFLite op names)."""
+    graph = onnx_to_tf(model, **convert_options)
+    expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
+    inputs = [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs]
+    outs, ops = tflite_run(tflite_bytes(graph), inputs)
+    assert len(outs) == len(expected)
+    for got, info, want in zip(outs, graph.outputs, expected):
+        got = from_tf_output(got, info.channels_last)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        if want.dtype.kind in "biu":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
+    return graph, ops

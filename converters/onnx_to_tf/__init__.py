@@ -14,6 +14,7 @@ from __future__ import annotations
 from converters.onnx_to_tf import (  # noqa: F401
     activations,
     conv,
+    conv_transpose,
     elementwise,
     linear,
     logic,
