@@ -15,6 +15,7 @@ from converters.onnx_to_tf import (  # noqa: F401
     activations,
     conv,
     conv_transpose,
+    einsum,
     elementwise,
     linear,
     logic,
