@@ -36,7 +36,8 @@ class ConversionState:
             return hit[1]
         tf = self.tf
         if value.is_const:
-            tensor = tf.constant(np.ascontiguousarray(np.transpose(value.const, perm)))
+            array = np.transpose(value.const, perm)
+            tensor = tf.constant(np.ascontiguousarray(array).reshape(array.shape))  # (keeps 0-d arrays 0-d)
         elif value.perm == perm:
             tensor = value.tensor
         else:

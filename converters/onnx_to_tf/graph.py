@@ -122,6 +122,7 @@ class GraphTracer:
         self.op_counts: Counter[str] = Counter()
         self.output_infos: list[TensorInfo] = []
         self.scopes: dict[str, NodeOrigin] = {}
+        self.origins: dict[str, NodeOrigin] = {}  # ONNX node label -> origin (fused nodes: the fused op)
         self.values: dict[str, Value] = {}  # of the last trace
 
     # ---- tracing ------------------------------------------------------------------------------
@@ -138,6 +139,7 @@ class GraphTracer:
             state.values[plan.name] = Value(arg, plan.perm)
         self.op_counts.clear()
         self.scopes.clear()
+        self.origins.clear()
         for index, node in enumerate(self.model.graph.node):
             if index in self.absorbed and index not in self.fused_at:
                 continue
@@ -184,7 +186,7 @@ class GraphTracer:
         fused = self.fused_at.get(index)
         if fused is not None:
             with tf.name_scope(scope_name(node)) as scope:
-                self.scopes[scope.rstrip("/")] = NodeOrigin(name, fused.op_type)
+                self.scopes[scope.rstrip("/")] = self.origins[name] = NodeOrigin(name, fused.op_type)
                 x = state.values[fused.input]
                 t = state.in_layout(x, x.perm)
                 state.values[fused.output] = Value(tf.nn.gelu(t, approximate=False), x.perm)
@@ -248,7 +250,16 @@ def onnx_to_tf(model: Any, batch_size: int | None = None, keep_layout: Collectio
     problems = foreign_ops(concrete.graph, tracer.scopes)
     if problems:
         raise UnsupportedOpError("; ".join(problems))
+    # TFLite names each graph output tensor after the function's output op (Identity_<k>): map those
+    # to the node that produces the output, like the scopes
+    producers = {o: node for node in model.graph.node for o in node.output if o}
+    scopes = dict(tracer.scopes)
+    for tensor, vi in zip(concrete.outputs, model.graph.output):
+        node = producers.get(vi.name)
+        if node is not None:
+            origin = tracer.origins.get(node_label(node), NodeOrigin(node_label(node), node.op_type))
+            scopes[tensor.name.split(":")[0]] = origin
     module = require("tensorflow").Module()
     module.function = function
     return TFGraph(concrete, module, tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos),
-                   dict(tracer.op_counts), dict(tracer.scopes))
+                   dict(tracer.op_counts), scopes)

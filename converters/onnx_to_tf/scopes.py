@@ -18,20 +18,19 @@ from typing import Any, Mapping
 # TF op type -> the TFLite builtin it becomes (documentation; None: folded/removed by the converter)
 TFLITE_BUILTIN_TF_OPS: Mapping[str, str | None] = {
     # graph plumbing
-    "Placeholder": None, "Const": None, "Identity": None, "NoOp": None, "StopGradient": None,
+    "Placeholder": None, "Const": None, "Identity": None, "StopGradient": None,
     # convolution, pooling, matrix products
     "Conv2D": "CONV_2D", "DepthwiseConv2dNative": "DEPTHWISE_CONV_2D", "BiasAdd": "ADD",
     "Conv2DBackpropInput": "TRANSPOSE_CONV", "MaxPool": "MAX_POOL_2D", "AvgPool": "AVERAGE_POOL_2D",
     "MatMul": "FULLY_CONNECTED", "BatchMatMulV2": "BATCH_MATMUL",
     # elementwise arithmetic
     "AddV2": "ADD", "Sub": "SUB", "Mul": "MUL", "RealDiv": "DIV", "Maximum": "MAXIMUM",
-    "Minimum": "MINIMUM", "Pow": "POW", "SquaredDifference": "SQUARED_DIFFERENCE", "FloorDiv": "FLOOR_DIV",
-    "FloorMod": "FLOOR_MOD", "Square": "SQUARE", "Neg": "NEG", "Abs": "ABS", "Sign": "SIGN",
+    "Minimum": "MINIMUM", "Pow": "POW", "SquaredDifference": "SQUARED_DIFFERENCE", "Neg": "NEG", "Abs": "ABS", "Sign": "SIGN",
     "Exp": "EXP", "Log": "LOG", "Sqrt": "SQRT", "Rsqrt": "RSQRT", "Floor": "FLOOR", "Ceil": "CEIL",
     "Round": "ROUND", "Sin": "SIN", "Cos": "COS",
     # activations
     "Relu": "RELU", "Relu6": "RELU6", "LeakyRelu": "LEAKY_RELU", "Elu": "ELU", "Sigmoid": "LOGISTIC",
-    "Tanh": "TANH", "Gelu": "GELU", "Softmax": "SOFTMAX", "LogSoftmax": "LOG_SOFTMAX",
+    "Tanh": "TANH", "Softmax": "SOFTMAX", "LogSoftmax": "LOG_SOFTMAX",
     # comparisons and logic
     "Equal": "EQUAL", "NotEqual": "NOT_EQUAL", "Greater": "GREATER", "GreaterEqual": "GREATER_EQUAL",
     "Less": "LESS", "LessEqual": "LESS_EQUAL", "LogicalNot": "LOGICAL_NOT", "LogicalAnd": "LOGICAL_AND",
@@ -42,11 +41,11 @@ TFLITE_BUILTIN_TF_OPS: Mapping[str, str | None] = {
     # data movement
     "Reshape": "RESHAPE", "Transpose": "TRANSPOSE", "ConcatV2": "CONCATENATION", "Split": "SPLIT",
     "StridedSlice": "STRIDED_SLICE", "Slice": "SLICE", "GatherV2": "GATHER", "GatherNd": "GATHER_ND",
-    "ScatterNd": "SCATTER_ND", "Pad": "PAD", "PadV2": "PADV2", "MirrorPad": "MIRROR_PAD", "Tile": "TILE",
+    "Pad": "PAD", "PadV2": "PADV2", "MirrorPad": "MIRROR_PAD", "Tile": "TILE",
     "BroadcastTo": "BROADCAST_TO", "DepthToSpace": "DEPTH_TO_SPACE", "SpaceToDepth": "SPACE_TO_DEPTH",
     "ResizeNearestNeighbor": "RESIZE_NEAREST_NEIGHBOR", "ResizeBilinear": "RESIZE_BILINEAR",
     "SpaceToBatchND": "SPACE_TO_BATCH_ND", "BatchToSpaceND": "BATCH_TO_SPACE_ND",  # (dilated convs)
-    "Cast": "CAST", "ReverseV2": "REVERSE_V2", "Squeeze": "SQUEEZE", "ExpandDims": "EXPAND_DIMS",
+    "Cast": "CAST", "ReverseV2": "REVERSE_V2", "ExpandDims": "EXPAND_DIMS", "Squeeze": "SQUEEZE",
 }
 
 # TF ops allowed only inside the scope of a node converted as the given op: parts of a TF composite
