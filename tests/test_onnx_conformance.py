@@ -10,8 +10,9 @@ initializers from the test data, leaving the first input the graph input. Not se
 scope: other dtypes, zero-size tensors, training-mode cases (random dropout masks, batch statistics).
 Each case is converted (onnx_to_tf -> to_float_tflite with TFLITE_BUILTINS only), run in
 ai_edge_litert and compared with the expected outputs: max |got - expected| <= 1e-4 * max |expected|
-(exact for bool and integer outputs). ``KNOWN_FAILURES`` lists, with the reason, the selected cases
-that do not pass; a case listed there that passes fails its test, so the list stays true.
+(exact for bool and integer outputs; ``TOLERANCES`` loosens it for a named case, saying why).
+``KNOWN_FAILURES`` lists, with the reason, the selected cases that do not pass; a case listed there
+that passes fails its test, so the list stays true. Runs in about 70 s (marked slow).
 """
 from __future__ import annotations
 
@@ -56,9 +57,20 @@ ThresholdedRelu Softsign Sign Shape Range ConstantOfShape Size Gelu Erf Resize U
 """.split())
 
 REL_TOL = 1e-4
+# looser tolerances, with the reason
+TOLERANCES: dict[str, tuple[float, str]] = {
+    "test_averagepool_2d_ceil_last_window_starts_on_pad": (
+        2e-4, "its expected values are written with 4 decimals (0.3572 for (0.9067 + 0.9483 + 0.597 + 0.763) / 9 "
+              "= 0.357222)"),
+}
 
 # selected cases that do not pass, with the reason
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    "test_erf": "refused by design: TFLite has no builtin Erf (only Erf inside the exact GELU pattern converts)",
+    "test_maxpool_with_argmax_2d_precomputed_pads": "refused: MaxPool's Indices output (no TFLite builtin)",
+    "test_maxpool_with_argmax_2d_precomputed_strides": "refused: MaxPool's Indices output (no TFLite builtin)",
+    "test_convtranspose_3d": "refused: 3-D ConvTranspose (1-D and 2-D convolutions are supported)",
+}
 
 _CASES: dict[str, list] = {}
 
@@ -127,7 +139,7 @@ def baked_model(case):
     return model
 
 
-def _compare(got: np.ndarray, want: np.ndarray) -> str | None:
+def _compare(got: np.ndarray, want: np.ndarray, rel_tol: float = REL_TOL) -> str | None:
     """None when ``got`` matches ``want``, else what differs."""
     if got.shape != want.shape:
         return f"shape {got.shape}, expected {want.shape}"
@@ -140,7 +152,7 @@ def _compare(got: np.ndarray, want: np.ndarray) -> str | None:
     if np.any(np.isnan(got) != np.isnan(want)):
         return "NaN mismatch"
     err = float(np.nanmax(diff)) if diff.size else 0.0
-    if err > REL_TOL * max(scale, 1e-6):
+    if err > rel_tol * max(scale, 1e-6):
         return f"max abs error {err:.3g} (max |expected| {scale:.3g})"
     return None
 
@@ -165,7 +177,7 @@ def run_case(case) -> str | None:
     got = [results[f"output_{k}"] for k in range(len(graph.outputs))]
     for k, (g, o, want) in enumerate(zip(got, graph.outputs, outputs)):
         g = g.transpose(0, 3, 1, 2) if o.channels_last else g
-        problem = _compare(np.asarray(g), np.asarray(want))
+        problem = _compare(np.asarray(g), np.asarray(want), TOLERANCES.get(case.name, (REL_TOL, ""))[0])
         if problem:
             return f"wrong output {k}: {problem}"
     return None
@@ -194,7 +206,7 @@ def test_pass_rate_over_the_selected_cases():
     rate = 1 - len(KNOWN_FAILURES) / len(names)
     reasons = Counter(KNOWN_FAILURES.values())
     print(f"\n{len(names)} ONNX node cases selected, {len(names) - len(KNOWN_FAILURES)} pass ({rate:.1%}); "
-          f"collected in {time.perf_counter() - start:.1f} s")
+          f"generated in {time.perf_counter() - start:.1f} s; failures by reason:")
     for reason, count in reasons.most_common():
         print(f"  {count:3d} x {reason}")
     assert rate >= 0.95
