@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import (from_tf_output, helper, make_model, onnx, rand, run_ort, tflite_bytes,
-                                     tflite_run, to_tf_input)
+from test_onnx_to_tf_helpers import (from_tf_output, grid_model, helper, make_model, onnx, rand, run_ort,
+                                     tflite_bytes, tflite_run, to_tf_input)
 
 from converters.onnx_to_tf import TFLITE_BUILTIN_TF_OPS, onnx_to_tf, supported_ops
 from converters.onnx_to_tf.scopes import COMPOSITE_TF_OPS, origin_of
@@ -119,57 +119,8 @@ NOT_EMITTED = {"Constant": "folded before any handler runs", "Erf": "refused unl
 CONSTANT_OUTPUTS = {"shape", "size"}
 
 
-def _feed(shape, kind):
-    rng = np.random.default_rng(len(shape) * 7 + sum(shape))
-    if kind == "b":
-        return rng.random(shape) > 0.5
-    x = rng.standard_normal(shape).astype(np.float32)
-    if kind == "p":
-        return np.abs(x) + 0.1
-    if kind == "r":  # rounded: ties for comparisons and arg-min/max
-        return np.round(x)
-    return x
-
-
-def _examples_model(examples: dict, opset: int):
-    nodes, inputs, inits, outputs = [], {}, {}, []
-    dtypes = {}
-    for name, (op, attrs, shape, consts, kind) in examples.items():
-        x = f"{name}_x"
-        inputs[x] = shape
-        dtypes[x] = kind
-        names = [x]
-        for k, c in enumerate(consts):
-            inits[f"{name}_c{k}"] = c
-            names.append(f"{name}_c{k}")
-        if op == "Resize":
-            names.insert(1, "")  # no roi
-        out = name if name not in CONSTANT_OUTPUTS else f"{name}_raw"
-        if op == "Split":  # one output per piece
-            pieces = [f"{name}_{k}" for k in range(len(consts[0]))]
-            nodes.append(helper.make_node(op, names, pieces, name=f"node_{name}", **attrs))
-            outputs.extend(pieces)
-            continue
-        nodes.append(helper.make_node(op, names, [out], name=f"node_{name}", **attrs))
-        if name in CONSTANT_OUTPUTS:  # make the constant depend on the input, as a real graph would
-            nodes.append(helper.make_node("Cast", [out], [f"{name}_f"], to=1, name=f"cast_{name}"))
-            nodes.append(helper.make_node("ReduceSum", [x], [f"{name}_s"], keepdims=0, name=f"sum_{name}"))
-            nodes.append(helper.make_node("Add", [f"{name}_f", f"{name}_s"], [name], name=f"add_{name}"))
-        outputs.append(name)
-    graph = helper.make_graph(
-        nodes, "examples",
-        [helper.make_tensor_value_info(n, onnx.TensorProto.BOOL if dtypes[n] == "b" else onnx.TensorProto.FLOAT,
-                                       list(s)) for n, s in inputs.items()],
-        [helper.make_empty_tensor_value_info(o) for o in outputs],
-        [onnx.numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8 if opset < 19 else 10)
-    model = onnx.shape_inference.infer_shapes(model)
-    feeds = {n: _feed(s, dtypes[n]) for n, s in inputs.items()}
-    return model, feeds
-
-
 def _converted(examples: dict, opset: int):
-    model, feeds = _examples_model(examples, opset)
+    model, feeds = grid_model(examples, opset, constant_outputs=CONSTANT_OUTPUTS)
     graph = onnx_to_tf(model)
     return model, feeds, graph, tflite_bytes(graph)
 

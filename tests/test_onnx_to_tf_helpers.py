@@ -178,3 +178,75 @@ def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], 
         else:
             np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
     return graph, ops
+
+
+def grid_feed(shape, kind: str) -> np.ndarray:
+    """A seeded input: "f" normal, "p" positive, "r" rounded (ties), "b" bool."""
+    rng = np.random.default_rng(len(shape) * 7 + sum(shape))
+    if kind == "b":
+        return rng.random(shape) > 0.5
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "p":
+        return np.abs(x) + 0.1
+    if kind == "r":  # rounded: ties for comparisons and arg-min/max
+        return np.round(x)
+    return x
+
+
+def grid_model(examples: dict, opset: int, constant_outputs=()):
+    """One model holding many single-node examples side by side, each on its own input and output:
+    name -> (op, attrs, first input shape, other inputs as constants, first input kind (grid_feed)).
+    Returns (model, feeds)."""
+    nodes, inputs, inits, outputs = [], {}, {}, []
+    dtypes = {}
+    for name, (op, attrs, shape, consts, kind) in examples.items():
+        x = f"{name}_x"
+        inputs[x] = shape
+        dtypes[x] = kind
+        names = [x]
+        for k, c in enumerate(consts):
+            inits[f"{name}_c{k}"] = c
+            names.append(f"{name}_c{k}")
+        if op == "Resize":
+            names.insert(1, "")  # no roi
+        out = name if name not in constant_outputs else f"{name}_raw"
+        if op == "Split":  # one output per piece
+            pieces = [f"{name}_{k}" for k in range(len(consts[0]))]
+            nodes.append(helper.make_node(op, names, pieces, name=f"node_{name}", **attrs))
+            outputs.extend(pieces)
+            continue
+        nodes.append(helper.make_node(op, names, [out], name=f"node_{name}", **attrs))
+        if name in constant_outputs:  # make the constant depend on the input, as a real graph would
+            nodes.append(helper.make_node("Cast", [out], [f"{name}_f"], to=1, name=f"cast_{name}"))
+            nodes.append(helper.make_node("ReduceSum", [x], [f"{name}_s"], keepdims=0, name=f"sum_{name}"))
+            nodes.append(helper.make_node("Add", [f"{name}_f", f"{name}_s"], [name], name=f"add_{name}"))
+        outputs.append(name)
+    graph = helper.make_graph(
+        nodes, "examples",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.BOOL if dtypes[n] == "b" else onnx.TensorProto.FLOAT,
+                                       list(s)) for n, s in inputs.items()],
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+        [onnx.numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8 if opset < 19 else 10)
+    model = onnx.shape_inference.infer_shapes(model)
+    feeds = {n: grid_feed(s, dtypes[n]) for n, s in inputs.items()}
+    return model, feeds
+
+
+def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5, rtol: float = 1e-5):
+    """Convert a grid model (see grid_model), run it in TFLite, compare every output with
+    onnxruntime or the reference implementation ("spec"); returns (TFGraph, TFLite op names)."""
+    graph = onnx_to_tf(model)
+    outs, ops = tflite_run(tflite_bytes(graph), [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs])
+    expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
+    bad = []
+    for out, info, want in zip(outs, graph.outputs, expected):
+        got = from_tf_output(out, info.channels_last)
+        if got.shape != want.shape:
+            bad.append(f"{info.name}: shape {got.shape} != {want.shape}")
+        elif want.dtype.kind == "f" and not np.allclose(got, want, rtol=rtol, atol=atol):
+            bad.append(f"{info.name}: max error {np.abs(got - want).max():.3g}")
+        elif want.dtype.kind != "f" and not np.array_equal(got, want):
+            bad.append(f"{info.name}: values differ")
+    assert not bad, bad
+    return graph, ops
