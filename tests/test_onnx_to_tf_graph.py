@@ -327,3 +327,22 @@ def test_awkward_variants_convert_to_tflite_and_match():
     assert "TRANSPOSE" not in ops
     expected = run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(outs[0], expected, atol=1e-5)
+
+
+def test_shared_cases_batch_and_float_conversion():
+    """Case 28 keeps its static batch of 2; case 17's dynamic batch needs a size (here 3) and then
+    matches onnxruntime; cases 07 and 15 convert to float TFLite and match."""
+    from test_onnx_to_tf_helpers import assert_tflite_matches
+
+    cases = "/work/shared/cases"
+    graph, _ = assert_tflite_matches(onnx.load(f"{cases}/28_static_batch2.onnx"), {"input": rand(2, 3, 16, 16)},
+                                     atol=1e-4)
+    assert graph.inputs[0].tf_shape == (2, 16, 16, 3) and graph.outputs[0].tf_shape[0] == 2
+    dynamic = onnx.load(f"{cases}/17_dynamic_batch.onnx")
+    with pytest.raises(ModelError, match=r"ONNX input 'input' has a dynamic dimension 0 \(N\)"):
+        onnx_to_tf(dynamic)
+    graph, _ = assert_tflite_matches(dynamic, {"input": rand(3, 3, 16, 16)}, atol=1e-4, batch_size=3)
+    assert graph.outputs[0].tf_shape[0] == 3
+    for case, shape in (("07_pad_reflect_edge", (1, 3, 16, 16)), ("15_detect_head_concat_int8", (1, 3, 64, 64))):
+        _, ops = assert_tflite_matches(onnx.load(f"{cases}/{case}.onnx"), {"input": rand(*shape)}, atol=1e-4)
+        assert "GATHER" not in ops

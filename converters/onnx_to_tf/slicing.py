@@ -185,12 +185,15 @@ def pad(ctx: NodeContext):
         y = tf.pad(t, paddings, constant_values=tf.constant(value, t.dtype))
     elif mode == "reflect":
         y = tf.pad(t, paddings, mode="REFLECT")
-    else:  # edge: repeat the border slices
+    else:  # edge: the border slices repeated (strided slices + concat, which XNNPACK runs in float and int8)
         y = t
         for i, (b, e) in enumerate(paddings):
             if b or e:
-                first = tf.gather(y, [0] * b, axis=i) if b else None
-                last_index = y.shape[i] - 1
-                last = tf.gather(y, [last_index] * e, axis=i) if e else None
-                y = tf.concat([p for p in (first, y, last) if p is not None], axis=i)
+                size = y.shape[i]
+                index = [slice(None)] * rank
+                index[i] = slice(0, 1)
+                first = [y[tuple(index)]] * b
+                index[i] = slice(size - 1, size)
+                last = [y[tuple(index)]] * e
+                y = tf.concat(first + [y] + last, axis=i)
     return [ctx.out(y, x.perm)]
