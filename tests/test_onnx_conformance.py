@@ -45,7 +45,7 @@ depthtospace div dropout einsum elu equal erf exp expand flatten floor gather ga
 globalaveragepool globalmaxpool greater greater_or_equal hardsigmoid hardswish identity instance_normalization
 layernormalization leakyrelu less less_or_equal log logsoftmax lpnormalization matmul max maxpool mean min mish
 mul neg not_ or_ pad pow prelu reciprocal reduce_log_sum_exp reducel1 reducel2 reducemax reducemean reducemin
-reduceprod reducesum reducesumsquare relu reshape resize round selu shape sigmoid sign sin size slice softmax
+reduceprod reducesum reducesumsquare relu reshape resize round scatternd selu shape sigmoid sign sin size slice softmax
 softplus softsign spacetodepth split sqrt squeeze sub sum tanh thresholdedrelu tile transpose unsqueeze
 upsample where""".split())
 
@@ -53,7 +53,7 @@ upsample where""".split())
 EXPECTED_OPS = frozenset("""
 ConvTranspose DepthToSpace SpaceToDepth Expand Tile Where Equal Greater Less GreaterOrEqual LessOrEqual Not And Or
 Einsum ReduceL1 ReduceL2 ReduceSumSquare ReduceLogSumExp LpNormalization MaxPool AveragePool Selu Celu
-ThresholdedRelu Softsign Sign Shape Range ConstantOfShape Size Gelu Erf Resize Upsample GatherElements
+ThresholdedRelu Softsign Sign Shape Range ConstantOfShape Size Gelu Erf Resize Upsample GatherElements ScatterND
 """.split())
 
 REL_TOL = 1e-4

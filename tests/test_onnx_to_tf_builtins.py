@@ -93,6 +93,7 @@ EXAMPLES = {
     "slice": ("Slice", {}, X4, [_i(1, 6), _i(-1, 0), _i(2, 3), _i(1, -2)], "f"),
     "gather": ("Gather", dict(axis=1), X4, [_i(3, 0, 2)], "f"), "gather_range": ("Gather", dict(axis=1), X4, [_i(2, 1, 0)], "f"),
     "gather_elements": ("GatherElements", dict(axis=2), X4, [np.random.default_rng(0).integers(0, 5, (1, 4, 2, 7))], "f"),
+    "scatter_nd": ("ScatterND", dict(reduction="max"), X4, [_i(0, 2, 0, 0, 0, 2).reshape(3, 2), rand(3, 5, 7)], "f"),
     "pad": ("Pad", {}, X4, [_i(0, 0, 1, 2, 0, 0, 2, 1)], "f"),
     "pad_value": ("Pad", {}, X4, [_i(0, 0, 1, 2, 0, 0, 2, 1), _f(0.5)], "f"),
     "pad_reflect": ("Pad", dict(mode="reflect"), X4, [_i(0, 0, 1, 2, 0, 0, 2, 1)], "f"),

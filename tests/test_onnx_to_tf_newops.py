@@ -66,6 +66,33 @@ def test_expand_tile_depth_space():
     assert {"BROADCAST_TO", "TILE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "GATHER_ND"} <= set(ops)
 
 
+def test_scatter_nd_every_reduction_vs_spec():
+    """Constant indices, data and updates from the graph (updates constant or not); repeated indices
+    are combined in order, as the reference's loop does."""
+    idx_slices = _i(0, 2, 0, 0, 0, 2).reshape(3, 2)  # (0, 2) twice: (5, 7) slices
+    idx_elements = _i(0, 1, 4, 6, 0, 0, 3, 1, 0, 1, 4, 6).reshape(3, 4)
+    examples = {
+        "none": ("ScatterND", {}, X, [_i(0, 1, 0, 2).reshape(2, 2), rand(2, 5, 7)], "f"),
+        "none_channels": ("ScatterND", {}, X, [_i(0, 1, 0, 0).reshape(2, 1, 2), rand(2, 1, 5, 7)], "f"),
+        **{r: ("ScatterND", dict(reduction=r), X, [idx_slices, rand(3, 5, 7)], "f") for r in ("add", "mul", "max", "min")},
+        "max_elements": ("ScatterND", dict(reduction="max"), X, [idx_elements, rand(3)], "f"),
+    }
+    model, feeds = grid_model(examples, 18)
+    assert_grid_matches(model, feeds, reference="spec")  # constant updates: TFLite folds the scatter
+    # updates computed by the graph
+    nodes = [helper.make_node("Relu", ["u"], ["r"]), helper.make_node("ScatterND", ["x", "i", "r"], ["y"])]
+    model = make_model(nodes, {"x": X, "u": (2, 7)}, ["y"], {"i": _i(0, 1, 4, 0, 2, 0).reshape(2, 3)}, opset=16)
+    _, ops = assert_tflite_matches(model, {"x": rand(*X), "u": rand(2, 7)}, reference="spec")
+    assert "SCATTER_ND" in ops
+
+
+def test_scatter_nd_repeated_indices_without_reduction_are_refused():
+    nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="scatter")]
+    model = make_model(nodes, {"x": X}, ["y"], {"i": _i(0, 1, 0, 1).reshape(2, 2), "u": rand(2, 5, 7)}, opset=16)
+    with pytest.raises(UnsupportedOpError, match=r"ScatterND \(node 'scatter'\): repeated indices"):
+        onnx_to_tf(model)
+
+
 def test_space_to_depth_crd_vs_spec():
     examples = {"s2d_crd": ("SpaceToDepth", dict(blocksize=2, mode="CRD"), (1, 3, 6, 4), [], "f"),
                 "d2s_crd": ("DepthToSpace", dict(blocksize=2, mode="CRD"), (1, 8, 3, 5), [], "f")}

@@ -1,4 +1,5 @@
-"""Ops that copy elements to new places: Expand, Tile, DepthToSpace, SpaceToDepth, GatherElements.
+"""Ops that copy elements to new places: Expand, Tile, DepthToSpace, SpaceToDepth, GatherElements,
+ScatterND.
 
 DepthToSpace/SpaceToDepth run as TFLite's DEPTH_TO_SPACE / SPACE_TO_DEPTH on NHWC data, whose
 channel order is ONNX's DCR mode; CRD mode adds a constant channel permutation (a GATHER with int32
@@ -122,3 +123,52 @@ def gather_elements(ctx: NodeContext):
     perm = x.perm
     coords = np.transpose(coords, (*perm, x.rank))[..., list(perm)]  # both in the TF layout
     return [ctx.out(tf.gather_nd(ctx.tensor(x), coords.astype(np.int32)), perm)]
+
+
+def _check_scatter_nd(node, opset: int) -> str | None:
+    reduction = node_attrs(node).get("reduction", "none")
+    return None if reduction in ("none", "add", "mul", "max", "min") else f"reduction={reduction!r}"
+
+
+@handler("ScatterND", check=_check_scatter_nd)
+def scatter_nd(ctx: NodeContext):
+    """ONNX's ScatterND with constant indices, in ONNX order: each update written (or combined by
+    ``reduction``) into a copy of the data. Indices that occur more than once are applied one
+    occurrence at a time, in order (as the spec's reference loop does): per round, TFLite's
+    SCATTER_ND (int32 indices) places the updates and a SELECT_V2 with a constant mask keeps the
+    data elsewhere. ``none`` with repeated indices is refused (the spec leaves its result undefined)."""
+    tf = ctx.tf
+    data, updates = ctx.required(0), ctx.required(2)
+    indices = ctx.const_input(1, "indices")
+    reduction = ctx.attr("reduction", "none")
+    shape = data.onnx_shape
+    if None in shape:
+        raise ctx.unsupported("a dynamic batch")
+    q = indices.shape[-1]
+    flat = indices.reshape(-1, q).astype(np.int64)
+    flat = np.where(flat < 0, flat + np.array(shape[:q]), flat)
+    keys = [tuple(row) for row in flat]
+    rounds: list[list[int]] = []  # rounds[k]: rows holding the k-th occurrence of their index
+    seen: dict[tuple, int] = {}
+    for row, key in enumerate(keys):
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(row)
+    if len(rounds) > 1 and reduction == "none":
+        raise ctx.unsupported("repeated indices with reduction='none' (undefined by the spec)")
+    y = ctx.onnx_order(data)
+    u = ctx.onnx_order(updates)
+    slice_shape = list(shape[q:])
+    u = tf.reshape(u, [len(keys)] + slice_shape)
+    combine = {"none": lambda a, b: b, "add": tf.add, "mul": tf.multiply, "max": tf.maximum, "min": tf.minimum}[reduction]
+    for rows in rounds:
+        idx = flat[rows].astype(np.int32)
+        part = u if len(rows) == len(keys) else tf.gather(u, np.array(rows, np.int32))
+        placed = tf.scatter_nd(idx, part, list(shape))
+        mask = np.zeros(shape[:q], bool)
+        mask[tuple(idx.T)] = True
+        mask = mask.reshape(mask.shape + (1,) * len(slice_shape))
+        y = tf.where(mask, combine(y, placed), y)
+    return [ctx.out(y)]

@@ -41,7 +41,7 @@ TFLITE_BUILTIN_TF_OPS: Mapping[str, str | None] = {
     # data movement
     "Reshape": "RESHAPE", "Transpose": "TRANSPOSE", "ConcatV2": "CONCATENATION", "Split": "SPLIT",
     "StridedSlice": "STRIDED_SLICE", "Slice": "SLICE", "GatherV2": "GATHER", "GatherNd": "GATHER_ND",
-    "Pad": "PAD", "PadV2": "PADV2", "MirrorPad": "MIRROR_PAD", "Tile": "TILE",
+    "ScatterNd": "SCATTER_ND", "Pad": "PAD", "PadV2": "PADV2", "MirrorPad": "MIRROR_PAD", "Tile": "TILE",
     "BroadcastTo": "BROADCAST_TO", "DepthToSpace": "DEPTH_TO_SPACE", "SpaceToDepth": "SPACE_TO_DEPTH",
     "ResizeNearestNeighbor": "RESIZE_NEAREST_NEIGHBOR", "ResizeBilinear": "RESIZE_BILINEAR",
     "SpaceToBatchND": "SPACE_TO_BATCH_ND", "BatchToSpaceND": "BATCH_TO_SPACE_ND",  # (dilated convs)
