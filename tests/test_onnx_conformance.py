@@ -12,7 +12,7 @@ Each case is converted (onnx_to_tf -> to_float_tflite with TFLITE_BUILTINS only)
 ai_edge_litert and compared with the expected outputs: max |got - expected| <= 1e-4 * max |expected|
 (exact for bool and integer outputs; ``TOLERANCES`` loosens it for a named case, saying why).
 ``KNOWN_FAILURES`` lists, with the reason, the selected cases that do not pass; a case listed there
-that passes fails its test, so the list stays true. Runs in about 70 s (marked slow).
+that passes fails its test, so the list stays true. Runs in about 90 s (marked slow).
 """
 from __future__ import annotations
 
