@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import assert_tflite_matches, grid_model, helper, make_model, onnx, rand, tflite_bytes
+from test_onnx_to_tf_helpers import assert_tflite_matches, grid_model, onnx, rand, tflite_bytes
 
 from converters.onnx_to_tf import onnx_to_tf
 
@@ -26,7 +26,8 @@ def test_no_int64_index_tensors():
         "gather_2d": ("Gather", dict(axis=2), X, [np.array([[0, 7], [3, 3]], i64)], "f"),
         "gather_elements": ("GatherElements", dict(axis=2), X, [np.random.default_rng(0).integers(0, 8, (1, 3, 2, 6))],
                             "f"),
-        "slice": ("Slice", {}, X, [np.array([1], i64), np.array([-1], i64), np.array([2], i64), np.array([2], i64)], "f"),
+        "slice": ("Slice", {}, X, [np.array([1], i64), np.array([-1], i64), np.array([2], i64), np.array([2], i64)],
+                  "f"),
         "pad": ("Pad", {}, X, [np.array([0, 0, 1, 0, 0, 0, 0, 2], i64)], "f"),
         "tile": ("Tile", {}, X, [np.array([1, 2, 1, 1], i64)], "f"),
         "expand": ("Expand", {}, (1, 3, 1, 1), [np.array([1, 3, 8, 6], i64)], "f"),

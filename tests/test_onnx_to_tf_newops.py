@@ -58,8 +58,8 @@ def test_expand_tile_depth_space():
         "s2d_3": ("SpaceToDepth", dict(blocksize=3), (2, 2, 3, 9), [], "f"),
         "gather_elements": ("GatherElements", dict(axis=3), X, [np.random.default_rng(1).integers(-7, 7, (1, 3, 5, 4))],
                             "f"),
-        "gather_elements_1": ("GatherElements", dict(axis=1), X, [np.random.default_rng(2).integers(0, 3, (1, 2, 5, 7))],
-                              "f"),
+        "gather_elements_1": ("GatherElements", dict(axis=1), X,
+                              [np.random.default_rng(2).integers(0, 3, (1, 2, 5, 7))], "f"),
     }
     model, feeds = grid_model(examples, 13)
     _, ops = assert_grid_matches(model, feeds)
@@ -74,7 +74,8 @@ def test_scatter_nd_every_reduction_vs_spec():
     examples = {
         "none": ("ScatterND", {}, X, [_i(0, 1, 0, 2).reshape(2, 2), rand(2, 5, 7)], "f"),
         "none_channels": ("ScatterND", {}, X, [_i(0, 1, 0, 0).reshape(2, 1, 2), rand(2, 1, 5, 7)], "f"),
-        **{r: ("ScatterND", dict(reduction=r), X, [idx_slices, rand(3, 5, 7)], "f") for r in ("add", "mul", "max", "min")},
+        **{r: ("ScatterND", dict(reduction=r), X, [idx_slices, rand(3, 5, 7)], "f")
+           for r in ("add", "mul", "max", "min")},
         "max_elements": ("ScatterND", dict(reduction="max"), X, [idx_elements, rand(3)], "f"),
     }
     model, feeds = grid_model(examples, 18)
@@ -143,7 +144,8 @@ def test_lp_normalization():
     """Against onnxruntime and ONNX's own test data, which take |x| for p = 1 (ONNX's reference
     implementation sums x ** p, so its L1 norm of negative values is wrong)."""
     examples = {
-        "l2_axis1": ("LpNormalization", dict(axis=1), X, [], "f"), "l1_last": ("LpNormalization", dict(p=1), X, [], "f"),
+        "l2_axis1": ("LpNormalization", dict(axis=1), X, [], "f"),
+        "l1_last": ("LpNormalization", dict(p=1), X, [], "f"),
         "l2_rank2": ("LpNormalization", dict(axis=0), (3, 5), [], "f"),
         "l1_rank3": ("LpNormalization", dict(axis=1, p=1), (2, 3, 5), [], "f"),
     }
@@ -158,7 +160,8 @@ def test_new_activations():
     examples = {
         "selu": ("Selu", {}, X, [], "f"), "selu_args": ("Selu", dict(alpha=1.2, gamma=0.9), X, [], "f"),
         "celu": ("Celu", {}, X, [], "f"), "celu_alpha": ("Celu", dict(alpha=2.5), X, [], "f"),
-        "thresholded": ("ThresholdedRelu", {}, X, [], "f"), "thresholded_a": ("ThresholdedRelu", dict(alpha=0.2), X, [], "f"),
+        "thresholded": ("ThresholdedRelu", {}, X, [], "f"),
+        "thresholded_a": ("ThresholdedRelu", dict(alpha=0.2), X, [], "f"),
         "softsign": ("Softsign", {}, X, [], "f"), "sign": ("Sign", {}, X, [], "r"),
     }
     model, feeds = grid_model(examples, 13)
@@ -242,7 +245,8 @@ def test_gelu_pattern_with_a_shared_intermediate_is_not_fused():
     nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"], name="erf"),
              helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["m"]),
              helper.make_node("Mul", ["m", "half"], ["y"])]
-    inits = {"sqrt2": np.array(np.sqrt(2), np.float32), "one": np.array(1, np.float32), "half": np.array(0.5, np.float32)}
+    inits = {"sqrt2": np.array(np.sqrt(2), np.float32), "one": np.array(1, np.float32),
+             "half": np.array(0.5, np.float32)}
     model = make_model(nodes, {"x": X}, ["y", "e"], inits)
     with pytest.raises(UnsupportedOpError, match=r"Erf \(node 'erf'\)"):
         onnx_to_tf(model)

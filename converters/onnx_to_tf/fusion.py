@@ -92,7 +92,8 @@ def find_fusions(model: Any) -> list[Fusion]:
         else:
             continue
         a = only_reader(erf.output[0])
-        if a is None or graph.node[a].op_type != "Add" or not _scalar(arrays, _other(graph.node[a], erf.output[0]) or "", 1.0):
+        if a is None or graph.node[a].op_type != "Add" or not _scalar(
+                arrays, _other(graph.node[a], erf.output[0]) or "", 1.0):
             continue
         found = _final_muls(graph, arrays, x, graph.node[a].output[0], only_reader, readers)
         if found is None:

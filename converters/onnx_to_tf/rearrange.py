@@ -162,7 +162,8 @@ def scatter_nd(ctx: NodeContext):
     u = ctx.onnx_order(updates)
     slice_shape = list(shape[q:])
     u = tf.reshape(u, [len(keys)] + slice_shape)
-    combine = {"none": lambda a, b: b, "add": tf.add, "mul": tf.multiply, "max": tf.maximum, "min": tf.minimum}[reduction]
+    combine = {"none": lambda a, b: b, "add": tf.add, "mul": tf.multiply, "max": tf.maximum,
+               "min": tf.minimum}[reduction]
     for rows in rounds:
         idx = flat[rows].astype(np.int32)
         part = u if len(rows) == len(keys) else tf.gather(u, np.array(rows, np.int32))

@@ -25,7 +25,8 @@ TFLITE_BUILTIN_TF_OPS: Mapping[str, str | None] = {
     "MatMul": "FULLY_CONNECTED", "BatchMatMulV2": "BATCH_MATMUL",
     # elementwise arithmetic
     "AddV2": "ADD", "Sub": "SUB", "Mul": "MUL", "RealDiv": "DIV", "Maximum": "MAXIMUM",
-    "Minimum": "MINIMUM", "Pow": "POW", "SquaredDifference": "SQUARED_DIFFERENCE", "Neg": "NEG", "Abs": "ABS", "Sign": "SIGN",
+    "Minimum": "MINIMUM", "Pow": "POW", "SquaredDifference": "SQUARED_DIFFERENCE", "Neg": "NEG", "Abs": "ABS",
+    "Sign": "SIGN",
     "Exp": "EXP", "Log": "LOG", "Sqrt": "SQRT", "Rsqrt": "RSQRT", "Floor": "FLOOR", "Ceil": "CEIL",
     "Round": "ROUND", "Sin": "SIN", "Cos": "COS",
     # activations
