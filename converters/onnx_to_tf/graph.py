@@ -124,6 +124,7 @@ class GraphTracer:
         self.scopes: dict[str, NodeOrigin] = {}
         self.origins: dict[str, NodeOrigin] = {}  # ONNX node label -> origin (fused nodes: the fused op)
         self.values: dict[str, Value] = {}  # of the last trace
+        self.collected: list[str] = []  # node outputs the last trace with ``collect`` returned
 
     # ---- tracing ------------------------------------------------------------------------------
     def trace(self, *args: Any, collect: bool = False) -> list[Any]:
