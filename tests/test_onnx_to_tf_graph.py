@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from test_onnx_to_tf_helpers import (assert_matches_ort, helper, make_model, onnx, rand, run_ort, single_op,
-                                     tf_op_types, tflite_bytes, tflite_run)
+                                     tf_op_types, tflite_bytes, tflite_run, with_dynamic_batch)
 
 from converters.onnx_to_tf import TensorInfo, onnx_to_tf, supported_ops
-from edgenet.errors import ConversionError, ModelError, UnsupportedOpError
+from edgenet.errors import ConversionError, ModelError, UnsupportedOpError, UsageError
 
 X = (1, 5, 7, 9)
 
@@ -65,8 +65,9 @@ def test_malformed_node_is_a_one_line_conversion_error():
 
 
 def test_old_opset_and_dynamic_spatial_dims_are_model_errors():
-    with pytest.raises(UnsupportedOpError, match="opset 8"):
-        onnx_to_tf(single_op("Relu", X, opset=8))
+    legacy = single_op("Add", X, dict(broadcast=1, axis=1), {"c": rand(5)}, ["c"], opset=6)
+    with pytest.raises(UnsupportedOpError, match="opset-6 broadcasting along an axis attribute"):
+        onnx_to_tf(legacy)
     with pytest.raises(ModelError, match="dynamic dimension 2"):
         onnx_to_tf(single_op("Relu", (1, 5, "h", 9)))
 
@@ -109,9 +110,8 @@ def test_plain_cnn_has_no_transpose_in_tf_or_tflite():
     np.testing.assert_allclose(outs[0], run_ort(model, {"x": x})[0], atol=1e-4)
 
 
-@pytest.mark.parametrize("dynamic_in_onnx", [False, True])
-def test_dynamic_batch_runs_with_batch_3_in_tf_and_tflite(dynamic_in_onnx):
-    model = _mobilenet_block_graph(dynamic_batch=dynamic_in_onnx)
+def test_dynamic_batch_runs_with_batch_3_in_tf_and_tflite():
+    model = _mobilenet_block_graph(dynamic_batch=True)
     x = rand(3, 3, 16, 16)
     graph = assert_matches_ort(model, {"x": x}, batch_size=None)
     assert graph.inputs[0].tf_shape == (None, 16, 16, 3) and graph.inputs[0].onnx_shape == (-1, 3, 16, 16)
@@ -122,13 +122,61 @@ def test_dynamic_batch_runs_with_batch_3_in_tf_and_tflite(dynamic_in_onnx):
     np.testing.assert_allclose(outs[0], expected, atol=1e-4)
 
 
-def test_static_batch_other_than_export_batch():
-    """Reshape shape constants recorded at batch 1 are mapped to the requested batch."""
+def test_static_dims_are_kept_and_batch_size_only_fills_a_dynamic_batch():
+    """A static batch of 2 stays 2 (batch_size does not override it); a rank-2 input is no batch; a
+    dynamic batch takes batch_size, and Shape then reports it, so Reshape(N, -1) is exact."""
     nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
-             helper.make_node("Reshape", ["g", "shape"], ["y"])]
-    model = make_model(nodes, {"x": X}, ["y"], {"shape": np.array([1, 5], np.int64)})
-    graph = assert_matches_ort(model, {"x": rand(4, 5, 7, 9)}, batch_size=4)
-    assert graph.outputs[0].onnx_shape == (4, 5)
+             helper.make_node("Shape", ["g"], ["sh"]),
+             helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["g", "target"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "m"], ["y"])]
+    inits = {"zero": np.array(0, np.int64), "ax": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+    model = make_model(nodes, {"x": (2, 5, 7, 9), "m": (5, 4)}, ["y"], inits, opset=13)
+    graph = onnx_to_tf(model, batch_size=1)
+    assert graph.inputs == (TensorInfo("x", (2, 5, 7, 9), (2, 7, 9, 5), "float32", True),
+                            TensorInfo("m", (5, 4), (5, 4), "float32", False))
+    assert graph.outputs[0].onnx_shape == (2, 4)
+    feeds = {"x": rand(2, 5, 7, 9), "m": rand(5, 4)}
+    assert_matches_ort(model, feeds, rtol=1e-4)
+    dynamic = with_dynamic_batch(model)  # m becomes (N, 4) too: only dim 0 of each input is filled
+    feeds = {"x": rand(5, 5, 7, 9), "m": rand(5, 4)}
+    graph = assert_matches_ort(dynamic, feeds, batch_size=5, rtol=1e-4)
+    assert [i.onnx_shape for i in graph.inputs] == [(5, 5, 7, 9), (5, 4)]
+
+
+def test_dynamic_dim_without_a_size_is_a_model_error():
+    model = with_dynamic_batch(single_op("Relu", X))
+    with pytest.raises(ModelError, match=r"ONNX input 'x' has a dynamic dimension 0 \(N\)"):
+        onnx_to_tf(model)
+    with pytest.raises(ModelError, match=r"ONNX input 'x' has a dynamic dimension 3 \(w\)"):
+        onnx_to_tf(single_op("Relu", (1, 5, 7, "w")), batch_size=1)
+
+
+def test_inputs_of_rank_1_to_5_and_kept_layouts():
+    """Several inputs of every rank; a rank-4 input named in keep_layout stays NCHW, the others NHWC;
+    a kept rank-4 output stays in ONNX order."""
+    shapes = {"a": (6,), "b": (3, 6), "c": (2, 3, 6), "d": (1, 2, 3, 6), "e": (1, 1, 2, 3, 6), "f": (1, 2, 3, 6)}
+    nodes = [helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Add", ["ab", "c"], ["abc"]),
+             helper.make_node("Add", ["abc", "d"], ["abcd"]), helper.make_node("Add", ["abcd", "e"], ["y5"]),
+             helper.make_node("Mul", ["abcd", "f"], ["y4"]), helper.make_node("Relu", ["f"], ["yk"])]
+    model = make_model(nodes, shapes, ["y5", "y4", "yk", "abc"])
+    graph = onnx_to_tf(model, keep_layout=["f", "yk"])
+    assert [(i.name, i.channels_last) for i in graph.inputs] == [
+        ("a", False), ("b", False), ("c", False), ("d", True), ("e", False), ("f", False)]
+    assert graph.inputs[3].tf_shape == (1, 3, 6, 2) and graph.inputs[5].tf_shape == (1, 2, 3, 6)
+    assert [(o.name, o.channels_last) for o in graph.outputs] == [
+        ("y5", False), ("y4", True), ("yk", False), ("abc", False)]
+    feeds = {n: rand(*s) for n, s in shapes.items()}
+    expected = run_ort(model, feeds)
+    tf_inputs = [feeds[i.name].transpose(0, 2, 3, 1).copy() if i.channels_last else feeds[i.name]
+                 for i in graph.inputs]
+    outs, _ = tflite_run(tflite_bytes(graph), tf_inputs)
+    for out, info, want in zip(outs, graph.outputs, expected):
+        np.testing.assert_allclose(out.transpose(0, 3, 1, 2) if info.channels_last else out, want, atol=1e-6)
+    with pytest.raises(UsageError, match="keep_layout names 'nope'"):
+        onnx_to_tf(model, keep_layout=["nope"])
 
 
 def test_flatten_of_spatial_tensor_goes_back_to_nchw_order():
@@ -137,7 +185,7 @@ def test_flatten_of_spatial_tensor_goes_back_to_nchw_order():
     model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5 * 7 * 9)})
     graph = assert_matches_ort(model, {"x": rand(*X)}, rtol=1e-4)
     assert "Transpose" in tf_op_types(graph)  # genuinely needed: C-major flattening
-    graph = assert_matches_ort(model, {"x": rand(2, 5, 7, 9)}, batch_size=None, rtol=1e-4)
+    graph = assert_matches_ort(with_dynamic_batch(model), {"x": rand(2, 5, 7, 9)}, batch_size=None, rtol=1e-4)
 
 
 def test_channel_shuffle_keeps_transpose_local():
@@ -239,8 +287,6 @@ DYNAMIC_CASES = {
                                 ["p"]),
     "flatten": lambda: _dyn("Flatten"),
     "reshape_0_-1": lambda: _dyn("Reshape", {}, {"s": np.array([0, -1], np.int64)}, ["s"]),
-    "reshape_batch1_const": lambda: _dyn("Reshape", {}, {"s": np.array([1, 5, 63], np.int64)}, ["s"],
-                                         x_shape=(1, 5, 7, 9)),
     "resize": lambda: _dyn("Resize", dict(mode="linear"), {"s": np.array([1, 1, 2, 2], np.float32)}, ["", "s"]),
     "split": lambda: _dyn("Split", dict(axis=1), {"s": np.array([2, 3], np.int64)}, ["s"], n_outputs=2),
     "slice": lambda: _dyn("Slice", {}, {"a": np.array([1], np.int64), "b": np.array([-1], np.int64),
@@ -281,3 +327,22 @@ def test_awkward_variants_convert_to_tflite_and_match():
     assert "TRANSPOSE" not in ops
     expected = run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1)
     np.testing.assert_allclose(outs[0], expected, atol=1e-5)
+
+
+def test_shared_cases_batch_and_float_conversion():
+    """Case 28 keeps its static batch of 2; case 17's dynamic batch needs a size (here 3) and then
+    matches onnxruntime; cases 07 and 15 convert to float TFLite and match."""
+    from test_onnx_to_tf_helpers import assert_tflite_matches
+
+    cases = "/work/shared/cases"
+    graph, _ = assert_tflite_matches(onnx.load(f"{cases}/28_static_batch2.onnx"), {"input": rand(2, 3, 16, 16)},
+                                     atol=1e-4)
+    assert graph.inputs[0].tf_shape == (2, 16, 16, 3) and graph.outputs[0].tf_shape[0] == 2
+    dynamic = onnx.load(f"{cases}/17_dynamic_batch.onnx")
+    with pytest.raises(ModelError, match=r"ONNX input 'input' has a dynamic dimension 0 \(N\)"):
+        onnx_to_tf(dynamic)
+    graph, _ = assert_tflite_matches(dynamic, {"input": rand(3, 3, 16, 16)}, atol=1e-4, batch_size=3)
+    assert graph.outputs[0].tf_shape[0] == 3
+    for case, shape in (("07_pad_reflect_edge", (1, 3, 16, 16)), ("15_detect_head_concat_int8", (1, 3, 64, 64))):
+        _, ops = assert_tflite_matches(onnx.load(f"{cases}/{case}.onnx"), {"input": rand(*shape)}, atol=1e-4)
+        assert "GATHER" not in ops

@@ -38,6 +38,20 @@ def make_model(nodes, inputs: dict[str, Sequence], outputs: Sequence[str], initi
     return onnx.shape_inference.infer_shapes(model)  # output types for onnxruntime
 
 
+def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs have a dynamic dim 0 ("N")."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    return onnx.shape_inference.infer_shapes(model)
+
+
 def single_op(op: str, x_shape, attrs: dict | None = None, initializers: dict | None = None,
               extra_inputs: Sequence[str] = (), opset: int = 17, n_outputs: int = 1) -> onnx.ModelProto:
     outputs = [f"y{i}" for i in range(n_outputs)]
@@ -65,6 +79,13 @@ def run_ort_any_batch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> l
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 
+def convert(model: onnx.ModelProto, batch_size: int | None):
+    """onnx_to_tf with ``batch_size`` for a dynamic dim 0; None: keep dim 0 dynamic in TF."""
+    if batch_size is None:
+        return onnx_to_tf(model, dynamic_batch=True)
+    return onnx_to_tf(model, batch_size=batch_size)
+
+
 def to_tf_input(array: np.ndarray, channels_last: bool) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if channels_last else array
 
@@ -75,7 +96,7 @@ def from_tf_output(array: np.ndarray, channels_last: bool) -> np.ndarray:
 
 def run_tf(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch_size: int | None = 1,
            graph=None) -> list[np.ndarray]:
-    graph = graph or onnx_to_tf(model, batch_size=batch_size)
+    graph = graph or convert(model, batch_size)
     args = [tf.constant(to_tf_input(feeds[i.name], i.channels_last)) for i in graph.inputs]
     outs = graph.concrete_function(*args)
     return [from_tf_output(np.asarray(o), info.channels_last) for o, info in zip(outs, graph.outputs)]
@@ -88,7 +109,7 @@ def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ato
     if batch_size == "feed":
         first = next(iter(feeds.values()))
         batch_size = int(first.shape[0]) if first.ndim >= 2 else 1
-    graph = onnx_to_tf(model, batch_size=batch_size)
+    graph = convert(model, batch_size)
     expected = run_ort_any_batch(model, feeds)
     got = run_tf(model, feeds, graph=graph)
     assert len(got) == len(expected)
@@ -130,3 +151,102 @@ def tflite_run(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[list[n
     outs = [interp.get_tensor(by_key[k]["index"]) for k in order]
     ops = [op["op_name"] for op in interp._get_ops_details()]
     return outs, ops
+
+
+def run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """ONNX's reference implementation (the spec)."""
+    from onnx.reference import ReferenceEvaluator
+
+    return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds)]
+
+
+def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-5,
+                          rtol: float = 1e-5, reference: str = "ort", **convert_options):
+    """onnx_to_tf -> the float32 TFLite stage -> ai_edge_litert, every output compared with
+    onnxruntime (``reference="ort"``) or ONNX's reference implementation (``"spec"``), in ONNX layout.
+    Returns (TFGraph, TFLite op names)."""
+    graph = onnx_to_tf(model, **convert_options)
+    expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
+    inputs = [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs]
+    outs, ops = tflite_run(tflite_bytes(graph), inputs)
+    assert len(outs) == len(expected)
+    for got, info, want in zip(outs, graph.outputs, expected):
+        got = from_tf_output(got, info.channels_last)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        if want.dtype.kind in "biu":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
+    return graph, ops
+
+
+def grid_feed(shape, kind: str) -> np.ndarray:
+    """A seeded input: "f" normal, "p" positive, "r" rounded (ties), "b" bool."""
+    rng = np.random.default_rng(len(shape) * 7 + sum(shape))
+    if kind == "b":
+        return rng.random(shape) > 0.5
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "p":
+        return np.abs(x) + 0.1
+    if kind == "r":  # rounded: ties for comparisons and arg-min/max
+        return np.round(x)
+    return x
+
+
+def grid_model(examples: dict, opset: int, constant_outputs=()):
+    """One model holding many single-node examples side by side, each on its own input and output:
+    name -> (op, attrs, first input shape, other inputs as constants, first input kind (grid_feed)).
+    Returns (model, feeds)."""
+    nodes, inputs, inits, outputs = [], {}, {}, []
+    dtypes = {}
+    for name, (op, attrs, shape, consts, kind) in examples.items():
+        x = f"{name}_x"
+        inputs[x] = shape
+        dtypes[x] = kind
+        names = [x]
+        for k, c in enumerate(consts):
+            inits[f"{name}_c{k}"] = c
+            names.append(f"{name}_c{k}")
+        if op == "Resize":
+            names.insert(1, "")  # no roi
+        out = name if name not in constant_outputs else f"{name}_raw"
+        if op == "Split":  # one output per piece
+            pieces = [f"{name}_{k}" for k in range(len(consts[0]))]
+            nodes.append(helper.make_node(op, names, pieces, name=f"node_{name}", **attrs))
+            outputs.extend(pieces)
+            continue
+        nodes.append(helper.make_node(op, names, [out], name=f"node_{name}", **attrs))
+        if name in constant_outputs:  # make the constant depend on the input, as a real graph would
+            nodes.append(helper.make_node("Cast", [out], [f"{name}_f"], to=1, name=f"cast_{name}"))
+            nodes.append(helper.make_node("ReduceSum", [x], [f"{name}_s"], keepdims=0, name=f"sum_{name}"))
+            nodes.append(helper.make_node("Add", [f"{name}_f", f"{name}_s"], [name], name=f"add_{name}"))
+        outputs.append(name)
+    graph = helper.make_graph(
+        nodes, "examples",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.BOOL if dtypes[n] == "b" else onnx.TensorProto.FLOAT,
+                                       list(s)) for n, s in inputs.items()],
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+        [onnx.numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8 if opset < 19 else 10)
+    model = onnx.shape_inference.infer_shapes(model)
+    feeds = {n: grid_feed(s, dtypes[n]) for n, s in inputs.items()}
+    return model, feeds
+
+
+def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5, rtol: float = 1e-5):
+    """Convert a grid model (see grid_model), run it in TFLite, compare every output with
+    onnxruntime or the reference implementation ("spec"); returns (TFGraph, TFLite op names)."""
+    graph = onnx_to_tf(model)
+    outs, ops = tflite_run(tflite_bytes(graph), [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs])
+    expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
+    bad = []
+    for out, info, want in zip(outs, graph.outputs, expected):
+        got = from_tf_output(out, info.channels_last)
+        if got.shape != want.shape:
+            bad.append(f"{info.name}: shape {got.shape} != {want.shape}")
+        elif want.dtype.kind == "f" and not np.allclose(got, want, rtol=rtol, atol=atol):
+            bad.append(f"{info.name}: max error {np.abs(got - want).max():.3g}")
+        elif want.dtype.kind != "f" and not np.array_equal(got, want):
+            bad.append(f"{info.name}: values differ")
+    assert not bad, bad
+    return graph, ops

@@ -14,12 +14,12 @@ from edgenet.errors import UnsupportedOpError
 class ConversionState:
     """Everything shared by the handlers while one ONNX graph is traced into one tf.function."""
 
-    def __init__(self, tf: Any, onnx: Any, opset: int, batch: int | None, model_batch: int):
+    def __init__(self, tf: Any, onnx: Any, opset: int, dynamic: bool = False):
         self.tf = tf
         self.onnx = onnx
         self.opset = opset
-        self.batch = batch  # batch of the TF graph (None = dynamic)
-        self.model_batch = model_batch  # batch the ONNX model was exported with (shape constants use it)
+        self.dynamic = dynamic  # the TF graph has a dynamic batch (dim 0 of its inputs is None)
+        self.model_batch = 1  # what Shape reports for a dynamic batch (Reshape maps it back, see shape_ops)
         self.values: dict[str, Value] = {}
         self._layouts: dict[tuple[int, tuple[int, ...]], tuple[Value, Any]] = {}
         self.readers: dict[str, int] = {}  # ONNX value name -> nodes (and graph outputs) that read it
@@ -36,7 +36,8 @@ class ConversionState:
             return hit[1]
         tf = self.tf
         if value.is_const:
-            tensor = tf.constant(np.ascontiguousarray(np.transpose(value.const, perm)))
+            array = np.transpose(value.const, perm)
+            tensor = tf.constant(np.ascontiguousarray(array).reshape(array.shape))  # (keeps 0-d arrays 0-d)
         elif value.perm == perm:
             tensor = value.tensor
         else:

@@ -41,7 +41,7 @@ def broadcast_operands(ctx: NodeContext, values: Sequence[Value]) -> tuple[list,
             if main is not None:
                 while array.ndim and array.shape[0] == 1:
                     array = array[0]
-            tensors.append(tf.constant(np.ascontiguousarray(array)))
+            tensors.append(tf.constant(np.ascontiguousarray(array).reshape(array.shape)))  # 0-d stays 0-d
         elif v.rank < rank:
             t = ctx.onnx_order(v)
             t = tf.reshape(t, [1] * (rank - v.rank) + [-1 if d is None else d for d in v.onnx_shape])
@@ -78,7 +78,7 @@ def div(ctx: NodeContext):
     tf = ctx.tf
     a, b = ctx.required(0), ctx.required(1)
     if np.issubdtype(a.dtype, np.integer):
-        return _binary(ctx, tf.math.truncatediv)
+        return _binary(ctx, tf.truncatediv)
     if b.is_const and b.rank <= a.rank and not a.is_const:  # x / c -> x * (1/c): MUL fuses, DIV does not
         inverse = Value.constant((1.0 / b.const).astype(b.const.dtype))
         (ta, tb), perm = broadcast_operands(ctx, [a, inverse])

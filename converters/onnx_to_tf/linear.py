@@ -31,7 +31,7 @@ def gemm(ctx: NodeContext):
         if c.is_const:
             bias = c.const * np.asarray(beta, c.const.dtype) if beta != 1.0 else c.const
             bias = bias.reshape(bias.shape[-1:]) if bias.ndim == 2 and bias.shape[0] == 1 else bias
-            y = y + tf.constant(np.ascontiguousarray(bias), y.dtype)
+            y = y + tf.constant(np.ascontiguousarray(bias).reshape(bias.shape), y.dtype)
         else:
             tc = ctx.onnx_order(c)
             y = y + (tc * beta if beta != 1.0 else tc)

@@ -1,5 +1,5 @@
 """BatchNormalization (constant statistics -> one multiply-add per channel), InstanceNormalization,
-LayerNormalization, Softmax and LogSoftmax (with the pre-opset-13 flattening semantics)."""
+LayerNormalization, LpNormalization, Softmax and LogSoftmax (with the pre-opset-13 flattening semantics)."""
 from __future__ import annotations
 
 from math import prod
@@ -8,6 +8,7 @@ import numpy as np
 
 from converters.onnx_to_tf import layout
 from converters.onnx_to_tf.context import NodeContext
+from converters.onnx_to_tf.elementwise import broadcast_operands
 from converters.onnx_to_tf.registry import handler, node_attrs
 from converters.onnx_to_tf.values import Value
 
@@ -66,20 +67,56 @@ def instance_norm(ctx: NodeContext):
 
 @handler("LayerNormalization")
 def layer_norm(ctx: NodeContext):
+    """Normalized over the ONNX dims from ``axis`` on, in the input's own layout; the optional Mean and
+    InvStdDev outputs keep those dims as 1."""
     tf = ctx.tf
     x = ctx.required(0)
-    gamma, beta = ctx.const_input(1, "scale"), ctx.const_input(2, "bias")
+    gamma, beta = ctx.input(1), ctx.input(2)
     axis = int(ctx.attr("axis", -1)) % x.rank
     eps = float(ctx.attr("epsilon", 1e-5))
-    if len([o for o in ctx.node.output if o]) > 1:
-        raise ctx.unsupported("Mean/InvStdDev outputs")
-    t = ctx.onnx_order(x)
-    axes = list(range(axis, x.rank))
+    t, perm = ctx.tensor(x), x.perm
+    axes = [layout.tf_axis(perm, a) for a in range(axis, x.rank)]
     mean, var = tf.nn.moments(t, axes=axes, keepdims=True)
-    y = (t - mean) * tf.math.rsqrt(var + eps) * gamma
+    inv_std = tf.math.rsqrt(var + eps)
+    normed = Value((t - mean) * inv_std, perm)
+    operands = [normed] + [v for v in (gamma, beta) if v is not None]
+    tensors, out_perm = broadcast_operands(ctx, operands)
+    y = tensors[0] * tensors[1]
     if beta is not None:
-        y = y + beta
-    return [ctx.out(y)]
+        y = y + tensors[2]
+    return [ctx.out(y, out_perm), ctx.out(mean, perm), ctx.out(inv_std, perm)]
+
+
+def _check_lp(node, opset: int) -> str | None:
+    p = node_attrs(node).get("p", 2)
+    return None if p in (1, 2) else f"p={p} (ONNX allows 1 or 2)"
+
+
+@handler("LpNormalization", check=_check_lp)
+def lp_normalization(ctx: NodeContext):
+    """x / ||x||_p along ``axis`` (p = 1 or 2); a zero vector stays zero, as in ONNX's reference."""
+    tf = ctx.tf
+    x = ctx.required(0)
+    axis = layout.tf_axis(x.perm, int(ctx.attr("axis", -1)))
+    t = ctx.tensor(x)
+    if int(ctx.attr("p", 2)) == 1:
+        norm = tf.math.reduce_sum(tf.abs(t), axis=axis, keepdims=True)
+    else:
+        norm = tf.sqrt(tf.math.reduce_sum(t * t, axis=axis, keepdims=True))
+    norm = tf.where(norm > 0, norm, tf.constant(1, t.dtype))
+    return [ctx.out(t / norm, x.perm)]
+
+
+def last_axis(ctx: NodeContext, fn, t, axis: int):
+    """``fn(t, axis=-1)`` applied along TF axis ``axis``: with a static transpose when it is not the
+    last one (TF's own axis handling builds the permutation with Range/Pack at run time, which TFLite's
+    builtins do not cover)."""
+    rank = len(t.shape)
+    if axis % rank == rank - 1:
+        return fn(t, axis=-1)
+    perm = [d for d in range(rank) if d != axis % rank] + [axis % rank]
+    y = fn(ctx.tf.transpose(t, perm), axis=-1)
+    return ctx.tf.transpose(y, layout.invert(perm))
 
 
 def _softmax(ctx: NodeContext, fn):
@@ -88,7 +125,7 @@ def _softmax(ctx: NodeContext, fn):
     default = -1 if ctx.opset >= 13 else 1
     axis = int(ctx.attr("axis", default)) % x.rank
     if ctx.opset >= 13 or axis == x.rank - 1:
-        return [ctx.out(fn(ctx.tensor(x), axis=layout.tf_axis(x.perm, axis)), x.perm)]
+        return [ctx.out(last_axis(ctx, fn, ctx.tensor(x), layout.tf_axis(x.perm, axis)), x.perm)]
     # before opset 13: softmax over all dims from `axis` on, as one flattened row
     shape = x.onnx_shape
     t = ctx.onnx_order(x)

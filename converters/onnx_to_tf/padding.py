@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from converters.onnx_to_tf.registry import node_attrs
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -36,18 +35,6 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int, lower: bool = 
     total = max((out - 1) * stride + effective - size, 0)
     small, large = total // 2, total - total // 2
     return (large, small) if lower else (small, large)
-
-
-def check_window_attrs(node) -> str | None:
-    """A ``check`` for Conv/pools: 2-D windows with a known auto_pad mode."""
-    attrs = node_attrs(node)
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    if auto_pad not in AUTO_PADS:
-        return f"auto_pad={auto_pad!r}"
-    kernel = attrs.get("kernel_shape")
-    if kernel is not None and len(kernel) != 2:
-        return f"{len(kernel)}-D window (only 2-D is supported)"
-    return None
 
 
 def window_pads(attrs_get, in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],

@@ -1,4 +1,6 @@
-"""Reductions over axes (ReduceMean/Max/Min/Sum/Prod/L2, ArgMax/ArgMin), in the input's layout.
+"""Reductions over axes (ReduceMean/Max/Min/Sum/Prod, ReduceL1/L2/SumSquare/LogSum/LogSumExp,
+ArgMax/ArgMin), in the input's layout, from TFLite builtins only (ReduceL2 = sqrt(sum(x * x)), not
+TF's EuclideanNorm, which TFLite has no builtin for).
 
 With ``keepdims=0`` the remaining dims keep their TF order, so e.g. ReduceMean over H, W of an NHWC
 tensor gives (N, C) in ONNX order with no transpose.
@@ -10,15 +12,42 @@ from converters.onnx_to_tf.context import NodeContext
 from converters.onnx_to_tf.registry import handler
 from converters.onnx_to_tf.values import Value
 
-# op -> (tf reduce function name, first opset where axes is an input)
-_REDUCTIONS = {
-    "ReduceMean": ("reduce_mean", 18),
-    "ReduceMax": ("reduce_max", 18),
-    "ReduceMin": ("reduce_min", 18),
-    "ReduceSum": ("reduce_sum", 13),
-    "ReduceProd": ("reduce_prod", 18),
-    "ReduceL2": ("reduce_euclidean_norm", 18),
-}
+# op -> first opset where axes is an input (ReduceSum: 13, the others: 18)
+_AXES_INPUT_SINCE = {"ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceSum": 13, "ReduceProd": 18,
+                     "ReduceL1": 18, "ReduceL2": 18, "ReduceSumSquare": 18, "ReduceLogSum": 18,
+                     "ReduceLogSumExp": 18}
+
+
+def _reduce_fn(tf, op: str):
+    """(t, axis, keepdims) -> reduced tensor, for one ONNX reduction. An empty ``axis`` (the
+    noop_with_empty_axes case) reduces nothing but keeps the elementwise part, as ONNX's reference
+    does (ReduceSumSquare -> x * x, ReduceL1 -> |x|)."""
+
+    def over(fn):
+        return lambda t, axis, keepdims: fn(t, axis=axis, keepdims=keepdims) if axis else t
+
+    total = over(tf.math.reduce_sum)
+    plain = {"ReduceMean": over(tf.math.reduce_mean), "ReduceMax": over(tf.math.reduce_max),
+             "ReduceMin": over(tf.math.reduce_min), "ReduceSum": total, "ReduceProd": over(tf.math.reduce_prod)}
+    if op in plain:
+        return plain[op]
+    if op == "ReduceL1":
+        return lambda t, axis, keepdims: total(tf.abs(t), axis, keepdims)
+    if op == "ReduceL2":
+        return lambda t, axis, keepdims: tf.sqrt(total(t * t, axis, keepdims))
+    if op == "ReduceSumSquare":
+        return lambda t, axis, keepdims: total(t * t, axis, keepdims)
+    if op == "ReduceLogSum":
+        return lambda t, axis, keepdims: tf.math.log(total(t, axis, keepdims))
+
+    def log_sum_exp(t, axis, keepdims):  # max + log(sum(exp(x - max))): no overflow for large x
+        if not axis:
+            return t
+        top = tf.stop_gradient(tf.math.reduce_max(t, axis=axis, keepdims=True))
+        y = tf.math.log(tf.math.reduce_sum(tf.exp(t - top), axis=axis, keepdims=True)) + top
+        return y if keepdims else tf.squeeze(y, axis=axis)
+
+    return log_sum_exp
 
 
 def _reduced(ctx: NodeContext, x: Value, tensor, axes: list[int], keepdims: bool) -> Value:
@@ -31,33 +60,42 @@ def _reduced(ctx: NodeContext, x: Value, tensor, axes: list[int], keepdims: bool
 
 def _reduce(ctx: NodeContext):
     tf = ctx.tf
-    fn_name, axes_input_since = _REDUCTIONS[ctx.op_type]
     x = ctx.required(0)
     keepdims = bool(ctx.attr("keepdims", 1))
-    if ctx.opset < axes_input_since:
+    if ctx.opset < _AXES_INPUT_SINCE[ctx.op_type]:
         axes = ctx.attr("axes")
     else:
         array = ctx.const_input(1, "axes")
         axes = None if array is None or array.size == 0 else array.reshape(-1).tolist()
         if axes is None and ctx.attr("noop_with_empty_axes", 0):
-            return [x]
+            axes = []
     axes = list(range(x.rank)) if axes is None else sorted({int(a) % x.rank for a in axes})
-    fn = getattr(tf.math, fn_name)
-    y = fn(ctx.tensor(x), axis=[layout.tf_axis(x.perm, a) for a in axes], keepdims=keepdims)
+    t = ctx.tensor(x)
+    boolean = t.dtype == tf.bool  # ReduceMax/Min of bool: any/all, computed on 0/1
+    if boolean:
+        t = tf.cast(t, tf.int32)
+    y = _reduce_fn(tf, ctx.op_type)(t, axis=[layout.tf_axis(x.perm, a) for a in axes], keepdims=keepdims)
+    if boolean:
+        y = tf.cast(y, tf.bool)
     return [_reduced(ctx, x, y, axes, keepdims)]
 
 
-for _op in _REDUCTIONS:
+for _op in _AXES_INPUT_SINCE:
     handler(_op)(_reduce)
 
 
 def _arg(ctx: NodeContext, fn):
     x = ctx.required(0)
-    if ctx.attr("select_last_index", 0):
-        raise ctx.unsupported("select_last_index=1")
+    tf = ctx.tf
     axis = int(ctx.attr("axis", 0)) % x.rank
     keepdims = bool(ctx.attr("keepdims", 1))
-    y = fn(ctx.tensor(x), axis=layout.tf_axis(x.perm, axis), output_type=ctx.tf.int64)
+    t, tf_axis = ctx.tensor(x), layout.tf_axis(x.perm, axis)
+    if ctx.attr("select_last_index", 0):  # the first index in the reversed tensor, counted from the end
+        size = x.onnx_shape[axis]
+        y = (size - 1) - fn(tf.reverse(t, [tf_axis]), axis=tf_axis, output_type=tf.int32)
+        y = tf.cast(y, tf.int64)
+    else:
+        y = fn(t, axis=tf_axis, output_type=tf.int64)
     if keepdims:
         y = ctx.tf.expand_dims(y, layout.tf_axis(x.perm, axis))
     return [_reduced(ctx, x, y, [axis], keepdims)]

@@ -39,14 +39,9 @@ def reshape_value(ctx: NodeContext, value: Value, out_shape: Sequence[int | None
 
 
 def _is_batched(ctx: NodeContext, shape: Sequence[int | None]) -> bool:
-    """True when dim 0 of a value is the graph's batch and differs from the batch the model was exported
-    with (so shape constants recorded by the exporter must be adapted)."""
-    state = ctx.state
-    if not shape:
-        return False
-    if shape[0] is None:
-        return True
-    return state.batch is not None and state.batch != state.model_batch and shape[0] == state.batch
+    """True when dim 0 of a value is the graph's dynamic batch (so shape constants computed from it
+    hold the placeholder ``model_batch`` and must be adapted)."""
+    return bool(shape) and shape[0] is None
 
 
 def _resolve(shape: Sequence[int], in_shape: Sequence[int], allow_zero: bool) -> list[int]:
@@ -69,7 +64,7 @@ def reshape(ctx: NodeContext):
     in_shape = x.onnx_shape
     if not _is_batched(ctx, in_shape):
         return [reshape_value(ctx, x, _resolve(shape, in_shape, allow_zero))]
-    # the batch differs from the exported one: resolve against the exported batch, then put it back
+    # a dynamic batch: shape constants hold the placeholder batch; resolve against it, then put it back
     exported = (ctx.state.model_batch, *in_shape[1:])
     resolved = _resolve(shape, exported, allow_zero)
     if resolved and resolved[0] == ctx.state.model_batch and prod(resolved[1:]) == prod(exported[1:]):
@@ -78,10 +73,8 @@ def reshape(ctx: NodeContext):
         kept = [in_shape[i] if d == 0 and not allow_zero else d for i, d in enumerate(shape)]
         if None not in kept:
             return [reshape_value(ctx, x, kept)]
-    if -1 in shape and in_shape[0] is not None:
-        return [reshape_value(ctx, x, _resolve(shape, in_shape, allow_zero))]
     raise ctx.unsupported(f"fixed target shape {tuple(shape)} mixes the batch dimension into other dims; "
-                          f"it cannot run with batch {ctx.state.batch or 'dynamic'}")
+                          "it cannot run with a dynamic batch")
 
 
 @handler("Flatten")
@@ -177,6 +170,15 @@ def shape(ctx: NodeContext):
         dims[0] = ctx.state.model_batch
     start, end = ctx.attr("start", 0), ctx.attr("end", None)
     return [Value.constant(np.array(dims, np.int64)[start:end])]
+
+
+@handler("Size")
+def size(ctx: NodeContext):
+    """A constant, like Shape (a dynamic batch counts as the placeholder batch)."""
+    dims = list(ctx.required(0).onnx_shape)
+    if dims and dims[0] is None:
+        dims[0] = ctx.state.model_batch
+    return [Value.constant(np.array(prod(dims), np.int64))]
 
 
 @handler("Cast")

@@ -120,14 +120,29 @@ def gather(ctx: NodeContext):
     dim = x.onnx_shape[axis]
     if dim is None:
         raise ctx.unsupported("gather along the dynamic batch dim")
-    indices = np.where(indices < 0, indices + dim, indices).astype(np.int64)
+    indices = np.where(indices < 0, indices + dim, indices).astype(np.int32)  # int32: TFLite Micro's GATHER
+    tf_axis = layout.tf_axis(x.perm, axis)
     if indices.ndim == 0:  # the axis disappears; the other dims keep their TF order
-        y = tf.gather(ctx.tensor(x), int(indices), axis=layout.tf_axis(x.perm, axis))
+        y = tf.gather(ctx.tensor(x), indices, axis=tf_axis)
         kept = [d for d in x.perm if d != axis]
         return [ctx.out(y, [d - (d > axis) for d in kept])]
     if indices.ndim == 1:
-        return [ctx.out(tf.gather(ctx.tensor(x), indices, axis=layout.tf_axis(x.perm, axis)), x.perm)]
+        step = _progression(indices)
+        if step is not None:  # evenly spaced positions (a range, a reversal): one strided slice
+            stop = int(indices[0]) + step * indices.size
+            index = [slice(None)] * x.rank
+            index[tf_axis] = slice(int(indices[0]), stop if stop >= 0 else None, step)
+            return [ctx.out(ctx.tensor(x)[tuple(index)], x.perm)]
+        return [ctx.out(tf.gather(ctx.tensor(x), indices, axis=tf_axis), x.perm)]
     return [ctx.out(tf.gather(ctx.onnx_order(x), indices, axis=axis))]
+
+
+def _progression(indices: np.ndarray) -> int | None:
+    """The common step of 1-D indices that are evenly spaced (at least two, step not 0), else None."""
+    if indices.size < 2:
+        return None
+    steps = np.diff(indices.astype(np.int64))
+    return int(steps[0]) if steps[0] != 0 and np.all(steps == steps[0]) else None
 
 
 def _check_pad(node, opset: int) -> str | None:
@@ -170,12 +185,15 @@ def pad(ctx: NodeContext):
         y = tf.pad(t, paddings, constant_values=tf.constant(value, t.dtype))
     elif mode == "reflect":
         y = tf.pad(t, paddings, mode="REFLECT")
-    else:  # edge: repeat the border slices
+    else:  # edge: the border slices repeated (strided slices + concat, which XNNPACK runs in float and int8)
         y = t
         for i, (b, e) in enumerate(paddings):
             if b or e:
-                first = tf.gather(y, [0] * b, axis=i) if b else None
-                last_index = y.shape[i] - 1
-                last = tf.gather(y, [last_index] * e, axis=i) if e else None
-                y = tf.concat([p for p in (first, y, last) if p is not None], axis=i)
+                size = y.shape[i]
+                index = [slice(None)] * rank
+                index[i] = slice(0, 1)
+                first = [y[tuple(index)]] * b
+                index[i] = slice(size - 1, size)
+                last = [y[tuple(index)]] * e
+                y = tf.concat(first + [y] + last, axis=i)
     return [ctx.out(y, x.perm)]

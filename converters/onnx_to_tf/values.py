@@ -29,6 +29,16 @@ class TFGraph:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     op_counts: dict[str, int] = field(default_factory=dict)  # ONNX op type -> nodes converted
+    scopes: dict[str, Any] = field(default_factory=dict)  # TF name scope -> scopes.NodeOrigin
+
+    def onnx_node(self, name: str) -> str | None:
+        """The ONNX node (its name, or its first output's name when it has none) that made the TF op or
+        tensor, or the TFLite tensor, called ``name``; None for graph inputs and the like.
+        TFLite tensor names are TensorFlow's op names, ``;``-joined when ops were fused."""
+        from converters.onnx_to_tf.scopes import origin_of
+
+        origin = origin_of(name, self.scopes)
+        return None if origin is None else origin.name
 
 
 @dataclass(frozen=True, eq=False)
