@@ -73,11 +73,7 @@ class InProcessTF:
         from converters.onnx_to_tf import onnx_to_tf
 
         self._keep_layout = tuple(keep_layout)
-        import inspect  # TEMPORARY until the converter takes keep_layout (ops branch)
-        if "keep_layout" in inspect.signature(onnx_to_tf).parameters:
-            self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
-        else:
-            self._graph = onnx_to_tf(onnx_model)
+        self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
         return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts))
 
     def evaluate_values(self, onnx_model, feeds):
@@ -99,10 +95,7 @@ class InProcessTF:
         from converters.onnx_to_tf import onnx_to_tf
         from converters.tflite import to_float_tflite
 
-        import inspect  # TEMPORARY until the converter takes keep_layout (ops branch)
-        if "keep_layout" in inspect.signature(onnx_to_tf).parameters:
-            return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
-        return to_float_tflite(onnx_to_tf(onnx_model))
+        return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
 
     def int8_tflite(self, float_model: bytes, calib_inputs, **options):
         from converters.tflite import to_int8_tflite
