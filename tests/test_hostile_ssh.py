@@ -137,7 +137,8 @@ def test_interrupted_remote_bench_stops_and_cleans_the_device(device, tiny_conve
             proc.wait()
     assert code in (130, 128 + signum), (code, rest)
     assert "Traceback" not in rest, rest
-    assert [line for line in rest.splitlines() if line.startswith("edgenet:")] == ["edgenet: interrupted"], rest
+    lines = [line for line in rest.splitlines() if line.startswith("edgenet:")]
+    assert len(lines) == 1 and lines[0].startswith("edgenet: interrupted"), rest
     deadline = time.monotonic() + 10           # the supervisor exits right after its clean-up
     while time.monotonic() < deadline and (any(device.device_tmp.iterdir())
                                            or _processes_mentioning(str(device.device_tmp))):
