@@ -25,6 +25,8 @@ class LayerError:
     name: str           # output tensor name
     op: str             # builtin op type, e.g. CONV_2D
     sqnr_db: float | None
+    onnx_node: str | None = None   # the ONNX node that made it (converters.onnx_to_tf name scopes)
+    module: str | None = None      # for torch exports: the module path, as `edgenet info` prints it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,3 +87,19 @@ def layer_sqnr(float_model: bytes, int8_model: bytes, samples) -> tuple[LayerErr
             db = 10 * np.log10(signal[k] / noise[k]) if signal[k] > 0 else None
         out.append(LayerError(i, qt["name"], op_name, None if db is None or not np.isfinite(db) else round(float(db), 2)))
     return tuple(out)
+
+
+def module_path(onnx_node: str | None) -> str | None:
+    """The torch module path an exported ONNX node name encodes: torch's exporter names nodes by
+    their module scopes, ``/features/features.1/dw/dw.0/Conv`` for ``features[1].dw[0]``, i.e. the
+    module ``features.1.dw.0`` (each scope repeats its parent's name when it is a container's child).
+    None for names without scopes."""
+    if not onnx_node or not onnx_node.startswith("/"):
+        return None
+    scopes = onnx_node.strip("/").split("/")[:-1]
+    parts: list[str] = []
+    previous = ""
+    for scope in scopes:
+        parts.append(scope[len(previous) + 1:] if previous and scope.startswith(previous + ".") else scope)
+        previous = scope
+    return ".".join(parts) or None

@@ -39,9 +39,10 @@ class KeptOp:
     tensor: str
     op: str
     reason: str
+    onnx_node: str | None = None    # the ONNX node that made it, when known
 
     def to_dict(self) -> dict:
-        return {"tensor": self.tensor, "op": self.op, "reason": self.reason}
+        return {"tensor": self.tensor, "op": self.op, "reason": self.reason, "onnx_node": self.onnx_node}
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,14 @@ class Repair:
         return {"passed": self.passed, "kept_float": [k.to_dict() for k in self.kept], "rounds": self.rounds,
                 "seconds": round(self.seconds, 3), "size_before": self.size_before, "size_after": self.size_after}
 
+    def named(self, onnx_nodes: dict) -> "Repair":
+        """The same repair with each kept op's ONNX node filled in from ``onnx_nodes`` (tensor -> node)."""
+        from dataclasses import replace
+
+        return replace(self, kept=tuple(replace(k, onnx_node=onnx_nodes.get(k.tensor)) for k in self.kept))
+
     def summary(self) -> str:
-        ops = ", ".join(f"{k.op} {k.tensor}" for k in self.kept[:4]) + (" ..." if len(self.kept) > 4 else "")
+        ops = ", ".join(f"{k.op} {k.onnx_node or k.tensor}" for k in self.kept[:4]) + (" ..." if len(self.kept) > 4 else "")
         size = f"{self.size_after - self.size_before:+,} bytes"
         if self.passed:
             return f"mixed precision: {len(self.kept)} op(s) kept in float ({ops}), {size}; the verdict passes"

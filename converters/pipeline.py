@@ -290,7 +290,8 @@ def _mixed_precision(built, checked: _Checked, data: PipelineData, source: Sourc
 
     verdict = checked.verdicts[Precision.INT8]
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
-    return repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge)
+    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge)
+    return result.named(tf_side.onnx_nodes([k.tensor for k in result.kept]))
 
 
 def _splittable(model, verdict):

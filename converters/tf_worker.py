@@ -55,7 +55,7 @@ class InProcessTF:
     """The TF-side stages, run in this process."""
 
     METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "quantized_tflite",
-               "requantize", "layer_sqnr", "evaluate_values")
+               "requantize", "layer_sqnr", "evaluate_values", "onnx_nodes")
 
     def __init__(self) -> None:
         self._graph = None
@@ -126,9 +126,26 @@ class InProcessTF:
         return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
-        from converters.layer_error import layer_sqnr
+        """Per-layer SQNR, each row named by the ONNX node (and torch module) that made it."""
+        from dataclasses import replace
 
-        return layer_sqnr(float_model, int8_model, samples)
+        from converters.layer_error import layer_sqnr, module_path
+
+        rows = layer_sqnr(float_model, int8_model, samples)
+        if self._graph is None:
+            return rows
+        named = []
+        for row in rows:
+            node = self.onnx_node(row.name)
+            named.append(replace(row, onnx_node=node, module=module_path(node)))
+        return tuple(named)
+
+    def onnx_node(self, tflite_name: str) -> str | None:
+        """The ONNX node of the last converted graph that made the tensor ``tflite_name``."""
+        return None if self._graph is None else self._graph.onnx_node(tflite_name)
+
+    def onnx_nodes(self, tflite_names) -> dict:
+        return {name: self.onnx_node(name) for name in tflite_names}
 
     def release(self, failed: bool = False) -> None:
         """The conversion is over: drop its graph and calibrated models."""

@@ -135,8 +135,8 @@ class ConvertReport:
                       f"({'the verdict then passed' if mp['passed'] else 'the verdict still failed'}; "
                       f"{mp['rounds']} round(s), {mp['seconds']:.2f} s, "
                       f"{mp['size_after'] - mp['size_before']:+,} bytes):", "",
-                      "| op | tensor | why |", "|---|---|---|"]
-            lines += [f"| {k['op']} | {k['tensor']} | {k['reason']} |" for k in mp["kept_float"]]
+                      "| op | ONNX node | why |", "|---|---|---|"]
+            lines += [f"| {k['op']} | {k.get('onnx_node') or k['tensor']} | {k['reason']} |" for k in mp["kept_float"]]
         if self.split_outputs:
             sp = self.split_outputs
             lines += ["", "## Split output", "",
@@ -161,8 +161,9 @@ class ConvertReport:
         if self.layers:
             worst = sorted((x for x in self.layers if x.get("sqnr_db") is not None), key=lambda x: x["sqnr_db"])[:5]
             lines += ["", "## Layers that lose the most precision (int8 vs float, SQNR)", "",
-                      "| layer | op | SQNR dB |", "|---|---|---:|"]
-            lines += [f"| {x['name']} | {x['op']} | {x['sqnr_db']:.1f} |" for x in worst]
+                      "| layer | ONNX node | op | SQNR dB |", "|---|---|---|---:|"]
+            lines += [f"| {x.get('module') or x.get('onnx_node') or x['name']} | {x.get('onnx_node') or ''} | {x['op']} | {x['sqnr_db']:.1f} |"
+                      for x in worst]
         if self.fit:
             lines += ["", "## Fit search", ""] + [f"    {ln}" for ln in self.fit.get("lines", [])]
         if self.notes:
