@@ -9,7 +9,6 @@ with several inputs, a batch above 1 or rank-1 inputs are run one invocation per
 from __future__ import annotations
 
 import re
-from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -183,55 +182,3 @@ def op_counts(model: str | Path | bytes) -> dict[str, int]:
     for op in interp._get_ops_details():
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
     return dict(sorted(counts.items()))
-
-
-class ModelPrecision(str, Enum):
-    """What a .tflite model computes in, read from its tensors (not from its file name)."""
-
-    FLOAT32 = "float32"              # float32 weights and activations
-    FLOAT16 = "float16"              # float16 weights (DEQUANTIZE to float32), float32 activations
-    INT8 = "int8"                    # full-integer: int8 (or uint8) activations and weights
-    INT16X8 = "int16x8"              # full-integer with int16 activations, int8 weights
-    DYNAMIC_RANGE = "dynamic-range"  # int8 weights, float32 activations (quantized on the fly)
-
-    @property
-    def quantized(self) -> bool:
-        return self in (ModelPrecision.INT8, ModelPrecision.INT16X8, ModelPrecision.DYNAMIC_RANGE)
-
-
-_EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
-
-
-def model_precision(interpreter) -> ModelPrecision:
-    """The precision a model runs in, from its ops' operand and result types (TFLite's own
-    classification of post-training quantization: float16, dynamic range, full integer, 16x8).
-
-    An op other than QUANTIZE/DEQUANTIZE that produces int8/uint8 tensors makes it full-integer
-    (int16 results: 16x8); integer weights consumed by ops with float results make it dynamic-range;
-    float16 tensors without either make it float16.
-    """
-    try:
-        ops = interpreter._get_ops_details()    # private API: absent in some runtimes
-    except Exception:  # noqa: BLE001
-        ops = None
-    integer = {np.dtype(np.int8), np.dtype(np.uint8)}
-    if ops:
-        results, operands = set(), set()
-        for op in ops:
-            if op.get("op_name") in _EDGE_OPS:
-                continue
-            results.update(np.dtype(t) for t in op.get("result_types", ()) if t is not None)
-            operands.update(np.dtype(t) for t in op.get("operand_types", ()) if t is not None)
-        if np.dtype(np.int16) in results:
-            return ModelPrecision.INT16X8
-        if results & integer:
-            return ModelPrecision.INT8
-        if operands & integer:
-            return ModelPrecision.DYNAMIC_RANGE
-    dtypes = {np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
-    if ops is None and dtypes & integer:   # no op details: integer I/O means full integer
-        io = {np.dtype(d["dtype"]) for d in interpreter.get_input_details()}
-        return ModelPrecision.INT8 if io & integer else ModelPrecision.DYNAMIC_RANGE
-    if np.dtype(np.float16) in dtypes:
-        return ModelPrecision.FLOAT16
-    return ModelPrecision.FLOAT32

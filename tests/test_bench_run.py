@@ -235,9 +235,30 @@ def test_data_with_the_wrong_channel_count(tiny_convert_out, tmp_path):
 
 
 def test_data_classes_unknown_to_the_model(tiny_convert_out, tmp_path):
+    """Labels of other classes: top-1 would mean nothing; skipped with a note, agreement and SQNR stay."""
     _write_images(tmp_path / "data" / "zebra", 1)
-    with pytest.raises(DataError, match="'zebra' are not among the model's labels"):
-        bench(tiny_convert_out, data=tmp_path / "data", **FAST)
+    r = bench(tiny_convert_out, data=tmp_path / "data", **FAST)
+    assert not r.accuracy.labelled and r.accuracy.agreement is not None
+    assert all(acc.top1 is None for acc in r.accuracy.models.values())
+    assert any("top-1/top-5 skipped" in n and "'zebra' are not among the model's labels" in n for n in r.notes)
+
+
+def test_held_out_set_from_convert_is_the_default_data(tmp_path):
+    """`convert` writes eval_set.npz; bench compares the models on it with no --data (numpy + LiteRT)."""
+    pytest.importorskip("tensorflow")
+    import edgenet
+
+    edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=8, calib="shapes", calib_samples=16,
+                    eval_samples=12, precisions=["int8", "int16x8"], out=tmp_path / "o")
+    held = np.load(tmp_path / "o" / "eval_set.npz")
+    assert held["input:input"].shape == (12, 32, 32, 3) and "labels" not in held.files   # zoo: no classes
+    r = bench(tmp_path / "o", **FAST)
+    assert r.accuracy is not None and r.accuracy.samples == 12 and r.accuracy.sqnr_db is not None
+    assert any("eval_set.npz" in n for n in r.notes)
+    r16 = bench(tmp_path / "o", precision="int16x8", **FAST)
+    assert [m.precision for m in r16.models] == ["float32", "int16x8"]
+    with pytest.raises(ModelError, match="no model_float16.tflite"):
+        bench(tmp_path / "o", precision="float16", **FAST)
 
 
 def test_delegates_that_cannot_load(tiny_convert_out, tmp_path):

@@ -84,7 +84,8 @@ def test_regular_file_refuses_everything_else_without_blocking(tmp_path):
 def test_model_precision_comes_from_the_tensors(tiny_convert_out, tmp_path):
     tf = pytest.importorskip("tensorflow")
     from conftest import _tiny_tf_cnn
-    from edgenet.inference import ModelPrecision, model_precision
+    from converters.op_precision import model_precision
+    from edgenet.config import Precision as ModelPrecision
     from edgenet.runtime import make_interpreter
 
     fn = _tiny_tf_cnn(tf)
@@ -92,7 +93,7 @@ def test_model_precision_comes_from_the_tensors(tiny_convert_out, tmp_path):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
     (tmp_path / "f16.tflite").write_bytes(conv.convert())
-    found = {name: model_precision(make_interpreter(path)) for name, path in (
+    found = {name: model_precision(path) for name, path in (
         ("float", tiny_convert_out / "model_float.tflite"), ("int8", tiny_convert_out / "model_int8.tflite"),
         ("f16", tmp_path / "f16.tflite"))}
     assert found == {"float": ModelPrecision.FLOAT32, "int8": ModelPrecision.INT8, "f16": ModelPrecision.FLOAT16}

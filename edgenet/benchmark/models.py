@@ -15,7 +15,9 @@ from edgenet import runtime as rt
 from edgenet.benchmark.environment import current_rss_bytes, file_sha256
 from edgenet.benchmark.options import BenchSettings, DelegateKind
 from edgenet.errors import DataError, ModelError
-from edgenet.inference import ModelPrecision, TFLiteModel, model_precision
+from converters.op_precision import model_precision   # numpy + the .tflite schema: no TensorFlow
+from edgenet.config import Precision
+from edgenet.inference import TFLiteModel
 from edgenet.limits import regular_file
 
 FLOAT, INT8 = "float", "int8"
@@ -29,9 +31,11 @@ class BenchTarget:
     models: tuple[tuple[str | None, Path], ...]   # (role, path), float first; role None: detect
     preprocess: Path | None
     labels: Path | None
+    eval_set: Path | None = None                  # eval_set.npz: the held-out examples convert wrote
 
 
-def resolve_target(target: str | Path, float_model: str | Path | None = None) -> BenchTarget:
+def resolve_target(target: str | Path, float_model: str | Path | None = None,
+                   precision: str | None = None) -> BenchTarget:
     """A `convert` output folder (model_int8/model_float/preprocess.json/labels.txt) or a .tflite file.
 
     Every file is checked to be a readable regular file before anything opens it (a FIFO, a device,
@@ -46,8 +50,9 @@ def resolve_target(target: str | Path, float_model: str | Path | None = None) ->
         regular_file(float_model, "model file (--float)", ModelError, limits.MAX_MODEL_BYTES)
     if path.is_dir():
         folder = path
+        candidate = folder / _candidate_file(folder, precision)
         candidates = ((FLOAT, Path(float_model) if float_model is not None else folder / "model_float.tflite"),
-                      (INT8, folder / "model_int8.tflite"))
+                      (INT8, candidate))
         models = []
         for role, p in candidates:
             if os.path.lexists(p):      # there in any form: it must be a usable model, not skipped
@@ -66,7 +71,28 @@ def resolve_target(target: str | Path, float_model: str | Path | None = None) ->
     for name in ("preprocess.json", "labels.txt"):
         p = folder / name
         extras.append(regular_file(p, name, DataError, limits.MAX_TEXT_BYTES) if os.path.lexists(p) else None)
-    return BenchTarget(models, *extras)
+    held = folder / "eval_set.npz"
+    held = regular_file(held, "eval_set.npz", DataError, limits.MAX_DATA_BYTES) if os.path.lexists(held) else None
+    return BenchTarget(models, *extras, eval_set=held)
+
+
+def _candidate_file(folder: Path, precision: str | None) -> str:
+    """The model compared with model_float.tflite: model_<precision>.tflite, by default the int8
+    one, else the only other precision `convert` wrote."""
+    if precision is not None:
+        try:
+            chosen = Precision(precision)
+        except ValueError:
+            raise DataError(f"--precision {precision!r}: one of {', '.join(p.value for p in Precision)}") from None
+        if chosen is Precision.FLOAT32:
+            raise DataError("--precision float32 is the reference itself; choose the model to compare with it")
+        if not os.path.lexists(folder / chosen.file_name):
+            raise ModelError(f"{folder}: no {chosen.file_name} (convert with --precision {chosen.value})")
+        return chosen.file_name
+    others = [p.file_name for p in Precision if p is not Precision.FLOAT32 and os.path.lexists(folder / p.file_name)]
+    if Precision.INT8.file_name in others or len(others) != 1:
+        return Precision.INT8.file_name
+    return others[0]
 
 
 def read_labels(path: Path | None) -> tuple[str, ...] | None:
@@ -136,7 +162,7 @@ class LoadedModel:
         self._runner = TFLiteModel.from_interpreter(self.interpreter)   # quantize, run, dequantize
         self._input, self._output = inputs[0], self._runner.outputs[0]   # the model's first output
         self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(self._output)
-        self.precision = model_precision(self.interpreter)
+        self.precision = model_precision(path)   # from its tensors, not its file name
         self.named_role = role                   # what the file name or position said
         self.role = role_of(self.precision)
         self.delegated = _has_delegate_node(self.interpreter)
@@ -174,7 +200,7 @@ class LoadedModel:
         return self._runner.predict(x)
 
 
-def role_of(precision: ModelPrecision) -> str:
+def role_of(precision: Precision) -> str:
     """"int8" (the quantized model under test) for any quantized precision, else "float" (the reference)."""
     return INT8 if precision.quantized else FLOAT
 

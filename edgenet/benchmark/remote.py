@@ -40,8 +40,8 @@ class _Upload:
     local_names: dict                     # remote file name -> local path
 
 
-def _plan_upload(target, float_model, data) -> _Upload:
-    resolved = resolve_target(target, float_model)
+def _plan_upload(target, float_model, data, precision: str | None = None) -> _Upload:
+    resolved = resolve_target(target, float_model, precision)
     files: list[tuple[Path, str]] = []
     names: dict[str, str] = {}
     single = Path(target).is_file()
@@ -52,7 +52,9 @@ def _plan_upload(target, float_model, data) -> _Upload:
             name = "model_float.tflite" if role == FLOAT else "model_int8.tflite" if role == INT8 else "model.tflite"
         files.append((path, f"target/{name}"))
         names[name] = str(path)
-    for extra, name in ((resolved.preprocess, "preprocess.json"), (resolved.labels, "labels.txt")):
+    held = resolved.eval_set if data is None else None   # the held-out set travels when no --data is given
+    for extra, name in ((resolved.preprocess, "preprocess.json"), (resolved.labels, "labels.txt"),
+                        (held, "eval_set.npz")):
         if extra is not None:
             files.append((extra, f"target/{name}"))
             names[name] = str(extra)
@@ -98,7 +100,7 @@ def _remote_bench_argv(python: str, remote_dir: str, plan: _Upload, data, limit:
 
 def bench_remote(destination: str, target, *, float_model=None, data=None, limit: int | None = None,
                  settings: BenchSettings, remote_python: str = "python3", ssh_options: Sequence[str] = (),
-                 progress: Callable[[str], None] = lambda message: None) -> BenchResult:
+                 progress: Callable[[str], None] = lambda message: None, precision: str | None = None) -> BenchResult:
     """Run ``edgenet bench`` on the device at ``destination`` and return its result.
 
     Raises UsageError (bad destination or option), RemoteError (ssh, the device's Python or its
@@ -108,7 +110,7 @@ def bench_remote(destination: str, target, *, float_model=None, data=None, limit
     if not remote_python.strip():
         raise UsageError("--remote-python must name the device's Python")
     session = SshSession(dest, ssh_options)
-    plan = _plan_upload(target, float_model, data)
+    plan = _plan_upload(target, float_model, data, precision)
 
     with signals_interrupt():
         progress(f"[{dest.host}] checking {remote_python} and edgenet on the device")

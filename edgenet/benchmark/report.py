@@ -125,7 +125,7 @@ def _environment_line(result: BenchResult) -> list[str]:
 
 
 def _columns(result: BenchResult) -> list[str]:
-    """Column headings: each model's precision as read from its tensors (float32, int8, dynamic-range ...)."""
+    """Column headings: each model's precision as read from its tensors (float32, int8, dynamic ...)."""
     return [m.precision for m in result.models]
 
 

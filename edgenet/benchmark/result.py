@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 @dataclass(frozen=True)
 class ModelReport:
     role: str                       # "float" (the reference) | "int8" (the quantized model under test)
-    precision: str                  # from its tensors: float32 | float16 | int8 | int16x8 | dynamic-range
+    precision: str                  # from its tensors: float32 | float16 | dynamic | int8 | int16x8
     path: str
     sha256: str
     size_bytes: int

@@ -28,7 +28,7 @@ from edgenet.benchmark.stats import LatencyStats, noise_reasons, speedup
 from edgenet.benchmark.timing import measure_interleaved, split_windows, warm_up
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
-from edgenet.inference import ModelPrecision
+from edgenet.config import Precision
 from edgenet.runtime import find_runtime
 
 Progress = Callable[[str], None]
@@ -38,12 +38,15 @@ def bench(target: str | Path, *, float_model: str | Path | None = None, data: An
           limit: int | None = None, threads: int | None = None, warmup: int = 10,
           warmup_seconds: float = 1.0, runs: int = 50, min_seconds: float = 3.0, window: int = 1000,
           window_seconds: float = 0.5, delegate: str | Delegate = "xnnpack", ssh: str | None = None,
+          precision: str | None = None,
           remote_python: str = "python3", ssh_options: Iterable[str] = (),
           progress: Progress | None = None) -> BenchResult:
     """Benchmark TARGET (a `convert` output folder or a .tflite file; ``float_model`` adds the float twin).
 
     ``data``: "digits", "shapes", a folder of images (class subfolders give labels), or arrays of
-    preprocessed samples (x, or (x, labels)). ``ssh="user@host[:port]"`` runs it all on that device
+    preprocessed samples (x, or (x, labels)); None: the held-out set `convert` wrote into the folder
+    (eval_set.npz), if any. ``precision``: which model of a `convert` folder is compared with
+    model_float.tflite (float16, dynamic, int8, int16x8; default int8, or the only one there). ``ssh="user@host[:port]"`` runs it all on that device
     with its own Python (``remote_python``) and brings the result back.
     """
     if limit is not None:
@@ -58,13 +61,15 @@ def bench(target: str | Path, *, float_model: str | Path | None = None, data: An
         from edgenet.benchmark.remote import bench_remote
 
         return bench_remote(ssh, target, float_model=float_model, data=data, limit=limit, settings=settings,
-                            remote_python=remote_python, ssh_options=tuple(ssh_options), progress=say)
-    return _bench_here(target, float_model, data, limit, settings, say)
+                            remote_python=remote_python, ssh_options=tuple(ssh_options), progress=say,
+                            precision=precision)
+    return _bench_here(target, float_model, data, limit, settings, say, precision)
 
 
-def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: Progress) -> BenchResult:
+def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: Progress,
+                precision: str | None = None) -> BenchResult:
     settings = replace(settings, threads=settings.effective_threads)   # 0 = all CPUs of this device
-    resolved = resolve_target(target, float_model)
+    resolved = resolve_target(target, float_model, precision)
     runtime = find_runtime()
     temperature_start, load_start = environment.cpu_temperature_c(), environment.load_average()
     notes: list[str] = []
@@ -86,6 +91,9 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
 
     labels = read_labels(resolved.labels)
     bench_data, preprocess_source = None, None
+    if data is None and resolved.eval_set is not None:
+        data = held_out_set(resolved.eval_set, labels, notes)
+        say(f"loading data: {resolved.eval_set.name} (held out by edgenet convert)")
     if data is not None:
         say(f"loading data: {data if isinstance(data, (str, Path)) else 'samples given as arrays'}")
         bench_data, preprocess_source = _load_data(data, resolved.preprocess, first, limit, notes)
@@ -97,7 +105,11 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
             notes.append(f"labels.txt has {len(labels)} names but the model has {num_classes} outputs; "
                          "labels ignored")
             labels = None
-        bench_data = align_labels(bench_data, labels, num_classes)
+        try:
+            bench_data = align_labels(bench_data, labels, num_classes)
+        except DataError as exc:   # labels of other classes: top-1 would mean nothing
+            notes.append(f"top-1/top-5 skipped: {exc}; agreement and SQNR only")
+            bench_data = replace(bench_data, labels=None)
         if bench_data.skipped:
             notes.append(f"{bench_data.skipped} image(s) in {bench_data.source} were skipped: "
                          f"{bench_data.skipped_detail or 'they could not be decoded'}")
@@ -142,7 +154,7 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     noise = noise_reasons(reports, gain, env.load_average_1m, env.load_average_1m_end, env.cpus_usable,
                           settings.effective_threads)
     int8 = next((m for m in models if m.role == INT8), None)
-    if gain is not None and gain.p50 < 1.1 and env.cpu_features and int8.precision is ModelPrecision.INT8 and \
+    if gain is not None and gain.p50 < 1.1 and env.cpu_features and int8.precision is Precision.INT8 and \
             not set(env.cpu_features) & set(environment.INT8_DOT_PRODUCT):
         notes.append("int8 is not much faster here: this CPU has no int8 dot-product instructions "
                      "(x86 VNNI, ARM dotprod/i8mm), so int8 mainly saves memory and bandwidth")
@@ -152,6 +164,32 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         accuracy=accuracy, notes=tuple(notes), preprocess=preprocess_source, noise=tuple(noise),
         labels=str(resolved.labels) if bench_data is not None and labels else None,
     )
+
+
+def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
+    """The examples `edgenet convert` held out and wrote beside the models (eval_set.npz): already
+    preprocessed, with labels when they are the model's classes. numpy only."""
+    from edgenet.benchmark.data import BenchData
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = [k for k in npz.files if k.startswith("input:")]
+            if len(arrays) != 1:
+                raise DataError(f"{path}: holds {len(arrays)} input arrays; the benchmark runs one-input models")
+            x = npz[arrays[0]]
+            y = npz["labels"] if "labels" in npz.files else None
+            source = str(npz["source"]) if "source" in npz.files else ""
+            synthetic = bool(npz["synthetic"]) if "synthetic" in npz.files else False
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable held-out set ({str(exc).splitlines()[0][:120]})") from exc
+    what = f"{len(x)} held-out examples from {source or 'the conversion'}"
+    notes.append(f"accuracy on {what} (eval_set.npz, written by edgenet convert)"
+                 + ("; the images are synthetic" if synthetic else "")
+                 + ("" if y is not None else "; no labels: agreement and SQNR only"))
+    return BenchData(np.asarray(x, dtype=np.float32), None if y is None else np.asarray(y, dtype=np.int64),
+                     labels if y is not None else None, f"{path.name} ({source})" if source else path.name)
 
 
 def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, notes: list[str]):

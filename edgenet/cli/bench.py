@@ -11,8 +11,11 @@ from edgenet.cli._common import debug_option, write_stdout
 @click.argument("target", type=click.Path(path_type=str))
 @click.option("--float", "float_model", metavar="F.tflite", help="The float model to compare against "
               "(default: model_float.tflite in the TARGET folder).")
+@click.option("--precision", metavar="P", help="The model of a convert folder to compare with model_float.tflite: "
+              "float16, dynamic, int8 or int16x8 [default: int8, or the only other one there].")
 @click.option("--data", metavar="DIR|digits|shapes", help="Evaluation images (class subfolders give labels) "
-              "or a built-in set; adds top-1/top-5, agreement and SQNR.")
+              "or a built-in set; adds top-1/top-5, agreement and SQNR [default: the held-out examples "
+              "convert wrote into the folder, eval_set.npz].")
 @click.option("--limit", type=int, help=f"Use at most this many samples of --data (1 to {limits.MAX_SAMPLES:,}).")
 @click.option("--threads", type=int,
               help=f"Interpreter threads, 1 to {limits.MAX_THREADS} [default: all CPUs].")
@@ -45,16 +48,19 @@ from edgenet.cli._common import debug_option, write_stdout
                    "cannot run code are accepted: keys, known_hosts, port, user, timeouts, algorithms.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @debug_option
-def command(target, float_model, data, limit, threads, warmup, warmup_seconds, runs, min_seconds, window,
+def command(target, float_model, precision, data, limit, threads, warmup, warmup_seconds, runs, min_seconds, window,
             window_seconds, delegate, json_out, md_out, plot_out, ssh, remote_python, ssh_options, quiet, debug):
     """Measure how much faster the int8 model is than the float one, and what it costs in accuracy.
 
-    TARGET is a `convert` output folder (model_int8.tflite, model_float.tflite, preprocess.json and
-    labels.txt are taken from it) or a .tflite file.
+    TARGET is a `convert` output folder (model_int8.tflite, model_float.tflite, preprocess.json,
+    labels.txt and the held-out examples eval_set.npz are taken from it) or a .tflite file.
+    Without --data the held-out examples give agreement, SQNR and, with labels, top-1/top-5 on a
+    base install (numpy and LiteRT only).
 
     \b
     Examples:
       edgenet bench out/
+      edgenet bench out/ --precision int16x8
       edgenet bench out/ --data shapes --threads 4 --json bench.json --md bench.md
       edgenet bench model_int8.tflite --float model_float.tflite --runs 200 --min-seconds 10
       edgenet bench out/ --ssh pi@raspberrypi.local --remote-python /home/pi/venv/bin/python
@@ -82,7 +88,7 @@ def command(target, float_model, data, limit, threads, warmup, warmup_seconds, r
     result = bench(target, float_model=float_model, data=data, limit=limit, threads=threads, warmup=warmup,
                    warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds, window=window,
                    window_seconds=window_seconds,
-                   delegate=delegate, ssh=ssh, remote_python=remote_python, ssh_options=ssh_options,
+                   delegate=delegate, ssh=ssh, precision=precision, remote_python=remote_python, ssh_options=ssh_options,
                    progress=progress)
     render = {"--json": lambda: report.to_json(result), "--md": lambda: report.to_markdown(result),
               "--plot": lambda: report.plot_png(result)}
