@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -220,5 +221,11 @@ def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable 
     from edgenet.outdir import OutputFolder
 
     opts = _options(model, dict(kwargs))
-    with OutputFolder(opts.out, opts.force) as output:   # checked, locked and probed before the work
-        return pipeline.run(opts, progress=progress, output=output)
+    # one conversion at a time in a process: torch's exporter and TensorFlow's converter keep global
+    # state (a second thread's export fails inside torch), and the TF worker serves one caller
+    with _ONE_AT_A_TIME:
+        with OutputFolder(opts.out, opts.force) as output:   # checked, locked and probed before the work
+            return pipeline.run(opts, progress=progress, output=output)
+
+
+_ONE_AT_A_TIME = threading.RLock()

@@ -281,3 +281,25 @@ def test_unknown_input_shape_name_in_several_inputs(tmp_path):
         edgenet.convert(str(path), input_shape=(1, 3, 16, 16), out=tmp_path / "o")
     with pytest.raises(ModelError):
         edgenet.convert(str(tmp_path / "missing.onnx"), out=tmp_path / "o")
+
+
+def test_concurrent_python_api_calls_both_succeed(tmp_path):
+    """Two threads converting at once: each gets its own complete output (one at a time inside)."""
+    import threading
+
+    results, errors = {}, []
+
+    def one(name):
+        try:
+            results[name] = edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=2, int8=False,
+                                            calib_samples=4, eval_samples=4, out=tmp_path / name)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors and set(results) == {"a", "b"}
+    assert (tmp_path / "a" / "model_float.tflite").read_bytes() == (tmp_path / "b" / "model_float.tflite").read_bytes()

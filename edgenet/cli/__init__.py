@@ -25,6 +25,17 @@ from edgenet.cli._common import COMMANDS, load_command
 class _LazyGroup(click.Group):
     """Imports a command's module only when that command runs (keeps --help fast and light)."""
 
+    def format_commands(self, ctx, formatter):
+        """Each command with the first sentence of its help, whole (click would cut it at ~45 characters)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=200)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def list_commands(self, ctx):
         return list(COMMANDS)
 
@@ -37,7 +48,8 @@ class _LazyGroup(click.Group):
             return click.Command(name, help=f"(unavailable: {exc})")
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110,
+                                               "terminal_width": 110})
 @click.version_option(package_name="edgenet", prog_name="edgenet")
 def cli():
     """edgenet: PyTorch vision models to phones and microcontrollers.
@@ -120,6 +132,16 @@ def _scratch(argv: list[str]):
         return None
 
 
+def _debug_after_command(argv: list[str]) -> list[str]:
+    """``--debug`` is accepted anywhere on the line (``edgenet --debug convert ...`` too): each
+    command has the option, so it is moved after the command name."""
+    if "--debug" not in argv:
+        return argv
+    rest = [a for a in argv if a != "--debug"]
+    command = next((i for i, a in enumerate(rest) if not a.startswith("-")), None)
+    return rest if command is None else rest[:command + 1] + ["--debug"] + rest[command + 1:]
+
+
 def _stop_worker() -> None:
     worker = sys.modules.get("converters.tf_worker")
     if worker is not None:
@@ -130,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgenet.errors import EdgenetError
     from edgenet.scratch import redirect_temp
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _debug_after_command(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
     previous = _install_handlers()
     try:
@@ -148,11 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _say("edgenet: interrupted")
         return 130
-    except click.ClickException as exc:  # usage errors: click's own one-line message
-        try:
-            exc.show()
-        except (OSError, ValueError):
-            pass
+    except click.ClickException as exc:  # usage errors: one line, with where to look
+        command = getattr(getattr(exc, "ctx", None), "command_path", "edgenet")
+        hint = f" (see '{command} --help')" if isinstance(exc, click.UsageError) else ""
+        _say(f"edgenet: error: {exc.format_message()}{hint}".replace("\n", " "))
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
