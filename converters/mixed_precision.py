@@ -29,7 +29,8 @@ from edgenet.quality import Verdict
 MAX_ROUNDS = 5
 MAX_KEPT_FRACTION = 0.25
 _SKIP = {"QUANTIZE", "DEQUANTIZE"}
-_LAYOUT = {"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER", "STRIDED_SLICE", "SLICE"}
+_ASSEMBLY = {"TRANSPOSE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER", "STRIDED_SLICE", "SLICE",
+             "CONCATENATION", "PACK"}
 
 
 @dataclass(frozen=True)
@@ -138,20 +139,20 @@ def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing: 
         if op.output_position is None or op.output_position not in failing:
             continue
         heads.append((op.name, op.op, "produces a damaged output", op.output_position))
-        # up through ops that only move values (a final TRANSPOSE or RESHAPE) to the op where the
-        # output's values were put together (the CONCATENATION whose one scale cannot hold them)
-        current = op
-        while current.op in _LAYOUT and current.inputs and current.inputs[0] in producers:
-            current = producers[current.inputs[0]]
-            heads.append((current.name, current.op, f"feeds damaged output {op.output_position}", None))
-        # and the ops that only move values into it (the quantizer gives a concatenation's inputs
-        # its scale: a RESHAPE there would requantize the scores to the boxes' scale)
-        stack = [i for i in current.inputs if i in producers]
+        # every op that only assembles the output (moves values, or puts tensors side by side:
+        # RESHAPE, TRANSPOSE, CONCATENATION ...) up to the ops that computed the values: one int8
+        # scale over the assembled values is what cannot hold them, the parts each have their own
+        stack, done = [op], {op.name}
         while stack:
-            feeder = producers[stack.pop()]
-            if feeder.op in _LAYOUT and feeder.name not in {h[0] for h in heads}:
-                heads.append((feeder.name, feeder.op, f"feeds damaged output {op.output_position}", None))
-                stack.extend(i for i in feeder.inputs[:1] if i in producers)
+            current = stack.pop()
+            if current.op not in _ASSEMBLY:
+                continue
+            for name in current.inputs:
+                feeder = producers.get(name)
+                if feeder is not None and feeder.name not in done and feeder.op in _ASSEMBLY:
+                    done.add(feeder.name)
+                    heads.append((feeder.name, feeder.op, f"assembles damaged output {op.output_position}", None))
+                    stack.append(feeder)
     seen = {h[0] for h in heads}
     return heads + [(name, kind, f"loses {lost:.1f} dB ({why})", None) for lost, name, kind, why in ranked
                     if name not in seen and lost > 0]
@@ -170,7 +171,7 @@ def repair(float_model: bytes, int8_model: bytes, layer_sqnr: dict[str, float | 
     candidates = rank_candidates(float_model, layer_sqnr, failing)
     limit = max(1, int(len(_ops(float_model)) * max_fraction))
     kept: tuple[KeptOp, ...] = ()
-    heads = sum(1 for c in candidates if c[2] == "produces a damaged output" or c[2].startswith("feeds damaged"))
+    heads = sum(1 for c in candidates if c[2] == "produces a damaged output" or c[2].startswith("assembles damaged"))
     verdict, rounds, k = None, 0, max(1, heads)
     while rounds < max_rounds and candidates:
         chosen = candidates[:min(k, limit, len(candidates))]

@@ -50,7 +50,13 @@ def concat_parts(model: Any, output: str) -> tuple[Any, int] | None:
 
 def split_concat_output(model: Any, output: str) -> tuple[Any, SplitOutput]:
     """A copy of ``model`` whose output ``output`` (a Concat) is replaced, in place in the output
-    list, by the Concat's inputs as outputs. ValueError when ``output`` is not such a Concat."""
+    list, by one output per part. ValueError when ``output`` is not such a Concat.
+
+    The parts are the Concat's inputs -- or, for the YOLO export layout, a Concat along the anchors
+    of per-level Concats along the channels (``[xy, wh, scores]`` per level), the channel groups
+    across levels: ``Concat_anchors(xy_l for each level)``, ``Concat_anchors(wh_l ...)``,
+    ``Concat_anchors(scores_l ...)``, which concatenated along the channels give the same tensor
+    and keep boxes and scores apart."""
     onnx = require("onnx")
     found = concat_parts(model, output)
     if found is None:
@@ -61,14 +67,28 @@ def split_concat_output(model: Any, output: str) -> tuple[Any, SplitOutput]:
     inferred = onnx.shape_inference.infer_shapes(new)
     shapes = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
               + list(inferred.graph.input)}
-    parts, sizes, nodes = [], [], []
-    for k, name in enumerate(i for i in node.input if i):
-        part = f"{output}.{k}"
-        nodes.append(onnx.helper.make_node("Identity", [name], [part], name=f"{output}_part{k}"))
+
+    def dims(name):
         vi = shapes.get(name)
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim] if vi is not None else []
-        sizes.append(int(dims[axis]) if len(dims) > axis else 0)
-        parts.append(part)
+        return [d.dim_value for d in vi.type.tensor_type.shape.dim] if vi is not None else []
+
+    groups = _level_groups(new, node, axis, dims)
+    parts, sizes, nodes = [], [], []
+    if groups is not None:     # regroup: the channel groups across levels, each along the outer axis
+        inner_axis, members = groups
+        for k, names in enumerate(members):
+            part = f"{output}.{k}"
+            nodes.append(onnx.helper.make_node("Concat", list(names), [part], axis=axis, name=f"{output}_part{k}"))
+            sizes.append(int(dims(names[0])[inner_axis]))
+            parts.append(part)
+        axis = inner_axis
+    else:
+        for k, name in enumerate(i for i in node.input if i):
+            part = f"{output}.{k}"
+            nodes.append(onnx.helper.make_node("Identity", [name], [part], name=f"{output}_part{k}"))
+            d = dims(name)
+            sizes.append(int(d[axis]) if len(d) > axis else 0)
+            parts.append(part)
     graph = new.graph
     position = [o.name for o in graph.output].index(output)
     old_outputs = list(graph.output)
@@ -77,21 +97,39 @@ def split_concat_output(model: Any, output: str) -> tuple[Any, SplitOutput]:
         if k != position:
             graph.output.append(out)
             continue
-        for part, name in zip(parts, (i for i in node.input if i)):
-            vi = shapes.get(name)
-            made = onnx.ValueInfoProto()
-            if vi is not None:
-                made.CopyFrom(vi)
-            made.name = part
-            graph.output.append(made)
+        for part in parts:
+            graph.output.append(onnx.helper.make_empty_tensor_value_info(part))
     graph.node.extend(nodes)
     # the Concat itself now feeds nothing: drop it (and only it)
     if not any(output in n.input for n in graph.node):
         keep = [n for n in graph.node if not (n.op_type == "Concat" and output in n.output)]
         del graph.node[:]
         graph.node.extend(keep)
+    new = onnx.shape_inference.infer_shapes(new)
+    typed = {vi.name: vi for vi in new.graph.value_info}
+    for out in new.graph.output:          # the new outputs' types, from shape inference
+        if out.name in parts and out.name in typed:
+            out.CopyFrom(typed[out.name])
     onnx.checker.check_model(new)
     return new, SplitOutput(output, tuple(parts), axis, tuple(sizes))
+
+
+def _level_groups(model: Any, node: Any, axis: int, dims) -> tuple[int, list[tuple[str, ...]]] | None:
+    """(inner axis, per channel group the inputs across levels) when every input of ``node`` is a
+    Concat along one other axis with the same part sizes (the YOLO head layout), else None."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    children = [producers.get(i) for i in node.input if i]
+    if len(children) < 2 or any(c is None or c.op_type != "Concat" for c in children):
+        return None
+    inner = {next((a.i for a in c.attribute if a.name == "axis"), 0) % max(len(dims(c.output[0])), 1)
+             for c in children}
+    if len(inner) != 1 or axis in inner:
+        return None
+    inner_axis = inner.pop()
+    layout = [tuple(dims(i)[inner_axis] if len(dims(i)) > inner_axis else -1 for i in c.input) for c in children]
+    if len(set(layout)) != 1 or -1 in layout[0] or len(layout[0]) < 2:
+        return None
+    return inner_axis, [tuple(c.input[k] for c in children) for k in range(len(layout[0]))]
 
 
 def _rank(model: Any, name: str) -> int:

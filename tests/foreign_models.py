@@ -47,19 +47,25 @@ class _CSP(nn.Module):
 
 
 class YoloStyleDetector(nn.Module):
-    """``width`` scales the channels: 16 gives ~0.2 M parameters, 48 about 3 M."""
+    """``width`` scales the channels: 16 gives ~0.9 M parameters, 28 about 3 M. ``csp=False`` keeps
+    the strided convs only (a shallow body: its int8 error stays small even with random weights, so
+    what a test sees is the head's)."""
 
-    def __init__(self, classes: int = 3, width: int = 16):
+    def __init__(self, classes: int = 3, width: int = 16, csp: bool = True):
         super().__init__()
         w = width
         self.classes = classes
+
+        def block(c, n=1):
+            return _CSP(c, c, n) if csp else nn.Identity()
+
         self.stem = conv_bn_act(3, w, 3, 2)
-        self.s2 = nn.Sequential(conv_bn_act(w, 2 * w, 3, 2), _CSP(2 * w, 2 * w))
-        self.s3 = nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2), _CSP(4 * w, 4 * w, 2))     # stride 8
-        self.s4 = nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2), _CSP(8 * w, 8 * w, 2))     # stride 16
-        self.s5 = nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2), _CSP(16 * w, 16 * w))     # stride 32
+        self.s2 = nn.Sequential(conv_bn_act(w, 2 * w, 3, 2), block(2 * w))
+        self.s3 = nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2), block(4 * w, 2))     # stride 8
+        self.s4 = nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2), block(8 * w, 2))     # stride 16
+        self.s5 = nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2), block(16 * w))      # stride 32
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.fuse = _CSP(16 * w + 8 * w, 8 * w)
+        self.fuse = _CSP(16 * w + 8 * w, 8 * w) if csp else conv_bn_act(16 * w + 8 * w, 8 * w, 1)
         self.heads = nn.ModuleList([nn.Conv2d(8 * w, 4 + classes, 1), nn.Conv2d(16 * w, 4 + classes, 1)])
         self.strides = (16, 32)
 

@@ -35,15 +35,17 @@ def _onnx(tmp_path_factory, name, module, resolution):
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     """Boxes decoded to pixels (0..64) concatenated with 0..1 scores: [N, 4 + 3, anchors]."""
-    return _onnx(tmp_path_factory, "yolo", YoloStyleDetector(classes=3, width=8), 64)
+    return _onnx(tmp_path_factory, "yolo", YoloStyleDetector(classes=3, width=8, csp=False), 64)
 
 
 def _score_sqnr(out_dir, precision=Precision.INT8):
+    """SQNR of the score rows (4: of the [N, 7, anchors] head) of the int8 model against float."""
     x = np.load(out_dir / "eval_set.npz")["input:images"]
     f = TFLiteModel(out_dir / "model_float.tflite").predict_all(x)
     q = TFLiteModel(out_dir / precision.file_name).predict_all(x)
-    if len(q) > 1:          # a split head: the parts concatenated back along their axis
-        q = [np.concatenate(q, axis=2 if f[0].shape[2] != q[0].shape[2] else 1)]
+    split = json.loads((out_dir / "report.json").read_text())["split_outputs"]
+    if split:               # a split head: the parts concatenated back along their axis, as an app does
+        f, q = ([np.concatenate(parts, axis=split["axis"])] for parts in (f, q))
     return centered_sqnr_db(f[0][:, 4:], q[0][:, 4:])
 
 
