@@ -232,11 +232,24 @@ def _validate(opts, profile, model, built, source: SourceModel, data: PipelineDa
     f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
     onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs)
     names = [info.name for info in graph.outputs]
-    validate.check_finite_reference(onnx_outs, names)
+    if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
+        validate.check_finite_reference(onnx_outs, names)
     fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
     verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
     if not verdict.passed:
         verdict = _with_divergence(verdict, model, data, source, tf_side)
+        if (verdict.divergence or {}).get("onnxruntime_deviates"):
+            # onnxruntime, not the conversion, departs from the spec: judge against the spec itself
+            from converters.divergence import matches_reference
+
+            rel = matches_reference(model, f_outs, data.eval_x, source.inputs,
+                                    [o.channels_last for o in graph.outputs], profile.float_tolerance)
+            if rel is not None and rel <= profile.float_tolerance:
+                notes.append(f"onnxruntime deviates from the ONNX spec at node {verdict.divergence['node']!r} "
+                             f"({verdict.divergence['op']}); the float model matches ONNX's reference "
+                             f"implementation (relative error {rel:.2g})")
+                verdict = replace(verdict, passed=True, reference="onnx.reference")
+    if not verdict.passed:
         if not opts.allow_mismatch:
             raise ConversionError(verdict.message())
         notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])

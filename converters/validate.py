@@ -75,8 +75,9 @@ def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_outpu
     got = np.transpose(float_out, (0, 3, 1, 2)) if channels_last_output and float_out.ndim == 4 else float_out
     if got.shape != onnx_out.shape:
         return FloatCheck(float("inf"), float("inf"), len(onnx_out))
-    diff = np.abs(onnx_out.astype(np.float64) - got)
-    diff[np.isnan(diff) & np.isnan(onnx_out) & np.isnan(got)] = 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(onnx_out.astype(np.float64) - got)
+    diff[(onnx_out == got) | (np.isnan(onnx_out) & np.isnan(got))] = 0.0   # equal infinities, NaN for NaN
     if diff.size == 0:
         return FloatCheck(0.0, 0.0, len(onnx_out))
     err = float(np.nan_to_num(np.max(diff), nan=np.inf))
@@ -112,10 +113,12 @@ class FloatVerdict:
     worst_output: str
     worst_rel_err: float
     divergence: dict | None = None      # converters.divergence.Divergence.to_dict()
+    reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec)
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": self.tolerance, "worst_output": self.worst_output,
-                "worst_rel_err": self.worst_rel_err, "first_divergence": self.divergence}
+                "worst_rel_err": self.worst_rel_err, "first_divergence": self.divergence,
+                "reference": self.reference}
 
     def message(self) -> str:
         """One line for the user when the verdict fails."""
