@@ -37,16 +37,26 @@ def io_type_for(precision: Precision, opts: ConvertOptions, profile) -> IOType |
     return IOType.FLOAT32 if asked is IOType.FLOAT32 else None
 
 
+def graph_precisions(opts: ConvertOptions) -> tuple[Precision, ...]:
+    """The precisions made from the TF graph itself: float32 and any float16 / dynamic asked for."""
+    return (Precision.FLOAT32, *(p for p in opts.precisions if p in _GRAPH_PRECISIONS))
+
+
+def start_graph(tf_side, model, opts: ConvertOptions, keep_layout):
+    """Begin ONNX -> TF and the float models on the TensorFlow side; with a worker process it goes on
+    while this process loads the calibration data (``.result()``: (GraphInfo, {precision: bytes}))."""
+    return tf_side.start("graph_and_floats", model, tuple(keep_layout), graph_precisions(opts))
+
+
 def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, preprocess, keep_layout,
-          per_channel: bool, calib_detail: str, equalize: Callable | None = None) -> Built:
+          per_channel: bool, calib_detail: str, equalize: Callable | None = None, started=None) -> Built:
     """Convert ``model`` to every precision in ``opts.precisions``; ``run(name, fn, *args, detail=...)``
-    runs and times each step (the pipeline's Stages.run)."""
-    graph = run("onnx -> tf", tf_side.onnx_to_tf, model, keep_layout)
-    float32 = run("tflite float32", tf_side.float_tflite)
-    built = Built(graph, {Precision.FLOAT32: float32}, quant_source=float32)
-    for p in opts.precisions:
-        if p in _GRAPH_PRECISIONS:
-            built.models[p] = run(f"tflite {p.value}", tf_side.float_tflite, p)
+    runs and times each step (the pipeline's Stages.run). ``started``: :func:`start_graph` already
+    called for ``model``."""
+    started = started or start_graph(tf_side, model, opts, keep_layout)
+    names = " + ".join(["onnx -> tf", *(f"tflite {p.value}" for p in graph_precisions(opts))])
+    graph, floats = run(names, started.result)
+    built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])
     wanted = [p for p in opts.precisions if p.full_integer]
     if wanted and equalize is not None:
         built.quant_source, built.equalized = equalize()
@@ -61,4 +71,4 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
 
 def stage_count(opts: ConvertOptions) -> int:
     """Steps :func:`build` runs (for the progress output's [k/n])."""
-    return 2 + sum(p in _GRAPH_PRECISIONS or p.full_integer for p in opts.precisions)
+    return 1 + sum(p.full_integer for p in opts.precisions)

@@ -160,7 +160,8 @@ def rank_candidates(model: bytes, layer_sqnr: dict[str, float | None], failing: 
 
 def repair(float_model: bytes, int8_model: bytes, layer_sqnr: dict[str, float | None], failing: Sequence[int],
            quantize: Callable[[Sequence[str], Sequence[int]], bytes], judge: Callable[[bytes], Verdict],
-           max_rounds: int = MAX_ROUNDS, max_fraction: float = MAX_KEPT_FRACTION) -> Repair:
+           max_rounds: int = MAX_ROUNDS, max_fraction: float = MAX_KEPT_FRACTION,
+           max_seconds: float | None = None) -> Repair:
     """Keep more and more candidates in float (1, 2, 4 ...) until ``judge`` passes the model that
     ``quantize(kept_tensors, float_outputs)`` returns, or the budget is spent. Ops are named as in
     ``float_model`` (the model that was quantized: the quantizer knows them by those names);
@@ -173,7 +174,8 @@ def repair(float_model: bytes, int8_model: bytes, layer_sqnr: dict[str, float | 
     kept: tuple[KeptOp, ...] = ()
     heads = sum(1 for c in candidates if c[2] == "produces a damaged output" or c[2].startswith("assembles damaged"))
     verdict, rounds, k = None, 0, max(1, heads)
-    while rounds < max_rounds and candidates:
+    while rounds < max_rounds and candidates and (max_seconds is None or rounds == 0
+                                                  or time.perf_counter() - t0 < max_seconds):
         chosen = candidates[:min(k, limit, len(candidates))]
         kept = tuple(KeptOp(t, op, why) for t, op, why, _ in chosen)
         model = quantize([x.tensor for x in kept], [pos for *_, pos in chosen if pos is not None])

@@ -107,7 +107,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
 
 def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, output,
          preloaded: SourceModel | None = None):
-    from converters.build import build, stage_count
+    from converters.build import build, stage_count, start_graph
     from converters.passes import ONNX_PASSES
     from converters.tf_worker import InProcessTF
     from edgenet.api import ConvertResult
@@ -129,17 +129,19 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         from targets.estimate import check_budgets
 
         check_budgets(profile, source.onnx)
+    if opts.equalize and source.image_input is None:
+        raise UsageError("--equalize works on CNNs with one image input")
+    model, pass_stats = source.onnx, {}
+    for graph_pass in ONNX_PASSES:
+        model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
+    # TensorFlow builds the graph and the float models while this process loads the data
+    started = start_graph(tf_side, model, opts, opts.model.keep_layout)
     calib_spec = opts.calib or default_calib(source.info)
     needs_calibration = any(p.full_integer for p in opts.precisions)
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=needs_calibration,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
     notes.extend(_data_notes(data, source, needs_calibration))
-    if opts.equalize and source.image_input is None:
-        raise UsageError("--equalize works on CNNs with one image input")
-    model, pass_stats = source.onnx, {}
-    for graph_pass in ONNX_PASSES:
-        model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 
     def equalize():
@@ -150,15 +152,15 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         notes.extend(equalized.notes)
         return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 
-    def make(graph_model):
+    def make(graph_model, started=None):
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      equalize if opts.equalize else None)
+                      equalize if opts.equalize else None, started)
         _check_graph_io(built.graph, source, graph_model)
         return built
 
-    built = make(model)
+    built = make(model, started)
     checked = stages.run("validate", _validate, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
@@ -172,7 +174,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 built.models[Precision.INT8] = repair.model
                 checked.verdicts[Precision.INT8] = repair.verdict
                 notes.append(repair.summary())
-        if not checked.verdicts[Precision.INT8].passed:
+        # a split helps where only one int8 scale over the head is the trouble: integer-only targets,
+        # which may not keep it in float (when mixed precision floated the head and still failed, the
+        # damage is elsewhere and a split would not mend it)
+        if strict and not checked.verdicts[Precision.INT8].passed:
             split = _splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
                 stages.total += stage_count(opts) + 1
@@ -303,7 +308,9 @@ def _mixed_precision(built, checked: _Checked, data: PipelineData, source: Sourc
 
     verdict = checked.verdicts[Precision.INT8]
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
-    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge)
+    int8_seconds = built.quantized[Precision.INT8].calibration.seconds
+    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge,
+                    max_seconds=max(2.0, int8_seconds))   # the search may at most double the int8 stage
     return result.named(tf_side.onnx_nodes([k.tensor for k in result.kept]))
 
 

@@ -55,7 +55,7 @@ class InProcessTF:
     """The TF-side stages, run in this process."""
 
     METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "quantized_tflite",
-               "requantize", "layer_sqnr", "evaluate_values", "onnx_nodes")
+               "requantize", "layer_sqnr", "evaluate_values", "onnx_nodes", "graph_and_floats")
 
     def __init__(self) -> None:
         self._graph = None
@@ -75,6 +75,20 @@ class InProcessTF:
         self._keep_layout = tuple(keep_layout)
         self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
         return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts))
+
+    def graph_and_floats(self, onnx_model, keep_layout: tuple[str, ...] = (), precisions=(Precision.FLOAT32,)):
+        """:meth:`onnx_to_tf`, then :meth:`float_tflite` for each of ``precisions`` (float32, float16,
+        dynamic): (GraphInfo, {precision: bytes}). One call, so that it can run while the caller
+        loads the calibration data (:meth:`WorkerTF.start`)."""
+        info = self.onnx_to_tf(onnx_model, keep_layout)
+        return info, {Precision(p): self.float_tflite(Precision(p)) for p in precisions}
+
+    def start(self, name: str, *args, **kwargs) -> "Pending":
+        """Run stage ``name`` now; its result is :meth:`Pending.result` (in this process: already done)."""
+        try:
+            return Pending(value=getattr(self, name)(*args, **kwargs))
+        except Exception as exc:
+            return Pending(error=exc)
 
     def evaluate_values(self, onnx_model, feeds):
         """Every ONNX value the converted TF graph computes on ``feeds`` (ONNX layout), for the
@@ -155,6 +169,26 @@ class InProcessTF:
     close = release
 
 
+class Pending:
+    """A stage's result to come (:meth:`WorkerTF.start`), or one already there."""
+
+    _UNSET = object()
+
+    def __init__(self, value: Any = _UNSET, error: BaseException | None = None, receive=None) -> None:
+        self._value, self._error, self._receive = value, error, receive
+
+    def result(self) -> Any:
+        if self._receive is not None:
+            receive, self._receive = self._receive, None
+            try:
+                self._value = receive()
+            except BaseException as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class WorkerTF:
     """The same stages, forwarded to a child process that starts importing TensorFlow at once."""
 
@@ -171,6 +205,7 @@ class WorkerTF:
         env[_PARENT] = str(os.getpid())
         # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: only the main one is safe
         env[_DEATH_SIGNAL] = "1" if threading.current_thread() is threading.main_thread() else "0"
+        self._pending: Pending | None = None
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "converters.tf_worker"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._log, env=env)
@@ -185,22 +220,50 @@ class WorkerTF:
         return lambda *args, **kwargs: self._call(name, args, kwargs)
 
     def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        with ScratchDir("edgenet-tf-", _array_dir(_large_bytes((args, kwargs)))) as folder:
-            shared = _ArrayFiles(folder)
+        return self.start(name, *args, **kwargs).result()
+
+    def start(self, name: str, *args, **kwargs) -> "Pending":
+        """Send stage ``name`` to the child and return at once: the child works on it while this
+        process does something else (loads the calibration data, say); :meth:`Pending.result` waits
+        for the reply. One call at a time: the next one waits for this result first."""
+        if name not in InProcessTF.METHODS:
+            raise AttributeError(name)
+        if self._pending is not None:
+            self._pending.result()
+        folder = ScratchDir("edgenet-tf-", _array_dir(_large_bytes((args, kwargs))))
+        try:
+            shared = _ArrayFiles(folder.path)
             message = (name, shared.pack(args), shared.pack(kwargs))
+            _send(self._proc.stdin, message)
+        except OSError:  # the child is gone (broken pipe)
+            folder.close()
+            return Pending(error=self._stopped(name))
+        except BaseException:
+            folder.close()
+            raise
+        self._pending = Pending(receive=lambda: self._finish(name, folder))
+        return self._pending
+
+    def _finish(self, name: str, folder) -> Any:
+        try:
             try:
-                _send(self._proc.stdin, message)
                 reply = _receive(self._proc.stdout)
-            except OSError:  # the child is gone (broken pipe)
+            except OSError:
                 reply = None
+        finally:
+            folder.close()
+            self._pending = None
         if reply is None:
-            raise ConversionError(f"the TensorFlow worker process stopped during {name} ({self._last_log_line()}); "
-                                  "EDGENET_TF_WORKER=0 runs TensorFlow in this process instead")
+            raise self._stopped(name)
         status, value, trace = reply
         if status == "error":
             value.add_note(f"in the TensorFlow worker process:\n{trace}")
             raise value
         return value
+
+    def _stopped(self, name: str) -> ConversionError:
+        return ConversionError(f"the TensorFlow worker process stopped during {name} ({self._last_log_line()}); "
+                               "EDGENET_TF_WORKER=0 runs TensorFlow in this process instead")
 
     def _last_log_line(self) -> str:
         self._proc.poll()

@@ -51,7 +51,7 @@ class YoloStyleDetector(nn.Module):
     the strided convs only (a shallow body: its int8 error stays small even with random weights, so
     what a test sees is the head's)."""
 
-    def __init__(self, classes: int = 3, width: int = 16, csp: bool = True):
+    def __init__(self, classes: int = 3, width: int = 16, csp: bool = True, act: type = nn.SiLU):
         super().__init__()
         w = width
         self.classes = classes
@@ -59,13 +59,13 @@ class YoloStyleDetector(nn.Module):
         def block(c, n=1):
             return _CSP(c, c, n) if csp else nn.Identity()
 
-        self.stem = conv_bn_act(3, w, 3, 2)
-        self.s2 = nn.Sequential(conv_bn_act(w, 2 * w, 3, 2), block(2 * w))
-        self.s3 = nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2), block(4 * w, 2))     # stride 8
-        self.s4 = nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2), block(8 * w, 2))     # stride 16
-        self.s5 = nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2), block(16 * w))      # stride 32
+        self.stem = conv_bn_act(3, w, 3, 2, act)
+        self.s2 = nn.Sequential(conv_bn_act(w, 2 * w, 3, 2, act), block(2 * w))
+        self.s3 = nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2, act), block(4 * w, 2))     # stride 8
+        self.s4 = nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2, act), block(8 * w, 2))     # stride 16
+        self.s5 = nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2, act), block(16 * w))      # stride 32
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.fuse = _CSP(16 * w + 8 * w, 8 * w) if csp else conv_bn_act(16 * w + 8 * w, 8 * w, 1)
+        self.fuse = _CSP(16 * w + 8 * w, 8 * w) if csp else conv_bn_act(16 * w + 8 * w, 8 * w, 1, 1, act)
         self.heads = nn.ModuleList([nn.Conv2d(8 * w, 4 + classes, 1), nn.Conv2d(16 * w, 4 + classes, 1)])
         self.strides = (16, 32)
 
@@ -195,6 +195,25 @@ def calibrate_batchnorm(module: nn.Module, images, batches: int = 4) -> nn.Modul
         for chunk in torch.chunk(images, batches):
             module(chunk)
     return module.eval()
+
+
+def spread_head(detector: "YoloStyleDetector", images, target_std: float = 2.0) -> "YoloStyleDetector":
+    """Scale each head conv so that its outputs vary across ``images`` with ``target_std``, as a
+    trained detector's do (boxes move over the image, scores go from ~0 to ~1). Untrained, the head's
+    outputs hardly depend on the input: an int8 verdict on them would be about noise."""
+    captured = {}
+    hooks = [head.register_forward_hook(lambda m, i, o, k=k: captured.__setitem__(k, o.detach()))
+             for k, head in enumerate(detector.heads)]
+    with torch.no_grad():
+        detector.eval()(images)
+        for k, head in enumerate(detector.heads):
+            out = captured[k]
+            std = out.std(dim=0).mean().clamp_min(1e-6)         # variation across the images
+            head.weight.mul_(target_std / std)
+            head.bias.sub_(out.mean(dim=(0, 2, 3))).mul_(target_std / std)   # centred: sigmoid(0) = 0.5
+    for hook in hooks:
+        hook.remove()
+    return detector
 
 
 def shapes_images(resolution: int, count: int = 64, seed: int = 0):
