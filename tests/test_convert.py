@@ -31,7 +31,7 @@ def test_outputs_and_report(converted):
     assert not [n for n in names if n.startswith(".")], "no temp files left behind"
     r = json.loads((converted / "report.json").read_text())
     assert isinstance(r["bn_folded"], int)
-    assert [s["name"] for s in r["stages"]][:3] == ["load libraries", "export", "data"]
+    assert [s["name"] for s in r["stages"]][:5] == ["load libraries", "export", "cleanup", "bn fold", "data"]
     assert all(s["seconds"] >= 0 for s in r["stages"])
     v = r["validation"]
     assert v["float_max_abs_err"] < 1e-4 and v["float_rel_err"] < 1e-3
