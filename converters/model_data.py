@@ -243,22 +243,33 @@ EVAL_SET_MAX_BYTES = 4 << 20
 
 
 def write_eval_set(path: Path, inputs: Sequence[ModelInput], eval_x: Sequence[np.ndarray],
-                   labels: np.ndarray | None, info: dict) -> bool:
+                   labels: np.ndarray | None, info: dict, preprocess=None) -> bool:
     """Write the held-out examples (preprocessed, TFLite layout, one array per input name), their
     labels when they are the model's classes, and where they came from, to ``path`` (.npz, at most
-    a few MB: whole invocations are dropped from the end to fit). ``edgenet bench`` compares the
-    models on them when no --data is given, with numpy and LiteRT only. Returns False (nothing
-    written) for random examples, which would measure nothing."""
+    a few MB: whole invocations are dropped from the end to fit). Images are stored as the uint8
+    pixels they were normalized from (``pixels:NAME``, in the model's channel order, with ``mean``
+    and ``std``: 4x smaller); ``edgenet bench`` normalizes them again and compares the models on them when no
+    --data is given, with numpy and LiteRT only. Returns False (nothing written) for random
+    examples, which would measure nothing."""
     from edgenet.io import atomic_write_bytes
     import io
 
     if info.get("kind") == DataKind.RANDOM or not eval_x or len(eval_x[0]) == 0:
         return False
-    per_invocation = sum(x[: max(1, i.batch)].nbytes for x, i in zip(eval_x, inputs))
+    as_pixels = info.get("kind") == DataKind.IMAGES and preprocess is not None and len(inputs) == 1
+    itemsize = 1 if as_pixels else 4
+    per_invocation = sum(x[: max(1, i.batch)].size * itemsize for x, i in zip(eval_x, inputs))
     keep = max(1, min(len(x) // max(1, i.batch) for x, i in zip(eval_x, inputs)))
     keep = max(1, min(keep, EVAL_SET_MAX_BYTES // max(per_invocation, 1)))
-    arrays = {f"input:{i.name}": np.ascontiguousarray(x[: keep * max(1, i.batch)], dtype=np.float32)
-              for x, i in zip(eval_x, inputs)}
+    arrays = {}
+    for x, i in zip(eval_x, inputs):
+        x = x[: keep * max(1, i.batch)]
+        if as_pixels:
+            arrays[f"pixels:{i.name}"] = pixels_of(x, preprocess)
+            arrays["mean"] = np.asarray(preprocess.mean, np.float32)
+            arrays["std"] = np.asarray(preprocess.std, np.float32)
+        else:
+            arrays[f"input:{i.name}"] = np.ascontiguousarray(x, dtype=np.float32)
     if labels is not None:
         arrays["labels"] = np.asarray(labels[: keep * max(1, inputs[0].batch)], dtype=np.int64)
     arrays["source"] = np.array(str(info.get("dataset", "")))
@@ -267,3 +278,12 @@ def write_eval_set(path: Path, inputs: Sequence[ModelInput], eval_x: Sequence[np
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
     return True
+
+
+def pixels_of(x: np.ndarray, preprocess) -> np.ndarray:
+    """The uint8 pixels (after resize and crop, in the model's channel order) that ``preprocess``
+    normalized into ``x``: exact, since x = (pixel / 255 - mean) / std of whole pixel values."""
+    mean = np.asarray(preprocess.mean, np.float32)
+    std = np.asarray(preprocess.std, np.float32)
+    return np.clip(np.rint((x * std + mean) * 255.0), 0, 255).astype(np.uint8)
+

@@ -555,7 +555,7 @@ def _write_outputs(folder: Path, source: SourceModel, model, built, data: Pipeli
         written.append("labels.txt")
     labels = data.eval_labels if source.class_names is not None and data.class_names is not None \
         and tuple(data.class_names) == tuple(source.class_names) else None
-    if write_eval_set(folder / EVAL_SET, source.inputs, data.eval_x, labels, data.info):
+    if write_eval_set(folder / EVAL_SET, source.inputs, data.eval_x, labels, data.info, source.preprocess):
         written.append(EVAL_SET)
     return written
 

@@ -251,7 +251,8 @@ def test_held_out_set_from_convert_is_the_default_data(tmp_path):
     edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=8, calib="shapes", calib_samples=16,
                     eval_samples=12, precisions=["int8", "int16x8"], out=tmp_path / "o")
     held = np.load(tmp_path / "o" / "eval_set.npz")
-    assert held["input:input"].shape == (12, 32, 32, 3) and "labels" not in held.files   # zoo: no classes
+    assert held["pixels:input"].shape == (12, 32, 32, 3) and held["pixels:input"].dtype == np.uint8
+    assert "labels" not in held.files   # the zoo model has no class names
     r = bench(tmp_path / "o", **FAST)
     assert r.accuracy is not None and r.accuracy.samples == 12 and r.accuracy.sqnr_db is not None
     assert any("eval_set.npz" in n for n in r.notes)

@@ -40,7 +40,8 @@ def detector(tmp_path_factory):
 
 def _score_sqnr(out_dir, precision=Precision.INT8):
     """SQNR of the score rows (4: of the [N, 7, anchors] head) of the int8 model against float."""
-    x = np.load(out_dir / "eval_set.npz")["input:images"]
+    held = np.load(out_dir / "eval_set.npz")
+    x = (held["pixels:images"] / 255.0 - held["mean"]) / held["std"]
     f = TFLiteModel(out_dir / "model_float.tflite").predict_all(x)
     q = TFLiteModel(out_dir / precision.file_name).predict_all(x)
     split = json.loads((out_dir / "report.json").read_text())["split_outputs"]

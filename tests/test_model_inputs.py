@@ -127,3 +127,16 @@ def test_huge_input_refused_before_any_allocation():
 def test_keep_layout_must_name_a_rank4_input():
     with pytest.raises(UsageError, match="no input 'y'"):
         fix_input_shapes(_conv_model([1, 3, 8, 8]), (), ("y",), "m.onnx")
+
+
+def test_held_out_images_are_stored_as_their_exact_pixels():
+    from converters.model_data import pixels_of
+    from edgenet.data.preprocess import Preprocess
+
+    pre = Preprocess(height=5, width=7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="BGR")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 5, 7, 3)).astype(np.uint8)
+    x = np.stack([pre.normalize(p) for p in pixels])
+    back = pixels_of(x, pre)                      # in the model's (BGR) channel order
+    assert np.array_equal(back, pixels[..., ::-1])
+    again = (back / np.float32(255.0) - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    np.testing.assert_allclose(again, x, rtol=0, atol=1e-6)

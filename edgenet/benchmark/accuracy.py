@@ -90,6 +90,10 @@ def compare(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None, data: 
             seconds: float = 0.0) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples."""
     samples = len(next(iter(outputs.values())))
+    from edgenet.quality import is_classifier_shaped
+
+    if labels is not None and not is_classifier_shaped(next(iter(outputs.values())).shape):
+        labels = None      # class labels against a detection or feature output: no top-1 to take
     models = {
         role: ModelAccuracy(
             top1=top_k_accuracy(out, labels, 1) if labels is not None else None,
@@ -98,8 +102,10 @@ def compare(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None, data: 
     }
     agree = sqnr = max_diff = None
     if "float" in outputs and "int8" in outputs:
+        from edgenet.quality import is_classifier_shaped
+
         f, q = outputs["float"], outputs["int8"]
-        agree = agreement(f, q)
+        agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
         sqnr = sqnr_db(f, q)
         max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,

@@ -173,10 +173,13 @@ def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
 
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = [k for k in npz.files if k.startswith("input:")]
+            arrays = [k for k in npz.files if k.startswith(("input:", "pixels:"))]
             if len(arrays) != 1:
                 raise DataError(f"{path}: holds {len(arrays)} input arrays; the benchmark runs one-input models")
             x = npz[arrays[0]]
+            if arrays[0].startswith("pixels:"):     # stored as the pixels they were normalized from
+                x = ((x.astype(np.float32) / 255.0 - npz["mean"].astype(np.float32))
+                     / npz["std"].astype(np.float32))
             y = npz["labels"] if "labels" in npz.files else None
             source = str(npz["source"]) if "source" in npz.files else ""
             synthetic = bool(npz["synthetic"]) if "synthetic" in npz.files else False
