@@ -174,13 +174,16 @@ def repair(float_model: bytes, int8_model: bytes, layer_sqnr: dict[str, float | 
     kept: tuple[KeptOp, ...] = ()
     heads = sum(1 for c in candidates if c[2] == "produces a damaged output" or c[2].startswith("assembles damaged"))
     verdict, rounds, k = None, 0, max(1, heads)
-    while rounds < max_rounds and candidates and (max_seconds is None or rounds == 0
-                                                  or time.perf_counter() - t0 < max_seconds):
+    last_round = 0.0
+    while rounds < max_rounds and candidates and (max_seconds is None or rounds == 0   # a round must fit
+                                                  or time.perf_counter() - t0 + last_round <= max_seconds):
+        round_start = time.perf_counter()
         chosen = candidates[:min(k, limit, len(candidates))]
         kept = tuple(KeptOp(t, op, why) for t, op, why, _ in chosen)
         model = quantize([x.tensor for x in kept], [pos for *_, pos in chosen if pos is not None])
         verdict = judge(model)
         rounds += 1
+        last_round = time.perf_counter() - round_start
         if verdict.passed:
             return Repair(model, verdict, kept, rounds, time.perf_counter() - t0, len(int8_model), len(model))
         if k >= min(limit, len(candidates)):
