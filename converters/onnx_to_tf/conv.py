@@ -96,16 +96,21 @@ def conv2d(ctx: NodeContext, xt, weights: np.ndarray, bias: np.ndarray | None, s
     return y
 
 
-@handler("Conv", check=check_conv_attrs)
-def conv(ctx: NodeContext):
+def conv_operands(ctx: NodeContext):
+    """(input as a 2-D NHWC tensor, weights, bias, attribute getter, group, spatial rank) of a
+    Conv or ConvTranspose node (1-D ones are run as 2-D with a unit height)."""
     x = ctx.required(0)
     weights = ctx.const_input(1, "weights")
     bias = ctx.const_input(2, "bias")
     if weights is None:
         raise ctx.unsupported("no weights")
     xt, weights, spatial = as_2d(ctx, x, weights)
-    get = attrs_2d(ctx, spatial)
-    group = int(ctx.attr("group", 1))
+    return xt, weights, bias, attrs_2d(ctx, spatial), int(ctx.attr("group", 1)), spatial
+
+
+@handler("Conv", check=check_conv_attrs)
+def conv(ctx: NodeContext):
+    xt, weights, bias, get, group, spatial = conv_operands(ctx)
     _, _, kh, kw = weights.shape
     strides = list(get("strides", None) or [1, 1])
     dilations = list(get("dilations", None) or [1, 1])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.conv import as_2d, attrs_2d, check_conv_attrs, conv2d, from_2d
+from converters.onnx_to_tf.conv import check_conv_attrs, conv2d, conv_operands, from_2d
 from converters.onnx_to_tf.registry import handler
 
 
@@ -77,14 +77,7 @@ def _pad_or_crop(tf, xt, begin, end):
 @handler("ConvTranspose", check=check_conv_attrs)
 def conv_transpose(ctx: NodeContext):
     tf = ctx.tf
-    x = ctx.required(0)
-    weights = ctx.const_input(1, "weights")  # (C_in, C_out / group, kh, kw)
-    bias = ctx.const_input(2, "bias")
-    if weights is None:
-        raise ctx.unsupported("no weights")
-    xt, weights, spatial = as_2d(ctx, x, weights)
-    get = attrs_2d(ctx, spatial)
-    group = int(ctx.attr("group", 1))
+    xt, weights, bias, get, group, spatial = conv_operands(ctx)   # weights (C_in, C_out / group, kh, kw)
     c_in, out_per_group, kh, kw = weights.shape
     n, height, width, channels = [-1 if d is None else d for d in xt.shape.as_list()]
     if channels != c_in or c_in % group:
