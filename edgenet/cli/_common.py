@@ -16,6 +16,7 @@ COMMANDS = {
     "targets": "targets_cmd",
     "bench": "bench",
     "train": "train",
+    "sweep": "sweep",
 }
 
 

@@ -1,0 +1,201 @@
+"""Where cells run: a process pool on this machine, or Ray tasks on a local instance or a cluster.
+
+Both take the cells still to do and the preloaded datasets, and yield ``(cell, record, files)``
+as each cell finishes, in finishing order; the driver commits each one at once. Same cells, same
+worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
+
+* :class:`LocalExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` spawned
+  processes, each importing TensorFlow once and receiving the preloaded datasets once (pickled
+  with its start-up arguments). A worker watches its parent and exits if it is gone (a killed
+  sweep leaves no process behind). A worker that dies takes the pool with it: the pool is
+  rebuilt and each unfinished cell tried once more.
+* :class:`RayExecutor`: one Ray task per cell declaring ``num_cpus=cpus_per_cell``; each preloaded
+  dataset is ``ray.put`` once into the object store and passed to the cells that use it by
+  reference (numpy arrays are read zero-copy from shared memory on each node); results come back
+  with ``ray.wait`` as cells finish, the cell's files inside the returned value. Without an
+  address it starts a local Ray instance (``ray.init(num_cpus=workers * cpus_per_cell)``, no
+  dashboard, its session folder in a temporary folder that is removed after ``ray.shutdown``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from edgenet.errors import UsageError
+from edgenet.sweep.cells import Cell
+from edgenet.sweep.worker import memory_key, one_line, run_cell
+
+Outcome = tuple[Cell, dict, dict]
+
+
+def _failed(cell: Cell, error: str) -> dict:
+    return {"id": cell.id, "label": cell.label, "status": "failed", "error": error}
+
+
+# -- local process pool --------------------------------------------------------------------------
+_pool_memories: dict | None = None
+_pool_threads: int = 1
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _pool_init(memories: dict, parent: int, threads: int) -> None:
+    global _pool_memories, _pool_threads
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    # TensorFlow's C++ start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) would interleave
+    # with the sweep's progress; a cell's errors come back in its record
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _pool_memories, _pool_threads = memories, threads
+    from edgenet.sweep.worker import prepare
+
+    prepare()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool_cell(cell: Cell):
+    memory = (_pool_memories or {}).get(memory_key(cell))
+    return run_cell(cell, memory, threads=_pool_threads)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int | None = None, cpus_per_cell: int = 1):
+        self.cpus_per_cell = max(1, cpus_per_cell)
+        self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
+        if self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker process(es)"
+
+    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        import multiprocessing
+
+        todo, attempts = list(cells), {c.id: 0 for c in cells}
+        env = {"OMP_NUM_THREADS": str(self.cpus_per_cell)}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)   # inherited by the spawned workers (torch reads it at import)
+        try:
+            while todo:
+                pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)),
+                                           mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
+                                           initargs=(memories, os.getpid(), self.cpus_per_cell))
+                retry: list[Cell] = []
+                try:
+                    futures = {pool.submit(_pool_cell, cell): cell for cell in todo}
+                    todo = []
+                    while futures:
+                        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            cell = futures.pop(future)
+                            try:
+                                record, files = future.result()
+                            except BrokenProcessPool:
+                                attempts[cell.id] += 1
+                                if attempts[cell.id] < 2:
+                                    retry.append(cell)
+                                    continue
+                                record, files = _failed(cell, "the worker process died while converting it"), {}
+                            except Exception as exc:
+                                record, files = _failed(cell, one_line(exc)), {}
+                            yield cell, record, files
+                finally:
+                    _stop_pool(pool)
+                todo = retry
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and stop the workers now (an interrupted sweep does not wait)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    for proc in processes:
+        proc.join(timeout=10)
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+def _ray_cell(cell: Cell, memory: dict | None, threads: int):
+    """The Ray task: ``memory`` arrives resolved from the object store (read-only arrays)."""
+    return run_cell(cell, memory, threads=threads)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_cell: int = 1):
+        from edgenet._deps import require
+
+        require("ray", extra="scale", purpose="--executor ray")
+        self.address = address
+        self.cpus_per_cell = max(1, cpus_per_cell)
+        self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
+        self.cluster_cpus: float | None = None
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        cpus = "" if self.cluster_cpus is None else f", {self.cluster_cpus:g} CPUs"
+        return f"Ray tasks of {self.cpus_per_cell} CPU on {where}{cpus}"
+
+    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        import logging
+
+        import ray
+
+        if ray.is_initialized():
+            raise UsageError("Ray is already initialized in this process; edgenet sweep starts and stops its own")
+        temp = None
+        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
+                   "configure_logging": True}
+        try:
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                temp = tempfile.mkdtemp(prefix="edgenet-ray-")
+                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=temp, **options)
+        except Exception as exc:
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)
+            where = self.address or "a local instance"
+            raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}") from None
+        try:
+            self.cluster_cpus = ray.cluster_resources().get("CPU")
+            task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=1)(_ray_cell)
+            refs = {key: ray.put(memory) for key, memory in memories.items() if memory is not None}
+            pending = {task.remote(cell, refs.get(memory_key(cell)), self.cpus_per_cell): cell for cell in cells}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    cell = pending.pop(ref)
+                    try:
+                        record, files = ray.get(ref)
+                    except Exception as exc:  # the task's worker died, or the node
+                        record, files = _failed(cell, f"Ray task failed: {one_line(exc)}"), {}
+                    yield cell, record, files
+        finally:
+            ray.shutdown()
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)

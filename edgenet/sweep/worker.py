@@ -1,0 +1,201 @@
+"""One cell, run where a worker is (a pool process here, a Ray worker on any node).
+
+:func:`run_cell` converts the cell with ``edgenet.convert`` into a private temporary folder,
+optionally benchmarks it with ``edgenet.bench``, reads its figures from report.json, and returns
+them with the folder's files as bytes: the driver writes them under DIR/cells/<id>/ (on a
+cluster the worker's disk is not the driver's, so the files travel back with the result).
+Nothing is left in the temporary folder.
+
+A worker imports TensorFlow once (:func:`prepare`), so that convert runs TensorFlow's stages in
+this process instead of starting a worker subprocess for them (converters/tf_worker.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from edgenet.config import Precision
+from edgenet.errors import EdgenetError, TargetError
+from edgenet.sweep.cells import Cell, convert_precisions, precision_numbers
+
+BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds": 1.0, "window": 200,
+                  "window_seconds": 0.25}
+"""The short benchmark windows of ``--bench`` (edgenet.bench keyword arguments)."""
+
+
+def prepare() -> None:
+    """Import TensorFlow and torch in this process (once): every cell's convert then runs in it."""
+    from edgenet._deps import import_tensorflow, require
+
+    import_tensorflow()
+    require("torch")
+    require("onnxruntime")
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return first if isinstance(exc, EdgenetError) else f"{type(exc).__name__}: {first}"
+
+
+def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Convert (and with ``cell.bench`` benchmark) ``cell``; return ``(record, files)``.
+
+    ``memory``: preloaded datasets for :func:`edgenet.data.datasets.served_from` (the calibration
+    and evaluation arrays, loaded once by the driver). ``record`` is one results.jsonl line (see
+    :mod:`edgenet.sweep.results`); ``files`` maps each output file's path relative to the cell
+    folder to its bytes. Never raises for a failing cell: the record says ``status: failed`` and
+    the error's first line.
+    """
+    prepare()
+    t0 = time.perf_counter()
+    base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
+            "pid": os.getpid()}
+    work = Path(tempfile.mkdtemp(prefix="edgenet-cell-"))
+    try:
+        try:
+            record = {**base, **_convert(cell, work / "out", memory, threads)}
+        except TargetError as exc:
+            if getattr(exc, "report", None) is None:
+                raise
+            record = {**base, **_does_not_fit(exc)}
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        files = _read_files(work / "out")
+    except Exception as exc:  # any failure of one cell is recorded; the sweep goes on
+        record = {**base, "status": "failed", "error": one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
+        files = {}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return record, files
+
+
+def _cell_fields(cell: Cell) -> dict:
+    return {"model": cell.model, "kind": cell.kind, "alpha": cell.alpha, "resolution": cell.resolution,
+            "num_classes": cell.num_classes, "target": cell.target, "precision": cell.precision.value,
+            "calib": cell.calib, "calib_samples": cell.calib_samples, "eval_samples": cell.eval_samples,
+            "bench": cell.bench, "model_sha256_in": cell.model_sha256, "version": cell.version}
+
+
+def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) -> dict:
+    import edgenet
+    from edgenet.data.datasets import served_from
+    from edgenet.io import json_safe
+
+    kwargs = {}
+    if cell.kind == "zoo":
+        kwargs = {"alpha": cell.alpha, "resolution": cell.resolution, "num_classes": cell.num_classes}
+    with served_from({} if memory is None else dict(memory)):
+        result = edgenet.convert(cell.model, target=cell.target, precisions=convert_precisions(cell.precision),
+                                 calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
+                                 seed=cell.seed, out=out, **kwargs)
+    report = json_safe(result.report.to_dict())
+    numbers = precision_numbers(report, cell.precision)
+    model_file = out / numbers["file"]
+    record = {"status": "ok", "error": None, **numbers, "sha256": _sha256(model_file),
+              **_target_numbers(report.get("target") or {}),
+              "float_top1": (report.get("accuracy") or {}).get("float_top1"),
+              "mult_adds": _mult_adds(cell), "convert_seconds": report.get("total_seconds"), "latency_ms": None}
+    if cell.bench:
+        record["latency_ms"] = _bench(out, model_file, threads)
+    return record
+
+
+def _target_numbers(target: dict) -> dict:
+    keys = ("arena_bytes", "flash_bytes", "ram_budget", "flash_budget", "estimated_ms", "npu_ops", "cpu_ops",
+            "edgetpu_mappable_ops", "edgetpu_cpu_ops")
+    return {"fits": target.get("ok"), **{k: target.get(k) for k in keys},
+            "target_summary": target.get("summary")}
+
+
+def _does_not_fit(exc: TargetError) -> dict:
+    """A model that converted but fails the target's checks: the target's own figures, no files."""
+    target = exc.report.to_dict()
+    return {"status": "does_not_fit", "error": one_line(exc), "file": target.get("model"),
+            "size_bytes": target.get("model_bytes"), "sqnr_db": None, "top1_agreement": None, "top1": None,
+            "sha256": None, **_target_numbers(target), "fits": False, "target_summary": exc.report.summary_line(),
+            "float_top1": None, "mult_adds": None, "convert_seconds": None, "latency_ms": None}
+
+
+def _mult_adds(cell: Cell) -> int | None:
+    if cell.kind != "zoo":
+        return None
+    from edgenet.zoo import info
+
+    return int(info(cell.model, alpha=cell.alpha, resolution=cell.resolution, num_classes=cell.num_classes).mult_adds)
+
+
+def _bench(out: Path, model_file: Path, threads: int | None) -> float:
+    """p50 latency (ms) of the cell's model on this host, short windows."""
+    from edgenet.benchmark import bench
+
+    result = bench(model_file, threads=threads or 1, **BENCH_SETTINGS)
+    return float(result.to_dict()["models"][0]["latency"]["p50_ms"])
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_files(folder: Path) -> dict[str, bytes]:
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
+    """The calibration and evaluation datasets every cell will ask for, loaded and preprocessed
+    once here: ``{preprocess key: {load_dataset request: Dataset}}`` (see :func:`memory_key`).
+    Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or model file
+    is opened for it (no export)."""
+    from converters.pipeline import load_data
+    from edgenet.config import ConvertOptions
+    from edgenet.data.datasets import served_from
+
+    out: dict[tuple, dict] = {}
+    for cell in cells:
+        key = memory_key(cell)
+        if key in out:
+            continue
+        opts = ConvertOptions(calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
+                              seed=cell.seed)
+        pre = cell_preprocess(cell)
+        if pre is None:
+            out[key] = None
+            continue
+        with served_from({}) as memory:
+            load_data(opts, pre)
+        out[key] = memory
+    return out
+
+
+def memory_key(cell: Cell) -> tuple:
+    """Cells with the same key read the same preloaded arrays."""
+    return (cell.model if cell.kind != "zoo" else "zoo", cell.resolution, cell.calib, cell.calib_samples,
+            cell.eval_samples, cell.seed)
+
+
+def cell_preprocess(cell: Cell):
+    """The :class:`~edgenet.data.preprocess.Preprocess` convert will use for the cell's model."""
+    from edgenet.data.preprocess import Preprocess
+
+    if cell.kind == "zoo":
+        return Preprocess.default(cell.resolution, 3)
+    if cell.kind == "checkpoint":
+        from edgenet.checkpoint import load_checkpoint
+
+        return load_checkpoint(cell.model).preprocess
+    from converters.sources import load_source
+    from edgenet.config import ConvertOptions, ModelSpec
+
+    if cell.kind == "onnx":
+        return load_source(ConvertOptions(model=ModelSpec(source=cell.model))).preprocess
+    return None  # .pt2: the worker loads the data itself
+
+
+__all__ = ["run_cell", "prepare", "preload", "memory_key", "Precision"]
