@@ -129,4 +129,8 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
     if as_json:
         click.echo(json.dumps(list(result.records), indent=2))
     if result.failed:
-        raise click.exceptions.Exit(1)
+        from edgenet.errors import ConversionError
+
+        first = next(r for r in result.records if r.get("status") == "failed")
+        raise ConversionError(f"{result.failed} of {len(result.records)} cell(s) failed, e.g. {first['label']}: "
+                              f"{first.get('error')} (results.jsonl has each error; --retry-failed runs them again)")

@@ -151,8 +151,10 @@ def _read_files(folder: Path) -> dict[str, bytes]:
 def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
     """The calibration and evaluation datasets every cell will ask for, loaded and preprocessed
     once here: ``{preprocess key: {load_dataset request: Dataset}}`` (see :func:`memory_key`).
-    Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or model file
-    is opened for it (no export)."""
+    Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or .onnx file
+    is opened for it (no export). None for a cell whose model cannot be opened (it will fail in
+    its worker, recorded like any failing cell) or a .pt2 program (its worker loads the data).
+    Raises DataError when the calibration data itself is unusable (every cell would fail)."""
     from converters.pipeline import load_data
     from edgenet.config import ConvertOptions
     from edgenet.data.datasets import served_from
@@ -164,7 +166,10 @@ def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
             continue
         opts = ConvertOptions(calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
                               seed=cell.seed)
-        pre = cell_preprocess(cell)
+        try:
+            pre = cell_preprocess(cell)
+        except EdgenetError:   # a broken model file: its cells fail in the worker, with this error
+            pre = None
         if pre is None:
             out[key] = None
             continue

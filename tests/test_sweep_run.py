@@ -1,0 +1,141 @@
+"""edgenet sweep for real: tiny MobileNetV1 cells converted on a process pool and as tasks of a real
+local Ray instance (same bytes, same figures), re-runs that redo nothing, a sweep killed with
+SIGKILL that resumes with no cell lost or duplicated, a failing cell that does not stop the rest."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edgenet.sweep import SweepSpec, sweep
+from edgenet.sweep.results import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(models=("mobilenet_v1",), alphas=(0.25, 0.5), resolutions=(32, 64), targets=("rpi", "cortex-m"),
+            num_classes=2, calib_samples=16, eval_samples=8)
+SAME = ("id", "status", "sha256", "size_bytes", "sqnr_db", "top1_agreement", "arena_bytes", "flash_bytes", "fits",
+        "mult_adds")
+
+pytestmark = [pytest.mark.slow, pytest.mark.mcu]
+
+
+def _processes_mentioning(word: str) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if word.encode() in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def test_ray_and_local_give_the_same_cells_and_a_rerun_redoes_none(tmp_path):
+    pytest.importorskip("ray")
+    ray_temp_before = set(Path(tempfile.gettempdir()).glob("edgenet-ray-*"))
+    ray_procs_before = _processes_mentioning("edgenet-ray-")
+    spec = SweepSpec(**TINY)
+    lines: list[str] = []
+    by_ray = sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=lines.append)
+    assert by_ray.ran == 8 and by_ray.failed == 0, [r.get("error") for r in by_ray.records]
+    assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
+    assert any("local Ray instance" in ln for ln in lines) and any(ln.startswith("[8/8]") for ln in lines)
+    assert {r["pid"] for r in by_ray.records} != {os.getpid()}   # cells ran in Ray's workers
+    # Ray is gone: no process, no session folder (its temp folder is removed after ray.shutdown)
+    import ray
+
+    assert not ray.is_initialized()
+    deadline = time.time() + 20
+    while _processes_mentioning("edgenet-ray-") - ray_procs_before and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _processes_mentioning("edgenet-ray-") - ray_procs_before
+    assert set(Path(tempfile.gettempdir()).glob("edgenet-ray-*")) == ray_temp_before
+
+    md = (tmp_path / "ray" / "pareto.md").read_text()
+    assert "## rpi" in md and "## cortex-m" in md and "TFLM arena" in md
+    for r in by_ray.records:
+        folder = tmp_path / "ray" / "cells" / r["id"]
+        assert (folder / "report.json").is_file() and (folder / r["file"]).is_file()
+        assert __import__("hashlib").sha256((folder / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+    assert all((tmp_path / "ray" / "cells" / r["id"] / "model_data.cc").is_file()
+               for r in by_ray.records if r["target"] == "cortex-m")
+
+    # the same cells on the process pool (half of them: a smaller grid gives the same cells their same ids)
+    by_pool = sweep(SweepSpec(**{**TINY, "resolutions": (32,)}), tmp_path / "local", executor="local", workers=2)
+    assert by_pool.ran == 4 and by_pool.failed == 0
+    pool_rows = {r["id"]: {k: r.get(k) for k in SAME} for r in by_pool.records}
+    ray_rows = {r["id"]: {k: r.get(k) for k in SAME} for r in by_ray.records if r["id"] in pool_rows}
+    assert len(ray_rows) == 4 and ray_rows == pool_rows
+    assert len({r["sha256"] for r in by_ray.records}) == 4   # rpi and cortex-m share the int8 model (int8 I/O)
+
+    again = sweep(spec, tmp_path / "ray", executor="ray", workers=2)
+    assert (again.ran, again.skipped) == (0, 8)
+    assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "edgenet", "sweep", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    out = tmp_path / "S"
+    args = ["mobilenet_v1", str(bad), "--alpha", "0.25", "--resolution", "32,64,96", "--target", "cortex-m",
+            "--num-classes", "2", "--calib-samples", "16", "--eval-samples", "8", "--workers", "1", "--out", str(out)]
+    proc = _cli(args)
+    results = out / RESULTS
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    workers = _children(proc.pid)
+    assert workers                       # the pool's worker is converting the next cell now
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    first = [json.loads(x) for x in results.read_text().splitlines()]
+    assert 1 <= len(first) < 4
+    deadline = time.time() + 20         # the orphaned worker notices and exits
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+
+    proc = _cli([*args, "--json"])
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr           # the broken model's cell failed; the others did not
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert len(ids) == len(set(ids)) == 4
+    assert {r["id"]: r for r in lines}.items() >= {r["id"]: r for r in first}.items()   # nothing redone
+    assert f"4 cell(s): {len(first)} already done, {4 - len(first)} to run" in stderr
+    printed = json.loads(stdout)
+    assert sorted(r["id"] for r in printed) == sorted(ids)
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["model"] == str(bad) and "\n" not in failed[0]["error"]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(ids)
+    assert "FAILED" in stderr and "Traceback" not in stderr
