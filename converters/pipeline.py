@@ -281,40 +281,36 @@ def build_int8(opts: ConvertOptions) -> bytes:
 
 def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object]:
     """Search the zoo model's alpha x resolution grid for the largest model that fits ``profile``
-    (TFLite Micro arena against RAM, model size against flash); return the options to convert it."""
+    (TFLite Micro arena against RAM, model size against flash); return the options to convert it.
+
+    Each candidate is an ``edgenet sweep`` cell (converted and checked for the target as a sweep
+    does), several at once on the sweep's process pool (EDGENET_FIT_WORKERS, default one per
+    core); each is logged to the ``edgenet.fit`` logger as it is decided."""
     from dataclasses import replace
 
-    from edgenet.io import atomic_write_bytes
-    from edgenet.zoo import info
+    from edgenet.sweep.fitting import CellMeasure, log_candidate
+    from edgenet.zoo import info, validate_hparams
     from targets.fit import fit_model
 
     from converters.sources import SourceKind, source_kind
 
     if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
-    workdir = Path(tempfile.mkdtemp(prefix="edgenet-fit-"))
-    quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
-
-    def build(alpha: float, resolution: int) -> Path:
-        spec = replace(opts.model, alpha=alpha, resolution=resolution)
-        path = workdir / f"mobilenet_{alpha:g}_{resolution}.tflite"
-        atomic_write_bytes(path, build_int8(replace(quick, model=spec, io_type=opts.io_type or profile.input_type)))
-        return path
 
     def mult_adds(alpha: float, resolution: int) -> int:
         return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
                     in_channels=opts.model.in_channels).mult_adds
 
-    from edgenet.zoo import validate_hparams
-
     for a in opts.fit_alphas:
         for r in opts.fit_resolutions:
             validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
+    measure = CellMeasure(opts, profile)
     try:
-        result = fit_model(profile, grid, build, mult_adds)
+        result = fit_model(profile, grid, None, mult_adds, measure=measure, batch=measure.workers,
+                           progress=log_candidate)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        measure.close()
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result

@@ -124,6 +124,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
+    assert not list((out / "cells").glob(".work-*"))   # the worker removed the cell it was converting
 
     proc = _cli([*args, "--json"])
     stdout, stderr = proc.communicate(timeout=600)
@@ -139,3 +140,4 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     assert len(failed) == 1 and failed[0]["model"] == str(bad) and "\n" not in failed[0]["error"]
     assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(ids)
     assert "FAILED" in stderr and "Traceback" not in stderr
+    assert "1 of 4 cell(s) failed, e.g. broken.onnx cortex-m int8" in stderr.splitlines()[-1]

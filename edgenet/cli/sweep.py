@@ -118,6 +118,10 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
                      resolutions=_list(resolutions, int, "--resolution"), targets=_list(targets, str, "--target"),
                      precisions=_precisions(precisions), num_classes=num_classes, calib=calib,
                      calib_samples=calib_samples, eval_samples=eval_samples, bench=bench)
+    import signal
+
+    # `kill PID` stops the sweep as Ctrl-C does: the pool or Ray is shut down, temp folders removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = sweep(spec, out, executor=executor, workers=workers, cpus_per_cell=cpus_per_cell,
                    ray_address=ray_address, retry_failed=retry_failed, progress=say)
     ok = sum(r.get("status") == "ok" for r in result.records)

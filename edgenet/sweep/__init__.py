@@ -89,6 +89,8 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     for note in notes:
         say(f"note: {note}")
     with SweepStore(out) as store:
+        if hasattr(run_with, "workdir"):
+            run_with.workdir = str(store.cells)
         done = store.finished()
         finished = {c.id for c in cells if c.id in done and (done[c.id].get("status") != "failed" or not retry_failed)}
         todo = [c for c in cells if c.id not in finished]

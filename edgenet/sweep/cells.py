@@ -63,6 +63,7 @@ class Cell:
     target_sha256: str = ""
     calib_sha256: str | None = None
     version: str = ""
+    options: tuple[tuple[str, object], ...] = ()   # more edgenet.convert keywords (JSON values), e.g. ("io_type", "uint8")
     id: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -79,12 +80,14 @@ class Cell:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["precision"] = self.precision.value
+        d["options"] = [list(kv) for kv in self.options]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Cell":
         d = dict(d)
         d["precision"] = Precision(d["precision"])
+        d["options"] = tuple(tuple(kv) for kv in d.get("options", ()))
         return cls(**d)
 
 

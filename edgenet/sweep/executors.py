@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
@@ -41,24 +42,31 @@ def _failed(cell: Cell, error: str) -> dict:
 # -- local process pool --------------------------------------------------------------------------
 _pool_memories: dict | None = None
 _pool_threads: int = 1
+_pool_workdir: str | None = None
 
 
 def _watch_parent(parent: int) -> None:
+    """The sweep is gone (killed): drop the cell being converted and leave at once."""
+    from edgenet.sweep import worker
+
     while True:
         if os.getppid() != parent:
+            if worker.current_work is not None:
+                shutil.rmtree(worker.current_work, ignore_errors=True)
             os._exit(1)
         time.sleep(0.5)
 
 
-def _pool_init(memories: dict, parent: int, threads: int) -> None:
-    global _pool_memories, _pool_threads
+def _pool_init(memories: dict, parent: int, threads: int, workdir: str | None) -> None:
+    global _pool_memories, _pool_threads, _pool_workdir
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # TensorFlow's C++ start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) would interleave
     # with the sweep's progress; a cell's errors come back in its record
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    _pool_memories, _pool_threads = memories, threads
+    os.environ["OMP_NUM_THREADS"] = str(threads)   # before torch is imported (as Ray does for a task)
+    _pool_memories, _pool_threads, _pool_workdir = memories, threads, workdir
     from edgenet.sweep.worker import prepare
 
     prepare()
@@ -67,9 +75,19 @@ def _pool_init(memories: dict, parent: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _pool_cell(cell: Cell):
+def _pool_cell(cell: Cell, keep_files: bool = True):
     memory = (_pool_memories or {}).get(memory_key(cell))
-    return run_cell(cell, memory, threads=_pool_threads)
+    return run_cell(cell, memory, threads=_pool_threads, keep_files=keep_files, workdir=_pool_workdir)
+
+
+def start_pool(workers: int, memories: dict, threads: int, workdir: str | None = None) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, each with TensorFlow imported and ``memories`` at hand;
+    cells' temporary folders in ``workdir`` (default: the system's temp folder)."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_pool_init, initargs=(memories, os.getpid(), threads,
+                                                                 None if workdir is None else str(workdir)))
 
 
 class LocalExecutor:
@@ -78,55 +96,40 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None, cpus_per_cell: int = 1):
         self.cpus_per_cell = max(1, cpus_per_cell)
         self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
-        if self.workers < 1:
-            raise UsageError("--workers must be at least 1")
+        self.workdir: str | None = None   # the sweep sets DIR/cells: a crash's leftovers are tidied on re-run
 
     def describe(self) -> str:
         return f"{self.workers} local worker process(es)"
 
     def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
-        import multiprocessing
-
         todo, attempts = list(cells), {c.id: 0 for c in cells}
-        env = {"OMP_NUM_THREADS": str(self.cpus_per_cell)}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)   # inherited by the spawned workers (torch reads it at import)
-        try:
-            while todo:
-                pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)),
-                                           mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
-                                           initargs=(memories, os.getpid(), self.cpus_per_cell))
-                retry: list[Cell] = []
-                try:
-                    futures = {pool.submit(_pool_cell, cell): cell for cell in todo}
-                    todo = []
-                    while futures:
-                        done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            cell = futures.pop(future)
-                            try:
-                                record, files = future.result()
-                            except BrokenProcessPool:
-                                attempts[cell.id] += 1
-                                if attempts[cell.id] < 2:
-                                    retry.append(cell)
-                                    continue
-                                record, files = _failed(cell, "the worker process died while converting it"), {}
-                            except Exception as exc:
-                                record, files = _failed(cell, one_line(exc)), {}
-                            yield cell, record, files
-                finally:
-                    _stop_pool(pool)
-                todo = retry
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        while todo:
+            pool = start_pool(min(self.workers, len(todo)), memories, self.cpus_per_cell, self.workdir)
+            retry: list[Cell] = []
+            try:
+                futures = {pool.submit(_pool_cell, cell): cell for cell in todo}
+                todo = []
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        cell = futures.pop(future)
+                        try:
+                            record, files = future.result()
+                        except BrokenProcessPool:
+                            attempts[cell.id] += 1
+                            if attempts[cell.id] < 2:
+                                retry.append(cell)
+                                continue
+                            record, files = _failed(cell, "the worker process died while converting it"), {}
+                        except Exception as exc:
+                            record, files = _failed(cell, one_line(exc)), {}
+                        yield cell, record, files
+            finally:
+                stop_pool(pool)
+            todo = retry
 
 
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
+def stop_pool(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and stop the workers now (an interrupted sweep does not wait)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
@@ -138,6 +141,18 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 
 
 # -- Ray -----------------------------------------------------------------------------------------
+RAY_PREFIX = "edgenet-ray-"
+
+
+def _remove_stale_ray_folders() -> None:
+    """Session folders of local Ray instances whose sweep was killed (SIGKILL: no clean-up ran);
+    their Ray processes died with it (Ray ties them to the driver)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{RAY_PREFIX}*-*"):
+        pid = folder.name[len(RAY_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _ray_cell(cell: Cell, memory: dict | None, threads: int):
     """The Ray task: ``memory`` arrives resolved from the object store (read-only arrays)."""
     return run_cell(cell, memory, threads=threads)
@@ -174,7 +189,8 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
-                temp = tempfile.mkdtemp(prefix="edgenet-ray-")
+                _remove_stale_ray_folders()
+                temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
                 ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=temp, **options)
         except Exception as exc:
             if temp:

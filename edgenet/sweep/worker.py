@@ -42,20 +42,30 @@ def one_line(exc: BaseException) -> str:
     return first if isinstance(exc, EdgenetError) else f"{type(exc).__name__}: {first}"
 
 
-def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None) -> tuple[dict, dict[str, bytes]]:
+current_work: Path | None = None
+"""The folder of the cell being converted in this process (removed by a worker whose parent died)."""
+
+
+def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
+             keep_files: bool = True, workdir: str | os.PathLike | None = None) -> tuple[dict, dict[str, bytes]]:
     """Convert (and with ``cell.bench`` benchmark) ``cell``; return ``(record, files)``.
 
     ``memory``: preloaded datasets for :func:`edgenet.data.datasets.served_from` (the calibration
     and evaluation arrays, loaded once by the driver). ``record`` is one results.jsonl line (see
     :mod:`edgenet.sweep.results`); ``files`` maps each output file's path relative to the cell
     folder to its bytes. Never raises for a failing cell: the record says ``status: failed`` and
-    the error's first line.
+    the error's first line. ``keep_files=False``: the figures only (``files`` is empty).
+    ``workdir``: where the cell's temporary folder goes (default: the system's temp folder); the
+    local executor uses the sweep's DIR/cells/, where a crash's leftovers are removed on re-run.
     """
+    global current_work
     prepare()
     t0 = time.perf_counter()
     base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
             "pid": os.getpid()}
-    work = Path(tempfile.mkdtemp(prefix="edgenet-cell-"))
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    work = current_work = Path(tempfile.mkdtemp(prefix=".work-" if workdir else "edgenet-cell-", dir=workdir))
     try:
         try:
             record = {**base, **_convert(cell, work / "out", memory, threads)}
@@ -64,12 +74,13 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None)
                 raise
             record = {**base, **_does_not_fit(exc)}
         record["seconds"] = round(time.perf_counter() - t0, 3)
-        files = _read_files(work / "out")
+        files = _read_files(work / "out") if keep_files else {}
     except Exception as exc:  # any failure of one cell is recorded; the sweep goes on
         record = {**base, "status": "failed", "error": one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
         files = {}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        current_work = None
     return record, files
 
 
@@ -91,7 +102,7 @@ def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) ->
     with served_from({} if memory is None else dict(memory)):
         result = edgenet.convert(cell.model, target=cell.target, precisions=convert_precisions(cell.precision),
                                  calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
-                                 seed=cell.seed, out=out, **kwargs)
+                                 seed=cell.seed, out=out, **kwargs, **dict(cell.options))
     report = json_safe(result.report.to_dict())
     numbers = precision_numbers(report, cell.precision)
     model_file = out / numbers["file"]
