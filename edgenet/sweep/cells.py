@@ -171,6 +171,17 @@ def _target_sha256(target: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def int8_only(target: str) -> bool:
+    """Whether the target's checks take only the int8 model (TFLite Micro, vela, Edge TPU, or an
+    int8-only runtime): a float cell for it would fail, so the grid leaves it out."""
+    from targets import load_target
+    from targets.checks import _INT8_ONLY
+    from targets.profile import Check
+
+    profile = load_target(target)
+    return profile.runtime in _INT8_ONLY or any(c in profile.checks for c in (Check.TFLM, Check.VELA, Check.EDGETPU))
+
+
 def edgenet_version() -> str:
     import edgenet
 
@@ -227,10 +238,16 @@ def expand(spec: SweepSpec) -> tuple[list[Cell], list[str]]:
         for alpha, res, classes in sizes:
             for target, target_sha in targets.items():
                 for precision in spec.precisions:
+                    if Precision(precision) is not Precision.INT8 and int8_only(target):
+                        notes.append(f"{target} takes int8 models only: its {Precision(precision).value} cells "
+                                     "are left out")
+                        continue
                     cell = Cell(model=model, kind=kind, alpha=alpha, resolution=res, num_classes=classes,
                                 target=target, precision=Precision(precision), calib=spec.calib,
                                 calib_samples=spec.calib_samples, eval_samples=spec.eval_samples, seed=spec.seed,
                                 bench=spec.bench, model_sha256=model_sha, target_sha256=target_sha,
                                 calib_sha256=calib_sha, version=version)
                     cells.setdefault(cell.id, cell)
+    if not cells:
+        raise UsageError("no cell to run: " + "; ".join(dict.fromkeys(notes)))
     return list(cells.values()), list(dict.fromkeys(notes))

@@ -6,9 +6,10 @@ Three objectives per target, each read from results.jsonl:
   target has it (the images' labels are the model's classes), else SQNR against the float32 model
   (a float32 cell is that model: infinite SQNR);
 - size of the deployed model in bytes, lower is better;
-- cost, lower is better: the first of measured latency (``--bench``), vela's estimated time
-  (ethos-u55), the TFLite Micro arena (cortex-m), or mult-adds (zoo models) that every converted
-  cell of the target has; none when no column is complete.
+- cost, lower is better: the first of vela's estimated time (ethos-u55), the TFLite Micro arena
+  (cortex-m), latency measured on the worker's host (``--bench``: the device's own for rpi and
+  android only when the sweep runs there), or mult-adds (zoo models) that every converted cell of
+  the target has; none when no column is complete.
 
 A cell is on the front when no other cell is at least as good in all three and better in one
 (the usual dominance; Deb, Multi-Objective Optimization using Evolutionary Algorithms, 2001, 2.4).
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from edgenet.sweep.results import read_results
 
-COSTS = (("latency_ms", "latency p50 (ms)"), ("estimated_ms", "vela estimate (ms)"),
-         ("arena_bytes", "TFLM arena (KiB)"), ("mult_adds", "mult-adds (M)"))
+COSTS = (("estimated_ms", "vela estimate (ms)"), ("arena_bytes", "TFLM arena (KiB)"),
+         ("latency_ms", "latency p50 here (ms)"), ("mult_adds", "mult-adds (M)"))
 
 
 @dataclass(frozen=True)
