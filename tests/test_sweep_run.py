@@ -57,14 +57,17 @@ def test_ray_and_local_give_the_same_cells_and_a_rerun_redoes_none(tmp_path):
     ray_procs_before = _processes_mentioning("edgenet-ray-")
     spec = SweepSpec(**TINY)
     lines: list[str] = []
-    by_ray = sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=lines.append)
+    import ray
+
+    nodes: list[str] = []    # where the local instance listens, asked while it runs: loopback only
+    by_ray = sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=lines.append,
+                   on_record=lambda r: nodes.append(ray.nodes()[0]["NodeManagerAddress"]) if not nodes else None)
+    assert nodes == ["127.0.0.1"]
     assert by_ray.ran == 8 and by_ray.failed == 0, [r.get("error") for r in by_ray.records]
     assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
     assert any("local Ray instance" in ln for ln in lines) and any(ln.startswith("[8/8]") for ln in lines)
     assert {r["pid"] for r in by_ray.records} != {os.getpid()}   # cells ran in Ray's workers
     # Ray is gone: no process, no session folder (its temp folder is removed after ray.shutdown)
-    import ray
-
     assert not ray.is_initialized()
     deadline = time.time() + 20
     while _processes_mentioning("edgenet-ray-") - ray_procs_before and time.time() < deadline:

@@ -14,7 +14,8 @@ worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
   reference (numpy arrays are read zero-copy from shared memory on each node); results come back
   with ``ray.wait`` as cells finish, the cell's files inside the returned value. Without an
   address it starts a local Ray instance (``ray.init(num_cpus=workers * cpus_per_cell)``, no
-  dashboard, its session folder in a temporary folder that is removed after ``ray.shutdown``).
+  dashboard, listening on 127.0.0.1 only, its session folder in a temporary folder that is
+  removed after ``ray.shutdown``).
 """
 from __future__ import annotations
 
@@ -144,6 +145,36 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
 RAY_PREFIX = "edgenet-ray-"
 
 
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # read when ray is imported, here and in its workers
+
+
+def _loopback_only(on: bool = True, saved: list | None = None) -> list:
+    """A local Ray instance listens on 127.0.0.1 only, not on this machine's network address
+    (where Ray puts a head node by default, so that other nodes can join it). ``on=False`` with
+    what ``on=True`` returned puts things back."""
+    import sys
+
+    if on:
+        saved = [os.environ.get(_LOOPBACK_ENV), None]
+        os.environ[_LOOPBACK_ENV] = "0"
+        if "ray" in sys.modules:
+            from ray._private import ray_constants
+
+            saved[1] = ray_constants.ENABLE_RAY_CLUSTER
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        return saved
+    env, constant = saved or (None, None)
+    if env is None:
+        os.environ.pop(_LOOPBACK_ENV, None)
+    else:
+        os.environ[_LOOPBACK_ENV] = env
+    if constant is not None:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+    return []
+
+
 def _remove_stale_ray_folders() -> None:
     """Session folders of local Ray instances whose sweep was killed (SIGKILL: no clean-up ran);
     their Ray processes died with it (Ray ties them to the driver)."""
@@ -178,10 +209,13 @@ class RayExecutor:
     def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
         import logging
 
+        import sys
+
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            raise UsageError("Ray is already initialized in this process; edgenet sweep starts and stops its own")
+        saved = None if self.address else _loopback_only()
         import ray
 
-        if ray.is_initialized():
-            raise UsageError("Ray is already initialized in this process; edgenet sweep starts and stops its own")
         temp = None
         options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                    "configure_logging": True}
@@ -191,10 +225,13 @@ class RayExecutor:
             else:
                 _remove_stale_ray_folders()
                 temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
-                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=temp, **options)
+                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=temp, _node_ip_address="127.0.0.1",
+                         **options)
         except Exception as exc:
             if temp:
                 shutil.rmtree(temp, ignore_errors=True)
+            if saved is not None:
+                _loopback_only(False, saved)
             where = self.address or "a local instance"
             raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}") from None
         try:
@@ -215,3 +252,5 @@ class RayExecutor:
             ray.shutdown()
             if temp:
                 shutil.rmtree(temp, ignore_errors=True)
+            if saved is not None:
+                _loopback_only(False, saved)
