@@ -144,3 +144,41 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(ids)
     assert "FAILED" in stderr and "Traceback" not in stderr
     assert "1 of 4 cell(s) failed, e.g. broken.onnx cortex-m int8" in stderr.splitlines()[-1]
+
+
+def test_a_node_without_the_drivers_files_converts_the_same_cell(tmp_path):
+    """What a Ray worker on another machine gets: the model file's bytes and the preloaded arrays,
+    but no model file, no calibration folder at the driver's paths."""
+    import hashlib
+
+    from PIL import Image
+
+    import edgenet
+    from converters.export import export_onnx
+    from edgenet.sweep import expand
+    from edgenet.sweep.worker import cell_files, memory_key, preload, run_cell, run_cell_anywhere
+
+    model = tmp_path / "driver" / "tiny.onnx"
+    model.parent.mkdir()
+    module = edgenet.create_model("mobilenet_v1", alpha=0.25, resolution=32, num_classes=2)
+    model.write_bytes(export_onnx(module, (1, 3, 32, 32)).SerializeToString())
+    calib = tmp_path / "driver" / "images"
+    calib.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype="uint8")).save(calib / f"{i}.png")
+    [cell], _ = expand(SweepSpec(models=(str(model),), targets=("cortex-m",), calib=str(calib), calib_samples=8,
+                                 eval_samples=2))
+    memory = preload([cell])[memory_key(cell)]
+    here, _ = run_cell(cell, memory)
+    files = {p: Path(p).read_bytes() for p in cell_files(cell)}
+    model.unlink()
+    for f in calib.iterdir():
+        f.unlink()
+    calib.rmdir()
+    there, out = run_cell_anywhere(cell, memory, files)
+    assert here["status"] == there["status"] == "ok", (here.get("error"), there.get("error"))
+    assert there["model"] == str(model) and there["calib"] == str(calib) and there["label"] == "tiny.onnx cortex-m int8"
+    assert there["sha256"] == here["sha256"] and there["sqnr_db"] == here["sqnr_db"]
+    assert hashlib.sha256(out["model_int8.tflite"]).hexdigest() == here["sha256"]
+    assert not list(Path(__import__("tempfile").gettempdir()).glob("edgenet-files-*"))

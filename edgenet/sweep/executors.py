@@ -11,7 +11,9 @@ worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
   rebuilt and each unfinished cell tried once more.
 * :class:`RayExecutor`: one Ray task per cell declaring ``num_cpus=cpus_per_cell``; each preloaded
   dataset is ``ray.put`` once into the object store and passed to the cells that use it by
-  reference (numpy arrays are read zero-copy from shared memory on each node); results come back
+  reference (numpy arrays are read zero-copy from shared memory on each node), and so are the
+  bytes of model files and .toml profiles (a node without the driver's disk converts from a
+  temporary copy; see :func:`~edgenet.sweep.worker.run_cell_anywhere`); results come back
   with ``ray.wait`` as cells finish, the cell's files inside the returned value. Without an
   address it starts a local Ray instance (``ray.init(num_cpus=workers * cpus_per_cell)``, no
   dashboard, listening on 127.0.0.1 only, its session folder in a temporary folder that is
@@ -31,7 +33,7 @@ from typing import Iterator
 
 from edgenet.errors import UsageError
 from edgenet.sweep.cells import Cell
-from edgenet.sweep.worker import memory_key, one_line, run_cell
+from edgenet.sweep.worker import cell_files, memory_key, one_line, run_cell
 
 Outcome = tuple[Cell, dict, dict]
 
@@ -184,9 +186,12 @@ def _remove_stale_ray_folders() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _ray_cell(cell: Cell, memory: dict | None, threads: int):
-    """The Ray task: ``memory`` arrives resolved from the object store (read-only arrays)."""
-    return run_cell(cell, memory, threads=threads)
+def _ray_cell(cell: Cell, memory: dict | None, files: dict | None, threads: int):
+    """The Ray task: ``memory`` and ``files`` arrive resolved from the object store (the arrays
+    read-only, zero-copy); the node may be another machine (see run_cell_anywhere)."""
+    from edgenet.sweep.worker import run_cell_anywhere
+
+    return run_cell_anywhere(cell, memory, files, threads=threads)
 
 
 class RayExecutor:
@@ -238,7 +243,13 @@ class RayExecutor:
             self.cluster_cpus = ray.cluster_resources().get("CPU")
             task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=1)(_ray_cell)
             refs = {key: ray.put(memory) for key, memory in memories.items() if memory is not None}
-            pending = {task.remote(cell, refs.get(memory_key(cell)), self.cpus_per_cell): cell for cell in cells}
+            blobs = {}   # the model file and profile bytes, once per distinct combination
+            for cell in cells:
+                paths = cell_files(cell)
+                if paths and paths not in blobs:
+                    blobs[paths] = ray.put({p: Path(p).read_bytes() for p in paths})
+            pending = {task.remote(cell, refs.get(memory_key(cell)), blobs.get(cell_files(cell)), self.cpus_per_cell):
+                       cell for cell in cells}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:

@@ -84,6 +84,50 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
     return record, files
 
 
+def cell_files(cell: Cell) -> tuple[str, ...]:
+    """The driver's files a cell reads besides the calibration data: its model file and a target
+    profile given as a path (a zoo model and a built-in target need none)."""
+    from edgenet.sweep.cells import _is_profile_path
+
+    return tuple(p for p in ((cell.model if cell.kind != "zoo" else None),
+                             (cell.target if _is_profile_path(cell.target) else None)) if p)
+
+
+def run_cell_anywhere(cell: Cell, memory: dict | None, files: dict[str, bytes] | None,
+                      threads: int | None = None) -> tuple[dict, dict[str, bytes]]:
+    """:func:`run_cell` on a node that may not share the driver's disk (a Ray worker).
+
+    ``files``: the bytes of :func:`cell_files`; where this node has no file at that path with the
+    same content, the bytes are written to a temporary folder and converted from there. A
+    calibration folder need not exist here: the preloaded arrays in ``memory`` are all the cell
+    reads, and they are served under a stand-in empty folder. The record names the driver's paths.
+    """
+    import dataclasses
+    import hashlib
+
+    local = Path(tempfile.mkdtemp(prefix="edgenet-files-"))
+    try:
+        moved = {}
+        for path, blob in (files or {}).items():
+            here = Path(path)
+            if not (here.is_file() and hashlib.sha256(here.read_bytes()).digest() == hashlib.sha256(blob).digest()):
+                copy = local / str(len(moved)) / here.name
+                copy.parent.mkdir()
+                copy.write_bytes(blob)
+                moved[path] = str(copy)
+        changes = {k: moved[v] for k, v in (("model", cell.model), ("target", cell.target)) if v in moved}
+        if cell.calib not in ("digits", "shapes") and not Path(cell.calib).is_dir() and memory:
+            stand_in = local / "calib"
+            stand_in.mkdir()
+            memory = {(str(stand_in), *key[1:]) if key[0] == cell.calib else key: v for key, v in memory.items()}
+            changes["calib"] = str(stand_in)
+        record, out = run_cell(dataclasses.replace(cell, **changes, id=cell.id) if changes else cell, memory, threads)
+        record.update({"model": cell.model, "target": cell.target, "calib": cell.calib, "label": cell.label})
+        return record, out
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def _cell_fields(cell: Cell) -> dict:
     return {"model": cell.model, "kind": cell.kind, "alpha": cell.alpha, "resolution": cell.resolution,
             "num_classes": cell.num_classes, "target": cell.target, "precision": cell.precision.value,
