@@ -68,14 +68,10 @@ def _pool_init(memories: dict, parent: int, threads: int, workdir: str | None) -
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    os.environ["OMP_NUM_THREADS"] = str(threads)   # before torch is imported (as Ray does for a task)
     _pool_memories, _pool_threads, _pool_workdir = memories, threads, workdir
     from edgenet.sweep.worker import prepare
 
-    prepare()
-    import torch
-
-    torch.set_num_threads(threads)
+    prepare(threads)   # sizes the thread pools for `threads` CPUs before torch and TensorFlow start them
 
 
 def _pool_cell(cell: Cell, keep_files: bool = True):

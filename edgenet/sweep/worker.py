@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +28,38 @@ BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds":
 """The short benchmark windows of ``--bench`` (edgenet.bench keyword arguments)."""
 
 
-def prepare() -> None:
-    """Import TensorFlow and torch in this process (once): every cell's convert then runs in it."""
+def prepare(cpus: int | None = None) -> None:
+    """Import TensorFlow and torch in this process (once): every cell's convert then runs in it.
+
+    ``cpus``: this process runs cells of that many CPUs (a pool worker, a Ray task's
+    ``num_cpus``): :func:`limit_cpus`.
+    """
+    if cpus:
+        limit_cpus(cpus)
+    if "tensorflow" in sys.modules and "torch" in sys.modules:
+        return
     from edgenet._deps import import_tensorflow, require
 
-    import_tensorflow()
-    require("torch")
+    tf = import_tensorflow()
+    if cpus:
+        try:   # only before TensorFlow's runtime starts (the first thing this process does with it)
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        except RuntimeError:
+            pass
+    torch = require("torch")
+    if cpus:
+        torch.set_num_threads(cpus)
     require("onnxruntime")
+
+
+def limit_cpus(cpus: int) -> None:
+    """Size this process's thread pools for ``cpus`` CPUs, as Ray's OMP_NUM_THREADS does for a task:
+    convert sizes its LiteRT/XNNPACK pools (calibration, validation) by ``os.cpu_count()``, so
+    without this two workers on two cores would each run a thread per core and slow each other.
+    (Python 3.13's PYTHON_CPU_COUNT does the same for ``os.cpu_count``.) Only in worker processes."""
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    os.cpu_count = lambda: cpus
 
 
 def one_line(exc: BaseException) -> str:
@@ -59,7 +85,7 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
     local executor uses the sweep's DIR/cells/, where a crash's leftovers are removed on re-run.
     """
     global current_work
-    prepare()
+    prepare(threads)
     t0 = time.perf_counter()
     base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
             "pid": os.getpid()}
