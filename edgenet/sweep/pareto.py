@@ -162,9 +162,9 @@ def plot(all_fronts: list[Front], path: Path) -> Path:
         if len(pts) > 1:
             ax.plot(*zip(*pts), color="C0", lw=1, zorder=2)
         ax.set_xscale("log")
-        for axis in (ax.xaxis,):
-            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: ""))
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("model size (KiB)")
         ax.set_ylabel("top-1 (%)" if f.quality == "top1" else "SQNR vs float32 (dB; float32 on top)")
         ax.set_title(f"{f.target}: front (blue), filled = fits")
