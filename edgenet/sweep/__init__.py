@@ -100,33 +100,62 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
         if todo:
             from edgenet.sweep.worker import preload
 
-            t_data = time.perf_counter()
-            memories = preload(todo)
-            say(f"calibration and evaluation data loaded once: {sum(m is not None for m in memories.values())} "
-                f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB, {time.perf_counter() - t_data:.1f} s")
-            t_run = time.perf_counter()
-            for cell, record, files in run_with.run(todo, memories):
-                record = store.commit(record, files)
-                ran += 1
-                failed_now += record.get("status") == "failed"
-                elapsed = time.perf_counter() - t_run
-                left = elapsed / ran * (len(todo) - ran)
-                what = record.get("status")
-                if what == "failed":
-                    what = f"FAILED: {record.get('error')}"
-                elif what == "does_not_fit":
-                    what = f"does not fit: {record.get('error')}"
-                else:
-                    what = f"ok {record.get('seconds', 0):.1f} s"
-                say(f"[{ran}/{len(todo)}] {cell.label}: {what}  (failed {failed_now}, elapsed "
-                    f"{_clock(elapsed)}, ~{_clock(left)} left)")
-                if on_record:
-                    on_record(record)
+            if hasattr(run_with, "start"):
+                run_with.start(len(todo))   # the workers import TensorFlow while the data loads here
+            try:
+                if png:
+                    _import_matplotlib_meanwhile()
+                t_data = time.perf_counter()
+                memories = preload(todo)
+                say(f"calibration and evaluation data loaded once: {sum(m is not None for m in memories.values())} "
+                    f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB, {time.perf_counter() - t_data:.1f} s")
+                t_run = time.perf_counter()
+                outcomes = run_with.run(todo, memories)
+                for cell, record, files in outcomes:
+                    record = store.commit(record, files)
+                    ran += 1
+                    failed_now += record.get("status") == "failed"
+                    elapsed = time.perf_counter() - t_run
+                    left = elapsed / ran * (len(todo) - ran)
+                    what = record.get("status")
+                    if what == "failed":
+                        what = f"FAILED: {record.get('error')}"
+                    elif what == "does_not_fit":
+                        what = f"does not fit: {record.get('error')}"
+                    else:
+                        what = f"ok {record.get('seconds', 0):.1f} s"
+                    say(f"[{ran}/{len(todo)}] {cell.label}: {what}  (failed {failed_now}, elapsed "
+                        f"{_clock(elapsed)}, ~{_clock(left)} left)")
+                    if on_record:
+                        on_record(record)
+            finally:
+                if "outcomes" in locals():
+                    outcomes.close()   # an error or Ctrl-C here: the pool or Ray is stopped now
+                if hasattr(run_with, "close"):
+                    run_with.close()
         md, picture, _ = render(out, png=png)
         records = store.finished()
     grid = tuple(records[c.id] for c in cells if c.id in records)
     return SweepResult(Path(out), grid, ran, len(finished), sum(r.get("status") == "failed" for r in grid),
                        round(time.perf_counter() - t0, 3), Executor(executor).value, md, picture, tuple(notes))
+
+
+def _import_matplotlib_meanwhile() -> None:
+    """pareto.png needs matplotlib (about 1 s to import): imported while the cells run."""
+    import importlib.util
+    import threading
+
+    def _load():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:   # not installed: pareto.png is skipped later, with a note
+            pass
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        threading.Thread(target=_load, daemon=True).start()
 
 
 def _nbytes(memories: dict) -> int:

@@ -5,8 +5,9 @@ as each cell finishes, in finishing order; the driver commits each one at once. 
 worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
 
 * :class:`LocalExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` spawned
-  processes, each importing TensorFlow once and receiving the preloaded datasets once (pickled
-  with its start-up arguments). A worker watches its parent and exits if it is gone (a killed
+  processes, started before the data is loaded, each importing TensorFlow once and mapping the
+  preloaded arrays (written once as .npy files) read-only. A worker watches its parent and exits
+  if it is gone (a killed
   sweep leaves no process behind). A worker that dies takes the pool with it: the pool is
   rebuilt and each unfinished cell tried once more.
 * :class:`RayExecutor`: one Ray task per cell declaring ``num_cpus=cpus_per_cell``; each preloaded
@@ -43,9 +44,9 @@ def _failed(cell: Cell, error: str) -> dict:
 
 
 # -- local process pool --------------------------------------------------------------------------
-_pool_memories: dict | None = None
 _pool_threads: int = 1
 _pool_workdir: str | None = None
+_pool_mapped: dict = {}          # folder of array files -> the memory they hold (mapped once per worker)
 
 
 def _watch_parent(parent: int) -> None:
@@ -60,33 +61,47 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _pool_init(memories: dict, parent: int, threads: int, workdir: str | None) -> None:
-    global _pool_memories, _pool_threads, _pool_workdir
+def _pool_init(parent: int, threads: int, workdir: str | None) -> None:
+    global _pool_threads, _pool_workdir
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # TensorFlow's C++ start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) would interleave
     # with the sweep's progress; a cell's errors come back in its record
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    _pool_memories, _pool_threads, _pool_workdir = memories, threads, workdir
+    _pool_threads, _pool_workdir = threads, workdir
     from edgenet.sweep.worker import prepare
 
     prepare(threads)   # sizes the thread pools for `threads` CPUs before torch and TensorFlow start them
 
 
-def _pool_cell(cell: Cell, keep_files: bool = True):
-    memory = (_pool_memories or {}).get(memory_key(cell))
+def _pool_ready() -> int:
+    return os.getpid()
+
+
+def _pool_cell(cell: Cell, memory_folder: str | None = None, keep_files: bool = True):
+    from edgenet.sweep.worker import map_memory
+
+    memory = None
+    if memory_folder is not None:
+        if memory_folder not in _pool_mapped:
+            _pool_mapped[memory_folder] = map_memory(memory_folder)
+        memory = _pool_mapped[memory_folder]
     return run_cell(cell, memory, threads=_pool_threads, keep_files=keep_files, workdir=_pool_workdir)
 
 
-def start_pool(workers: int, memories: dict, threads: int, workdir: str | None = None) -> ProcessPoolExecutor:
-    """``workers`` spawned processes, each with TensorFlow imported and ``memories`` at hand;
-    cells' temporary folders in ``workdir`` (default: the system's temp folder)."""
+def start_pool(workers: int, threads: int, workdir: str | None = None) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, starting now, each importing TensorFlow and torch once, its
+    thread pools sized for ``threads`` CPUs; cells' temporary folders in ``workdir`` (default: the
+    system's temp folder)."""
     import multiprocessing
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_pool_init, initargs=(memories, os.getpid(), threads,
-                                                                 None if workdir is None else str(workdir)))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_pool_init,
+                               initargs=(os.getpid(), threads, None if workdir is None else str(workdir)))
+    for _ in range(workers):   # spawn them all now (a pool starts its processes as work arrives)
+        pool.submit(_pool_ready)
+    return pool
 
 
 class LocalExecutor:
@@ -96,36 +111,60 @@ class LocalExecutor:
         self.cpus_per_cell = max(1, cpus_per_cell)
         self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
         self.workdir: str | None = None   # the sweep sets DIR/cells: a crash's leftovers are tidied on re-run
+        self._pool: ProcessPoolExecutor | None = None
 
     def describe(self) -> str:
         return f"{self.workers} local worker process(es)"
 
+    def start(self, cells: int) -> None:
+        """Start the workers now: they import TensorFlow while the sweep loads its data."""
+        if self._pool is None:
+            self._pool = start_pool(min(self.workers, cells), self.cpus_per_cell, self.workdir)
+
+    def close(self) -> None:
+        """Stop workers started by :meth:`start` that no :meth:`run` took over (an error before)."""
+        if self._pool is not None:
+            stop_pool(self._pool)
+            self._pool = None
+
     def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        """The preloaded arrays go to the workers as .npy files in a hidden folder of the sweep's
+        DIR/cells/ (or the temp folder), memory-mapped read-only by each worker once."""
+        from edgenet.sweep.worker import save_memory
+
         todo, attempts = list(cells), {c.id: 0 for c in cells}
-        while todo:
-            pool = start_pool(min(self.workers, len(todo)), memories, self.cpus_per_cell, self.workdir)
-            retry: list[Cell] = []
-            try:
-                futures = {pool.submit(_pool_cell, cell): cell for cell in todo}
-                todo = []
-                while futures:
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        cell = futures.pop(future)
-                        try:
-                            record, files = future.result()
-                        except BrokenProcessPool:
-                            attempts[cell.id] += 1
-                            if attempts[cell.id] < 2:
-                                retry.append(cell)
-                                continue
-                            record, files = _failed(cell, "the worker process died while converting it"), {}
-                        except Exception as exc:
-                            record, files = _failed(cell, one_line(exc)), {}
-                        yield cell, record, files
-            finally:
-                stop_pool(pool)
-            todo = retry
+        data = Path(tempfile.mkdtemp(prefix=".data-", dir=self.workdir))
+        try:
+            folders = {key: save_memory(memory, data / str(i))
+                       for i, (key, memory) in enumerate(memories.items()) if memory is not None}
+            while todo:
+                self.start(len(todo))
+                pool, self._pool = self._pool, None
+                retry: list[Cell] = []
+                try:
+                    futures = {pool.submit(_pool_cell, cell, folders.get(memory_key(cell))): cell for cell in todo}
+                    todo = []
+                    while futures:
+                        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            cell = futures.pop(future)
+                            try:
+                                record, files = future.result()
+                            except BrokenProcessPool:
+                                attempts[cell.id] += 1
+                                if attempts[cell.id] < 2:
+                                    retry.append(cell)
+                                    continue
+                                record, files = _failed(cell, "the worker process died while converting it"), {}
+                            except Exception as exc:
+                                record, files = _failed(cell, one_line(exc)), {}
+                            yield cell, record, files
+                finally:
+                    stop_pool(pool)
+                todo = retry
+        finally:
+            self.close()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -95,8 +95,8 @@ class CellMeasure:
         from edgenet.sweep.worker import one_line
 
         if self._pool is None:
-            self._pool = start_pool(self.workers, {}, 1)
-        futures = [self._pool.submit(_pool_cell, cell, False) for cell in cells]
+            self._pool = start_pool(self.workers, 1)
+        futures = [self._pool.submit(_pool_cell, cell, None, False) for cell in cells]
         records = []
         for cell, future in zip(cells, futures):
             try:

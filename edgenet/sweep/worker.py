@@ -88,7 +88,7 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
     prepare(threads)
     t0 = time.perf_counter()
     base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "started_unix": round(time.time(), 3)}
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     work = current_work = Path(tempfile.mkdtemp(prefix=".work-" if workdir else "edgenet-cell-", dir=workdir))
@@ -258,6 +258,41 @@ def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
             load_data(opts, pre)
         out[key] = memory
     return out
+
+
+def save_memory(memory: dict, folder: Path) -> str:
+    """Write a preloaded memory (see :func:`preload`) to ``folder``: its arrays as .npy files and
+    an index; :func:`map_memory` reads it back with the arrays memory-mapped (not copied)."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    index = []
+    for i, (key, ds) in enumerate(memory.items()):
+        np.save(folder / f"{i}_x.npy", ds.x, allow_pickle=False)
+        if ds.labels is not None:
+            np.save(folder / f"{i}_y.npy", ds.labels, allow_pickle=False)
+        index.append((key, ds.labels is not None, ds.class_names, ds.name, ds.skipped))
+    (folder / "index.pickle").write_bytes(pickle.dumps(index))
+    return str(folder)
+
+
+def map_memory(folder: str | os.PathLike) -> dict:
+    """The memory :func:`save_memory` wrote, its arrays mapped read-only."""
+    import pickle
+
+    import numpy as np
+
+    from edgenet.data.datasets import Dataset
+
+    folder = Path(folder)
+    memory = {}
+    for i, (key, labelled, class_names, name, skipped) in enumerate(pickle.loads((folder / "index.pickle").read_bytes())):
+        labels = np.load(folder / f"{i}_y.npy", mmap_mode="r") if labelled else None
+        memory[key] = Dataset(x=np.load(folder / f"{i}_x.npy", mmap_mode="r"), labels=labels,
+                              class_names=class_names, name=name, skipped=skipped)
+    return memory
 
 
 def memory_key(cell: Cell) -> tuple:
