@@ -284,8 +284,8 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     (TFLite Micro arena against RAM, model size against flash); return the options to convert it.
 
     Each candidate is an ``edgenet sweep`` cell (converted and checked for the target as a sweep
-    does), several at once on the sweep's process pool (EDGENET_FIT_WORKERS, default one per
-    core); each is logged to the ``edgenet.fit`` logger as it is decided."""
+    does), one at a time in this process or EDGENET_FIT_WORKERS at once on the sweep's process
+    pool; each is logged to the ``edgenet.fit`` logger as it is decided."""
     from dataclasses import replace
 
     from edgenet.sweep.fitting import CellMeasure, log_candidate
