@@ -202,11 +202,20 @@ def _does_not_fit(exc: TargetError) -> dict:
 
 
 def _mult_adds(cell: Cell) -> int | None:
-    if cell.kind != "zoo":
-        return None
+    """Mult-adds of a zoo model or of the zoo model inside a checkpoint (None for model files)."""
     from edgenet.zoo import info
 
-    return int(info(cell.model, alpha=cell.alpha, resolution=cell.resolution, num_classes=cell.num_classes).mult_adds)
+    if cell.kind == "zoo":
+        options = dict(cell.options)
+        return int(info(cell.model, alpha=cell.alpha, resolution=cell.resolution, num_classes=cell.num_classes,
+                        in_channels=int(options.get("in_channels", 3))).mult_adds)
+    if cell.kind == "checkpoint":
+        from edgenet.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(cell.model)
+        return int(info(ckpt.model, alpha=ckpt.alpha, resolution=ckpt.resolution, num_classes=ckpt.num_classes,
+                        in_channels=ckpt.in_channels).mult_adds)
+    return None
 
 
 def _bench(out: Path, model_file: Path, threads: int | None) -> float:
