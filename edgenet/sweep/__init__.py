@@ -15,6 +15,7 @@ Modules: :mod:`~edgenet.sweep.cells` (grid, cell ids, the precision mapping),
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -100,15 +101,17 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
         if todo:
             from edgenet.sweep.worker import preload
 
-            if hasattr(run_with, "start"):
-                run_with.start(len(todo))   # the workers import TensorFlow while the data loads here
             try:
                 if png:
                     _import_matplotlib_meanwhile()
                 t_data = time.perf_counter()
-                memories = preload(todo)
-                say(f"calibration and evaluation data loaded once: {sum(m is not None for m in memories.values())} "
-                    f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB, {time.perf_counter() - t_data:.1f} s")
+                with ThreadPoolExecutor(1) as side:   # the data loads while the workers start
+                    loading = side.submit(preload, todo)
+                    run_with.start(len(todo))
+                    memories = loading.result()
+                say(f"calibration and evaluation data loaded once ({sum(m is not None for m in memories.values())} "
+                    f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB) while the workers started: "
+                    f"{time.perf_counter() - t_data:.1f} s")
                 t_run = time.perf_counter()
                 outcomes = run_with.run(todo, memories)
                 for cell, record, files in outcomes:
@@ -131,8 +134,7 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
             finally:
                 if "outcomes" in locals():
                     outcomes.close()   # an error or Ctrl-C here: the pool or Ray is stopped now
-                if hasattr(run_with, "close"):
-                    run_with.close()
+                run_with.close()
         md, picture, _ = render(out, png=png)
         records = store.finished()
     grid = tuple(records[c.id] for c in cells if c.id in records)

@@ -221,6 +221,14 @@ def _remove_stale_ray_folders() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _ray_prepare(cpus: int) -> int:
+    """A warm-up task: the worker imports TensorFlow and torch while the driver loads the data."""
+    from edgenet.sweep.worker import prepare
+
+    prepare(cpus)
+    return os.getpid()
+
+
 def _ray_cell(cell: Cell, memory: dict | None, files: dict | None, threads: int):
     """The Ray task: ``memory`` and ``files`` arrive resolved from the object store (the arrays
     read-only, zero-copy); the node may be another machine (see run_cell_anywhere)."""
@@ -240,23 +248,26 @@ class RayExecutor:
         self.cpus_per_cell = max(1, cpus_per_cell)
         self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
         self.cluster_cpus: float | None = None
+        self._started, self._temp, self._saved, self._warm = False, None, None, []
 
     def describe(self) -> str:
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
         cpus = "" if self.cluster_cpus is None else f", {self.cluster_cpus:g} CPUs"
         return f"Ray tasks of {self.cpus_per_cell} CPU on {where}{cpus}"
 
-    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+    def start(self, cells: int) -> None:
+        """Start (or join) Ray now and warm up to ``cells`` workers (TensorFlow imported), while the
+        sweep loads its data."""
         import logging
-
         import sys
 
+        if self._started:
+            return
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             raise UsageError("Ray is already initialized in this process; edgenet sweep starts and stops its own")
-        saved = None if self.address else _loopback_only()
+        self._saved = None if self.address else _loopback_only()
         import ray
 
-        temp = None
         options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                    "configure_logging": True}
         try:
@@ -264,18 +275,38 @@ class RayExecutor:
                 ray.init(address=self.address, **options)
             else:
                 _remove_stale_ray_folders()
-                temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
-                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=temp, _node_ip_address="127.0.0.1",
-                         **options)
+                self._temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
+                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=self._temp,
+                         _node_ip_address="127.0.0.1", **options)
         except Exception as exc:
-            if temp:
-                shutil.rmtree(temp, ignore_errors=True)
-            if saved is not None:
-                _loopback_only(False, saved)
+            self.close()
             where = self.address or "a local instance"
             raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}") from None
+        self._started = True
+        self.cluster_cpus = ray.cluster_resources().get("CPU")
+        warm = ray.remote(num_cpus=self.cpus_per_cell)(_ray_prepare)
+        slots = int((self.cluster_cpus or 1) // self.cpus_per_cell)
+        self._warm = [warm.remote(self.cpus_per_cell) for _ in range(max(1, min(cells, slots)))]
+
+    def close(self) -> None:
+        """Shut Ray down (a local instance stops; a cluster keeps running) and tidy up."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        if self._temp:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+        if self._saved is not None:
+            _loopback_only(False, self._saved)
+            self._saved = None
+
+    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        import ray
+
+        self.start(len(cells))
         try:
-            self.cluster_cpus = ray.cluster_resources().get("CPU")
             task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=1)(_ray_cell)
             refs = {key: ray.put(memory) for key, memory in memories.items() if memory is not None}
             blobs = {}   # the model file and profile bytes, once per distinct combination
@@ -295,8 +326,4 @@ class RayExecutor:
                         record, files = _failed(cell, f"Ray task failed: {one_line(exc)}"), {}
                     yield cell, record, files
         finally:
-            ray.shutdown()
-            if temp:
-                shutil.rmtree(temp, ignore_errors=True)
-            if saved is not None:
-                _loopback_only(False, saved)
+            self.close()
