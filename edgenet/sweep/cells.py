@@ -162,7 +162,7 @@ def _is_profile_path(target: str) -> bool:
     return target.endswith(".toml") or "/" in target or "\\" in target
 
 
-def _target_sha256(target: str) -> str:
+def target_sha256(target: str) -> str:
     from targets import load_target
     from targets.profile import PROFILE_DIR
 
@@ -204,7 +204,7 @@ def expand(spec: SweepSpec) -> tuple[list[Cell], list[str]]:
     if spec.calib_samples < 1 or spec.eval_samples < 1:
         raise UsageError("--calib-samples and --eval-samples must be at least 1")
     version = edgenet_version()
-    targets = {t: _target_sha256(t) for t in dict.fromkeys(spec.targets)}
+    targets = {t: target_sha256(t) for t in dict.fromkeys(spec.targets)}
     calib_sha = None
     if spec.calib not in ("digits", "shapes"):
         folder = Path(spec.calib)

@@ -16,7 +16,7 @@ import logging
 import os
 
 from edgenet.config import ConvertOptions, Precision
-from edgenet.sweep.cells import Cell, _target_sha256, edgenet_version
+from edgenet.sweep.cells import Cell, target_sha256, edgenet_version
 
 log = logging.getLogger("edgenet.fit")
 QUICK_CALIB = 64
@@ -79,7 +79,7 @@ class CellMeasure:
     def __init__(self, opts: ConvertOptions, profile, workers: int | None = None):
         self.opts, self.profile = opts, profile
         self.workers = workers or fit_workers()
-        self.target_sha = _target_sha256(opts.target)
+        self.target_sha = target_sha256(opts.target)
         self._pool = None
 
     def __call__(self, group: list[tuple[float, int, int]]):

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgenet.config import Precision
 from edgenet.errors import EdgenetError, TargetError
 from edgenet.sweep.cells import Cell, convert_precisions, precision_numbers
 
@@ -351,4 +350,5 @@ def cell_preprocess(cell: Cell):
     return None  # .pt2: the worker loads the data itself
 
 
-__all__ = ["run_cell", "prepare", "preload", "memory_key", "Precision"]
+__all__ = ["run_cell", "run_cell_anywhere", "prepare", "limit_cpus", "preload", "memory_key", "cell_files",
+           "save_memory", "map_memory"]
