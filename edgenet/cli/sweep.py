@@ -56,7 +56,7 @@ def _precisions(text: str) -> tuple:
 @click.option("--cpus-per-cell", type=int, default=1, show_default=True,
               help="CPUs a cell declares (Ray's num_cpus; threads of a local worker).")
 @click.option("--ray-address", default=None, metavar="ADDR",
-              help="A running Ray cluster (e.g. 10.0.0.5:6379, or 'auto'); default: start a local instance.")
+              help="A running Ray cluster (e.g. HEAD_IP:6379, or 'auto'); default: start a local instance.")
 @click.option("--retry-failed", is_flag=True, help="Run failed cells again (finished cells are always skipped).")
 @click.option("--report", "report_dir", type=click.Path(), default=None, metavar="DIR",
               help="Only re-render DIR/pareto.md and pareto.png from DIR/results.jsonl.")
@@ -86,7 +86,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
       edgenet sweep mobilenet_v1 --alpha 0.25,0.5 --resolution 64,96 --target rpi,cortex-m \\
           --num-classes 2 --out S --executor ray                      # local Ray instance
       edgenet sweep mobilenet_v1 squeezenet1_1 digits.pt model.onnx --resolution 96,128 \\
-          --target cortex-m,ethos-u55,coral --out S --executor ray --ray-address 10.0.0.5:6379
+          --target cortex-m,ethos-u55,coral --out S --executor ray --ray-address HEAD_IP:6379
       edgenet sweep digits.pt --calib digits --target rpi --precision float32,int8 --bench --out S
       edgenet sweep --report S                                        # re-render S/pareto.md
     """
