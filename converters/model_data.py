@@ -63,7 +63,9 @@ def default_calib(source_info: dict) -> str:
 def check_calib_spec(spec: str | None) -> None:
     """Cheap checks of ``--calib`` before any slow stage: a built-in name, an existing folder with a
     decodable image, or an existing .npz/.npy file."""
-    if spec is None or spec in BUILTIN:
+    from edgenet.data.datasets import serving
+
+    if spec is None or spec in BUILTIN or serving():   # preloaded arrays (edgenet sweep): no folder needed
         return
     path = Path(spec).expanduser()
     if path.suffix.lower() in ARRAY_SUFFIXES:

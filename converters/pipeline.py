@@ -415,59 +415,38 @@ def _report(opts, profile, source, model, built, checked, data, pass_stats, per_
                                                   "axis": split.axis, "sizes": list(split.sizes)})
 
 
-def build_int8(opts: ConvertOptions) -> bytes:
-    """Only what an int8 model needs (no validation, no files): for trying candidates quickly."""
-    from converters.onnx_to_tf import onnx_to_tf
-    from converters.passes import run_passes
-    from converters.tflite import to_float_tflite, to_int8_tflite
-
-    source = load_source(opts)
-    data = load_data(opts.calib or default_calib(source.info), source.inputs, source.preprocess, int8=True,
-                     calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
-                     explicit=opts.calib is not None)
-    model, _ = run_passes(source.onnx)
-    return to_int8_tflite(to_float_tflite(onnx_to_tf(model)), list(data.calib), io_type=opts.io_type or IOType.INT8,
-                          method=opts.calib_method).model
-
-
 def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object]:
     """Search the zoo model's alpha x resolution grid for the largest model that fits ``profile``
-    (TFLite Micro arena against RAM, model size against flash); return the options to convert it."""
+    (TFLite Micro arena against RAM, model size against flash); return the options to convert it.
+
+    Each candidate is an ``edgenet sweep`` cell (converted and checked for the target as a sweep
+    does), one at a time in this process or EDGENET_FIT_WORKERS at once on the sweep's process
+    pool; each is logged to the ``edgenet.fit`` logger as it is decided."""
     from dataclasses import replace
 
-    from edgenet.io import atomic_write_bytes
-    from edgenet.scratch import ScratchDir
-    from edgenet.zoo import info
+    from edgenet.sweep.fitting import CellMeasure, log_candidate
+    from edgenet.zoo import info, validate_hparams
     from targets.fit import fit_model
 
     from converters.sources import SourceKind, source_kind
 
     if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
-    from edgenet.zoo import validate_hparams
-
-    for a in opts.fit_alphas:          # refused before any folder is made
-        for r in opts.fit_resolutions:
-            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
-    quick = replace(opts, calib_samples=min(opts.calib_samples, 64), eval_samples=1, fit=False)
-
-    def build(alpha: float, resolution: int) -> Path:
-        spec = replace(opts.model, alpha=alpha, resolution=resolution)
-        path = workdir / f"mobilenet_{alpha:g}_{resolution}.tflite"
-        atomic_write_bytes(path, build_int8(replace(quick, model=spec, io_type=opts.io_type or profile.input_type)))
-        return path
 
     def mult_adds(alpha: float, resolution: int) -> int:
         return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
                     in_channels=opts.model.in_channels).mult_adds
 
+    for a in opts.fit_alphas:
+        for r in opts.fit_resolutions:
+            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
     grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
-    scratch = ScratchDir("edgenet-fit-")   # removed by the next run if this process is killed
-    workdir = scratch.path
+    measure = CellMeasure(opts, profile)
     try:
-        result = fit_model(profile, grid, build, mult_adds)
+        result = fit_model(profile, grid, None, mult_adds, measure=measure, batch=measure.workers,
+                           progress=log_candidate)
     finally:
-        scratch.close()
+        measure.close()
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result

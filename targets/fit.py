@@ -74,15 +74,24 @@ class FitResult:
         lines = [f"fit for {self.target} (RAM budget {kib(self.ram_budget)}, flash budget "
                  f"{kib(self.flash_budget)}): {self.builds} of {len(self.candidates)} candidates built"]
         for c in self.candidates:
-            size = f"{c.mult_adds / 1e6:.1f} M mult-adds"
-            if c.status is FitStatus.FITS:
-                lines.append(f"  picked   {c.label}: {size}, arena {kib(c.arena_bytes)}, model {kib(c.model_bytes)}")
+            if c is self.chosen:
+                lines.append("  picked   " + candidate_line(c))
+            elif c.status is FitStatus.FITS:   # built in the same batch as the pick
+                lines.append("  fits too " + candidate_line(c) + " (fewer mult-adds)")
             elif c.status is not FitStatus.NOT_NEEDED:
-                lines.append(f"  rejected {c.label}: {size}: {c.reason}")
+                lines.append("  rejected " + candidate_line(c))
         skipped = sum(c.status is FitStatus.NOT_NEEDED for c in self.candidates)
         if skipped:
             lines.append(f"  ({skipped} smaller candidate(s) not needed)")
         return lines
+
+
+def candidate_line(c: FitCandidate) -> str:
+    """``alpha 0.5 @ 96 px: 12.2 M mult-adds, arena 117.1 KiB, model 934.4 KiB`` (or why not)."""
+    size = f"{c.mult_adds / 1e6:.1f} M mult-adds"
+    if c.status is FitStatus.FITS:
+        return f"{c.label}: {size}, arena {kib(c.arena_bytes)}, model {kib(c.model_bytes)}"
+    return f"{c.label}: {size}: {c.reason}"
 
 
 def _dominating_failure(alpha: float, res: int, failures: list[FitCandidate],
@@ -124,9 +133,18 @@ def _measure(profile: TargetProfile, alpha: float, res: int, macs: int,
 
 
 def fit_model(profile: TargetProfile, candidates: list[tuple[float, int]],
-              build: Callable[[float, int], Path], mult_adds: Callable[[float, int], int], *,
-              size_depends_on_resolution: bool = False) -> FitResult:
+              build: Callable[[float, int], Path] | None, mult_adds: Callable[[float, int], int], *,
+              size_depends_on_resolution: bool = False,
+              measure: Callable[[list[tuple[float, int, int]]], list[FitCandidate]] | None = None,
+              batch: int = 1, progress: Callable[[FitCandidate], None] | None = None) -> FitResult:
     """The candidate with the most mult-adds whose TFLM arena fits RAM and whose model fits flash.
+
+    Candidates are measured by ``build`` (a path to the int8 .tflite, measured here in TFLite
+    Micro) or by ``measure`` (a list of ``(alpha, resolution, mult_adds)`` -> their FitCandidates,
+    in order: ``edgenet sweep``'s cells), ``batch`` at a time: the next ``batch`` candidates that
+    no known failure rules out are measured together (in parallel when ``measure`` runs them so);
+    the answer is the same as one at a time, a batch may build candidates that turn out not to be
+    needed. ``progress`` receives each candidate as it is decided.
 
     Raises TargetError (with ``exc.result``, the FitResult) when none fits.
     """
@@ -134,33 +152,51 @@ def fit_model(profile: TargetProfile, candidates: list[tuple[float, int]],
         raise UsageError(f"target {profile.name!r} has no RAM or flash budget to fit a model into")
     if not candidates:
         raise UsageError("fit needs at least one (alpha, resolution) candidate")
+    if measure is None:
+        if build is None:
+            raise UsageError("fit needs a build or a measure function")
+        measure = lambda group: [_measure(profile, a, r, m, build) for a, r, m in group]  # noqa: E731
+    tell = progress or (lambda candidate: None)
     unique = list(dict.fromkeys((float(a), int(r)) for a, r in candidates))
     order = sorted(((a, r, int(mult_adds(a, r))) for a, r in unique), key=lambda c: (-c[2], -c[0], -c[1]))
-    done: list[FitCandidate] = []
+    decided: dict[int, FitCandidate] = {}
     failures: list[FitCandidate] = []
     chosen: FitCandidate | None = None
     builds = 0
     unrunnable: FitCandidate | None = None  # TFLM lacks a kernel: every candidate has the same ops
-    for alpha, res, macs in order:
-        if chosen is not None:
-            done.append(FitCandidate(alpha, res, macs, FitStatus.NOT_NEEDED,
-                                     reason=f"fewer mult-adds than {chosen.label}, which fits"))
+    i = 0
+    while i < len(order):
+        group: list[int] = []
+        while i < len(order) and len(group) < max(1, batch):
+            alpha, res, macs = order[i]
+            why = None if chosen is None else f"fewer mult-adds than {chosen.label}, which fits"
+            if why:
+                decided[i] = FitCandidate(alpha, res, macs, FitStatus.NOT_NEEDED, reason=why)
+            else:
+                why = _dominating_failure(alpha, res, failures, size_depends_on_resolution)
+                if unrunnable is not None:
+                    why = f"same operators as {unrunnable.label}, which TFLite Micro cannot run"
+                if why:
+                    decided[i] = FitCandidate(alpha, res, macs, FitStatus.DOMINATED, reason=f"not built: {why}")
+                    tell(decided[i])
+                else:
+                    group.append(i)
+            i += 1
+        if not group:
             continue
-        why = _dominating_failure(alpha, res, failures, size_depends_on_resolution)
-        if unrunnable is not None:
-            why = f"same operators as {unrunnable.label}, which TFLite Micro cannot run"
-        if why:
-            done.append(FitCandidate(alpha, res, macs, FitStatus.DOMINATED, reason=f"not built: {why}"))
-            continue
-        builds += 1
-        cand = _measure(profile, alpha, res, macs, build)
-        done.append(cand)
-        if cand.status is FitStatus.FITS:
-            chosen = cand
-        elif cand.status is FitStatus.TOO_BIG:
-            failures.append(cand)
-        elif cand.status is FitStatus.DOES_NOT_RUN and "kernel" in cand.reason:
-            unrunnable = cand
+        builds += len(group)
+        for index, cand in zip(group, measure([order[k] for k in group])):
+            decided[index] = cand
+            tell(cand)
+            if cand.status is FitStatus.FITS:
+                chosen = chosen or cand
+            elif cand.status is FitStatus.TOO_BIG:
+                failures.append(cand)
+            elif cand.status is FitStatus.DOES_NOT_RUN and "kernel" in cand.reason:
+                unrunnable = unrunnable or cand
+    done = [decided[k] for k in range(len(order))]
+    # with batches, a candidate built after a bigger one in its batch fits is not the answer
+    chosen = next((c for c in done if c.status is FitStatus.FITS), None)
     result = FitResult(profile.name, profile.ram_budget, profile.flash_budget, chosen, tuple(done), builds)
     if chosen is None:
         measured = [c for c in done if c.status in (FitStatus.TOO_BIG, FitStatus.DOES_NOT_RUN, FitStatus.BUILD_FAILED)]

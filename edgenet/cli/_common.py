@@ -19,6 +19,7 @@ COMMANDS = {
     "targets": "targets_cmd",
     "bench": "bench",
     "train": "train",
+    "sweep": "sweep",
 }
 
 

@@ -140,11 +140,31 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     reporter = StderrProgress(quiet=quiet or as_json)
 
+    interrupted = []   # --fit prints each candidate as it is decided (logger edgenet.fit), cutting the stage's line
+
     def progress(event, index, total, name, detail):
         if event == "start":
             reporter.start(index, total, name, detail)
+        elif interrupted:
+            interrupted.clear()
+            reporter.message(f"[{index}/{total}] {name}: {float(detail):.2f} s")
         else:
             reporter.done(float(detail))
+
+    if fit and not reporter.quiet:
+        import logging
+
+        class _FitLines(logging.Handler):
+            def emit(self, record):
+                if reporter.open_line:
+                    click.echo("", err=True)
+                    reporter.open_line = False
+                interrupted.append(True)
+                reporter.message("  " + record.getMessage())
+
+        fit_log = logging.getLogger("edgenet.fit")
+        fit_log.setLevel(logging.INFO)
+        fit_log.addHandler(_FitLines())
 
     from converters.model_inputs import parse_input_shape
 

@@ -12,6 +12,7 @@ Everything here runs on the device too: numpy and Pillow only (scikit-learn for 
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,43 @@ def _unknown_spec(spec: str) -> DataError:
     return DataError(f"unknown dataset {spec!r}: {hint}use 'digits', 'shapes' or a folder of images")
 
 
+_memory: dict | None = None   # see served_from
+
+
+@contextmanager
+def served_from(memory: dict):
+    """While active, :func:`load_dataset` answers from ``memory`` the requests it holds and adds
+    to it what it loads: ``(spec, preprocess, split, limit, seed) -> Dataset``.
+
+    This lets one process load and preprocess the data once and hand the arrays to conversions
+    elsewhere (``edgenet sweep`` puts them in Ray's object store; each cell converts with them).
+    Not thread-safe: one conversion at a time per process.
+    """
+    global _memory
+    previous, _memory = _memory, memory
+    try:
+        yield memory
+    finally:
+        _memory = previous
+
+
+def serving() -> bool:
+    """Whether :func:`load_dataset` answers from preloaded arrays (:func:`served_from`) now."""
+    return _memory is not None
+
+
 def load_dataset(spec: str, preprocess: Preprocess, split: str = "test", limit: int | None = None,
                  seed: int = 0) -> Dataset:
     """Load ``spec`` (digits | shapes | folder path), preprocessed to float32 NHWC."""
+    if _memory is not None:
+        key = (str(spec), preprocess, split, limit, seed)
+        if key not in _memory:
+            _memory[key] = _load_dataset(spec, preprocess, split, limit, seed)
+        return _memory[key]
+    return _load_dataset(spec, preprocess, split, limit, seed)
+
+
+def _load_dataset(spec: str, preprocess: Preprocess, split: str, limit: int | None, seed: int) -> Dataset:
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:

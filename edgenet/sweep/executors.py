@@ -1,0 +1,329 @@
+"""Where cells run: a process pool on this machine, or Ray tasks on a local instance or a cluster.
+
+Both take the cells still to do and the preloaded datasets, and yield ``(cell, record, files)``
+as each cell finishes, in finishing order; the driver commits each one at once. Same cells, same
+worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
+
+* :class:`LocalExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` spawned
+  processes, started before the data is loaded, each importing TensorFlow once and mapping the
+  preloaded arrays (written once as .npy files) read-only. A worker watches its parent and exits
+  if it is gone (a killed
+  sweep leaves no process behind). A worker that dies takes the pool with it: the pool is
+  rebuilt and each unfinished cell tried once more.
+* :class:`RayExecutor`: one Ray task per cell declaring ``num_cpus=cpus_per_cell``; each preloaded
+  dataset is ``ray.put`` once into the object store and passed to the cells that use it by
+  reference (numpy arrays are read zero-copy from shared memory on each node), and so are the
+  bytes of model files and .toml profiles (a node without the driver's disk converts from a
+  temporary copy; see :func:`~edgenet.sweep.worker.run_cell_anywhere`); results come back
+  with ``ray.wait`` as cells finish, the cell's files inside the returned value. Without an
+  address it starts a local Ray instance (``ray.init(num_cpus=workers * cpus_per_cell)``, no
+  dashboard, listening on 127.0.0.1 only, its session folder in a temporary folder that is
+  removed after ``ray.shutdown``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from edgenet.errors import UsageError
+from edgenet.sweep.cells import Cell
+from edgenet.sweep.worker import cell_files, memory_key, one_line, run_cell
+
+Outcome = tuple[Cell, dict, dict]
+
+
+def _failed(cell: Cell, error: str) -> dict:
+    return {"id": cell.id, "label": cell.label, "status": "failed", "error": error}
+
+
+# -- local process pool --------------------------------------------------------------------------
+_pool_threads: int = 1
+_pool_workdir: str | None = None
+_pool_mapped: dict = {}          # folder of array files -> the memory they hold (mapped once per worker)
+
+
+def _watch_parent(parent: int) -> None:
+    """The sweep is gone (killed): drop the cell being converted and leave at once."""
+    from edgenet.sweep import worker
+
+    while True:
+        if os.getppid() != parent:
+            if worker.current_work is not None:
+                shutil.rmtree(worker.current_work, ignore_errors=True)
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _pool_init(parent: int, threads: int, workdir: str | None) -> None:
+    global _pool_threads, _pool_workdir
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    # TensorFlow's C++ start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) would interleave
+    # with the sweep's progress; a cell's errors come back in its record
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _pool_threads, _pool_workdir = threads, workdir
+    from edgenet.sweep.worker import prepare
+
+    prepare(threads)   # sizes the thread pools for `threads` CPUs before torch and TensorFlow start them
+
+
+def _pool_ready() -> int:
+    return os.getpid()
+
+
+def _pool_cell(cell: Cell, memory_folder: str | None = None, keep_files: bool = True):
+    from edgenet.sweep.worker import map_memory
+
+    memory = None
+    if memory_folder is not None:
+        if memory_folder not in _pool_mapped:
+            _pool_mapped[memory_folder] = map_memory(memory_folder)
+        memory = _pool_mapped[memory_folder]
+    return run_cell(cell, memory, threads=_pool_threads, keep_files=keep_files, workdir=_pool_workdir)
+
+
+def start_pool(workers: int, threads: int, workdir: str | None = None) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, starting now, each importing TensorFlow and torch once, its
+    thread pools sized for ``threads`` CPUs; cells' temporary folders in ``workdir`` (default: the
+    system's temp folder)."""
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_pool_init,
+                               initargs=(os.getpid(), threads, None if workdir is None else str(workdir)))
+    for _ in range(workers):   # spawn them all now (a pool starts its processes as work arrives)
+        pool.submit(_pool_ready)
+    return pool
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int | None = None, cpus_per_cell: int = 1):
+        self.cpus_per_cell = max(1, cpus_per_cell)
+        self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
+        self.workdir: str | None = None   # the sweep sets DIR/cells: a crash's leftovers are tidied on re-run
+        self._pool: ProcessPoolExecutor | None = None
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker process(es)"
+
+    def start(self, cells: int) -> None:
+        """Start the workers now: they import TensorFlow while the sweep loads its data."""
+        if self._pool is None:
+            self._pool = start_pool(min(self.workers, cells), self.cpus_per_cell, self.workdir)
+
+    def close(self) -> None:
+        """Stop workers started by :meth:`start` that no :meth:`run` took over (an error before)."""
+        if self._pool is not None:
+            stop_pool(self._pool)
+            self._pool = None
+
+    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        """The preloaded arrays go to the workers as .npy files in a hidden folder of the sweep's
+        DIR/cells/ (or the temp folder), memory-mapped read-only by each worker once."""
+        from edgenet.sweep.worker import save_memory
+
+        todo, attempts = list(cells), {c.id: 0 for c in cells}
+        data = Path(tempfile.mkdtemp(prefix=".data-", dir=self.workdir))
+        try:
+            folders = {key: save_memory(memory, data / str(i))
+                       for i, (key, memory) in enumerate(memories.items()) if memory is not None}
+            while todo:
+                self.start(len(todo))
+                pool, self._pool = self._pool, None
+                retry: list[Cell] = []
+                try:
+                    futures = {pool.submit(_pool_cell, cell, folders.get(memory_key(cell))): cell for cell in todo}
+                    todo = []
+                    while futures:
+                        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            cell = futures.pop(future)
+                            try:
+                                record, files = future.result()
+                            except BrokenProcessPool:
+                                attempts[cell.id] += 1
+                                if attempts[cell.id] < 2:
+                                    retry.append(cell)
+                                    continue
+                                record, files = _failed(cell, "the worker process died while converting it"), {}
+                            except Exception as exc:
+                                record, files = _failed(cell, one_line(exc)), {}
+                            yield cell, record, files
+                finally:
+                    stop_pool(pool)
+                todo = retry
+        finally:
+            self.close()
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and stop the workers now (an interrupted sweep does not wait)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    for proc in processes:
+        proc.join(timeout=10)
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+RAY_PREFIX = "edgenet-ray-"
+
+
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # read when ray is imported, here and in its workers
+
+
+def _loopback_only(on: bool = True, saved: list | None = None) -> list:
+    """A local Ray instance listens on 127.0.0.1 only, not on this machine's network address
+    (where Ray puts a head node by default, so that other nodes can join it). ``on=False`` with
+    what ``on=True`` returned puts things back."""
+    import sys
+
+    if on:
+        saved = [os.environ.get(_LOOPBACK_ENV), None]
+        os.environ[_LOOPBACK_ENV] = "0"
+        if "ray" in sys.modules:
+            from ray._private import ray_constants
+
+            saved[1] = ray_constants.ENABLE_RAY_CLUSTER
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        return saved
+    env, constant = saved or (None, None)
+    if env is None:
+        os.environ.pop(_LOOPBACK_ENV, None)
+    else:
+        os.environ[_LOOPBACK_ENV] = env
+    if constant is not None:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+    return []
+
+
+def _remove_stale_ray_folders() -> None:
+    """Session folders of local Ray instances whose sweep was killed (SIGKILL: no clean-up ran);
+    their Ray processes died with it (Ray ties them to the driver)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{RAY_PREFIX}*-*"):
+        pid = folder.name[len(RAY_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ray_prepare(cpus: int) -> int:
+    """A warm-up task: the worker imports TensorFlow and torch while the driver loads the data."""
+    from edgenet.sweep.worker import prepare
+
+    prepare(cpus)
+    return os.getpid()
+
+
+def _ray_cell(cell: Cell, memory: dict | None, files: dict | None, threads: int):
+    """The Ray task: ``memory`` and ``files`` arrive resolved from the object store (the arrays
+    read-only, zero-copy); the node may be another machine (see run_cell_anywhere)."""
+    from edgenet.sweep.worker import run_cell_anywhere
+
+    return run_cell_anywhere(cell, memory, files, threads=threads)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_cell: int = 1):
+        from edgenet._deps import require
+
+        require("ray", extra="scale", purpose="--executor ray")
+        self.address = address
+        self.cpus_per_cell = max(1, cpus_per_cell)
+        self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)
+        self.cluster_cpus: float | None = None
+        self._started, self._temp, self._saved, self._warm = False, None, None, []
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        cpus = "" if self.cluster_cpus is None else f", {self.cluster_cpus:g} CPUs"
+        return f"Ray tasks of {self.cpus_per_cell} CPU on {where}{cpus}"
+
+    def start(self, cells: int) -> None:
+        """Start (or join) Ray now and warm up to ``cells`` workers (TensorFlow imported), while the
+        sweep loads its data."""
+        import logging
+        import sys
+
+        if self._started:
+            return
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            raise UsageError("Ray is already initialized in this process; edgenet sweep starts and stops its own")
+        self._saved = None if self.address else _loopback_only()
+        import ray
+
+        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
+                   "configure_logging": True}
+        try:
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                _remove_stale_ray_folders()
+                self._temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
+                ray.init(num_cpus=self.workers * self.cpus_per_cell, _temp_dir=self._temp,
+                         _node_ip_address="127.0.0.1", **options)
+        except Exception as exc:
+            self.close()
+            where = self.address or "a local instance"
+            raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}") from None
+        self._started = True
+        self.cluster_cpus = ray.cluster_resources().get("CPU")
+        warm = ray.remote(num_cpus=self.cpus_per_cell)(_ray_prepare)
+        slots = int((self.cluster_cpus or 1) // self.cpus_per_cell)
+        self._warm = [warm.remote(self.cpus_per_cell) for _ in range(max(1, min(cells, slots)))]
+
+    def close(self) -> None:
+        """Shut Ray down (a local instance stops; a cluster keeps running) and tidy up."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        if self._temp:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+        if self._saved is not None:
+            _loopback_only(False, self._saved)
+            self._saved = None
+
+    def run(self, cells: list[Cell], memories: dict) -> Iterator[Outcome]:
+        import ray
+
+        self.start(len(cells))
+        try:
+            task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=1)(_ray_cell)
+            refs = {key: ray.put(memory) for key, memory in memories.items() if memory is not None}
+            blobs = {}   # the model file and profile bytes, once per distinct combination
+            for cell in cells:
+                paths = cell_files(cell)
+                if paths and paths not in blobs:
+                    blobs[paths] = ray.put({p: Path(p).read_bytes() for p in paths})
+            pending = {task.remote(cell, refs.get(memory_key(cell)), blobs.get(cell_files(cell)), self.cpus_per_cell):
+                       cell for cell in cells}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    cell = pending.pop(ref)
+                    try:
+                        record, files = ray.get(ref)
+                    except Exception as exc:  # the task's worker died, or the node
+                        record, files = _failed(cell, f"Ray task failed: {one_line(exc)}"), {}
+                    yield cell, record, files
+        finally:
+            self.close()

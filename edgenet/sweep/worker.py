@@ -1,0 +1,363 @@
+"""One cell, run where a worker is (a pool process here, a Ray worker on any node).
+
+:func:`run_cell` converts the cell with ``edgenet.convert`` into a private temporary folder,
+optionally benchmarks it with ``edgenet.bench``, reads its figures from report.json, and returns
+them with the folder's files as bytes: the driver writes them under DIR/cells/<id>/ (on a
+cluster the worker's disk is not the driver's, so the files travel back with the result).
+Nothing is left in the temporary folder.
+
+A worker imports TensorFlow once (:func:`prepare`), so that convert runs TensorFlow's stages in
+this process instead of starting a worker subprocess for them (converters/tf_worker.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgenet.errors import EdgenetError, TargetError
+from edgenet.sweep.cells import Cell, convert_precisions, precision_numbers
+
+BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds": 1.0, "window": 200,
+                  "window_seconds": 0.25}
+"""The short benchmark windows of ``--bench`` (edgenet.bench keyword arguments)."""
+
+
+def prepare(cpus: int | None = None) -> None:
+    """Import TensorFlow and torch in this process (once): every cell's convert then runs in it.
+
+    ``cpus``: this process runs cells of that many CPUs (a pool worker, a Ray task's
+    ``num_cpus``): :func:`limit_cpus`.
+    """
+    if cpus:
+        limit_cpus(cpus)
+    if "tensorflow" in sys.modules and "torch" in sys.modules:
+        return
+    from edgenet._deps import import_tensorflow, require
+
+    tf = import_tensorflow()
+    if cpus:
+        try:   # only before TensorFlow's runtime starts (the first thing this process does with it)
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        except RuntimeError:
+            pass
+    torch = require("torch")
+    ort = require("onnxruntime")
+    if cpus:
+        torch.set_num_threads(cpus)
+        _limit_onnxruntime(ort, cpus)
+
+
+def _limit_onnxruntime(ort, cpus: int) -> None:
+    """onnxruntime sizes a session's thread pool by the physical cores and lets its threads spin
+    while waiting; convert's sessions (export parity, validation) take their options from
+    ``ort.SessionOptions()``, so in a worker of ``cpus`` CPUs that class gives ``cpus`` threads
+    that do not spin (two workers on two cores each spinning two threads cost 30% more CPU)."""
+    base = ort.SessionOptions
+    if getattr(base, "_edgenet_cpus", None) == cpus:
+        return
+    base = getattr(base, "_edgenet_base", base)
+
+    class SessionOptions(base):
+        _edgenet_cpus, _edgenet_base = cpus, base
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.intra_op_num_threads = cpus
+            self.inter_op_num_threads = 1
+            self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    ort.SessionOptions = SessionOptions
+
+
+def limit_cpus(cpus: int) -> None:
+    """Size this process's thread pools for ``cpus`` CPUs, as Ray's OMP_NUM_THREADS does for a task:
+    convert sizes its LiteRT/XNNPACK pools (calibration, validation) by ``os.cpu_count()``, so
+    without this two workers on two cores would each run a thread per core and slow each other.
+    (Python 3.13's PYTHON_CPU_COUNT does the same for ``os.cpu_count``.) Only in worker processes."""
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    os.cpu_count = lambda: cpus
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return first if isinstance(exc, EdgenetError) else f"{type(exc).__name__}: {first}"
+
+
+current_work: Path | None = None
+"""The folder of the cell being converted in this process (removed by a worker whose parent died)."""
+
+
+def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
+             keep_files: bool = True, workdir: str | os.PathLike | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Convert (and with ``cell.bench`` benchmark) ``cell``; return ``(record, files)``.
+
+    ``memory``: preloaded datasets for :func:`edgenet.data.datasets.served_from` (the calibration
+    and evaluation arrays, loaded once by the driver). ``record`` is one results.jsonl line (see
+    :mod:`edgenet.sweep.results`); ``files`` maps each output file's path relative to the cell
+    folder to its bytes. Never raises for a failing cell: the record says ``status: failed`` and
+    the error's first line. ``keep_files=False``: the figures only (``files`` is empty).
+    ``workdir``: where the cell's temporary folder goes (default: the system's temp folder); the
+    local executor uses the sweep's DIR/cells/, where a crash's leftovers are removed on re-run.
+    """
+    global current_work
+    prepare(threads)
+    t0 = time.perf_counter()
+    base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
+            "pid": os.getpid(), "started_unix": round(time.time(), 3)}
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    work = current_work = Path(tempfile.mkdtemp(prefix=".work-" if workdir else "edgenet-cell-", dir=workdir))
+    try:
+        try:
+            record = {**base, **_convert(cell, work / "out", memory, threads)}
+        except TargetError as exc:
+            if getattr(exc, "report", None) is None:
+                raise
+            record = {**base, **_does_not_fit(exc)}
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        files = _read_files(work / "out") if keep_files else {}
+    except Exception as exc:  # any failure of one cell is recorded; the sweep goes on
+        record = {**base, "status": "failed", "error": one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
+        files = {}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        current_work = None
+    return record, files
+
+
+def cell_files(cell: Cell) -> tuple[str, ...]:
+    """The driver's files a cell reads besides the calibration data: its model file and a target
+    profile given as a path (a zoo model and a built-in target need none)."""
+    from edgenet.sweep.cells import _is_profile_path
+
+    return tuple(p for p in ((cell.model if cell.kind != "zoo" else None),
+                             (cell.target if _is_profile_path(cell.target) else None)) if p)
+
+
+def run_cell_anywhere(cell: Cell, memory: dict | None, files: dict[str, bytes] | None,
+                      threads: int | None = None) -> tuple[dict, dict[str, bytes]]:
+    """:func:`run_cell` on a node that may not share the driver's disk (a Ray worker).
+
+    ``files``: the bytes of :func:`cell_files`; where this node has no file at that path with the
+    same content, the bytes are written to a temporary folder and converted from there. A
+    calibration folder need not exist here: the preloaded arrays in ``memory`` are all the cell
+    reads, and they are served under a stand-in empty folder. The record names the driver's paths.
+    """
+    import dataclasses
+    import hashlib
+
+    local = Path(tempfile.mkdtemp(prefix="edgenet-files-"))
+    try:
+        moved = {}
+        for path, blob in (files or {}).items():
+            here = Path(path)
+            if not (here.is_file() and hashlib.sha256(here.read_bytes()).digest() == hashlib.sha256(blob).digest()):
+                copy = local / str(len(moved)) / here.name
+                copy.parent.mkdir()
+                copy.write_bytes(blob)
+                moved[path] = str(copy)
+        changes = {k: moved[v] for k, v in (("model", cell.model), ("target", cell.target)) if v in moved}
+        if cell.calib not in ("digits", "shapes") and not Path(cell.calib).is_dir() and memory:
+            stand_in = local / "calib"
+            stand_in.mkdir()
+            memory = {(str(stand_in), *key[1:]) if key[0] == cell.calib else key: v for key, v in memory.items()}
+            changes["calib"] = str(stand_in)
+        record, out = run_cell(dataclasses.replace(cell, **changes, id=cell.id) if changes else cell, memory, threads)
+        record.update({"model": cell.model, "target": cell.target, "calib": cell.calib, "label": cell.label})
+        return record, out
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _cell_fields(cell: Cell) -> dict:
+    return {"model": cell.model, "kind": cell.kind, "alpha": cell.alpha, "resolution": cell.resolution,
+            "num_classes": cell.num_classes, "target": cell.target, "precision": cell.precision.value,
+            "calib": cell.calib, "calib_samples": cell.calib_samples, "eval_samples": cell.eval_samples,
+            "bench": cell.bench, "model_sha256_in": cell.model_sha256, "version": cell.version}
+
+
+def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) -> dict:
+    import edgenet
+    from edgenet.data.datasets import served_from
+    from edgenet.io import json_safe
+
+    kwargs = {}
+    if cell.kind == "zoo":
+        kwargs = {"alpha": cell.alpha, "resolution": cell.resolution, "num_classes": cell.num_classes}
+    with served_from({} if memory is None else dict(memory)):
+        # a damaged model is a finding of the sweep, not a failure of it: written, its verdict recorded
+        result = edgenet.convert(cell.model, target=cell.target, precisions=convert_precisions(cell.precision),
+                                 calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
+                                 seed=cell.seed, out=out, allow_degraded=True, **kwargs, **dict(cell.options))
+    report = json_safe(result.report.to_dict())
+    numbers = precision_numbers(report, cell.precision)
+    model_file = out / numbers["file"]
+    enforced = numbers["verdict"] == "fail" and (report.get("model") or {}).get("trained", True)
+    damage = next((f"{o['name']}: {'; '.join(o['failures'])}" for q in report["validation"]["quantized"]
+                   for o in q["outputs"] if not o["passed"]), None) if enforced else None
+    record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers, "sha256": _sha256(model_file),
+              **_target_numbers(report.get("target") or {}),
+              "float_top1": (report.get("accuracy") or {}).get("float_top1"),
+              "mult_adds": _mult_adds(cell), "convert_seconds": report.get("total_seconds"), "latency_ms": None}
+    if cell.bench:
+        record["latency_ms"] = _bench(out, model_file, threads)
+    return record
+
+
+def _target_numbers(target: dict) -> dict:
+    keys = ("arena_bytes", "flash_bytes", "ram_budget", "flash_budget", "estimated_ms", "npu_ops", "cpu_ops",
+            "edgetpu_mappable_ops", "edgetpu_cpu_ops")
+    return {"fits": target.get("ok"), **{k: target.get(k) for k in keys},
+            "target_summary": target.get("summary")}
+
+
+def _does_not_fit(exc: TargetError) -> dict:
+    """A model that converted but fails the target's checks: the target's own figures, no files."""
+    target = exc.report.to_dict()
+    return {"status": "does_not_fit", "error": one_line(exc), "file": target.get("model"),
+            "size_bytes": target.get("model_bytes"), "sqnr_db": None, "top1_agreement": None, "top1": None,
+            "sha256": None, **_target_numbers(target), "fits": False, "target_summary": exc.report.summary_line(),
+            "float_top1": None, "mult_adds": None, "convert_seconds": None, "latency_ms": None}
+
+
+def _mult_adds(cell: Cell) -> int | None:
+    """Mult-adds of a zoo model or of the zoo model inside a checkpoint (None for model files)."""
+    from edgenet.zoo import info
+
+    if cell.kind == "zoo":
+        options = dict(cell.options)
+        return int(info(cell.model, alpha=cell.alpha, resolution=cell.resolution, num_classes=cell.num_classes,
+                        in_channels=int(options.get("in_channels", 3))).mult_adds)
+    if cell.kind == "checkpoint":
+        from edgenet.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(cell.model)
+        return int(info(ckpt.model, alpha=ckpt.alpha, resolution=ckpt.resolution, num_classes=ckpt.num_classes,
+                        in_channels=ckpt.in_channels).mult_adds)
+    return None
+
+
+def _bench(out: Path, model_file: Path, threads: int | None) -> float:
+    """p50 latency (ms) of the cell's model on this host, short windows."""
+    from edgenet.benchmark import bench
+
+    result = bench(model_file, threads=threads or 1, **BENCH_SETTINGS)
+    return float(result.to_dict()["models"][0]["latency"]["p50_ms"])
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_files(folder: Path) -> dict[str, bytes]:
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
+    """The calibration and evaluation datasets every cell will ask for, loaded and preprocessed
+    once here: ``{preprocess key: {load_dataset request: Dataset}}`` (see :func:`memory_key`).
+    Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or .onnx file
+    is opened for it (no export). None for a cell whose model cannot be opened (it will fail in
+    its worker, recorded like any failing cell) or a .pt2 program (its worker loads the data).
+    Raises DataError when the calibration data itself is unusable (every cell would fail)."""
+    from converters.model_data import load_data
+    from edgenet.data.datasets import served_from
+
+    out: dict[tuple, dict] = {}
+    for cell in cells:
+        key = memory_key(cell)
+        if key in out:
+            continue
+        try:
+            inputs, pre = cell_inputs(cell)
+        except EdgenetError:   # a broken model file: its cells fail in the worker, with this error
+            inputs, pre = None, None
+        if pre is None:
+            out[key] = None
+            continue
+        with served_from({}) as memory:
+            load_data(cell.calib, inputs, pre, int8=True, calib_samples=cell.calib_samples,
+                      eval_samples=cell.eval_samples, seed=cell.seed, explicit=True)
+        out[key] = memory
+    return out
+
+
+def save_memory(memory: dict, folder: Path) -> str:
+    """Write a preloaded memory (see :func:`preload`) to ``folder``: its arrays as .npy files and
+    an index; :func:`map_memory` reads it back with the arrays memory-mapped (not copied)."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    index = []
+    for i, (key, ds) in enumerate(memory.items()):
+        np.save(folder / f"{i}_x.npy", ds.x, allow_pickle=False)
+        if ds.labels is not None:
+            np.save(folder / f"{i}_y.npy", ds.labels, allow_pickle=False)
+        index.append((key, ds.labels is not None, ds.class_names, ds.name, ds.skipped))
+    (folder / "index.pickle").write_bytes(pickle.dumps(index))
+    return str(folder)
+
+
+def map_memory(folder: str | os.PathLike) -> dict:
+    """The memory :func:`save_memory` wrote, its arrays mapped read-only."""
+    import pickle
+
+    import numpy as np
+
+    from edgenet.data.datasets import Dataset
+
+    folder = Path(folder)
+    memory = {}
+    for i, (key, labelled, class_names, name, skipped) in enumerate(pickle.loads((folder / "index.pickle").read_bytes())):
+        labels = np.load(folder / f"{i}_y.npy", mmap_mode="r") if labelled else None
+        memory[key] = Dataset(x=np.load(folder / f"{i}_x.npy", mmap_mode="r"), labels=labels,
+                              class_names=class_names, name=name, skipped=skipped)
+    return memory
+
+
+def memory_key(cell: Cell) -> tuple:
+    """Cells with the same key read the same preloaded arrays."""
+    return (cell.model if cell.kind != "zoo" else "zoo", cell.resolution, cell.calib, cell.calib_samples,
+            cell.eval_samples, cell.seed)
+
+
+def cell_inputs(cell: Cell):
+    """(model inputs, :class:`~edgenet.data.preprocess.Preprocess`) convert will use for the cell's
+    model; (None, None) for a .pt2 program (its worker loads the data itself) or a model whose
+    input images cannot feed."""
+    from converters.model_inputs import ModelInput
+    from edgenet.data.preprocess import Preprocess
+
+    def image(pre):
+        return (ModelInput("input", (1, pre.channels, pre.height, pre.width), True),), pre
+
+    if cell.kind == "zoo":
+        return image(Preprocess.default(cell.resolution, 3))
+    if cell.kind == "checkpoint":
+        from edgenet.checkpoint import load_checkpoint
+
+        return image(load_checkpoint(cell.model).preprocess)
+    from converters.sources import load_source
+    from edgenet.config import ConvertOptions, ModelSpec
+
+    if cell.kind == "onnx":
+        source = load_source(ConvertOptions(model=ModelSpec(source=cell.model)))
+        return (source.inputs, source.preprocess) if source.preprocess is not None else (None, None)
+    return None, None
+
+
+__all__ = ["run_cell", "run_cell_anywhere", "prepare", "limit_cpus", "preload", "memory_key", "cell_files", "cell_inputs",
+           "save_memory", "map_memory"]

@@ -1,0 +1,186 @@
+"""edgenet sweep for real: tiny MobileNetV1 cells converted on a process pool and as tasks of a real
+local Ray instance (same bytes, same figures), re-runs that redo nothing, a sweep killed with
+SIGKILL that resumes with no cell lost or duplicated, a failing cell that does not stop the rest."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edgenet.sweep import SweepSpec, sweep
+from edgenet.sweep.results import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(models=("mobilenet_v1",), alphas=(0.25, 0.5), resolutions=(32, 64), targets=("rpi", "cortex-m"),
+            num_classes=2, calib_samples=16, eval_samples=8)
+SAME = ("id", "status", "sha256", "size_bytes", "sqnr_db", "top1_agreement", "arena_bytes", "flash_bytes", "fits",
+        "mult_adds")
+
+pytestmark = [pytest.mark.slow, pytest.mark.mcu]
+
+
+def _processes_mentioning(word: str) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if word.encode() in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def test_ray_and_local_give_the_same_cells_and_a_rerun_redoes_none(tmp_path):
+    pytest.importorskip("ray")
+    ray_temp_before = set(Path(tempfile.gettempdir()).glob("edgenet-ray-*"))
+    ray_procs_before = _processes_mentioning("edgenet-ray-")
+    spec = SweepSpec(**TINY)
+    lines: list[str] = []
+    import ray
+
+    nodes: list[str] = []    # where the local instance listens, asked while it runs: loopback only
+    by_ray = sweep(spec, tmp_path / "ray", executor="ray", workers=2, progress=lines.append,
+                   on_record=lambda r: nodes.append(ray.nodes()[0]["NodeManagerAddress"]) if not nodes else None)
+    assert nodes == ["127.0.0.1"]
+    assert by_ray.ran == 8 and by_ray.failed == 0, [r.get("error") for r in by_ray.records]
+    assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
+    assert any("local Ray instance" in ln for ln in lines) and any(ln.startswith("[8/8]") for ln in lines)
+    assert {r["pid"] for r in by_ray.records} != {os.getpid()}   # cells ran in Ray's workers
+    # Ray is gone: no process, no session folder (its temp folder is removed after ray.shutdown)
+    assert not ray.is_initialized()
+    deadline = time.time() + 20
+    while _processes_mentioning("edgenet-ray-") - ray_procs_before and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _processes_mentioning("edgenet-ray-") - ray_procs_before
+    assert set(Path(tempfile.gettempdir()).glob("edgenet-ray-*")) == ray_temp_before
+
+    md = (tmp_path / "ray" / "pareto.md").read_text()
+    assert "## rpi" in md and "## cortex-m" in md and "TFLM arena" in md
+    for r in by_ray.records:
+        folder = tmp_path / "ray" / "cells" / r["id"]
+        assert (folder / "report.json").is_file() and (folder / r["file"]).is_file()
+        assert __import__("hashlib").sha256((folder / r["file"]).read_bytes()).hexdigest() == r["sha256"]
+    assert all(any((tmp_path / "ray" / "cells" / r["id"]).glob("*_model_data.cc"))
+               for r in by_ray.records if r["target"] == "cortex-m")
+
+    # the same cells on the process pool (half of them: a smaller grid gives the same cells their same ids)
+    by_pool = sweep(SweepSpec(**{**TINY, "resolutions": (32,)}), tmp_path / "local", executor="local", workers=2)
+    assert by_pool.ran == 4 and by_pool.failed == 0
+    pool_rows = {r["id"]: {k: r.get(k) for k in SAME} for r in by_pool.records}
+    ray_rows = {r["id"]: {k: r.get(k) for k in SAME} for r in by_ray.records if r["id"] in pool_rows}
+    assert len(ray_rows) == 4 and ray_rows == pool_rows
+    assert len({r["sha256"] for r in by_ray.records}) == 4   # rpi and cortex-m share the int8 model (int8 I/O)
+
+    again = sweep(spec, tmp_path / "ray", executor="ray", workers=2)
+    assert (again.ran, again.skipped) == (0, 8)
+    assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "edgenet", "sweep", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    out = tmp_path / "S"
+    args = ["mobilenet_v1", str(bad), "--alpha", "0.25", "--resolution", "32,64,96", "--target", "cortex-m",
+            "--num-classes", "2", "--calib-samples", "16", "--eval-samples", "8", "--workers", "1", "--out", str(out)]
+    proc = _cli(args)
+    results = out / RESULTS
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and len(results.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    workers = _children(proc.pid)
+    assert workers                       # the pool's worker is converting the next cell now
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    first = [json.loads(x) for x in results.read_text().splitlines()]
+    assert 1 <= len(first) < 4
+    deadline = time.time() + 20         # the orphaned worker notices and exits
+    while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+    assert not list((out / "cells").glob(".work-*"))   # the worker removed the cell it was converting
+
+    proc = _cli([*args, "--json"])
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr           # the broken model's cell failed; the others did not
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert len(ids) == len(set(ids)) == 4
+    assert {r["id"]: r for r in lines}.items() >= {r["id"]: r for r in first}.items()   # nothing redone
+    assert f"4 cell(s): {len(first)} already done, {4 - len(first)} to run" in stderr
+    printed = json.loads(stdout)
+    assert sorted(r["id"] for r in printed) == sorted(ids)
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["model"] == str(bad) and "\n" not in failed[0]["error"]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == sorted(ids)
+    assert "FAILED" in stderr and "Traceback" not in stderr
+    assert "1 of 4 cell(s) failed, e.g. broken.onnx cortex-m int8" in stderr.splitlines()[-1]
+
+
+def test_a_node_without_the_drivers_files_converts_the_same_cell(tmp_path):
+    """What a Ray worker on another machine gets: the model file's bytes and the preloaded arrays,
+    but no model file, no calibration folder at the driver's paths."""
+    import hashlib
+
+    from PIL import Image
+
+    import edgenet
+    from converters.export import export_onnx
+    from edgenet.sweep import expand
+    from edgenet.sweep.worker import cell_files, memory_key, preload, run_cell, run_cell_anywhere
+
+    model = tmp_path / "driver" / "tiny.onnx"
+    model.parent.mkdir()
+    module = edgenet.create_model("mobilenet_v1", alpha=0.25, resolution=32, num_classes=2)
+    model.write_bytes(export_onnx(module, (1, 3, 32, 32)).SerializeToString())
+    calib = tmp_path / "driver" / "images"
+    calib.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype="uint8")).save(calib / f"{i}.png")
+    [cell], _ = expand(SweepSpec(models=(str(model),), targets=("cortex-m",), calib=str(calib), calib_samples=8,
+                                 eval_samples=2))
+    memory = preload([cell])[memory_key(cell)]
+    here, _ = run_cell(cell, memory)
+    files = {p: Path(p).read_bytes() for p in cell_files(cell)}
+    model.unlink()
+    for f in calib.iterdir():
+        f.unlink()
+    calib.rmdir()
+    there, out = run_cell_anywhere(cell, memory, files)
+    # a random-weight .onnx: its int8 verdict fails (recorded as degraded); the point is that both agree
+    assert here["status"] == there["status"] and here["status"] in ("ok", "degraded"), (here.get("error"),
+                                                                                       there.get("error"))
+    assert there["model"] == str(model) and there["calib"] == str(calib) and there["label"] == "tiny.onnx cortex-m int8"
+    assert there["sha256"] == here["sha256"] and there["sqnr_db"] == here["sqnr_db"]
+    assert hashlib.sha256(out["model_int8.tflite"]).hexdigest() == here["sha256"]
+    assert not list(Path(__import__("tempfile").gettempdir()).glob("edgenet-files-*"))
