@@ -58,7 +58,7 @@ SCHEMES = (
 
 
 def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
-    from converters.validate import sqnr_db
+    from edgenet.converters.validate import sqnr_db
 
     return sqnr_db(ref.reshape(len(ref), -1), test.reshape(len(test), -1))
 
@@ -162,7 +162,7 @@ def spread_bn_model(alpha: float = 0.25, resolution: int = 64, sigma: float = 1.
 
 
 def _spread_bn_onnx(folder: Path, alpha: float, resolution: int) -> Path:
-    from converters.export import export_onnx
+    from edgenet.converters.export import export_onnx
 
     path = folder / f"mobilenet_v1_{alpha:g}_{resolution}_spread_bn.onnx"
     model = spread_bn_model(alpha, resolution)

@@ -219,7 +219,7 @@ def correct_biases(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per
                    method: BiasCorrection = BiasCorrection.SEQUENTIAL,
                    max_samples: int = MAX_SAMPLES) -> tuple["onnx.ModelProto", BiasCorrectionStats]:
     """A copy of ``model`` whose Conv / Gemm biases compensate the mean shift of int8 weights."""
-    from converters.cleanup import constant_values, unique_name
+    from edgenet.converters.cleanup import constant_values, unique_name
 
     onnx = require("onnx")
     t0 = time.perf_counter()

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from converters.cleanup import (
+from edgenet.converters.cleanup import (
     constant_values,
     consumer_count,
     node_inputs,
     unique_name,
     with_inferred_shapes,
 )
-from converters.export import _max_abs_diff, random_inputs, run_onnxruntime
+from edgenet.converters.export import _max_abs_diff, random_inputs, run_onnxruntime
 from edgenet._deps import require
 from edgenet.errors import ConversionError, ModelError
 

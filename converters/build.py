@@ -4,7 +4,7 @@
                                              -> int8 / int16x8 (calibrated from the float32 model,
                                                 or from its equalized twin with --equalize)
 
-Every step runs on the TensorFlow side (:mod:`converters.tf_worker`); this module decides what is
+Every step runs on the TensorFlow side (:mod:`edgenet.converters.tf_worker`); this module decides what is
 built, with which I/O types, and names each step for the progress output.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ TensorFlow's TFLite converter calibrates by running the float model one sample a
 thread (~0.15 s a sample for MobileNetV1 1.0/224 on this machine). We keep the converter's own
 quantizer and replace only that calibration step:
 
-1. :func:`converters.tflite.to_int8_tflite` hands the float model to :meth:`RangeCalibrator.annotate`
+1. :func:`edgenet.converters.tflite.to_int8_tflite` hands the float model to :meth:`RangeCalibrator.annotate`
    (TF's converter would hand the same model to
    ``tensorflow.lite.python.optimize.calibrator.Calibrator``);
 2. :class:`RangeCalibrator` runs it in LiteRT (a probe copy whose outputs are all activation
@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from converters.probe import with_outputs
+from edgenet.converters.probe import with_outputs
 from edgenet.inference import invocations
 from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod

@@ -13,7 +13,7 @@
 5. ``value_info`` holds the shapes inferred for the cleaned graph.
 
 The helpers at the bottom (constant lookup, consumer counts, fresh names) are shared with
-:mod:`converters.bn_fold`.
+:mod:`edgenet.converters.bn_fold`.
 """
 from __future__ import annotations
 

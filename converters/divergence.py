@@ -4,7 +4,7 @@ When the float TFLite model misses its tolerance, the user needs the node, not j
 :func:`first_divergence` runs one invocation through
 
 * onnxruntime, with every node output of the graph made a graph output, and
-* the converted TensorFlow graph (``evaluate``: :func:`converters.onnx_to_tf.evaluate_values`,
+* the converted TensorFlow graph (``evaluate``: :func:`edgenet.converters.onnx_to_tf.evaluate_values`,
   which returns every ONNX value in ONNX layout),
 
 and walks the nodes in graph (topological) order: the first node whose output differs by more
@@ -18,8 +18,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from converters.model_data import to_onnx_layout
-from converters.model_inputs import ModelInput
+from edgenet.converters.model_data import to_onnx_layout
+from edgenet.converters.model_inputs import ModelInput
 
 _ABS_FLOOR = 1e-6   # differences below this are float noise whatever the value's magnitude
 
@@ -65,7 +65,7 @@ def onnx_values(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     from edgenet._deps import require
 
     onnx = require("onnx")
-    from converters.validate import onnx_session
+    from edgenet.converters.validate import onnx_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

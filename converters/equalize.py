@@ -30,7 +30,7 @@ pairs joined by a Clip alone. Measured with ``benchmarks/accuracy_table.py``: on
 99.8% and gives the best per-tensor SQNR (35.8 dB, per-channel weights 32.0 dB), at the price of
 27 MINIMUM ops (+4% int8 size, ~+20-70% host latency with XNNPACK on these small models).
 
-Bias correction (:mod:`converters.bias_correction`) runs last, on the equalized graph, for the
+Bias correction (:mod:`edgenet.converters.bias_correction`) runs last, on the equalized graph, for the
 int8 weight scheme the target uses (``per_channel``).
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from converters.bias_correction import BiasCorrection, BiasCorrectionStats, correct_biases
+from edgenet.converters.bias_correction import BiasCorrection, BiasCorrectionStats, correct_biases
 from edgenet._deps import require
 from edgenet.errors import ConversionError
 
@@ -246,7 +246,7 @@ def equalize(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per_chann
     ``calib``: one float32 array (N, ...) per graph input in the ONNX layout. ``per_channel`` names
     the int8 weight scheme the target will use (bias correction simulates it).
     """
-    from converters.cleanup import constant_values
+    from edgenet.converters.cleanup import constant_values
 
     onnx = require("onnx")
     t0 = time.perf_counter()
@@ -330,7 +330,7 @@ def _with_notes(s: EqualizeStats) -> EqualizeStats:
 
 
 def _store(graph, layer: _Layer) -> None:
-    from converters.cleanup import unique_name
+    from edgenet.converters.cleanup import unique_name
     from onnx import numpy_helper
 
     node = layer.node
@@ -352,7 +352,7 @@ def _to_relu(node) -> None:
 
 
 def _to_relu_min(graph, pair: _Pair) -> None:
-    from converters.cleanup import unique_name
+    from edgenet.converters.cleanup import unique_name
     from onnx import helper, numpy_helper
 
     node = pair.act
@@ -381,7 +381,7 @@ def _drop_unused(graph) -> None:
 
 def _outputs(model, calib: Sequence[np.ndarray]) -> list[np.ndarray]:
     """All outputs of ``model`` on the samples (onnxruntime, in batches)."""
-    from converters.bias_correction import _session, _with_outputs, input_names
+    from edgenet.converters.bias_correction import _session, _with_outputs, input_names
 
     names = [o.name for o in model.graph.output]
     keys = input_names(model)

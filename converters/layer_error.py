@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from converters.probe import with_outputs
+from edgenet.converters.probe import with_outputs
 from edgenet.inference import TFLiteModel, invocations
 from edgenet.runtime import make_interpreter
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from converters.model_inputs import ModelInput
+from edgenet.converters.model_inputs import ModelInput
 from edgenet.data.datasets import BUILTIN
 from edgenet.errors import DataError, UsageError
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgenet.config import Precision
-from targets.tflite_graph import TfliteGraph, read_tflite
+from edgenet.targets.tflite_graph import TfliteGraph, read_tflite
 
 _EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
 _INT8 = ("int8", "uint8")

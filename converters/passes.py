@@ -5,8 +5,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from converters.bn_fold import fold_batchnorm
-from converters.cleanup import cleanup
+from edgenet.converters.bn_fold import fold_batchnorm
+from edgenet.converters.cleanup import cleanup
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

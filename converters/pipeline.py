@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from converters.model_data import (EVAL_SET, DataKind, PipelineData, default_calib, load_data, to_onnx_layout,
+from edgenet.converters.model_data import (EVAL_SET, DataKind, PipelineData, default_calib, load_data, to_onnx_layout,
                                    write_eval_set)
-from converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
+from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, UsageError
 from edgenet.io import atomic_write_json, atomic_write_text
@@ -62,7 +62,7 @@ def versions() -> dict[str, str]:
 
 def check_inputs(opts: ConvertOptions) -> None:
     """Cheap checks of everything the user named, before any slow stage starts."""
-    from converters.model_data import check_calib_spec, check_counts
+    from edgenet.converters.model_data import check_calib_spec, check_counts
 
     check_source(opts)  # zoo name + hyper-parameters, model files, module:function + --input-shape
     check_counts(opts.calib_samples, opts.eval_samples)
@@ -73,8 +73,8 @@ def check_inputs(opts: ConvertOptions) -> None:
 
 # -- the pipeline ---------------------------------------------------------------------------
 def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
-    from converters.tf_worker import tf_stages
-    from targets import load_target
+    from edgenet.converters.tf_worker import tf_stages
+    from edgenet.targets import load_target
 
     if output is None:   # an edgenet.outdir.OutputFolder: --out checked, locked and probed
         from edgenet.outdir import OutputFolder
@@ -82,7 +82,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
         with OutputFolder(opts.out, opts.force) as output:
             return run(opts, progress, output)
 
-    from targets.profile import check_precisions
+    from edgenet.targets.profile import check_precisions
 
     profile = load_target(opts.target)
     opts = opts.with_precisions(profile)
@@ -107,9 +107,9 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
 
 def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, output,
          preloaded: SourceModel | None = None):
-    from converters.build import build, stage_count, start_graph
-    from converters.passes import ONNX_PASSES
-    from converters.tf_worker import InProcessTF
+    from edgenet.converters.build import build, stage_count, start_graph
+    from edgenet.converters.passes import ONNX_PASSES
+    from edgenet.converters.tf_worker import InProcessTF
     from edgenet.api import ConvertResult
 
     notes: list[str] = []
@@ -126,7 +126,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     source = preloaded or stages.run("export", load_source, opts, detail=opts.model.source)
     notes.extend(source.notes)
     if quantized:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
-        from targets.estimate import check_budgets
+        from edgenet.targets.estimate import check_budgets
 
         check_budgets(profile, source.onnx)
     if opts.equalize and source.image_input is None:
@@ -145,7 +145,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 
     def equalize():
-        from converters.equalize import ClipPolicy, equalize as cle
+        from edgenet.converters.equalize import ClipPolicy, equalize as cle
 
         eq_model, equalized = stages.run("equalize", cle, model, [to_onnx_layout(data.calib[0], source.inputs[0])],
                                          per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
@@ -197,7 +197,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         files = _write_outputs(staging, source, model, built, data)
 
         def _target():
-            from targets.checks import run_target
+            from edgenet.targets.checks import run_target
 
             deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
             return run_target(profile, staging, staging / deployed.file_name if deployed else None,
@@ -229,7 +229,7 @@ class _Checked:
 def _validate(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes) -> _Checked:
     """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
     precision against float32 (verdicts decided later, after any repair)."""
-    from converters import validate
+    from edgenet.converters import validate
     from edgenet.inference import TFLiteModel
 
     threads = os.cpu_count()
@@ -245,7 +245,7 @@ def _validate(opts, profile, model, built, source: SourceModel, data: PipelineDa
         verdict = _with_divergence(verdict, model, data, source, tf_side)
         if (verdict.divergence or {}).get("onnxruntime_deviates"):
             # onnxruntime, not the conversion, departs from the spec: judge against the spec itself
-            from converters.divergence import matches_reference
+            from edgenet.converters.divergence import matches_reference
 
             rel = matches_reference(model, f_outs, data.eval_x, source.inputs,
                                     [o.channels_last for o in graph.outputs], profile.float_tolerance)
@@ -290,9 +290,9 @@ def _layers(built, data: PipelineData, source: SourceModel, tf_side):
 
 def _mixed_precision(built, checked: _Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile):
     """Keep the ops int8 breaks in float until the int8 verdict passes (converters.mixed_precision)."""
-    from converters import validate
-    from converters.build import io_type_for
-    from converters.mixed_precision import repair
+    from edgenet.converters import validate
+    from edgenet.converters.build import io_type_for
+    from edgenet.converters.mixed_precision import repair
 
     checked.layers = _layers(built, data, source, tf_side)
     sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
@@ -316,7 +316,7 @@ def _mixed_precision(built, checked: _Checked, data: PipelineData, source: Sourc
 
 def _splittable(model, verdict):
     """The first failing output that a Concat produces (the mismatched-range head), or None."""
-    from converters.split_outputs import concat_parts
+    from edgenet.converters.split_outputs import concat_parts
 
     for out in verdict.outputs:
         if not out.passed and concat_parts(model, out.name) is not None:
@@ -325,7 +325,7 @@ def _splittable(model, verdict):
 
 
 def _split(model, output: str):
-    from converters.split_outputs import split_concat_output
+    from edgenet.converters.split_outputs import split_concat_output
 
     return split_concat_output(model, output)
 
@@ -347,7 +347,7 @@ def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str]) -> 
 def _ops_left_in_float(built, profile, opts, notes: list[str]) -> dict:
     """Ops of a full-integer model that still compute in another precision: named in the notes;
     a TargetError for targets that run integer models only."""
-    from converters.op_precision import describe, ops_not_in
+    from edgenet.converters.op_precision import describe, ops_not_in
     from edgenet.errors import TargetError
 
     found = {}
@@ -426,9 +426,9 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
 
     from edgenet.sweep.fitting import CellMeasure, log_candidate
     from edgenet.zoo import info, validate_hparams
-    from targets.fit import fit_model
+    from edgenet.targets.fit import fit_model
 
-    from converters.sources import SourceKind, source_kind
+    from edgenet.converters.sources import SourceKind, source_kind
 
     if source_kind(opts.model.source) is not SourceKind.ZOO:
         raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
@@ -493,7 +493,7 @@ def _with_divergence(verdict, model, data: PipelineData, source: SourceModel, tf
     """The failing float verdict, completed with the first ONNX node whose output diverges."""
     from dataclasses import replace
 
-    from converters.divergence import first_divergence
+    from edgenet.converters.divergence import first_divergence
 
     try:
         found = first_divergence(model, data.eval_x, source.inputs, verdict.tolerance, tf_side.evaluate_values)
@@ -507,8 +507,8 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
     """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
     so that each later stage's time is its own work. TensorFlow loads here only when the TF-side
     stages run in this process; a worker process is loading it meanwhile otherwise."""
-    from converters._capture import captured_fd
-    from converters.tf_worker import InProcessTF
+    from edgenet.converters._capture import captured_fd
+    from edgenet.converters.tf_worker import InProcessTF
     from edgenet._deps import require
 
     with captured_fd(2):
@@ -543,7 +543,7 @@ def _with_metadata(model: bytes, source: SourceModel) -> bytes:
     """The .tflite bytes with TFLite model metadata and labels.txt for apps (targets/metadata.py).
     Metadata describes image models (its input properties are an image's); other models are
     written as they are."""
-    from targets.metadata import add_metadata
+    from edgenet.targets.metadata import add_metadata
 
     if source.preprocess is None or source.image_input is None:
         return model

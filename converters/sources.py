@@ -4,14 +4,14 @@ A source is one of (see :func:`source_kind`):
 
 * a zoo name (``mobilenet_v1``, ``shufflenet_v2_x1_0`` ...), built with the --alpha/--resolution options;
 * an ``.onnx`` file: any number of float32 inputs of rank 1 to 5, dynamic dims fixed by
-  ``--input-shape`` (see :mod:`converters.model_inputs`);
+  ``--input-shape`` (see :mod:`edgenet.converters.model_inputs`);
 * an ``edgenet train`` checkpoint (``.pt``/``.pth``/``.ckpt``);
 * ``package.module:function``: a callable returning a ``torch.nn.Module``, imported from the working
   directory or the installed packages, exported at ``--input-shape N,C,H,W``;
 * a ``.pt2`` file written by ``torch.export.save``: its ``ExportedProgram.module()`` is exported with
   the TorchScript exporter (no onnxscript needed); the input shape is the one it was exported with.
 
-(the last two are loaded by :mod:`converters.user_models`)
+(the last two are loaded by :mod:`edgenet.converters.user_models`)
 
 Each becomes a :class:`SourceModel`: an ONNX graph with static input shapes plus what is known about
 the model (its inputs, the preprocessing of its image input, class names). Preprocessing is what the
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from converters.model_inputs import ModelInput, check_input_types, fix_input_shapes
-from converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
+from edgenet.converters.model_inputs import ModelInput, check_input_types, fix_input_shapes
+from edgenet.converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
 from edgenet.config import ChannelOrder, ConvertOptions, PreprocessOptions, ResizeMode
 from edgenet.data.preprocess import ColorMode, Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
@@ -235,7 +235,7 @@ def _zoo_source(opts: ConvertOptions) -> SourceModel:
 
 
 def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceModel:
-    from converters.export import export_onnx, onnx_parity
+    from edgenet.converters.export import export_onnx, onnx_parity
 
     onnx_model = export_onnx(module, shape, opset=opts.opset)
     err = onnx_parity(module, onnx_model, shape, seed=opts.seed)
@@ -266,7 +266,7 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
 
 # -- ONNX files -------------------------------------------------------------------------------
 def _onnx_source(opts: ConvertOptions) -> SourceModel:
-    from converters.export import load_onnx
+    from edgenet.converters.export import load_onnx
 
     source = opts.model.source
     model = load_onnx(source)

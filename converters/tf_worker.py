@@ -70,7 +70,7 @@ class InProcessTF:
 
     def onnx_to_tf(self, onnx_model, keep_layout: tuple[str, ...] = ()) -> GraphInfo:
         """Convert the (static-shaped) ONNX model; rank-4 inputs NHWC unless named in ``keep_layout``."""
-        from converters.onnx_to_tf import onnx_to_tf
+        from edgenet.converters.onnx_to_tf import onnx_to_tf
 
         self._keep_layout = tuple(keep_layout)
         self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
@@ -93,35 +93,35 @@ class InProcessTF:
     def evaluate_values(self, onnx_model, feeds):
         """Every ONNX value the converted TF graph computes on ``feeds`` (ONNX layout), for the
         divergence locator."""
-        from converters.onnx_to_tf import evaluate_values
+        from edgenet.converters.onnx_to_tf import evaluate_values
 
         return evaluate_values(onnx_model, feeds, keep_layout=self._keep_layout)
 
     def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
         """The graph of the last :meth:`onnx_to_tf` as a .tflite with float activations: float32,
         float16 or dynamic (int8) weights."""
-        from converters.tflite import to_float_tflite
+        from edgenet.converters.tflite import to_float_tflite
 
         return to_float_tflite(self._graph, precision)
 
     def float_tflite_of(self, onnx_model) -> bytes:
         """Another ONNX model (the equalized twin) straight to float32 .tflite."""
-        from converters.onnx_to_tf import onnx_to_tf
-        from converters.tflite import to_float_tflite
+        from edgenet.converters.onnx_to_tf import onnx_to_tf
+        from edgenet.converters.tflite import to_float_tflite
 
         return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
 
     def int8_tflite(self, float_model: bytes, calib_inputs, **options):
-        from converters.tflite import to_int8_tflite
+        from edgenet.converters.tflite import to_int8_tflite
 
         return to_int8_tflite(float_model, calib_inputs, **options)
 
     def quantized_tflite(self, float_model: bytes, calib_inputs, precision: Precision = Precision.INT8, **options):
-        """A full-integer (int8 or int16x8) model of ``float_model``: :func:`converters.tflite.to_quantized_tflite`
+        """A full-integer (int8 or int16x8) model of ``float_model``: :func:`edgenet.converters.tflite.to_quantized_tflite`
         (options: io_type, per_channel, method, keep_float, batch_size, num_threads)."""
         from dataclasses import replace
 
-        from converters.tflite import to_quantized_tflite
+        from edgenet.converters.tflite import to_quantized_tflite
 
         result = to_quantized_tflite(float_model, calib_inputs, precision=precision, **options)
         self._ranged[Precision(precision)] = result.ranged   # kept here: large, and only requantize needs it
@@ -131,7 +131,7 @@ class InProcessTF:
         """The last :meth:`quantized_tflite` of ``precision`` again, from the same calibrated ranges,
         with the ops ``keep_float`` names left in float and the outputs at ``float_outputs`` float32
         (options: io_type, per_channel)."""
-        from converters.tflite import float_outputs as dequantized_outputs, quantize_calibrated
+        from edgenet.converters.tflite import float_outputs as dequantized_outputs, quantize_calibrated
 
         ranged = self._ranged.get(Precision(precision))
         if ranged is None:
@@ -143,7 +143,7 @@ class InProcessTF:
         """Per-layer SQNR, each row named by the ONNX node (and torch module) that made it."""
         from dataclasses import replace
 
-        from converters.layer_error import layer_sqnr, module_path
+        from edgenet.converters.layer_error import layer_sqnr, module_path
 
         rows = layer_sqnr(float_model, int8_model, samples)
         if self._graph is None:
@@ -198,8 +198,10 @@ class WorkerTF:
         self._log = tempfile.TemporaryFile()
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        # the child must import this very copy of converters/, whatever this process's sys.path is
-        root = str(Path(__file__).resolve().parent.parent)
+        # the child must import this very copy of edgenet, whatever this process's sys.path is
+        import edgenet
+
+        root = str(Path(edgenet.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env["TMPDIR"] = str(self._scratch.path)
         env[_PARENT] = str(os.getpid())
@@ -207,7 +209,7 @@ class WorkerTF:
         env[_DEATH_SIGNAL] = "1" if threading.current_thread() is threading.main_thread() else "0"
         self._pending: Pending | None = None
         try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "converters.tf_worker"], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([sys.executable, "-m", "edgenet.converters.tf_worker"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._log, env=env)
         except BaseException:
             self._log.close()
@@ -474,7 +476,7 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    # run the module's importable twin, so that what is pickled names converters.tf_worker, not __main__
-    from converters.tf_worker import serve as _serve
+    # run the module's importable twin, so that what is pickled names edgenet.converters.tf_worker, not __main__
+    from edgenet.converters.tf_worker import serve as _serve
 
     _serve()

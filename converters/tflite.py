@@ -12,7 +12,7 @@ dynamic (weights stored as int8, activations float) are the converter's own post
 Full integer: post-training quantization of that float model: per-channel weights (per-tensor
 selectable), int8 or int16 activations. TF's converter would convert the graph a second time to
 get the very same float model, calibrate it one sample at a time on one thread, and hand it to its
-quantizer. We calibrate the float model we already have (:mod:`converters.calibration`: batched,
+quantizer. We calibrate the float model we already have (:mod:`edgenet.converters.calibration`: batched,
 all cores) and call the quantizer the converter calls, with its arguments:
 
 - int8: the MLIR quantizer (``tensorflow.lite.python.convert.mlir_quantize``); int8, uint8 or
@@ -37,8 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
-from converters._capture import captured_fd
-from converters.calibration import CalibrationStats, RangeCalibrator, pixel_input_range
+from edgenet.converters._capture import captured_fd
+from edgenet.converters.calibration import CalibrationStats, RangeCalibrator, pixel_input_range
 from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.data.preprocess import Preprocess
@@ -202,7 +202,7 @@ def to_quantized_tflite(float_model: bytes, calib_inputs: Sequence[np.ndarray], 
     (int8 only): each gets DEQUANTIZE before and QUANTIZE after it, and the model's input and output
     types stay ``io_type`` even when a kept op produces a model output.
     With ``preprocess`` (an image model's normalization) the input's range is not calibrated but
-    fixed to the pixel range (:func:`converters.calibration.pixel_input_range`): a uint8 input then
+    fixed to the pixel range (:func:`edgenet.converters.calibration.pixel_input_range`): a uint8 input then
     takes camera pixels as they are.
     Raises ConversionError (bad calibration shapes, an I/O type or ``keep_float`` the precision
     cannot have, an unknown op name, the quantizer failing)."""
@@ -287,7 +287,7 @@ def _check_keep_float(float_model: bytes, keep: tuple[str, ...], precision: Prec
         return
     if precision is not Precision.INT8:
         raise ConversionError(_NO_KEEP_FLOAT_16X8)
-    from targets.tflite_graph import read_tflite
+    from edgenet.targets.tflite_graph import read_tflite
 
     graph = read_tflite(float_model)
     names = {graph.tensors[op.outputs[0]].name for op in graph.operators if op.outputs}

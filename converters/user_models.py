@@ -1,6 +1,6 @@
 """The user's own PyTorch models: ``package.module:function`` callables and torch.export ``.pt2`` programs.
 
-Both give an ``nn.Module`` that ``converters.export.export_onnx`` (the TorchScript exporter) can trace:
+Both give an ``nn.Module`` that ``edgenet.converters.export.export_onnx`` (the TorchScript exporter) can trace:
 
 * ``load_callable("pkg.mod:build")`` imports ``pkg.mod`` with the working directory first on
   ``sys.path`` (then the installed packages), calls ``build()`` and checks it returns a one-input

@@ -7,8 +7,8 @@ import numpy as np
 
 from typing import Sequence
 
-from converters.model_data import to_onnx_layout
-from converters.model_inputs import ModelInput
+from edgenet.converters.model_data import to_onnx_layout
+from edgenet.converters.model_inputs import ModelInput
 from edgenet._deps import require
 from edgenet.benchmark.accuracy import agreement, sqnr_db, top_k_accuracy  # the device-side definitions
 from edgenet.inference import invocations, stack_outputs

@@ -12,6 +12,16 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from pathlib import Path as _Path
+
+# One top-level package: the pipeline stages and the target profiles are ``edgenet.converters`` and
+# ``edgenet.targets``. A wheel puts those folders inside edgenet/ (pyproject.toml); the repository
+# keeps them at its top (converters/, targets/), so a source tree or an editable install finds them
+# there: the repository root is on this package's search path, after edgenet/ itself.
+_root = _Path(__file__).resolve().parent.parent
+if not (_Path(__file__).resolve().parent / "converters").is_dir() and (_root / "converters").is_dir():
+    __path__.append(str(_root))  # noqa: F821 - the package's own __path__
+del _root
 
 try:
     __version__ = _version("edgenet")
@@ -31,7 +41,7 @@ _LAZY = {
     "create_model": "edgenet.zoo:create_model",
     "list_models": "edgenet.zoo:list_models",
     "bench": "edgenet.benchmark:bench",
-    "load_target": "targets:load_target",
+    "load_target": "edgenet.targets:load_target",
 }
 
 __all__ = ["EdgenetError", "__version__", *_LAZY]

@@ -122,7 +122,7 @@ def _module_or_none(model):
 
 
 def _input_shapes(single, several) -> tuple[InputShape, ...]:
-    from converters.model_inputs import parse_input_shape
+    from edgenet.converters.model_inputs import parse_input_shape
 
     out: list[InputShape] = []
     if single is not None:
@@ -216,7 +216,7 @@ def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable 
 
     >>> edgenet.convert("mobilenet_v1", target="rpi", int8=True, alpha=0.25, resolution=96, out="out")  # doctest: +SKIP
     """
-    from converters import pipeline
+    from edgenet.converters import pipeline
 
     from edgenet.outdir import OutputFolder
 

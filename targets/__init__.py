@@ -5,6 +5,6 @@ user's own profile. Per-target checks and packagers live beside the profiles in 
 """
 from __future__ import annotations
 
-from targets.profile import TargetProfile, available_targets, load_target
+from edgenet.targets.profile import TargetProfile, available_targets, load_target
 
 __all__ = ["TargetProfile", "available_targets", "load_target"]

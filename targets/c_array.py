@@ -26,7 +26,7 @@ from typing import Sequence
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import ModelError, UsageError
 from edgenet.io import atomic_write_text
-from targets.tflite_graph import TensorInfo, TfliteGraph, read_tflite
+from edgenet.targets.tflite_graph import TensorInfo, TfliteGraph, read_tflite
 
 BYTES_PER_LINE = 12
 ARENA_ALIGN = 1024

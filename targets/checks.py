@@ -17,15 +17,15 @@ from edgenet.config import IOType
 from edgenet.errors import DataError, EdgenetError, TargetError, UsageError
 from edgenet.io import atomic_write_text
 from edgenet.data.preprocess import Preprocess
-from targets.c_array import (ArenaEstimate, c_name_from, check_c_name, op_registrations, write_model_data,
+from edgenet.targets.c_array import (ArenaEstimate, c_name_from, check_c_name, op_registrations, write_model_data,
                              write_op_resolver)
-from targets.edgetpu import EdgeTpuAnalysis, analyze_edgetpu
-from targets.edgetpu_compiler import CompilerResult, compiler_command, find_compiler, run_compiler
-from targets.metadata import read_metadata
-from targets.profile import Check, Packager, Runtime, TargetProfile
-from targets.tflite_graph import read_tflite
-from targets.tflm import TflmCheck, check_tflm, kib
-from targets.vela import VelaOutput, VelaReport, run_vela, save_vela_output
+from edgenet.targets.edgetpu import EdgeTpuAnalysis, analyze_edgetpu
+from edgenet.targets.edgetpu_compiler import CompilerResult, compiler_command, find_compiler, run_compiler
+from edgenet.targets.metadata import read_metadata
+from edgenet.targets.profile import Check, Packager, Runtime, TargetProfile
+from edgenet.targets.tflite_graph import read_tflite
+from edgenet.targets.tflm import TflmCheck, check_tflm, kib
+from edgenet.targets.vela import VelaOutput, VelaReport, run_vela, save_vela_output
 
 _INT8_ONLY = (Runtime.TFLM, Runtime.EDGETPU, Runtime.ETHOS_U)
 

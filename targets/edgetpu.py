@@ -8,7 +8,7 @@ rank 4 where only the innermost three dimensions may be larger than 1 (so batch 
 The compiler maps ops into one Edge TPU segment in graph order and stops at the first op it
 cannot map: that op and everything after it run on the CPU, even ops the TPU supports. A float
 QUANTIZE right at the model input is the exception: it stays on the CPU in front of the segment.
-When ``edgetpu_compiler`` is on PATH its own verdict is added (``targets.edgetpu_compiler``).
+When ``edgetpu_compiler`` is on PATH its own verdict is added (``edgenet.targets.edgetpu_compiler``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from targets.tflite_graph import OpInfo, TfliteGraph, read_tflite
+from edgenet.targets.tflite_graph import OpInfo, TfliteGraph, read_tflite
 
 SOFTMAX_MAX_ELEMENTS = 16000
 _QUANTIZED = ("int8", "uint8")

@@ -52,13 +52,17 @@ def check_budgets(profile, model: Any) -> Estimate | None:
     if profile.ram_budget is None and profile.flash_budget is None:
         return None
     est = lower_bounds(model)
+    error = None
     if profile.flash_budget is not None and est.weight_bytes > profile.flash_budget:
-        raise TargetError(f"{profile.name}: the model cannot fit: its weights alone are {est.weight_bytes / 1024:,.0f} KiB "
-                          f"as int8, over the {profile.flash_budget / 1024:,.0f} KiB flash budget (found before "
-                          "converting; choose a smaller model, e.g. a lower --alpha, or --fit)")
-    if profile.ram_budget is not None and est.peak_activation_bytes > profile.ram_budget:
-        raise TargetError(f"{profile.name}: the model cannot fit: node {est.peak_node!r} alone needs "
-                          f"{est.peak_activation_bytes / 1024:,.0f} KiB of int8 activations, over the "
-                          f"{profile.ram_budget / 1024:,.0f} KiB RAM budget (found before converting; choose a lower "
-                          "--resolution or --alpha, or --fit)")
+        error = TargetError(f"{profile.name}: the model cannot fit: its weights alone are {est.weight_bytes / 1024:,.0f} "
+                            f"KiB as int8, over the {profile.flash_budget / 1024:,.0f} KiB flash budget (found before "
+                            "converting; choose a smaller model, e.g. a lower --alpha, or --fit)")
+    elif profile.ram_budget is not None and est.peak_activation_bytes > profile.ram_budget:
+        error = TargetError(f"{profile.name}: the model cannot fit: node {est.peak_node!r} alone needs "
+                            f"{est.peak_activation_bytes / 1024:,.0f} KiB of int8 activations, over the "
+                            f"{profile.ram_budget / 1024:,.0f} KiB RAM budget (found before converting; choose a lower "
+                            "--resolution or --alpha, or --fit)")
+    if error is not None:
+        error.estimate = est          # the lower bounds, for callers that compare candidates (--fit, sweep)
+        raise error
     return est

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgenet.errors import EdgenetError, TargetError, UsageError
-from targets.profile import TargetProfile
-from targets.tflm import kib, run_tflm
+from edgenet.targets.profile import TargetProfile
+from edgenet.targets.tflm import kib, run_tflm
 
 
 class FitStatus(str, Enum):

@@ -10,7 +10,7 @@ its values; for each output FeatureProperties (no score calibration), its value 
 TENSOR_AXIS_LABELS file.
 
 Where it lives (:func:`with_metadata`): the model's ``metadata`` list gets an entry
-``TFLITE_METADATA`` whose buffer holds the M001 flatbuffer (:mod:`targets.metadata_schema`), and the
+``TFLITE_METADATA`` whose buffer holds the M001 flatbuffer (:mod:`edgenet.targets.metadata_schema`), and the
 associated files are appended to the .tflite file as an uncompressed zip archive. A .tflite is read
 from its start and a zip from its end, so the file is both; that is the layout tflite-support's
 MetadataPopulator writes and where MediaPipe looks for labels.txt. The operators, tensors and
@@ -33,9 +33,9 @@ import numpy as np
 
 from edgenet.data.preprocess import ColorMode, Preprocess
 from edgenet.errors import ModelError
-from targets.metadata_schema import (AssociatedFile, AssociatedFileType, ColorSpace, FeatureTensor, ImageTensor,
+from edgenet.targets.metadata_schema import (AssociatedFile, AssociatedFileType, ColorSpace, FeatureTensor, ImageTensor,
                                      ModelMetadata, Stats)
-from targets.tflite_graph import TfliteGraph, read_tflite
+from edgenet.targets.tflite_graph import TfliteGraph, read_tflite
 
 METADATA_NAME = b"TFLITE_METADATA"
 LABELS_FILE = "labels.txt"

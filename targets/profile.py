@@ -39,7 +39,7 @@ class Delegate(str, Enum):
 
 
 class Check(str, Enum):
-    """Checks a profile can ask for (run by ``targets.checks.run_target``)."""
+    """Checks a profile can ask for (run by ``edgenet.targets.checks.run_target``)."""
 
     IO_TYPES = "io_types"  # model input/output types against the profile's
     LITERT = "litert"      # load and run the model once in LiteRT with the profile's threads

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgenet._deps import require
 from edgenet.errors import ModelError, TargetError
-from targets.tflite_graph import TfliteGraph, read_tflite
+from edgenet.targets.tflite_graph import TfliteGraph, read_tflite
 
 DEFAULT_ARENA = 8 * 1024 * 1024
 MAX_ARENA = 1024 * 1024 * 1024

@@ -5,7 +5,7 @@ writes ``D/<model>_vela.tflite`` (the NPU part becomes one ``ethos-u`` custom op
 ``D/<model>_summary_<system>.csv``, and prints a network summary with the NPU and CPU operator
 counts. Operators vela cannot place on the NPU stay as TFLite ops that the Cortex-M runs. The
 optimised model gets the source model's TFLite metadata and associated files back
-(:func:`targets.metadata.copy_metadata`).
+(:func:`edgenet.targets.metadata.copy_metadata`).
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from pathlib import Path
 from edgenet._deps import require
 from edgenet.errors import ModelError, TargetError
 from edgenet.io import atomic_write_bytes, atomic_write_text
-from targets.metadata import copy_metadata
-from targets.tflite_graph import read_tflite
-from targets.tflm import kib
+from edgenet.targets.metadata import copy_metadata
+from edgenet.targets.tflite_graph import read_tflite
+from edgenet.targets.tflm import kib
 
 VELA_CONFIG_FILE = "Arm/vela.ini"  # ships with ethos-u-vela
 _COUNT_RE = {

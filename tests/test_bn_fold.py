@@ -12,9 +12,9 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from converters.bn_fold import BNFoldStats, fold_batchnorm  # noqa: E402
-from converters.cleanup import cleanup  # noqa: E402
-from converters.export import random_inputs, run_onnxruntime  # noqa: E402
+from edgenet.converters.bn_fold import BNFoldStats, fold_batchnorm  # noqa: E402
+from edgenet.converters.cleanup import cleanup  # noqa: E402
+from edgenet.converters.export import random_inputs, run_onnxruntime  # noqa: E402
 from edgenet.errors import ModelError  # noqa: E402
 
 F = TensorProto.FLOAT

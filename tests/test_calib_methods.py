@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from converters.calibration import HIST_BINS, mse_range
+from edgenet.converters.calibration import HIST_BINS, mse_range
 from edgenet.config import CalibMethod
 
 
@@ -66,7 +66,7 @@ tf_needed = pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflo
 def _convert(fn, data, method):
     import tensorflow as tf
 
-    from converters.tflite import to_int8_tflite
+    from edgenet.converters.tflite import to_int8_tflite
 
     float_model = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
     result = to_int8_tflite(float_model, [data], method=method, batch_size=8, num_threads=2)

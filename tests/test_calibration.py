@@ -5,8 +5,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
-from converters.calibration import RangeCalibrator
-from converters.tflite import to_int8_tflite, without_conversion_metadata
+from edgenet.converters.calibration import RangeCalibrator
+from edgenet.converters.tflite import to_int8_tflite, without_conversion_metadata
 from edgenet.config import CalibMethod, IOType
 from edgenet.inference import TFLiteModel
 

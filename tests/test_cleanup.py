@@ -12,8 +12,8 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from converters.cleanup import CleanupStats, cleanup  # noqa: E402
-from converters.export import random_inputs, run_onnxruntime  # noqa: E402
+from edgenet.converters.cleanup import CleanupStats, cleanup  # noqa: E402
+from edgenet.converters.export import random_inputs, run_onnxruntime  # noqa: E402
 
 F = TensorProto.FLOAT
 

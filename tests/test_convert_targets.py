@@ -38,7 +38,7 @@ def test_android_uint8_io_and_float16_variant(tmp_path):
     assert zero == 128 and scale == pytest.approx(2 / 255, rel=1e-6)
     f16 = (tmp_path / "a" / "model_float16.tflite").stat().st_size
     assert f16 < 0.6 * res.report.sizes.float_bytes
-    from targets.metadata import read_metadata
+    from edgenet.targets.metadata import read_metadata
 
     for name in ("model_int8.tflite", "model_float16.tflite", "model_float.tflite"):   # metadata in every model
         md = read_metadata((tmp_path / "a" / name).read_bytes())
@@ -69,7 +69,7 @@ def test_ethos_u55_all_on_npu(tmp_path):
                           **SMALL)
     t = res.report.target
     assert t["cpu_ops"] == 0 and t["npu_ops"] >= 1 and t["estimated_ms"] > 0
-    from targets.metadata import read_metadata
+    from edgenet.targets.metadata import read_metadata
 
     assert {"person_detect_model_data.cc", "person_detect_model_data.h", "person_detect_op_resolver.h"} <= set(
         t["artifacts"])

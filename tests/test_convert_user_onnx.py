@@ -233,7 +233,7 @@ def test_nn_module_converts_through_the_python_api(tmp_path):
 def broken_relu(monkeypatch):
     """Fault injection: the converter's Relu handler scales its result by 1.5, as a converter bug would.
     (TensorFlow runs in this process in the tests, so the patched registry is the one used.)"""
-    from converters.onnx_to_tf import registry
+    from edgenet.converters.onnx_to_tf import registry
 
     original = registry._REGISTRY["Relu"]
 

@@ -7,10 +7,10 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.bias_correction import BiasCorrection, correct_biases, quantize_weights
-from converters.cleanup import constant_values
-from converters.equalize import ClipPolicy, equalize, range_spread
-from converters.export import run_onnxruntime
+from edgenet.converters.bias_correction import BiasCorrection, correct_biases, quantize_weights
+from edgenet.converters.cleanup import constant_values
+from edgenet.converters.equalize import ClipPolicy, equalize, range_spread
+from edgenet.converters.export import run_onnxruntime
 
 
 def _spread(rng, n, sigma=1.5):
@@ -191,7 +191,7 @@ def _spread_bn_mobilenet(path, resolution=32, sigma=1.0):
     """MobileNetV1 0.25 (ReLU) whose BN gammas feeding each depthwise conv are log-normal and whose
     depthwise BN variances divide them out again: same function, per-channel ranges spread by folding."""
     torch = pytest.importorskip("torch")
-    from converters.export import export_onnx
+    from edgenet.converters.export import export_onnx
     from edgenet.zoo import create_model
     from edgenet.zoo.mobilenet_v1 import DepthwiseSeparable
 
@@ -229,7 +229,7 @@ def _weight_tensors(tflite_path):
 def test_per_tensor_equalized_end_to_end(tmp_path):
     pytest.importorskip("tensorflow")
     import edgenet
-    from converters.validate import sqnr_db
+    from edgenet.converters.validate import sqnr_db
     from edgenet.data.datasets import load_dataset
     from edgenet.data.preprocess import Preprocess
     from edgenet.errors import UsageError

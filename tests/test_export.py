@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 
 from torch import nn  # noqa: E402
 
-from converters.export import export_onnx, load_onnx, onnx_parity, run_onnxruntime  # noqa: E402
+from edgenet.converters.export import export_onnx, load_onnx, onnx_parity, run_onnxruntime  # noqa: E402
 from edgenet.errors import ConversionError, ModelError, UsageError  # noqa: E402
 
 SHAPE = (1, 3, 16, 16)

@@ -84,7 +84,7 @@ def test_regular_file_refuses_everything_else_without_blocking(tmp_path):
 def test_model_precision_comes_from_the_tensors(tiny_convert_out, tmp_path):
     tf = pytest.importorskip("tensorflow")
     from conftest import _tiny_tf_cnn
-    from converters.op_precision import model_precision
+    from edgenet.converters.op_precision import model_precision
     from edgenet.config import Precision as ModelPrecision
     from edgenet.runtime import make_interpreter
 

@@ -5,12 +5,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
-from converters.calibration import pixel_input_range
-from converters.tflite import to_int8_tflite
+from edgenet.converters.calibration import pixel_input_range
+from edgenet.converters.tflite import to_int8_tflite
 from edgenet.config import IOType
 from edgenet.data.preprocess import Preprocess
 from edgenet.inference import TFLiteModel
-from targets.tflite_graph import read_tflite
+from edgenet.targets.tflite_graph import read_tflite
 
 PIXELS = np.arange(256, dtype=np.float32)
 GRID = PIXELS.reshape(16, 16, 1).repeat(3, -1)      # every pixel value, as a 16x16 RGB image

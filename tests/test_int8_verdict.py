@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 import edgenet  # noqa: E402
-from converters.op_precision import ops_not_in  # noqa: E402
+from edgenet.converters.op_precision import ops_not_in  # noqa: E402
 from edgenet.cli import main  # noqa: E402
 from edgenet.config import Precision  # noqa: E402
 from edgenet.errors import ConversionError, TargetError  # noqa: E402
@@ -148,11 +148,11 @@ def test_targets_refuse_precisions_they_cannot_run(tmp_path, capsys, target, pre
 
 def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     """A full-integer target may not get an op in float: named, and the target check fails."""
-    from converters.build import Built
-    from converters.pipeline import _ops_left_in_float
-    from converters.tflite import to_float_tflite, to_int8_tflite
+    from edgenet.converters.build import Built
+    from edgenet.converters.pipeline import _ops_left_in_float
+    from edgenet.converters.tflite import to_float_tflite, to_int8_tflite
     from edgenet.config import ConvertOptions
-    from targets import load_target
+    from edgenet.targets import load_target
     from conftest import _tiny_tf_cnn
     import tensorflow as tf
 

@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from converters.layer_error import layer_sqnr
+from edgenet.converters.layer_error import layer_sqnr
 
 
 def test_layer_sqnr_on_tiny_pair(tiny_convert_out):

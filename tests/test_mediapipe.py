@@ -107,7 +107,7 @@ def test_per_channel_normalization_is_refused_by_mediapipe_and_the_report_says_w
     """ImageNet mean/std: the metadata carries them per channel (0..255 scale), MediaPipe's
     ImageClassifier refuses per-channel normalization (its own limit), and the report says how an
     app feeds the uint8 model instead."""
-    from targets.metadata import read_metadata
+    from edgenet.targets.metadata import read_metadata
 
     pre = Preprocess.load(imagenet_out / "preprocess.json")
     assert pre.mean == IMAGENET["mean"]
@@ -126,7 +126,7 @@ def test_mediapipes_own_schema_reads_our_metadata(android_out):
     """The metadata parsed with the generated code MediaPipe ships for metadata_schema.fbs."""
     from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
 
-    from targets.metadata import metadata_bytes
+    from edgenet.targets.metadata import metadata_bytes
 
     blob = metadata_bytes((android_out / "model_int8.tflite").read_bytes())
     assert fb.ModelMetadata.ModelMetadataBufferHasIdentifier(blob, 0)

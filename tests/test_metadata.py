@@ -10,11 +10,11 @@ import pytest
 import _tiny_tflite as tiny
 from edgenet.data.preprocess import ColorMode, Preprocess
 from edgenet.runtime import make_interpreter
-from targets.c_array import model_data_sources
-from targets.metadata import (add_metadata, associated_files, describe, metadata_bytes, read_metadata,
+from edgenet.targets.c_array import model_data_sources
+from edgenet.targets.metadata import (add_metadata, associated_files, describe, metadata_bytes, read_metadata,
                               with_metadata, without_metadata)
-from targets.metadata_schema import AssociatedFileType, ColorSpace, ModelMetadata
-from targets.tflite_graph import read_tflite
+from edgenet.targets.metadata_schema import AssociatedFileType, ColorSpace, ModelMetadata
+from edgenet.targets.tflite_graph import read_tflite
 
 LABELS = tuple(f"class {i}" for i in range(10))
 

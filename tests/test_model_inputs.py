@@ -7,7 +7,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
-from converters.model_inputs import (  # noqa: E402
+from edgenet.converters.model_inputs import (  # noqa: E402
     MAX_INPUT_ELEMENTS, check_input_types, fix_input_shapes, parse_input_shape)
 from edgenet.config import InputShape  # noqa: E402
 from edgenet.errors import ModelError, UsageError  # noqa: E402
@@ -130,7 +130,7 @@ def test_keep_layout_must_name_a_rank4_input():
 
 
 def test_held_out_images_are_stored_as_their_exact_pixels():
-    from converters.model_data import pixels_of
+    from edgenet.converters.model_data import pixels_of
     from edgenet.data.preprocess import Preprocess
 
     pre = Preprocess(height=5, width=7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="BGR")

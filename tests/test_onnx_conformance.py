@@ -32,8 +32,8 @@ pytest.importorskip("ai_edge_litert")
 
 from onnx import numpy_helper  # noqa: E402
 
-from converters.onnx_to_tf import onnx_to_tf, supported_ops  # noqa: E402
-from converters.tflite import to_float_tflite  # noqa: E402
+from edgenet.converters.onnx_to_tf import onnx_to_tf, supported_ops  # noqa: E402
+from edgenet.converters.tflite import to_float_tflite  # noqa: E402
 from edgenet.errors import EdgenetError  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pytest
 from test_onnx_to_tf_helpers import (from_tf_output, grid_model, helper, make_model, onnx, rand, run_ort,
                                      tflite_bytes, tflite_run, to_tf_input)
 
-from converters.onnx_to_tf import TFLITE_BUILTIN_TF_OPS, onnx_to_tf, supported_ops
-from converters.onnx_to_tf.scopes import COMPOSITE_TF_OPS, origin_of
+from edgenet.converters.onnx_to_tf import TFLITE_BUILTIN_TF_OPS, onnx_to_tf, supported_ops
+from edgenet.converters.onnx_to_tf.scopes import COMPOSITE_TF_OPS, origin_of
 from edgenet.errors import UnsupportedOpError
 
 X4 = (1, 4, 5, 7)
@@ -205,7 +205,7 @@ def test_tflite_names_map_back_to_onnx_nodes(examples):
 
 
 def test_origin_of_parses_tf_and_tflite_names():
-    from converters.onnx_to_tf.scopes import NodeOrigin
+    from edgenet.converters.onnx_to_tf.scopes import NodeOrigin
 
     scopes = {"conv_1": NodeOrigin("/conv/Conv", "Conv"), "relu_2": NodeOrigin("/Relu", "Relu")}
     assert origin_of("conv_1/Conv2D:0", scopes).name == "/conv/Conv"

@@ -5,7 +5,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import assert_matches_ort, rand, single_op, tf_op_types
 
-from converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 

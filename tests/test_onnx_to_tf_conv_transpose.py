@@ -7,8 +7,8 @@ import pytest
 
 from test_onnx_to_tf_helpers import assert_tflite_matches, onnx, rand, single_op
 
-from converters.onnx_to_tf import onnx_to_tf
-from converters.onnx_to_tf.conv_transpose import transpose_geometry
+from edgenet.converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf.conv_transpose import transpose_geometry
 from edgenet.errors import UnsupportedOpError
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import assert_tflite_matches, helper, make_model, rand
 
-from converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 FORMS = {  # equation, shapes of the two operands (the second is a graph input too unless constant)

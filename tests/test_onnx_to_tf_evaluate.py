@@ -6,7 +6,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import helper, make_model, onnx, ort, rand, with_dynamic_batch
 
-from converters.onnx_to_tf import evaluate_values
+from edgenet.converters.onnx_to_tf import evaluate_values
 from edgenet.errors import UsageError
 
 

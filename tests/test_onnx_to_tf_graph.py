@@ -8,7 +8,7 @@ import pytest
 from test_onnx_to_tf_helpers import (assert_matches_ort, helper, make_model, onnx, rand, run_ort, single_op,
                                      tf_op_types, tflite_bytes, tflite_run, with_dynamic_batch)
 
-from converters.onnx_to_tf import TensorInfo, onnx_to_tf, supported_ops
+from edgenet.converters.onnx_to_tf import TensorInfo, onnx_to_tf, supported_ops
 from edgenet.errors import ConversionError, ModelError, UnsupportedOpError, UsageError
 
 X = (1, 5, 7, 9)

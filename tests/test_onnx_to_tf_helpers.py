@@ -15,7 +15,7 @@ tf = pytest.importorskip("tensorflow")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from converters.onnx_to_tf import onnx_to_tf  # noqa: E402
+from edgenet.converters.onnx_to_tf import onnx_to_tf  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -126,7 +126,7 @@ def tf_op_types(graph) -> set[str]:
 
 def tflite_bytes(graph) -> bytes:
     """The pipeline's own float32 TFLite stage (frozen function, signature added by us)."""
-    from converters.tflite import to_float_tflite
+    from edgenet.converters.tflite import to_float_tflite
 
     return to_float_tflite(graph)
 

@@ -7,7 +7,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import assert_tflite_matches, grid_model, onnx, rand, tflite_bytes
 
-from converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf import onnx_to_tf
 
 X = (1, 3, 8, 6)
 
@@ -45,8 +45,8 @@ def test_channel_gather_case_runs_int8_in_tflite_micro(tmp_path):
     """Case 24 (x[:, [2, 1, 0]]): an evenly spaced gather is one strided slice; any other constant
     gather is a GATHER with int32 positions; both run in TFLM as int8."""
     pytest.importorskip("tflite_micro")
-    from converters.tflite import to_float_tflite, to_int8_tflite
-    from targets.tflm import run_tflm
+    from edgenet.converters.tflite import to_float_tflite, to_int8_tflite
+    from edgenet.targets.tflm import run_tflm
 
     case = onnx.load("/work/shared/cases/24_channel_gather_bgr.onnx")
     shuffled = onnx.ModelProto.FromString(case.SerializeToString())

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.padding import same_pads, window_pads
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.padding import same_pads, window_pads
 
 
 def _attrs(**kw):

@@ -9,7 +9,7 @@ import pytest
 from test_onnx_to_tf_helpers import (assert_grid_matches, assert_tflite_matches, grid_model, helper, make_model,
                                      onnx, rand)
 
-from converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 X = (1, 3, 5, 7)

@@ -13,7 +13,7 @@ import pytest
 from test_onnx_to_tf_helpers import (from_tf_output, helper, onnx, onnx_to_tf, rand, run_ort, run_reference,
                                      tflite_bytes, tflite_run, to_tf_input)
 
-from converters.onnx_to_tf.resize_math import AxisResize, ResizeMode, axis_weights, nearest_indices
+from edgenet.converters.onnx_to_tf.resize_math import AxisResize, ResizeMode, axis_weights, nearest_indices
 
 X = (1, 3, 7, 9)
 COORDS = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]

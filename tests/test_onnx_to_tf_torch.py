@@ -9,7 +9,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import onnx, run_ort, tf_op_types, tflite_bytes, tflite_run
 
-from converters.onnx_to_tf import onnx_to_tf
+from edgenet.converters.onnx_to_tf import onnx_to_tf
 
 torch = pytest.importorskip("torch")
 

@@ -6,10 +6,10 @@ import types
 import numpy as np
 import pytest
 
-from converters.op_precision import describe, model_precision, op_precisions, ops_not_in
+from edgenet.converters.op_precision import describe, model_precision, op_precisions, ops_not_in
 from edgenet.config import IOType, Precision
 from edgenet.errors import ModelError
-from targets.tflite_graph import OpInfo, TensorInfo, TfliteGraph
+from edgenet.targets.tflite_graph import OpInfo, TensorInfo, TfliteGraph
 
 F32, F16, DYN, I8, I16 = (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC, Precision.INT8,
                           Precision.INT16X8)
@@ -77,7 +77,7 @@ def models(tmp_path_factory):
     """One .tflite of each precision of the tiny CNN (dynamic: of a CNN with larger weights)."""
     tf = pytest.importorskip("tensorflow")
     from conftest import _tiny_tf_cnn
-    from converters.tflite import to_float_tflite, to_quantized_tflite
+    from edgenet.converters.tflite import to_float_tflite, to_quantized_tflite
     from test_precisions import _wide_tf_cnn
 
     folder = tmp_path_factory.mktemp("precisions")
@@ -146,7 +146,7 @@ def test_an_int8_model_with_a_float_op_in_the_middle():
 def test_works_without_tensorflow(models):
     """The device path: numpy + ai-edge-litert's schema only (TensorFlow made unimportable)."""
     code = ("import sys; sys.modules['tensorflow'] = None\n"
-            "from converters.op_precision import model_precision, ops_not_in\n"
+            "from edgenet.converters.op_precision import model_precision, ops_not_in\n"
             f"print(model_precision({str(models['int16x8_floatio'])!r}).value, "
             f"len(ops_not_in({str(models['int8'])!r}, 'float32')))\n"
             "assert 'tensorflow' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n")

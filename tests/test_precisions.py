@@ -8,14 +8,14 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
-from converters.calibration import RangeCalibrator
-from converters.op_precision import model_precision, op_precisions, ops_not_in
-from converters.tflite import (quantize_calibrated, to_float_tflite, to_quantized_tflite,
+from edgenet.converters.calibration import RangeCalibrator
+from edgenet.converters.op_precision import model_precision, op_precisions, ops_not_in
+from edgenet.converters.tflite import (quantize_calibrated, to_float_tflite, to_quantized_tflite,
                                without_conversion_metadata)
 from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.errors import ConversionError
 from edgenet.inference import TFLiteModel
-from targets.tflite_graph import read_tflite
+from edgenet.targets.tflite_graph import read_tflite
 
 
 def _graph(fn):
@@ -274,7 +274,7 @@ def int16x8_file(tiny, tmp_path_factory):
 @pytest.mark.mcu
 def test_int16x8_runs_in_tflite_micro_like_in_litert(int16x8_file):
     pytest.importorskip("tflite_micro")
-    from targets.tflm import litert_outputs, run_tflm
+    from edgenet.targets.tflm import litert_outputs, run_tflm
 
     run = run_tflm(int16x8_file, samples=3)
     assert run.ok, run.error
@@ -287,7 +287,7 @@ def test_int16x8_runs_in_tflite_micro_like_in_litert(int16x8_file):
 @pytest.mark.mcu
 def test_vela_maps_every_int16x8_op_to_the_npu(int16x8_file):
     pytest.importorskip("ethosu.vela")
-    from targets.vela import run_vela
+    from edgenet.targets.vela import run_vela
 
     out = run_vela(int16x8_file, "ethos-u55-128", system_config="Ethos_U55_High_End_Embedded",
                    memory_mode="Shared_Sram")
@@ -317,7 +317,7 @@ def _conv_onnx():
 
 @pytest.mark.slow
 def test_worker_forwards_every_precision():
-    from converters.tf_worker import InProcessTF, WorkerTF
+    from edgenet.converters.tf_worker import InProcessTF, WorkerTF
 
     model = _conv_onnx()
     calib = np.random.default_rng(0).uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32)

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import edgenet
-from converters.sources import SourceKind, check_source, load_source, source_kind
-from converters.user_models import load_callable
+from edgenet.converters.sources import SourceKind, check_source, load_source, source_kind
+from edgenet.converters.user_models import load_callable
 from edgenet.api import _options
 from edgenet.cli import main
 from edgenet.errors import ModelError, UsageError
@@ -242,7 +242,7 @@ def test_several_outputs_are_converted_and_validated_each_in_order(user_module, 
     pytest.importorskip("tensorflow")
     import onnx
 
-    from converters.validate import onnx_outputs
+    from edgenet.converters.validate import onnx_outputs
     from edgenet.inference import TFLiteModel
 
     result = edgenet.convert(f"{user_module}:two_outputs", input_shape=(1, 3, 32, 32), calib_samples=16,
@@ -254,7 +254,7 @@ def test_several_outputs_are_converted_and_validated_each_in_order(user_module, 
     assert v.float_max_abs_err == max(o.float_max_abs_err for o in v.outputs)
     assert v.int8_sqnr_db == min(o.int8_sqnr_db for o in v.outputs)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
-    from converters.model_inputs import ModelInput
+    from edgenet.converters.model_inputs import ModelInput
 
     spec = result.report.model["inputs"][0]
     ref = onnx_outputs(onnx.load(str(tmp_path / "o" / "model.onnx")), [x],

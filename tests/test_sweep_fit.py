@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import _tiny_tflite as tiny
-from targets import load_target
-from targets.fit import FitStatus, fit_model
+from edgenet.targets import load_target
+from edgenet.targets.fit import FitStatus, fit_model
 
 pytestmark = pytest.mark.mcu
 pytest.importorskip("tflite_micro")
@@ -33,7 +33,7 @@ def _profile(tmp_path, ram: int, flash: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [2, 3])
 def test_batches_pick_what_one_at_a_time_picks_and_report_every_candidate(tmp_path, batch):
-    from targets.fit import _measure
+    from edgenet.targets.fit import _measure
 
     profile = _profile(tmp_path, ram=25_000, flash=6_000)
     candidates = [(a, r) for a in ALPHAS for r in RESOLUTIONS]

@@ -154,7 +154,7 @@ def test_a_node_without_the_drivers_files_converts_the_same_cell(tmp_path):
     from PIL import Image
 
     import edgenet
-    from converters.export import export_onnx
+    from edgenet.converters.export import export_onnx
     from edgenet.sweep import expand
     from edgenet.sweep.worker import cell_files, memory_key, preload, run_cell, run_cell_anywhere
 

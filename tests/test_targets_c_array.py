@@ -10,9 +10,9 @@ import pytest
 import _tiny_tflite as tiny
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import ModelError, UsageError
-from targets.c_array import (ArenaEstimate, arena_size_constant, c_name_from, camel, check_c_name, model_data_sources,
+from edgenet.targets.c_array import (ArenaEstimate, arena_size_constant, c_name_from, camel, check_c_name, model_data_sources,
                              op_resolver_source, write_model_data)
-from targets.tflite_graph import read_tflite
+from edgenet.targets.tflite_graph import read_tflite
 
 MAIN_CC = r"""
 #include <cstdint>
@@ -156,7 +156,7 @@ int main() {
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_two_models_with_different_prefixes_link_into_one_program(tmp_path):
-    from targets.metadata import add_metadata
+    from edgenet.targets.metadata import add_metadata
 
     pre = Preprocess(32, 32)                                   # mean = std = 0.5
     kws = add_metadata(tiny.mobilenet_like().read_bytes(), pre, [f"word{i}" for i in range(10)], name="kws")

@@ -5,10 +5,10 @@ import os
 import stat
 
 import _tiny_tflite as tiny
-from targets import load_target
-from targets.checks import run_target
-from targets.edgetpu import EDGETPU_OPS, analyze_edgetpu
-from targets.edgetpu_compiler import compiler_command, parse_compiler_output
+from edgenet.targets import load_target
+from edgenet.targets.checks import run_target
+from edgenet.targets.edgetpu import EDGETPU_OPS, analyze_edgetpu
+from edgenet.targets.edgetpu_compiler import compiler_command, parse_compiler_output
 
 COMPILER_LOG = """Edge TPU Compiler version 16.0.384591198
 Input: model_int8.tflite

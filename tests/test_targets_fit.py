@@ -5,8 +5,8 @@ import pytest
 
 import _tiny_tflite as tiny
 from edgenet.errors import TargetError
-from targets import load_target
-from targets.fit import FitStatus, fit_model
+from edgenet.targets import load_target
+from edgenet.targets.fit import FitStatus, fit_model
 
 pytestmark = pytest.mark.mcu
 pytest.importorskip("tflite_micro")

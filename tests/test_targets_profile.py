@@ -8,8 +8,8 @@ import pytest
 from edgenet.cli import main
 from edgenet.config import IOType, Precision
 from edgenet.errors import TargetError, UsageError
-from targets import available_targets, load_target
-from targets.profile import Check, Packager, Runtime
+from edgenet.targets import available_targets, load_target
+from edgenet.targets.profile import Check, Packager, Runtime
 
 BUILTIN = ("android", "coral", "cortex-m", "ethos-u55", "rpi")
 
@@ -145,7 +145,7 @@ def test_a_profile_without_precisions_gets_what_its_runtime_runs(tmp_path):
     ("ethos-u55", "float32", "ethos-u55: cannot run float32 models: the Ethos-U NPU runs int8 and int16x8"),
 ])
 def test_check_precisions_names_target_precision_and_reason(target, requested, message):
-    from targets.profile import check_precisions
+    from edgenet.targets.profile import check_precisions
 
     with pytest.raises(TargetError) as info:
         check_precisions(load_target(target), requested)
@@ -153,7 +153,7 @@ def test_check_precisions_names_target_precision_and_reason(target, requested, m
 
 
 def test_check_precisions_accepts_what_the_target_runs_and_names_a_users_own_limit(tmp_path):
-    from targets.profile import check_precisions
+    from edgenet.targets.profile import check_precisions
 
     for name in BUILTIN:
         profile = load_target(name)

@@ -7,8 +7,8 @@ import pytest
 
 import _tiny_tflite as tiny
 from edgenet.errors import ModelError, TargetError, UsageError
-from targets import load_target
-from targets.checks import run_target
+from edgenet.targets import load_target
+from edgenet.targets.checks import run_target
 
 
 def test_rpi_runs_in_litert_and_writes_labels(tmp_path):

@@ -6,11 +6,11 @@ import pytest
 
 import _tiny_tflite as tiny
 from edgenet.errors import TargetError
-from targets import load_target
-from targets.c_array import ArenaEstimate
-from targets.checks import run_target
-from targets.tflite_graph import read_tflite
-from targets.tflm import litert_outputs, random_inputs, run_tflm
+from edgenet.targets import load_target
+from edgenet.targets.c_array import ArenaEstimate
+from edgenet.targets.checks import run_target
+from edgenet.targets.tflite_graph import read_tflite
+from edgenet.targets.tflm import litert_outputs, random_inputs, run_tflm
 
 pytestmark = pytest.mark.mcu
 pytest.importorskip("tflite_micro")

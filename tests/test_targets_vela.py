@@ -6,12 +6,12 @@ import pytest
 import _tiny_tflite as tiny
 from edgenet.data.preprocess import Preprocess
 from edgenet.errors import TargetError
-from targets import load_target
-from targets.c_array import ArenaEstimate
-from targets.checks import run_target
-from targets.metadata import add_metadata, associated_files, read_metadata
-from targets.tflite_graph import read_tflite
-from targets.vela import parse_stdout, run_vela
+from edgenet.targets import load_target
+from edgenet.targets.c_array import ArenaEstimate
+from edgenet.targets.checks import run_target
+from edgenet.targets.metadata import add_metadata, associated_files, read_metadata
+from edgenet.targets.tflite_graph import read_tflite
+from edgenet.targets.vela import parse_stdout, run_vela
 
 pytestmark = pytest.mark.mcu
 pytest.importorskip("ethosu.vela")

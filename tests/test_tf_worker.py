@@ -7,15 +7,15 @@ import pytest
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from converters.tf_worker import InProcessTF, WorkerTF, _ArrayFiles, _unpack, tf_stages
+from edgenet.converters.tf_worker import InProcessTF, WorkerTF, _ArrayFiles, _unpack, tf_stages
 from edgenet.config import Precision
 from edgenet.errors import ConversionError, UnsupportedOpError
 
 
 @pytest.fixture(scope="module")
 def small_onnx():
-    from converters.export import export_onnx
-    from converters.passes import run_passes
+    from edgenet.converters.export import export_onnx
+    from edgenet.converters.passes import run_passes
     from edgenet.zoo import create_model
 
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ def test_stages_run_in_process_when_tensorflow_is_here(monkeypatch):
 def test_array_files_avoid_a_full_dev_shm(monkeypatch):
     import collections
 
-    import converters.tf_worker as w
+    import edgenet.converters.tf_worker as w
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(w, "_SHARED_DIR", "/dev/shm")
@@ -107,7 +107,7 @@ def test_array_files_avoid_a_full_dev_shm(monkeypatch):
 
 
 def test_one_worker_serves_the_conversions_of_a_process(monkeypatch):
-    import converters.tf_worker as w
+    import edgenet.converters.tf_worker as w
 
     monkeypatch.delitem(sys.modules, "tensorflow")      # as in a fresh `edgenet convert` process
     monkeypatch.delenv("EDGENET_TF_WORKER", raising=False)

@@ -147,7 +147,7 @@ def test_maxpool_padding_keeps_int8_ranges(tmp_path):
     pytest.importorskip("tensorflow")
     import onnx
 
-    from converters.export import export_onnx
+    from edgenet.converters.export import export_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(3, 2, padding=1),

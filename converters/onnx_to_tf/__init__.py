@@ -1,6 +1,6 @@
 """ONNX -> TensorFlow, channels-last (NHWC) end to end, through a registry of op handlers.
 
-    from converters.onnx_to_tf import onnx_to_tf
+    from edgenet.converters.onnx_to_tf import onnx_to_tf
     graph = onnx_to_tf(onnx_model)                    # static input dims (batch_size= fills a dynamic batch)
     tflite = tf.lite.TFLiteConverter.from_concrete_functions([graph.concrete_function], graph.module)
     graph.onnx_node("conv_1/BiasAdd;conv_1/Conv2D")   # TF / TFLite name -> ONNX node name
@@ -14,7 +14,7 @@ Importing this package does not import TensorFlow or onnx.
 from __future__ import annotations
 
 # handler modules register themselves on import
-from converters.onnx_to_tf import (  # noqa: F401
+from edgenet.converters.onnx_to_tf import (  # noqa: F401
     activations,
     conv,
     conv_transpose,
@@ -30,10 +30,10 @@ from converters.onnx_to_tf import (  # noqa: F401
     shape_ops,
     slicing,
 )
-from converters.onnx_to_tf.evaluate import evaluate_values
-from converters.onnx_to_tf.graph import onnx_to_tf
-from converters.onnx_to_tf.registry import supported_ops
-from converters.onnx_to_tf.scopes import TFLITE_BUILTIN_TF_OPS
-from converters.onnx_to_tf.values import TensorInfo, TFGraph
+from edgenet.converters.onnx_to_tf.evaluate import evaluate_values
+from edgenet.converters.onnx_to_tf.graph import onnx_to_tf
+from edgenet.converters.onnx_to_tf.registry import supported_ops
+from edgenet.converters.onnx_to_tf.scopes import TFLITE_BUILTIN_TF_OPS
+from edgenet.converters.onnx_to_tf.values import TensorInfo, TFGraph
 
 __all__ = ["onnx_to_tf", "evaluate_values", "supported_ops", "TensorInfo", "TFGraph", "TFLITE_BUILTIN_TF_OPS"]

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler
 
 
 def _unary(ctx: NodeContext, fn):

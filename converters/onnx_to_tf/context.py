@@ -5,9 +5,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.values import Value
-from converters.onnx_to_tf.registry import unsupported_error
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf.registry import unsupported_error
 from edgenet.errors import UnsupportedOpError
 
 

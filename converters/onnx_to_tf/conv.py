@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.padding import AUTO_PADS, window_pads
-from converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.padding import AUTO_PADS, window_pads
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
 
 
 def pad_spatial(ctx: NodeContext, x, begin, end, value: float = 0.0):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.conv import check_conv_attrs, conv2d, conv_operands, from_2d
-from converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.conv import check_conv_attrs, conv2d, conv_operands, from_2d
+from edgenet.converters.onnx_to_tf.registry import handler
 
 
 def transpose_geometry(in_size: int, kernel: int, stride: int, dilation: int, pads: tuple[int, int] | None,

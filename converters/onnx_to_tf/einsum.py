@@ -15,8 +15,8 @@ from math import prod
 
 import numpy as np
 
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
 
 
 def parse(equation: str) -> tuple[list[str], str | None]:

@@ -6,10 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf.values import Value
 
 
 def main_operand(values: Sequence[Value]) -> Value | None:

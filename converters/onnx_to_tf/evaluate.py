@@ -6,8 +6,8 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
-from converters.onnx_to_tf.graph import GraphTracer
-from converters.onnx_to_tf.inputs import declared_dims
+from edgenet.converters.onnx_to_tf.graph import GraphTracer
+from edgenet.converters.onnx_to_tf.inputs import declared_dims
 from edgenet.errors import UsageError
 
 
@@ -21,7 +21,7 @@ def evaluate_values(model: Any, feeds: Mapping[str, np.ndarray], keep_layout: Co
     takes the feeds' batch. Node outputs folded to constants at conversion time are included (as the
     converter computed them). Values inside a multi-node pattern converted as one op (the erf GELU)
     are not computed: only the pattern's output is. Raises UsageError for missing or misshapen feeds,
-    and what :func:`~converters.onnx_to_tf.onnx_to_tf` raises for models it cannot convert (the
+    and what :func:`~edgenet.converters.onnx_to_tf.onnx_to_tf` raises for models it cannot convert (the
     TFLite-builtin rule aside: this runs TensorFlow only).
     """
     tf_inputs = [vi for vi in model.graph.input if vi.name not in {i.name for i in model.graph.initializer}]

@@ -4,7 +4,7 @@ Every ONNX value becomes a :class:`Value`: a TF tensor plus the layout it is hel
 activations are channels-last), or a numpy constant. Nodes whose inputs are all constant are folded
 with onnx's reference evaluator (Shape of a tensor with a static shape is a constant too, so
 Shape -> Gather -> Range/ConstantOfShape/Reshape chains fold); the others go to their registered
-handler, inside a TF name scope named after the node (see :mod:`~converters.onnx_to_tf.scopes`).
+handler, inside a TF name scope named after the node (see :mod:`~edgenet.converters.onnx_to_tf.scopes`).
 Transposes happen only where a handler asks for a layout a value does not have yet.
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any, Collection
 
 import numpy as np
 
-from converters.onnx_to_tf import fusion, layout
-from converters.onnx_to_tf.context import ConversionState, NodeContext
-from converters.onnx_to_tf.inputs import (check_keep_layout, nhwc_outputs_in_onnx, plan_inputs, tf_name)
-from converters.onnx_to_tf.registry import get_handler, unsupported_error
-from converters.onnx_to_tf.scopes import NodeOrigin, foreign_ops, scope_name
-from converters.onnx_to_tf.values import TensorInfo, TFGraph, Value
+from edgenet.converters.onnx_to_tf import fusion, layout
+from edgenet.converters.onnx_to_tf.context import ConversionState, NodeContext
+from edgenet.converters.onnx_to_tf.inputs import (check_keep_layout, nhwc_outputs_in_onnx, plan_inputs, tf_name)
+from edgenet.converters.onnx_to_tf.registry import get_handler, unsupported_error
+from edgenet.converters.onnx_to_tf.scopes import NodeOrigin, foreign_ops, scope_name
+from edgenet.converters.onnx_to_tf.values import TensorInfo, TFGraph, Value
 from edgenet._deps import import_tensorflow, require
 from edgenet.errors import ConversionError, EdgenetError, ModelError, UnsupportedOpError, UsageError
 
@@ -244,7 +244,7 @@ def onnx_to_tf(model: Any, batch_size: int | None = None, keep_layout: Collectio
     graph (read through Transpose(0, 3, 1, 2) / made by Transpose(0, 2, 3, 1)); other ranks keep the
     ONNX order. Raises UnsupportedOpError naming every unsupported node before building anything,
     and naming every node that would need a TF op TFLite has no builtin for after tracing (see
-    :mod:`~converters.onnx_to_tf.scopes`); ``TFGraph.onnx_node`` maps TF/TFLite names back to nodes.
+    :mod:`~edgenet.converters.onnx_to_tf.scopes`); ``TFGraph.onnx_node`` maps TF/TFLite names back to nodes.
     """
     tracer = GraphTracer(model, batch_size, keep_layout, dynamic_batch)
     function, concrete = tracer.concrete_function()

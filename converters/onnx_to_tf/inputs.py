@@ -15,9 +15,9 @@ from typing import Any, Collection
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.registry import node_attrs
-from converters.onnx_to_tf.values import TensorInfo
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.registry import node_attrs
+from edgenet.converters.onnx_to_tf.values import TensorInfo
 from edgenet.errors import ModelError, UsageError
 
 MAX_INPUT_RANK = 5

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler
 
 
 @handler("Gemm")

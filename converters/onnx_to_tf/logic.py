@@ -2,9 +2,9 @@
 Where, with ONNX (numpy) broadcasting, in the layout of the main operand (see elementwise)."""
 from __future__ import annotations
 
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.elementwise import broadcast_operands
-from converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.elementwise import broadcast_operands
+from edgenet.converters.onnx_to_tf.registry import handler
 
 _COMPARE = {"Equal": "equal", "Greater": "greater", "Less": "less", "GreaterOrEqual": "greater_equal",
             "LessOrEqual": "less_equal"}

@@ -6,11 +6,11 @@ from math import prod
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.elementwise import broadcast_operands
-from converters.onnx_to_tf.registry import handler, node_attrs
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.elementwise import broadcast_operands
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.values import Value
 
 
 def _check_batch_norm(node, opset: int) -> str | None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.padding import AUTO_PADS, window_pads
-from converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.padding import AUTO_PADS, window_pads
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
 
 _LOWEST = float(np.finfo(np.float32).min)
 

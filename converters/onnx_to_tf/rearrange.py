@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler, node_attrs
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.values import Value
 
 
 def _expanded_onnx(ctx: NodeContext, x: Value, rank: int):

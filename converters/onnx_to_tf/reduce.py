@@ -7,10 +7,10 @@ tensor gives (N, C) in ONNX order with no transpose.
 """
 from __future__ import annotations
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler
+from edgenet.converters.onnx_to_tf.values import Value
 
 # op -> first opset where axes is an input (ReduceSum: 13, the others: 18)
 _AXES_INPUT_SINCE = {"ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceSum": 13, "ReduceProd": 18,

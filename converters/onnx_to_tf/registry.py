@@ -1,7 +1,7 @@
 """The op-handler registry: ``@handler("Conv")`` registers a function that converts one ONNX node.
 
-A handler takes a :class:`~converters.onnx_to_tf.context.NodeContext` and returns the node's output
-values (a list of :class:`~converters.onnx_to_tf.values.Value`, one per ONNX output it produces).
+A handler takes a :class:`~edgenet.converters.onnx_to_tf.context.NodeContext` and returns the node's output
+values (a list of :class:`~edgenet.converters.onnx_to_tf.values.Value`, one per ONNX output it produces).
 An optional ``check(node, opset)`` runs on every node before anything is built and returns a reason
 string when the node uses a variant the handler cannot convert (or None when it is fine).
 """
@@ -15,8 +15,8 @@ from edgenet.errors import UnsupportedOpError
 if TYPE_CHECKING:
     import onnx
 
-    from converters.onnx_to_tf.context import NodeContext
-    from converters.onnx_to_tf.values import Value
+    from edgenet.converters.onnx_to_tf.context import NodeContext
+    from edgenet.converters.onnx_to_tf.values import Value
 
 ConvertFn = Callable[["NodeContext"], Sequence["Value"]]
 CheckFn = Callable[["onnx.NodeProto", int], "str | None"]

@@ -1,7 +1,7 @@
 """Resize (opsets 10..19+) and Upsample (7, 9): every mode, coordinate_transformation_mode and
 nearest_mode of the spec, scales or sizes, axes, keep_aspect_ratio_policy, any rank.
 
-The per-axis sampling is computed in numpy (:mod:`~converters.onnx_to_tf.resize_math`), then the
+The per-axis sampling is computed in numpy (:mod:`~edgenet.converters.onnx_to_tf.resize_math`), then the
 cheapest exact TFLite form is chosen:
 
 * an H/W resize of an NHWC tensor that TFLite's own kernel reproduces exactly (checked against
@@ -20,10 +20,10 @@ from math import prod
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler, node_attrs
-from converters.onnx_to_tf.resize_math import (AxisResize, ResizeMode, axis_weights, nearest_indices,
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.resize_math import (AxisResize, ResizeMode, axis_weights, nearest_indices,
                                                tf_bilinear_weights, tf_nearest_indices)
 
 _TF_VARIANTS = ((False, False), (False, True), (True, False))  # (align_corners, half_pixel_centers)

@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.registry import handler, node_attrs
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.values import Value
 
 
 def reshape_value(ctx: NodeContext, value: Value, out_shape: Sequence[int | None]) -> Value:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
-from converters.onnx_to_tf.context import NodeContext
-from converters.onnx_to_tf.elementwise import main_operand
-from converters.onnx_to_tf.registry import handler, node_attrs
-from converters.onnx_to_tf.values import Value
+from edgenet.converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf.context import NodeContext
+from edgenet.converters.onnx_to_tf.elementwise import main_operand
+from edgenet.converters.onnx_to_tf.registry import handler, node_attrs
+from edgenet.converters.onnx_to_tf.values import Value
 
 
 def _common_layout(values: list[Value]) -> tuple[int, ...]:

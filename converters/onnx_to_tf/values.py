@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.onnx_to_tf import layout
+from edgenet.converters.onnx_to_tf import layout
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class TFGraph:
         """The ONNX node (its name, or its first output's name when it has none) that made the TF op or
         tensor, or the TFLite tensor, called ``name``; None for graph inputs and the like.
         TFLite tensor names are TensorFlow's op names, ``;``-joined when ops were fused."""
-        from converters.onnx_to_tf.scopes import origin_of
+        from edgenet.converters.onnx_to_tf.scopes import origin_of
 
         origin = origin_of(name, self.scopes)
         return None if origin is None else origin.name

@@ -15,7 +15,7 @@ from edgenet import runtime as rt
 from edgenet.benchmark.environment import current_rss_bytes, file_sha256
 from edgenet.benchmark.options import BenchSettings, DelegateKind
 from edgenet.errors import DataError, ModelError
-from converters.op_precision import model_precision   # numpy + the .tflite schema: no TensorFlow
+from edgenet.converters.op_precision import model_precision   # numpy + the .tflite schema: no TensorFlow
 from edgenet.config import Precision
 from edgenet.inference import TFLiteModel
 from edgenet.limits import regular_file

@@ -143,7 +143,7 @@ def _debug_after_command(argv: list[str]) -> list[str]:
 
 
 def _stop_worker() -> None:
-    worker = sys.modules.get("converters.tf_worker")
+    worker = sys.modules.get("edgenet.converters.tf_worker")
     if worker is not None:
         worker.shutdown()
 

@@ -8,7 +8,7 @@ from edgenet.cli._common import StderrProgress, debug_option, print_json
 
 def _c_name(ctx, param, value):
     """Refuse a bad --c-name before any work (one line: the UsageError reaches the CLI's handler)."""
-    from targets.c_array import check_c_name
+    from edgenet.targets.c_array import check_c_name
 
     return None if value is None else check_c_name(value)
 
@@ -166,7 +166,7 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
         fit_log.setLevel(logging.INFO)
         fit_log.addHandler(_FitLines())
 
-    from converters.model_inputs import parse_input_shape
+    from edgenet.converters.model_inputs import parse_input_shape
 
     try:
         result = edgenet.convert(

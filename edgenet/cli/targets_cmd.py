@@ -73,7 +73,7 @@ def command(name, as_json, debug):
       edgenet targets cortex-m
       edgenet targets boards/my_board.toml --json
     """
-    from targets import available_targets, load_target
+    from edgenet.targets import available_targets, load_target
 
     if name:
         profile = load_target(name)

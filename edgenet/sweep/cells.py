@@ -161,8 +161,8 @@ def _is_profile_path(target: str) -> bool:
 
 
 def target_sha256(target: str) -> str:
-    from targets import load_target
-    from targets.profile import PROFILE_DIR
+    from edgenet.targets import load_target
+    from edgenet.targets.profile import PROFILE_DIR
 
     load_target(target)  # a typo'd name or a bad profile: one line, before anything runs
     path = Path(target) if _is_profile_path(target) else PROFILE_DIR / f"{target}.toml"
@@ -172,9 +172,9 @@ def target_sha256(target: str) -> str:
 def int8_only(target: str) -> bool:
     """Whether the target's checks take only the int8 model (TFLite Micro, vela, Edge TPU, or an
     int8-only runtime): a float cell for it would fail, so the grid leaves it out."""
-    from targets import load_target
-    from targets.checks import _INT8_ONLY
-    from targets.profile import Check
+    from edgenet.targets import load_target
+    from edgenet.targets.checks import _INT8_ONLY
+    from edgenet.targets.profile import Check
 
     profile = load_target(target)
     return profile.runtime in _INT8_ONLY or any(c in profile.checks for c in (Check.TFLM, Check.VELA, Check.EDGETPU))
@@ -190,7 +190,7 @@ def expand(spec: SweepSpec) -> tuple[list[Cell], list[str]]:
     """The cells of ``spec`` (each distinct cell once, in command-line order) and notes for the user
     (options that do not apply to some models). Raises UsageError for anything that cannot work:
     an unknown model, target or precision, a missing file or calibration folder, a bad alpha."""
-    from converters.sources import source_kind
+    from edgenet.converters.sources import source_kind
     from edgenet.zoo import check_model_args, has_width_multiplier
 
     if not spec.models:

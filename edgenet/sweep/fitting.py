@@ -3,9 +3,9 @@
 A candidate (width, resolution) of the zoo model is converted for the target exactly as a sweep
 cell is (:func:`edgenet.sweep.worker.run_cell`: full convert, the target's own checks, with a
 quick calibration of at most 64 images and one validation image), and its record becomes a
-:class:`~targets.fit.FitCandidate`: converted = fits; over the target's budgets = too big (the
+:class:`~edgenet.targets.fit.FitCandidate`: converted = fits; over the target's budgets = too big (the
 arena and model size from the target's report); not runnable = does not run; an error = the
-build failed. :func:`targets.fit.fit_model` asks for ``workers`` candidates at a time
+build failed. :func:`edgenet.targets.fit.fit_model` asks for ``workers`` candidates at a time
 (EDGENET_FIT_WORKERS, default 1), which run at once on the sweep's process pool (one by one in
 this process with one worker). Each candidate is logged to the ``edgenet.fit`` logger as it is
 decided.
@@ -49,8 +49,8 @@ def candidate_cell(opts: ConvertOptions, alpha: float, resolution: int, target_s
 
 def to_candidate(record: dict, alpha: float, resolution: int, macs: int, profile):
     """A sweep record -> a FitCandidate judged against ``profile``'s budgets."""
-    from targets.fit import FitCandidate, FitStatus
-    from targets.tflm import kib
+    from edgenet.targets.fit import FitCandidate, FitStatus
+    from edgenet.targets.tflm import kib
 
     seconds = float(record.get("seconds") or 0.0)
     status, error = record.get("status"), record.get("error") or ""
@@ -73,7 +73,7 @@ def to_candidate(record: dict, alpha: float, resolution: int, macs: int, profile
 
 
 class CellMeasure:
-    """``measure`` for :func:`targets.fit.fit_model`: a batch of candidates as sweep cells, run at
+    """``measure`` for :func:`edgenet.targets.fit.fit_model`: a batch of candidates as sweep cells, run at
     once on a process pool kept for the whole search (or here, with one worker)."""
 
     def __init__(self, opts: ConvertOptions, profile, workers: int | None = None):
@@ -122,7 +122,7 @@ class CellMeasure:
 
 
 def log_candidate(candidate) -> None:
-    from targets.fit import FitStatus, candidate_line
+    from edgenet.targets.fit import FitStatus, candidate_line
 
     word = {FitStatus.FITS: "fits", FitStatus.DOMINATED: "skipped"}.get(candidate.status, "rejected")
     log.info("fit: %-8s %s", word, candidate_line(candidate))

@@ -118,9 +118,12 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         try:
             record = {**base, **_convert(cell, work / "out", memory, threads)}
         except TargetError as exc:
-            if getattr(exc, "report", None) is None:
+            if getattr(exc, "estimate", None) is not None:   # refused before converting: lower bounds
+                record = {**base, **_cannot_fit(exc)}
+            elif getattr(exc, "report", None) is None:
                 raise
-            record = {**base, **_does_not_fit(exc)}
+            else:
+                record = {**base, **_does_not_fit(exc)}
         record["seconds"] = round(time.perf_counter() - t0, 3)
         files = _read_files(work / "out") if keep_files else {}
     except Exception as exc:  # any failure of one cell is recorded; the sweep goes on
@@ -218,6 +221,16 @@ def _target_numbers(target: dict) -> dict:
             "target_summary": target.get("summary")}
 
 
+def _cannot_fit(exc: TargetError) -> dict:
+    """A model refused before conversion: its int8 weights or one node's activations alone exceed
+    the target's flash or RAM (edgenet.targets.estimate); those lower bounds are its figures."""
+    est = exc.estimate
+    return {"status": "does_not_fit", "error": one_line(exc), "file": None, "size_bytes": est.weight_bytes,
+            "sqnr_db": None, "top1_agreement": None, "top1": None, "sha256": None, "fits": False,
+            "arena_bytes": est.peak_activation_bytes, "flash_bytes": est.weight_bytes, "target_summary": one_line(exc),
+            "float_top1": None, "mult_adds": None, "convert_seconds": None, "latency_ms": None}
+
+
 def _does_not_fit(exc: TargetError) -> dict:
     """A model that converted but fails the target's checks: the target's own figures, no files."""
     target = exc.report.to_dict()
@@ -271,7 +284,7 @@ def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
     is opened for it (no export). None for a cell whose model cannot be opened (it will fail in
     its worker, recorded like any failing cell) or a .pt2 program (its worker loads the data).
     Raises DataError when the calibration data itself is unusable (every cell would fail)."""
-    from converters.model_data import load_data
+    from edgenet.converters.model_data import load_data
     from edgenet.data.datasets import served_from
 
     out: dict[tuple, dict] = {}
@@ -338,7 +351,7 @@ def cell_inputs(cell: Cell):
     """(model inputs, :class:`~edgenet.data.preprocess.Preprocess`) convert will use for the cell's
     model; (None, None) for a .pt2 program (its worker loads the data itself) or a model whose
     input images cannot feed."""
-    from converters.model_inputs import ModelInput
+    from edgenet.converters.model_inputs import ModelInput
     from edgenet.data.preprocess import Preprocess
 
     def image(pre):
@@ -350,7 +363,7 @@ def cell_inputs(cell: Cell):
         from edgenet.checkpoint import load_checkpoint
 
         return image(load_checkpoint(cell.model).preprocess)
-    from converters.sources import load_source
+    from edgenet.converters.sources import load_source
     from edgenet.config import ConvertOptions, ModelSpec
 
     if cell.kind == "onnx":
