@@ -144,6 +144,14 @@ class RangeCalibrator:
 
         for i in targets:
             lo, hi = fixed.get(i) or self._range(ranges[i], full=i in outputs)
+            if not (np.isfinite(lo) and np.isfinite(hi)
+                    and max(abs(np.float32(lo)), abs(np.float32(hi))) < np.finfo(np.float32).max):
+                # TensorFlow's quantizer crashes the process on such a range: refuse it by name first
+                name = graph.tensors[i].name.decode() if isinstance(graph.tensors[i].name, bytes) \
+                    else str(graph.tensors[i].name)
+                raise ConversionError(f"calibration: activation {name!r} reaches NaN or infinity on the calibration "
+                                      "data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
+                                      "weights".replace("{lo:.3g}", f"{lo:.3g}").replace("{hi:.3g}", f"{hi:.3g}"))
             q = graph.tensors[i].quantization
             if q is None:
                 q = schema.QuantizationParametersT()

@@ -75,7 +75,8 @@ class Repair:
         size = f"{self.size_after - self.size_before:+,} bytes"
         if self.passed:
             return f"mixed precision: {len(self.kept)} op(s) kept in float ({ops}), {size}; the verdict passes"
-        return f"mixed precision: no passing model within {self.rounds} rounds (last tried {len(self.kept)} op(s) in float)"
+        return (f"mixed precision: no passing model within {self.rounds} round(s) (up to {len(self.kept)} op(s) tried "
+                "in float); the plain int8 model is kept")
 
 
 @dataclass(frozen=True)

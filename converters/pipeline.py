@@ -173,7 +173,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
             if repair.passed:
                 built.models[Precision.INT8] = repair.model
                 checked.verdicts[Precision.INT8] = repair.verdict
-                notes.append(repair.summary())
+            notes.append(repair.summary())
         # a split helps where only one int8 scale over the head is the trouble: integer-only targets,
         # which may not keep it in float (when mixed precision floated the head and still failed, the
         # damage is elsewhere and a split would not mend it)
@@ -186,7 +186,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 checked = stages.run("validate (split outputs)", _validate, opts, profile, model, built, source,
                                      data, tf_side, notes)
                 notes.append(split.describe())
-    _enforce(checked, source, opts, notes)
+    _enforce(checked, source, opts, notes, profile)
     float_ops = _ops_left_in_float(built, profile, opts, notes)
     layers = None
     if Precision.INT8 in built.models and opts.layer_report:
@@ -330,16 +330,21 @@ def _split(model, output: str):
     return split_concat_output(model, output)
 
 
-def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str]) -> None:
+def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str], profile) -> None:
     """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
     output, channels and numbers, unless --allow-degraded; recorded only for untrained zoo weights."""
     failing = [v for v in checked.verdicts.values() if not v.passed]
     checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
+    io = (opts.io_type or profile.output_type).value
     for v in failing:
+        hint = ""
+        if v.precision == "int8" and io in ("int8", "uint8"):
+            hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
+                    + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
         if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
             notes.append(f"verdict not enforced on untrained weights: {v.message()}")
         elif not opts.allow_degraded:
-            raise ConversionError(v.message() + "; pass --allow-degraded to write the files anyway")
+            raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:
             notes.append("--allow-degraded: " + v.message())
 

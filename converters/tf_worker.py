@@ -208,6 +208,7 @@ class WorkerTF:
         # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: only the main one is safe
         env[_DEATH_SIGNAL] = "1" if threading.current_thread() is threading.main_thread() else "0"
         self._pending: Pending | None = None
+        self._pending_folder = None
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "edgenet.converters.tf_worker"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._log, env=env)
@@ -244,6 +245,7 @@ class WorkerTF:
             folder.close()
             raise
         self._pending = Pending(receive=lambda: self._finish(name, folder))
+        self._pending_folder = folder
         return self._pending
 
     def _finish(self, name: str, folder) -> Any:
@@ -255,6 +257,7 @@ class WorkerTF:
         finally:
             folder.close()
             self._pending = None
+            self._pending_folder = None
         if reply is None:
             raise self._stopped(name)
         status, value, trace = reply
@@ -295,6 +298,10 @@ class WorkerTF:
                 stream.close()
             except OSError:
                 pass
+        if self._pending_folder is not None:     # a call still in flight: its arrays go too
+            self._pending_folder.close()
+            self._pending_folder = None
+        self._pending = None
         self._log.close()
         self._scratch.close()
 

@@ -334,24 +334,28 @@ def float_outputs(model: bytes, positions: Sequence[int]) -> bytes:
         if len(named) == len(order):
             order = [int(m.tensorIndex) for m in named]
     drop = set()
+    producer = {int(op.outputs[0]): i for i, op in enumerate(graph.operators) if len(op.outputs)}
     for k in positions:
-        tensor = order[k]
-        for op_index, op in enumerate(graph.operators):
-            if codes[op.opcodeIndex] != quantize or int(op.outputs[0]) != tensor:
-                continue
-            source = int(op.inputs[0])
-            if graph.tensors[source].type != 0:     # 0: FLOAT32
+        tensor, chain = order[k], []
+        # back through the QUANTIZE ops after the float op (int8, then uint8 for uint8 I/O ...)
+        while tensor in producer and codes[graph.operators[producer[tensor]].opcodeIndex] == quantize:
+            chain.append(producer[tensor])
+            tensor = int(graph.operators[producer[tensor]].inputs[0])
+            if graph.tensors[tensor].type == 0:     # 0: FLOAT32 -- the kept op's own output
                 break
-            used_elsewhere = any(tensor in [int(i) for i in other.inputs] for other in graph.operators)
-            if used_elsewhere:
-                break
-            graph.outputs = [source if int(i) == tensor else int(i) for i in graph.outputs]
-            if sig is not None:
-                for m in sig.outputs:
-                    if int(m.tensorIndex) == tensor:
-                        m.tensorIndex = source
-            drop.add(op_index)
-            break
+        if not chain or graph.tensors[tensor].type != 0:
+            continue
+        produced = {int(graph.operators[i].outputs[0]) for i in chain}
+        used = [t for i, op in enumerate(graph.operators) if i not in chain for t in (int(x) for x in op.inputs)]
+        if produced & set(used):
+            continue                                 # a QUANTIZE's result feeds other ops too: leave it
+        old = order[k]
+        graph.outputs = [tensor if int(i) == old else int(i) for i in graph.outputs]
+        if sig is not None:
+            for m in sig.outputs:
+                if int(m.tensorIndex) == old:
+                    m.tensorIndex = tensor
+        drop.update(chain)
     graph.operators = [op for i, op in enumerate(graph.operators) if i not in drop]
     graph.outputs = np.array(graph.outputs, dtype=np.int32)
     return bytes(fbu.convert_object_to_bytearray(obj))

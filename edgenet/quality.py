@@ -173,9 +173,10 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
         fc = np.moveaxis(f, 1, 0).reshape(channels, -1)
         qc = np.moveaxis(q, 1, 0).reshape(channels, -1)
         for c in range(channels):
-            if c in static:
-                continue
-            if len(np.unique(qc[c][: 4096])) <= DEGENERATE_MAX_DISTINCT:
+            distinct_q = len(np.unique(qc[c][: 4096]))
+            # a static channel's variation is small, so a few quantized values may be all it gets;
+            # none at all (one value where float varies) is still a channel that lost its signal
+            if distinct_q <= (1 if c in static else DEGENERATE_MAX_DISTINCT):
                 nf = len(np.unique(fc[c][: 4096]))
                 if nf >= DEGENERATE_MIN_FLOAT_DISTINCT:
                     degenerate.append(c)
@@ -188,6 +189,9 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                             f"(at most {DEGENERATE_MAX_DISTINCT} distinct values where float varies)")
     if bool(_static(f, axis=None)):
         whole = whole_plain   # the whole output barely depends on the input: judged on plain SQNR
+    if channels == 1 and bool(_static(f, axis=None)) and len(np.unique(q[: 4096])) <= 1 \
+            and len(np.unique(f[: 4096])) >= DEGENERATE_MIN_FLOAT_DISTINCT:
+        failures.append("one value for every example where float varies")
     if not whole >= thresholds.min_sqnr_db:
         failures.insert(0, f"SQNR {whole:.1f} dB < {thresholds.min_sqnr_db:g} dB")
     top1 = None
@@ -205,7 +209,9 @@ def _static(f: np.ndarray, axis: int | None) -> np.ndarray | bool:
     reduce = tuple(a for a in range(x.ndim) if axis is None or a != axis)
     var = np.sqrt(np.mean(dev * dev, axis=reduce))
     rms = np.sqrt(np.mean(x * x, axis=reduce))
-    return (var <= STATIC_VARIATION * rms) & (rms > 0) if len(x) > 1 else np.zeros_like(rms, dtype=bool)
+    if len(x) < 2:   # one example: no input-dependent part to measure at all
+        return np.ones_like(rms, dtype=bool) if axis is not None else True
+    return (var <= STATIC_VARIATION * rms) & (rms > 0)
 
 
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],

@@ -82,6 +82,11 @@ class Preprocess:
                 raise DataError(f"preprocessing {key} must be finite numbers, got {list(values)}")
         if any(v <= 0 for v in self.std):
             raise DataError(f"preprocessing std must be > 0 for every channel, got {list(self.std)}")
+        # pixels are 0..1 after /255: a mean or std far outside that scale is a typo (255 for 1), and
+        # overflows float32 at the extremes
+        if any(abs(v) > 1e3 for v in self.mean) or any(not 1e-4 <= v <= 1e3 for v in self.std):
+            raise DataError(f"preprocessing mean/std are on the 0..1 pixel scale (|mean| <= 1000, std in 1e-4..1000), "
+                            f"got mean {list(self.mean)}, std {list(self.std)}")
         if self.channel_order not in ("RGB", "BGR"):
             raise DataError(f"preprocessing channel_order must be RGB or BGR, got {self.channel_order!r}")
         if self.channel_order == "BGR" and self.color is not ColorMode.RGB:
