@@ -124,7 +124,8 @@ class RangeCalibrator:
 
         # batches whose activations stay within a cache-friendly budget: all of them are outputs of
         # the probe, so none of their memory is reused (MobileNetV1 1.0/224 holds ~20 MB a sample)
-        per_sample = sum(_numel(graph.tensors[i].shape[1:]) for i in targets) * 4
+        per_sample = sum(_numel(None if graph.tensors[i].shape is None else graph.tensors[i].shape[1:])
+                         for i in targets) * 4     # (a scalar tensor has no shape)
         batch = max(1, min(self.batch_size, self.samples, ACTIVATION_BUDGET // max(per_sample, 1)))
         # runner.tensor(i)() is a view of the runtime's buffer (get_tensor would copy every activation);
         # it is used and dropped before the next invoke, as LiteRT requires

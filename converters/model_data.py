@@ -18,6 +18,7 @@ for validation never calibrate.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -71,6 +72,7 @@ def check_calib_spec(spec: str | None) -> None:
     if path.suffix.lower() in ARRAY_SUFFIXES:
         if not path.is_file():
             raise DataError(f"--calib {spec}: no such file" if not path.exists() else f"--calib {spec}: not a regular file")
+        check_declared_size(path, f"--calib {spec}")
         return
     if not path.is_dir():
         raise DataError(f"--calib {spec}: not a built-in dataset ({', '.join(BUILTIN)}), an .npz/.npy file or a "
@@ -183,8 +185,10 @@ def read_arrays(path: Path, inputs: Sequence[ModelInput]) -> list[np.ndarray]:
             if len(inputs) != 1:
                 raise DataError(f"--calib {path}: the model has {len(inputs)} inputs "
                                 f"({', '.join(i.name for i in inputs)}); give an .npz with one array per input name")
+            check_declared_size(path, path)
             raw = {inputs[0].name: np.load(path, allow_pickle=False)}
         else:
+            check_declared_size(path, path)
             with np.load(path, allow_pickle=False) as npz:
                 names = list(npz.files)
                 missing = [i.name for i in inputs if i.name not in names]
@@ -199,9 +203,37 @@ def read_arrays(path: Path, inputs: Sequence[ModelInput]) -> list[np.ndarray]:
         raise
     except PermissionError as exc:
         raise DataError(f"--calib {path}: permission denied") from exc
-    except (OSError, ValueError, EOFError) as exc:  # not an .npy/.npz, truncated, or pickled objects
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as exc:   # not .npy/.npz, truncated, pickled
         raise DataError(f"--calib {path}: not a readable NumPy file ({str(exc).splitlines()[0][:160]})") from exc
     return [_as_examples(raw[i.name], i, path) for i in inputs]
+
+
+def check_declared_size(path: Path, shown, limit: int = _MAX_ARRAY_BYTES) -> None:
+    """DataError when an .npy, or any array of an .npz, declares more bytes than ``limit`` in its
+    header (a few bytes of file can declare terabytes): checked before anything is allocated."""
+    def declared(stream) -> int:
+        version = np.lib.format.read_magic(stream)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)(stream)
+        shape, _, dtype = header
+        return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+
+    try:
+        if str(path).lower().endswith(".npy"):
+            with open(path, "rb") as fh:
+                total = declared(fh)
+        else:
+            total = 0
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    with archive.open(member) as fh:
+                        total += declared(fh)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{shown}: not a readable NumPy file ({str(exc).splitlines()[0][:160] or type(exc).__name__})") \
+            from exc
+    if total > limit:
+        raise DataError(f"{shown}: its arrays declare {total:,} bytes, more than {limit:,} (a file that small cannot "
+                        "hold them, or far more data than calibration needs)")
 
 
 def _as_examples(arr: np.ndarray, spec: ModelInput, path: Path) -> np.ndarray:

@@ -20,7 +20,7 @@ from edgenet.converters.model_data import (EVAL_SET, DataKind, PipelineData, def
                                    write_eval_set)
 from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, IOType, Precision
-from edgenet.errors import ConversionError, DataError, UsageError
+from edgenet.errors import ConversionError, DataError, EdgenetError, UsageError
 from edgenet.io import atomic_write_json, atomic_write_text
 from edgenet.report import ConvertReport, Sizes, StageTime, Validation
 
@@ -147,8 +147,16 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     def equalize():
         from edgenet.converters.equalize import ClipPolicy, equalize as cle
 
-        eq_model, equalized = stages.run("equalize", cle, model, [to_onnx_layout(data.calib[0], source.inputs[0])],
-                                         per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
+        try:
+            eq_model, equalized = stages.run("equalize", cle, model,
+                                             [to_onnx_layout(data.calib[0], source.inputs[0])],
+                                             per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
+        except EdgenetError:
+            raise
+        except Exception as exc:   # a graph equalization does not handle (a batch-dependent reshape ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConversionError(f"--equalize could not equalize this model ({first[:200]}); convert it "
+                                  "without --equalize") from exc
         notes.extend(equalized.notes)
         return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 

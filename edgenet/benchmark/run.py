@@ -171,7 +171,12 @@ def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
     preprocessed, with labels when they are the model's classes. numpy only."""
     from edgenet.benchmark.data import BenchData
 
+    import zipfile
+
+    from edgenet.converters.model_data import check_declared_size
+
     try:
+        check_declared_size(path, path, limits.MAX_DATA_BYTES)
         with np.load(path, allow_pickle=False) as npz:
             arrays = [k for k in npz.files if k.startswith(("input:", "pixels:"))]
             if len(arrays) != 1:
@@ -185,7 +190,7 @@ def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
             synthetic = bool(npz["synthetic"]) if "synthetic" in npz.files else False
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable held-out set ({str(exc).splitlines()[0][:120]})") from exc
     what = f"{len(x)} held-out examples from {source or 'the conversion'}"
     notes.append(f"accuracy on {what} (eval_set.npz, written by edgenet convert)"
