@@ -67,8 +67,8 @@ def test_load_bench_data_from_arrays_and_checks():
     data = load_bench_data((x, np.array([0, 1, 2, 3, 4])), None, limit=3)
     assert data.x.shape == (3, 8, 8, 3) and data.labels.tolist() == [0, 1, 2]
     assert load_bench_data(x, None).labels is None
-    with pytest.raises(DataError, match="4-D"):
-        load_bench_data(np.zeros((5, 8, 8), np.float32), None)
+    with pytest.raises(DataError, match="at least 2 dims"):
+        load_bench_data(np.zeros((5,), np.float32), None)
     with pytest.raises(DataError, match="float"):
         load_bench_data(np.zeros((5, 8, 8, 3), np.uint8), None)
     with pytest.raises(DataError, match="one per sample"):

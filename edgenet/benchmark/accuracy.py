@@ -31,6 +31,7 @@ class AccuracyReport:
     sqnr_db: float | None              # int8 outputs vs float outputs; inf when identical
     max_abs_diff: float | None         # largest |int8 - float| output difference
     seconds: float
+    quality: dict | None = None        # edgenet.quality.OutputQuality of the first output, with its verdict
 
     def to_dict(self) -> dict:
         return {
@@ -39,7 +40,7 @@ class AccuracyReport:
             "agreement": self.agreement,
             "sqnr_db": None if self.sqnr_db is None or not math.isfinite(self.sqnr_db) else self.sqnr_db,
             "outputs_identical": self.sqnr_db == math.inf,
-            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds,
+            "max_abs_diff": self.max_abs_diff, "seconds": self.seconds, "quality": self.quality,
         }
 
     @classmethod
@@ -50,7 +51,7 @@ class AccuracyReport:
         return cls(data=d["data"], samples=int(d["samples"]), labelled=bool(d["labelled"]),
                    models={r: ModelAccuracy(a.get("top1"), a.get("top5")) for r, a in d["models"].items()},
                    agreement=d.get("agreement"), sqnr_db=sqnr, max_abs_diff=d.get("max_abs_diff"),
-                   seconds=float(d.get("seconds", 0.0)))
+                   seconds=float(d.get("seconds", 0.0)), quality=d.get("quality"))
 
 
 def _scores(outputs: np.ndarray) -> np.ndarray:
@@ -100,13 +101,18 @@ def compare(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None, data: 
             top5=top_k_accuracy(out, labels, 5) if labels is not None else None)
         for role, out in outputs.items()
     }
-    agree = sqnr = max_diff = None
+    agree = sqnr = max_diff = quality = None
     if "float" in outputs and "int8" in outputs:
         from edgenet.quality import is_classifier_shaped
+
+        from edgenet.quality import Thresholds, output_quality
 
         f, q = outputs["float"], outputs["int8"]
         agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
         sqnr = sqnr_db(f, q)
         max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
+        # the verdict convert gives (per channel, the input-dependent part), with the default thresholds
+        quality = output_quality("output_0", f, q, f.ndim == 4, Thresholds()).to_dict()
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
-                          agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds)
+                          agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,
+                          quality=None if "float" not in outputs or "int8" not in outputs else quality)

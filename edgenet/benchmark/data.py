@@ -74,8 +74,8 @@ def _checked(bench: BenchData, limit: int | None) -> BenchData:
     if limit is not None:
         x = x[:limit]
         labels = None if labels is None else labels[:limit]
-    if x.ndim != 4:
-        raise DataError(f"samples must be a 4-D array (N, H, W, C); got shape {tuple(x.shape)}")
+    if x.ndim < 2:
+        raise DataError(f"samples must be an array (N, ...) of at least 2 dims; got shape {tuple(x.shape)}")
     if len(x) == 0:
         raise DataError(f"{bench.source}: no samples")
     if not np.issubdtype(x.dtype, np.floating):

@@ -174,7 +174,8 @@ class LoadedModel:
         return self.interpreter.invoke
 
     def prepare(self, sample: np.ndarray) -> None:
-        """Set one float sample (H, W, C) as the input, quantized if needed; time the first invoke."""
+        """Set one invocation's float examples (the input's batch of them, e.g. (1, H, W, C)) as the
+        input, quantized if needed; time the first invoke."""
         self.set_input(sample)
         t0 = time.perf_counter()
         try:
@@ -191,8 +192,9 @@ class LoadedModel:
     def quantize(self, x: np.ndarray) -> np.ndarray:
         return self._runner.quantize(x)
 
-    def set_input(self, sample: np.ndarray) -> None:
-        self.interpreter.set_tensor(self._input["index"], self.quantize(sample[None]))
+    def set_input(self, examples: np.ndarray) -> None:
+        """One invocation's examples: (batch, ...) as the input tensor takes them."""
+        self.interpreter.set_tensor(self._input["index"], self.quantize(examples))
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Float samples (N, H, W, C) -> the first output of each, dequantized to float32."""

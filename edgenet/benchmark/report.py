@@ -99,7 +99,16 @@ def _summary_lines(result: BenchResult) -> list[str]:
         if acc.agreement is not None:
             parts.append(f"{result.model('int8').precision}/{result.model('float').precision} top-1 agreement "
                          f"{_pct(acc.agreement)}")
-        if acc.sqnr_db is not None:
+        quality = acc.quality
+        if quality is not None:
+            centered = quality.get("sqnr_centered_db")
+            text = "outputs identical" if centered is None else f"SQNR {centered:.1f} dB (input-dependent part)"
+            if quality.get("worst_channel") is not None and quality.get("worst_channel_sqnr_db") is not None:
+                text += f", worst channel {quality['worst_channel']} at {quality['worst_channel_sqnr_db']:.1f} dB"
+            text += "; verdict " + ("pass" if quality.get("passed") else
+                                    "FAIL: " + "; ".join(quality.get("failures") or []))
+            parts.append(text)
+        elif acc.sqnr_db is not None:
             parts.append("outputs identical" if acc.sqnr_db == math.inf else f"SQNR {acc.sqnr_db:.1f} dB")
         lines.append(what + (": " + ", ".join(parts) if parts else ""))
     return lines

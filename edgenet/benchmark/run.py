@@ -86,6 +86,10 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         models.append(model)
     if len(models) == 2:
         _check_pair(*models)
+    outputs = len(models[0]._runner.outputs)
+    if outputs > 1:
+        notes.append(f"the models have {outputs} outputs: agreement, SQNR and the verdict are of the first "
+                     "(edgenet convert's report judges every output)")
     models.sort(key=lambda m: m.role != FLOAT)  # float first
     first = models[0]
 
@@ -94,6 +98,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     if data is None and resolved.eval_set is not None:
         data = held_out_set(resolved.eval_set, labels, notes)
         say(f"loading data: {resolved.eval_set.name} (held out by edgenet convert)")
+    elif data is None:
+        notes.append("no --data and no eval_set.npz beside the models: latency only (no agreement or SQNR)")
     if data is not None:
         say(f"loading data: {data if isinstance(data, (str, Path)) else 'samples given as arrays'}")
         bench_data, preprocess_source = _load_data(data, resolved.preprocess, first, limit, notes)
@@ -114,8 +120,11 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
             notes.append(f"{bench_data.skipped} image(s) in {bench_data.source} were skipped: "
                          f"{bench_data.skipped_detail or 'they could not be decoded'}")
 
-    sample = (bench_data.x[0] if bench_data is not None
-              else np.random.default_rng(0).uniform(-1, 1, first.input.shape[1:]).astype(np.float32))
+    batch = first.input.shape[0] if len(first.input.shape) >= 2 else 1   # one invocation's examples
+    if bench_data is not None and len(bench_data.x) < batch:
+        raise DataError(f"{bench_data.source}: {len(bench_data.x)} example(s) do not fill the model's batch of {batch}")
+    sample = (bench_data.x[:batch] if bench_data is not None
+              else np.random.default_rng(0).uniform(-1, 1, (batch, *first.input.shape[1:])).astype(np.float32))
     for model in models:
         model.prepare(sample)
 
@@ -183,10 +192,17 @@ def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
                 raise DataError(f"{path}: holds {len(arrays)} input arrays; the benchmark runs one-input models")
             x = npz[arrays[0]]
             if arrays[0].startswith("pixels:"):     # stored as the pixels they were normalized from
-                x = ((x.astype(np.float32) / 255.0 - npz["mean"].astype(np.float32))
-                     / npz["std"].astype(np.float32))
+                mean, std = npz["mean"].astype(np.float32), npz["std"].astype(np.float32)
+                if x.dtype != np.uint8 or x.ndim != 4 or mean.shape != (x.shape[-1],) or std.shape != mean.shape \
+                        or not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                    raise DataError(f"{path}: its pixels, mean and std do not belong together "
+                                    f"(pixels {x.dtype} {tuple(x.shape)}, mean {tuple(mean.shape)}, std {tuple(std.shape)}; "
+                                    "std must be > 0): write it again with edgenet convert")
+                x = (x.astype(np.float32) / 255.0 - mean) / std
             y = npz["labels"] if "labels" in npz.files else None
-            source = str(npz["source"]) if "source" in npz.files else ""
+            if y is not None and (y.dtype.kind not in "iu" or y.shape != (len(x),)):
+                raise DataError(f"{path}: labels must be {len(x)} integers, got {y.dtype} {tuple(y.shape)}")
+            source = str(npz["source"])[:200] if "source" in npz.files else ""
             synthetic = bool(npz["synthetic"]) if "synthetic" in npz.files else False
     except DataError:
         raise
