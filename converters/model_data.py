@@ -83,9 +83,10 @@ def check_calib_spec(spec: str | None) -> None:
 
 
 def check_counts(calib_samples: int, eval_samples: int) -> None:
-    for flag, value in (("--calib-samples", calib_samples), ("--eval-samples", eval_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SAMPLES:
-            raise UsageError(f"{flag} must be an integer in 1..{MAX_SAMPLES:,}, got {value!r}")
+    for flag, value, low in (("--calib-samples", calib_samples, 1), ("--eval-samples", eval_samples, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_SAMPLES:
+            raise UsageError(f"{flag} must be an integer in {low}..{MAX_SAMPLES:,}, got {value!r}"
+                             + (" (a verdict compares models over several examples)" if low == 2 else ""))
 
 
 def load_data(spec: str, inputs: Sequence[ModelInput], preprocess, *, int8: bool, calib_samples: int,
@@ -129,14 +130,16 @@ def _images(spec: str, image: ModelInput, preprocess, calib_samples: int, eval_s
         class_names, skipped = whole.class_names, whole.skipped
     if len(calib_x) == 0:
         raise DataError(f"calibration data {spec!r} holds no usable image")
-    if len(eval_x) < batch:  # a tiny folder: validate on the calibration images rather than on nothing
-        eval_x, eval_y = calib_x[:max(eval_samples, batch)], None
+    reused = len(eval_x) < max(batch, 2)
+    if reused:  # a tiny folder: validate on the calibration images rather than on nothing
+        eval_x, eval_y = calib_x[:max(eval_samples, batch, 2)], None
     calib_x, eval_x, eval_y = _whole_batches(calib_x, batch), _whole_batches(eval_x, batch), \
         None if eval_y is None else _whole_batches(eval_y, batch)
     if len(calib_x) == 0:
         raise DataError(f"calibration data {spec!r} holds fewer images than one batch of {batch}")
     info = {"dataset": spec, "kind": DataKind.IMAGES, "synthetic": spec in SYNTHETIC,
-            "samples": int(len(calib_x)), "eval_samples": int(len(eval_x)), "skipped_images": int(skipped)}
+            "samples": int(len(calib_x)), "eval_samples": int(len(eval_x)), "skipped_images": int(skipped),
+            "eval_is_calibration": bool(reused)}
     return PipelineData((calib_x,), (eval_x,), eval_y, class_names, info)
 
 
@@ -169,7 +172,7 @@ def _arrays(path: Path, inputs: Sequence[ModelInput], calib_samples: int, eval_s
     calib = tuple(take(x, i.batch, calib_idx) for x, i in zip(per_input, inputs))
     held = tuple(take(x, i.batch, eval_idx) for x, i in zip(per_input, inputs))
     info = {"dataset": str(path), "kind": DataKind.ARRAYS, "synthetic": False, "samples": int(len(calib[0])),
-            "eval_samples": int(len(held[0])), "skipped_images": 0}
+            "eval_samples": int(len(held[0])), "skipped_images": 0, "eval_is_calibration": bool(n_eval >= n)}
     return PipelineData(calib, held, None, None, info)
 
 

@@ -69,6 +69,37 @@ def check_inputs(opts: ConvertOptions) -> None:
     check_calib_spec(opts.calib)
     if opts.equalize and not opts.int8:
         raise UsageError("--equalize prepares the model for int8 quantization; it does nothing with --float")
+    _refuse_unused_options(opts)
+
+
+_FLAGS = {"calib_method": "--calib-method", "io_type": "--io-type", "per_tensor": "--per-tensor",
+          "strict_int8": "--strict-int8", "allow_degraded": "--allow-degraded", "equalize_clip": "--equalize-clip",
+          "fit_alphas": "--fit-alphas", "fit_resolutions": "--fit-resolutions", "c_name": "--c-name"}
+
+
+def _refuse_unused_options(opts: ConvertOptions) -> None:
+    """UsageError for an option given where it cannot act (never silently ignored)."""
+    given = opts.given
+    integer = [p for p in opts.precisions if p.full_integer]
+    quantized = [p for p in opts.precisions if p.quantized]
+    unused = []
+    if not integer:
+        unused += [k for k in ("calib_method", "io_type", "per_tensor", "strict_int8") if k in given]
+    if not quantized and "allow_degraded" in given:
+        unused.append("allow_degraded")
+    if "equalize_clip" in given and not opts.equalize:
+        raise UsageError("--equalize-clip applies with --equalize")
+    for key in ("fit_alphas", "fit_resolutions"):
+        if key in given and not opts.fit:
+            raise UsageError(f"{_FLAGS[key]} applies with --fit")
+    if unused:
+        what = "no int8 or int16x8 model is made" if not integer else "nothing is quantized"
+        raise UsageError(f"{', '.join(_FLAGS[k] for k in unused)}: {what} "
+                         f"(precisions {', '.join(p.value for p in opts.precisions)}); add --int8 or --precision")
+    if "io_type" in given and opts.io_type is not None and Precision.INT8 not in opts.precisions \
+            and opts.io_type.value in ("int8", "uint8"):
+        raise UsageError(f"--io-type {opts.io_type.value} applies to int8 models; an int16x8 model takes int16 or "
+                         "float32 I/O")
 
 
 # -- the pipeline ---------------------------------------------------------------------------
@@ -89,6 +120,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     # float32 is always made, as the reference; the target must run what was asked for besides
     deployable = [p for p in opts.precisions if p is not Precision.FLOAT32] or [Precision.FLOAT32]
     check_precisions(profile, deployable)
+    if "c_name" in opts.given and not {"c_array", "vela_model"} & {p.value for p in profile.packagers}:
+        raise UsageError(f"--c-name names the C sources of a firmware; target {profile.name} writes none")
     check_inputs(opts)
     # an .onnx file is read and its inputs, shapes and preprocessing checked now (onnx only, no torch
     # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports
@@ -196,6 +229,12 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 notes.append(split.describe())
     _enforce(checked, source, opts, notes, profile)
     float_ops = _ops_left_in_float(built, profile, opts, notes)
+    if Precision.DYNAMIC in built.models:
+        from edgenet.converters.op_precision import model_precision
+
+        if model_precision(built.models[Precision.DYNAMIC]) is Precision.FLOAT32:
+            notes.append("model_dynamic.tflite is float32: no weight tensor has the 1,024 values TensorFlow's "
+                         "dynamic-range quantizer needs, so none was quantized")
     layers = None
     if Precision.INT8 in built.models and opts.layer_report:
         layers = stages.run("per-layer error", _layers, built, data, source, tf_side)
@@ -499,6 +538,9 @@ def _data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str
                      "int8 ranges may not cover real inputs")
     if info["skipped_images"]:
         notes.append(f"{info['skipped_images']} image(s) could not be decoded and were skipped")
+    if info.get("eval_is_calibration"):
+        notes.append(f"too few examples to hold some out: the {info['eval_samples']} validation examples are "
+                     "calibration examples too (the verdicts are optimistic)")
     return notes
 
 

@@ -188,6 +188,13 @@ def image_preprocess(image: ModelInput | None, options: PreprocessOptions, base:
             notes.append(f"--preprocess {options.file}: its size {loaded.height}x{loaded.width} is replaced by the "
                          f"model input's {height}x{width}")
         pre = loaded
+    if (options.mean is None) != (options.std is None):
+        given, other = ("--mean", "std") if options.std is None else ("--std", "mean")
+        kept = pre.std if options.std is None else pre.mean
+        origin = f"from --preprocess {options.file}" if options.file is not None else \
+            ("the model's own" if base is not None else "edgenet's default")
+        notes.append(f"{given} given without --{other}: {other} stays {list(kept)} ({origin}); give both if the model "
+                     "was trained otherwise")
     mean = pre.mean if options.mean is None else _per_channel(options.mean, channels, "--mean")
     std = pre.std if options.std is None else _per_channel(options.std, channels, "--std")
     order = pre.channel_order if options.channel_order is None else options.channel_order.value.upper()

@@ -81,7 +81,16 @@ def _options(model, kwargs) -> ConvertOptions:
     for key in _PREPROCESS_KEYS:
         kwargs.pop(key, None)
     preprocess = _preprocess_options(pre_kw)
+    for key in ("int8", "force", "allow_mismatch", "allow_degraded", "strict_int8", "equalize", "fit", "layer_report",
+                "per_tensor"):
+        if kwargs.get(key) is not None and not isinstance(kwargs[key], bool):
+            raise UsageError(f"edgenet.convert: {key} must be True or False, not {kwargs[key]!r}")
+    given = frozenset(k for k, v in kwargs.items() if v is not None and v is not False)
     int8 = kwargs.pop("int8", None)
+    if int8 is not None and kwargs.get("precisions") is not None:
+        raise UsageError("edgenet.convert: give precisions or int8, not both")
+    if kwargs.get("precisions") is not None and not _sequence(kwargs["precisions"], "precisions"):
+        raise UsageError("edgenet.convert: precisions must name at least one precision")
     if kwargs.get("precisions") is not None and "profile_variants" not in kwargs:
         kwargs["profile_variants"] = False      # an explicit list is taken as it is
     if int8 is not None and kwargs.get("precisions") is None:
@@ -102,7 +111,8 @@ def _options(model, kwargs) -> ConvertOptions:
         if kwargs.get(key) is not None:
             kwargs[key] = _number(kwargs[key], int, key)
     kwargs.pop("model", None)
-    return ConvertOptions(model=spec, preprocess=preprocess, **{k: v for k, v in kwargs.items() if v is not None})
+    return ConvertOptions(model=spec, preprocess=preprocess, given=given,
+                          **{k: v for k, v in kwargs.items() if v is not None})
 
 
 def _source_name(model) -> str:

@@ -153,6 +153,7 @@ class ConvertOptions:
     allow_mismatch: bool = False     # write the files even when float TFLite differs from ONNX
     allow_degraded: bool = False     # write the files even when a quantized model fails its verdict
     strict_int8: bool = False        # no mixed-precision repair: every op integer (accelerators)
+    given: frozenset[str] = frozenset()   # the options the user set (so those that do not apply are refused)
     calib_samples: int = 200
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)

@@ -136,6 +136,12 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
 
     if precisions is not None and int8 is not None:
         raise click.UsageError("give --precision or --int8/--float, not both")
+    context = click.get_current_context()
+
+    def _given(name: str, value):
+        """The value when the user gave the option, None at its default (so that an option that does
+        not apply is refused only when it was given)."""
+        return value if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT else None
     if precisions is not None:
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     reporter = StderrProgress(quiet=quiet or as_json)
@@ -170,7 +176,7 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
 
     try:
         result = edgenet.convert(
-            model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8, out=out, force=force, alpha=alpha, resolution=resolution,
+            model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8 or None, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
             activation=activation, weights=weights,
             input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
@@ -178,11 +184,13 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
             mean=None if mean is None else _numbers(mean, float, "--mean"),
             std=None if std is None else _numbers(std, float, "--std"),
             channel_order=channel_order, resize=resize, preprocess=preprocess_file,
-            calib=calib, calib_samples=calib_samples, calib_method=calib_method, io_type=io_type,
-            per_tensor=per_tensor, equalize=equalize, equalize_clip=equalize_clip,
-            eval_samples=eval_samples, allow_mismatch=allow_mismatch, allow_degraded=allow_degraded, fit=fit,
-            fit_alphas=_numbers(fit_alphas, float, "--fit-alphas"),
-            fit_resolutions=_numbers(fit_resolutions, int, "--fit-resolutions"), c_name=c_name, progress=progress)
+            calib=calib, calib_samples=calib_samples, calib_method=_given("calib_method", calib_method),
+            io_type=io_type, per_tensor=per_tensor, equalize=equalize,
+            equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
+            allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
+            fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
+            fit_resolutions=_given("fit_resolutions", _numbers(fit_resolutions, int, "--fit-resolutions")),
+            c_name=c_name, progress=progress)
     except BaseException:
         reporter.failed()
         raise
