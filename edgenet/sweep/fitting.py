@@ -42,7 +42,7 @@ def candidate_cell(opts: ConvertOptions, alpha: float, resolution: int, target_s
                "equalize_clip": opts.equalize_clip, "opset": opts.opset, "layer_report": False}
     return Cell(model=m.source, kind="zoo", alpha=float(alpha), resolution=int(resolution),
                 num_classes=m.num_classes, target=opts.target, precision=Precision.INT8, calib=opts.calib,
-                calib_samples=min(opts.calib_samples, QUICK_CALIB), eval_samples=1, seed=opts.seed, bench=False,
+                calib_samples=min(opts.calib_samples, QUICK_CALIB), eval_samples=2, seed=opts.seed, bench=False,
                 target_sha256=target_sha, version=edgenet_version(),
                 options=tuple((k, v) for k, v in options.items() if v is not None))
 
