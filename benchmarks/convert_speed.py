@@ -38,7 +38,7 @@ def detector_onnx(folder: Path) -> Path:
                                 spread_head)
 
     torch.manual_seed(0)
-    images = shapes_images(320, count=32)
+    images = shapes_images(320, count=32, zero_one=True)   # the model takes 0..1: --mean 0 --std 1
     model = spread_head(calibrate_batchnorm(YoloStyleDetector(classes=8, width=40, csp=False, act=torch.nn.ReLU), images, batches=8),
                         images)
     path = folder / "detector.onnx"

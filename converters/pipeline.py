@@ -228,7 +228,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                                      data, tf_side, notes)
                 notes.append(split.describe())
     _enforce(checked, source, opts, notes, profile)
-    float_ops = _ops_left_in_float(built, profile, opts, notes)
+    float_ops = _ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:
         from edgenet.converters.op_precision import model_precision
 
@@ -396,9 +396,9 @@ def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str], pro
             notes.append("--allow-degraded: " + v.message())
 
 
-def _ops_left_in_float(built, profile, opts, notes: list[str]) -> dict:
-    """Ops of a full-integer model that still compute in another precision: named in the notes;
-    a TargetError for targets that run integer models only."""
+def _ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> dict:
+    """Ops of a full-integer model that still compute in another precision: named (by their ONNX
+    node where it is known) in the notes; a TargetError for targets that run integer models only."""
     from edgenet.converters.op_precision import describe, ops_not_in
     from edgenet.errors import TargetError
 
@@ -409,9 +409,11 @@ def _ops_left_in_float(built, profile, opts, notes: list[str]) -> dict:
         left = ops_not_in(built.models[p], p)
         if not left:
             continue
-        found[p.value] = [{"index": e.index, "op": e.op, "tensor": e.output, "precision": e.precision.value}
-                          for e in left]
-        text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(left)}"
+        nodes = tf_side.onnx_nodes([e.output for e in left]) if tf_side is not None else {}
+        found[p.value] = [{"index": e.index, "op": e.op, "tensor": e.output, "onnx_node": nodes.get(e.output),
+                           "precision": e.precision.value} for e in left]
+        named = [e._replace(output=nodes.get(e.output) or e.output) for e in left]
+        text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(named)}"
         if profile.runtime.value in _FULL_INTEGER_RUNTIMES or opts.strict_int8:
             raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
         notes.append(text)

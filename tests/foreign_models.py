@@ -216,10 +216,13 @@ def spread_head(detector: "YoloStyleDetector", images, target_std: float = 2.0) 
     return detector
 
 
-def shapes_images(resolution: int, count: int = 64, seed: int = 0):
-    """NCHW float tensor of the built-in shapes images, normalized to [-1, 1] (edgenet's default)."""
+def shapes_images(resolution: int, count: int = 64, seed: int = 0, zero_one: bool = False):
+    """NCHW float tensor of the built-in shapes images, normalized to [-1, 1] (edgenet's default),
+    or to [0, 1] with ``zero_one`` (a model converted with ``--mean 0 --std 1``)."""
     from edgenet.data.datasets import load_dataset
     from edgenet.data.preprocess import Preprocess
 
-    x = load_dataset("shapes", Preprocess.default(resolution), split="train", limit=count, seed=seed).x
+    pre = Preprocess(resolution, resolution, mean=(0.0,) * 3, std=(1.0,) * 3) if zero_one else \
+        Preprocess.default(resolution)
+    x = load_dataset("shapes", pre, split="train", limit=count, seed=seed).x
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
