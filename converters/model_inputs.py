@@ -143,6 +143,21 @@ def check_input_types(model: Any, source: str) -> None:
             raise ModelError(f"{source}: input {vi.name!r} has rank {rank}; inputs of rank 1 to {MAX_RANK} are supported")
 
 
+def check_finite_weights(model: Any, source: str) -> None:
+    """ModelError naming the first weight (initializer) that holds NaN or infinity: the model can
+    give nothing meaningful, whatever the data."""
+    import numpy as np
+
+    onnx = _onnx()
+    for init in model.graph.initializer:
+        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        values = onnx.numpy_helper.to_array(init)
+        if values.size and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise ModelError(f"{source}: weight {init.name!r} holds NaN or infinity ({bad} of {values.size} values)")
+
+
 def fix_input_shapes(model: Any, shapes: Sequence[InputShape], keep_layout: Sequence[str], source: str) -> FixedShapes:
     """Make every graph input of ``model`` static, in place, from ``shapes`` (``--input-shape``),
     then rerun ONNX shape inference. Returns the inputs and which dynamic batches became 1.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from edgenet.converters.model_inputs import ModelInput, check_input_types, fix_input_shapes
+from edgenet.converters.model_inputs import ModelInput, check_finite_weights, check_input_types, fix_input_shapes
 from edgenet.converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
 from edgenet.config import ChannelOrder, ConvertOptions, PreprocessOptions, ResizeMode
 from edgenet.data.preprocess import ColorMode, Preprocess
@@ -245,6 +245,7 @@ def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceMo
     from edgenet.converters.export import export_onnx, onnx_parity
 
     onnx_model = export_onnx(module, shape, opset=opts.opset)
+    check_finite_weights(onnx_model, info.get("name", "the model"))
     err = onnx_parity(module, onnx_model, shape, seed=opts.seed)
     name = f"{info['name']}_{info['alpha']:g}_{info['resolution']}" if "alpha" in info else info["name"]
     fixed = fix_input_shapes(onnx_model, (), (), name)
@@ -278,6 +279,7 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
     source = opts.model.source
     model = load_onnx(source)
     check_input_types(model, source)
+    check_finite_weights(model, source)
     fixed = fix_input_shapes(model, opts.model.input_shapes, opts.model.keep_layout, source)
     notes = []
     if fixed.batch_fixed:

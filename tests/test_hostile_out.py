@@ -304,7 +304,8 @@ def test_fit_killed_or_refused_leaves_nothing(env, tmp_path):
     _read_until(proc, "] fit (")
 
     def fitting():
-        return any(n.startswith("edgenet-fit-") for d in env.tmp.glob("edgenet-run-*") for n in os.listdir(d))
+        return any(n.startswith(("edgenet-fit-", "edgenet-cell-")) for d in env.tmp.glob("edgenet-run-*")
+                   for n in os.listdir(d))
 
     _wait_for(fitting, timeout=60, what="the fit candidates' folder")
     proc.kill()

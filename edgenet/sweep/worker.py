@@ -113,7 +113,14 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
             "pid": os.getpid(), "started_unix": round(time.time(), 3)}
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
-    work = current_work = Path(tempfile.mkdtemp(prefix=".work-" if workdir else "edgenet-cell-", dir=workdir))
+    scratch = None
+    if workdir is None:   # the temp folder: a locked scratch folder, swept by the next run if this one is killed
+        from edgenet.scratch import ScratchDir
+
+        scratch = ScratchDir("edgenet-cell-")
+        work = current_work = scratch.path
+    else:
+        work = current_work = Path(tempfile.mkdtemp(prefix=".work-", dir=workdir))
     try:
         try:
             record = {**base, **_convert(cell, work / "out", memory, threads)}
@@ -130,7 +137,10 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         record = {**base, "status": "failed", "error": one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
         files = {}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if scratch is not None:
+            scratch.close()
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         current_work = None
     return record, files
 
