@@ -5,29 +5,12 @@ from __future__ import annotations
 import pytest
 
 import _tiny_tflite as tiny
-from edgenet.targets import load_target
 from edgenet.targets.fit import FitStatus, fit_model
 
 pytestmark = pytest.mark.mcu
 pytest.importorskip("tflite_micro")
 
-ALPHAS, RESOLUTIONS = (0.25, 0.5, 1.0), (32, 48, 64)
-
-
-def _width(alpha: float) -> int:
-    return int(16 * alpha)
-
-
-def _mult_adds(alpha: float, res: int) -> int:
-    w, hw = _width(alpha), (res // 2) ** 2
-    return hw * (27 * w + 9 * w + 2 * w * w) + 2 * w * 10
-
-
-def _profile(tmp_path, ram: int, flash: int):
-    path = tmp_path / "small_board.toml"
-    path.write_text('name = "small-board"\ndescription = "tiny budgets"\ndevice = "MCU"\nruntime = "tflm"\n'
-                    f'ram_bytes = {ram}\nflash_bytes = {flash}\nchecks = ["tflm"]\n')
-    return load_target(path)
+from test_targets_fit import ALPHAS, RESOLUTIONS, _mult_adds, _profile, _width  # noqa: E402,F401 - one definition
 
 
 @pytest.mark.slow
