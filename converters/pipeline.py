@@ -22,7 +22,7 @@ from edgenet.converters.sources import SourceKind, SourceModel, check_source, lo
 from edgenet.config import ConvertOptions, IOType, Precision
 from edgenet.errors import ConversionError, DataError, EdgenetError, UsageError
 from edgenet.io import atomic_write_json, atomic_write_text
-from edgenet.report import ConvertReport, Sizes, StageTime, Validation
+from edgenet.report import ConvertReport, ConvertResult, Sizes, StageTime, Validation
 
 MIN_CALIB_WARN = 100
 
@@ -143,7 +143,6 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     from edgenet.converters.build import build, stage_count, start_graph
     from edgenet.converters.passes import ONNX_PASSES
     from edgenet.converters.tf_worker import InProcessTF
-    from edgenet.api import ConvertResult
 
     notes: list[str] = []
     int8 = opts.int8

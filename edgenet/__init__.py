@@ -34,7 +34,7 @@ from edgenet.errors import EdgenetError  # noqa: E402  (light; part of the API)
 _LAZY = {
     "convert": "edgenet.api:convert",
     "ConvertOptions": "edgenet.config:ConvertOptions",
-    "ConvertResult": "edgenet.api:ConvertResult",
+    "ConvertResult": "edgenet.report:ConvertResult",
     "Precision": "edgenet.config:Precision",
     "IOType": "edgenet.config:IOType",
     "info": "edgenet.zoo:info",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import threading
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable
@@ -18,23 +18,7 @@ from typing import Callable
 from edgenet.config import (Activation, CalibMethod, ChannelOrder, ConvertOptions, InputShape, IOType, ModelSpec,
                             Precision, PreprocessOptions, ResizeMode)
 from edgenet.errors import UsageError
-from edgenet.report import ConvertReport
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    out: Path
-    files: tuple[Path, ...]
-    report: ConvertReport
-
-    @property
-    def int8_path(self) -> Path | None:
-        p = self.out / "model_int8.tflite"
-        return p if p in self.files else None
-
-    @property
-    def float_path(self) -> Path:
-        return self.out / "model_float.tflite"
+from edgenet.report import ConvertReport, ConvertResult  # noqa: F401 - ConvertResult is part of the API
 
 
 def _check_out(out: Path, force: bool) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgenet.io import json_safe
@@ -179,3 +180,26 @@ class ConvertReport:
 
 def _db(value) -> str:
     return "identical" if value is None else f"{value:.1f} dB"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``edgenet.convert`` returns: the output folder, the files published there, the report."""
+
+    out: Path
+    files: tuple[Path, ...]
+    report: ConvertReport
+
+    def path(self, precision) -> Path | None:
+        """The model file of ``precision`` (an edgenet.config.Precision), None when it was not written."""
+        p = self.out / precision.file_name
+        return p if p in self.files else None
+
+    @property
+    def int8_path(self) -> Path | None:
+        p = self.out / "model_int8.tflite"
+        return p if p in self.files else None
+
+    @property
+    def float_path(self) -> Path:
+        return self.out / "model_float.tflite"
