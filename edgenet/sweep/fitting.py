@@ -38,8 +38,9 @@ def candidate_cell(opts: ConvertOptions, alpha: float, resolution: int, target_s
     options = {"in_channels": m.in_channels, "activation": m.activation.value,
                "weights": None if m.weights is None else str(m.weights),
                "io_type": None if opts.io_type is None else opts.io_type.value, "per_tensor": opts.per_tensor,
-               "calib_method": opts.calib_method.value, "equalize": opts.equalize,
-               "equalize_clip": opts.equalize_clip, "opset": opts.opset, "layer_report": False}
+               "calib_method": opts.calib_method.value, "equalize": opts.equalize or None,
+               "equalize_clip": opts.equalize_clip if opts.equalize else None, "opset": opts.opset,
+               "layer_report": False}
     return Cell(model=m.source, kind="zoo", alpha=float(alpha), resolution=int(resolution),
                 num_classes=m.num_classes, target=opts.target, precision=Precision.INT8, calib=opts.calib,
                 calib_samples=min(opts.calib_samples, QUICK_CALIB), eval_samples=2, seed=opts.seed, bench=False,
