@@ -24,8 +24,11 @@ from foreign_models import (ConvAttention, MobileNetV3Style, YoloStyleDetector, 
 FAST = dict(calib_samples=64, eval_samples=32)
 
 
-def _onnx(tmp_path_factory, name, module, resolution):
+def _onnx(tmp_path_factory, name, build, resolution):
+    """``build()``'s module with seeded weights (seeded here: the test order must not change them),
+    BatchNorm statistics from shapes images, exported as another project would."""
     torch.manual_seed(0)
+    module = build()
     calibrate_batchnorm(module, shapes_images(resolution))
     path = tmp_path_factory.mktemp(name) / f"{name}.onnx"
     export(module, (1, 3, resolution, resolution), path, dynamic_hw=False)
@@ -35,7 +38,7 @@ def _onnx(tmp_path_factory, name, module, resolution):
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     """Boxes decoded to pixels (0..64) concatenated with 0..1 scores: [N, 4 + 3, anchors]."""
-    return _onnx(tmp_path_factory, "yolo", YoloStyleDetector(classes=3, width=8, csp=False), 64)
+    return _onnx(tmp_path_factory, "yolo", lambda: YoloStyleDetector(classes=3, width=8, csp=False), 64)
 
 
 def _score_sqnr(out_dir, precision=Precision.INT8):
@@ -103,12 +106,12 @@ def test_strict_int8_without_a_structural_fix_fails_naming_the_damage(tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, module, resolution", [
-    ("mobilenetv3", MobileNetV3Style(classes=8), 64),
-    ("attention", ConvAttention(classes=8), 32),
+@pytest.mark.parametrize("name, build, resolution", [
+    ("mobilenetv3", lambda: MobileNetV3Style(classes=8), 64),
+    ("attention", lambda: ConvAttention(classes=8), 32),
 ])
-def test_foreign_classifiers_int8_at_25_db_or_an_honest_verdict(tmp_path_factory, name, module, resolution):
-    path = _onnx(tmp_path_factory, name, module, resolution)
+def test_foreign_classifiers_int8_at_25_db_or_an_honest_verdict(tmp_path_factory, name, build, resolution):
+    path = _onnx(tmp_path_factory, name, build, resolution)
     out = tmp_path_factory.mktemp(f"{name}_out")
     try:
         r = edgenet.convert(str(path), int8=True, out=out / "o", **FAST)

@@ -1,0 +1,45 @@
+"""The small first-contact promises of the CLI: whole command help, --debug anywhere, one-line usage
+errors, the target named once, sizes of small models readable."""
+from __future__ import annotations
+
+import pytest
+
+from edgenet.cli import main
+from edgenet.errors import ModelError
+
+
+def test_group_help_gives_each_command_its_whole_first_sentence(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    commands = out.split("Commands:", 1)[1]
+    assert "..." not in commands
+    assert "Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8." in commands
+
+
+def test_debug_before_the_command_name_shows_the_exception(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    with pytest.raises(ModelError):
+        main(["--debug", "convert", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert main(["convert", "--bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edgenet: error: No such option '--bogus'. Did you mean '--out'? (see 'edgenet convert --help')"]
+
+
+@pytest.mark.slow
+def test_convert_summary_names_the_target_once(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    assert main(["convert", "mobilenet_v1", "--alpha", "0.25", "--resolution", "32", "--num-classes", "2",
+                 "--calib-samples", "8", "--eval-samples", "4", "--out", str(tmp_path / "o"), "-q"]) == 0
+    out = capsys.readouterr().out
+    target = next(line for line in out.splitlines() if line.startswith("target "))
+    assert target.count("rpi") == 1
+    assert "0.00 MB" not in out
+
+
+def test_sizes_of_small_models_are_in_kilobytes():
+    from edgenet.cli.convert import _size
+    assert [_size(n) for n in (2_345, 99_999, 100_000, 850_123)] == ["2.3 kB", "100.0 kB", "0.10 MB", "0.85 MB"]
