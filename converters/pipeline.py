@@ -281,7 +281,7 @@ def _validate(opts, profile, model, built, source: SourceModel, data: PipelineDa
     threads = os.cpu_count()
     graph = built.graph
     f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
-    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs)
+    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs, notes)
     names = [info.name for info in graph.outputs]
     if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
         validate.check_finite_reference(onnx_outs, names)

@@ -10,6 +10,7 @@ from typing import Sequence
 from edgenet.converters.model_data import to_onnx_layout
 from edgenet.converters.model_inputs import ModelInput
 from edgenet._deps import require
+from edgenet.errors import ModelError
 from edgenet.benchmark.accuracy import agreement, sqnr_db, top_k_accuracy  # the device-side definitions
 from edgenet.inference import invocations, stack_outputs
 
@@ -57,16 +58,52 @@ def onnx_session(onnx_model):
     return ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput]) -> list[np.ndarray]:
+def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput],
+                 notes: list[str] | None = None) -> list[np.ndarray]:
     """Every output of the ONNX model on ``examples`` (one array per input, TFLite layout, as
     :class:`edgenet.inference.TFLiteModel` takes them), in the graph's order, concatenated over
-    invocations exactly as TFLiteModel does."""
-    sess = onnx_session(onnx_model)
+    invocations exactly as TFLiteModel does.
+
+    onnxruntime computes them; a model it refuses to run (an attribute combination it does not
+    implement, e.g. a dilated Conv with ``auto_pad=SAME_*``) is run by ONNX's reference
+    implementation (the spec, slower) instead, and ``notes`` gets a line saying so.
+
+    Raises:
+        ModelError: neither onnxruntime nor the reference implementation can run the model.
+    """
     onnx_examples = [to_onnx_layout(x, spec) for x, spec in zip(examples, inputs)]
     batches = [spec.batch if spec.rank >= 2 else None for spec in inputs]
-    runs = [sess.run(None, {spec.name: x for spec, x in zip(inputs, group)})
-            for group in invocations(onnx_examples, batches)]
-    return [stack_outputs([run[k] for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
+    try:
+        sess = onnx_session(onnx_model)
+        runs = [sess.run(None, {spec.name: x for spec, x in zip(inputs, group)})
+                for group in invocations(onnx_examples, batches)]
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "onnxruntime":
+            raise
+        why = ort_message(exc)
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            evaluator = ReferenceEvaluator(onnx_model)
+            runs = [evaluator.run(None, {spec.name: x for spec, x in zip(inputs, group)})
+                    for group in invocations(onnx_examples, batches)]
+        except Exception as ref_exc:
+            raise ModelError(f"the ONNX model cannot be run to validate the conversion: onnxruntime: {why}; "
+                             f"ONNX's reference implementation: {type(ref_exc).__name__}: "
+                             f"{(str(ref_exc).strip().splitlines() or [''])[0][:200]}") from exc
+        if notes is not None:
+            notes.append(f"onnxruntime cannot run the ONNX model ({why}): the conversion was validated against "
+                         "ONNX's reference implementation (the spec) instead")
+    return [stack_outputs([np.asarray(run[k]) for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's error without its status-code preamble: the part after "Status Message:"."""
+    text = " ".join(str(exc).split())
+    if "Status Message:" in text:
+        text = text.split("Status Message:", 1)[1].strip()
+    text = text.replace("[ONNXRuntimeError] : ", "")
+    return text[:200].rstrip(".")
 
 
 def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_output: bool = False) -> FloatCheck:

@@ -303,3 +303,32 @@ def test_concurrent_python_api_calls_both_succeed(tmp_path):
         t.join(300)
     assert not errors and set(results) == {"a", "b"}
     assert (tmp_path / "a" / "model_float.tflite").read_bytes() == (tmp_path / "b" / "model_float.tflite").read_bytes()
+
+
+def _dilated_same_conv(path):
+    """A dilated Conv with auto_pad=SAME_LOWER: valid ONNX that onnxruntime refuses to run."""
+    rng = np.random.default_rng(1)
+    w = onnx.numpy_helper.from_array(rng.normal(0, 0.3, (6, 2, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=2, strides=[1, 2], dilations=[1, 3],
+                            auto_pad="SAME_LOWER")
+    graph = helper.make_graph([node], "dilated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 13, 17])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 13, 9])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_model_onnxruntime_cannot_run_is_validated_against_the_spec(tmp_path):
+    r = edgenet.convert(str(_dilated_same_conv(tmp_path / "d.onnx")), int8=False, out=tmp_path / "o", **FAST)
+    assert r.report.validation.float_verdict["passed"]
+    assert any("onnxruntime cannot run" in n and "reference implementation" in n for n in r.report.notes)
+
+
+def test_a_model_nothing_can_run_is_one_model_error(tmp_path, monkeypatch):
+    import onnx.reference
+
+    def refuse(self, *args, **kwargs):
+        raise NotImplementedError("no kernel")
+    monkeypatch.setattr(onnx.reference.ReferenceEvaluator, "run", refuse)
+    with pytest.raises(ModelError, match="cannot be run to validate the conversion: onnxruntime: Dilation not supported"):
+        edgenet.convert(str(_dilated_same_conv(tmp_path / "d.onnx")), int8=False, out=tmp_path / "o", **FAST)
+    assert not (tmp_path / "o").exists()

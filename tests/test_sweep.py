@@ -253,3 +253,14 @@ def test_cli_bad_input_is_one_line(tmp_path, args, words):
 def test_cli_help_has_examples():
     out = _cli("--help")
     assert out.returncode == 0 and "--executor ray" in out.stdout and "--report S" in out.stdout
+
+
+def test_longest_cells_are_estimated_first(tmp_path):
+    from edgenet.sweep.cells import estimated_work
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    cells, _ = expand(SweepSpec(models=("mobilenet_v1", str(model)), alphas=(0.25, 1.0), resolutions=(64, 224),
+                                targets=("rpi",)))
+    order = [(c.kind, c.alpha, c.resolution) for c in sorted(cells, key=estimated_work, reverse=True)]
+    assert order == [("onnx", None, None), ("zoo", 1.0, 224), ("zoo", 1.0, 64), ("zoo", 0.25, 224), ("zoo", 0.25, 64)]

@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from edgenet.sweep.cells import Cell, SweepSpec, convert_precisions, expand, precision_numbers
+from edgenet.sweep.cells import Cell, SweepSpec, convert_precisions, estimated_work, expand, precision_numbers
 from edgenet.sweep.pareto import render
 from edgenet.sweep.results import SweepStore, read_results
 
@@ -94,7 +94,8 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
             run_with.workdir = str(store.cells)
         done = store.finished()
         finished = {c.id for c in cells if c.id in done and (done[c.id].get("status") != "failed" or not retry_failed)}
-        todo = [c for c in cells if c.id not in finished]
+        # the longest cells first (the result's grid keeps the grid's order)
+        todo = sorted((c for c in cells if c.id not in finished), key=estimated_work, reverse=True)
         say(f"{len(cells)} cell(s): {len(finished)} already done, {len(todo)} to run"
             + (f" on {run_with.describe()}" if todo else ""))
         ran = failed_now = 0

@@ -91,6 +91,16 @@ class Cell:
         return cls(**d)
 
 
+def estimated_work(cell: Cell) -> float:
+    """A rough relative cost of converting ``cell``, to start the longest cells first (longest
+    processing time first: with N workers, the last cell to finish is then a short one and no
+    worker idles long at the end). Zoo cells scale with MobileNet's multiply-adds (alpha^2 x
+    resolution^2, Howard et al. 2017, Table 6-7); a model file's cost is unknown and ranked first."""
+    if cell.kind != "zoo" or cell.alpha is None or cell.resolution is None:
+        return float("inf")
+    return cell.alpha ** 2 * cell.resolution ** 2 * (2 if cell.bench else 1)
+
+
 def cell_id(cell: Cell) -> str:
     """sha256 (first 16 hex digits) of the cell's defining fields, as canonical JSON."""
     d = cell.to_dict()
