@@ -35,6 +35,8 @@ CONV_CASES = {
     "depthwise_s2_asym": ((1, 5, 7, 9), (5, 1, 3, 3), dict(group=5, pads=[1, 0, 0, 1], strides=[2, 2])),
     "depthwise_multiplier2": ((1, 4, 7, 9), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "depthwise_dilated": ((1, 4, 9, 9), (4, 1, 3, 3), dict(group=4, dilations=[2, 2], pads=[2, 2, 2, 2])),
+    # TF's depthwise conv computes other values when dilated *and* strided: run at stride 1, subsampled
+    "depthwise_dilated_strided": ((1, 3, 13, 13), (6, 1, 1, 2), dict(group=3, dilations=[3, 1], strides=[2, 3])),
     "grouped_2": ((1, 6, 7, 9), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),
     "grouped_3_s2": ((1, 6, 7, 9), (9, 2, 3, 3), dict(group=3, pads=[1, 1, 1, 1], strides=[2, 2])),
 }
@@ -113,3 +115,66 @@ def test_pool_opset_variants():
     model = single_op("AveragePool", (1, 3, 6, 6), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), opset=9)
     assert_matches_ort(model, {"x": rand(1, 3, 6, 6)})
 
+
+
+def _random_conv_cases(count=16, seed=7):
+    """Seeded combinations of groups, dilations, strides and asymmetric pads on odd sizes (the
+    attributes interact: a grouped, dilated, strided conv is where output-shape arithmetic slips)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        group = int(rng.choice([1, 2, 3]))
+        cin = group * int(rng.integers(1, 3))
+        cout = group * int(rng.integers(1, 3))
+        k = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+        dil = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+        strides = [int(rng.integers(1, 3)), int(rng.integers(1, 4))]
+        pads = [int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])), int(rng.integers(0, k[1]))]
+        h, w = int(rng.integers(9, 16)) | 1, int(rng.integers(9, 18)) | 1
+        cases.append(pytest.param((1, cin, h, w), (cout, cin // group, *k),
+                                  dict(group=group, dilations=dil, strides=strides, pads=pads), id=f"random{i}"))
+    return cases
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", _random_conv_cases())
+def test_grouped_dilated_strided_convs_match_onnxruntime(x_shape, w_shape, attrs):
+    assert_matches_ort(_conv(x_shape, w_shape, **attrs), {"x": rand(*x_shape)}, atol=1e-4)
+
+
+def _random_pool_cases(count=16, seed=11):
+    """Seeded pools mixing strides, dilations (MaxPool, opset 10+), asymmetric pads, ceil_mode and
+    count_include_pad on odd sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        op = "MaxPool" if i % 2 == 0 else "AveragePool"
+        k = [int(rng.integers(1, 4)), int(rng.integers(2, 4))]
+        attrs = dict(kernel_shape=k, strides=[int(rng.integers(1, 3)), int(rng.integers(1, 4))],
+                     pads=[int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])),
+                           int(rng.integers(0, k[1]))], ceil_mode=int(rng.integers(0, 2)))
+        if op == "MaxPool":
+            attrs["dilations"] = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        else:
+            attrs["count_include_pad"] = int(rng.integers(0, 2))
+        shape = (1, 3, int(rng.integers(7, 14)) | 1, int(rng.integers(7, 16)) | 1)
+        cases.append(pytest.param(op, shape, attrs, id=f"random{i}-{op}"))
+    return cases
+
+
+@pytest.mark.parametrize("op, shape, attrs", _random_pool_cases())
+def test_pools_with_mixed_attributes_match_onnxruntime(op, shape, attrs):
+    assert_matches_ort(single_op(op, shape, attrs), {"x": rand(*shape)})
+
+
+def test_dilated_strided_same_conv_follows_the_spec():
+    """auto_pad=SAME with dilation: onnxruntime refuses to run it, ONNX's reference implementation
+    defines it (and edgenet validates such models against it)."""
+    from test_onnx_to_tf_helpers import assert_tflite_matches
+
+    for group, w_shape in ((4, (4, 1, 3, 3)), (1, (3, 4, 3, 3))):
+        model = _conv((1, 4, 11, 15), w_shape, group=group, dilations=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
+        assert_tflite_matches(model, {"x": rand(1, 4, 11, 15)}, atol=1e-4, reference="spec")

@@ -94,3 +94,29 @@ def test_3d_is_refused_before_tflite():
 def test_case_04_conv_transpose_s2():
     model = onnx.load("/work/shared/cases/04_conv_transpose_s2.onnx")
     assert_tflite_matches(model, {"input": rand(1, 3, 16, 16)}, atol=1e-5)
+
+
+def _random_cases(count=10, seed=5):
+    """Seeded mixes of groups (depthwise included), dilations, strides, asymmetric pads and
+    output_padding on odd sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(count):
+        group = int(rng.choice([1, 2, 3]))
+        cin, per_group = group * int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        k = [int(rng.integers(1, 4)), int(rng.integers(2, 4))]
+        strides, dil = [int(rng.integers(1, 3)), int(rng.integers(1, 4))], [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        attrs = dict(group=group, strides=strides, dilations=dil,
+                     pads=[int(rng.integers(0, k[0])), int(rng.integers(0, k[1])), int(rng.integers(0, k[0])),
+                           int(rng.integers(0, k[1]))],
+                     output_padding=[int(rng.integers(0, s)) for s in strides])
+        shape = (1, cin, int(rng.integers(4, 9)) | 1, int(rng.integers(4, 10)) | 1)
+        cases.append(pytest.param(shape, (cin, per_group, *k), attrs, id=f"random{i}"))
+    return cases
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", _random_cases())
+def test_mixed_attributes_through_tflite(x_shape, w_shape, attrs):
+    assert_tflite_matches(_model(x_shape, w_shape, **attrs), {"x": rand(*x_shape)}, atol=2e-5)

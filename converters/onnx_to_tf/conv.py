@@ -116,8 +116,16 @@ def conv(ctx: NodeContext):
     dilations = list(get("dilations", None) or [1, 1])
     _, height, width, _ = xt.shape.as_list()
     pads = window_pads(get, (height, width), (kh, kw), strides, dilations)
-    padding = pads.tf_padding((height, width), (kh, kw), strides, dilations)
+    # TensorFlow's depthwise conv implements dilation by space-to-batch, which needs stride 1 (with a
+    # stride it computes other values, silently): such a conv runs at stride 1 on the explicitly
+    # padded input and keeps every stride-th output, which is the ONNX definition
+    subsample = (group == xt.shape[-1] and weights.shape[1] == 1 and max(dilations) > 1 and max(strides) > 1)
+    padding = None if subsample else pads.tf_padding((height, width), (kh, kw), strides, dilations)
     if padding is None:
         xt = pad_spatial(ctx, xt, pads.begin, pads.end)
         padding = "VALID"
-    return [from_2d(ctx, conv2d(ctx, xt, weights, bias, strides, dilations, group, padding), spatial)]
+    if subsample:
+        y = conv2d(ctx, xt, weights, bias, [1, 1], dilations, group, padding)[:, ::strides[0], ::strides[1], :]
+    else:
+        y = conv2d(ctx, xt, weights, bias, strides, dilations, group, padding)
+    return [from_2d(ctx, y, spatial)]
