@@ -95,3 +95,32 @@ def test_default_preprocess_follows_the_model_input():
     assert (p.height, p.width, p.color) == (48, 64, ColorMode.GRAY)
     with pytest.raises(DataError, match="preprocess.json"):
         default_preprocess((1, 10))
+
+
+def test_every_output_is_judged_and_the_worst_one_shown():
+    """A detector's boxes survive int8, its scores collapse to a few values: the verdict is the
+    scores' (bench used to judge only the first output)."""
+    rng = np.random.default_rng(1)
+    boxes = rng.uniform(0, 320, (64, 4, 50)).astype(np.float32)
+    scores = rng.uniform(0, 1, (64, 3, 50)).astype(np.float32)
+    q_boxes = boxes + rng.normal(0, 0.5, boxes.shape).astype(np.float32)
+    q_scores = np.round(scores * 2) / 2                      # three values left
+    rep = compare({"float": [boxes, scores], "int8": [q_boxes, q_scores]}, None, "array")
+    assert [o["name"] for o in rep.outputs] == ["output_0", "output_1"]
+    assert rep.outputs[0]["passed"] and not rep.outputs[1]["passed"]
+    assert rep.quality["name"] == "output_1" and not rep.quality["passed"]
+    assert rep.sqnr_db == pytest.approx(sqnr_db(boxes, q_boxes))   # plain figures: the first output
+    again = AccuracyReport.from_dict(rep.to_dict())
+    assert again.outputs == rep.outputs and again.quality == rep.quality
+    one = compare({"float": boxes, "int8": q_boxes}, None, "array")
+    assert one.outputs == () and one.quality["name"] == "output_0" and one.quality["passed"]
+
+
+def test_outputs_are_matched_by_name_when_both_models_name_them_alike():
+    from types import SimpleNamespace
+
+    from edgenet.benchmark.models import output_order
+
+    f = SimpleNamespace(output_names=["boxes", "scores", "mask"])
+    assert output_order(f, SimpleNamespace(output_names=["scores", "mask", "boxes"])) == [2, 0, 1]
+    assert output_order(f, SimpleNamespace(output_names=["Identity", "Identity_1", "Identity_2"])) == [0, 1, 2]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -31,7 +31,8 @@ class AccuracyReport:
     sqnr_db: float | None              # int8 outputs vs float outputs; inf when identical
     max_abs_diff: float | None         # largest |int8 - float| output difference
     seconds: float
-    quality: dict | None = None        # edgenet.quality.OutputQuality of the first output, with its verdict
+    quality: dict | None = None        # the worst output's edgenet.quality.OutputQuality, with its verdict
+    outputs: tuple[dict, ...] = ()     # every output's OutputQuality (models with several outputs)
 
     def to_dict(self) -> dict:
         return {
@@ -41,6 +42,7 @@ class AccuracyReport:
             "sqnr_db": None if self.sqnr_db is None or not math.isfinite(self.sqnr_db) else self.sqnr_db,
             "outputs_identical": self.sqnr_db == math.inf,
             "max_abs_diff": self.max_abs_diff, "seconds": self.seconds, "quality": self.quality,
+            "outputs": list(self.outputs),
         }
 
     @classmethod
@@ -51,7 +53,8 @@ class AccuracyReport:
         return cls(data=d["data"], samples=int(d["samples"]), labelled=bool(d["labelled"]),
                    models={r: ModelAccuracy(a.get("top1"), a.get("top5")) for r, a in d["models"].items()},
                    agreement=d.get("agreement"), sqnr_db=sqnr, max_abs_diff=d.get("max_abs_diff"),
-                   seconds=float(d.get("seconds", 0.0)), quality=d.get("quality"))
+                   seconds=float(d.get("seconds", 0.0)), quality=d.get("quality"),
+                   outputs=tuple(d.get("outputs") or ()))
 
 
 def _scores(outputs: np.ndarray) -> np.ndarray:
@@ -87,32 +90,51 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def compare(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None, data: str,
-            seconds: float = 0.0) -> AccuracyReport:
-    """The accuracy report from each model's (dequantized, float) outputs on the same samples."""
-    samples = len(next(iter(outputs.values())))
-    from edgenet.quality import is_classifier_shaped
+def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
+            seconds: float = 0.0, names: Sequence[str] | None = None) -> AccuracyReport:
+    """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
-    if labels is not None and not is_classifier_shaped(next(iter(outputs.values())).shape):
+    ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
+    model, both roles in the same order; ``names`` names them). Top-1/top-5, agreement, the plain
+    SQNR and the largest difference are of the first output; every output gets the verdict
+    ``edgenet convert`` gives (:func:`edgenet.quality.output_quality`, default thresholds), and
+    ``quality`` is the worst: the first failing output, else the one with the lowest SQNR.
+    """
+    from edgenet.quality import Thresholds, is_classifier_shaped, output_quality
+
+    per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
+    first = {role: outs[0] for role, outs in per_role.items()}
+    samples = len(next(iter(first.values())))
+    if labels is not None and not is_classifier_shaped(next(iter(first.values())).shape):
         labels = None      # class labels against a detection or feature output: no top-1 to take
     models = {
         role: ModelAccuracy(
             top1=top_k_accuracy(out, labels, 1) if labels is not None else None,
             top5=top_k_accuracy(out, labels, 5) if labels is not None else None)
-        for role, out in outputs.items()
+        for role, out in first.items()
     }
     agree = sqnr = max_diff = quality = None
-    if "float" in outputs and "int8" in outputs:
-        from edgenet.quality import is_classifier_shaped
-
-        from edgenet.quality import Thresholds, output_quality
-
-        f, q = outputs["float"], outputs["int8"]
+    judged: list[dict] = []
+    if "float" in per_role and "int8" in per_role:
+        f, q = first["float"], first["int8"]
         agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
         sqnr = sqnr_db(f, q)
         max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
-        # the verdict convert gives (per channel, the input-dependent part), with the default thresholds
-        quality = output_quality("output_0", f, q, f.ndim == 4, Thresholds()).to_dict()
+        for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
+            name = names[k] if names is not None and k < len(names) else f"output_{k}"
+            judged.append(output_quality(name, fk, qk, fk.ndim == 4, Thresholds()).to_dict())
+        quality = _worst(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,
-                          quality=None if "float" not in outputs or "int8" not in outputs else quality)
+                          quality=quality, outputs=tuple(judged) if len(judged) > 1 else ())
+
+
+def _worst(judged: Sequence[dict]) -> dict:
+    failing = [j for j in judged if not j.get("passed")]
+    if failing:
+        return failing[0]
+
+    def level(j: dict) -> float:
+        value = j.get("sqnr_centered_db")
+        return math.inf if value is None else value
+    return min(judged, key=level)

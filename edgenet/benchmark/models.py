@@ -201,6 +201,19 @@ class LoadedModel:
         check_samples(x, self.input.shape, str(self.path))
         return self._runner.predict(x)
 
+    def all_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Float samples (N, H, W, C) -> every output (the model's order), dequantized to float32."""
+        check_samples(x, self.input.shape, str(self.path))
+        return self._runner.predict_all(x)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [d["name"] for d in self._runner.outputs]
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(v) for v in d["shape"][1:]) for d in self._runner.outputs]
+
 
 def role_of(precision: Precision) -> str:
     """"int8" (the quantized model under test) for any quantized precision, else "float" (the reference)."""
@@ -251,13 +264,30 @@ def check_samples(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> No
 
 
 def check_compatible(float_model: LoadedModel, int8_model: LoadedModel) -> None:
-    """ModelError unless the two models take and give tensors of the same shapes."""
+    """ModelError unless the two models take and give tensors of the same shapes (every output,
+    matched as :func:`output_order` matches them)."""
     if float_model.input.shape != int8_model.input.shape:
         raise ModelError(f"the float model takes input {float_model.input.shape} but the int8 model takes "
                          f"{int8_model.input.shape}: they are not the same network")
-    if float_model.output.shape != int8_model.output.shape:
-        raise ModelError(f"the float model gives output {float_model.output.shape} but the int8 model gives "
-                         f"{int8_model.output.shape}: they are not the same network")
+    f_shapes, q_shapes = float_model.output_shapes, int8_model.output_shapes
+    if len(f_shapes) != len(q_shapes):
+        raise ModelError(f"the float model has {len(f_shapes)} output(s) but the int8 model {len(q_shapes)}: "
+                         "they are not the same network")
+    for k, j in enumerate(output_order(float_model, int8_model)):
+        if f_shapes[k] != q_shapes[j]:
+            which = "output" if len(f_shapes) == 1 else f"output {float_model.output_names[k]!r}"
+            raise ModelError(f"the float model gives {which} of shape {list(f_shapes[k])} per example but the "
+                             f"int8 model gives {list(q_shapes[j])}: they are not the same network")
+
+
+def output_order(float_model: LoadedModel, int8_model: LoadedModel) -> list[int]:
+    """For each float output (in its order), the index of the int8 model's matching output: by
+    tensor name when both models name their outputs alike (TFLite may order them differently), by
+    position otherwise."""
+    f_names, q_names = float_model.output_names, int8_model.output_names
+    if sorted(f_names) == sorted(q_names) and len(set(f_names)) == len(f_names):
+        return [q_names.index(name) for name in f_names]
+    return list(range(len(q_names)))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -103,6 +103,8 @@ def _summary_lines(result: BenchResult) -> list[str]:
         if quality is not None:
             centered = quality.get("sqnr_centered_db")
             text = "outputs identical" if centered is None else f"SQNR {centered:.1f} dB (input-dependent part)"
+            if acc.outputs:
+                text = f"worst of {len(acc.outputs)} outputs {quality.get('name')!r}: " + text
             if quality.get("worst_channel") is not None and quality.get("worst_channel_sqnr_db") is not None:
                 text += f", worst channel {quality['worst_channel']} at {quality['worst_channel_sqnr_db']:.1f} dB"
             text += "; verdict " + ("pass" if quality.get("passed") else

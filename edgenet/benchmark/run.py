@@ -20,7 +20,8 @@ from edgenet.benchmark import environment
 from edgenet.benchmark.accuracy import compare
 from edgenet.benchmark.data import (align_labels, check_data_budget, check_finite_samples, default_preprocess,
                                     load_bench_data)
-from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, read_labels,
+from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, output_order,
+                                      read_labels,
                                       resolve_target)
 from edgenet.benchmark.options import BenchSettings, Delegate, DelegateKind
 from edgenet.benchmark.result import BenchResult, ModelReport
@@ -88,8 +89,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         _check_pair(*models)
     outputs = len(models[0]._runner.outputs)
     if outputs > 1:
-        notes.append(f"the models have {outputs} outputs: agreement, SQNR and the verdict are of the first "
-                     "(edgenet convert's report judges every output)")
+        notes.append(f"the models have {outputs} outputs: each gets a verdict (the worst is shown); top-1, "
+                     "agreement and the plain SQNR are of the first")
     models.sort(key=lambda m: m.role != FLOAT)  # float first
     first = models[0]
 
@@ -156,6 +157,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     if bench_data is not None:
         t0 = time.perf_counter()
         outputs = {m.role: _outputs_with_progress(m, bench_data.x, say) for m in models}
+        if len(models) == 2:   # the int8 model's outputs in the float model's order
+            outputs[models[1].role] = [outputs[models[1].role][j] for j in output_order(first, models[1])]
         accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0)
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
@@ -243,19 +246,21 @@ def _load_data(data, preprocess_path: Path | None, model: LoadedModel, limit, no
     return load_bench_data(data, None, limit), None
 
 
-def _outputs_with_progress(model: LoadedModel, x: np.ndarray, say: Progress, chunk: int = 250) -> np.ndarray:
-    """The model's outputs on every sample, saying how far it got every ``chunk`` samples.
+def _outputs_with_progress(model: LoadedModel, x: np.ndarray, say: Progress, chunk: int = 250) -> list[np.ndarray]:
+    """Every output of the model on every sample, saying how far it got every ``chunk`` samples.
     ModelError if any output is NaN or infinite (agreement and SQNR would be meaningless)."""
     parts = []
     for start in range(0, len(x), chunk):
-        parts.append(model.outputs(x[start:start + chunk]))
+        parts.append(model.all_outputs(x[start:start + chunk]))
         say(f"accuracy, {model.precision.value}: {min(start + chunk, len(x))}/{len(x)} samples")
-    out = np.concatenate(parts)
-    bad = int(np.count_nonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1)))
-    if bad:
-        raise ModelError(f"{model.path.name} ({model.precision.value}) gave NaN or infinite outputs on {bad} of "
-                         f"{len(out)} samples: accuracy, agreement and SQNR would be meaningless")
-    return out
+    outs = [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+    for name, out in zip(model.output_names, outs):
+        bad = int(np.count_nonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1)))
+        if bad:
+            where = "" if len(outs) == 1 else f" (output {name!r})"
+            raise ModelError(f"{model.path.name} ({model.precision.value}) gave NaN or infinite outputs{where} on "
+                             f"{bad} of {len(out)} samples: accuracy, agreement and SQNR would be meaningless")
+    return outs
 
 
 def _check_pair(a: LoadedModel, b: LoadedModel) -> None:
