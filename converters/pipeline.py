@@ -214,10 +214,12 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 built.models[Precision.INT8] = repair.model
                 checked.verdicts[Precision.INT8] = repair.verdict
             notes.append(repair.summary())
-        # a split helps where only one int8 scale over the head is the trouble: integer-only targets,
-        # which may not keep it in float (when mixed precision floated the head and still failed, the
-        # damage is elsewhere and a split would not mend it)
-        if strict and not checked.verdicts[Precision.INT8].passed:
+        # a split helps where one int8 scale over the head is the trouble: integer-only targets, which
+        # may not keep it in float, and any target where mixed precision did not pass (the quantizer
+        # gives a Concat's inputs the Concat's scale, back through Slice and Reshape to the tensor
+        # they were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
+        # the assembly ops does not undo that, separate outputs do)
+        if not checked.verdicts[Precision.INT8].passed:
             split = _splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
                 stages.total += stage_count(opts) + 1

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgenet._deps import require
 
 
@@ -75,11 +77,22 @@ def split_concat_output(model: Any, output: str) -> tuple[Any, SplitOutput]:
     groups = _level_groups(new, node, axis, dims)
     parts, sizes, nodes = [], [], []
     if groups is not None:     # regroup: the channel groups across levels, each along the outer axis
-        inner_axis, members = groups
+        inner_axis, members, reshapes = groups
         for k, names in enumerate(members):
             part = f"{output}.{k}"
-            nodes.append(onnx.helper.make_node("Concat", list(names), [part], axis=axis, name=f"{output}_part{k}"))
-            sizes.append(int(dims(names[0])[inner_axis]))
+            size = int(dims(names[0])[-1 if reshapes[0] is not None else inner_axis])
+            inputs = []
+            for level, (name, target) in enumerate(zip(names, reshapes)):
+                if target is None:
+                    inputs.append(name)
+                    continue
+                shape, viewed = f"{output}_part{k}_level{level}_shape", f"{output}_part{k}_level{level}"
+                new.graph.initializer.append(onnx.numpy_helper.from_array(
+                    np.asarray([*target[:-1], size], dtype=np.int64), shape))
+                nodes.append(onnx.helper.make_node("Reshape", [name, shape], [viewed], name=viewed))
+                inputs.append(viewed)
+            nodes.append(onnx.helper.make_node("Concat", inputs, [part], axis=axis, name=f"{output}_part{k}"))
+            sizes.append(size)
             parts.append(part)
         axis = inner_axis
     else:
@@ -114,22 +127,67 @@ def split_concat_output(model: Any, output: str) -> tuple[Any, SplitOutput]:
     return new, SplitOutput(output, tuple(parts), axis, tuple(sizes))
 
 
-def _level_groups(model: Any, node: Any, axis: int, dims) -> tuple[int, list[tuple[str, ...]]] | None:
-    """(inner axis, per channel group the inputs across levels) when every input of ``node`` is a
-    Concat along one other axis with the same part sizes (the YOLO head layout), else None."""
+def _level_groups(model: Any, node: Any, axis: int, dims):
+    """(inner axis, per channel group the inputs across levels, per level the Reshape target of the
+    YOLOv5 layout or None) when every input of ``node`` is a Concat along one other axis with the
+    same part sizes (the YOLO head layout), else None.
+
+    A level may also be ``Reshape(Concat(xy, wh, scores along the last axis), [B, -1, no])`` (the
+    YOLOv5 export: ``[B, anchors, H, W, no]`` viewed as ``[B, anchors*H*W, no]``): a Reshape that
+    keeps the last axis only merges the others, so each part can be reshaped on its own
+    (``[B, -1, part size]``) and the parts concatenated along the last axis give the same tensor."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    children = [producers.get(i) for i in node.input if i]
-    if len(children) < 2 or any(c is None or c.op_type != "Concat" for c in children):
+    levels, reshapes = [], []
+    for name in (i for i in node.input if i):
+        level, target = producers.get(name), None
+        if level is not None and level.op_type == "Reshape":
+            target = _reshape_target(model, level, producers)
+            inner = producers.get(level.input[0])
+            if target is None or inner is None or inner.op_type != "Concat":
+                return None
+            rank = len(dims(inner.output[0]))
+            inner_axis = next((a.i for a in inner.attribute if a.name == "axis"), 0) % max(rank, 1)
+            # the concatenated axis must be the last on both sides, and keep its size
+            if inner_axis != rank - 1 or not dims(inner.output[0]) or target[-1] != dims(inner.output[0])[-1] \
+                    or len(dims(level.output[0])) != len(target):
+                return None
+            level = inner
+        levels.append(level)
+        reshapes.append(target)
+    if len(levels) < 2 or any(c is None or c.op_type != "Concat" for c in levels):
         return None
-    inner = {next((a.i for a in c.attribute if a.name == "axis"), 0) % max(len(dims(c.output[0])), 1)
-             for c in children}
+    out_rank = len(dims(node.output[0]))
+    inner = set()
+    for c, target in zip(levels, reshapes):
+        rank = len(dims(c.output[0]))
+        k = next((a.i for a in c.attribute if a.name == "axis"), 0) % max(rank, 1)
+        inner.add(out_rank - 1 if target is not None else k)   # in the outer Concat's coordinates
     if len(inner) != 1 or axis in inner:
         return None
     inner_axis = inner.pop()
-    layout = [tuple(dims(i)[inner_axis] if len(dims(i)) > inner_axis else -1 for i in c.input) for c in children]
+    layout = [tuple(dims(i)[-1 if t is not None else inner_axis] if dims(i) else -1 for i in c.input)
+              for c, t in zip(levels, reshapes)]
     if len(set(layout)) != 1 or -1 in layout[0] or len(layout[0]) < 2:
         return None
-    return inner_axis, [tuple(c.input[k] for c in children) for k in range(len(layout[0]))]
+    return inner_axis, [tuple(c.input[k] for c in levels) for k in range(len(layout[0]))], reshapes
+
+
+def _reshape_target(model: Any, node: Any, producers: dict) -> list[int] | None:
+    """The constant target shape of a Reshape node (an initializer or a Constant), else None."""
+    from onnx import numpy_helper
+
+    if len(node.input) < 2:
+        return None
+    name = node.input[1]
+    for init in model.graph.initializer:
+        if init.name == name:
+            return [int(v) for v in numpy_helper.to_array(init).ravel()]
+    const = producers.get(name)
+    if const is not None and const.op_type == "Constant":
+        for a in const.attribute:
+            if a.name == "value":
+                return [int(v) for v in numpy_helper.to_array(a.t).ravel()]
+    return None
 
 
 def _rank(model: Any, name: str) -> int:

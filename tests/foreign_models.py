@@ -88,6 +88,37 @@ class YoloStyleDetector(nn.Module):
         return torch.cat(outs, 2)                                                   # [N, 4 + classes, anchors]
 
 
+class AnchorDetector(nn.Module):
+    """The YOLOv5 export layout: per level a 1x1 head viewed as ``[N, anchors, no, H, W]``, permuted
+    to ``[N, anchors, H, W, no]`` (rank 5), sigmoid, boxes decoded to pixels from slices of the last
+    axis, ``cat(xy, wh, scores, -1)`` viewed as ``[N, anchors*H*W, no]``, levels concatenated along
+    axis 1: ``[N, boxes, 4 + 1 + classes]``, channels last."""
+
+    def __init__(self, classes: int = 3, width: int = 16, act: type = nn.SiLU):
+        super().__init__()
+        w, self.no, self.na = width, classes + 5, 3
+        self.stem = nn.Sequential(conv_bn_act(3, w, 3, 2, act), conv_bn_act(w, 2 * w, 3, 2, act))   # stride 4
+        self.down = conv_bn_act(2 * w, 2 * w, 3, 2, act)                                           # stride 8
+        self.heads = nn.ModuleList([nn.Conv2d(2 * w, self.na * self.no, 1) for _ in range(2)])
+        self.strides = (4, 8)
+        self.register_buffer("anchors", torch.tensor([[[10, 13], [16, 30], [33, 23]],
+                                                      [[30, 61], [62, 45], [59, 119]]], dtype=torch.float32))
+
+    def forward(self, x):
+        f1 = self.stem(x)
+        outs = []
+        for k, feat in enumerate((f1, self.down(f1))):
+            y = self.heads[k](feat)
+            n, _, h, w = y.shape
+            y = y.view(n, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous().sigmoid()
+            gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            grid = torch.stack((gx, gy), 2).view(1, 1, h, w, 2).float()
+            xy = (y[..., 0:2] * 2 - 0.5 + grid) * self.strides[k]
+            wh = (y[..., 2:4] * 2) ** 2 * self.anchors[k].view(1, self.na, 1, 1, 2)
+            outs.append(torch.cat((xy, wh, y[..., 4:]), -1).view(n, -1, self.no))
+        return torch.cat(outs, 1)
+
+
 class TextDetector(nn.Module):
     """DBNet-like: 1/4-resolution features up to full size by two stride-2 ConvTranspose layers."""
 

@@ -18,8 +18,8 @@ from edgenet.config import Precision  # noqa: E402
 from edgenet.errors import ConversionError, TargetError  # noqa: E402
 from edgenet.inference import TFLiteModel  # noqa: E402
 from edgenet.quality import centered_sqnr_db  # noqa: E402
-from foreign_models import (ConvAttention, MobileNetV3Style, YoloStyleDetector, calibrate_batchnorm,  # noqa: E402
-                            export, shapes_images)
+from foreign_models import (AnchorDetector, ConvAttention, MobileNetV3Style, YoloStyleDetector,  # noqa: E402
+                            calibrate_batchnorm, export, shapes_images, spread_head)
 
 FAST = dict(calib_samples=64, eval_samples=32)
 
@@ -73,6 +73,51 @@ def test_detector_on_coral_stays_fully_integer_with_a_split_head(detector, tmp_p
     assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == []
     assert _score_sqnr(tmp_path / "o") >= 20
     assert r.report.target["edgetpu_cpu_ops"] == 0
+
+
+@pytest.fixture(scope="module")
+def anchor_detector(tmp_path_factory):
+    """The YOLOv5 layout ([N, boxes, xywh + obj + classes], rank-5 views), its head spread as a
+    trained one's outputs are."""
+    torch.manual_seed(0)
+    module = calibrate_batchnorm(AnchorDetector(classes=3, width=8), shapes_images(64))
+    spread_head(module, shapes_images(64))
+    path = tmp_path_factory.mktemp("anchor") / "yolov5.onnx"
+    export(module, (1, 3, 64, 64), path, dynamic_hw=False)
+    return path
+
+
+def test_anchor_head_split_gives_back_the_same_tensor(anchor_detector):
+    """The Concat's scale reaches back through Slice and Reshape to the sigmoid, so the split must
+    look through the Reshape after each level's Concat: the parts, concatenated along the last
+    axis, are the original output exactly."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgenet.converters.cleanup import cleanup
+    from edgenet.converters.split_outputs import split_concat_output
+
+    model = onnx.load(str(anchor_detector))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1     # as convert fixes it
+    model, _ = cleanup(onnx.shape_inference.infer_shapes(model))          # the view shapes become constants
+    split_model, split = split_concat_output(model, "output")
+    assert split.parts == ("output.0", "output.1", "output.2") and split.axis == 2 and split.sizes == (2, 2, 4)
+    x = {"images": np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString()).run(None, x)[0]
+    parts = ort.InferenceSession(split_model.SerializeToString()).run(None, x)
+    np.testing.assert_array_equal(np.concatenate(parts, axis=2), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["coral", "rpi"])
+def test_anchor_head_scores_survive_int8_by_a_split(anchor_detector, target, tmp_path):
+    r = edgenet.convert(str(anchor_detector), target=target, out=tmp_path / "o", **FAST)
+    assert r.report.validation.quantized[0]["passed"]
+    assert r.report.split_outputs["parts"] == ["output.0", "output.1", "output.2"]
+    held = np.load(tmp_path / "o" / "eval_set.npz")
+    x = (held["pixels:images"] / 255.0 - held["mean"]) / held["std"]
+    f, q = (np.concatenate(TFLiteModel(p).predict_all(x), axis=2) for p in (r.float_path, r.int8_path))
+    assert centered_sqnr_db(f[..., 4:], q[..., 4:]) >= 20     # objectness and class scores
+    if target == "coral":
+        assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == []
 
 
 def test_strict_int8_without_a_structural_fix_fails_naming_the_damage(tmp_path, capsys):
