@@ -12,6 +12,7 @@ from edgenet.converters.model_inputs import ModelInput
 from edgenet._deps import require
 from edgenet.errors import ModelError
 from edgenet.benchmark.accuracy import agreement, sqnr_db, top_k_accuracy  # the device-side definitions
+from edgenet.quality import channel_axis
 from edgenet.inference import invocations, stack_outputs
 
 
@@ -108,8 +109,9 @@ def ort_message(exc: BaseException) -> str:
 
 def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_output: bool = False) -> FloatCheck:
     """Compare float TFLite outputs with ONNX outputs of the same samples: the largest absolute
-    error, and the relative error channel by channel (ONNX axis 1: max |diff| / max |ONNX| of each
-    channel; the worst). A NaN or infinity on one side only is an infinite error."""
+    error, and the relative error channel by channel (max |diff| / max |ONNX| of each channel, the
+    worst; channels on ONNX axis 1, or on the last axis of a ``[N, boxes, values]`` output:
+    :func:`edgenet.quality.channel_axis`). A NaN or infinity on one side only is an infinite error."""
     got = np.transpose(float_out, (0, 3, 1, 2)) if channels_last_output and float_out.ndim == 4 else float_out
     if got.shape != onnx_out.shape:
         return FloatCheck(float("inf"), float("inf"), len(onnx_out))
@@ -122,10 +124,11 @@ def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_outpu
     err = float(np.max(diff))
     ref = np.where(np.isfinite(onnx_out), np.abs(onnx_out), 0.0)
     whole = float(ref.max()) if ref.size and ref.max() > 0 else 1.0
-    if onnx_out.ndim >= 2 and onnx_out.shape[1] > 1:
+    channel = channel_axis(onnx_out.shape)
+    if channel > 0 and onnx_out.shape[channel] > 1:
         # each channel against its own magnitude: 0..1 scores beside 0..2000 pixel boxes must not hide
         # behind the boxes (a floor of 1e-3 of the output's own scale keeps near-zero channels sane)
-        axes = tuple(a for a in range(onnx_out.ndim) if a != 1)
+        axes = tuple(a for a in range(onnx_out.ndim) if a != channel)
         scale = np.maximum(ref.max(axis=axes), 1e-3 * whole)
         rel = float(np.max(diff.max(axis=axes) / scale))
     else:

@@ -67,6 +67,7 @@ class OutputQuality:
     top1_agreement: float | None        # classifier-shaped outputs only
     failures: tuple[str, ...] = ()      # what fails the thresholds, one phrase each
     static_channels: tuple[int, ...] = ()   # channels the float model barely varies (judged on plain SQNR)
+    channel_axis: int = 1               # the axis the channels are on (2: [N, boxes, values], channels last)
 
     @property
     def passed(self) -> bool:
@@ -141,10 +142,28 @@ def is_classifier_shaped(shape: Sequence[int]) -> bool:
     return len(big) == 1 and rest[-1] == big[0] and big[0] >= 2
 
 
+ROWS_PER_CHANNEL = 16   # a rank-3 output with this many times more rows than values per row is
+                        # channels-last: [N, boxes, xywh + scores] (YOLOv5), not [N, C, anchors]
+
+
+def channel_axis(shape: Sequence[int]) -> int:
+    """The channel axis of an output of ``shape`` (examples first, ONNX layout): 1, except for a
+    rank-3 output of many short rows (``[N, 25200, 85]``: 85 channels, one row per box), whose
+    channels are its last axis; -1 for rank <= 1."""
+    if len(shape) <= 1:
+        return -1
+    if len(shape) == 3 and shape[2] > 1 and shape[1] >= ROWS_PER_CHANNEL * shape[2]:
+        return 2
+    return 1
+
+
 def channel_view(y: np.ndarray, channels_last: bool) -> tuple[np.ndarray, int]:
-    """The array in ONNX layout and its channel axis (1 for rank >= 2, None-like -1 for rank <= 1)."""
+    """The array with its channels on axis 1 (ONNX layout; a channels-last rank-3 output transposed,
+    see :func:`channel_axis`), and that axis (1 for rank >= 2, -1 for rank <= 1)."""
     if channels_last and y.ndim == 4:
         y = np.transpose(y, (0, 3, 1, 2))
+    if channel_axis(y.shape) == 2:
+        y = np.transpose(y, (0, 2, 1))
     return y, (1 if y.ndim >= 2 else -1)
 
 
@@ -153,6 +172,10 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     """Measure one output (examples along axis 0, as the runners give them)."""
     f, axis = channel_view(np.asarray(float_out, dtype=np.float32), channels_last)
     q, _ = channel_view(np.asarray(quant_out, dtype=np.float32), channels_last)
+    onnx_shape = (np.transpose(float_out, (0, 3, 1, 2)) if channels_last and np.ndim(float_out) == 4
+                  else np.asarray(float_out)).shape
+    along = channel_axis(onnx_shape)
+    where = " (last axis)" if along == 2 else ""
     whole_plain = plain_sqnr_db(f, q)
     whole = centered_sqnr_db(f, q)
     failures: list[str] = []
@@ -182,10 +205,10 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                     degenerate.append(c)
         bad = [int(c) for c in order if per[c] < thresholds.min_channel_sqnr_db]
         if bad:
-            failures.append(f"channel{'s' if len(bad) > 1 else ''} {_list(bad)} of {channels} below "
+            failures.append(f"channel{'s' if len(bad) > 1 else ''} {_list(bad)} of {channels}{where} below "
                             f"{thresholds.min_channel_sqnr_db:g} dB (worst: channel {worst} at {worst_db:.1f} dB)")
         if degenerate:
-            failures.append(f"channel{'s' if len(degenerate) > 1 else ''} {_list(degenerate)} degenerate "
+            failures.append(f"channel{'s' if len(degenerate) > 1 else ''} {_list(degenerate)}{where} degenerate "
                             f"(at most {DEGENERATE_MAX_DISTINCT} distinct values where float varies)")
     if bool(_static(f, axis=None)):
         whole = whole_plain   # the whole output barely depends on the input: judged on plain SQNR
@@ -197,8 +220,8 @@ def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     top1 = None
     if is_classifier_shaped(f.shape):
         top1 = float(np.mean(np.argmax(f.reshape(len(f), -1), 1) == np.argmax(q.reshape(len(q), -1), 1)))
-    return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), whole_plain, whole, channels, worst, worst_db,
-                         tuple(degenerate), top1, tuple(failures), tuple(static))
+    return OutputQuality(name, tuple(int(d) for d in onnx_shape[1:]), whole_plain, whole, channels, worst, worst_db,
+                         tuple(degenerate), top1, tuple(failures), tuple(static), max(along, 0))
 
 
 def _static(f: np.ndarray, axis: int | None) -> np.ndarray | bool:

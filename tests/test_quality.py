@@ -70,3 +70,29 @@ def test_thresholds_decide(min_db):
     v = judge("int8", ["y"], [f], [q], [False], Thresholds(min_db, min_db / 2))
     assert v.passed is (min_db < 20)
     assert v.to_dict()["outputs"][0]["passed"] is v.passed
+
+
+def test_boxes_as_rows_have_their_channels_on_the_last_axis():
+    """The YOLOv5 layout [N, boxes, xywh + scores]: channels are the 7 values of a row, not the
+    1000 rows; the collapsed scores are named as channels of the last axis."""
+    from edgenet.quality import channel_axis
+
+    assert [channel_axis(s) for s in [(2, 1000, 7), (2, 7, 1000), (2, 26, 37), (2, 10), (2,), (2, 64, 4, 4)]] == \
+        [2, 1, 1, 1, -1, 1]
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.uniform(0, 320, (32, 1000, 4)), rng.beta(0.5, 4, (32, 1000, 3))], 2).astype(np.float32)
+    out = output_quality("det", rows, _quantize(rows, 0, 320).astype(np.float32), False, Thresholds())
+    assert out.channels == 7 and out.channel_axis == 2 and out.shape == (1000, 7)
+    assert out.degenerate_channels == (4, 5, 6)
+    assert not out.passed and "channels 4, 5, 6 of 7 (last axis) below 10 dB" in out.failures[0]
+
+
+def test_float_check_sees_a_wrong_score_column_beside_pixel_boxes():
+    from edgenet.converters.validate import check_float
+
+    rng = np.random.default_rng(1)
+    ref = np.concatenate([rng.uniform(0, 640, (4, 2000, 4)), rng.uniform(0, 1, (4, 2000, 2))], 2).astype(np.float32)
+    wrong = ref.copy()
+    wrong[..., 5] = 1 - wrong[..., 5]                      # a score column inverted: 0.1% of the boxes' scale
+    assert check_float(ref, wrong).rel_err > 0.5
+    assert check_float(ref, ref.copy()).rel_err == 0
