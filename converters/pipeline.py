@@ -7,22 +7,20 @@ after every stage, target checks included, has succeeded.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
 
 from edgenet.converters.model_data import (EVAL_SET, DataKind, PipelineData, default_calib, load_data, to_onnx_layout,
                                    write_eval_set)
 from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
-from edgenet.config import ConvertOptions, IOType, Precision
-from edgenet.errors import ConversionError, DataError, EdgenetError, UsageError
+from edgenet.config import ConvertOptions, Precision
+from edgenet.errors import ConversionError, EdgenetError, UsageError
 from edgenet.io import atomic_write_json, atomic_write_text
-from edgenet.report import ConvertReport, ConvertResult, Sizes, StageTime, Validation
+from edgenet.report import ConvertReport, ConvertResult, Sizes, StageTime
+from edgenet.converters.verdict_stage import (FULL_INTEGER_RUNTIMES, enforce, layer_errors, mixed_precision,
+                                            ops_left_in_float, split_head, splittable, validate_stage)
 
 MIN_CALIB_WARN = 100
 
@@ -201,14 +199,14 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         return built
 
     built = make(model, started)
-    checked = stages.run("validate", _validate, opts, profile, model, built, source, data, tf_side, notes)
+    checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
     if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
-        strict = opts.strict_int8 or profile.runtime.value in _FULL_INTEGER_RUNTIMES
+        strict = opts.strict_int8 or profile.runtime.value in FULL_INTEGER_RUNTIMES
         if not strict:
             stages.total += 1 + int(opts.layer_report)
-            repair = stages.run("mixed precision", _mixed_precision, built, checked, data, source, tf_side, opts,
+            repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
                                 profile, detail=int8_verdict.worst.name)
             if repair.passed:
                 built.models[Precision.INT8] = repair.model
@@ -220,16 +218,16 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         # they were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
         # the assembly ops does not undo that, separate outputs do)
         if not checked.verdicts[Precision.INT8].passed:
-            split = _splittable(model, checked.verdicts[Precision.INT8])
+            split = splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
                 stages.total += stage_count(opts) + 1
-                model, split = _split(model, split)
+                model, split = split_head(model, split)
                 built = make(model)
-                checked = stages.run("validate (split outputs)", _validate, opts, profile, model, built, source,
+                checked = stages.run("validate (split outputs)", validate_stage, opts, profile, model, built, source,
                                      data, tf_side, notes)
                 notes.append(split.describe())
-    _enforce(checked, source, opts, notes, profile)
-    float_ops = _ops_left_in_float(built, profile, opts, notes, tf_side)
+    enforce(checked, source, opts, notes, profile)
+    float_ops = ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:
         from edgenet.converters.op_precision import model_precision
 
@@ -238,7 +236,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                          "dynamic-range quantizer needs, so none was quantized")
     layers = None
     if Precision.INT8 in built.models and opts.layer_report:
-        layers = stages.run("per-layer error", _layers, built, data, source, tf_side)
+        layers = stages.run("per-layer error", layer_errors, built, data, source, tf_side)
 
     staging = output.staging
     try:
@@ -260,165 +258,6 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
-
-
-_FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
-
-
-@dataclass
-class _Checked:
-    validation: Validation
-    accuracy: object
-    float_outs: list
-    verdicts: dict
-    layers: object = None
-
-
-def _validate(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes) -> _Checked:
-    """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
-    precision against float32 (verdicts decided later, after any repair)."""
-    from edgenet.converters import validate
-    from edgenet.inference import TFLiteModel
-
-    threads = os.cpu_count()
-    graph = built.graph
-    f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
-    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs, notes)
-    names = [info.name for info in graph.outputs]
-    if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
-        validate.check_finite_reference(onnx_outs, names)
-    fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
-    verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
-    if not verdict.passed:
-        verdict = _with_divergence(verdict, model, data, source, tf_side)
-        if (verdict.divergence or {}).get("onnxruntime_deviates"):
-            # onnxruntime, not the conversion, departs from the spec: judge against the spec itself
-            from edgenet.converters.divergence import matches_reference
-
-            rel = matches_reference(model, f_outs, data.eval_x, source.inputs,
-                                    [o.channels_last for o in graph.outputs], profile.float_tolerance)
-            if rel is not None and rel <= profile.float_tolerance:
-                notes.append(f"onnxruntime deviates from the ONNX spec at node {verdict.divergence['node']!r} "
-                             f"({verdict.divergence['op']}); the float model matches ONNX's reference "
-                             f"implementation (relative error {rel:.2g})")
-                verdict = replace(verdict, passed=True, reference="onnx.reference")
-    if not verdict.passed:
-        if not opts.allow_mismatch:
-            raise ConversionError(verdict.message())
-        notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
-    verdicts, outs = {}, {}
-    for p, blob in built.models.items():
-        if p is not Precision.FLOAT32:
-            verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
-                                                            profile.thresholds, threads)
-    q_outs = outs.get(Precision.INT8)
-    acc = None
-    if data.eval_labels is not None and source.class_names is not None:
-        if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
-            raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
-                            f"model's classes {list(source.class_names)[:10]}")
-        acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
-    ics = None if q_outs is None else [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
-    outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
-                    for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
-    int8 = verdicts.get(Precision.INT8)
-    checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
-                         int8.outputs[0].top1_agreement if int8 else None,
-                         min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
-                         verdict.to_dict(), ())
-    return _Checked(checked, acc, f_outs, verdicts)
-
-
-def _layers(built, data: PipelineData, source: SourceModel, tf_side):
-    """Per-layer SQNR of the int8 model against the float model it was quantized from (with
-    --equalize the twin: equalization rescales channels inside the network)."""
-    return tf_side.layer_sqnr(built.quant_source, built.models[Precision.INT8],
-                              [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
-
-
-def _mixed_precision(built, checked: _Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile):
-    """Keep the ops int8 breaks in float until the int8 verdict passes (converters.mixed_precision)."""
-    from edgenet.converters import validate
-    from edgenet.converters.build import io_type_for
-    from edgenet.converters.mixed_precision import repair
-
-    checked.layers = _layers(built, data, source, tf_side)
-    sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
-    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
-
-    def quantize(keep, float_outputs):
-        return tf_side.requantize(Precision.INT8, tuple(keep), tuple(float_outputs),
-                                  io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
-
-    def judge(blob):
-        return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
-                                        profile.thresholds, os.cpu_count())[0]
-
-    verdict = checked.verdicts[Precision.INT8]
-    failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
-    int8_seconds = built.quantized[Precision.INT8].calibration.seconds
-    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge,
-                    max_seconds=max(2.0, int8_seconds))   # the search may at most double the int8 stage
-    return result.named(tf_side.onnx_nodes([k.tensor for k in result.kept]))
-
-
-def _splittable(model, verdict):
-    """The first failing output that a Concat produces (the mismatched-range head), or None."""
-    from edgenet.converters.split_outputs import concat_parts
-
-    for out in verdict.outputs:
-        if not out.passed and concat_parts(model, out.name) is not None:
-            return out.name
-    return None
-
-
-def _split(model, output: str):
-    from edgenet.converters.split_outputs import split_concat_output
-
-    return split_concat_output(model, output)
-
-
-def _enforce(checked: _Checked, source: SourceModel, opts, notes: list[str], profile) -> None:
-    """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
-    output, channels and numbers, unless --allow-degraded; recorded only for untrained zoo weights."""
-    failing = [v for v in checked.verdicts.values() if not v.passed]
-    checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
-    io = (opts.io_type or profile.output_type).value
-    for v in failing:
-        hint = ""
-        if v.precision == "int8" and io in ("int8", "uint8"):
-            hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
-                    + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
-        if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
-            notes.append(f"verdict not enforced on untrained weights: {v.message()}")
-        elif not opts.allow_degraded:
-            raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
-        else:
-            notes.append("--allow-degraded: " + v.message())
-
-
-def _ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> dict:
-    """Ops of a full-integer model that still compute in another precision: named (by their ONNX
-    node where it is known) in the notes; a TargetError for targets that run integer models only."""
-    from edgenet.converters.op_precision import describe, ops_not_in
-    from edgenet.errors import TargetError
-
-    found = {}
-    for p in (Precision.INT8, Precision.INT16X8):
-        if p not in built.models:
-            continue
-        left = ops_not_in(built.models[p], p)
-        if not left:
-            continue
-        nodes = tf_side.onnx_nodes([e.output for e in left]) if tf_side is not None else {}
-        found[p.value] = [{"index": e.index, "op": e.op, "tensor": e.output, "onnx_node": nodes.get(e.output),
-                           "precision": e.precision.value} for e in left]
-        named = [e._replace(output=nodes.get(e.output) or e.output) for e in left]
-        text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(named)}"
-        if profile.runtime.value in _FULL_INTEGER_RUNTIMES or opts.strict_int8:
-            raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
-        notes.append(text)
-    return found
 
 
 def _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging, files,
@@ -545,20 +384,6 @@ def _data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str
         notes.append(f"too few examples to hold some out: the {info['eval_samples']} validation examples are "
                      "calibration examples too (the verdicts are optimistic)")
     return notes
-
-
-def _with_divergence(verdict, model, data: PipelineData, source: SourceModel, tf_side):
-    """The failing float verdict, completed with the first ONNX node whose output diverges."""
-    from dataclasses import replace
-
-    from edgenet.converters.divergence import first_divergence
-
-    try:
-        found = first_divergence(model, data.eval_x, source.inputs, verdict.tolerance, tf_side.evaluate_values)
-    except Exception as exc:  # the locator is a diagnosis: its failure must not hide the verdict
-        return replace(verdict, divergence={"reason": f"the diverging node could not be located "
-                                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"})
-    return replace(verdict, divergence=found.to_dict())
 
 
 def _import_libraries(need_torch: bool, tf_side) -> None:

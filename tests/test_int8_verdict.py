@@ -197,7 +197,7 @@ def test_targets_refuse_precisions_they_cannot_run(tmp_path, capsys, target, pre
 def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     """A full-integer target may not get an op in float: named, and the target check fails."""
     from edgenet.converters.build import Built
-    from edgenet.converters.pipeline import _ops_left_in_float
+    from edgenet.converters.verdict_stage import ops_left_in_float as _ops_left_in_float
     from edgenet.converters.tflite import to_float_tflite, to_int8_tflite
     from edgenet.config import ConvertOptions
     from edgenet.targets import load_target

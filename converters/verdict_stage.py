@@ -1,0 +1,194 @@
+"""The validate and repair stages of `edgenet convert`: verdicts decided, damage repaired.
+
+* :func:`validate_stage` -- the float32 model against ONNX (the float verdict, with the first
+  diverging node when it fails), every other precision against float32 (:mod:`edgenet.quality`),
+  accuracy where labels are known;
+* :func:`mixed_precision` -- a failing int8 model with the ops that broke it kept in float
+  (:mod:`edgenet.converters.mixed_precision`); :func:`splittable` / :func:`split_head` -- a damaged
+  output made by a Concat written as parts (:mod:`edgenet.converters.split_outputs`);
+* :func:`enforce` -- a verdict that still fails stops the conversion (exit 1), unless
+  --allow-degraded; :func:`ops_left_in_float` -- ops of an integer model computing in float named,
+  and refused on integer-only targets.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from edgenet.config import Precision
+from edgenet.converters.model_data import DataKind, PipelineData
+from edgenet.converters.sources import SourceModel
+from edgenet.errors import ConversionError, DataError
+from edgenet.report import Validation
+
+FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
+
+
+@dataclass
+class Checked:
+    validation: Validation
+    accuracy: object
+    float_outs: list
+    verdicts: dict
+    layers: object = None
+
+
+def validate_stage(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes) -> Checked:
+    """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
+    precision against float32 (verdicts decided later, after any repair)."""
+    from edgenet.converters import validate
+    from edgenet.inference import TFLiteModel
+
+    threads = os.cpu_count()
+    graph = built.graph
+    f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
+    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs, notes)
+    names = [info.name for info in graph.outputs]
+    if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
+        validate.check_finite_reference(onnx_outs, names)
+    fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
+    verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
+    if not verdict.passed:
+        verdict = with_divergence(verdict, model, data, source, tf_side)
+        if (verdict.divergence or {}).get("onnxruntime_deviates"):
+            # onnxruntime, not the conversion, departs from the spec: judge against the spec itself
+            from edgenet.converters.divergence import matches_reference
+
+            rel = matches_reference(model, f_outs, data.eval_x, source.inputs,
+                                    [o.channels_last for o in graph.outputs], profile.float_tolerance)
+            if rel is not None and rel <= profile.float_tolerance:
+                notes.append(f"onnxruntime deviates from the ONNX spec at node {verdict.divergence['node']!r} "
+                             f"({verdict.divergence['op']}); the float model matches ONNX's reference "
+                             f"implementation (relative error {rel:.2g})")
+                verdict = replace(verdict, passed=True, reference="onnx.reference")
+    if not verdict.passed:
+        if not opts.allow_mismatch:
+            raise ConversionError(verdict.message())
+        notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
+    verdicts, outs = {}, {}
+    for p, blob in built.models.items():
+        if p is not Precision.FLOAT32:
+            verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
+                                                            profile.thresholds, threads)
+    q_outs = outs.get(Precision.INT8)
+    acc = None
+    if data.eval_labels is not None and source.class_names is not None:
+        if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
+            raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
+                            f"model's classes {list(source.class_names)[:10]}")
+        acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
+    ics = None if q_outs is None else [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
+    outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
+                    for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
+    int8 = verdicts.get(Precision.INT8)
+    checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
+                         int8.outputs[0].top1_agreement if int8 else None,
+                         min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
+                         verdict.to_dict(), ())
+    return Checked(checked, acc, f_outs, verdicts)
+
+
+def layer_errors(built, data: PipelineData, source: SourceModel, tf_side):
+    """Per-layer SQNR of the int8 model against the float model it was quantized from (with
+    --equalize the twin: equalization rescales channels inside the network)."""
+    return tf_side.layer_sqnr(built.quant_source, built.models[Precision.INT8],
+                              [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
+
+
+def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile):
+    """Keep the ops int8 breaks in float until the int8 verdict passes (converters.mixed_precision)."""
+    from edgenet.converters import validate
+    from edgenet.converters.build import io_type_for
+    from edgenet.converters.mixed_precision import repair
+
+    checked.layers = layer_errors(built, data, source, tf_side)
+    sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
+    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+
+    def quantize(keep, float_outputs):
+        return tf_side.requantize(Precision.INT8, tuple(keep), tuple(float_outputs),
+                                  io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
+
+    def judge(blob):
+        return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
+                                        profile.thresholds, os.cpu_count())[0]
+
+    verdict = checked.verdicts[Precision.INT8]
+    failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
+    int8_seconds = built.quantized[Precision.INT8].calibration.seconds
+    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge,
+                    max_seconds=max(2.0, int8_seconds))   # the search may at most double the int8 stage
+    return result.named(tf_side.onnx_nodes([k.tensor for k in result.kept]))
+
+
+def splittable(model, verdict):
+    """The first failing output that a Concat produces (the mismatched-range head), or None."""
+    from edgenet.converters.split_outputs import concat_parts
+
+    for out in verdict.outputs:
+        if not out.passed and concat_parts(model, out.name) is not None:
+            return out.name
+    return None
+
+
+def split_head(model, output: str):
+    from edgenet.converters.split_outputs import split_concat_output
+
+    return split_concat_output(model, output)
+
+
+def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile) -> None:
+    """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
+    output, channels and numbers, unless --allow-degraded; recorded only for untrained zoo weights."""
+    failing = [v for v in checked.verdicts.values() if not v.passed]
+    checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
+    io = (opts.io_type or profile.output_type).value
+    for v in failing:
+        hint = ""
+        if v.precision == "int8" and io in ("int8", "uint8"):
+            hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
+                    + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
+        if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
+            notes.append(f"verdict not enforced on untrained weights: {v.message()}")
+        elif not opts.allow_degraded:
+            raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
+        else:
+            notes.append("--allow-degraded: " + v.message())
+
+
+def ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> dict:
+    """Ops of a full-integer model that still compute in another precision: named (by their ONNX
+    node where it is known) in the notes; a TargetError for targets that run integer models only."""
+    from edgenet.converters.op_precision import describe, ops_not_in
+    from edgenet.errors import TargetError
+
+    found = {}
+    for p in (Precision.INT8, Precision.INT16X8):
+        if p not in built.models:
+            continue
+        left = ops_not_in(built.models[p], p)
+        if not left:
+            continue
+        nodes = tf_side.onnx_nodes([e.output for e in left]) if tf_side is not None else {}
+        found[p.value] = [{"index": e.index, "op": e.op, "tensor": e.output, "onnx_node": nodes.get(e.output),
+                           "precision": e.precision.value} for e in left]
+        named = [e._replace(output=nodes.get(e.output) or e.output) for e in left]
+        text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(named)}"
+        if profile.runtime.value in FULL_INTEGER_RUNTIMES or opts.strict_int8:
+            raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
+        notes.append(text)
+    return found
+
+
+def with_divergence(verdict, model, data: PipelineData, source: SourceModel, tf_side):
+    """The failing float verdict, completed with the first ONNX node whose output diverges."""
+    from dataclasses import replace
+
+    from edgenet.converters.divergence import first_divergence
+
+    try:
+        found = first_divergence(model, data.eval_x, source.inputs, verdict.tolerance, tf_side.evaluate_values)
+    except Exception as exc:  # the locator is a diagnosis: its failure must not hide the verdict
+        return replace(verdict, divergence={"reason": f"the diverging node could not be located "
+                                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"})
+    return replace(verdict, divergence=found.to_dict())
