@@ -250,3 +250,37 @@ def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5
             bad.append(f"{info.name}: values differ")
     assert not bad, bad
     return graph, ops
+
+
+def through_layout(rng, name: str, shape, how: str | None = None):
+    """Nodes that make the ONNX value ``name`` of ``shape`` from a new graph input, so that the op
+    reading it sees it in one of the layouts the converter holds values in: "plain" (a graph input:
+    rank 4 is NHWC, others ONNX order), "conv" (a 1x1 Conv: channels-last), "transpose" (Conv then a
+    random Transpose: any layout), "reshape" (Conv then Reshape to rank 2, 3 or 5). ``how`` None:
+    drawn from those that fit the rank. Returns (nodes, inputs, initializers, feeds, how)."""
+    shape = tuple(int(d) for d in shape)
+    fits = ["plain"] + (["conv", "transpose"] if len(shape) == 4 else ["reshape"] if len(shape) in (2, 3, 5) else [])
+    how = how or fits[int(rng.integers(len(fits)))]
+    if how == "plain":
+        return [], {name: shape}, {}, {name: rng.standard_normal(shape).astype(np.float32)}, how
+    if how == "conv":
+        source = shape
+    elif how == "transpose":
+        perm = [int(p) for p in rng.permutation(4)]
+        source = tuple(shape[perm.index(d)] for d in range(4))  # Transpose(perm) of it is `shape`
+        how = f"transpose{perm}"
+    elif len(shape) == 5:
+        source = (shape[0], shape[1] * shape[2], shape[3], shape[4])
+    else:
+        source = (*shape, 1, 1)[:4] if len(shape) == 2 else (*shape, 1)
+    raw = f"{name}_in"
+    conv_out = name if how == "conv" else f"{name}_conv"
+    weight = (rng.standard_normal((source[1], source[1], 1, 1)) * 0.7).astype(np.float32)
+    nodes = [helper.make_node("Conv", [raw, f"{name}_w"], [conv_out], name=f"{name}_conv")]
+    inits = {f"{name}_w": weight}
+    if how.startswith("transpose"):
+        nodes.append(helper.make_node("Transpose", [conv_out], [name], perm=perm, name=f"{name}_transpose"))
+    elif how == "reshape":
+        inits[f"{name}_shape"] = np.array(shape, np.int64)
+        nodes.append(helper.make_node("Reshape", [conv_out, f"{name}_shape"], [name], name=f"{name}_reshape"))
+    return nodes, {raw: source}, inits, {raw: rng.standard_normal(source).astype(np.float32)}, how

@@ -371,3 +371,11 @@ def test_resize_opset10_and_upsample_opset9():
     assert_matches_ort(model, {"x": rand(*X)})
     model = single_op("Upsample", X, dict(mode="nearest"), {"s": np.array([1, 1, 2, 2], np.float32)}, ["s"], opset=9)
     assert_matches_ort(model, {"x": rand(*X)})
+
+
+def test_gemm_transposed_a_with_a_computed_row_bias():
+    """transA=1 and a run-time (1, N) C: TF's grappler fused the MatMul and Add into a _FusedMatMul that
+    raised "bias must be 1-dimensional" when the TF graph ran; C is now added as (N,)."""
+    model = make_model([helper.make_node("Gemm", ["x", "b", "c"], ["y"], transA=1, alpha=1.5, name="gemm_0")],
+                       {"x": (3, 5), "c": (1, 7)}, ["y"], {"b": rand(3, 7)})
+    assert_matches_ort(model, {"x": rand(3, 5), "c": rand(1, 7)}, rtol=1e-4)

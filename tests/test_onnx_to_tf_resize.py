@@ -186,3 +186,25 @@ def test_weight_rows_sum_to_one():
             matrix, outside = axis_weights(AxisResize(n, out, out / n), mode)
             np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-12)
             assert not outside.any()
+
+
+def test_nearest_rounds_exact_coordinates_as_exact():
+    """half_pixel_symmetric maps output 2 of 7 -> 5.25 pixels to exactly 3 (offset 3.5 * (1 - 5 / 5.25)
+    + 2.5 / 0.75 - 0.5), which float64 computed as 3.0000000000000004: nearest_mode="ceil" took it
+    to 4, silently (onnxruntime reads 3; the reference evaluator's float32 arithmetic gets 2 for floor)."""
+    axis = AxisResize(7, 5, float(np.float32(0.75)))
+    assert nearest_indices(axis, ResizeMode("nearest", "half_pixel_symmetric", "ceil")).tolist() == [1, 2, 3, 5, 6]
+    assert nearest_indices(axis, ResizeMode("nearest", "half_pixel_symmetric", "floor")).tolist() == [0, 1, 3, 4, 5]
+    entries = [(n, dict(mode="nearest", coordinate_transformation_mode="half_pixel_symmetric", nearest_mode=n),
+                [1, 1, 0.75, 1], None) for n in ("ceil", "floor")]
+    _check_grid(_grid_model(entries, 19, (1, 2, 7, 5)), run_ort, x_shape=(1, 2, 7, 5))
+
+
+def test_empty_output_is_refused_naming_the_axis():
+    """floor(1 * 0.6) = 0: an empty tensor (TFLite has none) was a ZeroDivisionError before."""
+    from edgenet.errors import UnsupportedOpError
+
+    model = _grid_model([("y", dict(mode="linear", coordinate_transformation_mode="align_corners"),
+                          [1, 1, 0.6, 2.0], None)], 13, (1, 3, 1, 7))
+    with pytest.raises(UnsupportedOpError, match="output size 0 along axis 2"):
+        onnx_to_tf(model)

@@ -34,6 +34,10 @@ def gemm(ctx: NodeContext):
             y = y + tf.constant(np.ascontiguousarray(bias).reshape(bias.shape), y.dtype)
         else:
             tc = ctx.onnx_order(c)
+            if c.rank == 2 and c.onnx_shape[0] == 1:
+                # a (1, N) bias broadcasts as (N,); kept 2-D, TF's grappler fuses MatMul(transpose_a) + Add
+                # into a _FusedMatMul that rejects it at run time ("bias must be 1-dimensional")
+                tc = tf.reshape(tc, [-1])
             y = y + (tc * beta if beta != 1.0 else tc)
     return [ctx.out(y)]
 

@@ -150,6 +150,9 @@ def resize(ctx: NodeContext):
     tf = ctx.tf
     x = ctx.required(0)
     plans = plan_axes(ctx, tuple(x.onnx_shape))
+    for a, p in enumerate(plans):  # floor(size * scale) can be 0: an empty output TFLite cannot hold
+        if p.out_size < 1:
+            raise ctx.unsupported(f"output size {p.out_size} along axis {a} (size {p.in_size}, scale {p.scale:g})")
     mode = _mode(ctx, ctx.op_type == "Upsample" or ctx.opset < 11)
     resized = [a for a, p in enumerate(plans) if not p.is_identity]
     if not resized:

@@ -84,6 +84,11 @@ def nearest_indices(axis: AxisResize, mode: ResizeMode) -> np.ndarray:
         index = np.ceil(x) if axis.scale < 1 else np.floor(x)
         return np.clip(index, 0, axis.in_size - 1).astype(np.int64)
     x, _ = source_coords(axis, mode.coordinate_mode)
+    # a coordinate that is exactly a whole or half pixel in exact arithmetic (e.g. 3 for
+    # half_pixel_symmetric, 7 -> 5.25 pixels) can come out 1 ulp off in floating point, and floor/ceil/
+    # round would then pick the neighbour; the spec's rounding applies to the exact value
+    halves = np.round(x * 2) / 2
+    x = np.where(np.abs(x - halves) < 1e-12 * np.maximum(1.0, np.abs(x)), halves, x)
     low = np.floor(x)
     frac = x - low
     if mode.nearest_mode == "round_prefer_floor":
