@@ -164,6 +164,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     model, pass_stats = source.onnx, {}
     for graph_pass in ONNX_PASSES:
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
+    if opts.normalize_in_model:
+        model, source = _normalize_in_model(model, source, notes)
     # TensorFlow builds the graph and the float models while this process loads the data
     started = start_graph(tf_side, model, opts, opts.model.keep_layout)
     calib_spec = opts.calib or default_calib(source.info)
@@ -344,6 +346,31 @@ def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object
     chosen = result.chosen
     spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
     return replace(opts, model=spec, fit=False), result
+
+
+def _normalize_in_model(model, source: SourceModel, notes: list[str]):
+    """--normalize-in-model: the image input's (x - mean) / std moved into the graph
+    (converters/normalize_input.py); the source's preprocessing becomes pixels / 255."""
+    from dataclasses import replace
+
+    from edgenet.converters.normalize_input import fold_normalization, is_identity
+
+    if source.image_input is None or source.preprocess is None:
+        raise UsageError("--normalize-in-model applies to a model with one image input (rank 4, 1, 3 or 4 "
+                         "channels)")
+    pre = source.preprocess
+    if is_identity(pre):
+        notes.append("--normalize-in-model: the model already takes pixels in [0, 1] (mean 0, std 1): nothing moved")
+        return model, source
+    model, inside = fold_normalization(model, source.image_input.name, pre)
+    notes.append(f"normalization (x - mean) / std with mean {_fmt(pre.mean)} and std {_fmt(pre.std)} is inside the "
+                 f"model: it takes pixels scaled to [0, 1] (preprocess.json: mean 0, std 1)")
+    info = {**source.info, "normalization_in_model": {"mean": list(pre.mean), "std": list(pre.std)}}
+    return model, replace(source, preprocess=inside, info=info)
+
+
+def _fmt(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _check_graph_io(graph, source: SourceModel, model) -> None:

@@ -66,7 +66,7 @@ def _options(model, kwargs) -> ConvertOptions:
         kwargs.pop(key, None)
     preprocess = _preprocess_options(pre_kw)
     for key in ("int8", "force", "allow_mismatch", "allow_degraded", "strict_int8", "equalize", "fit", "layer_report",
-                "per_tensor"):
+                "per_tensor", "normalize_in_model"):
         if kwargs.get(key) is not None and not isinstance(kwargs[key], bool):
             raise UsageError(f"edgenet.convert: {key} must be True or False, not {kwargs[key]!r}")
     given = frozenset(k for k, v in kwargs.items() if v is not None and v is not False)
@@ -143,6 +143,8 @@ def _preprocess_options(kw: dict) -> PreprocessOptions:
             values = kw[key]
             if isinstance(values, str):
                 values = values.split(",")
+            elif isinstance(values, (int, float)) and not isinstance(values, bool):
+                values = (values,)          # one value for every channel, as --mean 0 says
             out[key] = tuple(_number(v, float, key) for v in _sequence(values, key))
     if "channel_order" in kw:
         out["channel_order"] = _enum(ChannelOrder, str(kw["channel_order"]).lower(), "channel_order")

@@ -158,6 +158,7 @@ class ConvertOptions:
     calib_method: CalibMethod = CalibMethod.MINMAX
     per_tensor: bool | None = None   # per-tensor weights (None: the target profile's choice)
     equalize: bool = False           # cross-layer equalization + bias correction before quantizing
+    normalize_in_model: bool = False  # the image input's (x - mean) / std inside the graph: it takes 0..1 pixels
     equalize_clip: str = "relu"      # ReLU6 in equalized pairs: "relu" (replace), "per_channel" (exact), "skip"
     layer_report: bool = True        # per-layer SQNR of the int8 model against the float one
     eval_samples: int = 64

@@ -296,7 +296,7 @@ def _input_note(model: Path, pre: Preprocess | None) -> str | None:
             f"normalizes each channel and quantizes, q = round(((pixel / 255 - mean) / std) / {t.scales[0]:.6g} "
             f"+ {t.zero_points[0]}), e.g. with the LiteRT interpreter; MediaPipe's ImageClassifier cannot run "
             "this model (it feeds pixels unchanged to an 8-bit input and refuses per-channel normalization "
-            "for a float one): train with one mean/std for all channels for it")
+            "for a float one): convert with --normalize-in-model for it (the model then takes 0..1 pixels)")
 
 
 def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_names, vela_out, c: _Collector,

@@ -332,3 +332,37 @@ def test_a_model_nothing_can_run_is_one_model_error(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="cannot be run to validate the conversion: onnxruntime: Dilation not supported"):
         edgenet.convert(str(_dilated_same_conv(tmp_path / "d.onnx")), int8=False, out=tmp_path / "o", **FAST)
     assert not (tmp_path / "o").exists()
+
+
+def test_normalize_in_model_computes_the_same_function_of_the_pixels(tmp_path):
+    """The ONNX pass alone: (x - mean) / std inside the graph, checked in onnxruntime against the
+    original model fed normalized pixels."""
+    import onnxruntime as ort
+
+    from edgenet.converters.normalize_input import fold_normalization
+    from edgenet.data.preprocess import Preprocess
+
+    rng = np.random.default_rng(2)
+    w = onnx.numpy_helper.from_array(rng.normal(0, 0.3, (5, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["img", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 9, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 9, 7])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    pre = Preprocess(9, 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    inside, fed = fold_normalization(model, "img", pre)
+    assert fed.mean == (0.0, 0.0, 0.0) and fed.std == (1.0, 1.0, 1.0) and fed.height == 9
+    assert [i.name for i in inside.graph.input] == ["img"]
+    pixels = rng.uniform(0, 1, (1, 3, 9, 7)).astype(np.float32)
+    normalized = (pixels - np.array(pre.mean, np.float32)[:, None, None]) / np.array(pre.std, np.float32)[:, None, None]
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"img": normalized})[0]
+    got = ort.InferenceSession(inside.SerializeToString()).run(None, {"img": pixels})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_in_model_needs_an_image_and_says_when_there_is_nothing_to_move(tmp_path, detector):
+    with pytest.raises(UsageError, match="--normalize-in-model applies to a model with one image input"):
+        edgenet.convert(str(_mlp(tmp_path / "mlp.onnx")), int8=False, normalize_in_model=True,
+                        out=tmp_path / "o", **FAST)
+    r = edgenet.convert(str(detector), int8=False, normalize_in_model=True, mean=0, std=1,
+                        input_shape=(1, 3, 64, 64), out=tmp_path / "p", **FAST)
+    assert any("nothing moved" in n for n in r.report.notes)

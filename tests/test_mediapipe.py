@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
-def _convert(tmp_path, name: str, pre: Preprocess):
+def _convert(tmp_path, name: str, pre: Preprocess, *extra: str):
     """A checkpoint with labels (an untrained MobileNetV1 0.25 at 32 px) converted in a fresh process."""
     from edgenet.checkpoint import save_checkpoint
     from edgenet.zoo import create_model
@@ -36,7 +36,7 @@ def _convert(tmp_path, name: str, pre: Preprocess):
     proc = subprocess.run([sys.executable, "-m", "edgenet", "convert", str(ckpt), "--target", "android",
                            "--calib", "shapes", "--calib-samples", "16", "--eval-samples", "4", "--out", str(out),
                            "--allow-degraded",   # untrained weights: int8 quality is not what is tested here
-                           "-q"], capture_output=True, text=True, timeout=600)
+                           "-q", *extra], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -49,6 +49,12 @@ def android_out(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imagenet_out(tmp_path_factory):
     return _convert(tmp_path_factory.mktemp("mp"), "imagenet", Preprocess(32, 32, **IMAGENET))
+
+
+@pytest.fixture(scope="module")
+def imagenet_inside_out(tmp_path_factory):
+    return _convert(tmp_path_factory.mktemp("mp"), "imagenet_inside", Preprocess(32, 32, **IMAGENET),
+                    "--normalize-in-model")
 
 
 def _images() -> list[np.ndarray]:
@@ -142,3 +148,31 @@ def test_mediapipes_own_schema_reads_our_metadata(android_out):
     assert scores.content.contentPropertiesType == fb.ContentProperties.FeatureProperties
     assert scores.associatedFiles[0].name == b"labels.txt"
     assert scores.associatedFiles[0].type == fb.AssociatedFileType.TENSOR_AXIS_LABELS
+
+
+def test_per_channel_normalization_inside_the_model_runs_in_mediapipe(imagenet_inside_out, imagenet_out):
+    """--normalize-in-model: ImageNet's per-channel mean/std move into the graph; the model takes
+    0..1 pixels, its uint8 input is the camera's pixels (scale 1/255, zero point 0), and MediaPipe
+    runs the int8 and the float model with our labels -- computing what the model with the
+    normalization outside computes on the same pixels."""
+    pre = Preprocess.load(imagenet_inside_out / "preprocess.json")
+    assert pre.mean == (0.0, 0.0, 0.0) and pre.std == (1.0, 1.0, 1.0)
+    q = TFLiteModel(imagenet_inside_out / "model_int8.tflite")
+    scale, zero = q.input["quantization"]
+    assert q.input_dtype == np.uint8 and zero == 0 and abs(scale - 1 / 255) < 1e-9
+    labels = (imagenet_inside_out / "labels.txt").read_text().splitlines()
+    outside = TFLiteModel(imagenet_out / "model_float.tflite")
+    outside_pre = Preprocess.load(imagenet_out / "preprocess.json")
+    inside = TFLiteModel(imagenet_inside_out / "model_float.tflite")
+    for image in _images():
+        names, scores = _mediapipe_scores(imagenet_inside_out / "model_float.tflite", image)
+        assert names == labels
+        np.testing.assert_allclose(scores, inside.predict(pre.normalize(image)[None])[0], rtol=1e-3, atol=1e-6)
+        same = outside.predict(outside_pre.normalize(image)[None])[0]       # the same network, normalized outside
+        np.testing.assert_allclose(scores, same, rtol=1e-3, atol=1e-5)
+        names, scores = _mediapipe_scores(imagenet_inside_out / "model_int8.tflite", image)
+        ours, step = _litert_pixels(imagenet_inside_out / "model_int8.tflite", image)
+        assert names == labels
+        np.testing.assert_allclose(scores, ours, atol=1.01 * step, rtol=0)
+    notes = json.loads((imagenet_inside_out / "report.json").read_text())["notes"]
+    assert any("inside the model" in n for n in notes)

@@ -67,6 +67,10 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
                    "side to N, then centre crop, e.g. 256 for a 224 model).")
 @click.option("--preprocess", "preprocess_file", type=click.Path(), default=None, metavar="FILE.json",
               help="Take the preprocessing of another conversion (its preprocess.json).")
+@click.option("--normalize-in-model", is_flag=True,
+              help="Put the image normalization (x - mean) / std inside the model: it then takes pixels "
+                   "scaled to 0..1 (mean 0, std 1), which MediaPipe and a uint8 input express exactly even "
+                   "when mean/std differ per channel (ImageNet).")
 @click.option("--calib", default=None,
               help="Calibration and validation data: an image folder (class subfolders or flat), a built-in "
                    "set (shapes: synthetic, digits), or FILE.npz (one array per input name) / FILE.npy, "
@@ -107,7 +111,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
-def command(model, target, precisions, int8, strict_int8, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
+def command(model, target, precisions, int8, strict_int8, normalize_in_model, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
             input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
             calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
             fit_alphas, fit_resolutions, c_name, quiet, as_json, debug):
@@ -185,7 +189,7 @@ def command(model, target, precisions, int8, strict_int8, out, force, alpha, res
             std=None if std is None else _numbers(std, float, "--std"),
             channel_order=channel_order, resize=resize, preprocess=preprocess_file,
             calib=calib, calib_samples=calib_samples, calib_method=_given("calib_method", calib_method),
-            io_type=io_type, per_tensor=per_tensor, equalize=equalize,
+            io_type=io_type, per_tensor=per_tensor, equalize=equalize, normalize_in_model=normalize_in_model or None,
             equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
             allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
             fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
