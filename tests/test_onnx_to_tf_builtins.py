@@ -112,6 +112,9 @@ EXAMPLES = {
     "resize_linear": ("Resize", dict(mode="linear"), X4, [_f(1, 1, 2, 2)], "f"),
     "resize_cubic": ("Resize", dict(mode="cubic"), X4, [_f(1, 1, 1.5, 0.5)], "f"),
     "shape": ("Shape", {}, X4, [], "f"), "size": ("Size", {}, X4, [], "f"),
+    "lstm": ("LSTM", dict(hidden_size=3, direction="bidirectional"), (4, 1, 7),
+             [rand(2, 12, 7), rand(2, 12, 3), rand(2, 24)], "f"),
+    "gru": ("GRU", dict(hidden_size=3, linear_before_reset=1), (4, 1, 7), [rand(1, 9, 7), rand(1, 9, 3), rand(1, 18)], "f"),
 }
 # ops that need a newer opset than the main examples model's (17)
 EXAMPLES_20 = {

@@ -25,6 +25,7 @@ from edgenet.converters.onnx_to_tf import (  # noqa: F401
     normalization,
     pooling,
     rearrange,
+    recurrent,
     reduce,
     resize,
     shape_ops,
