@@ -211,5 +211,6 @@ def judge_precision(precision, model: bytes, examples, float_outs, outputs, thre
 
     outs = TFLiteModel(model, threads).predict_all(examples)
     verdict = judge(precision.value, [o.name for o in outputs], float_outs, outs,
-                    [o.channels_last for o in outputs], thresholds)
+                    [o.channels_last for o in outputs], thresholds,
+                    [not o.dtype.startswith("float") for o in outputs])
     return verdict, outs

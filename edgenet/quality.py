@@ -41,6 +41,7 @@ class Thresholds:
 
     min_sqnr_db: float = 20.0
     min_channel_sqnr_db: float = 10.0
+    min_index_agreement: float = 0.9    # outputs of indices (ArgMax): the share of values that must match
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ class OutputQuality:
 
     name: str
     shape: tuple[int, ...]
-    sqnr_db: float                      # whole output, plain: 10 log10(sum f^2 / sum (f - q)^2)
-    sqnr_centered_db: float             # whole output, input-dependent part
+    sqnr_db: float | None               # whole output, plain: 10 log10(sum f^2 / sum (f - q)^2); None: indices
+    sqnr_centered_db: float | None      # whole output, input-dependent part; None: indices
     channels: int
     worst_channel: int | None
     worst_channel_sqnr_db: float | None
@@ -68,6 +69,7 @@ class OutputQuality:
     failures: tuple[str, ...] = ()      # what fails the thresholds, one phrase each
     static_channels: tuple[int, ...] = ()   # channels the float model barely varies (judged on plain SQNR)
     channel_axis: int = 1               # the axis the channels are on (2: [N, boxes, values], channels last)
+    index_agreement: float | None = None    # outputs of indices (ArgMax ...): the share of values equal to float's
 
     @property
     def passed(self) -> bool:
@@ -95,9 +97,8 @@ class Verdict:
 
     @property
     def worst(self) -> OutputQuality:
-        failing = [o for o in self.outputs if not o.passed] or list(self.outputs)
-        return min(failing, key=lambda o: (o.worst_channel_sqnr_db if o.worst_channel_sqnr_db is not None
-                                           else o.sqnr_centered_db))
+        shown = worst_output([o.to_dict() for o in self.outputs])
+        return next(o for o in self.outputs if o.name == shown["name"])
 
     def message(self) -> str:
         """One line naming the damaged output(s), the channels and the numbers."""
@@ -165,6 +166,21 @@ def channel_view(y: np.ndarray, channels_last: bool) -> tuple[np.ndarray, int]:
     if channel_axis(y.shape) == 2:
         y = np.transpose(y, (0, 2, 1))
     return y, (1 if y.ndim >= 2 else -1)
+
+
+def index_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
+                  thresholds: Thresholds) -> OutputQuality:
+    """An output of indices (a segmentation map's ArgMax, class ids): values are labels, not
+    magnitudes, so SQNR means nothing; the share of values equal to the float model's decides
+    (``thresholds.min_index_agreement``)."""
+    f, _ = channel_view(np.asarray(float_out), channels_last)
+    q, _ = channel_view(np.asarray(quant_out), channels_last)
+    agreement = float(np.mean(f == q)) if f.size else 1.0
+    failures = () if agreement >= thresholds.min_index_agreement else (
+        f"{100 * (1 - agreement):.1f}% of its indices differ from the float model's (agreement "
+        f"{100 * agreement:.1f}% < {100 * thresholds.min_index_agreement:g}%)",)
+    return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), None, None, 1, None, None, (), None, failures,
+                         (), 1, agreement)
 
 
 def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
@@ -238,14 +254,39 @@ def _static(f: np.ndarray, axis: int | None) -> np.ndarray | bool:
 
 
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
-          channels_last: Sequence[bool], thresholds: Thresholds = Thresholds()) -> Verdict:
-    """The verdict on a quantized model's outputs against the float model's on the same examples."""
-    outputs = tuple(output_quality(n, f, q, cl, thresholds)
-                    for n, f, q, cl in zip(names, float_outs, quant_outs, channels_last))
+          channels_last: Sequence[bool], thresholds: Thresholds = Thresholds(),
+          indices: Sequence[bool] | None = None) -> Verdict:
+    """The verdict on a quantized model's outputs against the float model's on the same examples.
+    ``indices``: which outputs hold indices (integer outputs: :func:`index_quality`)."""
+    indices = indices or [False] * len(names)
+    outputs = tuple((index_quality if ix else output_quality)(n, f, q, cl, thresholds)
+                    for n, f, q, cl, ix in zip(names, float_outs, quant_outs, channels_last, indices))
     return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0)
 
 
 def _list(indices: Sequence[int], limit: int = 6) -> str:
     shown = ", ".join(str(i) for i in sorted(indices)[:limit])
     return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def worst_output(outputs: Sequence[dict]) -> dict:
+    """Of a verdict's outputs (``OutputQuality.to_dict()`` form), the one to show: a failing one
+    first, then the lowest worst-channel (else whole-output) SQNR; index outputs by their agreement."""
+    def level(o: dict) -> tuple:
+        if o.get("index_agreement") is not None:
+            value = 1e9 if o["index_agreement"] == 1.0 else o["index_agreement"]
+        elif o.get("worst_channel_sqnr_db") is not None:
+            value = o["worst_channel_sqnr_db"]
+        else:
+            value = o["sqnr_centered_db"] if o.get("sqnr_centered_db") is not None else 1e9
+        return (o.get("passed", True), value)
+    return min(outputs, key=level)
+
+
+def level_text(o: dict) -> str:
+    """"SQNR 23.1 dB", "identical", or for an output of indices "index agreement 97.2%"."""
+    if o.get("index_agreement") is not None:
+        return f"index agreement {100 * o['index_agreement']:.1f}%"
+    value = o.get("sqnr_centered_db")
+    return "identical" if value is None or value == math.inf else f"SQNR {value:.1f} dB"
 

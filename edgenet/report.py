@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenet.io import json_safe
+from edgenet.quality import level_text, worst_output
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,13 @@ class ConvertReport:
                      else div.get("reason", ""))
             lines.append(f"| first divergence | {where} |")
         for q in v.quantized:
-            worst = min(q["outputs"], key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"]
-                        is not None else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else 1e9))
+            worst = worst_output(q["outputs"])
             agree = q["outputs"][0]["top1_agreement"]
-            text = (f"| {q['precision']} vs float | **{'pass' if q['passed'] else 'FAIL'}**: SQNR "
-                    f"{_db(worst['sqnr_centered_db'])} (input-dependent part, worst output {worst['name']})")
+            if worst.get("index_agreement") is not None:
+                level = f"{level_text(worst)}, worst output {worst['name']}"
+            else:
+                level = f"SQNR {_db(worst['sqnr_centered_db'])} (input-dependent part, worst output {worst['name']})"
+            text = f"| {q['precision']} vs float | **{'pass' if q['passed'] else 'FAIL'}**: {level}"
             if worst["worst_channel"] is not None:
                 text += f", worst channel {worst['worst_channel']} at {_db(worst['worst_channel_sqnr_db'])}"
             if agree is not None:
@@ -121,12 +124,12 @@ class ConvertReport:
                 if q is None:
                     lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | reference | | | | |")
                     continue
-                worst = min(q["outputs"], key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"]
-                            is not None else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else 1e9))
+                worst = worst_output(q["outputs"])
                 channel = "" if worst["worst_channel"] is None else \
                     f"{worst['worst_channel']}: {_db(worst['worst_channel_sqnr_db'])}"
                 agree = q["outputs"][0]["top1_agreement"]
-                lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | {_db(worst['sqnr_centered_db'])} "
+                level = level_text(worst) if worst.get("index_agreement") is not None else _db(worst["sqnr_centered_db"])
+                lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | {level} "
                              f"| {channel} | {'' if agree is None else f'{100 * agree:.1f}%'} | "
                              f"{'pass' if q['passed'] else '**FAIL**'} | {len(row.get('ops_in_other_precision') or [])} |")
         if self.mixed_precision and self.mixed_precision.get("kept_float"):

@@ -366,3 +366,20 @@ def test_normalize_in_model_needs_an_image_and_says_when_there_is_nothing_to_mov
     r = edgenet.convert(str(detector), int8=False, normalize_in_model=True, mean=0, std=1,
                         input_shape=(1, 3, 64, 64), out=tmp_path / "p", **FAST)
     assert any("nothing moved" in n for n in r.report.notes)
+
+
+def test_int8_model_with_an_argmax_output(tmp_path):
+    """A segmentation map as indices (ArgMax, int64): int8 converts (the per-layer report used to
+    crash on the index tensor) and is judged by how many indices match float."""
+    rng = np.random.default_rng(4)
+    w = onnx.numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["logits"], pads=[1, 1, 1, 1]),
+             helper.make_node("ArgMax", ["logits"], ["mask"], axis=1, keepdims=1)]
+    graph = helper.make_graph(nodes, "seg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("mask", TensorProto.INT64, [1, 1, 16, 16])], [w])
+    path = tmp_path / "seg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = edgenet.convert(str(path), int8=True, mean=0, std=1, out=tmp_path / "o", **FAST)
+    out = r.report.validation.quantized[0]["outputs"][0]
+    assert out["index_agreement"] > 0.9 and out["sqnr_centered_db"] is None and out["passed"]
+    assert "index agreement" in (tmp_path / "o" / "report.md").read_text()

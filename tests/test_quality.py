@@ -96,3 +96,21 @@ def test_float_check_sees_a_wrong_score_column_beside_pixel_boxes():
     wrong[..., 5] = 1 - wrong[..., 5]                      # a score column inverted: 0.1% of the boxes' scale
     assert check_float(ref, wrong).rel_err > 0.5
     assert check_float(ref, ref.copy()).rel_err == 0
+
+
+def test_outputs_of_indices_are_judged_by_agreement_not_sqnr():
+    from edgenet.quality import judge, level_text, worst_output
+
+    rng = np.random.default_rng(3)
+    f = rng.integers(0, 5, (8, 1, 6, 6)).astype(np.float32)      # ArgMax class maps, as runners return them
+    close, far = f.copy(), f.copy()
+    close.reshape(-1)[:10] = (close.reshape(-1)[:10] + 1) % 5     # 10 of 288 differ
+    far.reshape(-1)[:100] = (far.reshape(-1)[:100] + 1) % 5
+    ok = judge("int8", ["mask"], [f], [close], [False], Thresholds(), indices=[True])
+    assert ok.passed and ok.outputs[0].index_agreement == pytest.approx(278 / 288)
+    assert ok.outputs[0].sqnr_db is None and level_text(ok.outputs[0].to_dict()) == "index agreement 96.5%"
+    bad = judge("int8", ["logits", "mask"], [rng.normal(size=(8, 5)).astype(np.float32), f],
+                [rng.normal(size=(8, 5)).astype(np.float32), far], [False, False], Thresholds(), indices=[False, True])
+    assert not bad.outputs[1].passed and "34.7% of its indices differ" in bad.outputs[1].failures[0]
+    assert worst_output([o.to_dict() for o in bad.outputs])["name"] in ("logits", "mask")
+    assert bad.worst.name in ("logits", "mask")

@@ -232,11 +232,11 @@ def _size(n: int) -> str:
 def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     """One line per quantized model: the worst output's SQNR and channel, agreement where it means
     something, the verdict, the sizes."""
+    from edgenet.quality import level_text, worst_output
+
     outs = q["outputs"]
-    worst = min(outs, key=lambda o: o["worst_channel_sqnr_db"] if o["worst_channel_sqnr_db"] is not None
-                else (o["sqnr_centered_db"] if o["sqnr_centered_db"] is not None else float("inf")))
-    sqnr = worst["sqnr_centered_db"]
-    text = f"{q['precision']} vs float: SQNR {'identical' if sqnr is None else f'{sqnr:.1f} dB'}"
+    worst = worst_output(outs)
+    text = f"{q['precision']} vs float: {level_text(worst)}"
     if len(outs) > 1:
         text += f" (worst output {worst['name']})"
     if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:
