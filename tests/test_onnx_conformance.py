@@ -166,7 +166,7 @@ def run_case(case) -> str | None:
         graph = onnx_to_tf(baked_model(case))
         model = to_float_tflite(graph)
     except EdgenetError as exc:
-        return f"{type(exc).__name__}: {str(exc).split('; supported:')[0]}"
+        return f"{type(exc).__name__}: {str(exc).split('; edgenet converts')[0]}"
     x = inputs[0]
     info = graph.inputs[0]
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if info.channels_last else x
@@ -228,7 +228,7 @@ def run_case_through_convert(case, folder) -> str | None:
         result = edgenet.convert(str(path), precisions=["float32"], out=folder / case.name, eval_samples=2,
                                  layer_report=False)
     except EdgenetError as exc:
-        return f"{type(exc).__name__}: {str(exc).split('; supported:')[0]}"
+        return f"{type(exc).__name__}: {str(exc).split('; edgenet converts')[0]}"
     info = result.report.model["inputs"][0]
     x = inputs[0]
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if info["image"] else x

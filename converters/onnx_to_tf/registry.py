@@ -58,11 +58,13 @@ _MAX_LISTED_PROBLEMS = 8
 
 
 def unsupported_error(problems: list[str]) -> UnsupportedOpError:
-    """One line: every problem found (up to a few), then the list of supported ops."""
+    """One line: every problem found (up to a few), then where the supported ops are listed (the
+    list itself, 100 names, would bury the problem)."""
     shown = problems[:_MAX_LISTED_PROBLEMS]
     more = len(problems) - len(shown)
     text = "; ".join(shown) + (f"; and {more} more" if more else "")
-    return UnsupportedOpError(f"{text}; supported: {', '.join(supported_ops())}")
+    return UnsupportedOpError(f"{text}; edgenet converts {len(supported_ops())} ONNX op types "
+                              "(`edgenet info --ops` lists them)")
 
 
 def node_attrs(node: "onnx.NodeProto") -> dict:

@@ -15,9 +15,10 @@ from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 @click.option("--num-classes", type=int, default=1000, show_default=True,
               help=f"1 to {limits.MAX_NUM_CLASSES:,}.")
 @click.option("--in-channels", type=click.Choice(["1", "3"]), default="3", show_default=True)
+@click.option("--ops", "list_ops", is_flag=True, help="List the ONNX op types `edgenet convert` converts, and exit.")
 @json_option
 @debug_option
-def command(model, alpha, resolution, num_classes, in_channels, as_json, debug):
+def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_json, debug):
     """Show a zoo model's layers: type, output shape, parameters, mult-adds, and totals.
 
     \b
@@ -25,7 +26,17 @@ def command(model, alpha, resolution, num_classes, in_channels, as_json, debug):
       edgenet info mobilenet_v1
       edgenet info mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2
       edgenet info mobilenet_v1 --alpha 0.5 --json | jq .mult_adds
+      edgenet info --ops                      # the ONNX op types the converter handles
     """
+    if list_ops:
+        from edgenet.converters.onnx_to_tf import supported_ops
+
+        ops = list(supported_ops())
+        if as_json:
+            print_json(ops)
+        else:
+            echo_out("\n".join(ops))
+        return
     from edgenet.zoo import check_model_args, info
 
     check_model_args(model, alpha=alpha, resolution=resolution, num_classes=num_classes,
