@@ -223,11 +223,19 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
             split = splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
                 stages.total += stage_count(opts) + 1
-                model, split = split_head(model, split)
-                built = make(model)
-                checked = stages.run("validate (split outputs)", validate_stage, opts, profile, model, built, source,
-                                     data, tf_side, notes)
-                notes.append(split.describe())
+                split_model, split = split_head(model, split)
+                split_built = make(split_model)
+                split_notes: list[str] = []
+                split_checked = stages.run("validate (split outputs)", validate_stage, opts, profile, split_model,
+                                           split_built, source, data, tf_side, split_notes)
+                if split_checked.verdicts[Precision.INT8].passed:
+                    model, built, checked = split_model, split_built, split_checked
+                    notes.extend(split_notes)
+                    notes.append(split.describe())
+                else:   # parts that do not pass either: the model keeps the user's interface
+                    notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either; "
+                                 "the output is kept whole")
+                    split = None
     enforce(checked, source, opts, notes, profile)
     float_ops = ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:

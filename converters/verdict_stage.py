@@ -145,7 +145,11 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
     io = (opts.io_type or profile.output_type).value
     for v in failing:
         hint = ""
-        if v.precision == "int8" and io in ("int8", "uint8"):
+        # parts of one output collapsing under one scale (a head's scores beside its boxes): the
+        # output's type is what keeps one scale over them
+        collapsed = any(o.degenerate_channels and len(o.degenerate_channels) < o.channels
+                        for o in v.outputs if not o.passed)
+        if v.precision == "int8" and io in ("int8", "uint8") and collapsed:
             hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
                     + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
         if not source.info.get("trained", True):   # random weights: a finding, not a deployable model

@@ -178,3 +178,12 @@ def test_dilated_strided_same_conv_follows_the_spec():
     for group, w_shape in ((4, (4, 1, 3, 3)), (1, (3, 4, 3, 3))):
         model = _conv((1, 4, 11, 15), w_shape, group=group, dilations=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
         assert_tflite_matches(model, {"x": rand(1, 4, 11, 15)}, atol=1e-4, reference="spec")
+
+
+def test_a_window_larger_than_the_input_says_the_input_is_too_small():
+    from edgenet.errors import ConversionError
+
+    model = single_op("AveragePool", (1, 3, 6, 10), dict(kernel_shape=[7, 7], strides=[5, 5]))
+    with pytest.raises(ConversionError, match="window of 7 along spatial axis 0 is larger than the padded input "
+                                              r"\(6\): the input is too small"):
+        onnx_to_tf(model)

@@ -114,3 +114,30 @@ def test_outputs_of_indices_are_judged_by_agreement_not_sqnr():
     assert not bad.outputs[1].passed and "34.7% of its indices differ" in bad.outputs[1].failures[0]
     assert worst_output([o.to_dict() for o in bad.outputs])["name"] in ("logits", "mask")
     assert bad.worst.name in ("logits", "mask")
+
+
+def test_the_io_type_hint_is_given_only_where_parts_of_an_output_collapsed():
+    """"--io-type float32 keeps them float" helps a head whose scores collapse beside its boxes, not
+    a classifier that int8 damaged as a whole."""
+    from types import SimpleNamespace
+
+    from edgenet.converters.verdict_stage import Checked, enforce
+    from edgenet.errors import ConversionError
+    from edgenet.report import Validation
+
+    rng = np.random.default_rng(0)
+    head = np.concatenate([rng.uniform(0, 320, (32, 4, 100)), rng.beta(0.5, 4, (32, 3, 100))], 1).astype(np.float32)
+    logits = rng.normal(size=(32, 10)).astype(np.float32)
+    cases = {"head": (head, _quantize(head, 0, 320).astype(np.float32)),
+             "classifier": (logits, logits + rng.normal(0, 1, logits.shape).astype(np.float32))}
+    opts = SimpleNamespace(io_type=None, strict_int8=False, allow_degraded=False)
+    profile = SimpleNamespace(output_type=SimpleNamespace(value="int8"))
+    source = SimpleNamespace(info={"trained": True})
+    hinted = {}
+    for name, (f, q) in cases.items():
+        verdict = judge("int8", [name], [f], [q], [False], Thresholds())
+        checked = Checked(Validation(0, 0, None, None, 1, (), {}, ()), None, [f], {"int8": verdict})
+        with pytest.raises(ConversionError) as err:
+            enforce(checked, source, opts, [], profile)
+        hinted[name] = "--io-type float32" in str(err.value)
+    assert hinted == {"head": True, "classifier": False}

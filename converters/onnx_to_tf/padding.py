@@ -53,9 +53,13 @@ def window_pads(attrs_get, in_sizes: Sequence[int], kernel: Sequence[int], strid
         pads = list(attrs_get("pads", None) or [0] * (2 * n))
         begin, end = pads[:n], pads[n:]
     outs, trimmed = [], []
-    for size, k, s, d, b, e in zip(in_sizes, kernel, strides, dilations, begin, end):
+    for axis, (size, k, s, d, b, e) in enumerate(zip(in_sizes, kernel, strides, dilations, begin, end)):
         effective = (k - 1) * d + 1
         span = size + b + e - effective
+        if span < 0 and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+            raise ValueError(f"its window of {effective} along spatial axis {axis} is larger than the padded input "
+                             f"({size + b + e}): the input is too small for this node (use the input size the model "
+                             "was made for, or a larger --input-shape)")
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out = -(-size // s)
         elif ceil_mode:
