@@ -222,3 +222,27 @@ def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     with pytest.raises(TargetError, match="coral: 1 op\\(s\\) of the int8 model compute in another precision: "
                                           ".* the target runs integer models only"):
         _ops_left_in_float(built, load_target("coral"), ConvertOptions(), [])
+
+
+def test_a_split_that_does_not_pass_either_keeps_the_output_whole(tmp_path):
+    """Concat(a, b) where part a alone spans 1000x across its channels: splitting cannot save it,
+    so the model keeps the user's one output (and the verdict names it)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    wa = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
+    wa[0] *= 1000
+    wb = rng.normal(0, 1, (2, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "wb"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 16, 16])],
+                              [onnx.numpy_helper.from_array(wa, "wa"), onnx.numpy_helper.from_array(wb, "wb")])
+    path = tmp_path / "mixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    r = edgenet.convert(str(path), target="coral", allow_degraded=True, calib_samples=32, eval_samples=16,
+                        out=tmp_path / "o")
+    assert r.report.split_outputs is None
+    assert any("did not pass the verdict either" in n for n in r.report.notes)
+    assert [tuple(d["shape"]) for d in TFLiteModel(r.int8_path).outputs] == [(1, 16, 16, 6)]
