@@ -156,7 +156,7 @@ def test_unsupported_op(capsys, tmp_path):
     path = tmp_path / "det.onnx"
     onnx.save(model, str(path))
     _one_line_error(capsys, ["convert", str(path), "--float", "--out", str(tmp_path / "o")], 1,
-                    "Det", "det_node", "Conv")
+                    "Det", "det_node", "edgenet info --ops")
 
 
 def test_tflite_failure_is_explained():
