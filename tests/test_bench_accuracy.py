@@ -124,3 +124,13 @@ def test_outputs_are_matched_by_name_when_both_models_name_them_alike():
     f = SimpleNamespace(output_names=["boxes", "scores", "mask"])
     assert output_order(f, SimpleNamespace(output_names=["scores", "mask", "boxes"])) == [2, 0, 1]
     assert output_order(f, SimpleNamespace(output_names=["Identity", "Identity_1", "Identity_2"])) == [0, 1, 2]
+
+
+def test_outputs_of_indices_are_judged_by_agreement():
+    rng = np.random.default_rng(2)
+    mask = rng.integers(0, 4, (16, 1, 8, 8)).astype(np.float32)
+    moved = mask.copy()
+    moved.reshape(-1)[:200] = (moved.reshape(-1)[:200] + 1) % 4          # 200 of 1024 indices differ
+    rep = compare({"float": [mask], "int8": [moved]}, None, "array", indices=[True])
+    assert rep.quality["index_agreement"] == pytest.approx(824 / 1024) and not rep.quality["passed"]
+    assert rep.quality["sqnr_centered_db"] is None

@@ -91,7 +91,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
-            seconds: float = 0.0, names: Sequence[str] | None = None) -> AccuracyReport:
+            seconds: float = 0.0, names: Sequence[str] | None = None,
+            indices: Sequence[bool] | None = None) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
@@ -99,8 +100,9 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     SQNR and the largest difference are of the first output; every output gets the verdict
     ``edgenet convert`` gives (:func:`edgenet.quality.output_quality`, default thresholds), and
     ``quality`` is the worst: the first failing output, else the one with the lowest SQNR.
+    ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement.
     """
-    from edgenet.quality import Thresholds, is_classifier_shaped, output_quality
+    from edgenet.quality import Thresholds, index_quality, is_classifier_shaped, output_quality, worst_output
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
     first = {role: outs[0] for role, outs in per_role.items()}
@@ -122,19 +124,9 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
         max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
         for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
             name = names[k] if names is not None and k < len(names) else f"output_{k}"
-            judged.append(output_quality(name, fk, qk, fk.ndim == 4, Thresholds()).to_dict())
-        quality = _worst(judged)
+            measure = index_quality if indices is not None and k < len(indices) and indices[k] else output_quality
+            judged.append(measure(name, fk, qk, fk.ndim == 4, Thresholds()).to_dict())
+        quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,
                           quality=quality, outputs=tuple(judged) if len(judged) > 1 else ())
-
-
-def _worst(judged: Sequence[dict]) -> dict:
-    failing = [j for j in judged if not j.get("passed")]
-    if failing:
-        return failing[0]
-
-    def level(j: dict) -> float:
-        value = j.get("sqnr_centered_db")
-        return math.inf if value is None else value
-    return min(judged, key=level)

@@ -211,6 +211,12 @@ class LoadedModel:
         return [d["name"] for d in self._runner.outputs]
 
     @property
+    def index_outputs(self) -> list[bool]:
+        """Which outputs hold indices (an integer type without a quantization scale: ArgMax maps)."""
+        return [not np.issubdtype(np.dtype(d["dtype"]), np.floating) and not d["quantization"][0]
+                for d in self._runner.outputs]
+
+    @property
     def output_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(int(v) for v in d["shape"][1:]) for d in self._runner.outputs]
 

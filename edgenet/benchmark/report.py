@@ -102,7 +102,10 @@ def _summary_lines(result: BenchResult) -> list[str]:
         quality = acc.quality
         if quality is not None:
             centered = quality.get("sqnr_centered_db")
-            text = "outputs identical" if centered is None else f"SQNR {centered:.1f} dB (input-dependent part)"
+            if quality.get("index_agreement") is not None:       # an ArgMax map: indices, not magnitudes
+                text = f"index agreement {100 * quality['index_agreement']:.1f}%"
+            else:
+                text = "outputs identical" if centered is None else f"SQNR {centered:.1f} dB (input-dependent part)"
             if acc.outputs:
                 text = f"worst of {len(acc.outputs)} outputs {quality.get('name')!r}: " + text
             if quality.get("worst_channel") is not None and quality.get("worst_channel_sqnr_db") is not None:
