@@ -76,7 +76,7 @@ class Repair:
         if self.passed:
             return f"mixed precision: {len(self.kept)} op(s) kept in float ({ops}), {size}; the verdict passes"
         return (f"mixed precision: no passing model within {self.rounds} round(s) (up to {len(self.kept)} op(s) tried "
-                "in float); the plain int8 model is kept")
+                "in float); none of those models is used")
 
 
 @dataclass(frozen=True)
