@@ -271,12 +271,11 @@ def _list(indices: Sequence[int], limit: int = 6) -> str:
 
 def worst_output(outputs: Sequence[dict]) -> dict:
     """Of a verdict's outputs (``OutputQuality.to_dict()`` form), the one to show: a failing one
-    first, then the lowest worst-channel (else whole-output) SQNR; index outputs by their agreement."""
+    first, then the lowest whole-output SQNR (the figure shown beside its name); index outputs by
+    their agreement."""
     def level(o: dict) -> tuple:
         if o.get("index_agreement") is not None:
             value = 1e9 if o["index_agreement"] == 1.0 else o["index_agreement"]
-        elif o.get("worst_channel_sqnr_db") is not None:
-            value = o["worst_channel_sqnr_db"]
         else:
             value = o["sqnr_centered_db"] if o.get("sqnr_centered_db") is not None else 1e9
         return (o.get("passed", True), value)

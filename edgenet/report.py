@@ -98,10 +98,11 @@ class ConvertReport:
         for q in v.quantized:
             worst = worst_output(q["outputs"])
             agree = q["outputs"][0]["top1_agreement"]
+            which = f", worst output {worst['name']}" if len(q["outputs"]) > 1 else ""
             if worst.get("index_agreement") is not None:
-                level = f"{level_text(worst)}, worst output {worst['name']}"
+                level = level_text(worst) + which
             else:
-                level = f"SQNR {_db(worst['sqnr_centered_db'])} (input-dependent part, worst output {worst['name']})"
+                level = f"SQNR {_db(worst['sqnr_centered_db'])} (input-dependent part{which})"
             text = f"| {q['precision']} vs float | **{'pass' if q['passed'] else 'FAIL'}**: {level}"
             if worst["worst_channel"] is not None:
                 text += f", worst channel {worst['worst_channel']} at {_db(worst['worst_channel_sqnr_db'])}"

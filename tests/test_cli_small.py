@@ -43,3 +43,11 @@ def test_convert_summary_names_the_target_once(tmp_path, capsys):
 def test_sizes_of_small_models_are_in_kilobytes():
     from edgenet.cli.convert import _size
     assert [_size(n) for n in (2_345, 99_999, 100_000, 850_123)] == ["2.3 kB", "100.0 kB", "0.10 MB", "0.85 MB"]
+
+
+def test_info_ops_lists_the_converters_op_types_and_refuses_other_options(capsys):
+    assert main(["info", "--ops"]) == 0
+    ops = capsys.readouterr().out.split()
+    assert {"Conv", "LSTM", "GRU", "Resize"} <= set(ops) and len(ops) > 100
+    assert main(["info", "--ops", "--alpha", "5"]) == 2
+    assert "--alpha cannot go with it" in capsys.readouterr().err

@@ -187,3 +187,10 @@ def test_a_window_larger_than_the_input_says_the_input_is_too_small():
     with pytest.raises(ConversionError, match="window of 7 along spatial axis 0 is larger than the padded input "
                                               r"\(6\): the input is too small"):
         onnx_to_tf(model)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_ceil_mode_keeps_one_window_that_overhangs_a_small_input(op):
+    """ceil((4 - 7) / 7 + 1) = 1: one window over the whole input, as onnxruntime and torch compute."""
+    model = single_op(op, (1, 3, 4, 4), dict(kernel_shape=[7, 7], strides=[7, 7], ceil_mode=1))
+    assert_matches_ort(model, {"x": rand(1, 3, 4, 4)})

@@ -56,10 +56,6 @@ def window_pads(attrs_get, in_sizes: Sequence[int], kernel: Sequence[int], strid
     for axis, (size, k, s, d, b, e) in enumerate(zip(in_sizes, kernel, strides, dilations, begin, end)):
         effective = (k - 1) * d + 1
         span = size + b + e - effective
-        if span < 0 and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-            raise ValueError(f"its window of {effective} along spatial axis {axis} is larger than the padded input "
-                             f"({size + b + e}): the input is too small for this node (use the input size the model "
-                             "was made for, or a larger --input-shape)")
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             out = -(-size // s)
         elif ceil_mode:
@@ -68,6 +64,10 @@ def window_pads(attrs_get, in_sizes: Sequence[int], kernel: Sequence[int], strid
                 out -= 1
         else:
             out = span // s + 1
+        if out < 1:   # ceil mode may still fit one window that overhangs the input; floor mode may not
+            raise ValueError(f"its window of {effective} along spatial axis {axis} is larger than the padded input "
+                             f"({size + b + e}): the input is too small for this node (use the input size the model "
+                             "was made for, or a larger --input-shape)")
         outs.append(out)
         trimmed.append(max(0, (out - 1) * s + effective - size - b))
     return WindowPads(tuple(begin), tuple(trimmed), tuple(outs), tuple(end))

@@ -29,7 +29,16 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
       edgenet info --ops                      # the ONNX op types the converter handles
     """
     if list_ops:
+        from edgenet.errors import UsageError
         from edgenet.converters.onnx_to_tf import supported_ops
+
+        source = click.get_current_context().get_parameter_source
+        given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
+                 if source(p) is click.core.ParameterSource.COMMANDLINE]
+        if source("model") is click.core.ParameterSource.COMMANDLINE:
+            given.insert(0, repr(model))
+        if given:
+            raise UsageError(f"--ops lists the converter's ONNX op types: {', '.join(given)} cannot go with it")
 
         ops = list(supported_ops())
         if as_json:
