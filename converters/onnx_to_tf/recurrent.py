@@ -126,7 +126,7 @@ def lstm(ctx: NodeContext):
     per_direction, final_h, final_c = [], [], []
     for d in range(dirs):
         xw = _projection(ctx, tx, w[d], None if b is None else b[d, :4 * hidden] + b[d, 4 * hidden:])
-        rt = np.ascontiguousarray(r[d].T.astype(np.float32))               # [hidden, 4*hidden]
+        rt = tf.constant(np.ascontiguousarray(r[d].T.astype(np.float32)))  # [hidden, 4*hidden], one tensor for all steps
         pi, po, pf = ((peep[d, k * hidden:(k + 1) * hidden].astype(np.float32) for k in range(3))
                       if peep is not None else (None, None, None))
         h = _state(ctx, 5, d, batch, hidden, layout)
@@ -163,9 +163,10 @@ def gru(ctx: NodeContext):
         # z and r take both biases at once; the candidate's recurrent bias goes where the variant says
         xw = _projection(ctx, tx, w[d], None if wb is None else wb + np.concatenate([rb[:2 * hidden],
                                                                                      np.zeros(hidden, np.float32)]))
-        rz = np.ascontiguousarray(r[d, :2 * hidden].T.astype(np.float32))   # [hidden, 2*hidden]
-        rh = np.ascontiguousarray(r[d, 2 * hidden:].T.astype(np.float32))   # [hidden, hidden]
-        rbh = rb[2 * hidden:]
+        # one tensor each for all steps (a numpy constant would be a new one per step)
+        rz = tf.constant(np.ascontiguousarray(r[d, :2 * hidden].T.astype(np.float32)))   # [hidden, 2*hidden]
+        rh = tf.constant(np.ascontiguousarray(r[d, 2 * hidden:].T.astype(np.float32)))   # [hidden, hidden]
+        rbh = tf.constant(rb[2 * hidden:])
         h = _state(ctx, 5, d, batch, hidden, layout)
         hs = [None] * steps
         for t in _order(direction, d, steps):
