@@ -29,6 +29,7 @@ import numpy as np
 
 DEGENERATE_MAX_DISTINCT = 4       # a quantized channel with this few distinct values ...
 DEGENERATE_MIN_FLOAT_DISTINCT = 16  # ... where the float channel has at least this many is degenerate
+MIN_INDEX_KEPT = 0.5               # an index (class) of an ArgMax map must keep half its float positions
 STATIC_VARIATION = 1e-3           # a float channel whose input-dependent part is below this fraction of
                                   # its magnitude (RMS) carries no input signal: judged on plain SQNR
 
@@ -176,11 +177,26 @@ def index_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, chann
     f, _ = channel_view(np.asarray(float_out), channels_last)
     q, _ = channel_view(np.asarray(quant_out), channels_last)
     agreement = float(np.mean(f == q)) if f.size else 1.0
-    failures = () if agreement >= thresholds.min_index_agreement else (
+    failures = [] if agreement >= thresholds.min_index_agreement else [
         f"{100 * (1 - agreement):.1f}% of its indices differ from the float model's (agreement "
-        f"{100 * agreement:.1f}% < {100 * thresholds.min_index_agreement:g}%)",)
-    return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), None, None, 1, None, None, (), None, failures,
-                         (), 1, agreement)
+        f"{100 * agreement:.1f}% < {100 * thresholds.min_index_agreement:g}%)"]
+    # per index, as per channel for values: a class the float model finds (on at least 1% of the
+    # values) that the quantized model mostly loses is damage an overall agreement hides
+    # (background dominates a segmentation map)
+    values, counts = np.unique(f, return_counts=True)
+    lost = []
+    for value, count in zip(values, counts):
+        if count >= max(16, 0.01 * f.size):
+            kept = float(np.mean(q[f == value] == value))
+            if kept < MIN_INDEX_KEPT:
+                lost.append((kept, value))
+    if lost:
+        lost.sort()
+        shown = ", ".join(f"{v:g} ({100 * k:.0f}% kept)" for k, v in lost[:6])
+        failures.append(f"index{'es' if len(lost) > 1 else ''} {shown} mostly lost where float has "
+                        f"{'them' if len(lost) > 1 else 'it'} (< {100 * MIN_INDEX_KEPT:g}% of its positions kept)")
+    return OutputQuality(name, tuple(int(d) for d in f.shape[1:]), None, None, 1, None, None, (), None,
+                         tuple(failures), (), 1, agreement)
 
 
 def output_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,

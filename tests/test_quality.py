@@ -141,3 +141,14 @@ def test_the_io_type_hint_is_given_only_where_parts_of_an_output_collapsed():
             enforce(checked, source, opts, [], profile)
         hinted[name] = "--io-type float32" in str(err.value)
     assert hinted == {"head": True, "classifier": False}
+
+
+def test_a_class_lost_behind_a_dominant_background_fails_its_index_verdict():
+    """95% background: a quantized map that drops class 2 everywhere still agrees on 97% of pixels."""
+    f = np.zeros((8, 1, 10, 10), np.float32)
+    f[:, :, :2, :3] = 2                                          # 6% of the pixels
+    q = np.zeros_like(f)
+    q[:, :, :2, :1] = 2                                          # a third of them kept
+    out = judge("int8", ["mask"], [f], [q], [False], Thresholds(), indices=[True]).outputs[0]
+    assert out.index_agreement == pytest.approx(0.96) and not out.passed
+    assert out.failures == ("index 2 (33% kept) mostly lost where float has it (< 50% of its positions kept)",)
