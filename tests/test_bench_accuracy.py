@@ -134,3 +134,4 @@ def test_outputs_of_indices_are_judged_by_agreement():
     rep = compare({"float": [mask], "int8": [moved]}, None, "array", indices=[True])
     assert rep.quality["index_agreement"] == pytest.approx(824 / 1024) and not rep.quality["passed"]
     assert rep.quality["sqnr_centered_db"] is None
+    assert rep.sqnr_db is None and rep.max_abs_diff is None and rep.agreement is None   # labels: no magnitude

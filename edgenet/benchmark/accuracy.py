@@ -91,13 +91,13 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
-            seconds: float = 0.0, names: Sequence[str] | None = None,
-            indices: Sequence[bool] | None = None) -> AccuracyReport:
+            seconds: float = 0.0, indices: Sequence[bool] | None = None) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
-    model, both roles in the same order; ``names`` names them). Top-1/top-5, agreement, the plain
-    SQNR and the largest difference are of the first output; every output gets the verdict
+    model, both roles in the same order; named ``output_0``, ``output_1`` ...). Top-1/top-5,
+    agreement, the plain SQNR and the largest difference are of the first output (none of them for
+    an output of indices, whose labels have no magnitude); every output gets the verdict
     ``edgenet convert`` gives (:func:`edgenet.quality.output_quality`, default thresholds), and
     ``quality`` is the worst: the first failing output, else the one with the lowest SQNR.
     ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement.
@@ -118,14 +118,15 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     agree = sqnr = max_diff = quality = None
     judged: list[dict] = []
     if "float" in per_role and "int8" in per_role:
+        indices = list(indices or [])
         f, q = first["float"], first["int8"]
-        agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
-        sqnr = sqnr_db(f, q)
-        max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
+        if not (indices and indices[0]):     # labels of an ArgMax map have no magnitude to compare
+            agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
+            sqnr = sqnr_db(f, q)
+            max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
         for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
-            name = names[k] if names is not None and k < len(names) else f"output_{k}"
-            measure = index_quality if indices is not None and k < len(indices) and indices[k] else output_quality
-            judged.append(measure(name, fk, qk, fk.ndim == 4, Thresholds()).to_dict())
+            measure = index_quality if k < len(indices) and indices[k] else output_quality
+            judged.append(measure(f"output_{k}", fk, qk, fk.ndim == 4, Thresholds()).to_dict())
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,
