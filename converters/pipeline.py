@@ -125,6 +125,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports
     preloaded = load_source(opts) if source_kind(opts.model.source) is SourceKind.ONNX and \
         opts.model.module is None else None
+    if preloaded is not None and opts.normalize_in_model:
+        _check_image_for_normalization(preloaded)
     # TensorFlow starts loading now, in a child process, while this one loads torch and exports
     tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
@@ -363,9 +365,7 @@ def _normalize_in_model(model, source: SourceModel, notes: list[str]):
 
     from edgenet.converters.normalize_input import fold_normalization, is_identity
 
-    if source.image_input is None or source.preprocess is None:
-        raise UsageError("--normalize-in-model applies to a model with one image input (rank 4, 1, 3 or 4 "
-                         "channels)")
+    _check_image_for_normalization(source)
     pre = source.preprocess
     if is_identity(pre):
         notes.append("--normalize-in-model: the model already takes pixels in [0, 1] (mean 0, std 1): nothing moved")
@@ -375,6 +375,12 @@ def _normalize_in_model(model, source: SourceModel, notes: list[str]):
                  f"model: it takes pixels scaled to [0, 1] (preprocess.json: mean 0, std 1)")
     info = {**source.info, "normalization_in_model": {"mean": list(pre.mean), "std": list(pre.std)}}
     return model, replace(source, preprocess=inside, info=info)
+
+
+def _check_image_for_normalization(source: SourceModel) -> None:
+    if source.image_input is None or source.preprocess is None:
+        raise UsageError("--normalize-in-model applies to a model with one image input (rank 4, 1, 3 or 4 "
+                         "channels)")
 
 
 def _fmt(values) -> str:
