@@ -33,9 +33,9 @@ def _check(ctx: NodeContext, gates: int):
     """(directions, hidden size, layout) after refusing what is not handled."""
     op = ctx.node.op_type
     acts = [a.decode() if isinstance(a, bytes) else a for a in (ctx.attr("activations", None) or [])]
-    if acts and [a.lower() for a in acts] != [a.lower() for a in _DEFAULT_ACTIVATIONS[op] * (len(acts) //
-                                                                                          len(_DEFAULT_ACTIVATIONS[op]))]:
-        raise ctx.unsupported(f"activations {acts} (only the defaults {_DEFAULT_ACTIVATIONS[op]})")
+    defaults = _DEFAULT_ACTIVATIONS[op]
+    if acts and [a.lower() for a in acts] != [a.lower() for a in defaults] * (len(acts) // len(defaults)):
+        raise ctx.unsupported(f"activations {acts} (only the defaults {defaults})")
     if ctx.has_attr("clip"):
         raise ctx.unsupported("clip")
     if int(ctx.attr("input_forget", 0)):
