@@ -51,3 +51,12 @@ def test_info_ops_lists_the_converters_op_types_and_refuses_other_options(capsys
     assert {"Conv", "LSTM", "GRU", "Resize"} <= set(ops) and len(ops) > 100
     assert main(["info", "--ops", "--alpha", "5"]) == 2
     assert "--alpha cannot go with it" in capsys.readouterr().err
+
+
+def test_a_mistyped_command_gets_the_closest_name(capsys):
+    assert main(["conver"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'convert'?" in err and err.count("\n") == 1
+    assert main(["zzz"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean" not in err and "commands: convert" in err
