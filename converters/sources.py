@@ -92,6 +92,23 @@ _KIND_NAME = {SourceKind.ONNX: "an .onnx model", SourceKind.CHECKPOINT: "a check
               SourceKind.ZOO: "a zoo model"}
 
 
+ACCEPTED = ("a zoo name (edgenet models), an .onnx file, a checkpoint (.pt/.pth/.ckpt), a torch.export "
+            "program (.pt2) or module:function")
+
+
+def _refuse_non_model(source: str) -> None:
+    """UsageError for a MODEL argument that names a file or folder edgenet cannot convert (it would
+    otherwise be looked up in the zoo and called an unknown model)."""
+    path = Path(source)
+    if source.lower().endswith(".tflite"):
+        raise UsageError(f"{source}: already a TFLite model; edgenet converts {ACCEPTED} (to measure a "
+                         "converted folder: edgenet bench FOLDER)")
+    if path.is_dir():
+        raise UsageError(f"{source}: a folder; edgenet converts {ACCEPTED}")
+    if path.exists() or path.suffix:
+        raise UsageError(f"{source}: not a model edgenet converts ({ACCEPTED})")
+
+
 def check_source(opts: ConvertOptions) -> SourceKind:
     """Cheap checks of the model the user named (files exist, zoo hyper-parameters, the
     ``module:function`` form and its --input-shape, options that do not apply to this kind of
@@ -113,6 +130,7 @@ def check_source(opts: ConvertOptions) -> SourceKind:
         if kind is SourceKind.CALLABLE:
             find_module(spec.source)
     else:
+        _refuse_non_model(spec.source)
         from edgenet.zoo import check_model_args
 
         check_model_args(spec.source, alpha=spec.alpha, resolution=spec.resolution, num_classes=spec.num_classes,

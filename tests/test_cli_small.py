@@ -60,3 +60,18 @@ def test_a_mistyped_command_gets_the_closest_name(capsys):
     assert main(["zzz"]) == 2
     err = capsys.readouterr().err
     assert "did you mean" not in err and "commands: convert" in err
+
+
+def test_what_cannot_be_converted_or_benched_says_what_is_accepted(tmp_path, capsys):
+    (tmp_path / "x.tflite").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"")
+    cases = [(["convert", str(tmp_path / "x.tflite")], "already a TFLite model"),
+             (["convert", str(tmp_path / "folder")], "a folder; edgenet converts a zoo name"),
+             (["bench", str(tmp_path / "m.onnx")], "convert it first"),
+             (["bench", str(tmp_path / "folder"), "--precision", "int16"], "--precision 'int16': one of"),
+             (["convert", "--precision", ""], "--precision: name at least one of")]
+    for argv, said in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, (argv, err)

@@ -14,7 +14,7 @@ from edgenet import limits
 from edgenet import runtime as rt
 from edgenet.benchmark.environment import current_rss_bytes, file_sha256
 from edgenet.benchmark.options import BenchSettings, DelegateKind
-from edgenet.errors import DataError, ModelError
+from edgenet.errors import DataError, ModelError, UsageError
 from edgenet.converters.op_precision import model_precision   # numpy + the .tflite schema: no TensorFlow
 from edgenet.config import Precision
 from edgenet.inference import TFLiteModel
@@ -62,6 +62,7 @@ def resolve_target(target: str | Path, float_model: str | Path | None = None,
         models = tuple(models)
     else:
         regular_file(path, "model file", ModelError, limits.MAX_MODEL_BYTES)
+        _refuse_not_tflite(path)
         folder = path.parent
         if float_model is not None:
             models = ((FLOAT, Path(float_model)), (INT8, path))
@@ -76,6 +77,16 @@ def resolve_target(target: str | Path, float_model: str | Path | None = None,
     return BenchTarget(models, *extras, eval_set=held)
 
 
+_SOURCE_SUFFIXES = (".onnx", ".pt", ".pth", ".ckpt", ".pt2", ".keras", ".h5")
+
+
+def _refuse_not_tflite(path: Path) -> None:
+    """UsageError for a model file bench cannot run: a source model that must be converted first."""
+    if path.suffix.lower() in _SOURCE_SUFFIXES:
+        raise UsageError(f"{path}: a {path.suffix} model, not a .tflite one; convert it first "
+                         f"(edgenet convert {path} --out DIR) and bench the folder (edgenet bench DIR)")
+
+
 def _candidate_file(folder: Path, precision: str | None) -> str:
     """The model compared with model_float.tflite: model_<precision>.tflite, by default the int8
     one, else the only other precision `convert` wrote."""
@@ -83,9 +94,9 @@ def _candidate_file(folder: Path, precision: str | None) -> str:
         try:
             chosen = Precision(precision)
         except ValueError:
-            raise DataError(f"--precision {precision!r}: one of {', '.join(p.value for p in Precision)}") from None
+            raise UsageError(f"--precision {precision!r}: one of {', '.join(p.value for p in Precision)}") from None
         if chosen is Precision.FLOAT32:
-            raise DataError("--precision float32 is the reference itself; choose the model to compare with it")
+            raise UsageError("--precision float32 is the reference itself; choose the model to compare with it")
         if not os.path.lexists(folder / chosen.file_name):
             raise ModelError(f"{folder}: no {chosen.file_name} (convert with --precision {chosen.value})")
         return chosen.file_name

@@ -148,6 +148,9 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
         return value if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT else None
     if precisions is not None:
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+        if not precisions:
+            raise click.BadParameter("name at least one of float32, float16, dynamic, int8, int16x8 "
+                                     "(e.g. --precision float32,int8)", param_hint="--precision")
     reporter = StderrProgress(quiet=quiet or as_json)
 
     interrupted = []   # --fit prints each candidate as it is decided (logger edgenet.fit), cutting the stage's line
