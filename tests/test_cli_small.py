@@ -75,3 +75,32 @@ def test_what_cannot_be_converted_or_benched_says_what_is_accepted(tmp_path, cap
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, (argv, err)
+
+
+def _onnx_file(path, op="Relu", dims=("N", 3, "H", "W")):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_info_of_an_onnx_file_shows_io_dynamic_dims_opset_and_unsupported_ops(tmp_path, capsys):
+    import json
+
+    path = _onnx_file(tmp_path / "m.onnx")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "opset 17" in out and "x  FLOAT[N,3,H,W]   dynamic axes [0, 2, 3]" in out
+    assert "every op type has an edgenet handler" in out and "--input-shape x:1,3,H,W" in out
+    odd = _onnx_file(tmp_path / "odd.onnx", op="Det", dims=(2, 3))   # a real ONNX op edgenet has no handler for
+    assert main(["info", str(odd), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["unsupported"] == ["Det"] and data["inputs"][0]["dynamic_axes"] == []
+    assert main(["info", str(path), "--alpha", "0.5"]) == 2
+    assert "options of a zoo model" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "none.onnx")]) != 0
+    assert "no such file" in capsys.readouterr().err

@@ -19,10 +19,15 @@ from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 @json_option
 @debug_option
 def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_json, debug):
-    """Show a zoo model's layers: type, output shape, parameters, mult-adds, and totals.
+    """Show a zoo model's layers (parameters, mult-adds), or what an .onnx file holds before a conversion.
+
+    For an .onnx file: inputs and outputs with their dynamic dims, the opset, the ops and which ones edgenet
+    has no handler for.
 
     \b
     Examples:
+      edgenet info model.onnx                 # inputs, outputs, opset, ops, unsupported ops
+      edgenet info model.onnx --json
       edgenet info mobilenet_v1
       edgenet info mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2
       edgenet info mobilenet_v1 --alpha 0.5 --json | jq .mult_adds
@@ -46,6 +51,9 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         else:
             echo_out("\n".join(ops))
         return
+    if model.lower().endswith(".onnx"):
+        _onnx_file(model, as_json)
+        return
     from edgenet.zoo import check_model_args, info
 
     check_model_args(model, alpha=alpha, resolution=resolution, num_classes=num_classes,
@@ -56,3 +64,19 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         print_json(summary.to_dict())
     else:
         echo_out(summary.to_table())
+
+
+def _onnx_file(path: str, as_json: bool) -> None:
+    from edgenet.errors import UsageError
+    from edgenet.converters.onnx_summary import summarize
+
+    source = click.get_current_context().get_parameter_source
+    given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
+             if source(p) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise UsageError(f"{', '.join(given)}: options of a zoo model; an .onnx file has its own sizes")
+    summary = summarize(path)
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        echo_out(summary.to_text())
