@@ -18,6 +18,7 @@ COMMANDS = {
     "models": "models",
     "targets": "targets_cmd",
     "bench": "bench",
+    "predict": "predict",
     "train": "train",
     "sweep": "sweep",
 }
