@@ -176,6 +176,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
     notes.extend(_data_notes(data, source, needs_calibration))
+    source = _labels_from_folders(source, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 
     def equalize():
@@ -402,6 +403,25 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
         if want and None not in want and tuple(want) != tuple(info.onnx_shape):
             raise ConversionError(f"the converted model's output {info.name!r} has shape {tuple(info.onnx_shape)} "
                                   f"(in ONNX layout), not {tuple(want)}")
+
+
+def _labels_from_folders(source: SourceModel, data: PipelineData, opts: ConvertOptions, notes: list[str]
+                         ) -> SourceModel:
+    """A model with no class names of its own takes the class subfolders of --calib as its labels
+    (labels.txt, metadata, top-1) when their number is its first output's class count."""
+    from dataclasses import replace
+
+    if source.class_names is not None or data.class_names is None or opts.calib is None \
+            or data.info.get("synthetic"):
+        return source
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in source.onnx.graph.output[0].type.tensor_type.shape.dim]
+    if not dims or dims[-1] != len(data.class_names) or len([d for d in dims[1:] if d != 1]) != 1:
+        return source
+    notes.append(f"class names from the {len(data.class_names)} class subfolders of --calib "
+                 f"({', '.join(list(data.class_names)[:4])}{' ...' if len(data.class_names) > 4 else ''}); "
+                 "--labels FILE gives them explicitly")
+    return replace(source, class_names=tuple(data.class_names))
 
 
 def _data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]:

@@ -139,7 +139,57 @@ def check_source(opts: ConvertOptions) -> SourceKind:
             raise ModelError(f"{spec.weights}: no such weights file")
     if opts.preprocess.file is not None:
         Preprocess.load(opts.preprocess.file)   # a bad file is found now, not after the export
+    if spec.labels is not None:
+        read_class_names(spec.labels)
     return kind
+
+
+MAX_LABELS = 100_000
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names from a labels file (--labels): UTF-8 text, one name per line, trailing blank lines
+    ignored. DataError for a missing, unreadable or oversized file, a blank line among the names, or
+    a control character in a name (labels.txt and the model metadata must hold one name a line)."""
+    from edgenet import limits
+
+    path = limits.regular_file(path, "labels file", DataError, limits.MAX_TEXT_BYTES)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: labels are not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    names = [line.strip() for line in text.split("\n")]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise DataError(f"{path}: no class names in the labels file")
+    if len(names) > MAX_LABELS:
+        raise DataError(f"{path}: {len(names):,} class names; at most {MAX_LABELS:,}")
+    for k, name in enumerate(names, 1):
+        if not name:
+            raise DataError(f"{path}: line {k} is blank; give one class name per line")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise DataError(f"{path}: line {k} holds a control character; give one class name per line")
+    return tuple(names)
+
+
+def _with_labels(source: SourceModel, path: Path) -> SourceModel:
+    """``source`` with the class names of --labels, which must match its first output's classes."""
+    from dataclasses import replace
+
+    names = read_class_names(path)
+    out = source.onnx.graph.output[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
+    classes = dims[-1] if dims else None
+    if classes is None or len([d for d in dims[1:] if d != 1]) != 1:
+        raise UsageError(f"--labels names classes, but the model's first output {out.name!r} has shape "
+                         f"{[d if d else '?' for d in dims]}, not one score per class")
+    if classes != len(names):
+        raise DataError(f"{path}: {len(names)} class names, but the model's output {out.name!r} has {classes} "
+                        "classes")
+    return replace(source, class_names=names)
 
 
 def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
@@ -167,6 +217,8 @@ def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
                          "with, and that is used")
     if opts.fit and kind is not SourceKind.ZOO:
         raise UsageError(f"--fit searches a zoo model's width and resolution; it cannot resize {what}")
+    if spec.labels is not None and kind is SourceKind.CHECKPOINT:
+        raise UsageError(f"--labels: {what} records the class names it was trained with, and those are used")
 
 
 # -- preprocessing of an image input ------------------------------------------------------------
@@ -342,6 +394,11 @@ def _exported_program_source(opts: ConvertOptions) -> SourceModel:
 
 # -- dispatch ---------------------------------------------------------------------------------
 def load_source(opts: ConvertOptions) -> SourceModel:
+    source = _load_source(opts)
+    return source if opts.model.labels is None else _with_labels(source, opts.model.labels)
+
+
+def _load_source(opts: ConvertOptions) -> SourceModel:
     kind = check_source(opts)
     if kind is SourceKind.ONNX:
         return _onnx_source(opts)

@@ -72,7 +72,9 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
                                                             profile.thresholds, threads)
     q_outs = outs.get(Precision.INT8)
     acc = None
-    if data.eval_labels is not None and source.class_names is not None:
+    default_data = opts.calib is None and data.info.get("synthetic")   # built-in images the user did not ask for
+    if data.eval_labels is not None and source.class_names is not None and not (
+            default_data and tuple(data.class_names or ()) != tuple(source.class_names)):
         if data.class_names is not None and tuple(data.class_names) != tuple(source.class_names):
             raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
                             f"model's classes {list(source.class_names)[:10]}")

@@ -27,7 +27,7 @@ def _check_out(out: Path, force: bool) -> None:
     check_out(out, force)
 
 
-_SPEC_KEYS = ("alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "input_shape",
+_SPEC_KEYS = ("alpha", "resolution", "num_classes", "in_channels", "activation", "weights", "labels", "input_shape",
               "input_shapes", "keep_layout")
 _PREPROCESS_KEYS = {"mean": "mean", "std": "std", "channel_order": "channel_order", "resize": "resize",
                     "preprocess": "file"}
@@ -59,6 +59,8 @@ def _options(model, kwargs) -> ConvertOptions:
         spec_kw["activation"] = _enum(Activation, spec_kw["activation"], "activation")
     if "weights" in spec_kw:
         spec_kw["weights"] = _path(spec_kw["weights"], "weights")
+    if "labels" in spec_kw:
+        spec_kw["labels"] = _path(spec_kw["labels"], "labels")
     spec = ModelSpec(source=_source_name(model), module=_module_or_none(model), input_shapes=shapes,
                      given=given, **spec_kw)
     pre_kw = {field: kwargs.pop(key) for key, field in _PREPROCESS_KEYS.items() if kwargs.get(key) is not None}

@@ -126,6 +126,7 @@ class ModelSpec:
     weights: Path | None = None
     input_shapes: tuple[InputShape, ...] = ()   # --input-shape: .onnx, `module:function` and .pt2 sources
     keep_layout: tuple[str, ...] = ()           # rank-4 inputs NOT to be treated as NCHW images
+    labels: Path | None = None                  # --labels: class names, one per line, for the first output
     given: frozenset[str] = frozenset()         # fields set by the user (alpha, resolution, ...)
     module: Any = None                          # a torch.nn.Module passed to edgenet.convert directly
 

@@ -50,6 +50,9 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--activation", type=click.Choice(["relu6", "relu"]), default=None,
               help="Activation (zoo models with a choice; default relu6).")
 @click.option("--weights", type=click.Path(), default=None, help="state_dict (.pt) for a zoo model.")
+@click.option("--labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line, for the first output (.onnx, module:function, .pt2 and zoo models): "
+                   "labels.txt, the model metadata, C headers and top-1 use them.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]D0,D1,...",
               help="Static shape of an input: N,C,H,W (any rank) for a one-input model, NAME:dims for each "
                    "input of several (repeatable). Fixes dynamic dims of .onnx models; needed by "
@@ -112,7 +115,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @debug_option
 def command(model, target, precisions, int8, strict_int8, normalize_in_model, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
-            input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
+            labels, input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
             calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
             fit_alphas, fit_resolutions, c_name, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
@@ -185,7 +188,7 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
         result = edgenet.convert(
             model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8 or None, out=out, force=force, alpha=alpha, resolution=resolution,
             num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
-            activation=activation, weights=weights,
+            activation=activation, weights=weights, labels=labels,
             input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
             keep_layout=keep_layout or None,
             mean=None if mean is None else _numbers(mean, float, "--mean"),
