@@ -76,7 +76,8 @@ class ConvertReport:
         lines += ["| | |", "|---|---|", f"| model | {m.get('name')} ({m.get('source')}) |"]
         for spec in m.get("inputs") or [{"name": "input", "shape": m.get("input_shape"),
                                           "tflite_shape": m.get("tflite_input_shape")}]:
-            lines.append(f"| input {spec['name']} | {spec['shape']} (TFLite: {spec['tflite_shape']}) |")
+            label = "input" if spec["name"] in ("input", None) else f"input {spec['name']}"
+            lines.append(f"| {label} | {spec['shape']} (TFLite: {spec['tflite_shape']}) |")
         if m.get("batch_fixed"):
             lines.append(f"| dynamic batch | set to 1 for {', '.join(m['batch_fixed'])} |")
         if self.data:

@@ -124,8 +124,10 @@ class TargetReport:
             return f"{head}: does NOT fit or run: {'; '.join(self.failures)}"
         if self.vela is not None:
             v = self.vela
-            placed = f"all {v.model_ops} ops on the NPU" if not v.cpu_ops else f"{v.cpu_ops} CPU op(s) allowed"
-            return (f"{head}: fits: {placed} (vela: {v.npu_ops} NPU / {v.cpu_ops} CPU), SRAM {kib(v.sram_bytes)} of "
+            placed = (f"all {v.model_ops} TFLite ops on the NPU" if not v.cpu_ops
+                      else f"{v.cpu_ops} CPU op(s) allowed")
+            return (f"{head}: fits: {placed} (as vela's {v.npu_ops + v.cpu_ops} finer operators: {v.npu_ops} NPU / "
+                    f"{v.cpu_ops} CPU), SRAM {kib(v.sram_bytes)} of "
                     f"{kib(self.ram_budget)}, flash {kib(v.model_bytes)} of {kib(self.flash_budget)}, "
                     f"~{v.estimated_ms:.3f} ms per inference (vela estimate)")
         if self.tflm is not None:

@@ -74,7 +74,8 @@ def test_ethos_u55_target_writes_vela_model_and_c_array(tmp_path):
     d = report.to_dict()
     assert d["npu_ops"] == report.vela.npu_ops and d["cpu_ops"] == 0 and d["estimated_ms"] > 0
     assert d["flash_bytes"] == len(vela_model) and d["ram_bytes"] == report.vela.sram_bytes
-    assert "all 6 ops on the NPU" in report.summary_line()
+    line = report.summary_line()
+    assert "all 6 TFLite ops on the NPU" in line and f"vela's {report.vela.npu_ops} finer operators" in line
 
 
 def test_cpu_fallback_fails_the_ethos_u55_target(tmp_path):
