@@ -119,6 +119,14 @@ def test_folder_with_class_subfolders_and_a_corrupt_image(tmp_path):
     assert d.name == str(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", " padded"])
+def test_class_folder_names_that_cannot_be_one_label_line_are_refused(tmp_path, name):
+    _save(tmp_path / "ok" / "a.png", (255, 0, 0))
+    _save(tmp_path / name / "b.png", (0, 0, 255))
+    with pytest.raises(DataError, match="rename the folder"):
+        load_dataset(str(tmp_path), Preprocess.default(32), split="train")
+
+
 def test_flat_folder_is_unlabelled_and_limit_samples_with_a_seed(tmp_path):
     for i in range(6):
         _save(tmp_path / f"img{i}.jpeg", (40 * i, 0, 0), fmt="JPEG")

@@ -137,6 +137,11 @@ def list_image_files(root: Path) -> tuple[list[Path], list[int] | None, tuple[st
         raise DataError(f"{root}: holds both class subfolders and {len(loose)} loose image(s) "
                         f"(e.g. {loose[0].name}); move the loose images into a class folder")
     if classes:
+        for name, _ in classes:
+            if any(ord(c) < 32 or ord(c) == 127 for c in name) or name != name.strip():
+                raise DataError(f"{root}: class folder {name!r} holds a control character (a newline, a tab ...) "
+                                "or surrounding spaces; class names become labels.txt lines and model metadata: "
+                                "rename the folder")
         files = [f for _, fs in classes for f in fs]
         labels = [k for k, (_, fs) in enumerate(classes) for _ in fs]
         return files, labels, tuple(name for name, _ in classes)
