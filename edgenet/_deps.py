@@ -13,9 +13,7 @@ import sys
 from types import ModuleType
 
 _INSTALL = {
-    "convert": "pip install torch==2.13.0 && pip install 'edgenet[convert]'",
-    "mcu": "pip install 'edgenet[mcu]'",
-    "plot": "pip install 'edgenet[plot]'",
+    "convert": "pip install torch==2.13.0 && pip install '{src}[convert]'",
     "digits": "pip install scikit-learn",   # the built-in digits ship inside scikit-learn
 }
 
@@ -32,8 +30,27 @@ _EXTRA_OF = {
 }
 
 
+def source_spec() -> str:
+    """What pip installs edgenet from, here: edgenet is not on a package index, so an extra is added
+    to the source tree this edgenet runs from (an editable or source install), else to the wheel
+    (``edgenet-<version>-py3-none-any.whl``, built with ``pip wheel --no-deps -w dist .`` in the source tree)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        if "name = \"edgenet\"" in (root / "pyproject.toml").read_text(encoding="utf-8"):
+            return str(root)
+    except OSError:
+        pass
+    from edgenet import __version__
+
+    return f"edgenet-{__version__}-py3-none-any.whl"
+
+
 def install_hint(extra: str) -> str:
-    return _INSTALL.get(extra, f"pip install 'edgenet[{extra}]'")
+    """The pip command that brings ``extra``: ``pip install '/path/to/edgenet[plot]'`` from a source
+    tree, ``pip install 'edgenet-*.whl[plot]'`` (the wheel a device got) otherwise."""
+    return _INSTALL.get(extra, "pip install '{src}[%s]'" % extra).format(src=source_spec())
 
 
 def require(module: str, extra: str | None = None, purpose: str | None = None) -> ModuleType:

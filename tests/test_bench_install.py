@@ -1,4 +1,5 @@
-"""A base-only install (plain venv, `pip install .`, no extras) runs `edgenet bench`.
+"""A base-only install (plain venv, the wheel README's `pip wheel --no-deps -w dist .` builds, no extras)
+runs `edgenet bench`.
 
 The venv is NOT made with --system-site-packages (it would see torch/TensorFlow). pip takes the
 base dependencies (numpy, ai-edge-litert, click, pillow) from the index or its cache; without an
@@ -31,7 +32,21 @@ def test_base_only_install_runs_edgenet_bench(tiny_convert_out, tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    done = _pip(py, "install", "--quiet", str(REPO))
+    # as README says: a wheel built in the source folder, copied to the device, installed there
+    dist = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                            str(REPO)], capture_output=True, text=True, timeout=600)
+    if built.returncode != 0 and "No module named 'hatchling'" in built.stderr + built.stdout:
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(REPO)],
+                               capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    from edgenet import __version__
+
+    wheel = dist / f"edgenet-{__version__}-py3-none-any.whl"
+    assert wheel.is_file(), sorted(p.name for p in dist.iterdir())
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pip wheel --no-deps -w dist ." in readme and f"pip install {wheel.name}" in readme
+    done = _pip(py, "install", "--quiet", str(wheel))
     if done.returncode != 0:
         if any(word in done.stderr + done.stdout for word in _OFFLINE):
             pytest.skip(f"pip cannot reach a package index for the base dependencies: {done.stderr.strip()[-300:]}")

@@ -182,7 +182,7 @@ def test_plot_without_matplotlib_says_how_to_install(tiny_convert_out, tmp_path)
             f"sys.exit(main(['bench', {str(tiny_convert_out)!r}, '--plot', {str(tmp_path / 'p.png')!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 3
-    assert "pip install 'edgenet[plot]'" in done.stderr and "Traceback" not in done.stderr
+    assert f"pip install '{REPO}[plot]'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "p.png").exists()
 
 

@@ -140,7 +140,8 @@ def _preflight(session: SshSession, python: str) -> str:
     if done.returncode == 3 and out and out[-1].startswith("EDGENET-MISSING"):
         why = out[-1].split(" ", 1)[1] if " " in out[-1] else ""
         raise RemoteError(f"edgenet cannot be imported by {python} on {d.host} ({why}): on the device run "
-                          f"{python} -m pip install edgenet")
+                          f"{python} -m pip install edgenet-<version>-py3-none-any.whl (the wheel `pip wheel --no-deps -w dist .` "
+                          "builds in edgenet's source folder)")
     ok = [line for line in out if line.startswith("EDGENET-OK")]
     if done.returncode != 0 or not ok:
         detail = last_line(done.stderr) or last_line(done.stdout) or f"exit status {done.returncode}"

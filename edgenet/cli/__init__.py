@@ -66,10 +66,10 @@ def cli():
     """edgenet: PyTorch vision models to phones and microcontrollers.
 
     \b
-    On the workstation (pip install "edgenet[convert]"):
+    On the workstation (in edgenet's source folder: pip install torch==2.13.0 && pip install ".[convert]"):
       edgenet convert --target rpi --int8          MobileNetV1 -> out/model_int8.tflite
       edgenet info mobilenet_v1 --alpha 0.5        per-layer parameters and mult-adds
-    On the device (pip install edgenet):
+    On the device (pip wheel --no-deps -w dist . here, then on the device: pip install edgenet-*.whl):
       edgenet bench out/                           int8 vs float latency and accuracy
 
     Add --debug to any command to see a traceback instead of a one-line error.

@@ -38,7 +38,7 @@ from edgenet.cli._common import debug_option, write_stdout
 @click.option("--md", "md_out", metavar="FILE", help="Write the result as Markdown ('-': to stdout instead of "
               "the table).")
 @click.option("--plot", "plot_out", metavar="FILE.png", help="Latency distributions as a PNG ('-': to stdout; "
-              "needs pip install 'edgenet[plot]').")
+              "needs the [plot] extra: matplotlib).")
 @click.option("--ssh", metavar="USER@HOST[:PORT]", help="Run on this device: copy the models (and data) "
               "there and run its own edgenet.")
 @click.option("--remote-python", default="python3", show_default=True,

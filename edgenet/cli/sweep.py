@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from edgenet._deps import install_hint
+
 from edgenet.cli._common import debug_option, print_json
 
 
@@ -106,7 +108,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
         if not (Path(report_dir) / RESULTS).is_file():
             raise UsageError(f"{report_dir}: no {RESULTS} (not a sweep folder)")
         md, png, fronts = render(report_dir)
-        say(f"wrote {md}" + (f" and {png}" if png else " (pareto.png needs: pip install 'edgenet[plot]')"))
+        say(f"wrote {md}" + (f" and {png}" if png else f" (pareto.png needs: {install_hint('plot')})"))
         if as_json:
             from edgenet.sweep import read_results
 
@@ -131,7 +133,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
         f"{over} do not fit their target, {result.failed} failed; "
         f"ran {result.ran}, skipped {result.skipped} already done; {result.seconds:.1f} s")
     say(f"wrote {result.out}/results.jsonl, {result.pareto_md}"
-        + (f", {result.pareto_png}" if result.pareto_png else " (pareto.png needs: pip install 'edgenet[plot]')"))
+        + (f", {result.pareto_png}" if result.pareto_png else f" (pareto.png needs: {install_hint('plot')})"))
     if as_json:
         click.echo(json.dumps(list(result.records), indent=2))
     if result.failed:
