@@ -140,7 +140,8 @@ def task_summary(row: dict) -> str:
     if "boxes_sqnr_db" in t:
         return (f"boxes SQNR {t['boxes_sqnr_db']:.1f} dB; detection F1 {t['detection_f1']:.3f} "
                 f"({t['float_detections']} float, {t['int8_detections']} int8 detections on "
-                f"{t['images_with_float_detections']}/{t['examples']} images)")
+                f"{t['images_with_float_detections']}/{t['examples']} images; float classes: "
+                f"{', '.join(f'{k} x{v}' for k, v in t['float_classes'].items())})")
     return "-"
 
 
