@@ -1,0 +1,223 @@
+"""The real models judged by ``benchmarks/int8_real_models.py``: where each file lives in the unpacked
+wheels, its preprocessing (as the wheel's own code does it), the data rendered for it, and its task metrics.
+
+Preprocessing followed:
+- rapidocr-onnxruntime 1.4.4 (``config.yaml``; ``ch_ppocr_cls/text_cls.py``, ``ch_ppocr_rec/text_recognize.py``
+  ``resize_norm_img``; ``ch_ppocr_det/utils.py`` ``DetPreProcess``): OpenCV BGR pixels, x / 255, then
+  (x - 0.5) / 0.5. Classifier and recognizer resize a line to the input height keeping its aspect ratio
+  (width capped at the input width) and pad the right with zeros (after normalization); the detector
+  binarizes its probability map at ``thresh`` 0.3 (DBPostProcess).
+- nudenet 3.4.2 (``nudenet.py`` ``_read_image``): RGB, x / 255, no mean; padded to a square at the bottom
+  and right, resized to 320; detections with class score >= 0.25 after class-agnostic NMS at IoU 0.45.
+Resizing here is PIL bilinear (the wheels use OpenCV's ``cv2.resize``): the rendered lines are drawn near
+the input height, so the difference is a fraction of a pixel.
+
+Arrays handed to edgenet and to the interpreters are float32, ONNX layout (N, C, H, W).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import metrics, render
+
+RAPIDOCR = Path("rapidocr_onnxruntime/rapidocr_onnxruntime")
+OCR_MEAN, OCR_STD = 0.5, 0.5
+
+
+@dataclass(frozen=True)
+class Data:
+    """Rendered examples: ``x`` float32 (N, C, H, W) preprocessed; ``truth`` one entry per example
+    (class index, text, or line boxes) or None."""
+    x: np.ndarray
+    truth: list
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """One real model: ``path`` relative to the cache dir; ``make(rng, n)`` renders n examples;
+    ``judge(float, int8, data, model_path)`` returns the task metrics of the int8 outputs against float
+    (outputs as lists of per-example arrays in ONNX layout) and whether each task target is met."""
+    name: str
+    title: str
+    path: Path
+    input_shape: tuple[int, int, int, int]
+    convert_args: tuple[str, ...]
+    make: Callable[[np.random.Generator, int], Data]
+    judge: Callable[[list, list, Data, Path], dict]
+
+
+def _bgr_norm(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (3, H, W) BGR, (x / 255 - 0.5) / 0.5 (rapidocr)."""
+    return ((rgb[..., ::-1].astype(np.float32) / 255.0 - OCR_MEAN) / OCR_STD).transpose(2, 0, 1)
+
+
+def _line_input(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """rapidocr ``resize_norm_img``: keep aspect ratio at ``height``, width <= ``width``, zero pad right."""
+    h, w = rgb.shape[:2]
+    resized_w = min(width, int(math.ceil(height * w / h)))
+    resized = np.asarray(Image.fromarray(rgb).resize((resized_w, height), Image.BILINEAR))
+    out = np.zeros((3, height, width), np.float32)
+    out[:, :, :resized_w] = _bgr_norm(resized)
+    return out
+
+
+# ---- direction classifier ---------------------------------------------------------------------------------
+
+def _make_cls(rng: np.random.Generator, n: int) -> Data:
+    xs, labels = [], []
+    for i in range(n):
+        line = render.text_line(rng, render.random_text(rng, 16), int(rng.integers(32, 64)))
+        label = i % 2                               # 0: upright ('0'), 1: rotated 180 degrees ('180')
+        if label:
+            line = line[::-1, ::-1].copy()
+        xs.append(_line_input(line, 48, 192))
+        labels.append(label)
+    return Data(np.stack(xs), labels)
+
+
+def _judge_cls(fl: list, q: list, data: Data, _path: Path) -> dict:
+    f = np.argmax(np.concatenate(fl), axis=-1)
+    i8 = np.argmax(np.concatenate(q), axis=-1)
+    truth = np.asarray(data.truth)
+    agree = float(np.mean(f == i8))
+    return {"top1_agreement": agree, "float_accuracy": float(np.mean(f == truth)),
+            "int8_accuracy": float(np.mean(i8 == truth)), "examples": int(len(truth)),
+            "targets": {"top1_agreement >= 0.99": agree >= 0.99}}
+
+
+# ---- text detector ----------------------------------------------------------------------------------------
+
+DB_THRESH = 0.3   # rapidocr config.yaml Det.thresh
+
+
+def _make_det(rng: np.random.Generator, n: int) -> Data:
+    xs, boxes = [], []
+    for _ in range(n):
+        img, b = render.page(rng, 320)
+        xs.append(_bgr_norm(img))
+        boxes.append(b)
+    return Data(np.stack(xs), boxes)
+
+
+def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
+    ious, same_count, f_counts, q_counts, lines_hit, lines = [], 0, 0, 0, 0, 0
+    for f, i8, truth in zip(fl, q, data.truth):
+        fm, qm = f.reshape(f.shape[-2:]) > DB_THRESH, i8.reshape(i8.shape[-2:]) > DB_THRESH
+        ious.append(metrics.binary_iou(fm, qm))
+        cf, cq = metrics.count_regions(fm), metrics.count_regions(qm)
+        same_count += cf == cq
+        f_counts += cf
+        q_counts += cq
+        for x0, y0, x1, y1 in truth:   # float's own sanity: a rendered line is found when >= 20% of its box
+            lines += 1                 # is text (DB's map is the shrunk text kernel: ~0.35-0.7 of a box)
+            lines_hit += int(y1 > y0 and x1 > x0 and fm[y0:y1, x0:x1].mean() >= 0.2)
+    iou = float(np.mean(ious))
+    return {"map_iou_mean": iou, "map_iou_min": float(np.min(ious)),
+            "region_count_agreement": same_count / len(ious), "regions_float": int(f_counts),
+            "regions_int8": int(q_counts), "float_lines_found": lines_hit / max(lines, 1), "examples": len(ious),
+            "targets": {"map_iou_mean >= 0.95": iou >= 0.95}}
+
+
+# ---- text recognizer --------------------------------------------------------------------------------------
+
+REC_H, REC_W = 48, 320
+
+
+def _make_rec(rng: np.random.Generator, n: int) -> Data:
+    xs, texts = [], []
+    while len(xs) < n:
+        text = render.random_text(rng, 20)
+        height = int(rng.integers(36, 60))
+        line = render.text_line(rng, text, height)
+        if line.shape[1] / line.shape[0] > REC_W / REC_H:   # would be squashed: rapidocr widens instead
+            continue
+        xs.append(_line_input(line, REC_H, REC_W))
+        texts.append(text)
+    return Data(np.stack(xs), texts)
+
+
+def charset(model_path: Path) -> list[str]:
+    """CTC classes of a PaddleOCR recognizer exported by rapidocr: blank, the model's ``character``
+    metadata (one per line), space (``CTCLabelDecode``: blank first, space last)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props}
+    return ["blank", *meta["character"].splitlines(), " "]
+
+
+def _judge_rec(fl: list, q: list, data: Data, path: Path) -> dict:
+    chars = charset(path)
+    steps = same = f_ok = q_ok = 0
+    agree_steps = 0
+    for f, i8, truth in zip(fl, q, data.truth):
+        f, i8 = f.reshape(f.shape[-2:]), i8.reshape(i8.shape[-2:])
+        fa, qa = f.argmax(-1), i8.argmax(-1)
+        agree_steps += int((fa == qa).sum())
+        steps += fa.size
+        ft, qt = metrics.ctc_text(f, chars), metrics.ctc_text(i8, chars)
+        same += ft == qt
+        f_ok += ft.strip() == truth
+        q_ok += qt.strip() == truth
+    n = len(data.truth)
+    per_step, whole = agree_steps / steps, same / n
+    return {"per_step_agreement": per_step, "string_agreement": whole, "float_accuracy": f_ok / n,
+            "int8_accuracy": q_ok / n, "examples": n, "charset_size": len(chars),
+            "targets": {"string_agreement >= 0.95": whole >= 0.95, "per_step_agreement >= 0.99": per_step >= 0.99}}
+
+
+# ---- YOLOv8n (nudenet) ------------------------------------------------------------------------------------
+
+NUDENET_LABELS = ("FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
+                  "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED",
+                  "BELLY_COVERED", "FEET_COVERED", "ARMPITS_COVERED", "ARMPITS_EXPOSED", "FACE_MALE",
+                  "BELLY_EXPOSED", "MALE_GENITALIA_EXPOSED", "ANUS_COVERED", "FEMALE_BREAST_COVERED",
+                  "BUTTOCKS_COVERED")
+YOLO_SCORE, YOLO_NMS, MATCH_IOU = 0.25, 0.45, 0.5
+
+
+def _make_yolo(rng: np.random.Generator, n: int) -> Data:
+    xs = [render.face_scene(rng, 320).astype(np.float32).transpose(2, 0, 1) / 255.0 for _ in range(n)]
+    return Data(np.stack(xs), [None] * n)
+
+
+def _judge_yolo(fl: list, q: list, data: Data, _path: Path) -> dict:
+    tp = n_f = n_q = 0
+    ref_boxes, test_boxes, classes = [], [], {}
+    for f, i8 in zip(fl, q):
+        f, i8 = f.reshape(f.shape[-2:]), i8.reshape(i8.shape[-2:])
+        idx, fb, _, fc = metrics.yolo_detections(f, YOLO_SCORE, YOLO_NMS)
+        _, qb, _, qc = metrics.yolo_detections(i8, YOLO_SCORE, YOLO_NMS)
+        ref_boxes.append(f[:4, idx].T)           # boxes SQNR on float's detections: the same anchors in int8
+        test_boxes.append(i8[:4, idx].T)
+        for c in fc:
+            classes[NUDENET_LABELS[c]] = classes.get(NUDENET_LABELS[c], 0) + 1
+        t, a, b = metrics.match_f1(fb, fc, qb, qc, MATCH_IOU)
+        tp, n_f, n_q = tp + t, n_f + a, n_q + b
+    out = {"float_detections": n_f, "int8_detections": n_q, "float_classes": classes,
+           "images_with_float_detections": sum(len(b) > 0 for b in ref_boxes), "examples": len(fl)}
+    if n_f == 0:
+        return {**out, "not_judged": "no detections in float", "targets": {}}
+    sqnr = metrics.sqnr_db(np.concatenate(ref_boxes), np.concatenate(test_boxes))
+    f1 = 2 * tp / (n_f + n_q)
+    return {**out, "boxes_sqnr_db": sqnr, "detection_f1": f1, "matched": tp,
+            "targets": {"boxes_sqnr_db >= 30": sqnr >= 30.0}}
+
+
+OCR_ARGS = ("--mean", "0.5", "--std", "0.5", "--channel-order", "bgr")
+MODELS = {m.name: m for m in (
+    RealModel("ocr-cls", "PaddleOCR direction classifier (ch_ppocr_mobile_v2.0_cls)",
+              RAPIDOCR / "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192), OCR_ARGS,
+              _make_cls, _judge_cls),
+    RealModel("ocr-det", "PP-OCRv4 text detector (DB, 320x320)",
+              RAPIDOCR / "models/ch_PP-OCRv4_det_infer.onnx", (1, 3, 320, 320), OCR_ARGS, _make_det, _judge_det),
+    RealModel("ocr-rec", "PP-OCRv4 text recognizer (CTC, 6,625 classes)",
+              RAPIDOCR / "models/ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320), OCR_ARGS, _make_rec, _judge_rec),
+    RealModel("yolov8n", "YOLOv8n detector (nudenet 320n)", Path("nudenet/nudenet/320n.onnx"), (1, 3, 320, 320),
+              ("--mean", "0", "--std", "1"), _make_yolo, _judge_yolo),
+)}
