@@ -166,6 +166,12 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     model, pass_stats = source.onnx, {}
     for graph_pass in ONNX_PASSES:
         model, pass_stats[graph_pass.name] = stages.run(graph_pass.name.replace("_", " "), graph_pass.run, model)
+    if profile.probabilities and source.image_input is not None:
+        from edgenet.converters.app_outputs import append_softmax
+
+        model, appended = append_softmax(model)
+        if appended is not None:
+            notes.append(appended.note())
     if opts.normalize_in_model:
         model, source = _normalize_in_model(model, source, notes)
     # TensorFlow builds the graph and the float models while this process loads the data

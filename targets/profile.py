@@ -91,6 +91,7 @@ class TargetProfile:
     delegate: Delegate = Delegate.XNNPACK
     per_channel: bool = True                      # per-channel weight quantization
     static_shapes: bool = True
+    probabilities: bool = False                   # a classifier ending in logits gets a Softmax (apps show scores as-is)
     variants: tuple[Precision, ...] = ()          # extra artifacts, e.g. float16 for a GPU delegate
     precisions: tuple[Precision, ...] = ALL_PRECISIONS   # what the target can run (precision and variants in it)
     ram_bytes: int | None = None                  # device RAM for the tensor arena and the app (MCUs)
@@ -150,7 +151,7 @@ def _enum(cls, value, key, src):
 
 
 _STRING_KEYS = ("name", "description", "device", "accelerator", "vela_system_config", "vela_memory_mode")
-_BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops")
+_BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops", "probabilities")
 _POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
 _NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
 _POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db")

@@ -97,6 +97,10 @@ def test_android_int8_model_is_uint8_and_mediapipe_returns_our_labels_and_scores
         np.testing.assert_allclose(scores, ours, atol=1.01 * step, rtol=0)   # the same model on the same pixels
         reference = float_model.predict(pre.normalize(image)[None])[0]       # and close to the float model
         assert np.abs(scores - reference).max() < 0.25 * np.abs(reference).max() + 2 * step
+        # the app shows probabilities: the model (ending in logits) got a Softmax for this target
+        assert scores.min() >= 0 and abs(scores.sum() - 1) < 0.05 and abs(reference.sum() - 1) < 1e-5
+    report = json.loads((android_out / "report.json").read_text())
+    assert any("a Softmax over its" in n for n in report["notes"])
 
 
 @pytest.mark.parametrize("name", ["model_float.tflite", "model_float16.tflite"])
