@@ -145,12 +145,26 @@ def test_table_and_markdown_show_the_numbers(result):
 
 
 def test_json_round_trip(result):
-    d = json.loads(bench_report.to_json(result))
+    d = json.loads(bench_report.to_json(result, raw_times=True))
     again = BenchResult.from_dict(d)
     assert again.to_dict() == d
     want, got = result.model("int8").latency, again.model("int8").latency
     assert got.runs == want.runs and got.p99_ms == pytest.approx(want.p99_ms, abs=1e-6)
     assert len(again.model("float").times_ms) == len(result.model("float").times_ms)
+
+
+def test_json_keeps_a_summary_of_the_runs_unless_raw_times(result):
+    d = json.loads(bench_report.to_json(result))
+    for m, model in zip(d["models"], result.models):
+        assert "times_ms" not in m and m["times_summary"]["runs"] == len(model.times_ms)
+        q = m["times_summary"]["quantiles_ms"]
+        assert len(q) == 21 and q == sorted(q)
+        assert q[0] == pytest.approx(min(model.times_ms), abs=1e-6) and q[-1] == pytest.approx(max(model.times_ms))
+        assert q[10] == pytest.approx(model.latency.p50_ms, abs=1e-6)
+    again = BenchResult.from_dict(d)                      # a summary-only file still reads back
+    assert again.model("int8").latency.p50_ms == pytest.approx(result.model("int8").latency.p50_ms, abs=1e-6)
+    assert again.model("int8").times_ms == ()
+    assert len(bench_report.to_json(result)) < len(bench_report.to_json(result, raw_times=True))
 
 
 def test_cli_writes_json_markdown_and_plot(tiny_convert_out, tmp_path, capsys):

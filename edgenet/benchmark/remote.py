@@ -82,7 +82,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 def _remote_bench_argv(python: str, remote_dir: str, plan: _Upload, data, limit: int | None,
                        settings: BenchSettings) -> list[str]:
-    argv = [python, "-m", "edgenet", "bench", f"{remote_dir}/{plan.target_arg}", "--json", "-",
+    argv = [python, "-m", "edgenet", "bench", f"{remote_dir}/{plan.target_arg}", "--json", "-", "--raw-times",
             "--warmup", str(settings.warmup), "--warmup-seconds", repr(settings.warmup_seconds),
             "--runs", str(settings.runs), "--min-seconds", repr(settings.min_seconds),
             "--window", str(settings.window), "--window-seconds", repr(settings.window_seconds),

@@ -192,12 +192,13 @@ def to_markdown(result: BenchResult) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def to_json(result: BenchResult) -> str:
-    return json.dumps(result.to_dict(), indent=2) + "\n"
+def to_json(result: BenchResult, raw_times: bool = False) -> str:
+    """The result's JSON; every measured run only with ``raw_times`` (else a summary per model)."""
+    return json.dumps(result.to_dict(raw_times), indent=2) + "\n"
 
 
-def write_json(result: BenchResult, path: str | Path) -> Path:
-    return atomic_write_text(path, to_json(result))
+def write_json(result: BenchResult, path: str | Path, raw_times: bool = False) -> Path:
+    return atomic_write_text(path, to_json(result, raw_times))
 
 
 def write_markdown(result: BenchResult, path: str | Path) -> Path:

@@ -35,7 +35,9 @@ class ModelReport:
     latency: LatencyStats
     times_ms: tuple[float, ...]     # every measured run, in the order run
 
-    def to_dict(self) -> dict:
+    def to_dict(self, raw_times: bool = True) -> dict:
+        """The model's JSON; ``raw_times`` False keeps the summary of its runs (``times_summary``: the
+        run count and 21 quantiles, 0, 5, ... 100%) instead of every run (``times_ms``)."""
         return {
             "role": self.role, "precision": self.precision, "path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes,
             "input": self.input.to_dict(), "output": self.output.to_dict(), "delegated": self.delegated,
@@ -44,7 +46,7 @@ class ModelReport:
             "warmup": {"runs": len(self.warmup_ms), "seconds": round(sum(self.warmup_ms) / 1000.0, 6),
                        "times_ms": list(self.warmup_ms)},
             "latency": self.latency.to_dict(),
-            "times_ms": list(self.times_ms),
+            **({"times_ms": list(self.times_ms)} if raw_times else {"times_summary": times_summary(self.times_ms)}),
         }
 
     @classmethod
@@ -56,7 +58,7 @@ class ModelReport:
             delegated=bool(d["delegated"]), load_ms=d["load_ms"], init_ms=d["init_ms"],
             first_inference_ms=d["first_inference_ms"], rss_after_load_bytes=d.get("rss_after_load_bytes"),
             warmup_ms=tuple(d["warmup"]["times_ms"]), latency=_known(LatencyStats, d["latency"]),
-            times_ms=tuple(d["times_ms"]),
+            times_ms=tuple(d.get("times_ms", ())),   # a summary-only JSON (written without --raw-times)
         )
 
 
@@ -89,7 +91,9 @@ class BenchResult:
     def model(self, role: str) -> ModelReport | None:
         return next((m for m in self.models if m.role == role), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, raw_times: bool = True) -> dict[str, Any]:
+        """The result as SCHEMA.md describes it; ``raw_times`` False: each model's runs summarized
+        (:meth:`ModelReport.to_dict`), a file of a few kB instead of every run."""
         return json_safe({
             "schema": SCHEMA,
             "schema_version": self.schema_version,
@@ -99,7 +103,7 @@ class BenchResult:
             "settings": self.settings.to_dict(),
             "preprocess": self.preprocess,
             "labels": self.labels,
-            "models": [m.to_dict() for m in self.models],
+            "models": [m.to_dict(raw_times) for m in self.models],
             "windows": [w.to_dict() for w in self.windows],
             "speedup": self.speedup.to_dict() if self.speedup else None,
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
@@ -149,6 +153,15 @@ class BenchResult:
         models = tuple(replace(m, path=local(m.path)) for m in self.models)
         return replace(self, models=models, remote=remote, preprocess=local(self.preprocess),
                        labels=local(self.labels))
+
+
+def times_summary(times_ms) -> dict:
+    """``{"runs": n, "quantiles_ms": [q0, q5, ..., q100]}`` of the measured runs (linear interpolation)."""
+    import numpy as np
+
+    t = np.asarray(times_ms, dtype=np.float64)
+    qs = np.percentile(t, np.arange(0, 101, 5)).tolist() if t.size else []
+    return {"runs": int(t.size), "quantiles_ms": qs}
 
 
 def _known(cls, d: dict):

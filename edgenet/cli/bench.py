@@ -35,6 +35,8 @@ from edgenet.cli._common import debug_option, write_stdout
               help="xnnpack (LiteRT's CPU default), none (reference kernels), edgetpu (Coral), or a delegate .so.")
 @click.option("--json", "json_out", metavar="FILE", help="Write the result as JSON ('-': to stdout instead of "
               "the table).")
+@click.option("--raw-times", is_flag=True, help="Keep every measured run in the JSON (times_ms); by default each "
+              "model's runs are summarized as 21 quantiles (times_summary), a file of a few kB.")
 @click.option("--md", "md_out", metavar="FILE", help="Write the result as Markdown ('-': to stdout instead of "
               "the table).")
 @click.option("--plot", "plot_out", metavar="FILE.png", help="Latency distributions as a PNG ('-': to stdout; "
@@ -49,7 +51,7 @@ from edgenet.cli._common import debug_option, write_stdout
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @debug_option
 def command(target, float_model, precision, data, limit, threads, warmup, warmup_seconds, runs, min_seconds, window,
-            window_seconds, delegate, json_out, md_out, plot_out, ssh, remote_python, ssh_options, quiet, debug):
+            window_seconds, delegate, json_out, raw_times, md_out, plot_out, ssh, remote_python, ssh_options, quiet, debug):
     """Measure how much faster the int8 model is than the float one, and what it costs in accuracy.
 
     TARGET is a `convert` output folder (model_int8.tflite, model_float.tflite, preprocess.json,
@@ -90,14 +92,14 @@ def command(target, float_model, precision, data, limit, threads, warmup, warmup
                    window_seconds=window_seconds,
                    delegate=delegate, ssh=ssh, precision=precision, remote_python=remote_python, ssh_options=ssh_options,
                    progress=progress)
-    render = {"--json": lambda: report.to_json(result), "--md": lambda: report.to_markdown(result),
+    render = {"--json": lambda: report.to_json(result, raw_times), "--md": lambda: report.to_markdown(result),
               "--plot": lambda: report.plot_png(result)}
     if to_stdout:
         write_stdout(render[to_stdout[0]]())
     else:
         write_stdout(report.format_table(result))
     if json_out and json_out != "-":
-        progress(f"wrote {report.write_json(result, json_out)}")
+        progress(f"wrote {report.write_json(result, json_out, raw_times)}")
     if md_out and md_out != "-":
         progress(f"wrote {report.write_markdown(result, md_out)}")
     if plot_out and plot_out != "-":
