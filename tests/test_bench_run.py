@@ -318,3 +318,21 @@ def test_device_side_imports_stay_light(tiny_convert_out):
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stderr
     assert json.loads(done.stdout)["schema"] == "edgenet.bench"
+
+
+def test_the_plot_carries_the_noisy_verdict(result):
+    pytest.importorskip("matplotlib")
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    noisy = dataclasses.replace(result, noise=("load average 3.10 on 2 CPUs before the run",))
+    for res, said in ((noisy, True), (dataclasses.replace(result, noise=()), False)):
+        fig = bench_report.plot_figure(res)
+        try:
+            texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [fig._suptitle.get_text()]
+        finally:
+            plt.close(fig)
+        assert any("NOISY" in t for t in texts) is said
+        assert any("load average 3.10" in t for t in texts) is said
+    assert bench_report.plot_png(noisy)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -226,10 +226,27 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
 
 
 def plot_png(result: BenchResult) -> bytes:
-    """The plot as PNG bytes: latency distributions (min/p50/p90/p99/max labelled) and every run over time."""
+    """The plot as PNG bytes: latency distributions (min/p50/p90/p99/max labelled) and every run over
+    time; a NOISY verdict is written on it as in the table."""
+    plt = _pyplot()
+    fig = plot_figure(result)
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
     matplotlib = require("matplotlib", "plot", purpose="--plot")
     matplotlib.use("Agg", force=True)
-    plt = require("matplotlib.pyplot", "plot", purpose="--plot")
+    return require("matplotlib.pyplot", "plot", purpose="--plot")
+
+
+def plot_figure(result: BenchResult):
+    """The matplotlib figure :func:`plot_png` renders (the caller closes it)."""
+    plt = _pyplot()
     colors = {"float": "#4C72B0", "int8": "#DD8452"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.6]})
     try:
@@ -262,13 +279,17 @@ def plot_png(result: BenchResult) -> bytes:
         if result.speedup:
             title += f"; {result.model('int8').precision} speedup {result.speedup.p50:.2f}x"
         right.set_title(title)
+        if result.noise:   # the table's NOISY verdict travels with the picture
+            right.text(0.01, 0.02, "NOISY: " + "; ".join(result.noise)[:160], transform=right.transAxes,
+                       fontsize=8, color="#B00020", va="bottom", wrap=True)
         right.legend(loc="upper right", markerscale=4)
         env = result.environment
         fig.suptitle(f"edgenet bench: {env.cpu_model or env.machine}, {env.runtime} {env.runtime_version}, "
-                     f"{result.settings.delegate.label}, {_threads(result.settings.threads)}", fontsize=10)
+                     f"{result.settings.delegate.label}, {_threads(result.settings.threads)}"
+                     + (" -- NOISY latency" if result.noise else ""), fontsize=10,
+                     color="#B00020" if result.noise else "black")
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return buffer.getvalue()
+        raise
+    return fig
