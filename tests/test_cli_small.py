@@ -104,3 +104,20 @@ def test_info_of_an_onnx_file_shows_io_dynamic_dims_opset_and_unsupported_ops(tm
     assert "options of a zoo model" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "none.onnx")]) != 0
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fit_prints_each_candidate_once_even_with_a_root_logging_handler(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO)\n"   # what a library or app may do
+            "from edgenet.cli import main\n"
+            f"sys.exit(main(['convert', 'mobilenet_v1', '--num-classes', '2', '--target', 'cortex-m', '--fit', "
+            f"'--fit-alphas', '0.25', '--fit-resolutions', '32', '--out', {str(tmp_path / 'o')!r}, "
+            "'--calib-samples', '16', '--eval-samples', '8']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stderr + done.stdout
+    assert said.count("fits     alpha 0.25 @ 32 px") == 1 and "INFO:edgenet.fit" not in said

@@ -180,7 +180,11 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
 
         fit_log = logging.getLogger("edgenet.fit")
         fit_log.setLevel(logging.INFO)
+        for old in [h for h in fit_log.handlers if type(h).__name__ == "_FitLines"]:
+            fit_log.removeHandler(old)      # an earlier command in this process
         fit_log.addHandler(_FitLines())
+        # printed once, here: not again by a handler some library put on the root logger
+        fit_log.propagate = False
 
     from edgenet.converters.model_inputs import parse_input_shape
 
