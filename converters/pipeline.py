@@ -33,6 +33,13 @@ class Stages:
         self.total = total
         self.progress = progress
 
+    def add(self, count: int, why: str) -> None:
+        """Stages not planned at the start (a repair after a failing verdict): the total grows, and
+        the progress callback is told why (event "plan") before the counter shows the new total."""
+        self.total += count
+        if self.progress:
+            self.progress("plan", len(self.times), self.total, why, str(count))
+
     def run(self, name: str, fn, *args, detail: str = "", **kwargs):
         self.total = max(self.total, len(self.times) + 1)   # a stage not planned for (a repair) counts too
         if self.progress:
@@ -220,7 +227,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
         strict = opts.strict_int8 or profile.runtime.value in FULL_INTEGER_RUNTIMES
         if not strict:
-            stages.total += 1 + int(opts.layer_report)
+            stages.add(1 + int(opts.layer_report), f"the int8 verdict failed ({int8_verdict.worst.name}): "
+                       "mixed precision added")
             repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
                                 profile, detail=int8_verdict.worst.name)
             if repair.passed:
@@ -235,7 +243,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         if not checked.verdicts[Precision.INT8].passed:
             split = splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
-                stages.total += stage_count(opts) + 1
+                stages.add(stage_count(opts) + 1, f"output {split!r} still fails: its parts written as separate "
+                           "outputs and checked again")
                 split_model, split = split_head(model, split)
                 split_built = make(split_model)
                 split_notes: list[str] = []

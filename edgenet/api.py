@@ -212,6 +212,11 @@ def convert(model: str | ConvertOptions = "mobilenet_v1", *, progress: Callable 
             **kwargs) -> ConvertResult:
     """Convert a model for a target; see ``edgenet convert --help`` for the options.
 
+    ``progress(event, index, total, name, detail)`` is called as stages run: ``"start"`` (stage
+    ``index`` of ``total`` begins; ``detail`` says on what), ``"done"`` (``detail``: its seconds as
+    text) and ``"plan"`` (stages added after a failing verdict: ``total`` grew by ``int(detail)``,
+    ``name`` says why).
+
     >>> edgenet.convert("mobilenet_v1", target="rpi", int8=True, alpha=0.25, resolution=96, out="out")  # doctest: +SKIP
     """
     from edgenet.converters import pipeline

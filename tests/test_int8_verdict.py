@@ -55,7 +55,13 @@ def _score_sqnr(out_dir, precision=Precision.INT8):
 
 @pytest.mark.slow
 def test_detector_scores_survive_on_rpi_by_mixed_precision(detector, tmp_path):
-    r = edgenet.convert(str(detector), int8=True, out=tmp_path / "o", **FAST)
+    events = []
+    r = edgenet.convert(str(detector), int8=True, out=tmp_path / "o", progress=lambda *e: events.append(e), **FAST)
+    # the stage counter's total grows only with a "plan" event that says why (never a silent jump)
+    totals = [e[2] for e in events if e[0] == "start"]
+    plans = [e for e in events if e[0] == "plan"]
+    assert plans and "mixed precision" in plans[0][3]
+    assert len(set(totals)) == 1 + len(plans) and totals == sorted(totals)
     v = r.report.validation.quantized[0]
     assert v["precision"] == "int8" and v["passed"]
     mp = r.report.mixed_precision

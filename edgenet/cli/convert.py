@@ -159,7 +159,9 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
     interrupted = []   # --fit prints each candidate as it is decided (logger edgenet.fit), cutting the stage's line
 
     def progress(event, index, total, name, detail):
-        if event == "start":
+        if event == "plan":      # stages added mid-run: say why before the counter's total grows
+            reporter.message(f"  {name} (+{detail} stage{'s' if detail != '1' else ''}: {total} in all)")
+        elif event == "start":
             reporter.start(index, total, name, detail)
         elif interrupted:
             interrupted.clear()
