@@ -184,8 +184,19 @@ def test_front_keeps_exactly_the_unbeaten_cells():
     assert [(r["label"], by["label"]) for r, by in front.beaten] == [("C", "B")]
     assert sorted(r["label"] for r in front.other) == ["F", "G"]
     md = to_markdown([front])
-    assert "| D | 40.0 dB | 0.4 | 0.1 | **no** | `d` |" in md and "ref (float32)" in md
+    assert "| D | 40.0 dB | 0.4 | 0.1 | ? | **no** | `d` |" in md and "ref (float32)" in md
     assert "- C (25.0 dB" in md and "by B" in md and "F: failed: boom" in md
+    assert "Untrained" not in md and "Synthetic" not in md
+
+
+def test_pareto_table_says_each_verdict_and_warns_of_untrained_weights_and_synthetic_data():
+    rows = [_record("a", label="A", size_bytes=100, verdict="pass", trained=True, synthetic_data=False),
+            _record("b", label="B", size_bytes=200, sqnr_db=30.0, verdict="fail", trained=True),
+            _record("c", label="C", size_bytes=300, sqnr_db=40.0, verdict="fail", trained=False, synthetic_data=True)]
+    md = to_markdown(fronts(rows))
+    assert "| A | 20.0 dB | 0.1 | pass |" in md and "| B | 30.0 dB | 0.2 | **FAIL** |" in md
+    assert "| C | 40.0 dB | 0.3 | not judged (untrained) |" in md
+    assert "> **Untrained weights** in 1 of 3 cells" in md and "> **Synthetic data** in 1 of 3 cells" in md
 
 
 def test_front_uses_top1_and_latency_when_every_cell_has_them():
@@ -211,6 +222,25 @@ def test_render_writes_markdown_and_png(tmp_path):
     md, png, all_fronts = render(tmp_path)
     assert "## cortex-m" in md.read_text() and png.stat().st_size > 1000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(all_fronts[0].front) == 2
+
+
+def test_pareto_plot_draws_the_third_criterion_and_a_truthful_legend(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from edgenet.sweep import pareto
+
+    seen = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: seen.append(fig))   # keep the figure to read it
+    both = [_record("a", target="cortex-m", arena_bytes=1024, fits=True),
+            _record("b", target="cortex-m", size_bytes=50, sqnr_db=10.0, arena_bytes=2048, fits=False)]
+    pareto.plot(fronts(both), tmp_path / "p.png")
+    ax = seen[-1].axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["a\n1.0 TFLM arena", "b\n2.0 TFLM arena"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["on the front", "beaten", "hollow: does not fit"]
+    pareto.plot(fronts(both[:1]), tmp_path / "q.png")                     # every cell fits: nothing hollow to explain
+    assert "hollow: does not fit" not in [t.get_text() for t in seen[-1].axes[0].get_legend().get_texts()]
 
 
 # -- the preloaded-data hook -------------------------------------------------------------------------

@@ -218,6 +218,8 @@ def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) ->
     record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers, "sha256": _sha256(model_file),
               **_target_numbers(report.get("target") or {}),
               "float_top1": (report.get("accuracy") or {}).get("float_top1"),
+              "trained": (report.get("model") or {}).get("trained", True),
+              "synthetic_data": bool((report.get("data") or {}).get("synthetic")),
               "mult_adds": _mult_adds(cell), "convert_seconds": report.get("total_seconds"), "latency_ms": None}
     if cell.bench:
         record["latency_ms"] = _bench(out, model_file, threads)
