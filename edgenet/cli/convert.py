@@ -247,10 +247,13 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     if len(outs) > 1:
         text += f" (worst output {worst['name']})"
     if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:
-        text += f", worst channel {worst['worst_channel']} at {worst['worst_channel_sqnr_db']:.1f} dB"
-    if outs[0]["top1_agreement"] is not None:
+        text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
+                 f"{worst['worst_channel_sqnr_db']:.1f} dB")
+    if outs[0]["top1_agreement"] is not None and not (worst is outs[0] and worst.get("kind") == "classifier"):
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
     text += "; verdict " + ("pass" if q["passed"] else "FAIL" + ("" if trained else " (not enforced: untrained weights)"))
+    if q.get("not_judged"):
+        text += " (not judged: " + ", ".join(f"{k}: {v}" for k, v in q["not_judged"].items()) + ")"
     if q["precision"] in sizes and "float32" in sizes:
         text += f"; size {_size(sizes['float32'])} -> {_size(sizes[q['precision']])}"
     return text
