@@ -200,6 +200,8 @@ def test_kinds_from_shapes_and_values():
     rng = np.random.default_rng(12)
     assert detect_kind(rng.normal(size=(4, 10))) is OutputKind.CLASSIFIER
     assert detect_kind(rng.normal(size=(4, 1, 1, 10))) is OutputKind.CLASSIFIER
+    assert detect_kind(rng.normal(size=(4, 10, 1, 1))) is OutputKind.CLASSIFIER   # a conv head
+    assert detect_kind(rng.normal(size=(4, 1))) is OutputKind.GENERIC            # one score: no top-1
     assert detect_kind(_ctc(rng, n=4)[0]) is OutputKind.SEQUENCE
     assert detect_kind(np.log(_ctc(rng, n=4)[0])) is OutputKind.SEQUENCE          # log-softmax
     assert detect_kind(rng.normal(size=(4, 24, 30))) is OutputKind.GENERIC       # no distribution

@@ -3,7 +3,7 @@
 :func:`detect_kind` (ONNX layout, examples first):
 
 * integer outputs (ArgMax maps) -> INDEX;
-* ``[N, K]`` / ``[N, 1, .., K]``, K >= 2 -> CLASSIFIER;
+* ``[N, K]`` / ``[N, 1, .., K]`` / ``[N, K, 1, 1]``, K >= 2 -> CLASSIFIER;
 * ``[N, T, C]`` whose float values are a distribution over the last axis at every step
   (probabilities summing to 1, or log-probabilities whose logsumexp is 0) -> SEQUENCE;
 * ``[N, V, A]`` / ``[N, A, V]`` with one axis at least 16x the other, 5 <= V, values 4.. in
@@ -134,8 +134,8 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
     f = np.asarray(float_out)
     if index:
         return OutputKind.INDEX
-    if f.ndim >= 2 and is_classifier_shaped(f.shape):
-        return OutputKind.CLASSIFIER
+    if f.ndim >= 2 and (is_classifier_shaped(f.shape) or [d for d in f.shape[1:] if d != 1] == [f.shape[1]] != [1]):
+        return OutputKind.CLASSIFIER      # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
     if f.ndim == 3 and f.size and np.isfinite(f).all():
         if f.shape[1] >= 2 and f.shape[2] >= 2 and _is_distribution(f):
             return OutputKind.SEQUENCE
