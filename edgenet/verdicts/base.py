@@ -281,6 +281,6 @@ def level_text(o: dict) -> str:
         return f"not judged ({o['not_judged']})"
     head = headline(o)
     if head is not None:
-        return f"{head[0]} {_pct(head[1])}" if head[0] != "map IoU" else f"map IoU {head[1]:.3f}"
+        return f"{head[0]} {head[1]:.3f}" if head[0] in ("map IoU", "detection F1") else f"{head[0]} {_pct(head[1])}"
     value = o.get("sqnr_centered_db")
     return "identical" if value is None or value == math.inf else f"SQNR {value:.1f} dB"
