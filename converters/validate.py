@@ -203,14 +203,37 @@ def check_finite_reference(outputs: Sequence[np.ndarray], names: Sequence[str], 
 
 
 # -- every precision against float32 -----------------------------------------------------------------
-def judge_precision(precision, model: bytes, examples, float_outs, outputs, thresholds, threads: int | None = None):
+def judge_precision(precision, model: bytes, examples, float_outs, outputs, thresholds, threads: int | None = None,
+                    kinds=()):
     """(Verdict, outputs) of the ``precision`` model against the float32 model's ``float_outs`` on
-    the same held-out ``examples``; ``outputs`` are the graph's TensorInfo (names, layouts)."""
+    the same held-out ``examples``; ``outputs`` are the graph's TensorInfo (names, layouts).
+    ``kinds``: the user's :class:`edgenet.verdicts.KindSpec` overrides (``--output-kind``); those
+    naming an output this graph does not have (an output written as parts) are left out.
+
+    Raises:
+        UsageError: a kind does not fit its output's shape (a sequence that is not [N, T, C] ...).
+    """
+    from edgenet.errors import UsageError
     from edgenet.inference import TFLiteModel
-    from edgenet.quality import judge
+    from edgenet.verdicts import KindError, judge
 
     outs = TFLiteModel(model, threads).predict_all(examples)
-    verdict = judge(precision.value, [o.name for o in outputs], float_outs, outs,
-                    [o.channels_last for o in outputs], thresholds,
-                    [not o.dtype.startswith("float") for o in outputs])
+    names = [o.name for o in outputs]
+    try:
+        verdict = judge(precision.value, names, float_outs, outs, [o.channels_last for o in outputs], thresholds,
+                        [not o.dtype.startswith("float") for o in outputs],
+                        [k for k in kinds if k.output in names])
+    except KindError as exc:
+        raise UsageError(str(exc)) from None
     return verdict, outs
+
+
+def check_kinds(kinds, names) -> None:
+    """UsageError unless every ``--output-kind`` names one of the model's outputs ``names``."""
+    from edgenet.errors import UsageError
+    from edgenet.verdicts import KindError, check_output_kinds
+
+    try:
+        check_output_kinds(list(kinds), list(names))
+    except KindError as exc:
+        raise UsageError(str(exc)) from None

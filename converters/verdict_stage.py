@@ -66,10 +66,12 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
             raise ConversionError(verdict.message())
         notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
     verdicts, outs = {}, {}
+    kinds = getattr(opts, "output_kinds", ())
+    validate.check_kinds(kinds, [o.name for o in source.onnx.graph.output])   # the user's names, before any split
     for p, blob in built.models.items():
         if p is not Precision.FLOAT32:
             verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
-                                                            profile.thresholds, threads)
+                                                            profile.thresholds, threads, kinds)
     q_outs = outs.get(Precision.INT8)
     acc = None
     default_data = opts.calib is None and data.info.get("synthetic")   # built-in images the user did not ask for
@@ -113,7 +115,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
 
     def judge(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
-                                        profile.thresholds, os.cpu_count())[0]
+                                        profile.thresholds, os.cpu_count(), getattr(opts, "output_kinds", ()))[0]
 
     verdict = checked.verdicts[Precision.INT8]
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]

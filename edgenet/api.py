@@ -93,6 +93,13 @@ def _options(model, kwargs) -> ConvertOptions:
         if not isinstance(kwargs["calib"], (str, Path)):
             raise UsageError(f"edgenet.convert: calib must be a dataset name or a path, not {type(kwargs['calib']).__name__}")
         kwargs["calib"] = str(kwargs["calib"])
+    if kwargs.get("output_kinds") is not None:
+        from edgenet.verdicts.kinds import KindError, output_kinds
+
+        try:
+            kwargs["output_kinds"] = output_kinds(kwargs["output_kinds"])
+        except KindError as exc:
+            raise UsageError(f"edgenet.convert: {exc}") from None
     for key in ("calib_samples", "eval_samples", "seed", "opset"):
         if kwargs.get(key) is not None:
             kwargs[key] = _number(kwargs[key], int, key)

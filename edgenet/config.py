@@ -162,6 +162,9 @@ class ConvertOptions:
     normalize_in_model: bool = False  # the image input's (x - mean) / std inside the graph: it takes 0..1 pixels
     equalize_clip: str = "relu"      # ReLU6 in equalized pairs: "relu" (replace), "per_channel" (exact), "skip"
     layer_report: bool = True        # per-layer SQNR of the int8 model against the float one
+    # --output-kind NAME=KIND: outputs judged by the metric of KIND instead of the kind detected from
+    # their shape and values (edgenet.verdicts.KindSpec; recorded in report.json)
+    output_kinds: tuple[Any, ...] = ()
     eval_samples: int = 64
     opset: int = 17
     seed: int = 0

@@ -100,15 +100,18 @@ class ConvertReport:
             worst = worst_output(q["outputs"])
             agree = q["outputs"][0]["top1_agreement"]
             which = f", worst output {worst['name']}" if len(q["outputs"]) > 1 else ""
-            if worst.get("index_agreement") is not None:
+            if worst.get("kind", "generic") != "generic":
                 level = level_text(worst) + which
             else:
                 level = f"SQNR {_db(worst['sqnr_centered_db'])} (input-dependent part{which})"
             text = f"| {q['precision']} vs float | **{'pass' if q['passed'] else 'FAIL'}**: {level}"
             if worst["worst_channel"] is not None:
-                text += f", worst channel {worst['worst_channel']} at {_db(worst['worst_channel_sqnr_db'])}"
+                text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
+                         f"{_db(worst['worst_channel_sqnr_db'])}")
             if agree is not None:
                 text += f", top-1 agreement {100 * agree:.1f}%"
+            if q.get("not_judged"):
+                text += "; not judged: " + ", ".join(f"{k} ({v})" for k, v in q["not_judged"].items())
             lines.append(text + f" ({q['samples']} samples) |")
         sizes = f"| sizes | float {s.float_bytes:,} B"
         sizes += f", int8 {s.int8_bytes:,} B ({s.float_bytes / s.int8_bytes:.2f}x smaller) |" if s.int8_bytes else " |"
@@ -130,7 +133,7 @@ class ConvertReport:
                 channel = "" if worst["worst_channel"] is None else \
                     f"{worst['worst_channel']}: {_db(worst['worst_channel_sqnr_db'])}"
                 agree = q["outputs"][0]["top1_agreement"]
-                level = level_text(worst) if worst.get("index_agreement") is not None else _db(worst["sqnr_centered_db"])
+                level = level_text(worst) if worst.get("kind", "generic") != "generic" else _db(worst["sqnr_centered_db"])
                 lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | {level} "
                              f"| {channel} | {'' if agree is None else f'{100 * agree:.1f}%'} | "
                              f"{'pass' if q['passed'] else '**FAIL**'} | {len(row.get('ops_in_other_precision') or [])} |")
@@ -160,6 +163,18 @@ class ConvertReport:
         if failing:
             lines += ["", "## Damaged outputs", ""]
             lines += [f"- {o['name']}: {'; '.join(o['failures'])}" for o in failing]
+        judged = [(q["precision"], o) for q in v.quantized for o in q["outputs"]]
+        if judged:
+            lines += ["", "## Outputs judged", "", "Each output by the metric of its kind (`--output-kind NAME=KIND` "
+                      "overrides it); cosine, L2 relative error, RMSE and MAE against float.", "",
+                      "| precision | output | kind | verdict | task figure | SQNR | cosine | L2 rel | RMSE | MAE |",
+                      "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+            for precision, o in judged:
+                status = {"fail": "**FAIL**", "not judged": "not judged"}.get(o.get("status"), "pass")
+                lines.append(f"| {precision} | {o['name']} | {o.get('kind', 'generic')} | {status} | {_task(o)} | "
+                             f"{_db(o.get('sqnr_centered_db'))} | {_num(o.get('cosine'), '.4f')} | "
+                             f"{_num(o.get('l2_rel_err'), '.3g')} | {_num(o.get('rmse'), '.3g')} | "
+                             f"{_num(o.get('mae'), '.3g')} |")
         if len(v.outputs) > 1:
             lines += ["", "## Outputs", "", "| output | float vs ONNX max abs err | int8 vs float SQNR dB |",
                       "|---|---:|---:|"]
@@ -185,6 +200,30 @@ class ConvertReport:
 
 def _db(value) -> str:
     return "identical" if value is None else f"{value:.1f} dB"
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _task(o: dict) -> str:
+    """The task figures of one judged output (its kind's metrics), short."""
+    m = o.get("metrics") or {}
+    if o.get("not_judged"):
+        return o["not_judged"]
+    parts = {"classifier": [("top-1", o.get("top1_agreement"), "%"), ("top-5", m.get("top5_agreement"), "%")],
+             "sequence": [("steps", m.get("step_agreement"), "%"), ("sequences", m.get("sequence_agreement"), "%")],
+             "map": [("IoU", m.get("map_iou"), ".3f")],
+             "detection": [("F1", m.get("detection_f1"), ".3f"), ("boxes", m.get("box_sqnr_db"), "dB"),
+                           ("scores", m.get("score_sqnr_db"), "dB")],
+             "index": [("agreement", o.get("index_agreement"), "%")]}.get(o.get("kind"), [])
+    out = []
+    for label, value, fmt in parts:
+        if value is None:
+            continue
+        out.append(f"{label} {100 * value:.1f}%" if fmt == "%" else
+                   f"{label} {value:.1f} dB" if fmt == "dB" else f"{label} {value:{fmt}}")
+    return ", ".join(out)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ else:  # pragma: no cover
 from edgenet.config import IOType, Precision
 from edgenet.errors import TargetError, UsageError
 from edgenet.limits import MAX_BUDGET_BYTES, MAX_THREADS
+from edgenet.verdicts.base import Thresholds
+
+_TH = Thresholds()   # the verdict thresholds' defaults
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -105,6 +108,21 @@ class TargetProfile:
     float_tolerance: float = 1e-3                 # float TFLite vs ONNX: max |diff| / max |ONNX output|
     min_sqnr_db: float = 20.0                     # a quantized output must keep this SQNR (input-dependent part)
     min_channel_sqnr_db: float = 10.0             # ... and its worst channel this much
+    # the task verdicts' thresholds (edgenet.verdicts.Thresholds has the defaults and how they were chosen)
+    min_index_agreement: float = _TH.min_index_agreement        # ArgMax outputs: share of equal indices
+    min_top1_agreement: float = _TH.min_top1_agreement          # classifier: share with float's top-1
+    min_step_agreement: float = _TH.min_step_agreement          # sequence: share of steps with float's argmax
+    min_sequence_agreement: float = _TH.min_sequence_agreement  # sequence: share decoding to float's sequence
+    min_map_iou: float = _TH.min_map_iou                        # dense map: IoU of the binarized maps
+    min_map_sqnr_db: float = _TH.min_map_sqnr_db                # dense map: SQNR floor
+    map_threshold: float = _TH.map_threshold                    # a [0, 1] map is binarized here
+    min_detection_f1: float = _TH.min_detection_f1              # detection: F1 against float's detections
+    min_box_sqnr_db: float = _TH.min_box_sqnr_db                # detection: SQNR of the detected boxes
+    min_score_sqnr_db: float = _TH.min_score_sqnr_db            # detection: SQNR of scores above score_floor
+    score_threshold: float = _TH.score_threshold                # detection: a detection's least score
+    score_floor: float = _TH.score_floor                        # detection: scores below are not judged
+    match_iou: float = _TH.match_iou                            # detection: IoU of a match
+    nms_iou: float = _TH.nms_iou                                # detection: NMS IoU
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
     source: str = ""                              # file the profile was read from
@@ -112,9 +130,7 @@ class TargetProfile:
     @property
     def thresholds(self):
         """What a quantized model's outputs must keep (edgenet.quality.Thresholds)."""
-        from edgenet.quality import Thresholds
-
-        return Thresholds(self.min_sqnr_db, self.min_channel_sqnr_db)
+        return Thresholds(**{f.name: getattr(self, f.name) for f in fields(Thresholds) if hasattr(self, f.name)})
 
     @property
     def ram_budget(self) -> int | None:
@@ -154,7 +170,12 @@ _STRING_KEYS = ("name", "description", "device", "accelerator", "vela_system_con
 _BOOL_KEYS = ("per_channel", "static_shapes", "allow_cpu_ops", "probabilities")
 _POSITIVE_INT_KEYS = ("ram_bytes", "flash_bytes", "num_threads")
 _NONNEGATIVE_INT_KEYS = ("ram_reserved_bytes", "flash_reserved_bytes")
-_POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db")
+_POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db", "min_map_sqnr_db", "min_box_sqnr_db",
+                        "min_score_sqnr_db")
+# shares and probabilities: in [0, 1]
+_FRACTION_KEYS = ("min_index_agreement", "min_top1_agreement", "min_step_agreement", "min_sequence_agreement",
+                  "min_map_iou", "map_threshold", "min_detection_f1", "score_threshold", "score_floor", "match_iou",
+                  "nms_iou")
 # upper bounds: a thread count far past any device's cores crashes the runtime's thread pool;
 # budgets past 1 TiB are typos (see edgenet/limits.py)
 _MAXIMUM = {"num_threads": MAX_THREADS, "ram_bytes": MAX_BUDGET_BYTES, "flash_bytes": MAX_BUDGET_BYTES,
@@ -180,6 +201,10 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3):
             raise TargetError(f"{src}: {key} must be a positive number (below 1000)")
+    for key in _FRACTION_KEYS:
+        v = data.get(key)
+        if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+            raise TargetError(f"{src}: {key} must be a number in [0, 1] (got {v!r})")
     for key in ("variants", "precisions", "packagers", "checks"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
@@ -243,7 +268,7 @@ def _parse(data: dict, src: str) -> TargetProfile:
     if "precisions" not in kw:   # what the runtime can run
         kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src
-    for key in _POSITIVE_FLOAT_KEYS:
+    for key in _POSITIVE_FLOAT_KEYS + _FRACTION_KEYS:
         if key in kw:
             kw[key] = float(kw[key])
     profile = TargetProfile(**kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgenet.quality import Thresholds, centered_sqnr_db, is_classifier_shaped, judge, output_quality
+from edgenet.quality import OutputKind, Thresholds, centered_sqnr_db, is_classifier_shaped, judge, output_quality
 
 
 def _quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -25,7 +25,7 @@ def test_a_concatenated_head_is_caught_per_channel():
     assert out.sqnr_db > 40                               # what a single number would have said
     assert out.worst_channel in (4, 5, 6) and out.worst_channel_sqnr_db < 5
     assert out.degenerate_channels == (4, 5, 6)
-    assert not out.passed and "channels 4, 5, 6 of 7 below 10 dB" in out.failures[0]
+    assert not out.passed and "rows 4, 5, 6 of 7 below 10 dB" in out.failures[0]   # rows of [N, 7, 100], not channels
     assert out.top1_agreement is None                     # not a classifier: agreement means nothing
     # the same scores with their own scale are fine
     fine = np.concatenate([_quantize(boxes, 0, 320), _quantize(scores, 0, 1)], 1).astype(np.float32)
@@ -37,8 +37,11 @@ def test_constant_offset_is_not_signal():
     f = (100 + rng.normal(0, 1.0, (64, 10))).astype(np.float32)    # input-dependent part: 1% of the value
     q = np.full_like(f, 100.0)
     assert centered_sqnr_db(f, q) < 1                     # plain SQNR would be ~40 dB
-    v = judge("int8", ["logits"], [f], [q], [False])
+    v = judge("int8", ["logits"], [f], [q], [False], kinds={"logits": OutputKind.GENERIC})
     assert not v.passed and "SQNR" in v.message() and "'logits'" in v.message()
+    # judged as what it is, a classifier (the default for [N, K]): the lost signal is a lost top-1
+    v = judge("int8", ["logits"], [f], [q], [False])
+    assert not v.passed and "top-1 agreement" in v.message()
 
 
 def test_an_output_that_does_not_depend_on_the_input_is_judged_on_plain_sqnr():
@@ -67,7 +70,7 @@ def test_thresholds_decide(min_db):
     rng = np.random.default_rng(3)
     f = rng.normal(size=(64, 5)).astype(np.float32)
     q = (f + rng.normal(0, 0.1, f.shape)).astype(np.float32)        # ~20 dB
-    v = judge("int8", ["y"], [f], [q], [False], Thresholds(min_db, min_db / 2))
+    v = judge("int8", ["y"], [f], [q], [False], Thresholds(min_db, min_db / 2), kinds={"y": OutputKind.GENERIC})
     assert v.passed is (min_db < 20)
     assert v.to_dict()["outputs"][0]["passed"] is v.passed
 
@@ -84,7 +87,7 @@ def test_boxes_as_rows_have_their_channels_on_the_last_axis():
     out = output_quality("det", rows, _quantize(rows, 0, 320).astype(np.float32), False, Thresholds())
     assert out.channels == 7 and out.channel_axis == 2 and out.shape == (1000, 7)
     assert out.degenerate_channels == (4, 5, 6)
-    assert not out.passed and "channels 4, 5, 6 of 7 (last axis) below 10 dB" in out.failures[0]
+    assert not out.passed and "columns 4, 5, 6 of 7 (last axis) below 10 dB" in out.failures[0]
 
 
 def test_float_check_sees_a_wrong_score_column_beside_pixel_boxes():

@@ -90,8 +90,33 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None]:
+    """(kind of each output, Thresholds) that `edgenet convert` recorded in ``folder``/report.json
+    (its int8 verdict, else the first quantized one), so the benchmark judges outputs as convert
+    did; (None, None) without a readable report."""
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    from edgenet.verdicts import Thresholds
+
+    path = Path(folder) / "report.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None, None
+        verdicts = json.loads(path.read_text(encoding="utf-8"))["validation"]["quantized"]
+        v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
+        kinds = [o.get("kind") for o in v["outputs"]]
+        known = {f.name for f in fields(Thresholds)}
+        th = Thresholds(**{k: val for k, val in (v.get("thresholds") or {}).items() if k in known})
+        return kinds, th
+    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration):
+        return None, None
+
+
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
-            seconds: float = 0.0, indices: Sequence[bool] | None = None) -> AccuracyReport:
+            seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence[str | None] | None = None,
+            thresholds=None) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
@@ -100,9 +125,12 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     an output of indices, whose labels have no magnitude); every output gets the verdict
     ``edgenet convert`` gives (:func:`edgenet.quality.output_quality`, default thresholds), and
     ``quality`` is the worst: the first failing output, else the one with the lowest SQNR.
-    ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement.
+    ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement; ``kinds``:
+    each output's :class:`edgenet.verdicts.OutputKind` value as convert recorded it (None, or a
+    list of another length: decided from shape and values, as convert does); ``thresholds``:
+    convert's (default: :class:`edgenet.verdicts.Thresholds`).
     """
-    from edgenet.quality import Thresholds, index_quality, is_classifier_shaped, output_quality, worst_output
+    from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
     first = {role: outs[0] for role, outs in per_role.items()}
@@ -124,9 +152,13 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
             agree = agreement(f, q) if is_classifier_shaped(f.shape) else None   # top-1 of a detection map: noise
             sqnr = sqnr_db(f, q)
             max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
+        kinds = list(kinds) if kinds is not None and len(kinds) == len(per_role["float"]) else []
         for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
-            measure = index_quality if k < len(indices) and indices[k] else output_quality
-            judged.append(measure(f"output_{k}", fk, qk, fk.ndim == 4, Thresholds()).to_dict())
+            index = k < len(indices) and bool(indices[k])
+            kind = OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
+            kind = OutputKind.INDEX if index else kind
+            judged.append(output_verdict(f"output_{k}", fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind,
+                                         index).to_dict())
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,

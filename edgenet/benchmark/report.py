@@ -102,16 +102,21 @@ def _summary_lines(result: BenchResult) -> list[str]:
         quality = acc.quality
         if quality is not None:
             centered = quality.get("sqnr_centered_db")
-            if quality.get("index_agreement") is not None:       # an ArgMax map: indices, not magnitudes
-                text = f"index agreement {100 * quality['index_agreement']:.1f}%"
+            if quality.get("kind", "generic") != "generic":      # judged on its task: that figure
+                from edgenet.verdicts import level_text
+
+                text = level_text(quality)
             else:
                 text = "outputs identical" if centered is None else f"SQNR {centered:.1f} dB (input-dependent part)"
             if acc.outputs:
                 text = f"worst of {len(acc.outputs)} outputs {quality.get('name')!r}: " + text
             if quality.get("worst_channel") is not None and quality.get("worst_channel_sqnr_db") is not None:
-                text += f", worst channel {quality['worst_channel']} at {quality['worst_channel_sqnr_db']:.1f} dB"
+                text += (f", worst {quality.get('axis_name', 'channel')} {quality['worst_channel']} at "
+                         f"{quality['worst_channel_sqnr_db']:.1f} dB")
             text += "; verdict " + ("pass" if quality.get("passed") else
                                     "FAIL: " + "; ".join(quality.get("failures") or []))
+            if quality.get("passed") and quality.get("not_judged"):
+                text += f" (not judged: {quality['not_judged']})"
             parts.append(text)
         elif acc.sqnr_db is not None:
             parts.append("outputs identical" if acc.sqnr_db == math.inf else f"SQNR {acc.sqnr_db:.1f} dB")

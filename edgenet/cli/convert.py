@@ -100,6 +100,12 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--allow-degraded", is_flag=True,
               help="Write the files even when a quantized model fails its verdict (an output or channel that "
                    "lost its signal; thresholds in the target profile); the verdict is recorded in report.json.")
+@click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+              help="Judge output NAME by the metric of KIND: classifier (top-1 agreement), sequence (per-step "
+                   "and decoded-sequence agreement; sequence:blank=N sets the CTC blank, default 0), map "
+                   "(binarized-map IoU + SQNR), detection (detections' F1, box and score SQNR; detection:v5 or "
+                   ":v8 sets the head's layout), index, generic (SQNR per output and channel). Default: "
+                   "decided from each output's shape and values (repeatable).")
 @click.option("--fit", is_flag=True,
               help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "
                    "and flash (measured in TFLite Micro), then convert it.")
@@ -116,7 +122,8 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @debug_option
 def command(model, target, precisions, int8, strict_int8, normalize_in_model, out, force, alpha, resolution, num_classes, in_channels, activation, weights,
             labels, input_shapes, keep_layout, mean, std, channel_order, resize, preprocess_file, calib, calib_samples,
-            calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded, fit,
+            calib_method, per_tensor, equalize, equalize_clip, io_type, eval_samples, allow_mismatch, allow_degraded,
+            output_kinds, fit,
             fit_alphas, fit_resolutions, c_name, quiet, as_json, debug):
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
@@ -204,6 +211,7 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
             io_type=io_type, per_tensor=per_tensor, equalize=equalize, normalize_in_model=normalize_in_model or None,
             equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
             allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
+            output_kinds=list(output_kinds) or None,
             fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
             fit_resolutions=_given("fit_resolutions", _numbers(fit_resolutions, int, "--fit-resolutions")),
             c_name=c_name, progress=progress)
@@ -252,10 +260,13 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     if len(outs) > 1:
         text += f" (worst output {worst['name']})"
     if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:
-        text += f", worst channel {worst['worst_channel']} at {worst['worst_channel_sqnr_db']:.1f} dB"
-    if outs[0]["top1_agreement"] is not None:
+        text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
+                 f"{worst['worst_channel_sqnr_db']:.1f} dB")
+    if outs[0]["top1_agreement"] is not None and not (worst is outs[0] and worst.get("kind") == "classifier"):
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
     text += "; verdict " + ("pass" if q["passed"] else "FAIL" + ("" if trained else " (not enforced: untrained weights)"))
+    if q.get("not_judged"):
+        text += " (not judged: " + ", ".join(f"{k}: {v}" for k, v in q["not_judged"].items()) + ")"
     if q["precision"] in sizes and "float32" in sizes:
         text += f"; size {_size(sizes['float32'])} -> {_size(sizes[q['precision']])}"
     return text

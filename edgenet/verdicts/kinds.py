@@ -1,0 +1,198 @@
+"""Which verdict an output gets: its kind, from its shape and values, or as the user says.
+
+:func:`detect_kind` (ONNX layout, examples first):
+
+* integer outputs (ArgMax maps) -> INDEX;
+* ``[N, K]`` / ``[N, 1, .., K]`` / ``[N, K, 1, 1]``, K >= 2 -> CLASSIFIER;
+* ``[N, T, C]`` whose float values are a distribution over the last axis at every step
+  (probabilities summing to 1, or log-probabilities whose logsumexp is 0) -> SEQUENCE;
+* ``[N, V, A]`` / ``[N, A, V]`` with one axis at least 16x the other, 5 <= V, values 4.. in
+  [0, 1] (scores) and values 0..3 not (boxes in pixels) -> DETECTION;
+* ``[N, C, H, W]`` with C <= 4, H, W >= 8 and values in [0, 1] -> DENSE_MAP (a probability map,
+  a mask; wider tensors are features, maps of other ranges need ``NAME=map``: GENERIC);
+* anything else -> GENERIC.
+
+:class:`KindSpec` is a user's override, ``NAME=KIND[:OPTION]`` (``sequence:blank=N``,
+``detection:v5`` / ``detection:v8``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
+from edgenet.verdicts.detection import LAYOUTS, detection_quality
+from edgenet.verdicts.generic import (ROWS_PER_CHANNEL, index_quality, is_classifier_shaped, onnx_layout,
+                                      output_quality)
+from edgenet.verdicts.tasks import classifier_quality, map_quality, sequence_quality
+
+MAX_MAP_CHANNELS = 4
+DISTRIBUTION_TOLERANCE = 0.02   # |sum p - 1| (or |logsumexp|) per step for a distribution
+
+
+class KindError(ValueError):
+    """A malformed or unknown ``NAME=KIND`` (the library turns it into a UsageError)."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """``--output-kind NAME=KIND[:OPTION]``: output NAME is judged as KIND. ``blank``: a sequence's
+    CTC blank class; ``layout``: a detection head's "v8" / "v5"."""
+
+    output: str
+    kind: OutputKind
+    blank: int | None = None
+    layout: str | None = None
+
+    def __str__(self) -> str:
+        option = f":blank={self.blank}" if self.blank is not None else (f":{self.layout}" if self.layout else "")
+        return f"{self.output}={self.kind.value}{option}"
+
+    @classmethod
+    def parse(cls, text: str) -> "KindSpec":
+        """``NAME=KIND[:OPTION]``; KindError naming what is wrong and the choices."""
+        choices = "|".join(k.value for k in OutputKind)
+        aliases = {"dense_map": "map", "dense-map": "map", "classification": "classifier"}
+        words = "|".join(re.escape(w) for w in [k.value for k in OutputKind] + list(aliases))
+        found = re.fullmatch(rf"(.+)=({words})(?::(.*))?", str(text), flags=re.IGNORECASE | re.DOTALL)
+        if found is None:
+            name, sep, rest = str(text).partition("=")
+            if not sep or not name or not rest:
+                raise KindError(f"--output-kind {text!r}: expected NAME=KIND with KIND one of {choices}")
+            raise KindError(f"--output-kind {text!r}: unknown kind {rest.split(':')[0]!r} (one of {choices})")
+        name, kind_text, option = found.group(1), found.group(2).lower(), found.group(3) or ""
+        kind = OutputKind(aliases.get(kind_text, kind_text))
+        blank = layout = None
+        if option:
+            if kind is OutputKind.SEQUENCE and option.startswith("blank=") and option[6:].isdigit():
+                blank = int(option[6:])
+            elif kind is OutputKind.DETECTION and option in LAYOUTS:
+                layout = option
+            else:
+                raise KindError(f"--output-kind {text!r}: unknown option {option!r} (sequence:blank=N, "
+                                f"detection:{'|'.join(LAYOUTS)})")
+        return cls(name, kind, blank, layout)
+
+
+def output_kinds(value) -> tuple[KindSpec, ...]:
+    """KindSpecs from the API's forms: {name: kind}, ["NAME=KIND", ...], KindSpecs (KindError
+    for anything else or an unknown kind)."""
+    if isinstance(value, (str, KindSpec)):
+        value = [value]
+    if isinstance(value, Mapping):
+        value = [f"{k}={v.value if isinstance(v, OutputKind) else v}" for k, v in value.items()]
+    try:
+        items = list(value)
+    except TypeError:
+        raise KindError(f"output_kinds must map output names to kinds, not {type(value).__name__}") from None
+    specs = tuple(v if isinstance(v, KindSpec) else KindSpec.parse(v) for v in items)
+    names = [s.output for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise KindError(f"--output-kind names output {twice[0]!r} twice")
+    return specs
+
+
+def check_output_kinds(specs: Sequence[KindSpec], names: Sequence[str]) -> None:
+    """KindError unless every spec names an output of the model, once."""
+    seen = set()
+    for s in specs:
+        if s.output not in names:
+            raise KindError(f"--output-kind {s}: the model has no output {s.output!r} "
+                            f"(its outputs: {', '.join(names)})")
+        if s.output in seen:
+            raise KindError(f"--output-kind names output {s.output!r} twice")
+        seen.add(s.output)
+
+
+def _is_distribution(f: np.ndarray) -> bool:
+    x = f.astype(np.float64)
+    if x.min() >= -1e-6 and np.all(np.abs(x.sum(-1) - 1) <= DISTRIBUTION_TOLERANCE):
+        return True
+    if x.max() <= 1e-6:
+        m = x.max(-1, keepdims=True)
+        lse = m[..., 0] + np.log(np.exp(x - m).sum(-1))
+        return bool(np.all(np.abs(lse) <= DISTRIBUTION_TOLERANCE))
+    return False
+
+
+def _is_detection_head(f: np.ndarray) -> bool:
+    a, b = f.shape[1], f.shape[2]
+    short, long = min(a, b), max(a, b)
+    if short < 5 or long < ROWS_PER_CHANNEL * short:
+        return False
+    rows = np.transpose(f, (0, 2, 1)) if a < b else f
+    scores, boxes = rows[..., 4:], rows[..., :4]
+    return bool(scores.min() >= 0 and scores.max() <= 1 and (boxes.max() > 1 or boxes.min() < 0))
+
+
+def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
+    """The kind of an output from its float values (ONNX layout, examples first)."""
+    f = np.asarray(float_out)
+    if index:
+        return OutputKind.INDEX
+    if f.ndim >= 2 and (is_classifier_shaped(f.shape) or [d for d in f.shape[1:] if d != 1] == [f.shape[1]] != [1]):
+        return OutputKind.CLASSIFIER      # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
+    if f.ndim == 3 and f.size and np.isfinite(f).all():
+        if f.shape[1] >= 2 and f.shape[2] >= 2 and _is_distribution(f):
+            return OutputKind.SEQUENCE
+        if _is_detection_head(f):
+            return OutputKind.DETECTION
+    if f.ndim == 4 and f.shape[1] <= MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size \
+            and float(np.min(f)) >= 0.0 and float(np.max(f)) <= 1.0:
+        return OutputKind.DENSE_MAP
+    return OutputKind.GENERIC
+
+
+def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
+                   thresholds: Thresholds, kind: OutputKind | KindSpec | None = None,
+                   index: bool = False) -> OutputQuality:
+    """One output judged by the metric of its kind (``kind`` None: :func:`detect_kind`)."""
+    spec = kind if isinstance(kind, KindSpec) else None
+    kind = spec.kind if spec else kind
+    if kind is None:
+        kind = detect_kind(onnx_layout(float_out, channels_last), index)
+    if kind is OutputKind.INDEX:
+        return index_quality(name, float_out, quant_out, channels_last, thresholds)
+    if kind is OutputKind.CLASSIFIER:
+        return classifier_quality(name, float_out, quant_out, channels_last, thresholds)
+    f, q = onnx_layout(float_out, channels_last), onnx_layout(quant_out, channels_last)
+    if kind is OutputKind.SEQUENCE:
+        if f.ndim != 3:
+            raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a sequence "
+                            "(needs [N, T, C])")
+        return sequence_quality(name, f, q, False, thresholds, spec.blank if spec else None)
+    if kind is OutputKind.DETECTION:
+        if f.ndim != 3 or min(f.shape[1:]) < 5:
+            raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
+                            "(needs [N, 4 + classes, anchors] or [N, anchors, 5 + classes])")
+        return detection_quality(name, f, q, False, thresholds, spec.layout if spec else None)
+    if kind is OutputKind.DENSE_MAP:
+        return map_quality(name, float_out, quant_out, channels_last, thresholds)
+    return output_quality(name, float_out, quant_out, channels_last, thresholds)
+
+
+def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
+          channels_last: Sequence[bool], thresholds: Thresholds = Thresholds(),
+          indices: Sequence[bool] | None = None,
+          kinds: Mapping[str, OutputKind | KindSpec] | Sequence[KindSpec] | None = None) -> Verdict:
+    """The verdict on a quantized model's outputs against the float model's on the same examples.
+    ``indices``: which outputs hold indices (integer outputs); ``kinds``: output name -> kind (or
+    KindSpecs) overriding :func:`detect_kind`.
+
+    Raises:
+        KindError: a kind names no output, or does not fit its output's shape.
+    """
+    indices = indices or [False] * len(names)
+    if kinds is not None and not isinstance(kinds, Mapping):
+        kinds = {s.output: s for s in kinds}
+    specs = [v if isinstance(v, KindSpec) else KindSpec(k, v) for k, v in dict(kinds or {}).items()]
+    check_output_kinds(specs, list(names))
+    by_name = {s.output: s for s in specs}
+    outputs = tuple(output_verdict(n, f, q, cl, thresholds, by_name.get(n), ix)
+                    for n, f, q, cl, ix in zip(names, float_outs, quant_outs, channels_last, indices))
+    return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0,
+                   kinds_given=tuple(str(s) for s in specs))
