@@ -157,7 +157,8 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
                     + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
         if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
-            notes.append(f"verdict not enforced on untrained weights: {v.message()}")
+            notes.append(f"{v.precision} verdict not judged (untrained weights: the figures say nothing about a "
+                         f"trained model); what it measured: {v.message()}")
         elif not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:

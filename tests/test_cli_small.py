@@ -38,6 +38,9 @@ def test_convert_summary_names_the_target_once(tmp_path, capsys):
     target = next(line for line in out.splitlines() if line.startswith("target "))
     assert target.count("rpi") == 1
     assert "0.00 MB" not in out
+    # the quick start's untrained weights: no verdict either way, and said so
+    int8 = next(line for line in out.splitlines() if line.startswith("int8 vs float"))
+    assert "verdict not judged (untrained weights)" in int8 and "FAIL" not in out
 
 
 def test_sizes_of_small_models_are_in_kilobytes():

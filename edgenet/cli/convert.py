@@ -264,7 +264,10 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
                  f"{worst['worst_channel_sqnr_db']:.1f} dB")
     if outs[0]["top1_agreement"] is not None and not (worst is outs[0] and worst.get("kind") == "classifier"):
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
-    text += "; verdict " + ("pass" if q["passed"] else "FAIL" + ("" if trained else " (not enforced: untrained weights)"))
+    if not trained:   # a verdict on seeded random weights judges nothing: said as such, pass or fail
+        text += "; verdict not judged (untrained weights)"
+    else:
+        text += "; verdict " + ("pass" if q["passed"] else "FAIL")
     if q.get("not_judged"):
         text += " (not judged: " + ", ".join(f"{k}: {v}" for k, v in q["not_judged"].items()) + ")"
     if q["precision"] in sizes and "float32" in sizes:
