@@ -392,3 +392,15 @@ def test_preprocessing_flags_with_model_ready_arrays_are_recorded_and_said_not_a
     note = next(n for n in r.report.notes if "not applied to --calib x.npy" in n)
     assert note.startswith("--mean, --std: recorded in preprocess.json")
     assert json.loads((tmp_path / "o" / "preprocess.json").read_text())["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_all_zero_examples_cannot_judge_the_int8_model(tmp_path, capsys):
+    path = _mlp(tmp_path / "mlp.onnx")
+    np.save(tmp_path / "zeros.npy", np.zeros((60, 20), np.float32))
+    assert main(["convert", str(path), "--int8", "--calib", str(tmp_path / "zeros.npy"), "--out", str(tmp_path / "o"),
+                 "--calib-samples", "48", "--eval-samples", "8"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("int8 vs float"))
+    assert "verdict not judged" in line and "does not vary" in line and "verdict pass" not in line
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["validation"]["quantized"][0]["status"] == "not judged"

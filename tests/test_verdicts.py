@@ -232,3 +232,15 @@ def test_an_override_changes_the_metric_and_is_recorded():
     v = judge("int8", ["y"], [f], [q], [False], TH, kinds={"y": OutputKind.GENERIC})
     assert v.outputs[0].kind == "generic" and v.outputs[0].top1_agreement is not None
     assert v.to_dict()["output_kinds_given"] == ["y=generic"]
+
+
+def test_data_that_does_not_vary_cannot_judge_a_model():
+    from edgenet.verdicts import Status, judge
+
+    f = np.tile(np.array([[0.1, 2.0, -1.0]], np.float32), (40, 1))   # one black image forty times
+    q = f + 0.01                                                      # close, but nothing varies to judge by
+    v = judge("int8", ["logits"], [f], [q], [False])
+    assert v.status is Status.NOT_JUDGED and v.outputs[0].failures == ()
+    assert "the evaluation data does not vary: all 40 examples" in v.outputs[0].not_judged
+    varied = f + np.random.default_rng(0).normal(0, 1, f.shape).astype(np.float32)
+    assert judge("int8", ["logits"], [varied], [varied], [False]).status is Status.PASS

@@ -266,9 +266,11 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
     if not trained:   # a verdict on seeded random weights judges nothing: said as such, pass or fail
         text += "; verdict not judged (untrained weights)"
+    elif q.get("status") == "not judged":
+        text += "; verdict not judged"
     else:
         text += "; verdict " + ("pass" if q["passed"] else "FAIL")
-    if q.get("not_judged"):
+    if q.get("not_judged") and q.get("status") != "not judged":   # some outputs judged, these not
         text += " (not judged: " + ", ".join(f"{k}: {v}" for k, v in q["not_judged"].items()) + ")"
     if q["precision"] in sizes and "float32" in sizes:
         text += f"; size {_size(sizes['float32'])} -> {_size(sizes[q['precision']])}"
