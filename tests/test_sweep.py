@@ -138,15 +138,18 @@ def test_commit_writes_folder_then_line_and_reopen_repairs_a_crash(tmp_path):
     assert (folder / "cells" / "aaa" / "model_int8.tflite").read_bytes() == b"\x01\x02"
     assert (folder / "cells" / "aaa" / "sub" / "x.txt").read_bytes() == b"hi"
     assert json.loads((folder / "cells" / "aaa" / "cell.json").read_text())["id"] == "aaa"
-    # what a kill leaves: a folder without a line, a staging folder, a torn last line
-    (folder / "cells" / "bbb").mkdir()
-    (folder / "cells" / "bbb" / "model_int8.tflite").write_bytes(b"half")
-    (folder / "cells" / ".ccc-x1").mkdir()
+    # what a kill leaves: a cell folder whose line was never written, a staging folder, a torn last line
+    with SweepStore(folder) as store:
+        store.commit(_record("bbb"), {"model_int8.tflite": b"whole"})
+    lines = (folder / RESULTS).read_text().splitlines(keepends=True)
+    (folder / RESULTS).write_text(lines[0])
+    (folder / "cells" / ".edgenet-cell-x1").mkdir()
+    (folder / "cells" / ".edgenet-cell-x1" / "model_int8.tflite").write_bytes(b"half")
     with open(folder / RESULTS, "a") as fh:
         fh.write('{"id": "ddd", "sta')
     assert set(read_results(folder)) == {"aaa"}
     with SweepStore(folder) as store:
-        assert set(store.finished()) == {"aaa"}
+        assert set(store.finished()) == {"aaa"} and not store.notes
         assert sorted(p.name for p in (folder / "cells").iterdir()) == ["aaa"]
         assert (folder / RESULTS).read_text().endswith("}\n")
         store.commit(_record("bbb"), {})
@@ -158,7 +161,7 @@ def test_a_folder_holding_something_else_or_in_use_is_refused(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(UsageError, match="holds no sweep"):
+    with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
         SweepStore(other).open()
     store = SweepStore(tmp_path / "S").open()
     code = ("import sys; sys.path.insert(0, sys.argv[2]); from edgenet.sweep.results import SweepStore\n"

@@ -127,7 +127,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
-    assert not list((out / "cells").glob(".work-*"))   # the worker removed the cell it was converting
+    assert not list((out / "cells").glob(".edgenet-work-*"))   # the worker removed the cell it was converting
 
     proc = _cli([*args, "--json"])
     stdout, stderr = proc.communicate(timeout=600)

@@ -90,6 +90,8 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     for note in notes:
         say(f"note: {note}")
     with SweepStore(out) as store:
+        for note in store.notes:
+            say(f"note: {note}")
         if hasattr(run_with, "workdir"):
             run_with.workdir = str(store.cells)
         done = store.finished()

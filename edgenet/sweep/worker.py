@@ -120,7 +120,7 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         scratch = ScratchDir("edgenet-cell-")
         work = current_work = scratch.path
     else:
-        work = current_work = Path(tempfile.mkdtemp(prefix=".work-", dir=workdir))
+        work = current_work = Path(tempfile.mkdtemp(prefix=".edgenet-work-", dir=workdir))
     try:
         try:
             record = {**base, **_convert(cell, work / "out", memory, threads)}
