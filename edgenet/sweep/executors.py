@@ -133,7 +133,7 @@ class LocalExecutor:
         from edgenet.sweep.worker import save_memory
 
         todo, attempts = list(cells), {c.id: 0 for c in cells}
-        data = Path(tempfile.mkdtemp(prefix=".data-", dir=self.workdir))
+        data = Path(tempfile.mkdtemp(prefix=".edgenet-data-", dir=self.workdir))
         try:
             folders = {key: save_memory(memory, data / str(i))
                        for i, (key, memory) in enumerate(memories.items()) if memory is not None}

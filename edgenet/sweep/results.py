@@ -45,7 +45,7 @@ SWEEP_NAMES = frozenset({RESULTS, CELLS, MARKER, LOCK, "pareto.md", "pareto.png"
 _CELL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")      # a record's id is a folder name in cells/
 STAGING_PREFIX, WORK_PREFIX = ".edgenet-cell-", ".edgenet-work-"
 # edgenet's own hidden folders in cells/ (also the names earlier versions gave them; mkdtemp adds 8 characters)
-_OURS_HIDDEN = re.compile(r"(\.edgenet-(cell|work)-.+|\.work-[a-z0-9_]{8}|\.[0-9a-f]{16}-[a-z0-9_]{8})")
+_OURS_HIDDEN = re.compile(r"(\.edgenet-(cell|work|data)-.+|\.(work|data)-[a-z0-9_]{8}|\.[0-9a-f]{16}-[a-z0-9_]{8})")
 MAX_LINE = 1 << 20             # a results.jsonl line longer than this is not edgenet's: skipped
 
 
