@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _folders import snapshot
 
 from edgenet.sweep import SweepSpec, expand
@@ -101,3 +102,47 @@ def test_a_sweep_keeps_what_it_did_not_write_in_its_own_cells_folder(tmp_path):
     assert {k: now.get(k) for k in keep if k not in ("pareto.md", ".lock")} == \
         {k: v for k, v in keep.items() if k not in ("pareto.md", ".lock")}
     assert snapshot(outside) == kept_outside
+
+
+# -- what the sweep says about its cells (issue 19, results that mislead) --------------------------
+def test_the_summary_counts_verdicts_not_files(tmp_path):
+    """Two finished cells, one whose quantized model fails its verdict on untrained weights: the
+    closing line does not call both "converted" with none failing."""
+    cells, _ = expand(SweepSpec(models=("mobilenet_v1",), alphas=(0.25, 0.5), resolutions=(32,), targets=("rpi",),
+                                num_classes=2, calib_samples=4, eval_samples=4))
+    out = tmp_path / "S"
+    out.mkdir()
+    lines = []
+    for cell, verdict in zip(cells, ("pass", "fail")):
+        lines.append(json.dumps({"id": cell.id, "label": cell.label, "target": "rpi", "precision": "int8",
+                                 "status": "ok", "verdict": verdict, "trained": False, "size_bytes": 100,
+                                 "sqnr_db": 30.0 if verdict == "pass" else 2.0}))
+    (out / RESULTS).write_text("\n".join(lines) + "\n")
+    proc = _sweep(out, "--alpha", "0.25,0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert ("2 cell(s): 1 pass their verdict, 1 converted with verdict fail on untrained weights (not judged), "
+            "0 damaged by quantization (verdict fail), 0 do not fit their target, 0 failed") in proc.stderr
+
+
+@pytest.mark.slow
+def test_progress_lines_and_summary_on_a_real_sweep_with_a_float32_cell(tmp_path):
+    """float32 and int8 cells converted for real: float32 is not refused over --allow-degraded (an
+    option the user never gave), and no line says "ok" about a failing verdict."""
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "S"
+    proc = _sweep(out, "--precision", "float32,int8", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "allow-degraded" not in proc.stderr
+    records = [json.loads(x) for x in (out / RESULTS).read_text().splitlines()]
+    assert sorted(r["precision"] for r in records) == ["float32", "int8"]
+    [int8] = [r for r in records if r["precision"] == "int8"]
+    progress = [x for x in proc.stderr.splitlines() if x.startswith("[")]
+    assert any("rpi float32: converted" in x and "the reference, no verdict" in x for x in progress), proc.stderr
+    line = next(x for x in progress if "rpi int8:" in x)
+    if int8["verdict"] == "fail":
+        assert "not judged (untrained weights)" in line and ": ok" not in line
+    else:
+        assert "verdict pass" in line
+    assert "1 float32 (the reference, no verdict)" in proc.stderr

@@ -91,7 +91,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
       edgenet sweep --report S                                        # re-render S/pareto.md
     """
     from edgenet.errors import UsageError
-    from edgenet.sweep import SweepSpec, render, sweep
+    from edgenet.sweep import SweepSpec, render, summary_line, sweep
 
     def say(line: str) -> None:
         if not quiet:
@@ -124,12 +124,8 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = sweep(spec, out, executor=executor, workers=workers, cpus_per_cell=cpus_per_cell,
                    ray_address=ray_address, retry_failed=retry_failed, progress=say)
-    ok = sum(r.get("status") == "ok" for r in result.records)
-    over = sum(r.get("status") == "does_not_fit" for r in result.records)
-    degraded = sum(r.get("status") == "degraded" for r in result.records)
-    say(f"{len(result.records)} cell(s): {ok} converted, {degraded} damaged by quantization (verdict failed), "
-        f"{over} do not fit their target, {result.failed} failed; "
-        f"ran {result.ran}, skipped {result.skipped} already done; {result.seconds:.1f} s")
+    say(f"{summary_line(result.records)}; ran {result.ran}, skipped {result.skipped} already done; "
+        f"{result.seconds:.1f} s")
     say(f"wrote {result.out}/results.jsonl, {result.pareto_md}"
         + (f", {result.pareto_png}" if result.pareto_png else " (pareto.png needs: pip install 'edgenet[plot]')"))
     if as_json:

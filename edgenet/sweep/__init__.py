@@ -24,9 +24,10 @@ from typing import Callable
 from edgenet.sweep.cells import Cell, SweepSpec, convert_precisions, estimated_work, expand, precision_numbers
 from edgenet.sweep.pareto import render
 from edgenet.sweep.results import SweepStore, read_results
+from edgenet.sweep.summary import progress_line, summary_line
 
 __all__ = ["sweep", "SweepSpec", "SweepResult", "Cell", "Executor", "expand", "render", "read_results",
-           "convert_precisions", "precision_numbers", "make_executor"]
+           "convert_precisions", "precision_numbers", "make_executor", "summary_line", "progress_line"]
 
 
 class Executor(str, Enum):
@@ -123,13 +124,7 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
                     failed_now += record.get("status") == "failed"
                     elapsed = time.perf_counter() - t_run
                     left = elapsed / ran * (len(todo) - ran)
-                    what = record.get("status")
-                    if what == "failed":
-                        what = f"FAILED: {record.get('error')}"
-                    elif what == "does_not_fit":
-                        what = f"does not fit: {record.get('error')}"
-                    else:
-                        what = f"ok {record.get('seconds', 0):.1f} s"
+                    what = progress_line(record)
                     say(f"[{ran}/{len(todo)}] {cell.label}: {what}  (failed {failed_now}, elapsed "
                         f"{_clock(elapsed)}, ~{_clock(left)} left)")
                     if on_record:

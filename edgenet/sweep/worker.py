@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from edgenet.errors import EdgenetError, TargetError
+from edgenet.config import Precision
 from edgenet.sweep.cells import Cell, convert_precisions, precision_numbers
 
 BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds": 1.0, "window": 200,
@@ -206,16 +207,20 @@ def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) ->
         kwargs = {"alpha": cell.alpha, "resolution": cell.resolution, "num_classes": cell.num_classes}
     with served_from({} if memory is None else dict(memory)):
         # a damaged model is a finding of the sweep, not a failure of it: written, its verdict recorded
+        # (a float32 cell has no quantized model, hence no verdict to allow: convert refuses the option)
+        if cell.precision is not Precision.FLOAT32:
+            kwargs["allow_degraded"] = True
         result = edgenet.convert(cell.model, target=cell.target, precisions=convert_precisions(cell.precision),
                                  calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
-                                 seed=cell.seed, out=out, allow_degraded=True, **kwargs, **dict(cell.options))
+                                 seed=cell.seed, out=out, **kwargs, **dict(cell.options))
     report = json_safe(result.report.to_dict())
     numbers = precision_numbers(report, cell.precision)
     model_file = out / numbers["file"]
     enforced = numbers["verdict"] == "fail" and (report.get("model") or {}).get("trained", True)
     damage = next((f"{o['name']}: {'; '.join(o['failures'])}" for q in report["validation"]["quantized"]
                    for o in q["outputs"] if not o["passed"]), None) if enforced else None
-    record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers, "sha256": _sha256(model_file),
+    record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers,
+              "trained": (report.get("model") or {}).get("trained", True), "sha256": _sha256(model_file),
               **_target_numbers(report.get("target") or {}),
               "float_top1": (report.get("accuracy") or {}).get("float_top1"),
               "mult_adds": _mult_adds(cell), "convert_seconds": report.get("total_seconds"), "latency_ms": None}
