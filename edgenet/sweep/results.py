@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -57,6 +58,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+STATUSES = frozenset({"ok", "degraded", "does_not_fit", "failed"})
+_TEXT = ("label", "target", "precision", "model", "kind", "calib", "file", "sha256", "host", "finished",
+         "target_summary", "version")
+_NUMBERS = ("sqnr_db", "top1_agreement", "top1", "float_top1", "alpha")
+_AMOUNTS = ("size_bytes", "arena_bytes", "flash_bytes", "ram_budget", "flash_budget", "latency_ms", "estimated_ms",
+            "seconds", "convert_seconds", "mult_adds", "npu_ops", "cpu_ops", "edgetpu_mappable_ops",
+            "edgetpu_cpu_ops", "resolution", "num_classes", "calib_samples", "eval_samples")
+_FLAGS = ("fits", "trained", "bench")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def valid_record(record) -> bool:
+    """Whether ``record`` has the shape of a cell's line: ``id`` a folder name, ``label`` and
+    ``target`` text, ``status`` one of :data:`STATUSES`, and every known figure of its type (text,
+    a finite number, a non-negative amount, a flag, or null). Other keys are not looked at."""
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not _CELL_ID.fullmatch(record["id"]):
+        return False
+    if not isinstance(record.get("label"), str) or not isinstance(record.get("target"), str) \
+            or record.get("status") not in STATUSES:
+        return False
+    for key in _TEXT:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return False
+    if record.get("error") is not None and not isinstance(record["error"], str):
+        return False
+    if record.get("verdict") not in (None, "pass", "fail"):
+        return False
+    for key in _NUMBERS:
+        if record.get(key) is not None and not _number(record[key]):
+            return False
+    for key in _AMOUNTS:
+        if record.get(key) is not None and not (_number(record[key]) and record[key] >= 0):
+            return False
+    return all(record.get(key) is None or isinstance(record[key], bool) for key in _FLAGS)
+
+
 def _record(line: str) -> dict | None:
     from edgenet.safe_json import loads
 
@@ -66,23 +106,29 @@ def _record(line: str) -> dict | None:
         record = loads(line, RESULTS, max_depth=8)
     except EdgenetError:     # a torn, crafted or unreadable line
         return None
-    if isinstance(record, dict) and isinstance(record.get("id"), str) and _CELL_ID.fullmatch(record["id"]):
-        return record
-    return None
+    return record if valid_record(record) else None
 
 
 def read_results(folder: str | os.PathLike) -> dict[str, dict]:
     """id -> the last complete line for that id (a torn, unreadable or foreign line is skipped:
-    a line is a JSON object, within edgenet.safe_json's limits, whose ``id`` is a cell id)."""
+    a line is a JSON object, within edgenet.safe_json's limits, that :func:`valid_record` takes)."""
+    return read_results_counted(folder)[0]
+
+
+def read_results_counted(folder: str | os.PathLike) -> tuple[dict[str, dict], int]:
+    """:func:`read_results` and the number of non-blank lines it skipped."""
     path = Path(folder) / RESULTS
     records: dict[str, dict] = {}
+    skipped = 0
     if not path.is_file():
-        return records
+        return records, skipped
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         record = _record(line)
         if record is not None:
             records[record["id"]] = record
-    return records
+        elif line.strip():
+            skipped += 1
+    return records, skipped
 
 
 def _sha256(path: Path) -> str:
@@ -171,7 +217,7 @@ class SweepStore:
         self._lock = None
 
     # -- opening: check, lock, then tidy what a crash left ---------------------------------------
-    def _check(self) -> bool:
+    def check(self) -> bool:
         """Refuse a folder that is not edgenet's sweep (writes nothing). True: it needs the marker."""
         from edgenet.pathcheck import check_location
 
@@ -207,7 +253,7 @@ class SweepStore:
         return needs_marker
 
     def open(self) -> "SweepStore":
-        needs_marker = self._check()
+        needs_marker = self.check()
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         self._lock = os.fdopen(fd, "r+")
