@@ -107,13 +107,14 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
             raise UsageError(f"{report_dir}: no {RESULTS} (not a sweep folder)")
         from edgenet.sweep.results import SweepStore, read_results_counted
 
-        SweepStore(report_dir).check()    # pareto.md/.png are written only into edgenet's sweep folder
+        SweepStore(report_dir).check("--report")    # pareto.md/.png are written only into edgenet's sweep folder
         records, skipped = read_results_counted(report_dir)
+        if not records:
+            raise UsageError(f"{report_dir}: {RESULTS} holds no record of a sweep cell"
+                             + (f" ({skipped} line(s) are not what edgenet writes)" if skipped else ""))
         if skipped:
             say(f"note: {skipped} line(s) of {Path(report_dir) / RESULTS} are not records of a sweep cell "
                 "(torn, or not what edgenet writes): left out")
-        if not records:
-            raise UsageError(f"{report_dir}: {RESULTS} holds no record of a sweep cell")
         md, png, fronts = render(report_dir)
         say(f"wrote {md}" + (f" and {png}" if png else " (pareto.png needs: pip install 'edgenet[plot]')"))
         if as_json:

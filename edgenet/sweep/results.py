@@ -217,8 +217,9 @@ class SweepStore:
         self._lock = None
 
     # -- opening: check, lock, then tidy what a crash left ---------------------------------------
-    def check(self) -> bool:
-        """Refuse a folder that is not edgenet's sweep (writes nothing). True: it needs the marker."""
+    def check(self, option: str = "--out") -> bool:
+        """Refuse a folder that is not edgenet's sweep (writes nothing), naming it as ``option``.
+        True: it needs the marker."""
         from edgenet.pathcheck import check_location
 
         check_location(self.folder)
@@ -226,30 +227,30 @@ class SweepStore:
         if not os.path.lexists(folder):
             return True
         if not folder.is_dir():
-            raise UsageError(f"--out {folder} exists and is not a folder")
+            raise UsageError(f"{option} {folder} exists and is not a folder")
         try:
             entries = sorted(os.listdir(folder))
         except OSError as exc:
-            raise OutputError(f"--out {folder}: cannot be read ({exc.strerror})") from None
+            raise OutputError(f"{option} {folder}: cannot be read ({exc.strerror})") from None
         needs_marker = False
         if MARKER in entries:
             if not _is_marker(folder / MARKER):
-                raise UsageError(f"--out {folder}: {MARKER} is not the marker edgenet writes: choose another folder")
+                raise UsageError(f"{option} {folder}: {MARKER} is not the marker edgenet writes: choose another folder")
         elif not entries:
             needs_marker = True
         elif _legacy_sweep(folder, entries):
             needs_marker = True
             self.notes.append(f"{folder} is a sweep folder of an earlier edgenet: marked as one ({MARKER})")
         else:
-            raise UsageError(f"--out {folder} is not empty and is not an edgenet sweep folder (no {MARKER}, "
+            raise UsageError(f"{option} {folder} is not empty and is not an edgenet sweep folder (no {MARKER}, "
                              f"it holds {entries[0]!r}): choose another folder, edgenet changes nothing in it")
         for name in sorted(SWEEP_NAMES):
             path = folder / name
             if path.is_symlink():
-                raise UsageError(f"--out {folder}: {name} is a symbolic link edgenet did not make (it follows "
+                raise UsageError(f"{option} {folder}: {name} is a symbolic link edgenet did not make (it follows "
                                  "none): remove it or choose another folder")
         if os.path.lexists(self.cells) and not self.cells.is_dir():
-            raise UsageError(f"--out {folder}: {CELLS} is not a folder: choose another folder")
+            raise UsageError(f"{option} {folder}: {CELLS} is not a folder: choose another folder")
         return needs_marker
 
     def open(self) -> "SweepStore":
