@@ -123,3 +123,21 @@ def test_sweep_report_on_a_crafted_results_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "note: 9 line(s)" in proc.stderr and "Traceback" not in proc.stderr
     assert "| A |" in (folder / "pareto.md").read_text()
+
+
+def test_bench_on_a_tflite_with_no_outputs(tmp_path):
+    """A .tflite whose subgraph lists no output (its flatbuffer edited with TensorFlow's own schema)."""
+    pytest.importorskip("tensorflow")
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from _tiny_tflite import mobilenet_like
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(mobilenet_like().read_bytes()), 0)
+    model.subgraphs[0].outputs = []
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "no_outputs.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    proc = _run("bench", str(path), "--runs", "3", "--warmup", "1", "--min-seconds", "0", "-q")
+    _one_line(proc, 1, "has no outputs")
