@@ -459,18 +459,25 @@ def _rollback(root: Path, out: Path) -> OSError | None:
     files that reached it (recognised by device and inode), put the moved-away ones back.
     Returns None when done (or nothing to do), else the OSError that stopped it (the journal then
     stays for another try)."""
+    from edgenet.safe_json import load_file
+
     journal = root / JOURNAL
     try:
-        record = json.loads(journal.read_text(encoding="utf-8"))
+        record = load_file(journal, max_bytes=MANIFEST_BYTES)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        return exc if isinstance(exc, OSError) else OSError(errno.EIO, f"unreadable journal {journal}")
+    except OSError as exc:
+        return exc
+    except EdgenetError:
+        record = None
+    new = record.get("new") if isinstance(record, dict) else None
+    if not isinstance(new, dict):
+        return OSError(errno.EIO, f"unreadable journal {journal}")
     failure = None
-    for name, ident in record.get("new", {}).items():
+    for name, ident in new.items():
         path = out / name
         try:
-            if _plain(name) and os.path.lexists(path) and _identity(path) == list(ident):
+            if _plain(name) and isinstance(ident, list) and os.path.lexists(path) and _identity(path) == ident:
                 _remove(path)
         except OSError as exc:
             failure = failure or exc
