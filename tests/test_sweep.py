@@ -177,7 +177,8 @@ def test_front_keeps_exactly_the_unbeaten_cells():
     rows = [_record("a", label="A", size_bytes=100, sqnr_db=20.0, arena_bytes=10, fits=True),
             _record("b", label="B", size_bytes=200, sqnr_db=30.0, arena_bytes=10, fits=True),
             _record("c", label="C", size_bytes=200, sqnr_db=25.0, arena_bytes=20, fits=True),   # beaten by B
-            _record("d", label="D", size_bytes=400, sqnr_db=40.0, arena_bytes=90, fits=False),
+            _record("d", label="D", size_bytes=400, sqnr_db=40.0, arena_bytes=90, fits=False, verdict="fail",
+                    trained=False),
             _record("e", label="E", size_bytes=800, sqnr_db=None, precision="float32", arena_bytes=90, fits=True),
             _record("f", label="F", status="failed", error="boom"),
             _record("g", label="G", status="does_not_fit", size_bytes=50, sqnr_db=None, error="over RAM")]
@@ -187,7 +188,9 @@ def test_front_keeps_exactly_the_unbeaten_cells():
     assert [(r["label"], by["label"]) for r, by in front.beaten] == [("C", "B")]
     assert sorted(r["label"] for r in front.other) == ["F", "G"]
     md = to_markdown([front])
-    assert "| D | 40.0 dB | 0.4 | 0.1 | **no** | `d` |" in md and "ref (float32)" in md
+    assert "| D | 40.0 dB | not judged (untrained) | 0.4 | 0.1 | **no** | `d` |" in md and "ref (float32)" in md
+    assert "| E | ref (float32) | reference |" in md
+    assert "**Untrained weights:** 1 of 5 ranked cell(s)" in md      # said before any table
     assert "- C (25.0 dB" in md and "by B" in md and "F: failed: boom" in md
 
 

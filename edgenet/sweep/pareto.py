@@ -97,10 +97,34 @@ def _fits(r: dict) -> str:
     return {True: "yes", False: "**no**"}.get(r.get("fits"), "?")
 
 
+SYNTHETIC = ("shapes",)      # built-in calibration sets of generated images
+
+
+def _warnings(all_fronts: list[Front]) -> list[str]:
+    """What the reader must know before ranking: untrained weights, synthetic images."""
+    from edgenet.sweep.summary import untrained
+
+    rows = [r for f in all_fronts for r in (*f.front, *(b for b, _ in f.beaten))]
+    lines = []
+    n = sum(untrained(r) for r in rows)
+    if n:
+        lines.append(f"> **Untrained weights:** {n} of {len(rows)} ranked cell(s) are models without trained "
+                     "weights (zoo models, no checkpoint). Their SQNR and verdicts compare a quantized model with "
+                     "its float twin and are not judged; they say nothing of a trained model's accuracy.")
+    synthetic = sorted({r.get("calib") for r in rows if r.get("calib") in SYNTHETIC})
+    if synthetic:
+        lines.append(f"> **Synthetic data:** calibrated and evaluated on the built-in generated images "
+                     f"({', '.join(synthetic)}), not on the task's images.")
+    return lines + [""] if lines else []
+
+
 def to_markdown(all_fronts: list[Front], title: str = "Sweep: Pareto fronts") -> str:
+    from edgenet.sweep.summary import verdict_text
+
     lines = [f"# {title}", ""]
     if not all_fronts:
         return "\n".join(lines + ["No finished cells yet.", ""])
+    lines += _warnings(all_fronts)
     for f in all_fronts:
         qname = "top-1" if f.quality == "top1" else "SQNR vs float32"
         cname = dict(COSTS).get(f.cost, "")
@@ -108,16 +132,18 @@ def to_markdown(all_fronts: list[Front], title: str = "Sweep: Pareto fronts") ->
                   f"{len(f.front)} cell(s) on the front (quality: {qname}; size; "
                   f"{'cost: ' + cname if f.cost else 'no cost column every cell has'}). "
                   "`fits`: the target's checks pass (budgets, runtime, operators).", ""]
-        head = f"| cell | {qname} | size (KiB) |" + (f" {cname} |" if f.cost else "") + " fits | id |"
-        rule = "|---|---:|---:|" + ("---:|" if f.cost else "") + "---|---|"
+        head = f"| cell | {qname} | verdict | size (KiB) |" + (f" {cname} |" if f.cost else "") + " fits | id |"
+        rule = "|---|---:|---|---:|" + ("---:|" if f.cost else "") + "---|---|"
         lines += [head, rule]
         for r in f.front:
-            lines.append(f"| {r['label']} | {_fmt_quality(r, f.quality)} | {r['size_bytes'] / 1024:.1f} |"
+            lines.append(f"| {r['label']} | {_fmt_quality(r, f.quality)} | {verdict_text(r)} | "
+                         f"{r['size_bytes'] / 1024:.1f} |"
                          + (f" {_fmt_cost(r, f.cost)} |" if f.cost else "") + f" {_fits(r)} | `{r['id']}` |")
         if f.beaten:
             lines += ["", "Beaten:", ""]
             for r, by in f.beaten:
-                lines.append(f"- {r['label']} ({_fmt_quality(r, f.quality)}, {r['size_bytes'] / 1024:.1f} KiB"
+                lines.append(f"- {r['label']} ({_fmt_quality(r, f.quality)}, verdict {verdict_text(r)}, "
+                             f"{r['size_bytes'] / 1024:.1f} KiB"
                              + (f", {_fmt_cost(r, f.cost)}" if f.cost else "") + f", fits: {_fits(r)}) "
                              f"by {by['label']}")
         if f.other:
@@ -156,7 +182,8 @@ def plot(all_fronts: list[Front], path: Path) -> Path:
                        facecolors=("C0" if on else "C7") if r.get("fits") else "none",
                        edgecolors="C0" if on else "C7", zorder=3)
             if on:
-                ax.annotate(r["label"].replace(f" {f.target} ", " "),
+                cost = f" [{_fmt_cost(r, f.cost)}]" if f.cost and r.get(f.cost) is not None else ""
+                ax.annotate(r["label"].replace(f" {f.target} ", " ") + cost,
                             (r["size_bytes"] / 1024, y(r)), fontsize=7, xytext=(4, 4), textcoords="offset points")
         pts = sorted((r["size_bytes"] / 1024, y(r)) for r in f.front)
         if len(pts) > 1:
@@ -167,7 +194,10 @@ def plot(all_fronts: list[Front], path: Path) -> Path:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("model size (KiB)")
         ax.set_ylabel("top-1 (%)" if f.quality == "top1" else "SQNR vs float32 (dB; float32 on top)")
-        ax.set_title(f"{f.target}: front (blue), filled = fits")
+        fit = [r.get("fits") for r in rows]
+        legend = ("all fit" if all(fit) else "none fits" if not any(fit) else "filled = fits, hollow = does not")
+        third = f"; [{dict(COSTS)[f.cost]}]" if f.cost else ""
+        ax.set_title(f"{f.target}: front (blue); {legend}{third}", fontsize=9)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

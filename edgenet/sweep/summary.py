@@ -60,3 +60,17 @@ def summary_line(records: list[dict] | tuple[dict, ...]) -> str:
     parts += [f"{n['damaged']} damaged by quantization (verdict fail)", f"{n['does not fit']} do not fit their target",
               f"{n['failed']} failed"]
     return f"{len(records)} cell(s): " + ", ".join(parts)
+
+
+def verdict_text(record: dict) -> str:
+    """The verdict column of pareto.md: ``pass``, ``**fail**`` (damaged), ``not judged (untrained)``,
+    ``reference`` (float32) or ``?`` (a record without one)."""
+    return {"pass": "pass", "damaged": "**fail**", "reference": "reference", "failed": "?",
+            "does not fit": "?"}.get(judgement(record),
+                                     "not judged (untrained)" if record.get("verdict") == "fail" else "?")
+
+
+def untrained(record: dict) -> bool:
+    """Whether the record's model has untrained weights (recorded, or implied by a failing verdict
+    that was not enforced)."""
+    return record.get("trained") is False or (record.get("status") == "ok" and record.get("verdict") == "fail")
