@@ -200,7 +200,7 @@ def check_out(out: str | os.PathLike, force: bool) -> None:
         recorded = recorded_files(out)
         changed = set(changed_files(out)) - set(ALWAYS_WRITTEN)   # kept if this conversion does not write them
         for name in entries:
-            if name in changed:
+            if name in changed and not _is_folder(out / name):
                 continue
             if name in recorded or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS):
                 problem = _replace_problem(out, name, recorded)
