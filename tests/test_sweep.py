@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -248,10 +249,16 @@ def _cli(*args, cwd=None):
                                          (["--precision", "int4", "--out", "S"], "not a precision"),
                                          (["--alpha", "x", "--out", "S"], "not a comma-separated list"),
                                          (["mobilenet_v1"], "--out DIR is required"),
-                                         (["--report", "nowhere"], "not a sweep folder")])
+                                         (["--report", "nowhere"], "not a sweep folder"),
+                                         (["--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "S"],
+                                          "nothing answers at 127.0.0.1:1 within 3 s"),
+                                         (["--executor", "ray", "--ray-address", "head:port", "--out", "S"],
+                                          "not HOST:PORT")])
 def test_cli_bad_input_is_one_line(tmp_path, args, words):
+    t0 = time.monotonic()
     out = _cli(*args, cwd=tmp_path)
     assert out.returncode != 0 and words in out.stderr
+    assert time.monotonic() - t0 < 30                    # an unreachable Ray cluster: seconds, not minutes
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "S").exists()
 
