@@ -277,3 +277,18 @@ def test_longest_cells_are_estimated_first(tmp_path):
                                 targets=("rpi",)))
     order = [(c.kind, c.alpha, c.resolution) for c in sorted(cells, key=estimated_work, reverse=True)]
     assert order == [("onnx", None, None), ("zoo", 1.0, 224), ("zoo", 1.0, 64), ("zoo", 0.25, 224), ("zoo", 0.25, 64)]
+
+
+def test_preload_keeps_within_its_memory_budget():
+    """A grid of many resolutions does not preload every resolution's arrays at once (issue 19: a
+    6,400-cell grid held 13.7 GB): past the budget, cells load their own data."""
+    from edgenet.sweep.worker import preload, preload_budget
+
+    cells, _ = expand(_spec(resolutions=(32, 64), alphas=(0.25,), calib_samples=4, eval_samples=4))
+    one = (4 + 4) * 32 * 32 * 3 * 4
+    notes: list[str] = []
+    memories = preload(cells, budget=one, notes=notes)
+    assert sorted(m is None for m in memories.values()) == [False, True]
+    assert notes and "1 preprocessing(s) not preloaded" in notes[0]
+    assert all(m is not None for m in preload(cells, budget=10 * one).values())
+    assert 0 < preload_budget() <= 2 << 30

@@ -30,6 +30,10 @@ __all__ = ["sweep", "SweepSpec", "SweepResult", "Cell", "Executor", "expand", "r
            "convert_precisions", "precision_numbers", "make_executor", "summary_line", "progress_line"]
 
 
+LARGE_GRID = 256
+"""More cells than this: the sweep says how many before it starts."""
+
+
 class Executor(str, Enum):
     LOCAL = "local"
     RAY = "ray"
@@ -90,6 +94,9 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     run_with = make_executor(executor, workers, cpus_per_cell, ray_address)
     for note in notes:
         say(f"note: {note}")
+    if len(cells) > LARGE_GRID:
+        say(f"note: a grid of {len(cells)} cells, each a full conversion (seconds to minutes): finished cells "
+            "are kept, so Ctrl-C stops it and the same command resumes it")
     with SweepStore(out) as store:
         for note in store.notes:
             say(f"note: {note}")
@@ -109,10 +116,13 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
                 if png:
                     _import_matplotlib_meanwhile()
                 t_data = time.perf_counter()
+                preload_notes: list[str] = []
                 with ThreadPoolExecutor(1) as side:   # the data loads while the workers start
-                    loading = side.submit(preload, todo)
+                    loading = side.submit(preload, todo, None, preload_notes)
                     run_with.start(len(todo))
                     memories = loading.result()
+                for note in preload_notes:
+                    say(f"note: {note}")
                 say(f"calibration and evaluation data loaded once ({sum(m is not None for m in memories.values())} "
                     f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB) while the workers started: "
                     f"{time.perf_counter() - t_data:.1f} s")

@@ -292,17 +292,33 @@ def _read_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
+def preload_budget() -> int:
+    """Bytes of preprocessed arrays the driver preloads at most: a quarter of this machine's
+    memory, and no more than 2 GiB (a grid of many resolutions would otherwise hold them all)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 << 30
+    return int(min(2 << 30, physical // 4))
+
+
+def preload(cells: list[Cell], budget: int | None = None,
+            notes: list[str] | None = None) -> dict[tuple, dict | None]:
     """The calibration and evaluation datasets every cell will ask for, loaded and preprocessed
     once here: ``{preprocess key: {load_dataset request: Dataset}}`` (see :func:`memory_key`).
     Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or .onnx file
     is opened for it (no export). None for a cell whose model cannot be opened (it will fail in
     its worker, recorded like any failing cell) or a .pt2 program (its worker loads the data).
-    Raises DataError when the calibration data itself is unusable (every cell would fail)."""
+    Raises DataError when the calibration data itself is unusable (every cell would fail).
+
+    ``budget``: bytes of float32 arrays preloaded at most (default :func:`preload_budget`); the
+    cells of a preprocessing past it get None (each worker loads its own data), said in ``notes``."""
     from edgenet.converters.model_data import load_data
     from edgenet.data.datasets import served_from
 
+    budget = preload_budget() if budget is None else budget
     out: dict[tuple, dict] = {}
+    held, left_out = 0, 0
     for cell in cells:
         key = memory_key(cell)
         if key in out:
@@ -314,10 +330,19 @@ def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
         if pre is None:
             out[key] = None
             continue
+        size = (cell.calib_samples + cell.eval_samples) * pre.height * pre.width * pre.channels * 4
+        if held + size > budget:
+            out[key] = None
+            left_out += 1
+            continue
+        held += size
         with served_from({}) as memory:
             load_data(cell.calib, inputs, pre, int8=True, calib_samples=cell.calib_samples,
                       eval_samples=cell.eval_samples, seed=cell.seed, explicit=True)
         out[key] = memory
+    if left_out and notes is not None:
+        notes.append(f"{left_out} preprocessing(s) not preloaded (over {budget / 2**20:.0f} MiB of arrays): "
+                     "their cells load their own data")
     return out
 
 
