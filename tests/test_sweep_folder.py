@@ -146,3 +146,35 @@ def test_progress_lines_and_summary_on_a_real_sweep_with_a_float32_cell(tmp_path
     else:
         assert "verdict pass" in line
     assert "1 float32 (the reference, no verdict)" in proc.stderr
+
+
+def test_ctrl_c_while_the_data_loads_stops_at_once(tmp_path):
+    """SIGINT during the preloading of 3,000 images (about 30 s of work) ends the sweep within
+    seconds (it used to wait for the loading to finish)."""
+    import signal
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(1500):
+            Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edgenet", "sweep", "mobilenet_v1", "--alpha", "0.25",
+                             "--resolution", "224", "--num-classes", "2", "--calib", str(tmp_path / "imgs"),
+                             "--calib-samples", "2900", "--eval-samples", "64", "--workers", "1",
+                             "--out", str(tmp_path / "S")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "to run" in proc.stderr.readline()
+        time.sleep(2)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert time.monotonic() - t0 < 8, err
+    assert proc.returncode == 130 and "Traceback" not in err

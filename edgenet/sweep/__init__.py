@@ -15,7 +15,6 @@ Modules: :mod:`~edgenet.sweep.cells` (grid, cell ids, the precision mapping),
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -117,10 +116,9 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
                     _import_matplotlib_meanwhile()
                 t_data = time.perf_counter()
                 preload_notes: list[str] = []
-                with ThreadPoolExecutor(1) as side:   # the data loads while the workers start
-                    loading = side.submit(preload, todo, None, preload_notes)
-                    run_with.start(len(todo))
-                    memories = loading.result()
+                loading = _Background(preload, todo, None, preload_notes)   # while the workers start
+                run_with.start(len(todo))
+                memories = loading.result()
                 for note in preload_notes:
                     say(f"note: {note}")
                 say(f"calibration and evaluation data loaded once ({sum(m is not None for m in memories.values())} "
@@ -148,6 +146,35 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     grid = tuple(records[c.id] for c in cells if c.id in records)
     return SweepResult(Path(out), grid, ran, len(finished), sum(r.get("status") == "failed" for r in grid),
                        round(time.perf_counter() - t0, 3), Executor(executor).value, md, picture, tuple(notes))
+
+
+class _Background:
+    """``fn(*args)`` on a daemon thread. :meth:`result` waits in short steps, so Ctrl-C (or
+    SIGTERM) stops the sweep at once instead of after the loading (a ThreadPoolExecutor's worker
+    would be waited for, on leaving its block and again at exit)."""
+
+    def __init__(self, fn, *args):
+        import threading
+
+        self._done = threading.Event()
+        self._value = self._error = None
+
+        def run():
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:   # handed to result()
+                self._error = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, daemon=True, name="edgenet-preload").start()
+
+    def result(self):
+        while not self._done.wait(0.1):
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _import_matplotlib_meanwhile() -> None:
