@@ -194,3 +194,20 @@ def test_data_package_imports_no_heavy_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=repo)
     assert out.stdout.strip() == ""
+
+
+def test_a_class_folder_named_with_a_line_break_is_refused(tmp_path):
+    """labels.txt and the model metadata hold one class name per line: a name with a newline would
+    shift every later label (issue 19). `edgenet train` on such a folder: one line, no checkpoint."""
+    import os
+
+    for name in ("cat\ndog", "bird"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (60 * i, 0, 0)).save(tmp_path / "data" / name / f"{i}.png")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "edgenet", "train", "--dataset", str(tmp_path / "data"), "--epochs",
+                           "1", "--out", str(tmp_path / "m.pt")], capture_output=True, text=True, env=env, timeout=120)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "line break or control character" in lines[0], proc.stderr
+    assert "'cat\\ndog'" in lines[0] and not (tmp_path / "m.pt").exists()
