@@ -292,3 +292,29 @@ def test_preload_keeps_within_its_memory_budget():
     assert notes and "1 preprocessing(s) not preloaded" in notes[0]
     assert all(m is not None for m in preload(cells, budget=10 * one).values())
     assert 0 < preload_budget() <= 2 << 30
+
+
+def test_a_sweep_folder_of_an_earlier_edgenet_is_taken_and_marked(tmp_path):
+    """Before the marker: results.jsonl, cells/, pareto.md and .lock only. Its crash leftovers with
+    the names edgenet gave them are removed; a cell folder whose files cannot be proven edgenet's
+    (no hashes in its cell.json) is kept and named."""
+    from edgenet.sweep.results import MARKER
+
+    folder = tmp_path / "S"
+    (folder / "cells" / "aaa").mkdir(parents=True)
+    (folder / "cells" / "aaa" / "cell.json").write_text(json.dumps(_record("aaa")))
+    (folder / "cells" / "bbb").mkdir()
+    (folder / "cells" / "bbb" / "cell.json").write_text(json.dumps(_record("bbb")))
+    (folder / "cells" / ".work-abcd1234").mkdir()
+    (folder / RESULTS).write_text(json.dumps(_record("aaa")) + "\n")
+    (folder / "pareto.md").write_text("# old\n")
+    (folder / ".lock").write_text("")
+    with SweepStore(folder) as store:
+        assert any("sweep folder of an earlier edgenet" in n for n in store.notes)
+        assert any("holds 1 item(s)" in n and "bbb" in n for n in store.notes)
+    assert (folder / MARKER).is_file()
+    assert sorted(p.name for p in (folder / "cells").iterdir()) == ["aaa", "bbb"]
+    (folder / MARKER).unlink()
+    (folder / "mine.txt").write_text("x")           # not only a sweep's files: not taken
+    with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
+        SweepStore(folder).open()
