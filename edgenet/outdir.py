@@ -36,23 +36,19 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
-import hashlib
 import json
 import logging
 import os
-import stat
 import shutil
 import tempfile
 from pathlib import Path
 
 from edgenet.errors import EdgenetError, OutputBusyError, OutputError, OutputExistsError
 from edgenet.pathcheck import check_location, immutable, os_error_message
+from edgenet.manifest import (LEGACY_MANIFEST, LOCK, MANIFEST, MANIFEST_BYTES, STAGING_PREFIX,  # noqa: F401
+                              _legacy, _plain, changed_files, digest, manifest, recorded_files)
 from edgenet.scratch import sweep_leftovers
 
-LOCK = ".edgenet.lock"
-MANIFEST = ".edgenet-manifest.json"
-LEGACY_MANIFEST = ".edgenet.json"          # earlier versions: names without hashes
-STAGING_PREFIX = ".edgenet-staging-"
 JOURNAL, PREVIOUS, FILES = "publish.json", "previous", "files"
 PROBE_BYTES = 64 << 10
 # names edgenet convert may write: a user's own file by one of these names is not overwritten
@@ -61,7 +57,6 @@ OUTPUT_PATTERNS = ("model*.onnx", "model*.tflite", "model_data.cc", "model_data.
                    "*_edgetpu.tflite", "*_edgetpu.log", MANIFEST, LEGACY_MANIFEST)
 # names every conversion writes: one of them changed by the user is refused at the start
 ALWAYS_WRITTEN = ("report.json", "report.md", "model_float.tflite")
-MANIFEST_BYTES = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -70,87 +65,8 @@ def _internal(name: str) -> bool:
     return name == LOCK or name.startswith(STAGING_PREFIX)
 
 
-def _plain(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name and not _internal(name)
-
-
 def _entries(out: Path) -> list[str]:
     return sorted(n for n in os.listdir(out) if not _internal(n))
-
-
-def _listed(path: Path) -> frozenset[str] | None:
-    """The plain file names in the ``files`` list of JSON file ``path`` (None: no such list)."""
-    from edgenet.safe_json import load_file
-
-    try:
-        names = load_file(path, max_bytes=MANIFEST_BYTES)
-    except (OSError, EdgenetError):
-        return None
-    names = names.get("files") if isinstance(names, dict) else None
-    if not isinstance(names, list):
-        return None
-    return frozenset(n for n in names if isinstance(n, str) and _plain(n))
-
-
-def digest(path: str | os.PathLike) -> str | None:
-    """sha256 of the regular file ``path`` (not followed if a symbolic link: None), or None when
-    it is not one or cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        h = hashlib.sha256()
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def manifest(out: str | os.PathLike) -> dict[str, str] | None:
-    """``{file name: sha256}`` of what the last conversion published into ``out`` (from
-    .edgenet-manifest.json), None when there is no manifest (or one that is not edgenet's)."""
-    from edgenet.safe_json import load_file
-
-    path = Path(out) / MANIFEST
-    if path.is_symlink():
-        return None
-    try:
-        record = load_file(path, max_bytes=MANIFEST_BYTES)
-    except (OSError, EdgenetError):
-        return None
-    files = record.get("files") if isinstance(record, dict) and record.get("written_by") == "edgenet" else None
-    if not isinstance(files, dict):
-        return None
-    return {n: h for n, h in files.items() if _plain(n) and n != MANIFEST and isinstance(h, str)}
-
-
-def recorded_files(out: str | os.PathLike) -> frozenset[str]:
-    """The files an earlier conversion wrote into ``out`` and nobody changed since: the names in
-    .edgenet-manifest.json whose content still has the sha256 recorded there (and the manifest)."""
-    out = Path(out)
-    files = manifest(out)
-    if files is None:
-        return frozenset()
-    return frozenset(n for n, h in files.items() if digest(out / n) == h) | {MANIFEST}
-
-
-def changed_files(out: str | os.PathLike) -> list[str]:
-    """The files of ``out``'s manifest that are there but no longer hold what edgenet wrote."""
-    out = Path(out)
-    files = manifest(out) or {}
-    return sorted(n for n, h in files.items() if os.path.lexists(out / n) and digest(out / n) != h)
-
-
-def _legacy(out: Path) -> bool:
-    """``out`` was written by an earlier edgenet: a file list without hashes, no manifest."""
-    return manifest(out) is None and any(_listed(out / n) is not None for n in (LEGACY_MANIFEST, "report.json"))
 
 
 def _is_folder(path: Path) -> bool:
