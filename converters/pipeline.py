@@ -189,10 +189,11 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
     notes.extend(_data_notes(data, source, needs_calibration))
-    pre_flags = [f for f in opts.preprocess.given if f in ("--mean", "--std", "--channel-order", "--resize")]
-    if data.info["kind"] == DataKind.ARRAYS and pre_flags:
-        notes.append(f"{', '.join(pre_flags)}: recorded in preprocess.json for the device, not applied to --calib "
-                     f"{Path(str(calib_spec)).name} (arrays are taken as model-ready: already preprocessed)")
+    normalization = [flag for flag in ("--mean", "--std") if flag in opts.preprocess.given]
+    if normalization and data.info["kind"] == DataKind.ARRAYS:
+        notes.append(f"--calib {opts.calib} holds arrays already preprocessed: {' and '.join(normalization)} "
+                     "were not applied to them (only to images: they are in preprocess.json and the metadata, for "
+                     "the images the deployed model will get)")
     source = _labels_from_folders(source, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 

@@ -19,11 +19,15 @@ Promises:
   If any step fails, the new files are taken out and the earlier ones put back. A journal
   (``publish.json`` in the staging folder) lets the next conversion into ``out`` finish that
   rollback after a SIGKILL mid-publish; it also removes staging folders that killed runs left.
-* ``--force`` replaces only what edgenet wrote: the names published are recorded in report.json's
-  ``files`` list (or, when the files published have no report.json listing them all, in a hidden
-  ``out/.edgenet.json``). An earlier conversion's files are replaced or removed; any other file
-  stays, and a file of the user's that has the name of one edgenet writes is refused at the
-  start, not overwritten.
+* ``--force`` replaces only what edgenet wrote: every publish records the files it published,
+  each with its sha256, in ``out/.edgenet-manifest.json``. An earlier conversion's file is
+  replaced or removed only while its content still matches the hash recorded: one the user has
+  changed since is kept (and said, on the ``edgenet.outdir`` logger), a file of the user's that
+  has the name of one edgenet writes is refused at the start, not overwritten, and any other file
+  stays. report.json's ``files`` list is not a record of what to remove (it is the user's to
+  edit). A folder an earlier edgenet wrote (report.json or ``.edgenet.json`` listing its files, no
+  hashes) has nothing provably edgenet's: nothing there is removed, and a name in the way is
+  refused with one line saying so.
 * Every failure to write is one line (OutputError, UsageError) naming the path and what to do.
   A write probe at the start finds a read-only, full or unwritable ``out`` before the slow stages.
 """
@@ -33,24 +37,27 @@ import errno
 import fcntl
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from edgenet.errors import OutputBusyError, OutputError, OutputExistsError
+from edgenet.errors import EdgenetError, OutputBusyError, OutputError, OutputExistsError
 from edgenet.pathcheck import check_location, immutable, os_error_message
+from edgenet.manifest import (LEGACY_MANIFEST, LOCK, MANIFEST, MANIFEST_BYTES, STAGING_PREFIX,  # noqa: F401
+                              _legacy, _plain, changed_files, digest, manifest, recorded_files)
 from edgenet.scratch import sweep_leftovers
 
-LOCK = ".edgenet.lock"
-MANIFEST = ".edgenet.json"
-STAGING_PREFIX = ".edgenet-staging-"
 JOURNAL, PREVIOUS, FILES = "publish.json", "previous", "files"
 PROBE_BYTES = 64 << 10
 # names edgenet convert may write: a user's own file by one of these names is not overwritten
 OUTPUT_PATTERNS = ("model*.onnx", "model*.tflite", "model_data.cc", "model_data.h", "model_op_resolver.h",
                    "preprocess.json", "labels.txt", "report.json", "report.md", "vela_summary.csv",
-                   "*_edgetpu.tflite", "*_edgetpu.log", MANIFEST)
+                   "*_edgetpu.tflite", "*_edgetpu.log", MANIFEST, LEGACY_MANIFEST)
+# names every conversion writes: one of them changed by the user is refused at the start
+ALWAYS_WRITTEN = ("report.json", "report.md", "model_float.tflite")
+log = logging.getLogger(__name__)
 
 
 def _internal(name: str) -> bool:
@@ -58,34 +65,8 @@ def _internal(name: str) -> bool:
     return name == LOCK or name.startswith(STAGING_PREFIX)
 
 
-def _plain(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name and not _internal(name)
-
-
 def _entries(out: Path) -> list[str]:
     return sorted(n for n in os.listdir(out) if not _internal(n))
-
-
-def _listed(path: Path) -> frozenset[str] | None:
-    """The plain file names in the ``files`` list of JSON file ``path`` (None: no such list)."""
-    try:
-        names = json.loads(path.read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(names, list):
-        return None
-    return frozenset(n for n in names if isinstance(n, str) and _plain(n))
-
-
-def recorded_files(out: str | os.PathLike) -> frozenset[str]:
-    """The files an earlier conversion wrote into ``out``: report.json's ``files`` (what it says it
-    wrote), or .edgenet.json's when a publish had no report.json listing all of them."""
-    out = Path(out)
-    for name in (MANIFEST, "report.json"):
-        names = _listed(out / name)
-        if names is not None:
-            return names | {name}
-    return frozenset()
 
 
 def _is_folder(path: Path) -> bool:
@@ -96,6 +77,13 @@ def _replace_problem(out: Path, name: str, recorded: frozenset[str]) -> str | No
     path = out / name
     if _is_folder(path):
         return f"--out {out}: {name} is a folder in the way of a file edgenet writes; move it away or choose another --out"
+    if name not in recorded and name in changed_files(out):
+        return (f"--out {out}: {name} changed since edgenet wrote it (its sha256 is not the one {MANIFEST} "
+                "records) and --force replaces only edgenet's files as written; move it away or choose another --out")
+    if name not in recorded and _legacy(out):
+        return (f"--out {out}: {name} is in the way, and the folder was written by an earlier edgenet that recorded "
+                f"no file hashes ({MANIFEST}), so its files cannot be told from yours; move them away or choose "
+                "another --out")
     if name not in recorded:
         return (f"--out {out}: {name} is not a file of the earlier conversion there (report.json does not list it) "
                 "and --force replaces only edgenet's files; move it away or choose another --out")
@@ -126,7 +114,10 @@ def check_out(out: str | os.PathLike, force: bool) -> None:
                                 "files there (other files stay)")
     if force:
         recorded = recorded_files(out)
+        changed = set(changed_files(out)) - set(ALWAYS_WRITTEN)   # kept if this conversion does not write them
         for name in entries:
+            if name in changed and not _is_folder(out / name):
+                continue
             if name in recorded or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS):
                 problem = _replace_problem(out, name, recorded)
                 if problem:
@@ -253,7 +244,7 @@ class OutputFolder:
             raise RuntimeError("OutputFolder.publish() outside its with-block")
         out, root = self.out, self._root
         names = sorted(os.listdir(self.staging))
-        bad = [n for n in names if not _plain(n) or n == MANIFEST]
+        bad = [n for n in names if not _plain(n) or n in (MANIFEST, LEGACY_MANIFEST)]
         if bad:
             raise OutputError(f"--out {out}: edgenet cannot publish a file named {bad[0]!r}")
         present = _entries(out)
@@ -265,11 +256,17 @@ class OutputFolder:
                 problem = _replace_problem(out, name, self._recorded)
                 if problem:
                     raise OutputError(problem)
-        moving = list(names)
-        if not set(names) <= (_listed(self.staging / "report.json") or frozenset()):   # report.json is the usual record
-            _write_json(self.staging / MANIFEST, {"written_by": "edgenet", "files": names})
-            moving.append(MANIFEST)
+        hashes = {n: digest(self.staging / n) for n in names}
+        _write_json(self.staging / MANIFEST, {"written_by": "edgenet",
+                                              "files": {n: h for n, h in hashes.items() if h is not None}})
+        moving = [*names, MANIFEST]
+        # the earlier conversion's files this one does not write: removed if still as edgenet wrote them
         stale = sorted(n for n in self._recorded - set(moving) if os.path.lexists(out / n) and not _is_folder(out / n))
+        kept = changed_files(out)
+        if kept:
+            log.warning("--out %s: kept %s: changed since edgenet wrote %s (not as %s records)", out,
+                        ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""), "it" if len(kept) == 1 else "them",
+                        MANIFEST)
         journal = {"out": os.path.abspath(out), "new": {n: _identity(self.staging / n) for n in moving},
                    "replaced": stale}
         current = None
@@ -378,18 +375,25 @@ def _rollback(root: Path, out: Path) -> OSError | None:
     files that reached it (recognised by device and inode), put the moved-away ones back.
     Returns None when done (or nothing to do), else the OSError that stopped it (the journal then
     stays for another try)."""
+    from edgenet.safe_json import load_file
+
     journal = root / JOURNAL
     try:
-        record = json.loads(journal.read_text(encoding="utf-8"))
+        record = load_file(journal, max_bytes=MANIFEST_BYTES)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        return exc if isinstance(exc, OSError) else OSError(errno.EIO, f"unreadable journal {journal}")
+    except OSError as exc:
+        return exc
+    except EdgenetError:
+        record = None
+    new = record.get("new") if isinstance(record, dict) else None
+    if not isinstance(new, dict):
+        return OSError(errno.EIO, f"unreadable journal {journal}")
     failure = None
-    for name, ident in record.get("new", {}).items():
+    for name, ident in new.items():
         path = out / name
         try:
-            if _plain(name) and os.path.lexists(path) and _identity(path) == list(ident):
+            if _plain(name) and isinstance(ident, list) and os.path.lexists(path) and _identity(path) == ident:
                 _remove(path)
         except OSError as exc:
             failure = failure or exc

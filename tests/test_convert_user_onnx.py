@@ -385,15 +385,6 @@ def test_int8_model_with_an_argmax_output(tmp_path):
     assert "index agreement" in (tmp_path / "o" / "report.md").read_text()
 
 
-def test_preprocessing_flags_with_model_ready_arrays_are_recorded_and_said_not_applied(detector, tmp_path):
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(24, 3, 32, 32)).astype(np.float32))
-    r = edgenet.convert(str(detector), input_shape=(1, 3, 32, 32), mean=0.5, std=0.25, calib=str(tmp_path / "x.npy"), int8=False,
-                        out=tmp_path / "o", **FAST)
-    note = next(n for n in r.report.notes if "not applied to --calib x.npy" in n)
-    assert note.startswith("--mean, --std: recorded in preprocess.json")
-    assert json.loads((tmp_path / "o" / "preprocess.json").read_text())["mean"] == [0.5, 0.5, 0.5]
-
-
 def test_all_zero_examples_cannot_judge_the_int8_model(tmp_path, capsys):
     path = _mlp(tmp_path / "mlp.onnx")
     np.save(tmp_path / "zeros.npy", np.zeros((60, 20), np.float32))

@@ -7,6 +7,7 @@ Every process gets a temp folder of its own (TMPDIR), so that "nothing left" is 
 /dev/shm is shared with the machine, so only entries naming the process's pid are checked. The
 mount tests need root (a tmpfs, a read-only remount) and skip where that fails.
 """
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -31,7 +32,8 @@ FLOAT = [*TINY, "--float", "-q"]
 # int8 calibration arrays over 1 MB (64 px x 128 samples): they travel through /dev/shm
 SHM_INT8 = ["mobilenet_v1", "--alpha", "0.25", "--resolution", "64", "--num-classes", "2", "--calib-samples", "128",
             "--eval-samples", "4", "--int8", "--calib-method", "mse"]
-FLOAT_FILES = {"model.onnx", "model_float.tflite", "preprocess.json", "report.json", "report.md", "eval_set.npz"}
+FLOAT_FILES = {"model.onnx", "model_float.tflite", "preprocess.json", "report.json", "report.md", "eval_set.npz",
+               ".edgenet-manifest.json"}
 
 
 class Env:
@@ -212,6 +214,40 @@ def test_force_replaces_the_earlier_conversion_and_keeps_the_users_files(env, ea
 
 
 @pytest.mark.slow
+def test_force_removes_only_files_edgenet_wrote_as_it_wrote_them(env, earlier, tmp_path):
+    """report.json is the user's to edit: a file it lists is not edgenet's for that (issue 19). Only
+    .edgenet-manifest.json's files whose sha256 still matches are edgenet's."""
+    import json
+
+    out = _copy(earlier, tmp_path / "out")
+    (out / "thesis.tex").write_text("two years of work\n")
+    report = json.loads((out / "report.json").read_text())
+    report["files"].append("thesis.tex")
+    (out / "report.json").write_text(json.dumps(report))       # hand-edited: also changed since edgenet wrote it
+    proc = env.run("convert", *FLOAT, "--target", "rpi", "--out", out, "--force")
+    _one_line(proc.stderr, "report.json changed since edgenet wrote it")
+    assert proc.returncode == 1 and (out / "thesis.tex").read_text() == "two years of work\n"
+    manifest = json.loads((out / ".edgenet-manifest.json").read_text())
+    manifest["files"]["report.json"] = hashlib.sha256((out / "report.json").read_bytes()).hexdigest()
+    (out / ".edgenet-manifest.json").write_text(json.dumps(manifest))   # the edit made to look like edgenet's
+    (out / "model_int8.tflite").write_bytes(b"my own int8 model")       # changed; not written again: kept
+    proc = env.run("convert", *FLOAT, "--target", "rpi", "--out", out, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept model_int8.tflite: changed since edgenet wrote it" in proc.stderr
+    assert (out / "thesis.tex").read_text() == "two years of work\n"
+    assert (out / "model_int8.tflite").read_bytes() == b"my own int8 model"
+    assert set(os.listdir(out)) == FLOAT_FILES | {"thesis.tex", "model_int8.tflite"}
+    # a folder of an earlier edgenet (file names without hashes): nothing is provably edgenet's
+    (out / "model_int8.tflite").unlink()
+    (out / ".edgenet-manifest.json").unlink()
+    before = snapshot(out)
+    proc = env.run("convert", *FLOAT, "--target", "rpi", "--out", out, "--force")
+    _one_line(proc.stderr, "written by an earlier edgenet that recorded no file hashes")
+    assert proc.returncode == 1 and snapshot(out) == before
+    assert env.left() == []
+
+
+@pytest.mark.slow
 def test_a_publish_that_fails_halfway_restores_every_earlier_file(env, earlier, tmp_path):
     """The earlier int8 model becomes immutable while the conversion runs (after the start
     checks): removing it, the last step of publishing, fails after the new files' earlier versions
@@ -221,7 +257,8 @@ def test_a_publish_that_fails_halfway_restores_every_earlier_file(env, earlier, 
     _wait_for(lambda: any(n.startswith(".edgenet-staging-") for n in os.listdir(out)), what="staging")
     with immutable(out / "model_int8.tflite"):
         before = snapshot(out)
-        before = {k: v for k, v in before.items() if not k.startswith(".edgenet")}   # the run's own lock, staging
+        before = {k: v for k, v in before.items()
+                  if not k.startswith((".edgenet.lock", ".edgenet-staging-"))}   # the run's own lock, staging
         proc.wait(timeout=600)
         err = proc.stderr.read()
         assert proc.returncode == 1, err

@@ -1,6 +1,7 @@
 """The output folder: staged inside --out, locked, published all or nothing, --force keeps the
 user's files, refused places, one-line write errors; scratch folders that killed runs leave."""
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -51,18 +52,19 @@ def test_staging_is_inside_out_and_nothing_else_stays(tmp_path):
         _stage(folder, FIRST)
         published = folder.publish()
     assert sorted(p.name for p in published) == sorted([*FIRST, "report.json"])
-    assert sorted(os.listdir(out)) == sorted([*FIRST, "report.json"])     # no lock, staging or manifest
+    assert sorted(os.listdir(out)) == sorted([*FIRST, "report.json", MANIFEST])     # no lock or staging
     assert (out / "model_int8.tflite").read_bytes() == b"int8-1"
-    assert recorded_files(out) == {*FIRST, "report.json"}
+    assert recorded_files(out) == {*FIRST, "report.json", MANIFEST}
 
 
-def test_a_hidden_manifest_records_files_when_no_report_lists_them(tmp_path):
+def test_a_hidden_manifest_records_every_file_with_its_hash(tmp_path):
     out = tmp_path / "out"
     _convert(out, {"model.onnx": b"x"}, report=False)
     assert sorted(os.listdir(out)) == [MANIFEST, "model.onnx"]
-    assert json.loads((out / MANIFEST).read_text())["files"] == ["model.onnx"]
-    _convert(out, SECOND, force=True)                 # now with a report.json: the manifest goes
-    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json"])
+    record = json.loads((out / MANIFEST).read_text())
+    assert record["files"] == {"model.onnx": hashlib.sha256(b"x").hexdigest()}
+    _convert(out, SECOND, force=True)
+    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", MANIFEST])
 
 
 def test_a_non_empty_folder_needs_force(tmp_path):
@@ -82,7 +84,7 @@ def test_force_replaces_edgenet_files_and_keeps_the_users(tmp_path):
     (out / "data").mkdir()
     (out / "data" / "x.bin").write_bytes(b"1")
     _convert(out, SECOND, force=True)
-    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", "notes.txt", "data"])
+    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", MANIFEST, "notes.txt", "data"])
     assert (out / "notes.txt").read_text() == "my notes" and (out / "data" / "x.bin").read_bytes() == b"1"
     assert (out / "model.onnx").read_bytes() == b"onnx-2"
 
@@ -142,7 +144,7 @@ def test_a_lock_held_by_another_process_refuses_at_once(tmp_path):
         holder.kill()
         holder.wait()
     _convert(out, FIRST, force=True)                 # the dead holder's lock is gone with it
-    assert sorted(os.listdir(out)) == sorted([*FIRST, "report.json"])
+    assert sorted(os.listdir(out)) == sorted([*FIRST, "report.json", MANIFEST])
 
 
 def _prepare_forced(out: Path) -> dict:
@@ -151,8 +153,8 @@ def _prepare_forced(out: Path) -> dict:
     return snapshot(out)
 
 
-# renames of a forced publish of SECOND over FIRST: 1 journal, 3 replaced, 3 stale, 3 new
-RENAMES = 10
+# renames of a forced publish of SECOND over FIRST: 1 journal, 4 replaced, 3 stale, 4 new (with the manifest)
+RENAMES = 12
 
 
 @pytest.mark.parametrize("failing", range(1, RENAMES + 1))
@@ -219,7 +221,7 @@ def test_sigkill_mid_publish_is_undone_by_the_next_conversion(tmp_path, kill_at)
     if kill_at <= RENAMES:
         assert snapshot(out) == before               # the publish never committed: rolled back
     else:
-        assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", "notes.txt"])
+        assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", MANIFEST, "notes.txt"])
 
 
 def test_a_killed_conversion_does_not_block_the_next(tmp_path):
@@ -236,7 +238,7 @@ def test_a_killed_conversion_does_not_block_the_next(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert sorted(n[:len(STAGING_PREFIX)] for n in os.listdir(out)) == [STAGING_PREFIX, LOCK]
     _convert(out, SECOND)                            # no --force needed: nothing of anyone's is there
-    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json"])
+    assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", MANIFEST])
 
 
 def test_a_failed_conversion_removes_the_folders_it_made(tmp_path):
@@ -254,7 +256,7 @@ def test_an_out_on_another_filesystem_is_staged_there(tmp_path):
                 assert folder.staging.stat().st_dev == mnt.stat().st_dev
                 _stage(folder, SECOND)
                 folder.publish()
-            assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", *(["sub"] if out == mnt else [])])
+            assert sorted(os.listdir(out)) == sorted([*SECOND, "report.json", MANIFEST, *(["sub"] if out == mnt else [])])
 
 
 def test_read_only_out_fails_at_the_start_in_one_line(tmp_path):

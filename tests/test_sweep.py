@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -138,15 +139,18 @@ def test_commit_writes_folder_then_line_and_reopen_repairs_a_crash(tmp_path):
     assert (folder / "cells" / "aaa" / "model_int8.tflite").read_bytes() == b"\x01\x02"
     assert (folder / "cells" / "aaa" / "sub" / "x.txt").read_bytes() == b"hi"
     assert json.loads((folder / "cells" / "aaa" / "cell.json").read_text())["id"] == "aaa"
-    # what a kill leaves: a folder without a line, a staging folder, a torn last line
-    (folder / "cells" / "bbb").mkdir()
-    (folder / "cells" / "bbb" / "model_int8.tflite").write_bytes(b"half")
-    (folder / "cells" / ".ccc-x1").mkdir()
+    # what a kill leaves: a cell folder whose line was never written, a staging folder, a torn last line
+    with SweepStore(folder) as store:
+        store.commit(_record("bbb"), {"model_int8.tflite": b"whole"})
+    lines = (folder / RESULTS).read_text().splitlines(keepends=True)
+    (folder / RESULTS).write_text(lines[0])
+    (folder / "cells" / ".edgenet-cell-x1").mkdir()
+    (folder / "cells" / ".edgenet-cell-x1" / "model_int8.tflite").write_bytes(b"half")
     with open(folder / RESULTS, "a") as fh:
         fh.write('{"id": "ddd", "sta')
     assert set(read_results(folder)) == {"aaa"}
     with SweepStore(folder) as store:
-        assert set(store.finished()) == {"aaa"}
+        assert set(store.finished()) == {"aaa"} and not store.notes
         assert sorted(p.name for p in (folder / "cells").iterdir()) == ["aaa"]
         assert (folder / RESULTS).read_text().endswith("}\n")
         store.commit(_record("bbb"), {})
@@ -158,7 +162,7 @@ def test_a_folder_holding_something_else_or_in_use_is_refused(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(UsageError, match="holds no sweep"):
+    with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
         SweepStore(other).open()
     store = SweepStore(tmp_path / "S").open()
     code = ("import sys; sys.path.insert(0, sys.argv[2]); from edgenet.sweep.results import SweepStore\n"
@@ -174,7 +178,8 @@ def test_front_keeps_exactly_the_unbeaten_cells():
     rows = [_record("a", label="A", size_bytes=100, sqnr_db=20.0, arena_bytes=10, fits=True),
             _record("b", label="B", size_bytes=200, sqnr_db=30.0, arena_bytes=10, fits=True),
             _record("c", label="C", size_bytes=200, sqnr_db=25.0, arena_bytes=20, fits=True),   # beaten by B
-            _record("d", label="D", size_bytes=400, sqnr_db=40.0, arena_bytes=90, fits=False),
+            _record("d", label="D", size_bytes=400, sqnr_db=40.0, arena_bytes=90, fits=False, verdict="fail",
+                    trained=False),
             _record("e", label="E", size_bytes=800, sqnr_db=None, precision="float32", arena_bytes=90, fits=True),
             _record("f", label="F", status="failed", error="boom"),
             _record("g", label="G", status="does_not_fit", size_bytes=50, sqnr_db=None, error="over RAM")]
@@ -184,19 +189,10 @@ def test_front_keeps_exactly_the_unbeaten_cells():
     assert [(r["label"], by["label"]) for r, by in front.beaten] == [("C", "B")]
     assert sorted(r["label"] for r in front.other) == ["F", "G"]
     md = to_markdown([front])
-    assert "| D | 40.0 dB | 0.4 | 0.1 | ? | **no** | `d` |" in md and "ref (float32)" in md
+    assert "| D | 40.0 dB | not judged (untrained) | 0.4 | 0.1 | **no** | `d` |" in md and "ref (float32)" in md
+    assert "| E | ref (float32) | reference |" in md
+    assert "**Untrained weights:** 1 of 5 ranked cell(s)" in md      # said before any table
     assert "- C (25.0 dB" in md and "by B" in md and "F: failed: boom" in md
-    assert "Untrained" not in md and "Synthetic" not in md
-
-
-def test_pareto_table_says_each_verdict_and_warns_of_untrained_weights_and_synthetic_data():
-    rows = [_record("a", label="A", size_bytes=100, verdict="pass", trained=True, synthetic_data=False),
-            _record("b", label="B", size_bytes=200, sqnr_db=30.0, verdict="fail", trained=True),
-            _record("c", label="C", size_bytes=300, sqnr_db=40.0, verdict="fail", trained=False, synthetic_data=True)]
-    md = to_markdown(fronts(rows))
-    assert "| A | 20.0 dB | 0.1 | pass |" in md and "| B | 30.0 dB | 0.2 | **FAIL** |" in md
-    assert "| C | 40.0 dB | 0.3 | not judged (untrained) |" in md
-    assert "> **Untrained weights** in 1 of 3 cells" in md and "> **Synthetic data** in 1 of 3 cells" in md
 
 
 def test_front_uses_top1_and_latency_when_every_cell_has_them():
@@ -222,25 +218,6 @@ def test_render_writes_markdown_and_png(tmp_path):
     md, png, all_fronts = render(tmp_path)
     assert "## cortex-m" in md.read_text() and png.stat().st_size > 1000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(all_fronts[0].front) == 2
-
-
-def test_pareto_plot_draws_the_third_criterion_and_a_truthful_legend(tmp_path, monkeypatch):
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from edgenet.sweep import pareto
-
-    seen = []
-    monkeypatch.setattr(plt, "close", lambda fig=None: seen.append(fig))   # keep the figure to read it
-    both = [_record("a", target="cortex-m", arena_bytes=1024, fits=True),
-            _record("b", target="cortex-m", size_bytes=50, sqnr_db=10.0, arena_bytes=2048, fits=False)]
-    pareto.plot(fronts(both), tmp_path / "p.png")
-    ax = seen[-1].axes[0]
-    assert sorted(t.get_text() for t in ax.texts) == ["a\n1.0 TFLM arena", "b\n2.0 TFLM arena"]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["on the front", "beaten", "hollow: does not fit"]
-    pareto.plot(fronts(both[:1]), tmp_path / "q.png")                     # every cell fits: nothing hollow to explain
-    assert "hollow: does not fit" not in [t.get_text() for t in seen[-1].axes[0].get_legend().get_texts()]
 
 
 # -- the preloaded-data hook -------------------------------------------------------------------------
@@ -272,10 +249,16 @@ def _cli(*args, cwd=None):
                                          (["--precision", "int4", "--out", "S"], "not a precision"),
                                          (["--alpha", "x", "--out", "S"], "not a comma-separated list"),
                                          (["mobilenet_v1"], "--out DIR is required"),
-                                         (["--report", "nowhere"], "not a sweep folder")])
+                                         (["--report", "nowhere"], "not a sweep folder"),
+                                         (["--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "S"],
+                                          "nothing answers at 127.0.0.1:1 within 3 s"),
+                                         (["--executor", "ray", "--ray-address", "head:port", "--out", "S"],
+                                          "not HOST:PORT")])
 def test_cli_bad_input_is_one_line(tmp_path, args, words):
+    t0 = time.monotonic()
     out = _cli(*args, cwd=tmp_path)
     assert out.returncode != 0 and words in out.stderr
+    assert time.monotonic() - t0 < 30                    # an unreachable Ray cluster: seconds, not minutes
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "S").exists()
 
@@ -294,3 +277,44 @@ def test_longest_cells_are_estimated_first(tmp_path):
                                 targets=("rpi",)))
     order = [(c.kind, c.alpha, c.resolution) for c in sorted(cells, key=estimated_work, reverse=True)]
     assert order == [("onnx", None, None), ("zoo", 1.0, 224), ("zoo", 1.0, 64), ("zoo", 0.25, 224), ("zoo", 0.25, 64)]
+
+
+def test_preload_keeps_within_its_memory_budget():
+    """A grid of many resolutions does not preload every resolution's arrays at once (issue 19: a
+    6,400-cell grid held 13.7 GB): past the budget, cells load their own data."""
+    from edgenet.sweep.worker import preload, preload_budget
+
+    cells, _ = expand(_spec(resolutions=(32, 64), alphas=(0.25,), calib_samples=4, eval_samples=4))
+    one = (4 + 4) * 32 * 32 * 3 * 4
+    notes: list[str] = []
+    memories = preload(cells, budget=one, notes=notes)
+    assert sorted(m is None for m in memories.values()) == [False, True]
+    assert notes and "1 preprocessing(s) not preloaded" in notes[0]
+    assert all(m is not None for m in preload(cells, budget=10 * one).values())
+    assert 0 < preload_budget() <= 2 << 30
+
+
+def test_a_sweep_folder_of_an_earlier_edgenet_is_taken_and_marked(tmp_path):
+    """Before the marker: results.jsonl, cells/, pareto.md and .lock only. Its crash leftovers with
+    the names edgenet gave them are removed; a cell folder whose files cannot be proven edgenet's
+    (no hashes in its cell.json) is kept and named."""
+    from edgenet.sweep.results import MARKER
+
+    folder = tmp_path / "S"
+    (folder / "cells" / "aaa").mkdir(parents=True)
+    (folder / "cells" / "aaa" / "cell.json").write_text(json.dumps(_record("aaa")))
+    (folder / "cells" / "bbb").mkdir()
+    (folder / "cells" / "bbb" / "cell.json").write_text(json.dumps(_record("bbb")))
+    (folder / "cells" / ".work-abcd1234").mkdir()
+    (folder / RESULTS).write_text(json.dumps(_record("aaa")) + "\n")
+    (folder / "pareto.md").write_text("# old\n")
+    (folder / ".lock").write_text("")
+    with SweepStore(folder) as store:
+        assert any("sweep folder of an earlier edgenet" in n for n in store.notes)
+        assert any("holds 1 item(s)" in n and "bbb" in n for n in store.notes)
+    assert (folder / MARKER).is_file()
+    assert sorted(p.name for p in (folder / "cells").iterdir()) == ["aaa", "bbb"]
+    (folder / MARKER).unlink()
+    (folder / "mine.txt").write_text("x")           # not only a sweep's files: not taken
+    with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
+        SweepStore(folder).open()

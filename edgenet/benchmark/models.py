@@ -170,6 +170,8 @@ class LoadedModel:
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ModelError(f"{path}: has {len(inputs)} inputs; the benchmark handles one-input models")
+        if not self.interpreter.get_output_details():
+            raise ModelError(f"{path}: has no outputs: there is nothing to measure or compare")
         self._runner = TFLiteModel.from_interpreter(self.interpreter)   # quantize, run, dequantize
         self._input, self._output = inputs[0], self._runner.outputs[0]   # the model's first output
         self.input, self.output = TensorInfo.of(inputs[0]), TensorInfo.of(self._output)

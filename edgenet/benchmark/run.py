@@ -196,6 +196,11 @@ def held_out_set(path: Path, labels: tuple[str, ...] | None, notes: list[str]):
             if len(arrays) != 1:
                 raise DataError(f"{path}: holds {len(arrays)} input arrays; the benchmark runs one-input models")
             x = npz[arrays[0]]
+            # numbers only: numpy would parse numeric strings and drop imaginary parts without a word
+            for name, dtype in ((arrays[0], x.dtype), *((k, npz[k].dtype) for k in ("mean", "std") if k in npz.files)):
+                if dtype.kind not in "fiu":
+                    raise DataError(f"{path}: its array {name!r} holds {dtype} values, not real numbers: "
+                                    "write it again with edgenet convert")
             if arrays[0].startswith("pixels:"):     # stored as the pixels they were normalized from
                 mean, std = npz["mean"].astype(np.float32), npz["std"].astype(np.float32)
                 if x.dtype != np.uint8 or x.ndim != 4 or mean.shape != (x.shape[-1],) or std.shape != mean.shape \

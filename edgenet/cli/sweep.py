@@ -93,7 +93,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
       edgenet sweep --report S                                        # re-render S/pareto.md
     """
     from edgenet.errors import UsageError
-    from edgenet.sweep import SweepSpec, render, sweep
+    from edgenet.sweep import SweepSpec, render, summary_line, sweep
 
     def say(line: str) -> None:
         if not quiet:
@@ -107,6 +107,16 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
 
         if not (Path(report_dir) / RESULTS).is_file():
             raise UsageError(f"{report_dir}: no {RESULTS} (not a sweep folder)")
+        from edgenet.sweep.results import SweepStore, read_results_counted
+
+        SweepStore(report_dir).check("--report")    # pareto.md/.png are written only into edgenet's sweep folder
+        records, skipped = read_results_counted(report_dir)
+        if not records:
+            raise UsageError(f"{report_dir}: {RESULTS} holds no record of a sweep cell"
+                             + (f" ({skipped} line(s) are not what edgenet writes)" if skipped else ""))
+        if skipped:
+            say(f"note: {skipped} line(s) of {Path(report_dir) / RESULTS} are not records of a sweep cell "
+                "(torn, or not what edgenet writes): left out")
         md, png, fronts = render(report_dir)
         say(f"wrote {md}" + (f" and {png}" if png else f" (pareto.png needs: {install_hint('plot')})"))
         if as_json:
@@ -126,12 +136,8 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = sweep(spec, out, executor=executor, workers=workers, cpus_per_cell=cpus_per_cell,
                    ray_address=ray_address, retry_failed=retry_failed, progress=say)
-    ok = sum(r.get("status") == "ok" for r in result.records)
-    over = sum(r.get("status") == "does_not_fit" for r in result.records)
-    degraded = sum(r.get("status") == "degraded" for r in result.records)
-    say(f"{len(result.records)} cell(s): {ok} converted, {degraded} damaged by quantization (verdict failed), "
-        f"{over} do not fit their target, {result.failed} failed; "
-        f"ran {result.ran}, skipped {result.skipped} already done; {result.seconds:.1f} s")
+    say(f"{summary_line(result.records)}; ran {result.ran}, skipped {result.skipped} already done; "
+        f"{result.seconds:.1f} s")
     say(f"wrote {result.out}/results.jsonl, {result.pareto_md}"
         + (f", {result.pareto_png}" if result.pareto_png else f" (pareto.png needs: {install_hint('plot')})"))
     if as_json:

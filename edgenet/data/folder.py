@@ -117,6 +117,12 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
+def _unprintable(name: str) -> bool:
+    """A name that cannot be one line of labels.txt: a control character (C0, DEL, C1) or a
+    Unicode line or paragraph separator."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029\x85" for c in name)
+
+
 def list_image_files(root: Path) -> tuple[list[Path], list[int] | None, tuple[str, ...] | None]:
     """(files in sorted order, their labels or None, class names or None), nothing decoded yet."""
     root = Path(root)
@@ -137,11 +143,10 @@ def list_image_files(root: Path) -> tuple[list[Path], list[int] | None, tuple[st
         raise DataError(f"{root}: holds both class subfolders and {len(loose)} loose image(s) "
                         f"(e.g. {loose[0].name}); move the loose images into a class folder")
     if classes:
-        for name, _ in classes:
-            if any(ord(c) < 32 or ord(c) == 127 for c in name) or name != name.strip():
-                raise DataError(f"{root}: class folder {name!r} holds a control character (a newline, a tab ...) "
-                                "or surrounding spaces; class names become labels.txt lines and model metadata: "
-                                "rename the folder")
+        odd = next((name for name, _ in classes if _unprintable(name)), None)
+        if odd is not None:
+            raise DataError(f"{root}: the class folder {odd!r} has a line break or control character in its name, "
+                            "and class names are written one per line (labels.txt, model metadata); rename it")
         files = [f for _, fs in classes for f in fs]
         labels = [k for k, (_, fs) in enumerate(classes) for _ in fs]
         return files, labels, tuple(name for name, _ in classes)

@@ -154,13 +154,11 @@ class Preprocess:
                                 else f"{path}: not a regular file")
             if path.stat().st_size > 1 << 20:
                 raise DataError(f"{path}: too large for a preprocessing file ({path.stat().st_size:,} bytes)")
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            from edgenet.safe_json import load_file   # limits: depth, size, finite numbers, 64-bit integers
+
+            return cls.from_dict(load_file(path, str(path), max_bytes=1 << 20, max_depth=8))
         except PermissionError as exc:
             raise DataError(f"{path}: permission denied") from exc
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text") from exc
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg})") from exc
         except DataError as exc:
             msg = str(exc)
             raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None

@@ -15,7 +15,6 @@ Modules: :mod:`~edgenet.sweep.cells` (grid, cell ids, the precision mapping),
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,9 +23,14 @@ from typing import Callable
 from edgenet.sweep.cells import Cell, SweepSpec, convert_precisions, estimated_work, expand, precision_numbers
 from edgenet.sweep.pareto import render
 from edgenet.sweep.results import SweepStore, read_results
+from edgenet.sweep.summary import progress_line, summary_line
 
 __all__ = ["sweep", "SweepSpec", "SweepResult", "Cell", "Executor", "expand", "render", "read_results",
-           "convert_precisions", "precision_numbers", "make_executor"]
+           "convert_precisions", "precision_numbers", "make_executor", "summary_line", "progress_line"]
+
+
+LARGE_GRID = 256
+"""More cells than this: the sweep says how many before it starts."""
 
 
 class Executor(str, Enum):
@@ -89,7 +93,12 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     run_with = make_executor(executor, workers, cpus_per_cell, ray_address)
     for note in notes:
         say(f"note: {note}")
+    if len(cells) > LARGE_GRID:
+        say(f"note: a grid of {len(cells)} cells, each a full conversion (seconds to minutes): finished cells "
+            "are kept, so Ctrl-C stops it and the same command resumes it")
     with SweepStore(out) as store:
+        for note in store.notes:
+            say(f"note: {note}")
         if hasattr(run_with, "workdir"):
             run_with.workdir = str(store.cells)
         done = store.finished()
@@ -106,10 +115,12 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
                 if png:
                     _import_matplotlib_meanwhile()
                 t_data = time.perf_counter()
-                with ThreadPoolExecutor(1) as side:   # the data loads while the workers start
-                    loading = side.submit(preload, todo)
-                    run_with.start(len(todo))
-                    memories = loading.result()
+                preload_notes: list[str] = []
+                loading = _Background(preload, todo, None, preload_notes)   # while the workers start
+                run_with.start(len(todo))
+                memories = loading.result()
+                for note in preload_notes:
+                    say(f"note: {note}")
                 say(f"calibration and evaluation data loaded once ({sum(m is not None for m in memories.values())} "
                     f"preprocessing(s), {_nbytes(memories) / 1e6:.1f} MB) while the workers started: "
                     f"{time.perf_counter() - t_data:.1f} s")
@@ -121,13 +132,7 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
                     failed_now += record.get("status") == "failed"
                     elapsed = time.perf_counter() - t_run
                     left = elapsed / ran * (len(todo) - ran)
-                    what = record.get("status")
-                    if what == "failed":
-                        what = f"FAILED: {record.get('error')}"
-                    elif what == "does_not_fit":
-                        what = f"does not fit: {record.get('error')}"
-                    else:
-                        what = f"ok {record.get('seconds', 0):.1f} s"
+                    what = progress_line(record)
                     say(f"[{ran}/{len(todo)}] {cell.label}: {what}  (failed {failed_now}, elapsed "
                         f"{_clock(elapsed)}, ~{_clock(left)} left)")
                     if on_record:
@@ -141,6 +146,35 @@ def sweep(spec: SweepSpec, out: str | Path, *, executor: Executor | str = Execut
     grid = tuple(records[c.id] for c in cells if c.id in records)
     return SweepResult(Path(out), grid, ran, len(finished), sum(r.get("status") == "failed" for r in grid),
                        round(time.perf_counter() - t0, 3), Executor(executor).value, md, picture, tuple(notes))
+
+
+class _Background:
+    """``fn(*args)`` on a daemon thread. :meth:`result` waits in short steps, so Ctrl-C (or
+    SIGTERM) stops the sweep at once instead of after the loading (a ThreadPoolExecutor's worker
+    would be waited for, on leaving its block and again at exit)."""
+
+    def __init__(self, fn, *args):
+        import threading
+
+        self._done = threading.Event()
+        self._value = self._error = None
+
+        def run():
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:   # handed to result()
+                self._error = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, daemon=True, name="edgenet-preload").start()
+
+    def result(self):
+        while not self._done.wait(0.1):
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _import_matplotlib_meanwhile() -> None:

@@ -133,7 +133,7 @@ class LocalExecutor:
         from edgenet.sweep.worker import save_memory
 
         todo, attempts = list(cells), {c.id: 0 for c in cells}
-        data = Path(tempfile.mkdtemp(prefix=".data-", dir=self.workdir))
+        data = Path(tempfile.mkdtemp(prefix=".edgenet-data-", dir=self.workdir))
         try:
             folders = {key: save_memory(memory, data / str(i))
                        for i, (key, memory) in enumerate(memories.items()) if memory is not None}
@@ -237,6 +237,36 @@ def _ray_cell(cell: Cell, memory: dict | None, files: dict | None, threads: int)
     return run_cell_anywhere(cell, memory, files, threads=threads)
 
 
+RAY_PORT = 6379           # the port `ray start --head` listens on unless told otherwise
+PROBE_SECONDS = 3.0
+
+
+def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise UsageError (one line) unless something accepts a TCP connection at the Ray cluster
+    ``address`` (``HOST:PORT``, ``HOST`` for port 6379, or ``ray://HOST:PORT``) within ``timeout``
+    seconds; ``auto`` is Ray's own lookup and not probed. Without it ray.init retries an address
+    nobody answers at for minutes, printing its raw log lines."""
+    import socket
+
+    if address == "auto":
+        return
+    text = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = text.rpartition(":") if ":" in text.lstrip("[").split("]")[-1] else (text, "", "")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port) if port else RAY_PORT
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--ray-address {address}: not HOST:PORT (e.g. 192.168.1.10:6379)") from None
+    try:
+        socket.create_connection((host, number), timeout=timeout).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise UsageError(f"--ray-address {address}: nothing answers at {host}:{number} within {timeout:g} s ({why}); "
+                         "start the cluster there (ray start --head) or check the address") from None
+
+
 class RayExecutor:
     name = "ray"
 
@@ -244,6 +274,8 @@ class RayExecutor:
         from edgenet._deps import require
 
         require("ray", extra="scale", purpose="--executor ray")
+        if address:
+            check_reachable(address)
         self.address = address
         self.cpus_per_cell = max(1, cpus_per_cell)
         self.workers = workers or max(1, (os.cpu_count() or 1) // self.cpus_per_cell)

@@ -97,37 +97,34 @@ def _fits(r: dict) -> str:
     return {True: "yes", False: "**no**"}.get(r.get("fits"), "?")
 
 
-def _verdict(r: dict) -> str:
-    """The cell's verdict as the table shows it; a verdict on untrained weights is not a judgement."""
-    if r.get("precision") == "float32":
-        return "ref"
-    if r.get("trained") is False:
-        return "not judged (untrained)"
-    return {"pass": "pass", "fail": "**FAIL**"}.get(r.get("verdict"), str(r.get("verdict") or "?"))
+SYNTHETIC = ("shapes",)      # built-in calibration sets of generated images
 
 
 def _warnings(all_fronts: list[Front]) -> list[str]:
-    """What makes the ranking mean little: untrained weights, synthetic data."""
+    """What the reader must know before ranking: untrained weights, synthetic images."""
+    from edgenet.sweep.summary import untrained
+
     rows = [r for f in all_fronts for r in (*f.front, *(b for b, _ in f.beaten))]
-    out = []
-    untrained = [r for r in rows if r.get("trained") is False]
-    if untrained:
-        out.append(f"**Untrained weights** in {len(untrained)} of {len(rows)} cells: their quality figures say "
-                   "nothing about a real model, and their verdicts are not judged. Sweep a trained checkpoint "
-                   "or pass --weights.")
-    synthetic = [r for r in rows if r.get("synthetic_data")]
+    lines = []
+    n = sum(untrained(r) for r in rows)
+    if n:
+        lines.append(f"> **Untrained weights:** {n} of {len(rows)} ranked cell(s) are models without trained "
+                     "weights (zoo models, no checkpoint). Their SQNR and verdicts compare a quantized model with "
+                     "its float twin and are not judged; they say nothing of a trained model's accuracy.")
+    synthetic = sorted({r.get("calib") for r in rows if r.get("calib") in SYNTHETIC})
     if synthetic:
-        out.append(f"**Synthetic data** in {len(synthetic)} of {len(rows)} cells (a built-in, procedurally "
-                   "generated image set): pass --calib with real images for a meaningful ranking.")
-    return out
+        lines.append(f"> **Synthetic data:** calibrated and evaluated on the built-in generated images "
+                     f"({', '.join(synthetic)}), not on the task's images.")
+    return lines + [""] if lines else []
 
 
 def to_markdown(all_fronts: list[Front], title: str = "Sweep: Pareto fronts") -> str:
+    from edgenet.sweep.summary import verdict_text
+
     lines = [f"# {title}", ""]
     if not all_fronts:
         return "\n".join(lines + ["No finished cells yet.", ""])
-    for warning in _warnings(all_fronts):
-        lines += [f"> {warning}", ""]
+    lines += _warnings(all_fronts)
     for f in all_fronts:
         qname = "top-1" if f.quality == "top1" else "SQNR vs float32"
         cname = dict(COSTS).get(f.cost, "")
@@ -135,19 +132,20 @@ def to_markdown(all_fronts: list[Front], title: str = "Sweep: Pareto fronts") ->
                   f"{len(f.front)} cell(s) on the front (quality: {qname}; size; "
                   f"{'cost: ' + cname if f.cost else 'no cost column every cell has'}). "
                   "`fits`: the target's checks pass (budgets, runtime, operators).", ""]
-        head = f"| cell | {qname} | size (KiB) |" + (f" {cname} |" if f.cost else "") + " verdict | fits | id |"
-        rule = "|---|---:|---:|" + ("---:|" if f.cost else "") + "---|---|---|"
+        head = f"| cell | {qname} | verdict | size (KiB) |" + (f" {cname} |" if f.cost else "") + " fits | id |"
+        rule = "|---|---:|---|---:|" + ("---:|" if f.cost else "") + "---|---|"
         lines += [head, rule]
         for r in f.front:
-            lines.append(f"| {r['label']} | {_fmt_quality(r, f.quality)} | {r['size_bytes'] / 1024:.1f} |"
-                         + (f" {_fmt_cost(r, f.cost)} |" if f.cost else "")
-                         + f" {_verdict(r)} | {_fits(r)} | `{r['id']}` |")
+            lines.append(f"| {r['label']} | {_fmt_quality(r, f.quality)} | {verdict_text(r)} | "
+                         f"{r['size_bytes'] / 1024:.1f} |"
+                         + (f" {_fmt_cost(r, f.cost)} |" if f.cost else "") + f" {_fits(r)} | `{r['id']}` |")
         if f.beaten:
             lines += ["", "Beaten:", ""]
             for r, by in f.beaten:
-                lines.append(f"- {r['label']} ({_fmt_quality(r, f.quality)}, {r['size_bytes'] / 1024:.1f} KiB"
-                             + (f", {_fmt_cost(r, f.cost)}" if f.cost else "")
-                             + f", verdict: {_verdict(r)}, fits: {_fits(r)}) by {by['label']}")
+                lines.append(f"- {r['label']} ({_fmt_quality(r, f.quality)}, verdict {verdict_text(r)}, "
+                             f"{r['size_bytes'] / 1024:.1f} KiB"
+                             + (f", {_fmt_cost(r, f.cost)}" if f.cost else "") + f", fits: {_fits(r)}) "
+                             f"by {by['label']}")
         if f.other:
             lines += ["", "Without figures:", ""]
             for r in f.other:
@@ -157,8 +155,7 @@ def to_markdown(all_fronts: list[Front], title: str = "Sweep: Pareto fronts") ->
 
 
 def plot(all_fronts: list[Front], path: Path) -> Path:
-    """Quality against size per target; front cells joined and labelled with the third criterion
-    (the cost column), cells that do not fit hollow (said in the legend only when there are any)."""
+    """Quality against size per target; front cells joined, fitting ones filled, others hollow."""
     from edgenet._deps import require
 
     require("matplotlib", purpose="pareto.png")
@@ -179,22 +176,15 @@ def plot(all_fronts: list[Front], path: Path) -> Path:
             q = _quality(r, f.quality)
             return (100 * q if f.quality == "top1" else q) if math.isfinite(q) else top
 
-        cname = dict(COSTS).get(f.cost, "")
         for r in rows:
             on = any(r is x for x in f.front)
             ax.scatter(r["size_bytes"] / 1024, y(r), s=60 if on else 30, marker="o",
                        facecolors=("C0" if on else "C7") if r.get("fits") else "none",
                        edgecolors="C0" if on else "C7", zorder=3)
-            if on:   # the third criterion, written beside each front cell
-                cost = f"\n{_fmt_cost(r, f.cost)} {cname.split(' (')[0]}" if f.cost else ""
+            if on:
+                cost = f" [{_fmt_cost(r, f.cost)}]" if f.cost and r.get(f.cost) is not None else ""
                 ax.annotate(r["label"].replace(f" {f.target} ", " ") + cost,
                             (r["size_bytes"] / 1024, y(r)), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        legend = [plt.Line2D([], [], ls="", marker="o", color="C0", ms=7, label="on the front"),
-                  plt.Line2D([], [], ls="", marker="o", color="C7", ms=5, label="beaten")]
-        if any(not r.get("fits") for r in rows):
-            legend.append(plt.Line2D([], [], ls="", marker="o", mfc="none", mec="C7", ms=7,
-                                     label="hollow: does not fit"))
-        ax.legend(handles=legend, fontsize=7, loc="lower right")
         pts = sorted((r["size_bytes"] / 1024, y(r)) for r in f.front)
         if len(pts) > 1:
             ax.plot(*zip(*pts), color="C0", lw=1, zorder=2)
@@ -204,9 +194,10 @@ def plot(all_fronts: list[Front], path: Path) -> Path:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("model size (KiB)")
         ax.set_ylabel("top-1 (%)" if f.quality == "top1" else "SQNR vs float32 (dB; float32 on top)")
-        untrained = any(r.get("trained") is False for r in rows)
-        ax.set_title(f"{f.target}: quality vs size" + (f", {cname.split(' (')[0]} labelled" if f.cost else "")
-                     + ("\n(untrained weights: quality not meaningful)" if untrained else ""), fontsize=9)
+        fit = [r.get("fits") for r in rows]
+        legend = ("all fit" if all(fit) else "none fits" if not any(fit) else "filled = fits, hollow = does not")
+        third = f"; [{dict(COSTS)[f.cost]}]" if f.cost else ""
+        ax.set_title(f"{f.target}: front (blue); {legend}{third}", fontsize=9)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

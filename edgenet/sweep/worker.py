@@ -4,7 +4,7 @@
 optionally benchmarks it with ``edgenet.bench``, reads its figures from report.json, and returns
 them with the folder's files as bytes: the driver writes them under DIR/cells/<id>/ (on a
 cluster the worker's disk is not the driver's, so the files travel back with the result).
-Nothing is left in the temporary folder.
+Nothing is left in the temporary folder. The driver's data loading is :mod:`edgenet.sweep.preload`.
 
 A worker imports TensorFlow once (:func:`prepare`), so that convert runs TensorFlow's stages in
 this process instead of starting a worker subprocess for them (converters/tf_worker.py).
@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 from edgenet.errors import EdgenetError, TargetError
+from edgenet.config import Precision
 from edgenet.sweep.cells import Cell, convert_precisions, precision_numbers
+from edgenet.sweep.preload import (cell_inputs, map_memory, memory_key, preload,  # noqa: F401 (re-exported)
+                                  preload_budget, save_memory)
 
 BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds": 1.0, "window": 200,
                   "window_seconds": 0.25}
@@ -120,7 +123,7 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         scratch = ScratchDir("edgenet-cell-")
         work = current_work = scratch.path
     else:
-        work = current_work = Path(tempfile.mkdtemp(prefix=".work-", dir=workdir))
+        work = current_work = Path(tempfile.mkdtemp(prefix=".edgenet-work-", dir=workdir))
     try:
         try:
             record = {**base, **_convert(cell, work / "out", memory, threads)}
@@ -206,20 +209,22 @@ def _convert(cell: Cell, out: Path, memory: dict | None, threads: int | None) ->
         kwargs = {"alpha": cell.alpha, "resolution": cell.resolution, "num_classes": cell.num_classes}
     with served_from({} if memory is None else dict(memory)):
         # a damaged model is a finding of the sweep, not a failure of it: written, its verdict recorded
+        # (a float32 cell has no quantized model, hence no verdict to allow: convert refuses the option)
+        if cell.precision is not Precision.FLOAT32:
+            kwargs["allow_degraded"] = True
         result = edgenet.convert(cell.model, target=cell.target, precisions=convert_precisions(cell.precision),
                                  calib=cell.calib, calib_samples=cell.calib_samples, eval_samples=cell.eval_samples,
-                                 seed=cell.seed, out=out, allow_degraded=True, **kwargs, **dict(cell.options))
+                                 seed=cell.seed, out=out, **kwargs, **dict(cell.options))
     report = json_safe(result.report.to_dict())
     numbers = precision_numbers(report, cell.precision)
     model_file = out / numbers["file"]
     enforced = numbers["verdict"] == "fail" and (report.get("model") or {}).get("trained", True)
     damage = next((f"{o['name']}: {'; '.join(o['failures'])}" for q in report["validation"]["quantized"]
                    for o in q["outputs"] if not o["passed"]), None) if enforced else None
-    record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers, "sha256": _sha256(model_file),
+    record = {"status": "degraded" if enforced else "ok", "error": damage, **numbers,
+              "trained": (report.get("model") or {}).get("trained", True), "sha256": _sha256(model_file),
               **_target_numbers(report.get("target") or {}),
               "float_top1": (report.get("accuracy") or {}).get("float_top1"),
-              "trained": (report.get("model") or {}).get("trained", True),
-              "synthetic_data": bool((report.get("data") or {}).get("synthetic")),
               "mult_adds": _mult_adds(cell), "convert_seconds": report.get("total_seconds"), "latency_ms": None}
     if cell.bench:
         record["latency_ms"] = _bench(out, model_file, threads)
@@ -287,101 +292,6 @@ def _read_files(folder: Path) -> dict[str, bytes]:
     if not folder.is_dir():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def preload(cells: list[Cell]) -> dict[tuple, dict | None]:
-    """The calibration and evaluation datasets every cell will ask for, loaded and preprocessed
-    once here: ``{preprocess key: {load_dataset request: Dataset}}`` (see :func:`memory_key`).
-    Needs the cell's preprocessing, which a zoo model gives at once; a checkpoint or .onnx file
-    is opened for it (no export). None for a cell whose model cannot be opened (it will fail in
-    its worker, recorded like any failing cell) or a .pt2 program (its worker loads the data).
-    Raises DataError when the calibration data itself is unusable (every cell would fail)."""
-    from edgenet.converters.model_data import load_data
-    from edgenet.data.datasets import served_from
-
-    out: dict[tuple, dict] = {}
-    for cell in cells:
-        key = memory_key(cell)
-        if key in out:
-            continue
-        try:
-            inputs, pre = cell_inputs(cell)
-        except EdgenetError:   # a broken model file: its cells fail in the worker, with this error
-            inputs, pre = None, None
-        if pre is None:
-            out[key] = None
-            continue
-        with served_from({}) as memory:
-            load_data(cell.calib, inputs, pre, int8=True, calib_samples=cell.calib_samples,
-                      eval_samples=cell.eval_samples, seed=cell.seed, explicit=True)
-        out[key] = memory
-    return out
-
-
-def save_memory(memory: dict, folder: Path) -> str:
-    """Write a preloaded memory (see :func:`preload`) to ``folder``: its arrays as .npy files and
-    an index; :func:`map_memory` reads it back with the arrays memory-mapped (not copied)."""
-    import pickle
-
-    import numpy as np
-
-    folder.mkdir(parents=True)
-    index = []
-    for i, (key, ds) in enumerate(memory.items()):
-        np.save(folder / f"{i}_x.npy", ds.x, allow_pickle=False)
-        if ds.labels is not None:
-            np.save(folder / f"{i}_y.npy", ds.labels, allow_pickle=False)
-        index.append((key, ds.labels is not None, ds.class_names, ds.name, ds.skipped))
-    (folder / "index.pickle").write_bytes(pickle.dumps(index))
-    return str(folder)
-
-
-def map_memory(folder: str | os.PathLike) -> dict:
-    """The memory :func:`save_memory` wrote, its arrays mapped read-only."""
-    import pickle
-
-    import numpy as np
-
-    from edgenet.data.datasets import Dataset
-
-    folder = Path(folder)
-    memory = {}
-    for i, (key, labelled, class_names, name, skipped) in enumerate(pickle.loads((folder / "index.pickle").read_bytes())):
-        labels = np.load(folder / f"{i}_y.npy", mmap_mode="r") if labelled else None
-        memory[key] = Dataset(x=np.load(folder / f"{i}_x.npy", mmap_mode="r"), labels=labels,
-                              class_names=class_names, name=name, skipped=skipped)
-    return memory
-
-
-def memory_key(cell: Cell) -> tuple:
-    """Cells with the same key read the same preloaded arrays."""
-    return (cell.model if cell.kind != "zoo" else "zoo", cell.resolution, cell.calib, cell.calib_samples,
-            cell.eval_samples, cell.seed)
-
-
-def cell_inputs(cell: Cell):
-    """(model inputs, :class:`~edgenet.data.preprocess.Preprocess`) convert will use for the cell's
-    model; (None, None) for a .pt2 program (its worker loads the data itself) or a model whose
-    input images cannot feed."""
-    from edgenet.converters.model_inputs import ModelInput
-    from edgenet.data.preprocess import Preprocess
-
-    def image(pre):
-        return (ModelInput("input", (1, pre.channels, pre.height, pre.width), True),), pre
-
-    if cell.kind == "zoo":
-        return image(Preprocess.default(cell.resolution, 3))
-    if cell.kind == "checkpoint":
-        from edgenet.checkpoint import load_checkpoint
-
-        return image(load_checkpoint(cell.model).preprocess)
-    from edgenet.converters.sources import load_source
-    from edgenet.config import ConvertOptions, ModelSpec
-
-    if cell.kind == "onnx":
-        source = load_source(ConvertOptions(model=ModelSpec(source=cell.model)))
-        return (source.inputs, source.preprocess) if source.preprocess is not None else (None, None)
-    return None, None
 
 
 __all__ = ["run_cell", "run_cell_anywhere", "prepare", "limit_cpus", "preload", "memory_key", "cell_files", "cell_inputs",
