@@ -53,8 +53,10 @@ def _uint8_twin(graph, index: int, name: str) -> int:
 
 def uint8_io(model: bytes) -> bytes:
     """``model`` (int8 inputs and outputs, per-tensor quantized) with uint8 inputs and outputs:
-    each input keeps its name and signature key and gets a QUANTIZE (uint8 -> int8) before the ops
-    that read it; each output a QUANTIZE (int8 -> uint8) after the op that makes it. Inputs and
+    each input keeps its name and signature key and gets a QUANTIZE (uint8 -> int8, the int8 tensor
+    renamed ``<name>_int8``) before the ops that read it; each output a QUANTIZE (int8 -> uint8)
+    after the op that makes it, into a tensor named ``<name>_uint8`` under the same signature key
+    (op outputs keep the float model's names, by which layers are compared and ops chosen). Inputs and
     outputs of another type are left as they are. Raises ValueError on a per-channel I/O tensor."""
     schema = _flatbuffer.schema()
     obj = _flatbuffer.read(model)
@@ -87,9 +89,7 @@ def uint8_io(model: bytes) -> bytes:
             continue
         if len(t.quantization.scale) != 1:
             raise ValueError(f"output {_flatbuffer.tensor_name(t)!r} is quantized per channel")
-        name = _flatbuffer.tensor_name(t)
-        new = _uint8_twin(graph, index, name)
-        t.name = (name + "_int8").encode()
+        new = _uint8_twin(graph, index, _flatbuffer.tensor_name(t) + "_uint8")
         renamed[index] = new
         tail.append(op(index, new))
     graph.operators = [*head, *graph.operators, *tail]
