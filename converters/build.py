@@ -55,10 +55,14 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     runs and times each step (the pipeline's Stages.run). ``started``: :func:`start_graph` already
     called for ``model``."""
     started = started or start_graph(tf_side, model, opts, keep_layout)
+    wanted = [p for p in opts.precisions if p.full_integer]
+    if wanted:   # its import (~1 s) while the TensorFlow side still builds the graph, not after
+        from edgenet.converters.quantize import preload
+
+        preload()
     names = " + ".join(["onnx -> tf", *(f"tflite {p.value}" for p in graph_precisions(opts))])
     graph, floats = run(names, started.result)
     built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])
-    wanted = [p for p in opts.precisions if p.full_integer]
     if wanted and equalize is not None:
         built.quant_source, built.equalized = equalize()
     from edgenet.converters.quantize import quantize_calibrated

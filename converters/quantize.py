@@ -76,6 +76,11 @@ def _quantizer_api():
             require("litert_quantizer.utils.tfl_flatbuffer_utils"))
 
 
+def preload() -> None:
+    """Import the LiteRT Quantizer now (it takes a second: scipy, ml_dtypes)."""
+    _quantizer_api()
+
+
 def io_type_name(precision: Precision, io_type) -> str:
     """The I/O type's name ("int8", "int16", ...) for ``precision``; ConversionError if it cannot have it."""
     precision = Precision(precision)
