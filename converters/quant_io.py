@@ -101,6 +101,16 @@ def uint8_io(model: bytes) -> bytes:
     return _flatbuffer.write(obj)
 
 
+def inline_buffers(model: bytes) -> bytes:
+    """``model`` with every constant buffer inside the flatbuffer. The LiteRT Quantizer appends
+    large buffers after it and points to them by offset (valid TFLite, but tools that rewrite the
+    flatbuffer by its object API, such as the metadata writers, drop what is appended)."""
+    raw = _flatbuffer.utils().convert_bytearray_to_object(bytes(model))
+    if not any(b.offset for b in raw.buffers or []):
+        return bytes(model)
+    return _flatbuffer.write(_flatbuffer.read(model))
+
+
 def _output_order(obj, graph) -> list[int]:
     """The model's output tensors in the order of its signature's ``output_<k>`` keys (else the graph's)."""
     order = [int(i) for i in graph.outputs]

@@ -22,8 +22,9 @@ range ``[lo, hi]`` it makes
 
 Model I/O: int8 models take int8 (the quantizer's own), uint8 (a QUANTIZE at each end,
 :func:`edgenet.converters.quant_io.uint8_io`) or float32 (the quantizer's QUANTIZE / DEQUANTIZE at
-the ends); int16x8 models int16 or float32. The same float model, ranges and options give the
-same bytes (``tests/test_precisions.py``).
+the ends); int16x8 models int16 or float32. Constant buffers are kept inside the flatbuffer (no
+trailing buffers at offsets). The same float model, ranges and options give the same bytes
+(``tests/test_precisions.py``).
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
     whatever the op next to them computes in.
     Raises ConversionError: an I/O type the precision cannot have, an unknown op name, a missing
     range, the quantizer failing."""
-    from edgenet.converters.quant_io import uint8_io
+    from edgenet.converters.quant_io import inline_buffers, uint8_io
     from edgenet.converters.tflite import with_signature
 
     precision = Precision(precision)
@@ -186,7 +187,7 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
         except Exception as exc:
             text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
             raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
-    return uint8_io(model) if io == "uint8" else model
+    return uint8_io(model) if io == "uint8" else inline_buffers(model)
 
 
 def check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) -> None:

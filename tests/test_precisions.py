@@ -402,3 +402,24 @@ def test_worker_forwards_every_float_precision():
     for p, m in theirs.items():
         assert model_precision(m) is p
     assert "quantized_tflite" not in InProcessTF.METHODS     # int8 / int16x8 need no TensorFlow
+
+
+def test_large_weights_stay_inside_the_flatbuffer():
+    """The quantizer appends buffers over 1 KB after the flatbuffer when they total 256 KB; the
+    model written keeps them inside, so that rewriting it by the object API (metadata) keeps them."""
+    from edgenet.converters import _flatbuffer
+
+    w = tf.constant(np.random.default_rng(4).normal(0, 0.05, (640, 640)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 640], tf.float32)])
+    def dense(x):
+        return tf.matmul(x, w)
+
+    float_model = to_float_tflite(_graph(dense))
+    data = np.random.default_rng(5).normal(size=(8, 640)).astype(np.float32)
+    model = quantize_calibrated(float_model, [data]).model
+    raw = _flatbuffer.utils().convert_bytearray_to_object(model)
+    assert not any(b.offset for b in raw.buffers) and len(model) > 640 * 640
+    assert len(_flatbuffer.write(raw)) == len(model)
+    ref = TFLiteModel(float_model).predict(data)
+    assert _sqnr_db(ref, TFLiteModel(model).predict(data)) > 25
