@@ -15,8 +15,15 @@ def schema():
 
 
 def read(model: bytes):
-    """The model as a mutable ``ModelT`` (buffers held at an offset resolved; index lists as lists)."""
-    return utils().read_model_from_bytearray(bytes(model))
+    """The model as a mutable ``ModelT`` (buffers held at an offset resolved; index lists as lists;
+    buffer data as numpy uint8 arrays, which :func:`write` packs in one copy, not byte by byte)."""
+    import numpy as np
+
+    obj = utils().read_model_from_bytearray(bytes(model))
+    for buffer in obj.buffers or []:
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(buffer.data, dtype=np.uint8)
+    return obj
 
 
 def write(obj) -> bytes:
