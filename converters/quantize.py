@@ -180,7 +180,10 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
             for name, (lo, hi) in sorted(ranges.items())}
     from edgenet.converters._capture import captured_fd
 
-    with captured_fd(2) as log:
+    import warnings
+
+    with captured_fd(2) as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # its check of the ranges builds a debug interpreter, and says so
         try:
             model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
                                           enable_progress_report=False).quantized_model)
