@@ -423,3 +423,21 @@ def test_large_weights_stay_inside_the_flatbuffer():
     assert len(_flatbuffer.write(raw)) == len(model)
     ref = TFLiteModel(float_model).predict(data)
     assert _sqnr_db(ref, TFLiteModel(model).predict(data)) > 25
+
+
+def test_an_op_the_quantizer_cannot_quantize_stays_float_and_is_named(tiny):
+    """LEAKY_RELU has no int8 recipe in the LiteRT Quantizer: the int8 model keeps it in float
+    between DEQUANTIZE and QUANTIZE, still runs, and ops_not_in names it (what the pipeline
+    reports, and refuses on integer-only targets)."""
+    w = tf.constant(np.random.default_rng(6).normal(0, 0.3, (3, 3, 3, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def leaky(x):
+        return tf.reduce_mean(tf.nn.leaky_relu(tf.nn.conv2d(x, w, 1, "SAME"), 0.1), axis=[1, 2])
+
+    float_model = to_float_tflite(_graph(leaky))
+    data = np.random.default_rng(7).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+    model = quantize_calibrated(float_model, [data]).model
+    assert [(e.op, e.precision) for e in ops_not_in(model, Precision.INT8)] == [("LEAKY_RELU", Precision.FLOAT32)]
+    assert model_precision(model) is Precision.INT8
+    TFLiteModel(model).predict(data[:2])
