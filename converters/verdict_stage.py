@@ -104,14 +104,15 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     from edgenet.converters import validate
     from edgenet.converters.build import io_type_for
     from edgenet.converters.mixed_precision import repair
+    from edgenet.converters.quantize import keep_float, requantize
 
     checked.layers = layer_errors(built, data, source, tf_side)
     sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 
     def quantize(keep, float_outputs):
-        return tf_side.requantize(Precision.INT8, tuple(keep), tuple(float_outputs),
-                                  io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
+        return requantize(built.quantized[Precision.INT8], keep_float(keep), tuple(float_outputs),
+                          io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
 
     def judge(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,

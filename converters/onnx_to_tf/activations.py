@@ -75,7 +75,9 @@ def hard_sigmoid(ctx: NodeContext):
     alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
     if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and beta == 0.5:
         return _unary(ctx, lambda t: tf.nn.relu6(t + 3.0) * (1.0 / 6.0))
-    return _unary(ctx, lambda t: tf.clip_by_value(t * alpha + beta, 0.0, 1.0))
+    # clip(a t + b, 0, 1) as relu6(6a t + 6b) / 6: MUL, ADD with RELU6 fused, MUL -- ops the LiteRT
+    # Quantizer quantizes, where a MINIMUM would stay in float in an int8 model
+    return _unary(ctx, lambda t: tf.nn.relu6(t * (6.0 * alpha) + 6.0 * beta) * (1.0 / 6.0))
 
 
 def _hard_swish(tf, t):
