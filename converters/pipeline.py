@@ -207,11 +207,12 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
     if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
-        strict = opts.strict_int8 or profile.runtime.value in FULL_INTEGER_RUNTIMES
-        if not strict:
-            stages.total += 1 + int(opts.layer_report)
-            repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
-                                profile, detail=int8_verdict.worst.name)
+        # promotions in the target's repair order (int16 where its runtime has the kernel, float where
+        # it runs float: never on integer-only targets or with --strict-int8)
+        stages.total += 1 + int(opts.layer_report)
+        repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
+                            _strict(profile, opts), notes, detail=int8_verdict.worst.name)
+        if repair is not None:
             if repair.passed:
                 built.models[Precision.INT8] = repair.model
                 checked.verdicts[Precision.INT8] = repair.verdict
@@ -270,6 +271,17 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
+
+
+def _strict(profile, opts):
+    """The profile as the repair sees it: with --strict-int8 (or an integer-only runtime) no float step."""
+    from dataclasses import replace
+
+    from edgenet.targets.profile import RepairStep
+
+    if not opts.strict_int8:
+        return profile
+    return replace(profile, repair=tuple(s for s in profile.repair_order if s is not RepairStep.FLOAT))
 
 
 def _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging, files,
