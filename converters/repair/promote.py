@@ -109,7 +109,14 @@ class Repair:
 
     def named(self, onnx_nodes: Mapping[str, str | None]) -> "Repair":
         """The same repair with each promotion's ONNX node filled in (``onnx_nodes``: tensor -> node)."""
-        return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor)) for p in self.promoted))
+        def reason(text: str) -> str:     # tensors named in a reason ("reads ...") named by node too
+            for tensor, node in onnx_nodes.items():
+                if node and tensor in text:
+                    text = text.replace(tensor, node)
+            return text
+
+        return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
+                                            for p in self.promoted))
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "promoted": [p.to_dict() for p in self.promoted],
