@@ -4,8 +4,9 @@
                                              -> int8 / int16x8 (calibrated from the float32 model,
                                                 or from its equalized twin with --equalize)
 
-Every step runs on the TensorFlow side (:mod:`edgenet.converters.tf_worker`); this module decides what is
-built, with which I/O types, and names each step for the progress output.
+The graph and float steps run on the TensorFlow side (:mod:`edgenet.converters.tf_worker`); int8 and
+int16x8 run here, with the LiteRT Quantizer (:mod:`edgenet.converters.quantize`, no TensorFlow). This
+module decides what is built, with which I/O types, and names each step for the progress output.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Built:
 
     graph: Any                                  # converters.tf_worker.GraphInfo
     models: dict[Precision, bytes]              # float32 first, then every other requested precision
-    quantized: dict[Precision, Any] = field(default_factory=dict)   # full-integer: QuantizedResult
+    quantized: dict[Precision, Any] = field(default_factory=dict)   # full-integer: quantize.QuantizedResult
     quant_source: bytes = b""                   # the float model int8/int16x8 were calibrated from
     equalized: Any = None                       # converters.equalize result with --equalize
 
@@ -60,8 +61,10 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     wanted = [p for p in opts.precisions if p.full_integer]
     if wanted and equalize is not None:
         built.quant_source, built.equalized = equalize()
+    from edgenet.converters.quantize import quantize_calibrated
+
     for p in wanted:
-        result = run(f"tflite {p.value}", tf_side.quantized_tflite, built.quant_source, list(calib), precision=p,
+        result = run(f"tflite {p.value}", quantize_calibrated, built.quant_source, list(calib), precision=p,
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
                      preprocess=preprocess, detail=calib_detail)
         built.quantized[p] = result

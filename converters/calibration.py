@@ -1,12 +1,11 @@
-"""Post-training calibration: activation ranges for int8 quantization, measured by us.
+"""Post-training calibration: activation ranges for int8 / int16x8 quantization, measured by us.
 
-TensorFlow's TFLite converter calibrates by running the float model one sample at a time on one
-thread (~0.15 s a sample for MobileNetV1 1.0/224 on this machine). We keep the converter's own
-quantizer and replace only that calibration step:
+TensorFlow's converter and the LiteRT Quantizer both calibrate by running the float model one
+sample at a time (~0.15 s a sample for MobileNetV1 1.0/224 on this machine). We calibrate
+ourselves and hand the quantizer our ranges as its calibration result:
 
-1. :func:`edgenet.converters.tflite.to_int8_tflite` hands the float model to :meth:`RangeCalibrator.annotate`
-   (TF's converter would hand the same model to
-   ``tensorflow.lite.python.optimize.calibrator.Calibrator``);
+1. :func:`edgenet.converters.quantize.quantize_calibrated` hands the float model to
+   :meth:`RangeCalibrator.ranges`;
 2. :class:`RangeCalibrator` runs it in LiteRT (a probe copy whose outputs are all activation
    tensors), in batches and on all cores, and records a range for each activation tensor:
 
@@ -18,9 +17,10 @@ quantizer and replace only that calibration step:
      clipping error outside it. The model's outputs keep their full range (clipping the largest
      logit would change the predicted class). For 16-bit activations (int16x8) the quantizer's
      grid is symmetric, ``[-m, m]`` in 65,535 steps, and the search is over ``m``;
-3. the ranges are written into the model's tensors as ``quantization.min / max`` -- exactly the
-   annotation TFLite's calibrator produces -- and TF's MLIR quantizer turns them into int8 scales
-   and zero points (int16 ones too: the 16x8 quantizer reads the same annotation).
+3. the ranges come back by tensor name, ``{name: (min, max)}``, and
+   :func:`edgenet.converters.quantize.quantize` gives them to the LiteRT Quantizer, which turns each
+   into a scale and zero point (int8: asymmetric over ``[min(lo, 0), max(hi, 0)]``; int16:
+   symmetric over ``[-m, m]``, ``m = max(|lo|, |hi|)``).
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from edgenet.converters import _flatbuffer
 from edgenet.converters.probe import with_outputs
 from edgenet.inference import invocations
-from edgenet._deps import import_tensorflow, require
 from edgenet.config import CalibMethod
 from edgenet.errors import ConversionError
 
@@ -107,15 +107,16 @@ class RangeCalibrator:
         for start in range(n - n % batch, n):  # the remainder one at a time
             yield [x[start:start + 1] for x in self.inputs]
 
-    def annotate(self, model: bytes) -> bytes:
-        """The same model with ``quantization.min/max`` set on every float activation tensor."""
+    def ranges(self, model: bytes) -> dict[str, tuple[float, float]]:
+        """The range ``(min, max)`` of every float activation tensor of ``model`` (a float32
+        .tflite), by tensor name (the names the LiteRT Quantizer looks its calibration result up
+        by): the model's inputs (fixed to ``input_range`` when it is given), every op's float
+        output, and its outputs (always their full range). Statistics are in :attr:`last_stats`.
+        Raises ConversionError for a range that reaches NaN or infinity, naming the tensor."""
         import time
 
-        import_tensorflow(purpose="int8 calibration")
-        fbu = require("tensorflow.lite.tools.flatbuffer_utils", purpose="int8 calibration")
-        schema = require("tensorflow.lite.python.schema_py_generated")
         t0 = time.perf_counter()
-        obj = fbu.convert_bytearray_to_object(model)
+        obj = _flatbuffer.read(model)
         graph = obj.subgraphs[0]
         targets = [i for i, t in enumerate(graph.tensors)
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
@@ -136,32 +137,26 @@ class RangeCalibrator:
             batch = self._last_batch
         if self.method is CalibMethod.MSE:
             for r in ranges.values():
-                r.lo, r.hi = min(r.lo, 0.0), max(r.hi, 0.0)   # TFLite widens every range to hold 0
+                r.lo, r.hi = min(r.lo, 0.0), max(r.hi, 0.0)   # the quantizer widens every range to hold 0
             for _, runner in self._run(probe, batch):
                 for i in targets:
                     _histogram(ranges[i], runner.tensor(i)())
         outputs = set(int(o) for o in graph.outputs)
         fixed = {int(i): self.input_range for i in graph.inputs} if self.input_range is not None else {}
 
+        found: dict[str, tuple[float, float]] = {}
         for i in targets:
             lo, hi = fixed.get(i) or self._range(ranges[i], full=i in outputs)
+            name = _flatbuffer.tensor_name(graph.tensors[i])
             if not (np.isfinite(lo) and np.isfinite(hi)
                     and max(abs(np.float32(lo)), abs(np.float32(hi))) < np.finfo(np.float32).max):
-                # TensorFlow's quantizer crashes the process on such a range: refuse it by name first
-                name = graph.tensors[i].name.decode() if isinstance(graph.tensors[i].name, bytes) \
-                    else str(graph.tensors[i].name)
                 raise ConversionError(f"calibration: activation {name!r} reaches NaN or infinity on the calibration "
-                                      "data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
-                                      "weights".replace("{lo:.3g}", f"{lo:.3g}").replace("{hi:.3g}", f"{hi:.3g}"))
-            q = graph.tensors[i].quantization
-            if q is None:
-                q = schema.QuantizationParametersT()
-                graph.tensors[i].quantization = q
-            q.min = np.array([lo], dtype=np.float32)
-            q.max = np.array([hi], dtype=np.float32)
+                                      f"data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
+                                      "weights")
+            found[name] = (float(np.float32(lo)), float(np.float32(hi)))
         self.last_stats = CalibrationStats(self.method, self.samples, batch, len(targets),
                                            time.perf_counter() - t0)
-        return bytes(fbu.convert_object_to_bytearray(obj))
+        return found
 
     def _run(self, probe: bytes, batch: int) -> Iterator[tuple[list[np.ndarray], object]]:
         """Invoke the probe model on every calibration batch; yields (arrays, interpreter)."""

@@ -11,15 +11,13 @@ from typing import Iterable
 
 import numpy as np
 
-from edgenet._deps import import_tensorflow, require
+from edgenet.converters import _flatbuffer
 
 
 def with_outputs(model: bytes, tensors: Iterable[int]) -> bytes:
     """``model`` whose main subgraph also outputs ``tensors`` (after its own outputs, no repeats)."""
-    import_tensorflow(purpose="reading .tflite flatbuffers")
-    fbu = require("tensorflow.lite.tools.flatbuffer_utils")
-    obj = fbu.convert_bytearray_to_object(model)
+    obj = _flatbuffer.read(model)
     graph = obj.subgraphs[0]
     graph.outputs = np.array(list(dict.fromkeys([*(int(i) for i in graph.outputs), *(int(i) for i in tensors)])),
                              dtype=np.int32)
-    return bytes(fbu.convert_object_to_bytearray(obj))
+    return _flatbuffer.write(obj)

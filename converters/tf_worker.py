@@ -54,13 +54,12 @@ class GraphInfo:
 class InProcessTF:
     """The TF-side stages, run in this process."""
 
-    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "int8_tflite", "quantized_tflite",
-               "requantize", "layer_sqnr", "evaluate_values", "onnx_nodes", "graph_and_floats")
+    METHODS = ("ready", "onnx_to_tf", "float_tflite", "float_tflite_of", "layer_sqnr", "evaluate_values",
+               "onnx_nodes", "graph_and_floats")
 
     def __init__(self) -> None:
         self._graph = None
         self._keep_layout: tuple[str, ...] = ()
-        self._ranged: dict = {}   # precision -> the last calibrated float model (for requantize)
 
     def ready(self) -> None:
         """Import TensorFlow (once)."""
@@ -111,34 +110,6 @@ class InProcessTF:
 
         return to_float_tflite(onnx_to_tf(onnx_model, keep_layout=self._keep_layout))
 
-    def int8_tflite(self, float_model: bytes, calib_inputs, **options):
-        from edgenet.converters.tflite import to_int8_tflite
-
-        return to_int8_tflite(float_model, calib_inputs, **options)
-
-    def quantized_tflite(self, float_model: bytes, calib_inputs, precision: Precision = Precision.INT8, **options):
-        """A full-integer (int8 or int16x8) model of ``float_model``: :func:`edgenet.converters.tflite.to_quantized_tflite`
-        (options: io_type, per_channel, method, keep_float, batch_size, num_threads)."""
-        from dataclasses import replace
-
-        from edgenet.converters.tflite import to_quantized_tflite
-
-        result = to_quantized_tflite(float_model, calib_inputs, precision=precision, **options)
-        self._ranged[Precision(precision)] = result.ranged   # kept here: large, and only requantize needs it
-        return replace(result, ranged=None)
-
-    def requantize(self, precision: Precision, keep_float, float_outputs=(), **options) -> bytes:
-        """The last :meth:`quantized_tflite` of ``precision`` again, from the same calibrated ranges,
-        with the ops ``keep_float`` names left in float and the outputs at ``float_outputs`` float32
-        (options: io_type, per_channel)."""
-        from edgenet.converters.tflite import float_outputs as dequantized_outputs, quantize_calibrated
-
-        ranged = self._ranged.get(Precision(precision))
-        if ranged is None:
-            raise ConversionError(f"no calibrated {Precision(precision).value} model to quantize again")
-        model = quantize_calibrated(ranged, precision=precision, keep_float=tuple(keep_float), **options)
-        return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
-
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
         """Per-layer SQNR, each row named by the ONNX node (and torch module) that made it."""
         from dataclasses import replace
@@ -162,9 +133,8 @@ class InProcessTF:
         return {name: self.onnx_node(name) for name in tflite_names}
 
     def release(self, failed: bool = False) -> None:
-        """The conversion is over: drop its graph and calibrated models."""
+        """The conversion is over: drop its graph."""
         self._graph = None
-        self._ranged = {}
 
     close = release
 

@@ -147,23 +147,24 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
 
 
 def _quantizer(built, tf_side, opts, profile, positions: dict):
-    """The int8 model again from the same calibrated ranges with some ops promoted: today through
-    ``tf_side.requantize`` (TensorFlow's quantizer: float only, its denylist); an output whose
-    producer is made float is made float32 too (one int8 scale is what could not hold it)."""
+    """The int8 model again from the same ranges with some ops promoted (the LiteRT Quantizer's
+    per-op recipes, :func:`edgenet.converters.quantize.requantize`); an output whose producer is
+    made float is made float32 too (one int8 scale is what could not hold it)."""
+    from edgenet.config import OpPrecision
     from edgenet.converters.build import io_type_for
-    from edgenet.converters.repair import OpPrecision, Quantizer
+    from edgenet.converters.quantize import requantize
+    from edgenet.converters.repair import Quantizer
 
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
     io_type = io_type_for(Precision.INT8, opts, profile)
+    result = built.quantized[Precision.INT8]
 
     def fn(assignment):
-        keep = tuple(t for t, p in assignment.items() if p is OpPrecision.FLOAT)
-        if any(p is not OpPrecision.FLOAT for p in assignment.values()):
-            raise ConversionError("the quantizer in use cannot give single ops int16 activations")
-        outs = tuple(sorted({positions[t] for t in keep if positions.get(t) is not None}))
-        return tf_side.requantize(Precision.INT8, keep, outs, io_type=io_type, per_channel=per_channel)
+        outs = tuple(sorted({positions[t] for t, p in assignment.items()
+                             if p is OpPrecision.FLOAT and positions.get(t) is not None}))
+        return requantize(result, dict(assignment), outs, io_type=io_type, per_channel=per_channel)
 
-    return Quantizer(fn, frozenset({OpPrecision.FLOAT}))
+    return Quantizer(fn, frozenset({OpPrecision.INT16, OpPrecision.FLOAT}))
 
 
 def _runtime_check(profile):

@@ -52,6 +52,20 @@ class IOType(str, Enum):
     FLOAT32 = "float32"
 
 
+class OpPrecision(str, Enum):
+    """What one op of a full-integer model computes in, when it is not the model's own scheme
+    (:func:`edgenet.converters.quantize.quantize`'s ``op_precision``):
+
+    - ``int16``: int16 activations (symmetric, per tensor), int8 weights, int64 biases ("a16w8",
+      TFLite's 16x8 kernels); QUANTIZE ops requantize between it and its int8 neighbours;
+    - ``float``: left in float (float32 weights and activations), DEQUANTIZE before and QUANTIZE
+      after it.
+    """
+
+    INT16 = "int16"
+    FLOAT = "float"
+
+
 class Activation(str, Enum):
     RELU6 = "relu6"
     RELU = "relu"

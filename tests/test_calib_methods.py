@@ -66,10 +66,10 @@ tf_needed = pytest.mark.skipif(__import__("importlib").util.find_spec("tensorflo
 def _convert(fn, data, method):
     import tensorflow as tf
 
-    from edgenet.converters.tflite import to_int8_tflite
+    from edgenet.converters.quantize import quantize_calibrated
 
     float_model = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
-    result = to_int8_tflite(float_model, [data], method=method, batch_size=8, num_threads=2)
+    result = quantize_calibrated(float_model, [data], method=method, batch_size=8, num_threads=2)
     return result.model, result.calibration
 
 

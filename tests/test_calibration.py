@@ -1,46 +1,31 @@
-"""Our batched calibrator against TensorFlow's own, on a small model."""
+"""Our batched calibrator against TensorFlow's own (a reference for minmax ranges), and the int8
+models the LiteRT Quantizer writes from its ranges."""
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
+from edgenet.converters import _flatbuffer
 from edgenet.converters.calibration import RangeCalibrator
-from edgenet.converters.tflite import to_int8_tflite, without_conversion_metadata
-from edgenet.config import CalibMethod, IOType
+from edgenet.converters.quantize import quantize_calibrated
+from edgenet.config import CalibMethod
 from edgenet.inference import TFLiteModel
+from edgenet.targets.tflite_graph import read_tflite
 
 
 def _float(fn) -> bytes:
     return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
 
 
-def _stock_int8(fn, data, io=None, per_channel: bool = True) -> bytes:
-    """TensorFlow's own int8 conversion: its calibrator, one sample at a time."""
-    io = io or tf.int8
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([d[None]] for d in data)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = io
-    conv.inference_output_type = io
-    if not per_channel:
-        conv._experimental_disable_per_channel = True
-    return conv.convert()
-
-
-def _convert(fn, data, ours: RangeCalibrator | None):
-    if ours is None:
-        return _stock_int8(fn, data)
-    return to_int8_tflite(_float(fn), ours.inputs, method=ours.method, batch_size=ours.batch_size,
-                          num_threads=ours.num_threads).model
+def _convert(fn, data, ours: RangeCalibrator):
+    return quantize_calibrated(_float(fn), ours.inputs, method=ours.method, batch_size=ours.batch_size,
+                               num_threads=ours.num_threads).model
 
 
 def _quant_params(model: bytes):
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
     out = {}
-    for t in fbu.convert_bytearray_to_object(model).subgraphs[0].tensors:
+    for t in _flatbuffer.read(model).subgraphs[0].tensors:
         q = t.quantization
         if q is not None and q.scale is not None:
             out[t.name] = (np.asarray(q.scale), np.asarray(q.zeroPoint))
@@ -55,34 +40,34 @@ def setup():
 
 
 def test_minmax_matches_tflite_calibrator(setup):
-    fn, data = setup
-    stock = _convert(fn, data, None)
-    result = to_int8_tflite(_float(fn), [data], method=CalibMethod.MINMAX, batch_size=16, num_threads=2)
-    mine = result.model
-    assert result.calibration.samples == 40 and result.calibration.batch_size == 16
-    assert result.calibration.tensors >= 5
-    a, b = _quant_params(stock), _quant_params(mine)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(a[name][0], b[name][0], rtol=1e-5, err_msg=name)
-        np.testing.assert_array_equal(a[name][1], b[name][1], err_msg=name)
-
-
-@pytest.mark.parametrize("io_type, per_channel", [(IOType.INT8, True), (IOType.UINT8, False),
-                                                  (IOType.FLOAT32, True)])
-def test_int8_is_the_converters_own_model_byte_for_byte(setup, monkeypatch, io_type, per_channel):
-    """Given the same ranges, skipping the converter's second conversion and calling its quantizer
-    directly gives the converter's own int8 model, less its metadata."""
+    """Our ranges, batched on all cores, are the min/max TFLite's own calibrator (one sample at a
+    time) writes into the model, for every activation tensor."""
     from tensorflow.lite.python.optimize import calibrator
 
     fn, data = setup
-    monkeypatch.setattr(calibrator.Calibrator, "calibrate",
-                        lambda self, gen: RangeCalibrator([data]).annotate(self._model_content))
-    io = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.FLOAT32: tf.float32}[io_type]
-    stock = without_conversion_metadata(bytes(_stock_int8(fn, data, io, per_channel)))
-    monkeypatch.undo()
-    mine = to_int8_tflite(_float(fn), [data], io_type=io_type, per_channel=per_channel, num_threads=2).model
-    assert mine == stock
+    model = _float(fn)
+    theirs = _flatbuffer.read(bytes(calibrator.Calibrator(model).calibrate(lambda: ([d[None]] for d in data))))
+    stock = {_flatbuffer.tensor_name(t): (float(t.quantization.min[0]), float(t.quantization.max[0]))
+             for t in theirs.subgraphs[0].tensors if t.quantization is not None and t.quantization.min is not None}
+    ours = RangeCalibrator([data], CalibMethod.MINMAX, batch_size=16, num_threads=2)
+    mine = ours.ranges(model)
+    assert ours.last_stats.samples == 40 and ours.last_stats.batch_size == 16 and ours.last_stats.tensors >= 5
+    assert mine.keys() == stock.keys()
+    for name in mine:
+        np.testing.assert_allclose(mine[name], stock[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_weights_per_channel_by_default_per_tensor_on_request(setup, per_channel):
+    fn, data = setup
+    model = quantize_calibrated(_float(fn), [data], per_channel=per_channel, num_threads=2).model
+    graph = read_tflite(model)
+    for op in graph.operators:
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            w = graph.tensors[op.inputs[1]]
+            channels = w.shape[0] if op.name != "DEPTHWISE_CONV_2D" else w.shape[-1]
+            assert len(w.scales) == (channels if per_channel else 1), op.name
+            assert set(w.zero_points) == {0}                   # symmetric int8 weights
 
 
 def test_remainder_batches_and_batch_size_do_not_change_ranges(setup):

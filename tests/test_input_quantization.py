@@ -6,7 +6,7 @@ tf = pytest.importorskip("tensorflow")
 
 from conftest import _tiny_tf_cnn
 from edgenet.converters.calibration import pixel_input_range
-from edgenet.converters.tflite import to_int8_tflite
+from edgenet.converters.quantize import quantize_calibrated
 from edgenet.config import IOType
 from edgenet.data.preprocess import Preprocess
 from edgenet.inference import TFLiteModel
@@ -30,7 +30,7 @@ def _int8(float_model, pre: Preprocess, io: IOType, data: np.ndarray | None = No
     # calibration images deliberately cover only mid-grey pixels: the input range must not come from them
     calib = data if data is not None else np.stack([pre.normalize(np.full((32, 32, 3), v, np.uint8))
                                                     for v in range(100, 140, 4)])
-    return to_int8_tflite(float_model, [calib], io_type=io, num_threads=2, preprocess=pre).model
+    return quantize_calibrated(float_model, [calib], io_type=io, num_threads=2, preprocess=pre).model
 
 
 @pytest.mark.parametrize("mean, std, scale, zero", [(0.5, 0.5, 2 / 255, 128), (0.0, 1.0, 1 / 255, 0),

@@ -198,7 +198,8 @@ def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     """A full-integer target may not get an op in float: named, and the target check fails."""
     from edgenet.converters.build import Built
     from edgenet.converters.verdict_stage import ops_left_in_float as _ops_left_in_float
-    from edgenet.converters.tflite import to_float_tflite, to_int8_tflite
+    from edgenet.converters.quantize import keep_float, quantize_calibrated
+    from edgenet.converters.tflite import to_float_tflite
     from edgenet.config import ConvertOptions
     from edgenet.targets import load_target
     from conftest import _tiny_tf_cnn
@@ -214,7 +215,7 @@ def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     interp = TFLiteModel(float_model).interpreter
     tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     keep = next(tensors[int(op["outputs"][0])] for op in interp._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D")
-    mixed = to_int8_tflite(float_model, x, keep_float=[keep]).model
+    mixed = quantize_calibrated(float_model, x, op_precision=keep_float([keep])).model
     built = Built(None, {Precision.FLOAT32: float_model, Precision.INT8: mixed})
     notes: list[str] = []
     found = _ops_left_in_float(built, load_target("rpi"), ConvertOptions(), notes)

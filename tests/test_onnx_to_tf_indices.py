@@ -45,7 +45,8 @@ def test_channel_gather_case_runs_int8_in_tflite_micro(tmp_path):
     """Case 24 (x[:, [2, 1, 0]]): an evenly spaced gather is one strided slice; any other constant
     gather is a GATHER with int32 positions; both run in TFLM as int8."""
     pytest.importorskip("tflite_micro")
-    from edgenet.converters.tflite import to_float_tflite, to_int8_tflite
+    from edgenet.converters.quantize import quantize_calibrated
+    from edgenet.converters.tflite import to_float_tflite
     from edgenet.targets.tflm import run_tflm
 
     case = onnx.load("/work/shared/cases/24_channel_gather_bgr.onnx")
@@ -57,7 +58,7 @@ def test_channel_gather_case_runs_int8_in_tflite_micro(tmp_path):
     for name, model, op in (("case", case, "STRIDED_SLICE"), ("shuffled", shuffled, "GATHER")):
         graph, ops = assert_tflite_matches(model, {"input": rand(1, 3, 32, 32)}, atol=1e-5)
         assert op in ops
-        int8 = to_int8_tflite(to_float_tflite(graph), [calib]).model
+        int8 = quantize_calibrated(to_float_tflite(graph), [calib]).model
         assert np.dtype(np.int64) not in _tensor_types(int8).values()
         path = tmp_path / f"{name}.tflite"
         path.write_bytes(int8)

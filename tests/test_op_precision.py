@@ -77,7 +77,8 @@ def models(tmp_path_factory):
     """One .tflite of each precision of the tiny CNN (dynamic: of a CNN with larger weights)."""
     tf = pytest.importorskip("tensorflow")
     from conftest import _tiny_tf_cnn
-    from edgenet.converters.tflite import to_float_tflite, to_quantized_tflite
+    from edgenet.converters.quantize import quantize_calibrated as to_quantized_tflite
+    from edgenet.converters.tflite import to_float_tflite
     from test_precisions import _wide_tf_cnn
 
     folder = tmp_path_factory.mktemp("precisions")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 from typing import Iterable, Mapping
 
@@ -19,14 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from edgenet.config import OpPrecision   # int16 (a16w8) or float: the quantizer's per-op choice
 from edgenet.errors import TargetError
-
-
-class OpPrecision(str, Enum):
-    """What one op of an int8 model is promoted to (the quantizer's per-op recipe)."""
-
-    INT16 = "int16"    # int16 activations, int8 weights (a16w8)
-    FLOAT = "float"    # float32 computation (DEQUANTIZE before, QUANTIZE after)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,258 @@
+"""Quantization stage: a float32 .tflite + edgenet's activation ranges -> a full-integer model
+(int8, int16x8, or int8 with chosen ops in int16 or float), written by Google's LiteRT Quantizer.
+
+Why this engine: the LiteRT Quantizer (PyPI ``litert-quantizer``, module ``litert_quantizer``,
+formerly AI Edge Quantizer) is Google's recommended way to quantize a converted LiteRT model
+after conversion; TensorFlow's in-converter quantization (``TFLiteConverter.optimizations`` with
+a representative dataset) is documented as deprecated in its favour. It needs no TensorFlow (it
+runs in this process, not in :mod:`edgenet.converters.tf_worker`), and it takes a per-op recipe:
+any op, named by a regular expression over its output tensor names, can get int8 activations
+("a8w8"), int16 activations with int8 weights ("a16w8", TFLite's 16x8 kernels) or stay in float,
+with the QUANTIZE / DEQUANTIZE ops between them added for us.
+
+The quantizer's own calibration runs the model one sample at a time. We calibrate ourselves
+(:class:`edgenet.converters.calibration.RangeCalibrator`: batched, all cores, minmax / percentile /
+mse) and hand it the ranges as its calibration result, ``{tensor name: {"min", "max"}}``; from a
+range ``[lo, hi]`` it makes
+
+- int8 activations: ``scale = (max(hi, 0) - min(lo, 0)) / 255``, ``zero_point = -128 - round(min(lo, 0) / scale)``;
+- int16 activations: symmetric, ``scale = max(|lo|, |hi|) / 32767``, zero point 0;
+- weights: symmetric int8, per output channel (``per_channel=False``: one scale per tensor);
+  biases int32 (int64 beside int16 activations).
+
+Model I/O: int8 models take int8 (the quantizer's own), uint8 (a QUANTIZE at each end,
+:func:`edgenet.converters.quant_io.uint8_io`) or float32 (the quantizer's QUANTIZE / DEQUANTIZE at
+the ends); int16x8 models int16 or float32. The same float model, ranges and options give the
+same bytes (``tests/test_precisions.py``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgenet._deps import require
+from edgenet.config import CalibMethod, IOType, OpPrecision, Precision
+from edgenet.converters import _flatbuffer
+from edgenet.converters.calibration import CalibrationStats, RangeCalibrator, pixel_input_range
+from edgenet.data.preprocess import Preprocess
+from edgenet.errors import ConversionError
+
+# model I/O types each full-integer precision can have, by IOType value
+_IO_TYPES = {
+    Precision.INT8: ("int8", "uint8", "float32"),
+    Precision.INT16X8: ("int16", "float32"),
+}
+_NATIVE_IO = {Precision.INT8: "int8", Precision.INT16X8: "int16"}
+_ACTIVATION_BITS = {Precision.INT8: 8, Precision.INT16X8: 16, OpPrecision.INT16: 16}
+
+
+@dataclass(frozen=True)
+class QuantizedResult:
+    """A full-integer model, how it was calibrated and quantized, and what :func:`requantize`
+    needs to quantize it again with other op precisions (without calibrating again)."""
+
+    model: bytes
+    calibration: CalibrationStats
+    precision: Precision = Precision.INT8
+    op_precision: tuple[tuple[str, OpPrecision], ...] = ()   # ops not in the precision's own scheme
+    io_type: str = "int8"
+    per_channel: bool = True
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
+    source: bytes = field(default=b"", repr=False, compare=False)   # the float model quantized
+
+    @property
+    def keep_float(self) -> tuple[str, ...]:
+        """The ops left in float on request (by output tensor name)."""
+        return tuple(name for name, p in self.op_precision if p is OpPrecision.FLOAT)
+
+
+def _quantizer_api():
+    return (require("litert_quantizer.quantizer", extra="convert", purpose="int8 / int16x8 quantization"),
+            require("litert_quantizer.qtyping"), require("litert_quantizer.algorithm_manager"),
+            require("litert_quantizer.utils.tfl_flatbuffer_utils"))
+
+
+def io_type_name(precision: Precision, io_type) -> str:
+    """The I/O type's name ("int8", "int16", ...) for ``precision``; ConversionError if it cannot have it."""
+    precision = Precision(precision)
+    if precision not in _IO_TYPES:
+        raise ValueError(f"not a full-integer precision: {precision.value}")
+    name = _NATIVE_IO[precision] if io_type is None else getattr(io_type, "value", io_type)
+    if name not in _IO_TYPES[precision]:
+        raise ConversionError(f"a {precision.value} model takes {' or '.join(_IO_TYPES[precision])} "
+                              f"input and output, not {name}")
+    return name
+
+
+def _op_scopes(float_model: bytes) -> dict[str, tuple[str, str]]:
+    """{first output tensor name: (the op's scope as the quantizer matches it, its TFLite op name)}."""
+    _, _, _, tfu = _quantizer_api()
+    obj = _flatbuffer.read(float_model)
+    graph = obj.subgraphs[0]
+    found = {}
+    for op in graph.operators:
+        if not len(op.outputs):
+            continue
+        code = _flatbuffer.builtin_code(obj, op)
+        name = tfu.TFL_OP_CODE_TO_NAME.get(code)
+        found[_flatbuffer.tensor_name(graph.tensors[op.outputs[0]])] = (tfu.get_op_scope(op, graph.tensors), name)
+    return found
+
+
+def _check_op_names(scopes: Mapping[str, tuple[str, str]], names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in scopes]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(scopes), n=2)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ConversionError(f"op_precision: no op of the float model outputs {unknown[0]!r}{hint}")
+
+
+def _op_config(qtyping, activation_bits: int, per_channel: bool):
+    tensor = qtyping.TensorQuantizationConfig
+    granularity = qtyping.QuantGranularity.CHANNELWISE if per_channel else qtyping.QuantGranularity.TENSORWISE
+    return qtyping.OpQuantizationConfig(
+        activation_tensor_config=tensor(num_bits=activation_bits, symmetric=activation_bits == 16,
+                                        granularity=qtyping.QuantGranularity.TENSORWISE),
+        weight_tensor_config=tensor(num_bits=8, symmetric=True, granularity=granularity),
+        compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False)
+
+
+def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, precision: Precision,
+             io_type: IOType | str | None = None, per_channel: bool = True,
+             op_precision: Mapping[str, OpPrecision] = {}) -> bytes:   # noqa: B006 (read only)
+    """The full-integer model of ``float_model`` (a float32 .tflite, as
+    :func:`edgenet.converters.tflite.to_float_tflite` makes it) with the activation ranges ``ranges``.
+
+    ``ranges``: ``{tensor name: (min, max)}`` for the float activation tensors, model inputs and
+    outputs included (:meth:`RangeCalibrator.ranges`). ``precision``: ``Precision.INT8`` (a8w8) or
+    ``Precision.INT16X8`` (a16w8 everywhere). ``io_type``: the model's input and output type (int8,
+    uint8 or float32 for int8; int16 or float32 for int16x8; None: the precision's own integer type).
+    ``per_channel``: one weight scale per output channel (False: per tensor). ``op_precision``: ops,
+    named by their (first) output tensor name in ``float_model``, computed in int16 (a16w8) or left
+    in float instead; an op the quantizer has no a16w8 kernel recipe for stays in the model's
+    scheme, an op it cannot quantize at all stays in float (see
+    :func:`edgenet.converters.op_precision.ops_not_in`). Model inputs and outputs keep ``io_type``
+    whatever the op next to them computes in.
+    Raises ConversionError: an I/O type the precision cannot have, an unknown op name, a missing
+    range, the quantizer failing."""
+    from edgenet.converters.quant_io import uint8_io
+    from edgenet.converters.tflite import with_signature
+
+    precision = Precision(precision)
+    io = io_type_name(precision, io_type)
+    quantizer, qtyping, algorithms, _ = _quantizer_api()
+    no_quantize = algorithms.AlgorithmName.NO_QUANTIZE
+    float_model = with_signature(bytes(float_model))   # the quantizer works signature by signature
+    scopes = _op_scopes(float_model)
+    _check_op_names(scopes, list(op_precision))
+
+    engine = quantizer.Quantizer(float_model)
+    engine.update_quantization_recipe(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      _op_config(qtyping, _ACTIVATION_BITS[precision], per_channel),
+                                      algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    if io == "float32":
+        for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+            engine.update_quantization_recipe(".*", end, None, no_quantize)
+    for name, wanted in sorted(op_precision.items()):
+        scope, op_name = scopes[name]
+        if op_name is None:      # an op the quantizer does not know: it stays in float anyway
+            continue
+        regex = "^" + re.escape(scope) + "$"
+        wanted = OpPrecision(wanted)
+        if wanted is OpPrecision.FLOAT:
+            engine.update_quantization_recipe(regex, op_name, None, no_quantize)
+        else:
+            engine.update_quantization_recipe(regex, op_name, _op_config(qtyping, 16, per_channel),
+                                              algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    qsvs = {name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
+            for name, (lo, hi) in sorted(ranges.items())}
+    from edgenet.converters._capture import captured_fd
+
+    with captured_fd(2) as log:
+        try:
+            model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
+                                          enable_progress_report=False).quantized_model)
+        except Exception as exc:
+            text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
+            raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
+    return uint8_io(model) if io == "uint8" else model
+
+
+def check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) -> None:
+    """ConversionError unless ``calib_inputs`` has one (N, ...) array per model input, shaped as it."""
+    graph = _flatbuffer.read(model).subgraphs[0]
+    if len(calib_inputs) != len(graph.inputs):
+        raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(graph.inputs)}")
+    for arr, index in zip(calib_inputs, graph.inputs):
+        tensor = graph.tensors[index]
+        shape = [int(d) for d in tensor.shape]
+        want = tuple(shape[1:] if len(shape) >= 2 else shape)
+        if tuple(arr.shape[1:]) != want:
+            raise ConversionError(f"calibration samples have shape {tuple(arr.shape[1:])}, "
+                                  f"model input '{_flatbuffer.tensor_name(tensor)}' wants {want}")
+
+
+def quantize_calibrated(float_model: bytes, calib_inputs: Sequence[np.ndarray], *,
+                        precision: Precision = Precision.INT8, io_type: IOType | str | None = None,
+                        per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
+                        op_precision: Mapping[str, OpPrecision] = {},   # noqa: B006 (read only)
+                        batch_size: int = 16, num_threads: int | None = None,
+                        preprocess: Preprocess | None = None) -> QuantizedResult:
+    """Calibrate ``float_model`` on ``calib_inputs`` and :func:`quantize` it: the pipeline's
+    int8 / int16x8 stage.
+
+    ``calib_inputs`` holds one float32 array (N, ...) per model input, already preprocessed and in
+    the model's layout (NHWC for images). With ``preprocess`` (an image model's normalization) the
+    input's range is not calibrated but fixed to the pixel range
+    (:func:`edgenet.converters.calibration.pixel_input_range`): a uint8 input then takes camera
+    pixels as they are. int16x8 with ``CalibMethod.MSE`` searches the symmetric int16 grid.
+    Raises ConversionError (bad calibration shapes, an I/O type the precision cannot have, an
+    unknown op name, a range reaching NaN or infinity, the quantizer failing)."""
+    precision = Precision(precision)
+    io = io_type_name(precision, io_type)   # refused before any calibration work
+    _check_op_names(_op_scopes(float_model), list(op_precision))
+    check_calibration_shapes(float_model, calib_inputs)
+    input_range = None if preprocess is None else pixel_input_range(preprocess.mean, preprocess.std)
+    calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count(),
+                                 input_range=input_range, activation_bits=_ACTIVATION_BITS[precision])
+    ranges = calibrator.ranges(float_model)
+    model = quantize(float_model, ranges, precision=precision, io_type=io, per_channel=per_channel,
+                     op_precision=op_precision)
+    return QuantizedResult(model, calibrator.last_stats, precision, _ops(op_precision), io, per_channel,
+                           ranges, bytes(float_model))
+
+
+def _ops(op_precision: Mapping[str, OpPrecision]) -> tuple[tuple[str, OpPrecision], ...]:
+    return tuple(sorted((str(k), OpPrecision(v)) for k, v in op_precision.items()))
+
+
+def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
+               float_outputs: Sequence[int] = (), *, io_type: IOType | str | None = None,
+               per_channel: bool | None = None) -> bytes:
+    """``result``'s model quantized again from the same float model and ranges, with the ops in
+    ``op_precision`` (by output tensor name) in ``OpPrecision.INT16`` or ``OpPrecision.FLOAT``
+    (replacing ``result``'s own choice; the other ops in the precision's scheme), and the model
+    outputs at ``float_outputs`` (positions, the signature's ``output_<k>`` order) float32 where a
+    float op makes them (:func:`edgenet.converters.quant_io.float_outputs`). ``io_type`` and
+    ``per_channel`` default to ``result``'s. No calibration: a search over op precisions
+    (mixed-precision repair) calls this once per candidate. Raises ConversionError as :func:`quantize`."""
+    from edgenet.converters.quant_io import float_outputs as dequantized_outputs
+
+    if not result.source or not result.ranges:
+        raise ConversionError(f"no calibrated {result.precision.value} model to quantize again")
+    model = quantize(result.source, result.ranges, precision=result.precision,
+                     io_type=result.io_type if io_type is None else io_type,
+                     per_channel=result.per_channel if per_channel is None else per_channel,
+                     op_precision=op_precision)
+    return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
+
+
+def keep_float(ops: Sequence[str]) -> dict[str, OpPrecision]:
+    """``op_precision`` that leaves ``ops`` in float (the mixed-precision repair's choice)."""
+    return {str(name): OpPrecision.FLOAT for name in ops}
