@@ -214,9 +214,12 @@ def _mixed_precision_lines(mp: dict) -> list[str]:
     if "int8" in lat and "repaired" in lat:
         line = f"Latency on this host (LiteRT): int8 {lat['int8']:.3f} ms, repaired {lat['repaired']:.3f} ms"
         line += f", float32 {lat['float32']:.3f} ms." if "float32" in lat else "."
-        if any(p["precision"] == "int16" for p in promoted) and "float32" in lat and lat["repaired"] > lat["float32"]:
-            line += (" int16 ops run on LiteRT's reference kernels (XNNPACK has none): on a CPU target the "
-                     "float32 model is faster than this repair.")
+        if "same_ops_float" in lat:
+            line += f" The same ops promoted to float instead also pass: {lat['same_ops_float']:.3f} ms."
+        if any(p["precision"] == "int16" for p in promoted) and lat["repaired"] > min(
+                lat.get("same_ops_float", float("inf")), lat.get("float32", float("inf"))):
+            line += (" int16 ops run on slower kernels than int8 and float here (XNNPACK has no 16x8 operators): "
+                     "on a CPU target float may be preferable (the profile's `repair` order).")
         lines += ["", line]
     lines += ["", "| op | ONNX node | to | gain alone | why |", "|---|---|---|---:|---|"]
     for p in promoted:

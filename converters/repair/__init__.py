@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from edgenet.converters.repair.kernels import OpPrecision, promotion, runtime_kernels
+from edgenet.converters.repair.kernels import OpPrecision, promotions, runtime_kernels
 from edgenet.converters.repair.promote import Budget, Candidate, Promotion, Quantizer, Repair, Stop, plan, search
 
 __all__ = ["OpPrecision", "Budget", "Candidate", "Promotion", "Quantizer", "Repair", "Stop", "repair",
@@ -33,7 +33,7 @@ def candidates(float_model: bytes, int8_model: bytes, failing: Sequence[int], sa
     reachable = upstream(listing, failing_set)
     own = own_errors(float_model, int8_model, samples, [op.name for op in listing if op.name in reachable])
     kernels = runtime_kernels(runtime)
-    return plan(listing, failing, own, lambda types: promotion(types, kernels, order, supports),
+    return plan(listing, failing, own, lambda types: promotions(types, kernels, order, supports),
                 head_groups(listing, failing_set), reachable)
 
 

@@ -61,13 +61,14 @@ def runtime_kernels(runtime: str) -> RuntimeKernels:
     return table[runtime]
 
 
-def promotion(ops: Iterable[str], kernels: RuntimeKernels, order: Iterable[str],
-              supported: Iterable[OpPrecision]) -> tuple[OpPrecision | None, str]:
-    """The first promotion in ``order`` (the profile's repair steps: "int16", "float", "split")
-    that the quantizer ``supported`` and the runtime allows for every op type in ``ops`` (one group
-    is promoted together); (None, why not) when there is none."""
+def promotions(ops: Iterable[str], kernels: RuntimeKernels, order: Iterable[str],
+               supported: Iterable[OpPrecision]) -> tuple[tuple[OpPrecision, ...], str]:
+    """The promotions in ``order`` (the profile's repair steps: "int16", "float", "split") that the
+    quantizer ``supported`` and the runtime allows for every op type in ``ops`` (one group is
+    promoted together), in that order; and why the others are not (one phrase, "" when none is
+    refused)."""
     ops, supported = tuple(ops), set(supported)
-    why = []
+    allowed, why = [], []
     for step in order:
         step = getattr(step, "value", step)
         if step not in (OpPrecision.INT16.value, OpPrecision.FLOAT.value):
@@ -80,5 +81,14 @@ def promotion(ops: Iterable[str], kernels: RuntimeKernels, order: Iterable[str],
             why.append(f"{kernels.runtime} runs no float ops" if precision is OpPrecision.FLOAT else
                        f"{kernels.runtime} has no int16 kernel for {', '.join(sorted(set(missing)))}")
         else:
-            return precision, ""
-    return None, "; ".join(why) or "the target's repair order allows no promotion"
+            allowed.append(precision)
+    if not allowed and not why:
+        why.append("the target's repair order allows no promotion")
+    return tuple(allowed), "; ".join(why)
+
+
+def promotion(ops: Iterable[str], kernels: RuntimeKernels, order: Iterable[str],
+              supported: Iterable[OpPrecision]) -> tuple[OpPrecision | None, str]:
+    """The first of :func:`promotions` (None, with why, when there is none)."""
+    allowed, why = promotions(ops, kernels, order, supported)
+    return (allowed[0], "") if allowed else (None, why)

@@ -61,14 +61,19 @@ class Candidate:
     or one op), the promotion the target allows it, and why it is suspected."""
 
     ops: tuple[Op, ...]
-    precision: OpPrecision
+    options: tuple[OpPrecision, ...]     # what the target allows it, in the profile's repair order
     reason: str
     proxy_db: float = math.inf           # own error (lower: worse)
     gain_db: float | None = None         # measured: the failing outputs' SQNR gained with it alone
+    level: int = 0                       # which of ``options`` it gets (the last one past the end)
 
     @property
     def name(self) -> str:
         return self.ops[0].name
+
+    @property
+    def precision(self) -> OpPrecision:
+        return self.options[min(self.level, len(self.options) - 1)]
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,12 @@ class Repair:
         cost = f"{self.rounds} round(s), {self.seconds:.1f} s of a {self.budget_seconds:.1f} s budget"
         if self.passed:
             lat = ""
-            if "int8" in self.latency_ms and "repaired" in self.latency_ms:
-                lat = f", {self.latency_ms['int8']:.2f} -> {self.latency_ms['repaired']:.2f} ms on this host"
+            ms = self.latency_ms
+            if "int8" in ms and "repaired" in ms:
+                lat = f", {ms['int8']:.2f} -> {ms['repaired']:.2f} ms on this host"
+                if ms.get("same_ops_float", math.inf) < ms["repaired"]:
+                    lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
+                            "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
                     f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
         return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used"
@@ -220,20 +229,63 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
     if not candidates:
         return done(None, verdict_before, (), Stop.NO_CANDIDATES,
                     "no op reaching a failing output may be promoted on this target" + (f" ({skipped})" if skipped else ""), 0)
-    # 2. sensitivity, measured one candidate at a time on the subset
-    measured: list[Candidate] = []
-    base = None
-    for c in candidates[:MEASURE_MAX]:
-        if not clock.fits(MEASURE_SHARE):
+    base = score(int8_model)
+    levels = max(len(c.options) for c in candidates)
+    measured, known = 0, {}
+    for level in range(levels):
+        # level 0: each candidate's first promotion (int16 before float on a CPU target); if every
+        # candidate so promoted does not pass, the next level gives the next one to those that have it
+        ranked, n = _measure([replace(c, level=level, gain_db=None) for c in candidates], int8_model, base,
+                             quantize, score, clock, known)
+        measured += n
+        found = _count(ranked, quantize, judge, clock)
+        if found is None:           # budget
+            what = f"{levels} level(s)" if levels > 1 else "the candidates"
+            return done(None, verdict_before, (), Stop.BUDGET,
+                        f"budget spent: the next round would pass {budget_seconds:.1f} s (level {level + 1} of "
+                        f"{what} searched)", measured)
+        chosen, model, verdict = found
+        if verdict.passed:
             break
-        if base is None:
-            base = score(int8_model)
-        s = clock.round(lambda: score(quantize(_assignment([c]))))
-        measured.append(replace(c, gain_db=s - base if math.isfinite(s - base) else (60.0 if s > base else 0.0)))
+        if level + 1 == levels:
+            return done(None, verdict, chosen, Stop.EXHAUSTED,
+                        f"all {len(chosen)} candidate(s) promoted ({', '.join(sorted({c.precision.value for c in chosen}))}) "
+                        "and the verdict still fails" + (f" ({skipped})" if skipped else ""), measured)
+    chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
+    note = " (pruning cut short by the budget)" if cut else ""
+    if runs is not None:
+        refused = runs(model)
+        if refused:
+            return done(None, verdict, chosen, Stop.REFUSED, f"the passing model does not run on the target: {refused}",
+                        measured)
+    return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, measured)
+
+
+def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quantize: Quantizer,
+             score: Callable[[bytes], float], clock: "_Clock", known: dict) -> tuple[list[Candidate], int]:
+    """The most suspect candidates promoted one at a time (within MEASURE_SHARE of the budget), ranked
+    by the failing outputs' SQNR gained: helpful ones first, then the unmeasured in proxy order, then
+    the measured that gained nothing alone."""
+    measured: list[Candidate] = []
+    n = 0
+    for c in candidates[:MEASURE_MAX]:
+        key = (c.name, c.precision)        # ``known``: gains of earlier levels, not measured twice
+        if key not in known:
+            if not clock.fits(MEASURE_SHARE):
+                break
+            s = clock.round(lambda: score(quantize(_assignment([c]))))
+            known[key] = s - base if math.isfinite(s - base) else (60.0 if s > base else 0.0)
+            n += 1
+        measured.append(replace(c, gain_db=known[key]))
     helpful = sorted((c for c in measured if c.gain_db >= MIN_GAIN_DB), key=lambda c: -c.gain_db)
     useless = [c for c in measured if c.gain_db < MIN_GAIN_DB]
-    ranked = helpful + list(candidates[len(measured):]) + useless
-    # 3. count: 1, 2, 4 ... then bisect between the last failing and the first passing count
+    return helpful + list(candidates[len(measured):]) + useless, n
+
+
+def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock"):
+    """The first 1, 2, 4 ... of ``ranked`` promoted until the verdict passes, then bisected to the
+    smallest passing count: (chosen, model, verdict) -- the passing one, or all of them failing --
+    or None when the budget ran out before either."""
     tried: dict[int, tuple[bytes, Verdict]] = {}
 
     def trial(k: int):
@@ -242,65 +294,59 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
             tried[k] = (model, judge(model))
         return tried[k]
 
-    low, high, k, last = 0, None, 1, (None, verdict_before)
+    low, high, k = 0, None, 1
     while k <= len(ranked):
         if not clock.fits():
-            return done(None, last[1], ranked[:low], Stop.BUDGET,
-                        f"budget spent: the next round would pass {budget_seconds:.1f} s "
-                        f"({low} of {len(ranked)} candidate(s) promoted without a pass)", len(measured))
-        last = clock.round(trial, k)
-        if last[1].passed:
+            return None
+        if clock.round(trial, k)[1].passed:
             high = k
             break
         low = k
-        k = len(ranked) if k < len(ranked) and 2 * k > len(ranked) else 2 * k
+        k = len(ranked) if k < len(ranked) < 2 * k else 2 * k
     if high is None:
-        return done(None, last[1], ranked, Stop.EXHAUSTED,
-                    f"all {len(ranked)} candidate(s) promoted and the verdict still fails"
-                    + (f" ({skipped})" if skipped else ""), len(measured))
+        model, verdict = tried[len(ranked)]
+        return list(ranked), model, verdict
     while high - low > 1 and clock.fits():
         mid = (low + high) // 2
         if clock.round(trial, mid)[1].passed:
             high = mid
         else:
             low = mid
-    chosen = list(ranked[:high])
-    model, verdict = tried[high]
-    # 4. pruning: least useful first
-    for c in sorted(chosen, key=lambda c: (c.gain_db if c.gain_db is not None else -1.0))[:-1] if len(chosen) > 1 else ():
+    return list(ranked[:high]), *tried[high]
+
+
+def _prune(chosen: list[Candidate], model: bytes, verdict: Verdict, quantize: Quantizer, judge, clock: "_Clock"):
+    """Each promotion dropped in turn, least useful first, where the verdict passes without it;
+    (chosen, model, verdict, cut short by the budget)."""
+    order = sorted(chosen, key=lambda c: (c.gain_db if c.gain_db is not None else -1.0))
+    for c in order[:-1]:
         if not clock.fits():
-            break
+            return chosen, model, verdict, True
         rest = [x for x in chosen if x is not c]
         m = clock.round(quantize, _assignment(rest))
         v = judge(m)
         if v.passed:
             chosen, model, verdict = rest, m, v
-    note = "" if clock.fits() else " (pruning cut short by the budget)"
-    if runs is not None:
-        refused = runs(model)
-        if refused:
-            return done(None, verdict, chosen, Stop.REFUSED, f"the passing model does not run on the target: {refused}",
-                        len(measured))
-    return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, len(measured))
+    return chosen, model, verdict, False
 
 
 def plan(listing: Sequence[Op], failing: Sequence[int], own: Mapping[str, "object"], allowed,
          heads: Sequence[tuple[Op, ...]], reachable: set[str]) -> tuple[list[Candidate], str]:
     """Candidates, most suspect first: the failing outputs' head groups, then every op reaching a
     failing output by its own error (lowest first; ops without one last). ``allowed(op_types) ->
-    (OpPrecision | None, why not)``; ``own``: tensor -> :class:`OwnError`. Also says which ops no
+    (allowed OpPrecisions in order, why not the others)``; ``own``: tensor -> :class:`OwnError`. Also says which ops no
     promotion was allowed for, and why (one phrase)."""
     out: list[Candidate] = []
     refused: dict[str, list[str]] = {}
     seen: set[str] = set()
     for group in heads:
-        precision, why = allowed([op.op for op in group])
+        options, why = allowed([op.op for op in group])
         seen.update(op.name for op in group)
-        if precision is None:
+        if not options:
             refused.setdefault(why, []).append(group[0].op)
             continue
         own_db = min((own[o.name].proxy_db for o in group if o.name in own), default=math.inf)
-        out.append(Candidate(group, precision, f"produces failing output {group[0].output_position}", own_db))
+        out.append(Candidate(group, options, f"produces failing output {group[0].output_position}", own_db))
     readers: dict[str, list[Op]] = {}
     for op in listing:
         for name in op.inputs:
@@ -312,12 +358,12 @@ def plan(listing: Sequence[Op], failing: Sequence[int], own: Mapping[str, "objec
         # a tensor carried in more than int8: its producer writes it so, and its readers read it so
         # (a float op whose int8 reader gets the same scale back would change nothing)
         group = (op, *(r for r in readers.get(op.name, ()) if r is not op))
-        precision, why = allowed([o.op for o in group])
-        if precision is None:
+        options, why = allowed([o.op for o in group])
+        if not options:
             refused.setdefault(why, []).append(op.op)
             continue
         e = own.get(op.name)
-        rest.append(Candidate(group, precision, e.describe() if e is not None else "no own error measured",
+        rest.append(Candidate(group, options, e.describe() if e is not None else "no own error measured",
                               e.proxy_db if e is not None else math.inf))
     rest.sort(key=lambda c: c.proxy_db)
     skipped = "; ".join(f"{len(v)} op(s) not promotable: {k}" for k, v in refused.items())
