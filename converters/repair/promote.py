@@ -24,12 +24,14 @@ from enum import Enum
 from typing import Callable, Mapping, Sequence
 
 from edgenet.converters.repair.graph import Op
+from edgenet.errors import ConversionError
 from edgenet.converters.repair.kernels import OpPrecision
 from edgenet.quality import Verdict
 
 MEASURE_SHARE = 0.5        # of the budget, at most, for measuring single-candidate sensitivity
 MEASURE_MAX = 16           # candidates measured one at a time, at most
 MIN_GAIN_DB = 0.1          # a measured gain below this is no gain
+REFUSALS = (ConversionError, ValueError, RuntimeError)   # a quantizer or runtime refusing one promotion
 
 
 class Stop(str, Enum):
@@ -231,12 +233,12 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
                     "no op reaching a failing output may be promoted on this target" + (f" ({skipped})" if skipped else ""), 0)
     base = score(int8_model)
     levels = max(len(c.options) for c in candidates)
-    measured, known = 0, {}
+    measured, known, refused = 0, {}, []
     for level in range(levels):
         # level 0: each candidate's first promotion (int16 before float on a CPU target); if every
         # candidate so promoted does not pass, the next level gives the next one to those that have it
         ranked, n = _measure([replace(c, level=level, gain_db=None) for c in candidates], int8_model, base,
-                             quantize, score, clock, known)
+                             quantize, score, clock, known, refused)
         measured += n
         found = _count(ranked, quantize, judge, clock)
         if found is None:           # budget
@@ -245,27 +247,30 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
                         f"budget spent: the next round would pass {budget_seconds:.1f} s (level {level + 1} of "
                         f"{what} searched)", measured)
         chosen, model, verdict = found
-        if verdict.passed:
+        if verdict is not None and verdict.passed:
             break
         if level + 1 == levels:
-            return done(None, verdict, chosen, Stop.EXHAUSTED,
+            return done(None, verdict or verdict_before, chosen, Stop.EXHAUSTED,
                         f"all {len(chosen)} candidate(s) promoted ({', '.join(sorted({c.precision.value for c in chosen}))}) "
-                        "and the verdict still fails" + (f" ({skipped})" if skipped else ""), measured)
+                        "and the verdict still fails" + (f" ({skipped})" if skipped else "")
+                        + (f"; the quantizer refused {len(refused)}: {refused[0]}" if refused else ""), measured)
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
     note = " (pruning cut short by the budget)" if cut else ""
     if runs is not None:
-        refused = runs(model)
-        if refused:
-            return done(None, verdict, chosen, Stop.REFUSED, f"the passing model does not run on the target: {refused}",
+        why_not = runs(model)
+        if why_not:
+            return done(None, verdict, chosen, Stop.REFUSED, f"the passing model does not run on the target: {why_not}",
                         measured)
     return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, measured)
 
 
 def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quantize: Quantizer,
-             score: Callable[[bytes], float], clock: "_Clock", known: dict) -> tuple[list[Candidate], int]:
+             score: Callable[[bytes], float], clock: "_Clock", known: dict, refused: list[str]
+             ) -> tuple[list[Candidate], int]:
     """The most suspect candidates promoted one at a time (within MEASURE_SHARE of the budget), ranked
     by the failing outputs' SQNR gained: helpful ones first, then the unmeasured in proxy order, then
-    the measured that gained nothing alone."""
+    the measured that gained nothing alone. A candidate the quantizer refuses (REFUSALS) is dropped
+    and named in ``refused``."""
     measured: list[Candidate] = []
     n = 0
     for c in candidates[:MEASURE_MAX]:
@@ -273,13 +278,24 @@ def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quanti
         if key not in known:
             if not clock.fits(MEASURE_SHARE):
                 break
-            s = clock.round(lambda: score(quantize(_assignment([c]))))
+            try:
+                s = clock.round(lambda: score(quantize(_assignment([c]))))
+            except REFUSALS as exc:       # the quantizer cannot make this op so: never a candidate
+                known[key] = None
+                refused.append(f"{c.ops[0].op} {c.name}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
+                n += 1
+                continue
             known[key] = s - base if math.isfinite(s - base) else (60.0 if s > base else 0.0)
             n += 1
+        if known[key] is None:
+            continue
         measured.append(replace(c, gain_db=known[key]))
     helpful = sorted((c for c in measured if c.gain_db >= MIN_GAIN_DB), key=lambda c: -c.gain_db)
     useless = [c for c in measured if c.gain_db < MIN_GAIN_DB]
-    return helpful + list(candidates[len(measured):]) + useless, n
+    seen = {c.name for c in candidates[:MEASURE_MAX]}
+    rest = [c for c in candidates if c.name not in seen] + [c for c in candidates[:MEASURE_MAX]
+                                                             if (c.name, c.precision) not in known]
+    return helpful + rest + useless, n
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock"):
@@ -290,25 +306,32 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock")
 
     def trial(k: int):
         if k not in tried:
-            model = quantize(_assignment(ranked[:k]))
-            tried[k] = (model, judge(model))
+            try:
+                model = quantize(_assignment(ranked[:k]))
+                tried[k] = (model, judge(model))
+            except REFUSALS:        # a promotion the quantizer cannot make, among the first k
+                tried[k] = (None, None)
         return tried[k]
+
+    def passed(k: int) -> bool:
+        verdict = clock.round(trial, k)[1]
+        return verdict is not None and verdict.passed
 
     low, high, k = 0, None, 1
     while k <= len(ranked):
         if not clock.fits():
             return None
-        if clock.round(trial, k)[1].passed:
+        if passed(k):
             high = k
             break
         low = k
         k = len(ranked) if k < len(ranked) < 2 * k else 2 * k
     if high is None:
-        model, verdict = tried[len(ranked)]
+        model, verdict = tried.get(len(ranked), (None, None))
         return list(ranked), model, verdict
     while high - low > 1 and clock.fits():
         mid = (low + high) // 2
-        if clock.round(trial, mid)[1].passed:
+        if passed(mid):
             high = mid
         else:
             low = mid
@@ -323,8 +346,11 @@ def _prune(chosen: list[Candidate], model: bytes, verdict: Verdict, quantize: Qu
         if not clock.fits():
             return chosen, model, verdict, True
         rest = [x for x in chosen if x is not c]
-        m = clock.round(quantize, _assignment(rest))
-        v = judge(m)
+        try:
+            m = clock.round(quantize, _assignment(rest))
+            v = judge(m)
+        except REFUSALS:
+            continue
         if v.passed:
             chosen, model, verdict = rest, m, v
     return chosen, model, verdict, False
