@@ -210,8 +210,9 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         # promotions in the target's repair order (int16 where its runtime has the kernel, float where
         # it runs float: never on integer-only targets or with --strict-int8)
         stages.total += 1 + int(opts.layer_report)
+        int8_stage = next((t.seconds for t in stages.times if t.name == f"tflite {Precision.INT8.value}"), None)
         repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
-                            _strict(profile, opts), notes, detail=int8_verdict.worst.name)
+                            _strict(profile, opts), notes, int8_stage, detail=int8_verdict.worst.name)
         if repair is not None:
             if repair.passed:
                 built.models[Precision.INT8] = repair.model

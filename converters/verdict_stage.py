@@ -99,11 +99,12 @@ EVAL_SUBSET = 16   # examples the repair search scores single promotions on
 
 
 def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile,
-                    notes: list[str] | None = None):
+                    notes: list[str] | None = None, int8_seconds: float | None = None):
     """Promote the fewest ops of the failing int8 model (int16 activations or float, in the target
     profile's ``repair`` order, where targets/kernels.toml lets its runtime run them) until the int8
-    verdict passes (converters.repair). None, with a note saying why, when the target's order and the
-    quantizer in use allow no promotion at all."""
+    verdict passes (converters.repair), within ``profile.repair_budget`` x ``int8_seconds`` (the plain
+    int8 stage's time). None, with a note saying why, when the target's order and the quantizer in
+    use allow no promotion at all."""
     from edgenet.converters import validate
     from edgenet.converters.repair import Budget, OpPrecision, Quantizer, repair
     from edgenet.converters.repair.cost import interleaved_latency
@@ -134,7 +135,9 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     def score(blob):
         return output_score(blob, subset, f_subset, failing, threads)
 
-    budget = Budget(profile.repair_budget, built.quantized[Precision.INT8].calibration.seconds)
+    # the budget: repair_budget x the int8 stage (calibration and quantization; its calibration time
+    # alone when the stage was not timed)
+    budget = Budget(profile.repair_budget, int8_seconds or built.quantized[Precision.INT8].calibration.seconds)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile))
     if result.passed:
@@ -145,7 +148,9 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
             alt = quantize({p.tensor: OpPrecision.FLOAT for p in result.promoted})
             if judge(alt).passed:
                 models["same_ops_float"] = alt
-        result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads))
+        result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads,
+                                                                max_seconds=max(0.5, 0.1 * budget.seconds)))
+    result = result.as_written()
     return result.named(tf_side.onnx_nodes([p.tensor for p in result.promoted]))
 
 

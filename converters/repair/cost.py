@@ -13,9 +13,10 @@ import numpy as np
 
 
 def interleaved_latency(models: Mapping[str, bytes], threads: int | None = None, rounds: int = 7,
-                        invokes: int = 3) -> dict[str, float]:
+                        invokes: int = 3, max_seconds: float | None = None) -> dict[str, float]:
     """Median milliseconds of one invoke of each model (LiteRT, XNNPACK where it applies, zero
-    inputs), ``rounds`` rounds of ``invokes`` invokes each, the models taking turns."""
+    inputs), ``rounds`` rounds of ``invokes`` invokes each, the models taking turns; fewer rounds
+    (at least 2) when ``max_seconds`` would be passed."""
     from edgenet.runtime import make_interpreter
 
     interps = {}
@@ -26,7 +27,10 @@ def interleaved_latency(models: Mapping[str, bytes], threads: int | None = None,
         interp.invoke()                       # warm-up: allocation, XNNPACK packing
         interps[key] = interp
     times: dict[str, list[float]] = {k: [] for k in interps}
-    for _ in range(rounds):
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        if max_seconds is not None and r >= 2 and time.perf_counter() - t0 > max_seconds * r / rounds:
+            break
         for key, interp in interps.items():
             t = time.perf_counter()
             for _ in range(invokes):

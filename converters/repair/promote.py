@@ -7,8 +7,9 @@ failing int8 verdict pass, found within a time budget.
    (:func:`converters.repair.sensitivity.own_errors`: what the op adds, not what it inherits);
 2. sensitivity, measured: the most suspect candidates promoted one at a time, the failing outputs'
    SQNR on a small evaluation subset each time; candidates ranked by what they gained;
-3. count: the first 1, 2, 4 ... ranked candidates promoted and judged on the whole evaluation set
-   until the verdict passes, then a binary search for the smallest passing count;
+3. count: every candidate promoted (if that fails, the next promotion in the target's order is
+   tried for each: int16, then float), then the first 1, 2, 4 ... ranked candidates, judged on the
+   whole evaluation set until the verdict passes, then a binary search for the smallest passing count;
 4. pruning: each promotion of the passing model dropped in turn (least useful first) when the
    verdict passes without it.
 
@@ -124,6 +125,26 @@ class Repair:
 
         return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
                                             for p in self.promoted))
+
+    def as_written(self) -> "Repair":
+        """The same repair with each promotion's precision read back from the passing model: an op
+        the quantizer kept in int8 (no recipe for the precision asked) is no promotion, and one it
+        had to leave in float says so."""
+        if self.model is None:
+            return self
+        from edgenet.config import Precision
+        from edgenet.converters.op_precision import op_precisions
+
+        actual = {e.output: e.precision for e in op_precisions(self.model)}
+        kept = []
+        for p in self.promoted:
+            got = actual.get(p.tensor, Precision.INT8)
+            if got is Precision.INT16X8:
+                kept.append(replace(p, precision=OpPrecision.INT16))
+            elif got in (Precision.FLOAT32, Precision.FLOAT16):
+                note = "" if p.precision is OpPrecision.FLOAT else f"; asked {p.precision.value}, the quantizer left it float"
+                kept.append(replace(p, precision=OpPrecision.FLOAT, reason=p.reason + note))
+        return replace(self, promoted=tuple(kept))
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "promoted": [p.to_dict() for p in self.promoted],
@@ -292,16 +313,15 @@ def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quanti
         measured.append(replace(c, gain_db=known[key]))
     helpful = sorted((c for c in measured if c.gain_db >= MIN_GAIN_DB), key=lambda c: -c.gain_db)
     useless = [c for c in measured if c.gain_db < MIN_GAIN_DB]
-    seen = {c.name for c in candidates[:MEASURE_MAX]}
-    rest = [c for c in candidates if c.name not in seen] + [c for c in candidates[:MEASURE_MAX]
-                                                             if (c.name, c.precision) not in known]
+    rest = [c for c in candidates if (c.name, c.precision) not in known]     # unmeasured, in proxy order
     return helpful + rest + useless, n
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock"):
-    """The first 1, 2, 4 ... of ``ranked`` promoted until the verdict passes, then bisected to the
-    smallest passing count: (chosen, model, verdict) -- the passing one, or all of them failing --
-    or None when the budget ran out before either."""
+    """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
+    1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
+    budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
+    the budget ran out before the first round."""
     tried: dict[int, tuple[bytes, Verdict]] = {}
 
     def trial(k: int):
@@ -317,18 +337,25 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock")
         verdict = clock.round(trial, k)[1]
         return verdict is not None and verdict.passed
 
+    if not ranked:
+        return [], None, None
+    # all of them first: when even that fails, this level is done in one round
+    if not clock.fits():
+        return None
+    if not passed(len(ranked)):
+        model, verdict = tried[len(ranked)]
+        return list(ranked), model, verdict
     low, high, k = 0, None, 1
-    while k <= len(ranked):
-        if not clock.fits():
-            return None
+    while k < len(ranked):
+        if not clock.fits():        # out of time: the passing model of all of them stands
+            break
         if passed(k):
             high = k
             break
         low = k
-        k = len(ranked) if k < len(ranked) < 2 * k else 2 * k
+        k *= 2
     if high is None:
-        model, verdict = tried.get(len(ranked), (None, None))
-        return list(ranked), model, verdict
+        high = len(ranked)
     while high - low > 1 and clock.fits():
         mid = (low + high) // 2
         if passed(mid):
