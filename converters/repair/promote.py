@@ -252,29 +252,38 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
     if not candidates:
         return done(None, verdict_before, (), Stop.NO_CANDIDATES,
                     "no op reaching a failing output may be promoted on this target" + (f" ({skipped})" if skipped else ""), 0)
-    base = score(int8_model)
     levels = max(len(c.options) for c in candidates)
-    measured, known, refused = 0, {}, []
+    measured, known, refused, base = 0, {}, [], None
+    what = f"{levels} level(s)" if levels > 1 else "the candidates"
     for level in range(levels):
-        # level 0: each candidate's first promotion (int16 before float on a CPU target); if every
-        # candidate so promoted does not pass, the next level gives the next one to those that have it
-        ranked, n = _measure([replace(c, level=level, gain_db=None) for c in candidates], int8_model, base,
-                             quantize, score, clock, known, refused)
-        measured += n
-        found = _count(ranked, quantize, judge, clock)
-        if found is None:           # budget
-            what = f"{levels} level(s)" if levels > 1 else "the candidates"
+        # level 0: each candidate's first promotion (int16 before float on a CPU target); when all of
+        # them so promoted do not pass (one round tells), the next level gives the next one to those
+        # that have it; only a level that can pass is measured and counted
+        leveled = [replace(c, level=level, gain_db=None) for c in candidates]
+        if not clock.fits():
             return done(None, verdict_before, (), Stop.BUDGET,
                         f"budget spent: the next round would pass {budget_seconds:.1f} s (level {level + 1} of "
-                        f"{what} searched)", measured)
-        chosen, model, verdict = found
-        if verdict is not None and verdict.passed:
-            break
-        if level + 1 == levels:
-            return done(None, verdict or verdict_before, chosen, Stop.EXHAUSTED,
-                        f"all {len(chosen)} candidate(s) promoted ({', '.join(sorted({c.precision.value for c in chosen}))}) "
+                        f"{what})", measured)
+        whole = clock.round(_trial, leveled, quantize, judge)
+        if whole[1] is None or not whole[1].passed:
+            if level + 1 < levels:
+                continue
+            return done(None, whole[1] or verdict_before, leveled, Stop.EXHAUSTED,
+                        f"all {len(leveled)} candidate(s) promoted ({', '.join(sorted({c.precision.value for c in leveled}))}) "
                         "and the verdict still fails" + (f" ({skipped})" if skipped else "")
-                        + (f"; the quantizer refused {len(refused)}: {refused[0]}" if refused else ""), measured)
+                        + ("; the quantizer refused that model" if whole[1] is None else ""), measured)
+        if base is None:
+            base = score(int8_model)
+        ranked, n = _measure(leveled, int8_model, base, quantize, score, clock, known, refused)
+        measured += n
+        found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None)
+        if found is None:           # budget: the passing model of all of them stands
+            chosen, (model, verdict) = leveled, whole
+        else:
+            chosen, model, verdict = found
+            if verdict is None or not verdict.passed:   # a refused candidate left out of ``ranked``
+                chosen, (model, verdict) = leveled, whole
+        break
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
     note = " (pruning cut short by the budget)" if cut else ""
     if runs is not None:
@@ -317,30 +326,35 @@ def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quanti
     return helpful + rest + useless, n
 
 
-def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock"):
+def _trial(chosen: Sequence[Candidate], quantize: Quantizer, judge) -> tuple[bytes | None, Verdict | None]:
+    """(model, verdict) with ``chosen`` promoted; (None, None) when the quantizer refuses it."""
+    try:
+        model = quantize(_assignment(chosen))
+        return model, judge(model)
+    except REFUSALS:
+        return None, None
+
+
+def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None):
     """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
     1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
     budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
     the budget ran out before the first round."""
-    tried: dict[int, tuple[bytes, Verdict]] = {}
+    tried: dict[int, tuple[bytes | None, Verdict | None]] = {} if whole is None else {len(ranked): whole}
 
     def trial(k: int):
         if k not in tried:
-            try:
-                model = quantize(_assignment(ranked[:k]))
-                tried[k] = (model, judge(model))
-            except REFUSALS:        # a promotion the quantizer cannot make, among the first k
-                tried[k] = (None, None)
+            tried[k] = _trial(ranked[:k], quantize, judge)
         return tried[k]
 
     def passed(k: int) -> bool:
-        verdict = clock.round(trial, k)[1]
+        verdict = tried[k][1] if k in tried else clock.round(trial, k)[1]
         return verdict is not None and verdict.passed
 
     if not ranked:
         return [], None, None
-    # all of them first: when even that fails, this level is done in one round
-    if not clock.fits():
+    # all of them first (``whole``: already tried): when even that fails, the level is done
+    if len(ranked) not in tried and not clock.fits():
         return None
     if not passed(len(ranked)):
         model, verdict = tried[len(ranked)]
