@@ -206,3 +206,44 @@ def test_a_profile_may_not_promote_to_float_on_an_integer_runtime(tmp_path):
     base.write_text(text + 'repair = ["split"]\nrepair_budget = 2\n')
     p = load_target(base)
     assert p.repair_order == (RepairStep.SPLIT,) and p.repair_budget == 2.0 and not math.isnan(p.repair_budget)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["rpi", "cortex-m"])
+def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
+    """End to end: the ONNX model with conv2's 300x channel, converted for ``target``."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    import edgenet
+    from foreign_models import export
+
+    class HugeRange(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pad = torch.nn.ZeroPad2d(1)
+            self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1),
+                                                  torch.nn.Conv2d(8, 4, 1))
+            with torch.no_grad():
+                self.conv2.weight[0] *= 300.0
+                self.conv2.bias[0] = 1500.0
+                self.conv3.weight[:, 0] = 0.0
+
+        def forward(self, x):
+            y = self.conv3(self.conv2(torch.relu(self.conv1(self.pad(x)))))
+            return y.mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    path = tmp_path / "huge.onnx"
+    export(HugeRange().eval(), (1, 3, 16, 16), path, dynamic_hw=False)
+    r = edgenet.convert(str(path), target=target, int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o")
+    mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
+    assert mp["passed"] and mp["verdict_before"]["passed"] is False and mp["verdict_after"]["passed"]
+    assert {p["onnx_node"] for p in mp["promoted"]} == {"/conv2/Conv", "/conv3/Conv"}
+    assert {p["precision"] for p in mp["promoted"]} == {"int16"}
+    assert {"int8", "repaired", "float32"} <= set(mp["latency_ms"]) and mp["stop"] == "passed"
+    assert ("same_ops_float" in mp["latency_ms"]) == (target == "rpi")     # float only where it may run
+    assert "## Mixed precision" in (tmp_path / "o" / "report.md").read_text()
+    assert r.report.validation.quantized[0]["passed"]
+    if target == "cortex-m":    # the repaired model ran in TFLite Micro (the target check)
+        assert "runs in TFLite Micro" in r.report.target["summary"]
