@@ -112,7 +112,8 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     from edgenet.converters.repair.sensitivity import output_score
     from edgenet.inference import TFLiteModel
 
-    quantize = _quantizer(built, tf_side, opts, profile, {op.name: op.output_position for op in ops(built.quant_source)})
+    positions = {op.name: op.output_position for op in ops(built.quant_source)}
+    quantize = _quantizer(built, tf_side, opts, profile, positions)
     steps = [s.value for s in profile.repair_order if s.value in {p.value for p in OpPrecision}]
     usable = [s for s in steps if OpPrecision(s) in quantize.supports
               and (s != "float" or profile.runtime.value not in FULL_INTEGER_RUNTIMES)]

@@ -6,7 +6,8 @@ targets/kernels.toml).
 * :mod:`.kernels` -- which promotion an op may get on a target;
 * :mod:`.graph` -- the ops, what reaches a failing output, the head groups;
 * :mod:`.sensitivity` -- each op's own error (proxy), the failing outputs' score (measured);
-* :mod:`.promote` -- the ranked, budgeted search; :mod:`.cost` -- latency before and after.
+* :mod:`.promote` -- the ranked, budgeted search; :mod:`.result` -- what it found;
+* :mod:`.cost` -- latency before and after.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import time
 from typing import Callable, Sequence
 
 from edgenet.converters.repair.kernels import OpPrecision, promotions, runtime_kernels
-from edgenet.converters.repair.promote import Budget, Candidate, Promotion, Quantizer, Repair, Stop, plan, search
+from edgenet.converters.repair.promote import Budget, Candidate, Quantizer, plan, search
+from edgenet.converters.repair.result import Promotion, Repair, Stop
 
 __all__ = ["OpPrecision", "Budget", "Candidate", "Promotion", "Quantizer", "Repair", "Stop", "repair",
            "candidates"]

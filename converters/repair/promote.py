@@ -20,29 +20,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
+from edgenet.config import OpPrecision
 from edgenet.converters.repair.graph import Op
+from edgenet.converters.repair.result import Promotion, Repair, Stop
 from edgenet.errors import ConversionError
-from edgenet.converters.repair.kernels import OpPrecision
 from edgenet.quality import Verdict
 
 MEASURE_SHARE = 0.5        # of the budget, at most, for measuring single-candidate sensitivity
 MEASURE_MAX = 16           # candidates measured one at a time, at most
 MIN_GAIN_DB = 0.1          # a measured gain below this is no gain
 REFUSALS = (ConversionError, ValueError, RuntimeError)   # a quantizer or runtime refusing one promotion
-
-
-class Stop(str, Enum):
-    """Why the search stopped."""
-
-    PASSED = "passed"
-    BUDGET = "budget"                   # the next round would not fit the time budget
-    EXHAUSTED = "exhausted"             # every candidate promoted, the verdict still fails
-    NO_CANDIDATES = "no_candidates"     # no op reaching a failing output may be promoted on this target
-    REFUSED = "refused"                 # the passing model does not run in the target's runtime
 
 
 @dataclass(frozen=True)
@@ -77,106 +67,6 @@ class Candidate:
     @property
     def precision(self) -> OpPrecision:
         return self.options[min(self.level, len(self.options) - 1)]
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """One op of the repaired model in another precision than int8."""
-
-    tensor: str
-    op: str
-    precision: OpPrecision
-    reason: str
-    gain_db: float | None = None
-    onnx_node: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"tensor": self.tensor, "op": self.op, "precision": self.precision.value, "reason": self.reason,
-                "gain_db": None if self.gain_db is None else round(self.gain_db, 2), "onnx_node": self.onnx_node}
-
-
-@dataclass(frozen=True)
-class Repair:
-    model: bytes | None                  # the passing model (None: none passed)
-    verdict_before: Verdict
-    verdict: Verdict                     # of the passing model, or of the last model tried
-    promoted: tuple[Promotion, ...]      # in the passing model, or in the last model tried
-    rounds: int
-    seconds: float
-    budget_seconds: float
-    stop: Stop
-    stop_detail: str
-    size_before: int
-    size_after: int
-    latency_ms: Mapping[str, float] = field(default_factory=dict)   # this host, LiteRT: int8, repaired, float32
-    measured: int = 0                    # candidates whose sensitivity was measured
-
-    @property
-    def passed(self) -> bool:
-        return self.model is not None
-
-    def named(self, onnx_nodes: Mapping[str, str | None]) -> "Repair":
-        """The same repair with each promotion's ONNX node filled in (``onnx_nodes``: tensor -> node)."""
-        def reason(text: str) -> str:     # tensors named in a reason ("reads ...") named by node too
-            for tensor, node in onnx_nodes.items():
-                if node and tensor in text:
-                    text = text.replace(tensor, node)
-            return text
-
-        return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
-                                            for p in self.promoted))
-
-    def as_written(self) -> "Repair":
-        """The same repair with each promotion's precision read back from the passing model: an op
-        the quantizer kept in int8 (no recipe for the precision asked) is no promotion, and one it
-        had to leave in float says so."""
-        if self.model is None:
-            return self
-        from edgenet.config import Precision
-        from edgenet.converters.op_precision import op_precisions
-
-        actual = {e.output: e.precision for e in op_precisions(self.model)}
-        kept = []
-        for p in self.promoted:
-            got = actual.get(p.tensor, Precision.INT8)
-            if got is Precision.INT16X8:
-                kept.append(replace(p, precision=OpPrecision.INT16))
-            elif got in (Precision.FLOAT32, Precision.FLOAT16):
-                note = "" if p.precision is OpPrecision.FLOAT else f"; asked {p.precision.value}, the quantizer left it float"
-                kept.append(replace(p, precision=OpPrecision.FLOAT, reason=p.reason + note))
-        return replace(self, promoted=tuple(kept))
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "promoted": [p.to_dict() for p in self.promoted],
-                "kept_float": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.FLOAT],
-                "int16": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.INT16],
-                "rounds": self.rounds, "measured": self.measured, "seconds": round(self.seconds, 3),
-                "budget_seconds": round(self.budget_seconds, 3), "stop": self.stop.value, "stopped": self.stop_detail,
-                "size_before": self.size_before, "size_after": self.size_after,
-                "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
-                "verdict_before": {"passed": self.verdict_before.passed,
-                                   "failing": [o.name for o in self.verdict_before.outputs if not o.passed]},
-                "verdict_after": {"passed": self.verdict.passed,
-                                  "failing": [o.name for o in self.verdict.outputs if not o.passed]},
-                "summary": self.summary()}
-
-    def summary(self) -> str:
-        counts = {p: sum(1 for x in self.promoted if x.precision is p) for p in OpPrecision}
-        what = ", ".join(f"{n} to {p.value}" for p, n in counts.items() if n) or "none"
-        ops = ", ".join(f"{x.op} {x.onnx_node or x.tensor} ({x.precision.value})" for x in self.promoted[:4]) + \
-            (" ..." if len(self.promoted) > 4 else "")
-        cost = f"{self.rounds} round(s), {self.seconds:.1f} s of a {self.budget_seconds:.1f} s budget"
-        if self.passed:
-            lat = ""
-            ms = self.latency_ms
-            if "int8" in ms and "repaired" in ms:
-                lat = f", {ms['int8']:.2f} -> {ms['repaired']:.2f} ms on this host"
-                if ms.get("same_ops_float", math.inf) < ms["repaired"]:
-                    lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
-                            "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
-            return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
-                    f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
-        return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used"
 
 
 @dataclass(frozen=True)
@@ -251,7 +141,8 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
 
     if not candidates:
         return done(None, verdict_before, (), Stop.NO_CANDIDATES,
-                    "no op reaching a failing output may be promoted on this target" + (f" ({skipped})" if skipped else ""), 0)
+                    "no op reaching a failing output may be promoted on this target"
+                    + (f" ({skipped})" if skipped else ""), 0)
     levels = max(len(c.options) for c in candidates)
     measured, known, refused, base = 0, {}, [], None
     what = f"{levels} level(s)" if levels > 1 else "the candidates"
@@ -268,16 +159,18 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         if whole[1] is None or not whole[1].passed:
             if level + 1 < levels:
                 continue
+            kinds = ", ".join(sorted({c.precision.value for c in leveled}))
             return done(None, whole[1] or verdict_before, leveled, Stop.EXHAUSTED,
-                        f"all {len(leveled)} candidate(s) promoted ({', '.join(sorted({c.precision.value for c in leveled}))}) "
-                        "and the verdict still fails" + (f" ({skipped})" if skipped else "")
+                        f"all {len(leveled)} candidate(s) promoted ({kinds}) and the verdict still fails"
+                        + (f" ({skipped})" if skipped else "")
                         + ("; the quantizer refused that model" if whole[1] is None else ""), measured)
         if base is None:
             base = score(int8_model)
         ranked, n = _measure(leveled, int8_model, base, quantize, score, clock, known, refused)
         measured += n
         found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None)
-        if found is None:           # budget: the passing model of all of them stands
+        counted = found is not None
+        if not counted:             # budget: the passing model of all of them stands
             chosen, (model, verdict) = leveled, whole
         else:
             chosen, model, verdict = found
@@ -285,7 +178,10 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
                 chosen, (model, verdict) = leveled, whole
         break
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
-    note = " (pruning cut short by the budget)" if cut else ""
+    note = (" (all candidates kept: the budget ended before the count)" if not counted else
+            " (pruning cut short by the budget)" if cut else "")
+    if refused:
+        note += f"; the quantizer refused {len(refused)} promotion(s), e.g. {refused[0]}"
     if runs is not None:
         why_not = runs(model)
         if why_not:
@@ -312,7 +208,8 @@ def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quanti
                 s = clock.round(lambda: score(quantize(_assignment([c]))))
             except REFUSALS as exc:       # the quantizer cannot make this op so: never a candidate
                 known[key] = None
-                refused.append(f"{c.ops[0].op} {c.name}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
+                first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                refused.append(f"{c.ops[0].op} {c.name}: {first}")
                 n += 1
                 continue
             known[key] = s - base if math.isfinite(s - base) else (60.0 if s > base else 0.0)

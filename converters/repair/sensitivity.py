@@ -38,7 +38,8 @@ class OwnError:
 
     def describe(self) -> str:
         if self.low_channel_db < self.sqnr_db - 3:
-            return f"own int8 error {self.sqnr_db:.1f} dB, a quarter of its channels at {self.low_channel_db:.1f} dB or less"
+            return (f"own int8 error {self.sqnr_db:.1f} dB, a quarter of its channels at "
+                    f"{self.low_channel_db:.1f} dB or less")
         return f"own int8 error {self.sqnr_db:.1f} dB"
 
 
@@ -99,7 +100,8 @@ def own_errors(float_model: bytes, int8_model: bytes, samples, names: Sequence[s
 def output_score(model: bytes, x, float_outs: Sequence[np.ndarray], positions: Sequence[int],
                  threads: int | None = None) -> float:
     """The lowest SQNR (dB, input-dependent part; whole output or its worst varying channel, as the
-    verdict reads them) of the outputs at ``positions`` of ``model`` on examples ``x`` against ``float_outs`` (the float model's outputs on the same examples); an
+    verdict reads them) of the outputs at ``positions`` of ``model`` on examples ``x`` against
+    ``float_outs`` (the float model's outputs on the same examples); an
     output of indices (ArgMax) scores its share of equal values x 60 dB. -inf when an output is
     lost altogether."""
     from edgenet.inference import TFLiteModel
