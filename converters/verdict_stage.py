@@ -95,7 +95,7 @@ def layer_errors(built, data: PipelineData, source: SourceModel, tf_side):
                               [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
 
 
-EVAL_SUBSET = 16   # examples the repair search scores single promotions on
+EVAL_SUBSET = 8    # examples the repair search scores single promotions and judges candidates on first
 
 
 def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile,
@@ -106,7 +106,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     int8 stage's time). None, with a note saying why, when the target's order and the quantizer in
     use allow no promotion at all."""
     from edgenet.converters import validate
-    from edgenet.converters.repair import Budget, OpPrecision, Quantizer, repair
+    from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
     from edgenet.converters.repair.cost import interleaved_latency
     from edgenet.converters.repair.graph import ops
     from edgenet.converters.repair.sensitivity import output_score
@@ -124,7 +124,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
         return None
     threads = os.cpu_count()
 
-    def judge(blob):
+    def full(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
                                         profile.thresholds, threads)[0]
 
@@ -132,6 +132,12 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
     subset = [x[: EVAL_SUBSET * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)]
     f_subset = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(subset)
+
+    def quick(blob):
+        return validate.judge_precision(Precision.INT8, blob, subset, f_subset, built.graph.outputs,
+                                        profile.thresholds, threads)[0]
+
+    judge = Judge(full, quick)
 
     def score(blob):
         return output_score(blob, subset, f_subset, failing, threads)

@@ -15,10 +15,10 @@ import time
 from typing import Callable, Sequence
 
 from edgenet.converters.repair.kernels import OpPrecision, promotions, runtime_kernels
-from edgenet.converters.repair.promote import Budget, Candidate, Quantizer, plan, search
+from edgenet.converters.repair.promote import Budget, Candidate, Judge, Quantizer, plan, search
 from edgenet.converters.repair.result import Promotion, Repair, Stop
 
-__all__ = ["OpPrecision", "Budget", "Candidate", "Promotion", "Quantizer", "Repair", "Stop", "repair",
+__all__ = ["OpPrecision", "Budget", "Candidate", "Judge", "Promotion", "Quantizer", "Repair", "Stop", "repair",
            "candidates"]
 
 

@@ -224,12 +224,32 @@ def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quanti
 
 
 def _trial(chosen: Sequence[Candidate], quantize: Quantizer, judge) -> tuple[bytes | None, Verdict | None]:
-    """(model, verdict) with ``chosen`` promoted; (None, None) when the quantizer refuses it."""
+    """(model, verdict) with ``chosen`` promoted; (None, None) when the quantizer refuses it.
+    ``judge`` may be a :class:`Judge`: its quick verdict first, the whole one only when that passes."""
     try:
         model = quantize(_assignment(chosen))
+        if isinstance(judge, Judge):
+            quick = judge.quick(model)
+            if not quick.passed:
+                return model, quick
+            return model, judge.full(model)
         return model, judge(model)
     except REFUSALS:
         return None, None
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The verdict two ways: ``quick`` on a small subset of the evaluation data (int16 ops run on
+    slow reference kernels: a whole evaluation set of a 224x224 model with them takes tens of
+    seconds), ``full`` on all of it; a model is judged in full only when it passes the quick one."""
+
+    full: Callable[[bytes], Verdict]
+    quick: Callable[[bytes], Verdict]
+
+    def __call__(self, model: bytes) -> Verdict:
+        quick = self.quick(model)
+        return quick if not quick.passed else self.full(model)
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None):
@@ -284,12 +304,8 @@ def _prune(chosen: list[Candidate], model: bytes, verdict: Verdict, quantize: Qu
         if not clock.fits():
             return chosen, model, verdict, True
         rest = [x for x in chosen if x is not c]
-        try:
-            m = clock.round(quantize, _assignment(rest))
-            v = judge(m)
-        except REFUSALS:
-            continue
-        if v.passed:
+        m, v = clock.round(_trial, rest, quantize, judge)
+        if v is not None and v.passed:
             chosen, model, verdict = rest, m, v
     return chosen, model, verdict, False
 
