@@ -226,22 +226,34 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
     if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
-        strict = opts.strict_int8 or profile.runtime.value in FULL_INTEGER_RUNTIMES
-        if not strict:
-            stages.add(1 + int(opts.layer_report), f"the int8 verdict failed ({int8_verdict.worst.name}): "
-                       "mixed precision added")
-            repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side, opts,
-                                profile, detail=int8_verdict.worst.name)
-            if repair.passed:
-                built.models[Precision.INT8] = repair.model
-                checked.verdicts[Precision.INT8] = repair.verdict
-            notes.append(repair.summary())
-        # a split helps where one int8 scale over the head is the trouble: integer-only targets, which
-        # may not keep it in float, and any target where mixed precision did not pass (the quantizer
-        # gives a Concat's inputs the Concat's scale, back through Slice and Reshape to the tensor
-        # they were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
-        # the assembly ops does not undo that, separate outputs do)
-        if not checked.verdicts[Precision.INT8].passed:
+        # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
+        # runs float: never on integer-only targets or with --strict-int8) and the split head, each
+        # tried while the verdict still fails
+        order = [step.value for step in profile.repair_order]
+        promote = [i for i, x in enumerate(order) if x in ("int16", "float")]
+        steps = sorted(([(promote[0], "promote")] if promote else [])
+                       + ([(order.index("split"), "split")] if "split" in order else []))
+        for _, step in steps:
+            if checked.verdicts[Precision.INT8].passed:
+                break
+            if step == "promote":
+                stages.add(1 + int(opts.layer_report), f"the int8 verdict failed "
+                           f"({checked.verdicts[Precision.INT8].worst.name}): mixed precision added")
+                int8_stage = next((t.seconds for t in stages.times if t.name == f"tflite {Precision.INT8.value}"),
+                                  None)
+                repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side,
+                                    opts, _strict(profile, opts), notes, int8_stage,
+                                    detail=checked.verdicts[Precision.INT8].worst.name)
+                if repair is not None:
+                    if repair.passed:
+                        built.models[Precision.INT8] = repair.model
+                        checked.verdicts[Precision.INT8] = repair.verdict
+                    notes.append(repair.summary())
+                continue
+            # a split helps where one int8 scale over the head is the trouble (the quantizer gives a
+            # Concat's inputs the Concat's scale, back through Slice and Reshape to the tensor they
+            # were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
+            # the assembly ops does not undo that, separate outputs do)
             split = splittable(model, checked.verdicts[Precision.INT8])
             if split is not None:
                 stages.add(stage_count(opts) + 1, f"output {split!r} still fails: its parts written as separate "
@@ -291,6 +303,17 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
+
+
+def _strict(profile, opts):
+    """The profile as the repair sees it: with --strict-int8 (or an integer-only runtime) no float step."""
+    from dataclasses import replace
+
+    from edgenet.targets.profile import RepairStep
+
+    if not opts.strict_int8:
+        return profile
+    return replace(profile, repair=tuple(s for s in profile.repair_order if s is not RepairStep.FLOAT))
 
 
 def _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging, files,

@@ -3,8 +3,8 @@
 * :func:`validate_stage` -- the float32 model against ONNX (the float verdict, with the first
   diverging node when it fails), every other precision against float32 (:mod:`edgenet.quality`),
   accuracy where labels are known;
-* :func:`mixed_precision` -- a failing int8 model with the ops that broke it kept in float
-  (:mod:`edgenet.converters.mixed_precision`); :func:`splittable` / :func:`split_head` -- a damaged
+* :func:`mixed_precision` -- a failing int8 model with the ops that broke it promoted (int16, float)
+  (:mod:`edgenet.converters.repair`); :func:`splittable` / :func:`split_head` -- a damaged
   output made by a Concat written as parts (:mod:`edgenet.converters.split_outputs`);
 * :func:`enforce` -- a verdict that still fails stops the conversion (exit 1), unless
   --allow-degraded; :func:`ops_left_in_float` -- ops of an integer model computing in float named,
@@ -99,31 +99,123 @@ def layer_errors(built, data: PipelineData, source: SourceModel, tf_side):
                               [x[: 8 * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)])
 
 
-def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile):
-    """Keep the ops int8 breaks in float until the int8 verdict passes (converters.mixed_precision)."""
+EVAL_SUBSET = 8    # examples the repair search scores single promotions and judges candidates on first
+
+
+def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile,
+                    notes: list[str] | None = None, int8_seconds: float | None = None):
+    """Promote the fewest ops of the failing int8 model (int16 activations or float, in the target
+    profile's ``repair`` order, where targets/kernels.toml lets its runtime run them) until the int8
+    verdict passes (converters.repair), within ``profile.repair_budget`` x ``int8_seconds`` (the plain
+    int8 stage's time). None, with a note saying why, when the target's order and the quantizer in
+    use allow no promotion at all."""
     from edgenet.converters import validate
-    from edgenet.converters.build import io_type_for
-    from edgenet.converters.mixed_precision import repair
-    from edgenet.converters.quantize import keep_float, requantize
+    from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
+    from edgenet.converters.repair.cost import interleaved_latency
+    from edgenet.converters.repair.graph import ops
+    from edgenet.converters.repair.sensitivity import output_score
+    from edgenet.inference import TFLiteModel
 
-    checked.layers = layer_errors(built, data, source, tf_side)
-    sqnr = {layer.name: layer.sqnr_db for layer in checked.layers}
-    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+    positions = {op.name: op.output_position for op in ops(built.quant_source)}
+    quantize = _quantizer(built, tf_side, opts, profile, positions)
+    steps = [s.value for s in profile.repair_order if s.value in {p.value for p in OpPrecision}]
+    usable = [s for s in steps if OpPrecision(s) in quantize.supports
+              and (s != "float" or profile.runtime.value not in FULL_INTEGER_RUNTIMES)]
+    if not usable:
+        if notes is not None and steps:
+            notes.append(f"mixed precision: not tried: {profile.name} allows promotions to {', '.join(steps)} only, "
+                         "and the quantizer in use can make none of them per op")
+        return None
+    threads = os.cpu_count()
 
-    def quantize(keep, float_outputs):
-        return requantize(built.quantized[Precision.INT8], keep_float(keep), tuple(float_outputs),
-                          io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel)
-
-    def judge(blob):
+    def full(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
-                                        profile.thresholds, os.cpu_count(), getattr(opts, "output_kinds", ()))[0]
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()))[0]
 
     verdict = checked.verdicts[Precision.INT8]
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
-    int8_seconds = built.quantized[Precision.INT8].calibration.seconds
-    result = repair(built.quant_source, built.models[Precision.INT8], sqnr, failing, quantize, judge,
-                    max_seconds=max(2.0, int8_seconds))   # the search may at most double the int8 stage
-    return result.named(tf_side.onnx_nodes([k.tensor for k in result.kept]))
+    subset = [x[: EVAL_SUBSET * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)]
+    f_subset = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(subset)
+
+    def quick(blob):
+        return validate.judge_precision(Precision.INT8, blob, subset, f_subset, built.graph.outputs,
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()))[0]
+
+    judge = Judge(full, quick)
+
+    def score(blob):
+        return output_score(blob, subset, f_subset, failing, threads)
+
+    # the budget: repair_budget x the int8 stage (calibration and quantization; its calibration time
+    # alone when the stage was not timed)
+    budget = Budget(profile.repair_budget, int8_seconds or built.quantized[Precision.INT8].calibration.seconds)
+    result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
+                    profile.runtime.value, profile.repair_order, budget, _runtime_check(profile))
+    if result.passed:
+        models = {"int8": built.models[Precision.INT8], "repaired": result.model,
+                  "float32": built.models[Precision.FLOAT32]}
+        if "float" in usable and any(p.precision is OpPrecision.INT16 for p in result.promoted):
+            # int16 ops run on slower kernels than int8 and float in XNNPACK: the same ops in float, timed too
+            alt = quantize({p.tensor: OpPrecision.FLOAT for p in result.promoted})
+            if judge(alt).passed:
+                models["same_ops_float"] = alt
+        result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads,
+                                                                max_seconds=max(0.5, 0.1 * budget.seconds)))
+    result = result.as_written()
+    return result.named(tf_side.onnx_nodes([p.tensor for p in result.promoted]))
+
+
+def _quantizer(built, tf_side, opts, profile, positions: dict):
+    """The int8 model again from the same ranges with some ops promoted (the LiteRT Quantizer's
+    per-op recipes, :func:`edgenet.converters.quantize.requantize`); an output whose producer is
+    made float is made float32 too (one int8 scale is what could not hold it)."""
+    from edgenet.config import OpPrecision
+    from edgenet.converters.build import io_type_for
+    from edgenet.converters.quantize import requantize
+    from edgenet.converters.repair import Quantizer
+
+    per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+    io_type = io_type_for(Precision.INT8, opts, profile)
+    result = built.quantized[Precision.INT8]
+
+    def fn(assignment):
+        outs = tuple(sorted({positions[t] for t, p in assignment.items()
+                             if p is OpPrecision.FLOAT and positions.get(t) is not None}))
+        return requantize(result, dict(assignment), outs, io_type=io_type, per_channel=per_channel)
+
+    return Quantizer(fn, frozenset({OpPrecision.INT16, OpPrecision.FLOAT}))
+
+
+def _runtime_check(profile):
+    """``runs(model) -> None | why not`` in the target's own runtime: TFLite Micro for tflm targets,
+    vela's placement for Ethos-U (every op on the NPU unless the profile allows CPU ops); LiteRT
+    targets are run by the verdict itself."""
+    import tempfile
+    from pathlib import Path
+
+    runtime = profile.runtime.value
+    if runtime not in ("tflm", "ethos-u"):
+        return None
+
+    def runs(model: bytes) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="edgenet_repair_") as tmp:
+            path = Path(tmp) / "model_int8.tflite"
+            path.write_bytes(model)
+            if runtime == "tflm":
+                from edgenet.targets.tflm import run_tflm
+
+                r = run_tflm(path, samples=2)
+                return None if r.ok else f"TFLite Micro: {r.error}"
+            from edgenet.targets.vela import run_vela
+
+            out = run_vela(path, profile.accelerator, system_config=profile.vela_system_config,
+                           memory_mode=profile.vela_memory_mode)
+            fallbacks = out.report.cpu_fallbacks
+            if fallbacks and not profile.allow_cpu_ops:
+                return "vela leaves " + ", ".join(f"{f.op} ({f.reason})" for f in fallbacks[:3]) + " to the CPU"
+            return None
+
+    return runs
 
 
 def splittable(model, verdict):
@@ -184,7 +276,8 @@ def ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> d
                            "precision": e.precision.value} for e in left]
         named = [e._replace(output=nodes.get(e.output) or e.output) for e in left]
         text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(named)}"
-        if profile.runtime.value in FULL_INTEGER_RUNTIMES or opts.strict_int8:
+        floating = [e for e in left if e.precision is not Precision.INT16X8 and e.precision is not Precision.INT8]
+        if floating and (profile.runtime.value in FULL_INTEGER_RUNTIMES or opts.strict_int8):
             raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
         notes.append(text)
     return found

@@ -137,21 +137,8 @@ class ConvertReport:
                 lines.append(f"| {row['precision']} | {row['file']} | {row['bytes']:,} B | {level} "
                              f"| {channel} | {'' if agree is None else f'{100 * agree:.1f}%'} | "
                              f"{'pass' if q['passed'] else '**FAIL**'} | {len(row.get('ops_in_other_precision') or [])} |")
-        if self.mixed_precision and self.mixed_precision.get("kept_float"):
-            mp = self.mixed_precision
-            if mp["passed"]:
-                lines += ["", "## Mixed precision", "",
-                          f"The int8 verdict failed; {len(mp['kept_float'])} op(s) are kept in float in the model "
-                          f"written, and the verdict passes ({mp['rounds']} round(s), {mp['seconds']:.2f} s, "
-                          f"{mp['size_after'] - mp['size_before']:+,} bytes):", "",
-                          "| op | ONNX node | why |", "|---|---|---|"]
-                lines += [f"| {k['op']} | {k.get('onnx_node') or k['tensor']} | {k['reason']} |"
-                          for k in mp["kept_float"]]
-            else:
-                lines += ["", "## Mixed precision", "",
-                          f"The int8 verdict failed, and keeping up to {len(mp['kept_float'])} op(s) in float did not "
-                          f"make it pass within the search's budget ({mp['rounds']} round(s), {mp['seconds']:.2f} s): "
-                          "the int8 model written is the plain one, fully int8."]
+        if self.mixed_precision:
+            lines += ["", "## Mixed precision", "", *_mixed_precision_lines(self.mixed_precision)]
         if self.split_outputs:
             sp = self.split_outputs
             lines += ["", "## Split output", "",
@@ -247,3 +234,35 @@ class ConvertResult:
     @property
     def float_path(self) -> Path:
         return self.out / "model_float.tflite"
+
+
+def _mixed_precision_lines(mp: dict) -> list[str]:
+    """report.md's account of the int8 repair (converters.repair): what was promoted, to what, why,
+    the cost, the verdict before and after, and why the search stopped."""
+    promoted = mp.get("promoted", mp.get("kept_float", []))
+    cost = (f"{mp['rounds']} round(s), {mp['seconds']:.2f} s of a {mp.get('budget_seconds', 0):.2f} s budget; "
+            f"stopped: {mp.get('stopped', '')}")
+    if not mp["passed"] and not promoted:
+        return [f"The int8 verdict failed, and no op was promoted ({cost}): the int8 model written is the plain one."]
+    if not mp["passed"]:
+        return [f"The int8 verdict failed, and no promotion of up to {len(promoted)} op(s) made it pass ({cost}): "
+                "the int8 model written is the plain one."]
+    lines = [f"The int8 verdict failed on {', '.join(mp.get('verdict_before', {}).get('failing', [])) or 'an output'}; "
+             f"{len(promoted)} op(s) are promoted in the model written and the verdict passes ({cost}). Size "
+             f"{mp['size_before']:,} -> {mp['size_after']:,} bytes."]
+    lat = mp.get("latency_ms") or {}
+    if "int8" in lat and "repaired" in lat:
+        line = f"Latency on this host (LiteRT): int8 {lat['int8']:.3f} ms, repaired {lat['repaired']:.3f} ms"
+        line += f", float32 {lat['float32']:.3f} ms." if "float32" in lat else "."
+        if "same_ops_float" in lat:
+            line += f" The same ops promoted to float instead also pass: {lat['same_ops_float']:.3f} ms."
+        if "same_ops_float" in lat and lat["repaired"] > lat["same_ops_float"]:   # float allowed here
+            line += (" int16 ops run on slower kernels than int8 and float here (XNNPACK has no 16x8 operators): "
+                     "on a CPU target float may be preferable (the profile's `repair` order).")
+        lines += ["", line]
+    lines += ["", "| op | ONNX node | to | gain alone | why |", "|---|---|---|---:|---|"]
+    for p in promoted:
+        gain = "" if p.get("gain_db") is None else f"{p['gain_db']:+.1f} dB"
+        lines.append(f"| {p['op']} | {p.get('onnx_node') or p['tensor']} | {p.get('precision', 'float')} | {gain} | "
+                     f"{p['reason']} |")
+    return lines

@@ -61,6 +61,24 @@ class Packager(str, Enum):
     VELA_MODEL = "vela_model"    # model_int8_vela.tflite (+ vela_summary.csv)
 
 
+# -- mixed precision repair (converters/repair): the order of the promotions a failing int8 model may
+# get, and how long the search may take, as a multiple of the plain int8 stage's time
+class RepairStep(str, Enum):
+    INT16 = "int16"    # an op gets int16 activations (a16w8) where the runtime has its int16 kernel
+    FLOAT = "float"    # an op computes in float (only where the runtime runs float ops)
+    SPLIT = "split"    # a head concatenating outputs of different ranges is written as separate outputs
+
+
+def default_repair(runtime: "Runtime") -> tuple[RepairStep, ...]:
+    """int16 first (it keeps the model integer), float where the runtime may run it, the split last."""
+    if runtime is Runtime.LITERT:
+        return (RepairStep.INT16, RepairStep.FLOAT, RepairStep.SPLIT)
+    return (RepairStep.INT16, RepairStep.SPLIT)
+
+
+_FLOAT_RUNTIMES_FOR_REPAIR = ("litert",)   # full-integer runtimes (tflm, edgetpu, ethos-u) never get float ops
+
+
 # vela's --accelerator-config choices (ethos-u-vela 5.x)
 VELA_ACCELERATORS = (
     "ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
@@ -125,7 +143,13 @@ class TargetProfile:
     nms_iou: float = _TH.nms_iou                                # detection: NMS IoU
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
+    repair: tuple[RepairStep, ...] = ()           # mixed precision's promotion order (empty: the runtime's default)
+    repair_budget: float = 3.0                    # the repair search's time, at most this x the int8 stage's
     source: str = ""                              # file the profile was read from
+
+    @property
+    def repair_order(self) -> tuple[RepairStep, ...]:
+        return self.repair or default_repair(self.runtime)
 
     @property
     def thresholds(self):
@@ -154,8 +178,11 @@ class TargetProfile:
         return out
 
 
+KERNEL_TABLE = PROFILE_DIR / "kernels.toml"   # data beside the profiles, not a profile
+
+
 def available_targets() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml") if p != KERNEL_TABLE)
 
 
 def _enum(cls, value, key, src):
@@ -205,7 +232,7 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
             raise TargetError(f"{src}: {key} must be a number in [0, 1] (got {v!r})")
-    for key in ("variants", "precisions", "packagers", "checks"):
+    for key in ("variants", "precisions", "packagers", "checks", "repair"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
 
@@ -240,6 +267,8 @@ def _check_consistency(p: TargetProfile, src: str) -> None:
             raise TargetError(f"{src}: accelerator = {p.accelerator!r} is not a vela accelerator{hint}")
     if (p.vela_system_config is None) != (p.vela_memory_mode is None):
         raise TargetError(f"{src}: give vela_system_config and vela_memory_mode together (or neither)")
+    if RepairStep.FLOAT in p.repair and p.runtime.value not in _FLOAT_RUNTIMES_FOR_REPAIR:
+        raise TargetError(f"{src}: repair lists 'float', but runtime {p.runtime.value!r} runs integer models only")
     if Packager.VELA_MODEL in p.packagers and Check.VELA not in p.checks:
         raise TargetError(f"{src}: packager 'vela_model' needs the 'vela' check")
 
@@ -262,12 +291,18 @@ def _parse(data: dict, src: str) -> TargetProfile:
                      ("runtime", Runtime), ("delegate", Delegate)):
         if key in kw:
             kw[key] = _enum(cls, kw[key], key, src)
-    for key, cls in (("variants", Precision), ("precisions", Precision), ("packagers", Packager), ("checks", Check)):
+    for key, cls in (("variants", Precision), ("precisions", Precision), ("packagers", Packager), ("checks", Check),
+                     ("repair", RepairStep)):
         if key in kw:
             kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
     if "precisions" not in kw:   # what the runtime can run
         kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src
+    budget = kw.get("repair_budget", 3.0)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100:
+        raise TargetError(f"{src}: repair_budget must be a number in [0, 100] (times the int8 stage's time)")
+    if "repair_budget" in kw:
+        kw["repair_budget"] = float(budget)
     for key in _POSITIVE_FLOAT_KEYS + _FRACTION_KEYS:
         if key in kw:
             kw[key] = float(kw[key])
@@ -305,7 +340,7 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
             raise UsageError(f"{path}: no such target profile file")
     else:
         path = PROFILE_DIR / f"{text}.toml"
-        if not path.is_file():
+        if not path.is_file() or path == KERNEL_TABLE:
             names = available_targets()
             close = difflib.get_close_matches(text, names, n=3, cutoff=0.4)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""

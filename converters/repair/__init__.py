@@ -1,0 +1,51 @@
+"""Automatic mixed precision: when an int8 verdict fails, promote the fewest ops -- to int16
+activations where the target's runtime has the kernel, to float where it runs float -- that make
+the verdict pass (the order is the target profile's ``repair`` setting; the kernel table is
+targets/kernels.toml).
+
+* :mod:`.kernels` -- which promotion an op may get on a target;
+* :mod:`.graph` -- the ops, what reaches a failing output, the head groups;
+* :mod:`.sensitivity` -- each op's own error (proxy), the failing outputs' score (measured);
+* :mod:`.promote` -- the ranked, budgeted search; :mod:`.result` -- what it found;
+* :mod:`.cost` -- latency before and after.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from edgenet.converters.repair.kernels import OpPrecision, promotions, runtime_kernels
+from edgenet.converters.repair.promote import Budget, Candidate, Judge, Quantizer, plan, search
+from edgenet.converters.repair.result import Promotion, Repair, Stop
+
+__all__ = ["OpPrecision", "Budget", "Candidate", "Judge", "Promotion", "Quantizer", "Repair", "Stop", "repair",
+           "candidates"]
+
+
+def candidates(float_model: bytes, int8_model: bytes, failing: Sequence[int], samples, runtime: str,
+               order: Sequence, supports) -> tuple[list[Candidate], str]:
+    """The ranked candidates of a failing int8 model (see :func:`.promote.plan`) and why ops were left
+    out: ``samples`` (a few float examples) feed the own-error proxy; ``runtime``, ``order`` (the
+    profile's repair steps) and ``supports`` (the quantizer's promotions) decide what each op may get."""
+    from edgenet.converters.repair.graph import head_groups, ops, upstream
+    from edgenet.converters.repair.sensitivity import own_errors
+
+    listing = ops(float_model)
+    failing_set = set(failing)
+    reachable = upstream(listing, failing_set)
+    own = own_errors(float_model, int8_model, samples, [op.name for op in listing if op.name in reachable])
+    kernels = runtime_kernels(runtime)
+    return plan(listing, failing, own, lambda types: promotions(types, kernels, order, supports),
+                head_groups(listing, failing_set), reachable)
+
+
+def repair(float_model: bytes, int8_model: bytes, verdict, samples, quantize: Quantizer,
+           judge: Callable, score: Callable[[bytes], float], runtime: str, order: Sequence, budget: Budget,
+           runs: Callable[[bytes], str | None] | None = None) -> Repair:
+    """Promote the fewest ops of the failing ``int8_model`` (quantized from ``float_model``; ops are
+    named by their output tensors there) that make ``judge(model) -> Verdict`` pass, within
+    ``budget``; ``verdict`` is the failing one."""
+    t0 = time.perf_counter()
+    failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
+    ranked, skipped = candidates(float_model, int8_model, failing, samples, runtime, order, quantize.supports)
+    return search(ranked, int8_model, verdict, quantize, judge, score, budget.seconds, runs, t0, skipped)

@@ -1,0 +1,124 @@
+"""What the repair search found: the promotions of the model it chose, the cost, the verdicts
+before and after, and why it stopped (report.json's ``mixed_precision``, report.md's section)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Mapping
+
+from edgenet.config import OpPrecision
+from edgenet.quality import Verdict
+
+
+class Stop(str, Enum):
+    """Why the search stopped."""
+
+    PASSED = "passed"
+    BUDGET = "budget"                   # the next round would not fit the time budget
+    EXHAUSTED = "exhausted"             # every candidate promoted, the verdict still fails
+    NO_CANDIDATES = "no_candidates"     # no op reaching a failing output may be promoted on this target
+    REFUSED = "refused"                 # the passing model does not run in the target's runtime
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One op of the repaired model in another precision than int8."""
+
+    tensor: str
+    op: str
+    precision: OpPrecision
+    reason: str
+    gain_db: float | None = None
+    onnx_node: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"tensor": self.tensor, "op": self.op, "precision": self.precision.value, "reason": self.reason,
+                "gain_db": None if self.gain_db is None else round(self.gain_db, 2), "onnx_node": self.onnx_node}
+
+
+@dataclass(frozen=True)
+class Repair:
+    model: bytes | None                  # the passing model (None: none passed)
+    verdict_before: Verdict
+    verdict: Verdict                     # of the passing model, or of the last model tried
+    promoted: tuple[Promotion, ...]      # in the passing model, or in the last model tried
+    rounds: int
+    seconds: float
+    budget_seconds: float
+    stop: Stop
+    stop_detail: str
+    size_before: int
+    size_after: int
+    latency_ms: Mapping[str, float] = field(default_factory=dict)   # this host, LiteRT: int8, repaired, float32
+    measured: int = 0                    # candidates whose sensitivity was measured
+
+    @property
+    def passed(self) -> bool:
+        return self.model is not None
+
+    def named(self, onnx_nodes: Mapping[str, str | None]) -> "Repair":
+        """The same repair with each promotion's ONNX node filled in (``onnx_nodes``: tensor -> node)."""
+        def reason(text: str) -> str:     # tensors named in a reason ("reads ...") named by node too
+            for tensor, node in onnx_nodes.items():
+                if node and tensor in text:
+                    text = text.replace(tensor, node)
+            return text
+
+        return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
+                                            for p in self.promoted))
+
+    def as_written(self) -> "Repair":
+        """The same repair with each promotion's precision read back from the passing model: an op
+        the quantizer kept in int8 (no recipe for the precision asked) is no promotion, and one it
+        had to leave in float says so."""
+        if self.model is None:
+            return self
+        from edgenet.config import Precision
+        from edgenet.converters.op_precision import op_precisions
+
+        actual = {e.output: e.precision for e in op_precisions(self.model)}
+        kept = []
+        for p in self.promoted:
+            got = actual.get(p.tensor, Precision.INT8)
+            if got is Precision.INT16X8:
+                kept.append(replace(p, precision=OpPrecision.INT16))
+            elif got in (Precision.FLOAT32, Precision.FLOAT16):
+                note = "" if p.precision is OpPrecision.FLOAT else \
+                    f"; asked {p.precision.value}, the quantizer left it float"
+                kept.append(replace(p, precision=OpPrecision.FLOAT, reason=p.reason + note))
+        return replace(self, promoted=tuple(kept))
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "promoted": [p.to_dict() for p in self.promoted],
+                "kept_float": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.FLOAT],
+                "int16": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.INT16],
+                "rounds": self.rounds, "measured": self.measured, "seconds": round(self.seconds, 3),
+                "budget_seconds": round(self.budget_seconds, 3), "stop": self.stop.value, "stopped": self.stop_detail,
+                "size_before": self.size_before, "size_after": self.size_after,
+                "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+                "verdict_before": {"passed": self.verdict_before.passed,
+                                   "failing": [o.name for o in self.verdict_before.outputs if not o.passed]},
+                "verdict_after": {"passed": self.verdict.passed,
+                                  "failing": [o.name for o in self.verdict.outputs if not o.passed]},
+                "summary": self.summary()}
+
+    def summary(self) -> str:
+        counts = {p: sum(1 for x in self.promoted if x.precision is p) for p in OpPrecision}
+        what = ", ".join(f"{n} to {p.value}" for p, n in counts.items() if n) or "none"
+        ops = ", ".join(f"{x.op} {x.onnx_node or x.tensor} ({x.precision.value})" for x in self.promoted[:4]) + \
+            (" ..." if len(self.promoted) > 4 else "")
+        cost = f"{self.rounds} round(s), {self.seconds:.1f} s of a {self.budget_seconds:.1f} s budget"
+        if self.passed:
+            lat = ""
+            ms = self.latency_ms
+            if "int8" in ms and "repaired" in ms:
+                lat = f", {ms['int8']:.2f} -> {ms['repaired']:.2f} ms on this host"
+                if ms.get("same_ops_float", math.inf) < ms["repaired"]:
+                    lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
+                            "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
+            return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
+                    f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
+        return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used"
+
+

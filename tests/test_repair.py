@@ -1,0 +1,249 @@
+"""Mixed-precision repair (converters/repair): the op whose int8 quantization breaks the output is
+the one promoted, within the target's kernel table and the search's budget, and the repaired model
+runs in the target's runtime.
+
+The model: MIRROR_PAD -> conv1 + ReLU -> conv2 -> conv3 -> mean. conv2's channel 0 carries values ``k``
+times the others plus an offset of 5k; conv3 ignores that channel. One int8 scale over conv2's
+output zeroes the small channels, which are all the output depends on: conv2's output tensor must
+be carried in more than 8 bits (int16 holds k = 300, not k = 10,000), and the input-side ops (PAD,
+conv1) are harmless.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from edgenet.config import OpPrecision, Precision  # noqa: E402
+from edgenet.converters.quantize import quantize_calibrated, requantize  # noqa: E402
+from edgenet.converters.repair import Budget, Quantizer, Stop, candidates, repair  # noqa: E402
+from edgenet.converters.repair.graph import ops  # noqa: E402
+from edgenet.converters.repair.kernels import kernel_table, promotions, runtime_kernels  # noqa: E402
+from edgenet.converters.repair.sensitivity import output_score  # noqa: E402
+from edgenet.errors import TargetError  # noqa: E402
+from edgenet.inference import TFLiteModel  # noqa: E402
+from edgenet.quality import judge as quality_judge  # noqa: E402
+from edgenet.targets.profile import RepairStep, available_targets, load_target  # noqa: E402
+
+LITERT_ORDER = ("int16", "float", "split")
+INTEGER_ORDER = ("int16", "split")
+
+
+def _float_model(k: float) -> bytes:
+    from edgenet.converters.tflite import with_signature
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.4, (3, 3, 3, 8)).astype(np.float32)
+    w2 = rng.normal(0, 0.4, (1, 1, 8, 8)).astype(np.float32)
+    b2 = rng.normal(0, 0.1, 8).astype(np.float32)
+    w2[..., 0] *= k
+    b2[0] = 5 * k
+    w3 = rng.normal(0, 0.4, (1, 1, 8, 4)).astype(np.float32)
+    w3[0, 0, 0, :] = 0.0
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def model(x):
+        y = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")   # a PAD op of its own
+        y = tf.nn.relu(tf.nn.conv2d(y, w1, 1, "VALID"))
+        y = tf.nn.conv2d(y, w2, 1, "VALID") + b2
+        y = tf.nn.conv2d(y, w3, 1, "VALID")
+        return tf.reduce_mean(y, axis=[1, 2])
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
+    return with_signature(bytes(conv.convert()))
+
+
+class Case:
+    """A float model, its int8 model, data, and the repair's callables over the real quantizer."""
+
+    def __init__(self, k: float):
+        rng = np.random.default_rng(1)
+        self.float_model = _float_model(k)
+        calib = rng.normal(0, 1, (64, 16, 16, 3)).astype(np.float32)
+        self.x = rng.normal(0, 1, (32, 16, 16, 3)).astype(np.float32)
+        self.result = quantize_calibrated(self.float_model, [calib], precision=Precision.INT8)
+        self.int8 = self.result.model
+        self.float_outs = TFLiteModel(self.float_model).predict_all(self.x)
+        self.verdict = self.judge(self.int8)
+        self.quantize = Quantizer(lambda a: requantize(self.result, dict(a)),
+                                  frozenset({OpPrecision.INT16, OpPrecision.FLOAT}))
+        self.names = {op.op + str(i): op.name for i, op in enumerate(ops(self.float_model))}
+
+    def judge(self, model: bytes):
+        outs = TFLiteModel(model).predict_all(self.x)
+        return quality_judge("int8", ["y"], self.float_outs, outs, [False])
+
+    def score(self, model: bytes) -> float:
+        return output_score(model, self.x[:8], [f[:8] for f in self.float_outs], [0])
+
+    def repair(self, runtime: str, order, seconds: float = 60.0, runs=None):
+        return repair(self.float_model, self.int8, self.verdict, self.x[:8], self.quantize, self.judge, self.score,
+                      runtime, order, Budget(seconds, 1.0, floor=0.0), runs)
+
+    def op(self, kind: str) -> str:
+        """The output tensor of the first op of type ``kind`` (CONV_2D: conv1, the input side)."""
+        return next(op.name for op in ops(self.float_model) if op.op == kind)
+
+    def conv(self, k: int) -> str:
+        return [op.name for op in ops(self.float_model) if op.op == "CONV_2D"][k]
+
+
+@pytest.fixture(scope="module")
+def mid():
+    return Case(300.0)     # int16 holds it
+
+
+@pytest.fixture(scope="module")
+def huge():
+    return Case(10000.0)   # float only
+
+
+def test_the_op_that_breaks_the_output_is_promoted_not_input_side_ones(huge):
+    assert not huge.verdict.passed
+    ranked, _ = candidates(huge.float_model, huge.int8, [0], huge.x[:8], "litert", LITERT_ORDER,
+                           huge.quantize.supports)
+    first = next(c for c in ranked if not c.reason.startswith("produces"))
+    assert first.name == huge.conv(1)                    # conv2, by its own error ...
+    pad = next(c for c in ranked if c.name == huge.op("MIRROR_PAD"))
+    assert pad.proxy_db > first.proxy_db + 20            # ... far ahead of the PAD (and conv1)
+    r = huge.repair("litert", LITERT_ORDER)
+    assert r.passed and r.stop is Stop.PASSED and r.verdict.passed
+    named = {p.tensor: p for p in r.promoted}
+    assert huge.conv(1) in named and named[huge.conv(1)].gain_db > 20
+    assert huge.conv(0) not in named and huge.op("MIRROR_PAD") not in named
+    # its reader reads it in the same precision, and nothing else is promoted
+    assert set(named) == {huge.conv(1), huge.conv(2)}
+    assert all(p.precision is OpPrecision.FLOAT for p in r.promoted)   # int16 cannot hold 1000x + 5000
+    assert r.size_after != r.size_before and r.to_dict()["verdict_before"]["passed"] is False
+
+
+def test_int16_first_where_the_runtime_has_the_kernel(mid):
+    r = mid.repair("litert", LITERT_ORDER)
+    assert r.passed and {p.precision for p in r.promoted} == {OpPrecision.INT16}
+    assert {p.tensor for p in r.promoted} == {mid.conv(1), mid.conv(2)}
+    d = r.to_dict()
+    assert len(d["int16"]) == 2 and d["kept_float"] == [] and "2 to int16" in d["summary"]
+
+
+def test_cortex_m_gets_int16_run_in_tflite_micro_and_never_float(mid, huge):
+    from edgenet.converters.verdict_stage import _runtime_check
+    from edgenet.targets.tflm import run_tflm
+
+    profile = load_target("cortex-m")
+    assert profile.repair_order == (RepairStep.INT16, RepairStep.SPLIT)
+    r = mid.repair("tflm", [s.value for s in profile.repair_order], runs=_runtime_check(profile))
+    assert r.passed and all(p.precision is OpPrecision.INT16 for p in r.promoted)
+    # checked in the real TFLite Micro interpreter (the search's own check ran it too)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "m.tflite").write_bytes(r.model)
+        assert run_tflm(Path(tmp) / "m.tflite", samples=2).ok
+    # the model int16 cannot hold: no float on a microcontroller, even if the order asked for it
+    r = huge.repair("tflm", ("int16", "float", "split"))
+    assert not r.passed and r.stop is Stop.EXHAUSTED and "still fails" in r.stop_detail
+    assert r.promoted and all(p.precision is OpPrecision.INT16 for p in r.promoted)
+
+
+def test_kernel_table_decides_what_an_op_may_get():
+    tflm, litert, edgetpu = (runtime_kernels(r) for r in ("tflm", "litert", "edgetpu"))
+    both = {OpPrecision.INT16, OpPrecision.FLOAT}
+    assert promotions(["CONV_2D"], tflm, LITERT_ORDER, both)[0] == (OpPrecision.INT16,)
+    options, why = promotions(["CONV_2D", "HARD_SWISH"], tflm, LITERT_ORDER, both)
+    assert options == () and "no int16 kernel for HARD_SWISH" in why and "runs no float" in why
+    assert promotions(["HARD_SWISH"], litert, LITERT_ORDER, both)[0] == (OpPrecision.FLOAT,)   # no a16w8 recipe
+    assert promotions(["CONV_2D"], litert, ("float", "int16"), both)[0] == (OpPrecision.FLOAT, OpPrecision.INT16)
+    assert promotions(["CONV_2D"], edgetpu, LITERT_ORDER, both)[0] == ()
+    assert promotions(["CONV_2D"], litert, LITERT_ORDER, {OpPrecision.FLOAT})[0] == (OpPrecision.FLOAT,)
+    table = kernel_table()
+    assert set(table) == {"litert", "tflm", "ethos-u", "edgetpu"}
+    # what benchmarks/kernel_table_probe.py saw: int16x8 RESIZE_BILINEAR and MIRROR_PAD run in LiteRT, not in TFLM
+    for op in ("RESIZE_BILINEAR", "MIRROR_PAD"):
+        assert op in table["litert"].int16 and op not in table["tflm"].int16
+    assert not table["tflm"].float and not table["ethos-u"].float and table["litert"].float
+
+
+def test_no_promotable_op_is_said_not_searched(mid):
+    r = mid.repair("edgetpu", LITERT_ORDER)
+    assert not r.passed and r.stop is Stop.NO_CANDIDATES and r.rounds == 0
+    assert "edgetpu has no int16 kernel" in r.stop_detail and "no passing model" in r.summary()
+
+
+def test_the_search_stops_within_its_budget_and_says_so(huge):
+    r = huge.repair("litert", LITERT_ORDER, seconds=0.0)
+    assert not r.passed and r.stop is Stop.BUDGET and r.rounds == 0
+    assert "budget spent" in r.stop_detail and "budget" in r.summary()
+    # a budget of a few rounds: stopped before the budget plus one round, whatever it found
+    t = huge.repair("litert", LITERT_ORDER, seconds=0.05)
+    assert t.seconds <= 0.05 + 1.0 and t.stop in (Stop.BUDGET, Stop.PASSED)
+    assert Budget(3.0, 10.0).seconds == 30.0 and Budget(3.0, 0.1).seconds == 5.0 and Budget(0, 10).seconds == 0
+
+
+def test_profiles_carry_the_repair_order():
+    assert "kernels" not in available_targets()
+    assert load_target("rpi").repair_order == (RepairStep.INT16, RepairStep.FLOAT, RepairStep.SPLIT)
+    assert load_target("coral").repair_order == (RepairStep.SPLIT,)
+    assert load_target("ethos-u55").repair_budget == 3.0
+
+
+def test_a_profile_may_not_promote_to_float_on_an_integer_runtime(tmp_path):
+    base = (tmp_path / "m.toml")
+    text = ('name = "m"\ndescription = "d"\ndevice = "d"\nruntime = "tflm"\nprecisions = ["int8"]\n'
+            'ram_bytes = 100000\nchecks = ["tflm"]\n')
+    base.write_text(text + 'repair = ["float"]\n')
+    with pytest.raises(TargetError, match="repair lists 'float'"):
+        load_target(base)
+    base.write_text(text + 'repair = ["int32"]\n')
+    with pytest.raises(TargetError, match="repair"):
+        load_target(base)
+    base.write_text(text + 'repair_budget = -1\n')
+    with pytest.raises(TargetError, match="repair_budget"):
+        load_target(base)
+    base.write_text(text + 'repair = ["split"]\nrepair_budget = 2\n')
+    p = load_target(base)
+    assert p.repair_order == (RepairStep.SPLIT,) and p.repair_budget == 2.0 and not math.isnan(p.repair_budget)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["rpi", "cortex-m"])
+def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
+    """End to end: the ONNX model with conv2's 300x channel, converted for ``target``."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    import edgenet
+    from foreign_models import export
+
+    class HugeRange(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pad = torch.nn.ZeroPad2d(1)
+            self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1),
+                                                  torch.nn.Conv2d(8, 4, 1))
+            with torch.no_grad():
+                self.conv2.weight[0] *= 300.0
+                self.conv2.bias[0] = 1500.0
+                self.conv3.weight[:, 0] = 0.0
+
+        def forward(self, x):
+            y = self.conv3(self.conv2(torch.relu(self.conv1(self.pad(x)))))
+            return y.mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    path = tmp_path / "huge.onnx"
+    export(HugeRange().eval(), (1, 3, 16, 16), path, dynamic_hw=False)
+    r = edgenet.convert(str(path), target=target, int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o")
+    mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
+    assert mp["passed"] and mp["verdict_before"]["passed"] is False and mp["verdict_after"]["passed"]
+    assert {p["onnx_node"] for p in mp["promoted"]} == {"/conv2/Conv", "/conv3/Conv"}
+    assert {p["precision"] for p in mp["promoted"]} == {"int16"}
+    assert {"int8", "repaired", "float32"} <= set(mp["latency_ms"]) and mp["stop"] == "passed"
+    assert ("same_ops_float" in mp["latency_ms"]) == (target == "rpi")     # float only where it may run
+    assert "## Mixed precision" in (tmp_path / "o" / "report.md").read_text()
+    assert r.report.validation.quantized[0]["passed"]
+    if target == "cortex-m":    # the repaired model ran in TFLite Micro (the target check)
+        assert "runs in TFLite Micro" in r.report.target["summary"]
