@@ -26,6 +26,7 @@ from edgenet.converters.repair.sensitivity import output_score  # noqa: E402
 from edgenet.errors import TargetError  # noqa: E402
 from edgenet.inference import TFLiteModel  # noqa: E402
 from edgenet.quality import judge as quality_judge  # noqa: E402
+from edgenet.verdicts import OutputKind  # noqa: E402
 from edgenet.targets.profile import RepairStep, available_targets, load_target  # noqa: E402
 
 LITERT_ORDER = ("int16", "float", "split")
@@ -74,7 +75,8 @@ class Case:
 
     def judge(self, model: bytes):
         outs = TFLiteModel(model).predict_all(self.x)
-        return quality_judge("int8", ["y"], self.float_outs, outs, [False])
+        # judged on SQNR (a mean over the map, not class scores: the kind is generic, not a classifier)
+        return quality_judge("int8", ["y"], self.float_outs, outs, [False], kinds={"y": OutputKind.GENERIC})
 
     def score(self, model: bytes) -> float:
         return output_score(model, self.x[:8], [f[:8] for f in self.float_outs], [0])
@@ -236,7 +238,11 @@ def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
     torch.manual_seed(0)
     path = tmp_path / "huge.onnx"
     export(HugeRange().eval(), (1, 3, 16, 16), path, dynamic_hw=False)
-    r = edgenet.convert(str(path), target=target, int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o")
+    import onnx
+
+    output = onnx.load(str(path)).graph.output[0].name     # a mean over the map, judged on SQNR (generic)
+    r = edgenet.convert(str(path), target=target, int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o",
+                        output_kinds={output: "generic"})
     mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
     assert mp["passed"] and mp["verdict_before"]["passed"] is False and mp["verdict_after"]["passed"]
     assert {p["onnx_node"] for p in mp["promoted"]} == {"/conv2/Conv", "/conv3/Conv"}
