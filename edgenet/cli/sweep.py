@@ -86,7 +86,7 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
       edgenet sweep mobilenet_v1 --alpha 0.25,0.5 --resolution 64,96 --target rpi,cortex-m \\
           --num-classes 2 --out S
       edgenet sweep mobilenet_v1 --alpha 0.25,0.5 --resolution 64,96 --target rpi,cortex-m \\
-          --num-classes 2 --out S --executor ray                      # local Ray instance
+          --num-classes 2 --out S_ray --executor ray                  # the same cells on a local Ray instance
       edgenet sweep mobilenet_v1 squeezenet1_1 digits.pt model.onnx --resolution 96,128 \\
           --target cortex-m,ethos-u55,coral --out S --executor ray --ray-address HEAD_IP:6379
       edgenet sweep digits.pt --calib digits --target rpi --precision float32,int8 --bench --out S

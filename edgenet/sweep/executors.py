@@ -18,7 +18,12 @@ worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
   with ``ray.wait`` as cells finish, the cell's files inside the returned value. Without an
   address it starts a local Ray instance (``ray.init(num_cpus=workers * cpus_per_cell)``, no
   dashboard, listening on 127.0.0.1 only, its session folder in a temporary folder that is
-  removed after ``ray.shutdown``).
+  removed after ``ray.shutdown``). With an address, the head is probed first
+  (:func:`check_reachable`) and Ray's own log lines are kept off the terminal while it joins.
+  Each record names the Ray node that ran the cell (``ray_node``). A task whose worker process or
+  node dies is run again by Ray on a node still alive (up to 2 retries, also when its result was
+  lost with the node); a cell that still fails is recorded as failed, and ``--retry-failed`` runs
+  it again.
 """
 from __future__ import annotations
 
@@ -231,10 +236,36 @@ def _ray_prepare(cpus: int) -> int:
 
 def _ray_cell(cell: Cell, memory: dict | None, files: dict | None, threads: int):
     """The Ray task: ``memory`` and ``files`` arrive resolved from the object store (the arrays
-    read-only, zero-copy); the node may be another machine (see run_cell_anywhere)."""
+    read-only, zero-copy); the node may be another machine (see run_cell_anywhere). The record
+    names the Ray node that ran it (``ray_node``, Ray's hex node id) beside ``host`` and ``pid``."""
+    import ray
+
     from edgenet.sweep.worker import run_cell_anywhere
 
-    return run_cell_anywhere(cell, memory, files, threads=threads)
+    record, files = run_cell_anywhere(cell, memory, files, threads=threads)
+    record["ray_node"] = ray.get_runtime_context().get_node_id()
+    return record, files
+
+
+class _QuietStderr:
+    """File descriptor 2 points at /dev/null while Ray joins a cluster: its C++ core writes its
+    log lines there directly (retries, warnings), past Python's logging; a failure comes back as
+    an exception, said in one line."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
 
 
 RAY_PORT = 6379           # the port `ray start --head` listens on unless told otherwise
@@ -304,7 +335,9 @@ class RayExecutor:
                    "configure_logging": True}
         try:
             if self.address:
-                ray.init(address=self.address, **options)
+                check_reachable(self.address)   # again: it may have gone while the sweep opened its folder
+                with _QuietStderr():
+                    ray.init(address=self.address, **options)
             else:
                 _remove_stale_ray_folders()
                 self._temp = tempfile.mkdtemp(prefix=f"{RAY_PREFIX}{os.getpid()}-")
@@ -313,7 +346,13 @@ class RayExecutor:
         except Exception as exc:
             self.close()
             where = self.address or "a local instance"
-            raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}") from None
+            hint = ""
+            if self.address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # Ray (2.5x) turns token authentication on for a cluster `ray start` begins where
+                # ~/.ray/auth_token exists; a driver then connects only with RAY_AUTH_MODE=token
+                hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token here and its token in "
+                        "~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}{hint}") from None
         self._started = True
         self.cluster_cpus = ray.cluster_resources().get("CPU")
         warm = ray.remote(num_cpus=self.cpus_per_cell)(_ray_prepare)
@@ -339,7 +378,8 @@ class RayExecutor:
 
         self.start(len(cells))
         try:
-            task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=1)(_ray_cell)
+            # a dead worker or node: Ray runs the task again elsewhere (see the module's docstring)
+            task = ray.remote(num_cpus=self.cpus_per_cell, max_retries=2)(_ray_cell)
             refs = {key: ray.put(memory) for key, memory in memories.items() if memory is not None}
             blobs = {}   # the model file and profile bytes, once per distinct combination
             for cell in cells:
