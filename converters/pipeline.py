@@ -286,6 +286,11 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     staging = output.staging
     try:
         files = _write_outputs(staging, source, model, built, data)
+        if layers:   # the per-layer error as a Model Explorer overlay (converters/node_data.py)
+            from edgenet.converters.node_data import FILE_NAME, node_data
+
+            atomic_write_json(staging / FILE_NAME, node_data(layers))
+            files.append(FILE_NAME)
 
         def _target():
             from edgenet.targets.checks import run_target
