@@ -53,6 +53,10 @@ MAX_SWEEPS = 20
 TOLERANCE = 1e-2          # stop when no scale moves by more than ~1% in a sweep (log scale)
 CHECK_SAMPLES = 32        # calibration samples used to check that the function is kept
 ACTIVATION_SAMPLES = 256  # ... and to measure what replacing ReLU6 by ReLU changes
+# ... at most this many input values each (256 of 3x224x224; 26 images of 3x608x800), at least 8 samples:
+# a large detector's checks then cost a few model passes, not hundreds
+CHECK_VALUES = 256 * 3 * 224 * 224
+MIN_CHECK_SAMPLES = 8
 BATCH = 32
 MAX_REL_DIFF = 1e-3       # equalized vs reference outputs beyond this: a bug, not rounding
 
@@ -289,18 +293,24 @@ def equalize(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per_chann
             _to_relu(p.act)
     _drop_unused(graph)
 
-    check = [x[:CHECK_SAMPLES] for x in calib]
-    ref_out, eq_out = _outputs(reference, check), _outputs(out, check)
+    # the float model before / after the activation swap / after equalization, on the same samples:
+    # one pass of each (a check and a measurement, bounded: the conversion's own data does the rest)
+    per_sample = sum(int(np.prod(x.shape[1:])) for x in calib)
+    bound = max(MIN_CHECK_SAMPLES, CHECK_VALUES // max(per_sample, 1))
+    check = [x[:min(CHECK_SAMPLES, bound)] for x in calib]
+    measure_relu = clip is ClipPolicy.RELU and bool(clipped)
+    sample = [x[:min(ACTIVATION_SAMPLES, bound)] for x in calib] if measure_relu else check
+    ref_all = _outputs(reference, sample)
+    ref_out, eq_out = [r[:len(check[0])] for r in ref_all], _outputs(out, check)
     eq_diff = max(_rel_diff(a, b) for a, b in zip(ref_out, eq_out))
     if eq_diff > MAX_REL_DIFF:
         raise ConversionError(f"cross-layer equalization changed the float outputs by {eq_diff:.1e} of their "
                               "range (expected float rounding only); convert without --equalize")
     act_diff, agree = 0.0, 1.0
-    if clip is ClipPolicy.RELU and clipped:
-        sample = [x[:ACTIVATION_SAMPLES] for x in calib]
-        orig_out, relu_out = _outputs(model, sample), _outputs(reference, sample)
-        act_diff = _rel_diff(orig_out[0], relu_out[0])
-        agree = _agreement(orig_out[0], relu_out[0])
+    if measure_relu:
+        orig_out = _outputs(model, sample)
+        act_diff = _rel_diff(orig_out[0], ref_all[0])
+        agree = _agreement(orig_out[0], ref_all[0])
 
     out, bias = correct_biases(out, calib, per_channel=per_channel, method=bias_correction)
     stats = EqualizeStats(len(pairs), sweeps, clip, len(clipped), round(before, 3), round(after, 3),
