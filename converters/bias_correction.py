@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
 OUTPUT_BUDGET = 128 << 20   # bytes of requested tensors per onnxruntime batch
 QMAX = 127  # TFLite int8 weights: symmetric, narrow range [-127, 127], zero point 0
 MAX_SAMPLES = 64          # samples for the bias-correction means (32 -> 200: +0.25 dB SQNR on digits)
+# ... at most this many input values (64 samples of 3x224x224), at least MIN_SAMPLES: a per-channel mean over
+# a large image averages many positions already, and each sample costs two model passes
+MAX_VALUES = MAX_SAMPLES * 3 * 224 * 224
+MIN_SAMPLES = 16
 
 
 class BiasCorrection(str, Enum):
@@ -245,6 +249,8 @@ def correct_biases(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per
     onnx = require("onnx")
     t0 = time.perf_counter()
     method = BiasCorrection(method)
+    per_sample = max(1, sum(int(np.prod(np.shape(x)[1:])) for x in calib))
+    max_samples = min(max_samples, max(MIN_SAMPLES, MAX_VALUES // per_sample))
     calib = [np.ascontiguousarray(x[:max_samples], dtype=np.float32) for x in calib]
     if not calib or len(calib[0]) == 0:
         raise ConversionError("bias correction needs at least one calibration sample")

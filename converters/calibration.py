@@ -223,6 +223,10 @@ def _histogram(r: _Range, value: np.ndarray) -> None:
 _WEIGHTED_OPS = frozenset({3, 4, 9, 67, 126, 132, 141})   # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
 #                                                           TRANSPOSE_CONV, BATCH_MATMUL, CONV_3D(_TRANSPOSE)
 _PROBABILITY_OPS = frozenset({14, 25})                     # LOGISTIC, SOFTMAX
+# Ops that move values without changing them: a probability stays one through them
+_MOVING_OPS = frozenset({2, 5, 22, 26, 34, 36, 39, 43, 45, 49, 60, 65, 69, 70, 83, 88, 102, 130})
+#   CONCATENATION, DEPTH_TO_SPACE, RESHAPE, SPACE_TO_DEPTH, PAD, GATHER, TRANSPOSE, SQUEEZE, STRIDED_SLICE,
+#   SPLIT, PADV2, SLICE, TILE, EXPAND_DIMS, PACK, UNPACK, SPLIT_V, BROADCAST_TO
 
 
 def full_range_tensors(obj) -> set[int]:
@@ -234,21 +238,24 @@ def full_range_tensors(obj) -> set[int]:
       the concatenation of both. Clipping there clips output values one for one: the rare large ones
       are the detections and the far box edges, exactly the values MSE (which weighs every value the
       same) sacrifices first. Before a weighted op, a clipped value is one term of a sum over many;
-    - the outputs of sigmoid and softmax: probabilities, whose rare large values (a confident class,
-      the peak of YOLOv8's box-distance distribution that its DFL conv turns into a distance) are the
-      signal, not a tail.
+    - the outputs of sigmoid and softmax, and what only moves them (transpose, reshape ...):
+      probabilities, whose rare large values (a confident class, the peak of YOLOv8's box-distance
+      distribution that its DFL conv turns into a distance) are the signal, not a tail.
     """
     graph = obj.subgraphs[0]
-    keep = {int(o) for o in graph.outputs}
     codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in obj.operatorCodes]
-    for op in reversed(graph.operators or []):   # operators are in execution (topological) order
-        code = codes[op.opcodeIndex]
-        outs = [int(t) for t in (op.outputs if op.outputs is not None else []) if t >= 0]
-        if code in _PROBABILITY_OPS:
-            keep.update(outs)
+    ops = [(codes[op.opcodeIndex], [int(t) for t in (op.inputs if op.inputs is not None else []) if t >= 0],
+            [int(t) for t in (op.outputs if op.outputs is not None else []) if t >= 0])
+           for op in (graph.operators or [])]           # in execution (topological) order
+    probabilities: set[int] = set()
+    for code, ins, outs in ops:
+        if code in _PROBABILITY_OPS or (code in _MOVING_OPS and any(t in probabilities for t in ins)):
+            probabilities.update(outs)
+    keep = {int(o) for o in graph.outputs}
+    for code, ins, outs in reversed(ops):
         if code not in _WEIGHTED_OPS and any(t in keep for t in outs):
-            keep.update(int(t) for t in (op.inputs if op.inputs is not None else []) if t >= 0)
-    return keep
+            keep.update(ins)
+    return keep | probabilities
 
 
 def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256,
