@@ -156,15 +156,16 @@ def _tiny_tf_detector(tf):
 
 
 def _annotated(model, data, method):
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
+    """The model as a flatbuffer object, its ranges by tensor index, and its ops (code, inputs, outputs)."""
+    from edgenet.converters import _flatbuffer
     from edgenet.converters.calibration import RangeCalibrator
 
-    obj = fbu.convert_bytearray_to_object(RangeCalibrator([data], method, batch_size=8, num_threads=2).annotate(model))
+    by_name = RangeCalibrator([data], method, batch_size=8, num_threads=2).ranges(model)
+    obj = _flatbuffer.read(model)
     g = obj.subgraphs[0]
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in obj.operatorCodes]
-    ranges = {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(g.tensors)
-              if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min)}
+    ranges = {i: by_name[_flatbuffer.tensor_name(t)] for i, t in enumerate(g.tensors)
+              if _flatbuffer.tensor_name(t) in by_name}
     return obj, ranges, [(codes[op.opcodeIndex], list(op.inputs), list(op.outputs)) for op in g.operators]
 
 
