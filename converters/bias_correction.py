@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
 OUTPUT_BUDGET = 128 << 20   # bytes of requested tensors per onnxruntime batch
 QMAX = 127  # TFLite int8 weights: symmetric, narrow range [-127, 127], zero point 0
 MAX_SAMPLES = 64          # samples for the bias-correction means (32 -> 200: +0.25 dB SQNR on digits)
+# ... at most this many input values (64 samples of 3x224x224), at least MIN_SAMPLES: a per-channel mean over
+# a large image averages many positions already, and each sample costs two model passes
+MAX_VALUES = MAX_SAMPLES * 3 * 224 * 224
+MIN_SAMPLES = 16
 
 
 class BiasCorrection(str, Enum):
@@ -155,14 +159,12 @@ def _session(model: "onnx.ModelProto"):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def tensor_means(model: "onnx.ModelProto", calib: Sequence[np.ndarray], names: Sequence[str],
-                 keep_spatial: bool = False, batch: int = 32,
-                 budget_bytes: int = OUTPUT_BUDGET) -> dict[str, np.ndarray]:
-    """Mean of each named tensor over the calibration samples: per channel (axis 1), or per
-    channel and position (the mean image, shape ``(C, ...)``) with ``keep_spatial``. Batches are
-    as large as ``batch`` while the requested tensors of a batch stay within ``budget_bytes``."""
+def _batched(model: "onnx.ModelProto", calib: Sequence[np.ndarray], names: Sequence[str], batch: int,
+             budget_bytes: int) -> Iterator[tuple[int, list[np.ndarray], int]]:
+    """Run ``model`` with outputs ``names`` over the samples; yields (first sample, outputs, batch
+    size). Batches are as large as ``batch`` while their requested tensors stay within
+    ``budget_bytes``; a graph with a hard-coded batch size runs one sample at a time."""
     n = len(calib[0])
-    names = list(names)
     feed_names = input_names(model)
     probe = min(2, n)
     try:
@@ -173,23 +175,46 @@ def tensor_means(model: "onnx.ModelProto", calib: Sequence[np.ndarray], names: S
     except Exception:  # a graph with a hard-coded batch size: one sample at a time
         sess, step, probe = _session(_with_outputs(model, names, batched=False)), 1, 0
         first = None
-    sums: dict[str, np.ndarray] = {}
+    if first is not None:
+        yield 0, first, step
+    for start in range(probe, n, step):
+        yield start, sess.run(names, {k: x[start:start + step] for k, x in zip(feed_names, calib)}), step
 
-    def add(outs) -> None:
+
+def _channel_means(value: np.ndarray) -> np.ndarray:
+    """(N, C, ...) -> (N, C): each sample's mean per channel (axis 1)."""
+    value = np.asarray(value)
+    return value.reshape(value.shape[0], value.shape[1], -1).mean(axis=2, dtype=np.float64)
+
+
+def tensor_means(model: "onnx.ModelProto", calib: Sequence[np.ndarray], names: Sequence[str],
+                 keep_spatial: bool = False, batch: int = 32,
+                 budget_bytes: int = OUTPUT_BUDGET) -> dict[str, np.ndarray]:
+    """Mean of each named tensor over the calibration samples: per channel (axis 1), or per
+    channel and position (the mean image, shape ``(C, ...)``) with ``keep_spatial``. Batches are
+    as large as ``batch`` while the requested tensors of a batch stay within ``budget_bytes``."""
+    names = list(names)
+    sums: dict[str, np.ndarray] = {}
+    for _, outs, _ in _batched(model, calib, names, batch, budget_bytes):
         for name, value in zip(names, outs):
             value = np.asarray(value, dtype=np.float64)
-            if keep_spatial:
-                part = value.sum(axis=0)
-            else:
-                part = value.sum(axis=tuple(a for a in range(value.ndim) if a != 1)) / \
-                    max(1, int(np.prod(value.shape[2:])))
+            part = value.sum(axis=0) if keep_spatial else _channel_means(value).sum(axis=0)
             sums[name] = sums.get(name, 0.0) + part
-
-    if first is not None:
-        add(first)
-    for start in range(probe, n, step):
-        add(sess.run(names, {k: x[start:start + step] for k, x in zip(feed_names, calib)}))
+    n = len(calib[0])
     return {k: v / n for k, v in sums.items()}
+
+
+def sample_means(model: "onnx.ModelProto", calib: Sequence[np.ndarray], names: Sequence[str], batch: int = 32,
+                 budget_bytes: int = OUTPUT_BUDGET) -> tuple[dict[str, np.ndarray], int]:
+    """Each sample's per-channel mean of each named tensor, ``name -> (N, C)`` float64, in one pass;
+    and the batch size that ran (1: the graph fixes its batch)."""
+    names = list(names)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    step = 1
+    for _, outs, step in _batched(model, calib, names, batch, budget_bytes):
+        for name, value in zip(names, outs):
+            parts[name].append(_channel_means(value))
+    return {k: np.concatenate(v) for k, v in parts.items()}, step
 
 
 def _node_model(node: "onnx.NodeProto", x_shape: tuple[int, ...], w: np.ndarray) -> "onnx.ModelProto":
@@ -224,6 +249,8 @@ def correct_biases(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per
     onnx = require("onnx")
     t0 = time.perf_counter()
     method = BiasCorrection(method)
+    per_sample = max(1, sum(int(np.prod(np.shape(x)[1:])) for x in calib))
+    max_samples = min(max_samples, max(MIN_SAMPLES, MAX_VALUES // per_sample))
     calib = [np.ascontiguousarray(x[:max_samples], dtype=np.float32) for x in calib]
     if not calib or len(calib[0]) == 0:
         raise ConversionError("bias correction needs at least one calibration sample")
@@ -243,7 +270,7 @@ def correct_biases(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per
         node_input_owner.input[slot] = name
         return name
 
-    shifts = []
+    shifts, samples = [], len(calib[0])
     if method is BiasCorrection.DIRECT:
         means = tensor_means(out, calib, [graph.node[lay.index].input[0] for lay in layers], keep_spatial=True)
         plan = []
@@ -255,16 +282,44 @@ def correct_biases(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per
         for lay, shift in plan:
             shifts.append(_apply(graph, lay, consts, shift, set_const))
     else:
-        targets = [graph.node[lay.index].output[0] for lay in layers]
-        float_means = tensor_means(out, calib, targets)
-        for lay, target in zip(layers, targets):
-            node = graph.node[lay.index]
-            w = consts[lay.weight].astype(np.float64)
-            set_const(node, 1, lay.weight + "_wq", quantize_weights(w, per_channel, lay.out_axis))
-            shift = tensor_means(out, calib, [target])[target] - float_means[target]
-            shifts.append(_apply(graph, lay, consts, shift, set_const))
-        for lay in layers:  # the float weights back (the target quantizes them itself)
-            graph.node[lay.index].input[1] = lay.weight
+        shifts, samples = _sequential(out, calib, layers, consts, per_channel, set_const)
+    _drop_unused_initializers(graph)
+    return out, BiasCorrectionStats(method, per_channel, len(layers), samples,
+                                    float(max(shifts)), time.perf_counter() - t0)
+
+
+def _sequential(out: "onnx.ModelProto", calib: Sequence[np.ndarray], layers: list[WeightLayer], consts: dict,
+                per_channel: bool, set_const) -> tuple[list[float], int]:
+    """SEQUENTIAL in one pass of the float model and one of the int8-weight model, cut after each
+    layer (:mod:`edgenet.converters.segments`): at layer k, the int8-weight model's output mean,
+    with the layers before it already corrected, minus the float model's, on the same samples.
+    A changed bias moves the layer's output by the same constant per channel, so the cached output
+    is corrected in place and the segments after it read the corrected tensor. Returns the
+    corrections' largest magnitudes and the samples the deepest layer was measured on."""
+    from edgenet.converters.segments import run_segments
+
+    graph = out.graph
+    targets = [graph.node[lay.index].output[0] for lay in layers]
+    float_means, step = sample_means(out, calib, targets)
+    for lay in layers:   # int8-round-tripped weights everywhere: a layer only sees the ones before it
+        w = consts[lay.weight].astype(np.float64)
+        set_const(graph.node[lay.index], 1, lay.weight + "_wq", quantize_weights(w, per_channel, lay.out_axis))
+    keys = input_names(out)
+    n = len(calib[0])
+    feeds = [{k: x[i:i + step] for k, x in zip(keys, calib)} for i in range(0, n, step)]
+    by_index = {lay.index: lay for lay in layers}
+    shifts, samples = [], n
+    for seg, values in run_segments(out, feeds, [lay.index for lay in layers], _session):
+        lay = by_index[seg.stop]
+        quant = np.concatenate([_channel_means(v) for v in values])
+        samples = min(samples, len(quant))
+        shift = (quant - float_means[seg.target][:len(quant)]).mean(axis=0)
+        shifts.append(_apply(graph, lay, consts, shift, set_const))
+        for v in values:   # what the corrected bias does to the output the next segments read
+            v -= shift.reshape((1, -1) + (1,) * (v.ndim - 2)).astype(v.dtype)
+    for lay in layers:  # the float weights back (the target quantizes them itself)
+        graph.node[lay.index].input[1] = lay.weight
+    return shifts, samples
     _drop_unused_initializers(graph)
     return out, BiasCorrectionStats(method, per_channel, len(layers), len(calib[0]),
                                     float(max(shifts)), time.perf_counter() - t0)

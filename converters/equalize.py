@@ -53,6 +53,11 @@ MAX_SWEEPS = 20
 TOLERANCE = 1e-2          # stop when no scale moves by more than ~1% in a sweep (log scale)
 CHECK_SAMPLES = 32        # calibration samples used to check that the function is kept
 ACTIVATION_SAMPLES = 256  # ... and to measure what replacing ReLU6 by ReLU changes
+# ... each at most this many input values (32 / 256 samples of 3x224x224; 8 / 26 images of 3x608x800),
+# and at least 8 samples: a large detector's checks cost a few model passes, not hundreds
+CHECK_VALUES = CHECK_SAMPLES * 3 * 224 * 224
+ACTIVATION_VALUES = ACTIVATION_SAMPLES * 3 * 224 * 224
+MIN_CHECK_SAMPLES = 8
 BATCH = 32
 MAX_REL_DIFF = 1e-3       # equalized vs reference outputs beyond this: a bug, not rounding
 
@@ -289,18 +294,24 @@ def equalize(model: "onnx.ModelProto", calib: Sequence[np.ndarray], *, per_chann
             _to_relu(p.act)
     _drop_unused(graph)
 
-    check = [x[:CHECK_SAMPLES] for x in calib]
-    ref_out, eq_out = _outputs(reference, check), _outputs(out, check)
+    # the float model before / after the activation swap / after equalization, on the same samples:
+    # one pass of each (a check and a measurement, bounded: the conversion's own data does the rest)
+    per_sample = max(1, sum(int(np.prod(x.shape[1:])) for x in calib))
+    check = [x[:max(MIN_CHECK_SAMPLES, min(CHECK_SAMPLES, CHECK_VALUES // per_sample))] for x in calib]
+    measure_relu = clip is ClipPolicy.RELU and bool(clipped)
+    most = max(MIN_CHECK_SAMPLES, min(ACTIVATION_SAMPLES, ACTIVATION_VALUES // per_sample))
+    sample = [x[:max(most, len(check[0]))] for x in calib] if measure_relu else check
+    ref_all = _outputs(reference, sample)
+    ref_out, eq_out = [r[:len(check[0])] for r in ref_all], _outputs(out, check)
     eq_diff = max(_rel_diff(a, b) for a, b in zip(ref_out, eq_out))
     if eq_diff > MAX_REL_DIFF:
         raise ConversionError(f"cross-layer equalization changed the float outputs by {eq_diff:.1e} of their "
                               "range (expected float rounding only); convert without --equalize")
     act_diff, agree = 0.0, 1.0
-    if clip is ClipPolicy.RELU and clipped:
-        sample = [x[:ACTIVATION_SAMPLES] for x in calib]
-        orig_out, relu_out = _outputs(model, sample), _outputs(reference, sample)
-        act_diff = _rel_diff(orig_out[0], relu_out[0])
-        agree = _agreement(orig_out[0], relu_out[0])
+    if measure_relu:
+        orig_out = _outputs(model, sample)
+        act_diff = _rel_diff(orig_out[0], ref_all[0])
+        agree = _agreement(orig_out[0], ref_all[0])
 
     out, bias = correct_biases(out, calib, per_channel=per_channel, method=bias_correction)
     stats = EqualizeStats(len(pairs), sweeps, clip, len(clipped), round(before, 3), round(after, 3),

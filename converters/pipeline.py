@@ -167,7 +167,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     if quantized:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
         from edgenet.targets.estimate import check_budgets
 
-        check_budgets(profile, source.onnx)
+        check_budgets(profile, source.onnx, zoo=_is_zoo(opts))
     if opts.equalize and source.image_input is None:
         raise UsageError("--equalize works on CNNs with one image input")
     model, pass_stats = source.onnx, {}
@@ -286,13 +286,19 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     staging = output.staging
     try:
         files = _write_outputs(staging, source, model, built, data)
+        if layers:   # the per-layer error as a Model Explorer overlay (converters/node_data.py)
+            from edgenet.converters.node_data import FILE_NAME, node_data
+
+            atomic_write_json(staging / FILE_NAME, node_data(layers))
+            files.append(FILE_NAME)
 
         def _target():
             from edgenet.targets.checks import run_target
 
             deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
             return run_target(profile, staging, staging / deployed.file_name if deployed else None,
-                              staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name)
+                              staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name,
+                              zoo=_is_zoo(opts))
 
         target_report = stages.run("target " + profile.name, _target)
         report = _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
@@ -446,6 +452,11 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
         if want and None not in want and tuple(want) != tuple(info.onnx_shape):
             raise ConversionError(f"the converted model's output {info.name!r} has shape {tuple(info.onnx_shape)} "
                                   f"(in ONNX layout), not {tuple(want)}")
+
+
+def _is_zoo(opts: ConvertOptions) -> bool:
+    """The model is a zoo model (which --alpha, --resolution and --fit can resize)."""
+    return opts.model.module is None and source_kind(opts.model.source) is SourceKind.ZOO
 
 
 def _labels_from_folders(source: SourceModel, data: PipelineData, opts: ConvertOptions, notes: list[str]

@@ -22,6 +22,7 @@ from edgenet.errors import ConversionError, DataError
 from edgenet.report import Validation
 
 FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
+LATENCY_SECONDS = 0.5    # the repair's latency comparison (int8, repaired, float32): a short interleaved timing
 
 
 @dataclass
@@ -106,8 +107,9 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                     notes: list[str] | None = None, int8_seconds: float | None = None):
     """Promote the fewest ops of the failing int8 model (int16 activations or float, in the target
     profile's ``repair`` order, where targets/kernels.toml lets its runtime run them) until the int8
-    verdict passes (converters.repair), within ``profile.repair_budget`` x ``int8_seconds`` (the plain
-    int8 stage's time). None, with a note saying why, when the target's order and the quantizer in
+    verdict passes (converters.repair), within ``profile.repair_rounds`` quantize-and-judge rounds
+    (``int8_seconds``, the plain int8 stage's time, is not used: a counted budget repairs the same way
+    on any machine). None, with a note saying why, when the target's order and the quantizer in
     use allow no promotion at all."""
     from edgenet.converters import validate
     from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
@@ -146,9 +148,8 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     def score(blob):
         return output_score(blob, subset, f_subset, failing, threads)
 
-    # the budget: repair_budget x the int8 stage (calibration and quantization; its calibration time
-    # alone when the stage was not timed)
-    budget = Budget(profile.repair_budget, int8_seconds or built.quantized[Precision.INT8].calibration.seconds)
+    # the budget: the profile's repair_rounds, counted (not timed: the same search on any machine)
+    budget = Budget(profile.repair_rounds)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile))
     if result.passed:
@@ -160,7 +161,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
             if judge(alt).passed:
                 models["same_ops_float"] = alt
         result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads,
-                                                                max_seconds=max(0.5, 0.1 * budget.seconds)))
+                                                                max_seconds=LATENCY_SECONDS))
     result = result.as_written()
     return result.named(tf_side.onnx_nodes([p.tensor for p in result.promoted]))
 

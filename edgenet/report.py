@@ -240,7 +240,7 @@ def _mixed_precision_lines(mp: dict) -> list[str]:
     """report.md's account of the int8 repair (converters.repair): what was promoted, to what, why,
     the cost, the verdict before and after, and why the search stopped."""
     promoted = mp.get("promoted", mp.get("kept_float", []))
-    cost = (f"{mp['rounds']} round(s), {mp['seconds']:.2f} s of a {mp.get('budget_seconds', 0):.2f} s budget; "
+    cost = (f"{mp['rounds']} of {mp.get('budget_rounds', '?')} round(s), {mp['seconds']:.2f} s; "
             f"stopped: {mp.get('stopped', '')}")
     if not mp["passed"] and not promoted:
         return [f"The int8 verdict failed, and no op was promoted ({cost}): the int8 model written is the plain one."]

@@ -336,7 +336,8 @@ def _run_packagers(profile: TargetProfile, out_dir: Path, model: Path, class_nam
 
 
 def run_target(profile: TargetProfile, out_dir: Path, int8_path: Path | None, float_path: Path | None,
-               class_names: tuple[str, ...] | None, *, strict: bool = True, c_name: str | None = None) -> TargetReport:
+               class_names: tuple[str, ...] | None, *, strict: bool = True, c_name: str | None = None,
+               zoo: bool = True) -> TargetReport:
     """Run ``profile``'s checks on the converted model(s) and write its artifacts into ``out_dir``.
 
     ``c_name`` prefixes every symbol (and file name) of the firmware sources; by default the model
@@ -366,7 +367,9 @@ def run_target(profile: TargetProfile, out_dir: Path, int8_path: Path | None, fl
         **c.fields,
     )
     if strict and not report.ok:
-        hint = " (try a smaller --alpha or --resolution, or --fit)" if "budget" in report.failures[0] else ""
+        from edgenet.targets.estimate import smaller_hint
+
+        hint = f" ({smaller_hint(zoo)})" if "budget" in report.failures[0] else ""
         exc = TargetError(f"{profile.name}: {report.failures[0]}{hint}")
         exc.report = report
         raise exc

@@ -46,9 +46,20 @@ def lower_bounds(model: Any) -> Estimate:
     return Estimate(sum(n for name, n in inits.items()), peak, where)
 
 
-def check_budgets(profile, model: Any) -> Estimate | None:
+SMALLER_ZOO = "choose a smaller model: a lower --alpha or --resolution, or --fit"
+SMALLER_OWN = ("export a smaller model (fewer channels, or a smaller input with --input-shape where the model "
+               "allows it); --alpha, --resolution and --fit resize zoo models only")
+
+
+def smaller_hint(zoo: bool) -> str:
+    """What to do about a model over a target's budget: zoo models can be resized here, others not."""
+    return SMALLER_ZOO if zoo else SMALLER_OWN
+
+
+def check_budgets(profile, model: Any, zoo: bool = True) -> Estimate | None:
     """TargetError when the model cannot fit the profile's RAM or flash budget whatever the
-    conversion does; None for profiles without budgets."""
+    conversion does; None for profiles without budgets. ``zoo``: the model is a zoo model, which
+    --alpha/--resolution/--fit can resize (the hint says so only then)."""
     if profile.ram_budget is None and profile.flash_budget is None:
         return None
     est = lower_bounds(model)
@@ -56,12 +67,12 @@ def check_budgets(profile, model: Any) -> Estimate | None:
     if profile.flash_budget is not None and est.weight_bytes > profile.flash_budget:
         error = TargetError(f"{profile.name}: the model cannot fit: its weights alone are {est.weight_bytes / 1024:,.0f} "
                             f"KiB as int8, over the {profile.flash_budget / 1024:,.0f} KiB flash budget (found before "
-                            "converting; choose a smaller model, e.g. a lower --alpha, or --fit)")
+                            f"converting; {smaller_hint(zoo)})")
     elif profile.ram_budget is not None and est.peak_activation_bytes > profile.ram_budget:
         error = TargetError(f"{profile.name}: the model cannot fit: node {est.peak_node!r} alone needs "
                             f"{est.peak_activation_bytes / 1024:,.0f} KiB of int8 activations, over the "
-                            f"{profile.ram_budget / 1024:,.0f} KiB RAM budget (found before converting; choose a lower "
-                            "--resolution or --alpha, or --fit)")
+                            f"{profile.ram_budget / 1024:,.0f} KiB RAM budget (found before converting; "
+                            f"{smaller_hint(zoo)})")
     if error is not None:
         error.estimate = est          # the lower bounds, for callers that compare candidates (--fit, sweep)
         raise error

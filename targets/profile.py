@@ -144,7 +144,8 @@ class TargetProfile:
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
     repair: tuple[RepairStep, ...] = ()           # mixed precision's promotion order (empty: the runtime's default)
-    repair_budget: float = 3.0                    # the repair search's time, at most this x the int8 stage's
+    repair_rounds: int = 24                       # the repair search's budget: quantize-and-judge rounds (counted,
+                                                  # not timed: the same repaired model on any machine)
     source: str = ""                              # file the profile was read from
 
     @property
@@ -298,11 +299,9 @@ def _parse(data: dict, src: str) -> TargetProfile:
     if "precisions" not in kw:   # what the runtime can run
         kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src
-    budget = kw.get("repair_budget", 3.0)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100:
-        raise TargetError(f"{src}: repair_budget must be a number in [0, 100] (times the int8 stage's time)")
-    if "repair_budget" in kw:
-        kw["repair_budget"] = float(budget)
+    budget = kw.get("repair_rounds", 24)
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 1000:
+        raise TargetError(f"{src}: repair_rounds must be an integer in [0, 1000] (quantize-and-judge rounds)")
     for key in _POSITIVE_FLOAT_KEYS + _FRACTION_KEYS:
         if key in kw:
             kw[key] = float(kw[key])

@@ -127,3 +127,73 @@ def test_int16_symmetric_range_beats_minmax_and_stays_inside_what_was_seen():
     g = rng.normal(0.5, 1.0, 200_000)                      # a signed range keeps its lower end
     glo, ghi = mse_range(*_hist(g), levels=(1 << 16) - 1, symmetric=True)
     assert g.min() <= glo < 0 < ghi <= g.max()
+
+
+# -- MSE never clips what goes straight to an output --------------------------------------------
+def _tiny_tf_detector(tf):
+    """conv 1x1 + ReLU -> conv 1x1 (the head) -> boxes * 16 (pixels) and sigmoid(score logit),
+    concatenated. The score logit is the ReLU of the input's first channel: fed heavy-tailed
+    data, a detection is one of the rare large values of that tail."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.3, (1, 1, 3, 8))
+    w1[..., 0] = [1.0, 0.0, 0.0]
+    b1 = rng.normal(0, 0.1, 8)
+    b1[0] = 0.0
+    w2 = rng.normal(0, 0.3, (1, 1, 8, 5))
+    w2[..., 4] = np.eye(8)[0]
+    b2 = np.zeros(5)
+    w1, b1, w2, b2 = (tf.constant(v.astype(np.float32)) for v in (w1, b1, w2, b2))
+
+    def logits(x):
+        return tf.nn.conv2d(tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME") + b1), w2, 1, "SAME") + b2
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32)])
+    def model(x):
+        y = logits(x)
+        return tf.concat([y[..., :4] * 16.0, tf.sigmoid(y[..., 4:])], axis=-1)
+
+    return model, logits
+
+
+def _annotated(model, data, method):
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    from edgenet.converters.calibration import RangeCalibrator
+
+    obj = fbu.convert_bytearray_to_object(RangeCalibrator([data], method, batch_size=8, num_threads=2).annotate(model))
+    g = obj.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in obj.operatorCodes]
+    ranges = {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(g.tensors)
+              if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min)}
+    return obj, ranges, [(codes[op.opcodeIndex], list(op.inputs), list(op.outputs)) for op in g.operators]
+
+
+@tf_needed
+def test_mse_keeps_the_head_of_a_detector_whole():
+    """The rare detections are the large score logits: MSE (every value weighed the same) would clip
+    them, and every value after the last conv is an output value. The head keeps min/max; a hidden
+    activation before a conv is still clipped."""
+    import tensorflow as tf
+
+    from edgenet.converters.calibration import full_range_tensors
+
+    fn, logit_fn = _tiny_tf_detector(tf)
+    model = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    rng = np.random.default_rng(0)
+    data = rng.laplace(0.2, 1.0, (128, 32, 32, 3)).astype(np.float32)   # heavy tails, 131,072 values a channel
+    obj, minmax, ops = _annotated(model, data, CalibMethod.MINMAX)
+    _, mse, _ = _annotated(model, data, CalibMethod.MSE)
+    logistic = next(op for op in ops if op[0] == 14)          # LOGISTIC
+    convs = [op for op in ops if op[0] == 3]                  # CONV_2D
+    logits, hidden = logistic[1][0], convs[-1][1][0]          # sigmoid input; the head conv's input
+    head = full_range_tensors(obj)
+    assert logits in head and logistic[2][0] in head and convs[-1][2][0] in head and hidden not in head
+
+    # the score logits' histogram really is one MSE would clip: its rare large values, the detections
+    scores = logit_fn(tf.constant(data)).numpy()[..., 4].reshape(-1)
+    lo, hi = mse_range(*_hist(scores))
+    assert hi < 0.92 * scores.max() and np.sum(scores > hi) < 10
+    for i in head & set(minmax):   # (both ends widened to hold 0, as TFLite's quantizer does anyway)
+        lo, hi = minmax[i]
+        assert mse[i] == pytest.approx((min(lo, 0.0), max(hi, 0.0)), rel=1e-6), i
+    assert mse[hidden][1] < 0.92 * minmax[hidden][1]        # before a conv, MSE still trims the tail

@@ -31,6 +31,14 @@ def test_outputs_and_report(converted):
     assert not [n for n in names if n.startswith(".") and n != ".edgenet-manifest.json"], "no temp files left behind"
     r = json.loads((converted / "report.json").read_text())
     assert isinstance(r["bn_folded"], int)
+    # the per-layer error as a Model Explorer overlay, keyed by the int8 model's op output tensors
+    overlay = json.loads((converted / "model_int8.node_data.json").read_text())
+    assert overlay["results"] == {layer["name"]: {"value": round(layer["sqnr_db"], 2)} for layer in r["layers"]
+                                  if layer["sqnr_db"] is not None}
+    from edgenet.runtime import make_interpreter
+    tensors = {t["name"] for t in make_interpreter(converted / "model_int8.tflite").get_tensor_details()}
+    assert overlay["results"] and set(overlay["results"]) <= tensors
+    assert [t["value"] for t in overlay["thresholds"]] == sorted(t["value"] for t in overlay["thresholds"])
     assert [s["name"] for s in r["stages"]][:5] == ["load libraries", "export", "cleanup", "bn fold", "data"]
     assert all(s["seconds"] >= 0 for s in r["stages"])
     v = r["validation"]

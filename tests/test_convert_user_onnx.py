@@ -395,3 +395,17 @@ def test_all_zero_examples_cannot_judge_the_int8_model(tmp_path, capsys):
     assert "verdict not judged" in line and "does not vary" in line and "verdict pass" not in line
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["validation"]["quantized"][0]["status"] == "not judged"
+
+
+def test_a_model_over_a_microcontroller_budget_is_advised_what_it_can_do(tmp_path, capsys):
+    """An .onnx model cannot be resized with --alpha/--resolution/--fit: the hint says what can be done."""
+    torch.manual_seed(0)
+    big = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1))
+    path = _export(big, (torch.randn(1, 3, 128, 128),), tmp_path / "big.onnx", ["x"])
+    assert main(["convert", str(path), "--target", "cortex-m", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "the model cannot fit" in err and "export a smaller model" in err and "resize zoo models only" in err
+    assert "or --fit)" not in err
+    assert main(["convert", "mobilenet_v1", "--resolution", "224", "--target", "cortex-m",
+                 "--out", str(tmp_path / "p")]) == 1
+    assert "a lower --alpha or --resolution, or --fit" in capsys.readouterr().err

@@ -186,6 +186,103 @@ def test_bias_correction_none_is_identity():
     assert out.SerializeToString() == model.SerializeToString()
 
 
+
+def _residual_graph(seed=4):
+    """conv -> ReLU -> conv, + the first ReLU (a skip connection crossing a cut) -> ReLU -> conv
+    without bias -> GAP -> Flatten -> Gemm: the frontier holds two tensors at one cut."""
+    rng = np.random.default_rng(seed)
+    w = {"w1": rng.normal(0, 0.4, (6, 3, 3, 3)) * _spread(rng, 6)[:, None, None, None],
+         "w2": rng.normal(0, 0.3, (6, 6, 3, 3)), "w3": rng.normal(0, 0.3, (8, 6, 1, 1)),
+         "w4": rng.normal(0, 0.3, (4, 8)), "b1": rng.normal(0, 0.2, 6), "b2": rng.normal(0, 0.2, 6),
+         "b4": rng.normal(0, 0.1, 4)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c2", "a1"], ["s"]),
+             helper.make_node("Relu", ["s"], ["a2"]), helper.make_node("Conv", ["a2", "w3"], ["c3"]),
+             helper.make_node("GlobalAveragePool", ["c3"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w4", "b4"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _reference_sequential(model, x, per_channel):
+    """Sequential bias correction the slow, obvious way: for each layer in graph order, the whole
+    prefix rerun (earlier layers int8-rounded and corrected), one sample at a time."""
+    from edgenet.converters.bias_correction import _with_outputs
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consts = constant_values(m.graph)
+    convs = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
+    biases = {}
+
+    def means(mod, name):
+        sub = _with_outputs(mod, [name], batched=False)
+        ys = [run_onnxruntime(sub, {"x": x[i:i + 1]})[0] for i in range(len(x))]
+        return np.mean([y.reshape(y.shape[0], y.shape[1], -1).mean(axis=(0, 2)) for y in ys], axis=0)
+
+    for node in convs:
+        w = consts[node.input[1]]
+        float_mean = means(model, node.output[0])
+        axis = 1 if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute) else 0
+        wq_name = node.input[1] + "_q"
+        m.graph.initializer.append(numpy_helper.from_array(quantize_weights(w, per_channel, axis).astype(np.float32), wq_name))
+        node.input[1] = wq_name
+        shift = means(m, node.output[0]) - float_mean
+        old = consts[node.input[2]] if len(node.input) > 2 else np.zeros(len(shift))
+        new_b = (old - shift).astype(np.float32)
+        b_name = node.output[0] + "_bref"
+        m.graph.initializer.append(numpy_helper.from_array(new_b, b_name))
+        if len(node.input) > 2:
+            node.input[2] = b_name
+        else:
+            node.input.append(b_name)
+        biases[node.output[0]] = new_b
+    return biases
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_one_pass_sequential_matches_the_layer_by_layer_definition(per_channel):
+    """The segmented single pass (cached frontier, outputs corrected in place) gives the biases of
+    rerunning every prefix, on a graph with a skip connection and a conv without bias."""
+    model = _residual_graph()
+    x = np.abs(np.random.default_rng(5).normal(0.5, 1.0, (20, 3, 12, 12))).astype(np.float32)
+    corrected, stats = correct_biases(model, [x], per_channel=per_channel)
+    assert stats.layers == 4 and stats.samples == 20
+    ref = _reference_sequential(model, x, per_channel)
+    got = constant_values(corrected.graph)
+    for node in corrected.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            want = ref[node.output[0]]
+            np.testing.assert_allclose(got[node.input[2]].reshape(-1), want, rtol=1e-4,
+                                       atol=1e-5 * max(1.0, float(np.abs(want).max())))
+            assert not node.input[1].endswith("_wq")            # the float weights are back
+
+
+def test_segments_keep_fewer_samples_when_the_frontier_outgrows_its_budget():
+    from edgenet.converters.bias_correction import _session
+    from edgenet.converters.segments import plan, run_segments
+
+    model = _residual_graph()
+    cuts = [i for i, n in enumerate(model.graph.node) if n.op_type in ("Conv", "Gemm")]
+    segments = plan(model.graph, cuts)
+    assert [s.stop for s in segments] == cuts
+    # segment 1 is Relu + conv 2: the ReLU's output is read again by the Add after the cut
+    assert set(segments[1].inputs) == {"c1"} and set(segments[1].outputs) == {"a1", "c2"}
+    x = np.ones((8, 3, 12, 12), np.float32)
+    feeds = [{"x": x[i:i + 2]} for i in range(0, 8, 2)]
+    per_sample = 6 * 12 * 12 * 4                               # one 6x12x12 float tensor
+    budget = 3 * per_sample                                     # 3 samples of one such tensor
+
+    def samples(values):
+        return sum(len(v) for v in values)
+
+    held = [samples(v) for _, v in run_segments(model, feeds, cuts, _session, budget_bytes=budget)]
+    assert held == [4, 2, 2, 2]       # 2 batches of c1 pass the budget; then a1 + c2: one batch
+    assert [samples(v) for _, v in run_segments(model, feeds, cuts, _session)] == [8, 8, 8, 8]
+
+
 # -- end to end: per-tensor int8, with and without equalization --------------------------------
 def _spread_bn_mobilenet(path, resolution=32, sigma=1.0):
     """MobileNetV1 0.25 (ReLU) whose BN gammas feeding each depthwise conv are log-normal and whose

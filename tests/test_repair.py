@@ -10,7 +10,6 @@ conv1) are harmless.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -81,9 +80,9 @@ class Case:
     def score(self, model: bytes) -> float:
         return output_score(model, self.x[:8], [f[:8] for f in self.float_outs], [0])
 
-    def repair(self, runtime: str, order, seconds: float = 60.0, runs=None):
+    def repair(self, runtime: str, order, rounds: int = 64, runs=None):
         return repair(self.float_model, self.int8, self.verdict, self.x[:8], self.quantize, self.judge, self.score,
-                      runtime, order, Budget(seconds, 1.0, floor=0.0), runs)
+                      runtime, order, Budget(rounds), runs)
 
     def op(self, kind: str) -> str:
         """The output tensor of the first op of type ``kind`` (CONV_2D: conv1, the input side)."""
@@ -176,20 +175,30 @@ def test_no_promotable_op_is_said_not_searched(mid):
 
 
 def test_the_search_stops_within_its_budget_and_says_so(huge):
-    r = huge.repair("litert", LITERT_ORDER, seconds=0.0)
+    r = huge.repair("litert", LITERT_ORDER, rounds=0)
     assert not r.passed and r.stop is Stop.BUDGET and r.rounds == 0
-    assert "budget spent" in r.stop_detail and "budget" in r.summary()
-    # a budget of a few rounds: stopped before the budget plus one round, whatever it found
-    t = huge.repair("litert", LITERT_ORDER, seconds=0.05)
-    assert t.seconds <= 0.05 + 1.0 and t.stop in (Stop.BUDGET, Stop.PASSED)
-    assert Budget(3.0, 10.0).seconds == 30.0 and Budget(3.0, 0.1).seconds == 5.0 and Budget(0, 10).seconds == 0
+    assert "budget spent: all 0 round(s) used" in r.stop_detail and "0 of 0 round(s)" in r.summary()
+    # a budget of a few rounds: never more rounds than that, whatever it found
+    t = huge.repair("litert", LITERT_ORDER, rounds=3)
+    assert t.rounds <= 3 and t.stop in (Stop.BUDGET, Stop.PASSED)
+
+
+def test_the_search_is_counted_not_timed_so_reruns_give_the_same_model(huge):
+    import time
+
+    first = huge.repair("litert", LITERT_ORDER, rounds=6)
+    slow = Quantizer(lambda a: (time.sleep(0.05), requantize(huge.result, dict(a)))[1], huge.quantize.supports)
+    again = repair(huge.float_model, huge.int8, huge.verdict, huge.x[:8], slow, huge.judge, huge.score,
+                   "litert", LITERT_ORDER, Budget(6))                 # the same search on a slower machine
+    assert again.rounds == first.rounds and again.model == first.model
+    assert [p.tensor for p in again.promoted] == [p.tensor for p in first.promoted]
 
 
 def test_profiles_carry_the_repair_order():
     assert "kernels" not in available_targets()
     assert load_target("rpi").repair_order == (RepairStep.INT16, RepairStep.FLOAT, RepairStep.SPLIT)
     assert load_target("coral").repair_order == (RepairStep.SPLIT,)
-    assert load_target("ethos-u55").repair_budget == 3.0
+    assert load_target("ethos-u55").repair_rounds == 24
 
 
 def test_a_profile_may_not_promote_to_float_on_an_integer_runtime(tmp_path):
@@ -202,12 +211,13 @@ def test_a_profile_may_not_promote_to_float_on_an_integer_runtime(tmp_path):
     base.write_text(text + 'repair = ["int32"]\n')
     with pytest.raises(TargetError, match="repair"):
         load_target(base)
-    base.write_text(text + 'repair_budget = -1\n')
-    with pytest.raises(TargetError, match="repair_budget"):
-        load_target(base)
-    base.write_text(text + 'repair = ["split"]\nrepair_budget = 2\n')
+    for bad in ("-1", "2.5", "true"):
+        base.write_text(text + f'repair_rounds = {bad}\n')
+        with pytest.raises(TargetError, match="repair_rounds"):
+            load_target(base)
+    base.write_text(text + 'repair = ["split"]\nrepair_rounds = 2\n')
     p = load_target(base)
-    assert p.repair_order == (RepairStep.SPLIT,) and p.repair_budget == 2.0 and not math.isnan(p.repair_budget)
+    assert p.repair_order == (RepairStep.SPLIT,) and p.repair_rounds == 2
 
 
 @pytest.mark.slow

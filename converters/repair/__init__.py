@@ -48,4 +48,4 @@ def repair(float_model: bytes, int8_model: bytes, verdict, samples, quantize: Qu
     t0 = time.perf_counter()
     failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
     ranked, skipped = candidates(float_model, int8_model, failing, samples, runtime, order, quantize.supports)
-    return search(ranked, int8_model, verdict, quantize, judge, score, budget.seconds, runs, t0, skipped)
+    return search(ranked, int8_model, verdict, quantize, judge, score, budget.rounds, runs, t0, skipped)

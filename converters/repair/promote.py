@@ -1,5 +1,5 @@
 """The repair search: the fewest promotions (int16 activations or float, per op group) that make a
-failing int8 verdict pass, found within a time budget.
+failing int8 verdict pass, found within a budget of rounds.
 
 1. candidates: the op groups whose values reach a failing output -- each failing output's producer
    with the ops that only assemble it, then every other op -- each with the promotion the target
@@ -13,8 +13,11 @@ failing int8 verdict pass, found within a time budget.
 4. pruning: each promotion of the passing model dropped in turn (least useful first) when the
    verdict passes without it.
 
-Every round (one quantization and one judgement) is timed; a round starts only when the time
-spent so far plus the longest round yet fits the budget. The result says why the search stopped.
+Every round (one quantization and one judgement) is counted; a round starts only while the budget
+(a number of rounds, the target profile's ``repair_rounds``) has one left. The budget is counted, not
+timed: the same model and data give the same search, and the same repaired model byte for byte, on
+any machine at any load (a time budget gave fewer rounds, and another model, on a busy machine). The
+rounds' seconds are measured and reported. The result says why the search stopped.
 """
 from __future__ import annotations
 
@@ -71,23 +74,17 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Budget:
-    """The search's time: ``factor`` x the plain int8 stage's seconds, at least ``floor`` seconds
-    (a model quantized in a blink still gets a few rounds)."""
+    """The search's cost: at most ``rounds`` quantize-and-judge rounds (the profile's ``repair_rounds``)."""
 
-    factor: float
-    int8_seconds: float
-    floor: float = 5.0
-
-    @property
-    def seconds(self) -> float:
-        return 0.0 if self.factor <= 0 else max(self.floor, self.factor * self.int8_seconds)
+    rounds: int
 
 
 class _Clock:
-    def __init__(self, budget: float, started: float | None):
+    """Counts the search's rounds against its budget (and times them, for the report only)."""
+
+    def __init__(self, max_rounds: int, started: float | None):
         self.t0 = time.perf_counter() if started is None else started
-        self.budget = budget
-        self.longest = 0.0
+        self.max_rounds = max_rounds
         self.rounds = 0
 
     @property
@@ -95,15 +92,14 @@ class _Clock:
         return time.perf_counter() - self.t0
 
     def fits(self, share: float = 1.0) -> bool:
-        return self.spent + self.longest <= share * self.budget
+        """One more round fits within ``share`` of the budget."""
+        return self.rounds + 1 <= math.floor(share * self.max_rounds)
 
     def round(self, fn, *args):
-        t = time.perf_counter()
         try:
             return fn(*args)
         finally:
             self.rounds += 1
-            self.longest = max(self.longest, time.perf_counter() - t)
 
 
 def _assignment(chosen: Sequence[Candidate]) -> dict[str, OpPrecision]:
@@ -124,19 +120,19 @@ def _promotions(chosen: Sequence[Candidate]) -> tuple[Promotion, ...]:
 
 def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: Verdict,
            quantize: Quantizer, judge: Callable[[bytes], Verdict], score: Callable[[bytes], float],
-           budget_seconds: float, runs: Callable[[bytes], str | None] | None = None,
+           budget_rounds: int, runs: Callable[[bytes], str | None] | None = None,
            started: float | None = None, skipped: str = "") -> Repair:
     """The smallest set of ``candidates`` (ranked by their own error, most suspect first) whose
     promotion makes ``judge`` pass, searched as the module says. ``score(model)``: the failing
     outputs' SQNR on a small subset (higher is better); ``runs(model)``: None when the target's
     runtime runs the model, else why not; ``started``: when the search's clock started (work done
     before, e.g. the own-error proxy, counts); ``skipped``: why ops were left out (for the report)."""
-    clock = _Clock(budget_seconds, started)
+    clock = _Clock(budget_rounds, started)
     size = len(int8_model)
 
     def done(model, verdict, chosen, stop, detail, measured):
         return Repair(model, verdict_before, verdict, _promotions(chosen), clock.rounds, clock.spent,
-                      budget_seconds, stop, detail, size, len(model) if model is not None else size,
+                      budget_rounds, stop, detail, size, len(model) if model is not None else size,
                       measured=measured)
 
     if not candidates:
@@ -153,7 +149,7 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         leveled = [replace(c, level=level, gain_db=None) for c in candidates]
         if not clock.fits():
             return done(None, verdict_before, (), Stop.BUDGET,
-                        f"budget spent: the next round would pass {budget_seconds:.1f} s (level {level + 1} of "
+                        f"budget spent: all {budget_rounds} round(s) used (level {level + 1} of "
                         f"{what})", measured)
         whole = clock.round(_trial, leveled, quantize, judge)
         if whole[1] is None or not whole[1].passed:
@@ -278,7 +274,7 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
         return list(ranked), model, verdict
     low, high, k = 0, None, 1
     while k < len(ranked):
-        if not clock.fits():        # out of time: the passing model of all of them stands
+        if not clock.fits():        # out of rounds: the passing model of all of them stands
             break
         if passed(k):
             high = k

@@ -45,7 +45,7 @@ class Repair:
     promoted: tuple[Promotion, ...]      # in the passing model, or in the last model tried
     rounds: int
     seconds: float
-    budget_seconds: float
+    budget_rounds: int
     stop: Stop
     stop_detail: str
     size_before: int
@@ -94,7 +94,7 @@ class Repair:
                 "kept_float": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.FLOAT],
                 "int16": [p.to_dict() for p in self.promoted if p.precision is OpPrecision.INT16],
                 "rounds": self.rounds, "measured": self.measured, "seconds": round(self.seconds, 3),
-                "budget_seconds": round(self.budget_seconds, 3), "stop": self.stop.value, "stopped": self.stop_detail,
+                "budget_rounds": self.budget_rounds, "stop": self.stop.value, "stopped": self.stop_detail,
                 "size_before": self.size_before, "size_after": self.size_after,
                 "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
                 "verdict_before": {"passed": self.verdict_before.passed,
@@ -108,7 +108,7 @@ class Repair:
         what = ", ".join(f"{n} to {p.value}" for p, n in counts.items() if n) or "none"
         ops = ", ".join(f"{x.op} {x.onnx_node or x.tensor} ({x.precision.value})" for x in self.promoted[:4]) + \
             (" ..." if len(self.promoted) > 4 else "")
-        cost = f"{self.rounds} round(s), {self.seconds:.1f} s of a {self.budget_seconds:.1f} s budget"
+        cost = f"{self.rounds} of {self.budget_rounds} round(s), {self.seconds:.1f} s"
         if self.passed:
             lat = ""
             ms = self.latency_ms
