@@ -1,7 +1,7 @@
 """edgenet sweep on a real two-node Ray cluster started on this machine the way a user's second
 machine joins one (`ray start --head`, then `ray start --address HEAD:PORT` with its own resources
 and temp folder): cells run on both nodes, the second node is killed while it converts a cell and
-no cell is lost, and the cells match the local process pool's byte for byte. Also: README's Ray
+no cell is lost, and the cells match the local process pool's byte for byte. Also: docs/sweep.md's Ray
 example runs its cells into a folder of its own.
 
 Every Ray process the test starts is in one of two process groups (one per node, `ray start
@@ -278,11 +278,14 @@ def _same_cells_same_out(commands: list[list[str]]) -> list[str]:
 
 
 def test_readme_and_help_run_the_ray_example_into_a_folder_of_its_own():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Sweeps"):readme.index("### Measured on this machine")]
+    page = (ROOT / "docs" / "sweep.md").read_text(encoding="utf-8")
+    section = page[page.index("# Sweeps"):page.index("## Measured on this machine")]
     commands = _sweep_commands(section)
     assert any("ray" in c for c in commands) and len(commands) >= 4
     assert _same_cells_same_out(commands) == []
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme_commands = _sweep_commands(readme[readme.index("### `edgenet sweep`"):readme.index("### `edgenet train`")])
+    assert readme_commands and _same_cells_same_out(readme_commands + commands) == []
     from edgenet.cli.sweep import command
 
     assert _same_cells_same_out(_sweep_commands(command.__doc__)) == []

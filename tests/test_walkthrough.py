@@ -1,4 +1,4 @@
-"""README's digits walk-through, run as written (fewer epochs) in fresh processes: train a
+"""README's digits walk-through (its quick start; docs/results.md gives the numbers), run as written (fewer epochs) in fresh processes: train a
 checkpoint, convert it with no data flags (it calibrates on the digits it was trained on), bench the
 folder with no --data (the held-out digits convert kept). What a new user does in the first hour."""
 from __future__ import annotations
@@ -18,14 +18,24 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _readme_commands() -> list[list[str]]:
-    """The three commands of README's "A trained model, converted and benchmarked" block."""
-    text = (ROOT / "README.md").read_text()
+def _walkthrough_block(page: Path) -> str:
+    """The code block of `page` that starts with `edgenet train --dataset digits`."""
+    text = page.read_text()
     block = text[text.index("edgenet train --dataset digits"):]
-    block = block[: block.index("```")]
+    return block[: block.index("```")]
+
+
+def _readme_commands() -> list[list[str]]:
+    """The three commands of README's quick start ("A trained model, converted and benchmarked"), which
+    docs/results.md gives, word for word, beside the numbers they measured."""
+    block = _walkthrough_block(ROOT / "README.md")
     commands = [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.startswith("edgenet ")]
     assert [c[1] for c in commands] == ["train", "convert", "bench"]
     return commands
+
+
+def test_results_page_gives_the_walkthrough_readme_runs():
+    assert _walkthrough_block(ROOT / "docs" / "results.md") == _walkthrough_block(ROOT / "README.md")
 
 
 def test_digits_walkthrough_runs_as_readme_says(tmp_path):
