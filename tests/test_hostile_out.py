@@ -191,7 +191,7 @@ def test_two_conversions_into_one_folder_exactly_one_publishes(env, tmp_path):
     loser = next(err for code, err in results if code == 1)
     _one_line(loser, "another edgenet conversion")
     winner_int8 = results[0][0] == 0
-    expected = FLOAT_FILES | ({"model_int8.tflite"} if winner_int8 else set())
+    expected = FLOAT_FILES | ({"model_int8.tflite", "model_int8.node_data.json"} if winner_int8 else set())
     assert set(os.listdir(out)) == expected            # one run's files, nothing of the other's
     assert env.left() == []
 

@@ -36,6 +36,7 @@ def _convert(tmp_path, name: str, pre: Preprocess, *extra: str):
     proc = subprocess.run([sys.executable, "-m", "edgenet", "convert", str(ckpt), "--target", "android",
                            "--calib", "shapes", "--calib-samples", "16", "--eval-samples", "4", "--out", str(out),
                            "--allow-degraded",   # untrained weights: int8 quality is not what is tested here
+                           "--strict-int8",      # nor a repair (which may turn an output float32): the uint8 I/O is
                            "-q", *extra], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out

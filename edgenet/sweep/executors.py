@@ -146,6 +146,7 @@ class LocalExecutor:
                 self.start(len(todo))
                 pool, self._pool = self._pool, None
                 retry: list[Cell] = []
+                finished = False
                 try:
                     futures = {pool.submit(_pool_cell, cell, folders.get(memory_key(cell))): cell for cell in todo}
                     todo = []
@@ -164,16 +165,22 @@ class LocalExecutor:
                             except Exception as exc:
                                 record, files = _failed(cell, one_line(exc)), {}
                             yield cell, record, files
+                    finished = True
                 finally:
-                    stop_pool(pool)
+                    stop_pool(pool, finished)
                 todo = retry
         finally:
             self.close()
             shutil.rmtree(data, ignore_errors=True)
 
 
-def stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and stop the workers now (an interrupted sweep does not wait)."""
+def stop_pool(pool: ProcessPoolExecutor, finished: bool = False) -> None:
+    """Cancel what has not started and stop the workers now (an interrupted sweep does not wait);
+    ``finished``: every cell is done, the idle workers are let go the orderly way (killed ones
+    leave the pool's queue semaphores to the resource tracker, which reports them as leaked)."""
+    if finished:
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:

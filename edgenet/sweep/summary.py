@@ -26,6 +26,8 @@ def judgement(record: dict) -> str:
         return "damaged"
     if verdict == "fail":           # status ok with a failing verdict: not enforced (untrained weights)
         return "not judged"
+    if record.get("trained") is False and record.get("precision") != "float32":
+        return "not judged"         # a pass on untrained weights judges nothing either
     if verdict == "pass":
         return "pass"
     return "reference" if record.get("precision") == "float32" else "not judged"
@@ -41,7 +43,7 @@ def progress_line(record: dict) -> str:
     if what == "damaged":
         return f"DAMAGED by quantization (verdict fail): {record.get('error')}"
     if what == "not judged":
-        why = "untrained weights" if record.get("verdict") == "fail" else "no verdict"
+        why = "untrained weights" if untrained(record) else "no verdict"
         return f"converted {seconds:.1f} s, verdict {record.get('verdict') or 'none'}: not judged ({why})"
     if what == "reference":
         return f"converted {seconds:.1f} s (float32: the reference, no verdict)"
@@ -54,7 +56,7 @@ def summary_line(records: list[dict] | tuple[dict, ...]) -> str:
     n = Counter(judgement(r) for r in records)
     parts = [f"{n['pass']} pass their verdict"]
     if n["not judged"]:
-        parts.append(f"{n['not judged']} converted with verdict fail on untrained weights (not judged)")
+        parts.append(f"{n['not judged']} converted but not judged (untrained weights)")
     if n["reference"]:
         parts.append(f"{n['reference']} float32 (the reference, no verdict)")
     parts += [f"{n['damaged']} damaged by quantization (verdict fail)", f"{n['does not fit']} do not fit their target",
@@ -67,7 +69,7 @@ def verdict_text(record: dict) -> str:
     ``reference`` (float32) or ``?`` (a record without one)."""
     return {"pass": "pass", "damaged": "**fail**", "reference": "reference", "failed": "?",
             "does not fit": "?"}.get(judgement(record),
-                                     "not judged (untrained)" if record.get("verdict") == "fail" else "?")
+                                     "not judged (untrained)" if untrained(record) else "?")
 
 
 def untrained(record: dict) -> bool:
