@@ -5,7 +5,8 @@ Termux); what cannot be read is None, never an error.
 """
 from __future__ import annotations
 
-import hashlib
+from edgenet.io import file_sha256  # noqa: F401  (re-exported: the benchmark's model hashes)
+
 import os
 import platform
 import socket
@@ -168,14 +169,6 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def collect(runtime_name: str, runtime_version: str, temperature_start: float | None,

@@ -151,11 +151,9 @@ def precision_numbers(report: dict, precision: Precision) -> dict:
 
 # -- the grid ------------------------------------------------------------------------------------
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from edgenet.io import file_sha256
+
+    return file_sha256(path)
 
 
 def _sha256_folder(folder: Path) -> str:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from edgenet.errors import EdgenetError, OutputError, UsageError
+from edgenet.io import file_sha256
 
 RESULTS = "results.jsonl"
 CELLS = "cells"
@@ -131,14 +132,6 @@ def read_results_counted(folder: str | os.PathLike) -> tuple[dict[str, dict], in
     return records, skipped
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _real_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
@@ -168,7 +161,7 @@ def _written_by_edgenet(folder: Path) -> bool:
                 rel = str(path.relative_to(folder))
                 if rel == CELL_RECORD:
                     continue
-                if listed.get(rel) != _sha256(path):
+                if listed.get(rel) != file_sha256(path):
                     return False
                 found.add(rel)
     return found == set(listed)
