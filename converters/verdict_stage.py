@@ -22,6 +22,7 @@ from edgenet.errors import ConversionError, DataError
 from edgenet.report import Validation
 
 FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
+MAX_FLOAT_SHARE = 0.5    # a repair may keep at most this share of the model's ops in float
 LATENCY_SECONDS = 0.5    # the repair's latency comparison (int8, repaired, float32): a short interleaved timing
 
 
@@ -152,6 +153,15 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     budget = Budget(profile.repair_rounds)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile))
+    float_ops = sum(1 for p in result.promoted if p.precision is OpPrecision.FLOAT)
+    if result.passed and float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source)):
+        # a "repair" that floats most of the model is the float model with extra steps: refused, so
+        # that the next step of the target's order (a split head) or an honest failure follows
+        from edgenet.converters.repair.result import Stop
+
+        result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT,
+                         stop_detail=f"the passing model computes {float_ops} of {len(ops(built.quant_source))} ops "
+                                     f"in float (more than {MAX_FLOAT_SHARE:.0%}): not an int8 model")
     if result.passed:
         models = {"int8": built.models[Precision.INT8], "repaired": result.model,
                   "float32": built.models[Precision.FLOAT32]}

@@ -19,6 +19,7 @@ class Stop(str, Enum):
     EXHAUSTED = "exhausted"             # every candidate promoted, the verdict still fails
     NO_CANDIDATES = "no_candidates"     # no op reaching a failing output may be promoted on this target
     REFUSED = "refused"                 # the passing model does not run in the target's runtime
+    MOSTLY_FLOAT = "mostly_float"       # the passing model computes most of its ops in float: not an int8 model
 
 
 @dataclass(frozen=True)
