@@ -127,6 +127,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     check_precisions(profile, deployable)
     if "c_name" in opts.given and not {"c_array", "vela_model"} & {p.value for p in profile.packagers}:
         raise UsageError(f"--c-name names the C sources of a firmware; target {profile.name} writes none")
+    if opts.c_name is not None:   # refused now, not after every slow stage
+        from edgenet.targets.c_array import check_c_name
+
+        check_c_name(opts.c_name)
     check_inputs(opts)
     # an .onnx file is read and its inputs, shapes and preprocessing checked now (onnx only, no torch
     # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports

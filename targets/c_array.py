@@ -69,14 +69,18 @@ TFLM_REGISTRATION: dict[str, str] = {
 }
 
 _C_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MAX_C_NAME = 48          # prefixes symbols such as g_<name>_model_data_len and files <name>_model_data.cc
 
 
 def check_c_name(name: str) -> str:
     """``name`` if it can prefix C/C++ symbols (a letter, then letters, digits and single ``_``; no
-    ``__``, which C++ reserves); raises UsageError with one line otherwise."""
+    ``__``, which C++ reserves; at most MAX_C_NAME characters); raises UsageError with one line otherwise."""
     if not isinstance(name, str) or not _C_NAME_RE.match(name) or "__" in name or name.endswith("_"):
         raise UsageError(f"--c-name {name!r} is not a usable C identifier prefix (a letter, then letters, "
                          "digits and single underscores, e.g. person_detect)")
+    if len(name) > MAX_C_NAME:
+        raise UsageError(f"--c-name is {len(name)} characters; at most {MAX_C_NAME} (C compilers need only tell "
+                         "the first 63 apart, and it names the firmware files)")
     return name
 
 

@@ -100,11 +100,21 @@ def test_header_carries_io_quantization_shape_normalization_and_labels():
     assert r'"say \042hi\042\077",' in source
 
 
-@pytest.mark.parametrize("bad", ["2fast", "a b", "x__y", "_x", "x_", "", "näme"])
+@pytest.mark.parametrize("bad", ["2fast", "a b", "x__y", "_x", "x_", "", "näme", "a" * 49])
 def test_invalid_c_names_are_refused_in_one_line(bad):
     with pytest.raises(UsageError) as info:
         check_c_name(bad)
     assert "\n" not in str(info.value) and "--c-name" in str(info.value)
+
+
+def test_a_long_c_name_is_refused_before_any_slow_stage(tmp_path):
+    import edgenet
+
+    events = []
+    with pytest.raises(UsageError, match="--c-name is 300 characters; at most 48"):
+        edgenet.convert("mobilenet_v1", target="cortex-m", c_name="a" * 300, out=tmp_path / "o",
+                        progress=lambda *e: events.append(e))
+    assert events == [] and not (tmp_path / "o").exists()        # no stage started
 
 
 def test_default_c_name_comes_from_the_model_name():
