@@ -18,11 +18,12 @@ from edgenet.converters.sources import SourceKind, SourceModel, check_source, lo
 from edgenet.config import ConvertOptions, Precision
 from edgenet.errors import ConversionError, EdgenetError, UsageError
 from edgenet.io import atomic_write_json, atomic_write_text
-from edgenet.report import ConvertReport, ConvertResult, Sizes, StageTime
-from edgenet.converters.verdict_stage import (FULL_INTEGER_RUNTIMES, enforce, layer_errors, mixed_precision,
+from edgenet.report import ConvertResult, StageTime
+from edgenet.converters.data_notes import data_notes, is_zoo, labels_from_folders
+from edgenet.converters.fit_stage import fit_to_target
+from edgenet.converters.report_stage import conversion_report
+from edgenet.converters.verdict_stage import (enforce, layer_errors, mixed_precision,
                                             ops_left_in_float, split_head, splittable, validate_stage)
-
-MIN_CALIB_WARN = 100
 
 
 class Stages:
@@ -51,18 +52,6 @@ class Stages:
         if self.progress:
             self.progress("done", len(self.times), self.total, name, f"{dt:.2f}")
         return result
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("edgenet", "torch", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def check_inputs(opts: ConvertOptions) -> None:
@@ -171,7 +160,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     if quantized:   # a model that cannot fit the target's RAM or flash at all is refused now, not after int8
         from edgenet.targets.estimate import check_budgets
 
-        check_budgets(profile, source.onnx, zoo=_is_zoo(opts))
+        check_budgets(profile, source.onnx, zoo=is_zoo(opts))
     if opts.equalize and source.image_input is None:
         raise UsageError("--equalize works on CNNs with one image input")
     model, pass_stats = source.onnx, {}
@@ -192,13 +181,13 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=needs_calibration,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
-    notes.extend(_data_notes(data, source, needs_calibration))
+    notes.extend(data_notes(data, source, needs_calibration))
     normalization = [flag for flag in ("--mean", "--std") if flag in opts.preprocess.given]
     if normalization and data.info["kind"] == DataKind.ARRAYS:
         notes.append(f"--calib {opts.calib} holds arrays already preprocessed: {' and '.join(normalization)} "
                      "were not applied to them (only to images: they are in preprocess.json and the metadata, for "
                      "the images the deployed model will get)")
-    source = _labels_from_folders(source, data, opts, notes)
+    source = labels_from_folders(source, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
 
     def equalize():
@@ -302,10 +291,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
             deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
             return run_target(profile, staging, staging / deployed.file_name if deployed else None,
                               staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name,
-                              zoo=_is_zoo(opts))
+                              zoo=is_zoo(opts))
 
         target_report = stages.run("target " + profile.name, _target)
-        report = _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
+        report = conversion_report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
                          files, target_report, stages, notes, fit, layers, repair, split, float_ops)
         atomic_write_json(staging / "report.json", report.to_dict())
         atomic_write_text(staging / "report.md", report.to_markdown())
@@ -324,92 +313,6 @@ def _strict(profile, opts):
     if not opts.strict_int8:
         return profile
     return replace(profile, repair=tuple(s for s in profile.repair_order if s is not RepairStep.FLOAT))
-
-
-def _report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging, files,
-            target_report, stages, notes, fit, layers, repair, split, float_ops) -> ConvertReport:
-    from edgenet.inference import op_counts
-
-    graph = built.graph
-    clean_stats, bn = pass_stats["cleanup"], pass_stats["bn_fold"]
-    int8 = built.quantized.get(Precision.INT8)
-    quant = int8 or built.quantized.get(Precision.INT16X8)
-    deployed = Precision.INT8 if Precision.INT8 in built.models else None
-    ops_float = op_counts(built.models[Precision.FLOAT32])
-    acc = checked.accuracy
-    sizes = {p: (staging / p.file_name).stat().st_size for p in built.models}   # as written, with metadata
-    precisions = [{"precision": p.value, "file": p.file_name, "bytes": sizes[p],
-                   "verdict": None if p is Precision.FLOAT32 else checked.verdicts[p].to_dict(),
-                   "ops_in_other_precision": float_ops.get(p.value, [])} for p in built.models]
-    return ConvertReport(
-        model={**source.info, "name": source.name, "input_shape": list(source.input_shape),
-               "tflite_input_shape": list(graph.inputs[0].tf_shape),
-               "inputs": [{"name": spec.name, "shape": list(spec.shape), "tflite_shape": list(info.tf_shape),
-                           "image": spec.image} for spec, info in zip(source.inputs, graph.inputs)],
-               "onnx_ops": dict(sorted(graph.op_counts.items()))},
-        target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
-        bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
-        cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
-                 "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
-        export_max_abs_err=source.export_max_abs_err,
-        data=data.info,
-        calibration=None if quant is None else {
-            **data.info, "method": opts.calib_method.value, "batch_size": quant.calibration.batch_size,
-            "tensors": quant.calibration.tensors, "seconds": round(quant.calibration.seconds, 3),
-            "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
-            "equalization": None if built.equalized is None else built.equalized.to_dict()},
-        validation=checked.validation,
-        accuracy=None if acc is None else {
-            "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,
-            "int8_top5": acc.int8_top5, "n_eval": acc.n_eval, "top1_drop_points": acc.top1_drop_points},
-        sizes=Sizes(len(model.SerializeToString()), sizes[Precision.FLOAT32], sizes.get(Precision.INT8)),
-        ops=op_counts(built.models[deployed]) if deployed else ops_float, ops_float=ops_float,
-        stages=tuple(stages.times),
-        files=tuple(sorted({*files, *(p.name for p in staging.iterdir()), "report.json", "report.md"})),
-        versions=versions(), notes=tuple(notes),
-        fit=None if fit is None else {**fit.to_dict(), "lines": fit.report_lines()},
-        layers=None if layers is None else [layer.to_dict() for layer in layers],
-        precisions=tuple(precisions),
-        mixed_precision=None if repair is None else repair.to_dict(),
-        split_outputs=None if split is None else {"output": split.output, "parts": list(split.parts),
-                                                  "axis": split.axis, "sizes": list(split.sizes)})
-
-
-def fit_to_target(opts: ConvertOptions, profile) -> tuple[ConvertOptions, object]:
-    """Search the zoo model's alpha x resolution grid for the largest model that fits ``profile``
-    (TFLite Micro arena against RAM, model size against flash); return the options to convert it.
-
-    Each candidate is an ``edgenet sweep`` cell (converted and checked for the target as a sweep
-    does), one at a time in this process or EDGENET_FIT_WORKERS at once on the sweep's process
-    pool; each is logged to the ``edgenet.fit`` logger as it is decided."""
-    from dataclasses import replace
-
-    from edgenet.sweep.fitting import CellMeasure, log_candidate
-    from edgenet.zoo import info, validate_hparams
-    from edgenet.targets.fit import fit_model
-
-    from edgenet.converters.sources import SourceKind, source_kind
-
-    if source_kind(opts.model.source) is not SourceKind.ZOO:
-        raise UsageError("--fit searches a zoo model's width and resolution; it cannot resize a given model")
-
-    def mult_adds(alpha: float, resolution: int) -> int:
-        return info(opts.model.source, alpha=alpha, resolution=resolution, num_classes=opts.model.num_classes,
-                    in_channels=opts.model.in_channels).mult_adds
-
-    for a in opts.fit_alphas:
-        for r in opts.fit_resolutions:
-            validate_hparams(a, r, opts.model.num_classes, opts.model.in_channels)
-    grid = [(a, r) for a in opts.fit_alphas for r in opts.fit_resolutions]
-    measure = CellMeasure(opts, profile)
-    try:
-        result = fit_model(profile, grid, None, mult_adds, measure=measure, batch=measure.workers,
-                           progress=log_candidate)
-    finally:
-        measure.close()
-    chosen = result.chosen
-    spec = replace(opts.model, alpha=chosen.alpha, resolution=chosen.resolution)
-    return replace(opts, model=spec, fit=False), result
 
 
 def _normalize_in_model(model, source: SourceModel, notes: list[str]):
@@ -456,53 +359,6 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
         if want and None not in want and tuple(want) != tuple(info.onnx_shape):
             raise ConversionError(f"the converted model's output {info.name!r} has shape {tuple(info.onnx_shape)} "
                                   f"(in ONNX layout), not {tuple(want)}")
-
-
-def _is_zoo(opts: ConvertOptions) -> bool:
-    """The model is a zoo model (which --alpha, --resolution and --fit can resize)."""
-    return opts.model.module is None and source_kind(opts.model.source) is SourceKind.ZOO
-
-
-def _labels_from_folders(source: SourceModel, data: PipelineData, opts: ConvertOptions, notes: list[str]
-                         ) -> SourceModel:
-    """A model with no class names of its own takes the class subfolders of --calib as its labels
-    (labels.txt, metadata, top-1) when their number is its first output's class count."""
-    from dataclasses import replace
-
-    if source.class_names is not None or data.class_names is None or opts.calib is None \
-            or data.info.get("synthetic"):
-        return source
-    dims = [d.dim_value if d.HasField("dim_value") else None
-            for d in source.onnx.graph.output[0].type.tensor_type.shape.dim]
-    if not dims or dims[-1] != len(data.class_names) or len([d for d in dims[1:] if d != 1]) != 1:
-        return source
-    notes.append(f"class names from the {len(data.class_names)} class subfolders of --calib "
-                 f"({', '.join(list(data.class_names)[:4])}{' ...' if len(data.class_names) > 4 else ''}); "
-                 "--labels FILE gives them explicitly")
-    return replace(source, class_names=tuple(data.class_names))
-
-
-def _data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]:
-    """What the user should know about the data the model was calibrated and validated on."""
-    info, notes = data.info, []
-    if not source.info.get("trained", True):
-        notes.append("the zoo model's weights are untrained (seeded random): its accuracy and agreement figures "
-                     "say nothing about a real model; pass --weights or convert a trained checkpoint")
-    if info["kind"] == DataKind.RANDOM:
-        notes.append(f"no data fits the model's inputs: the float model was validated on {info['eval_samples']} "
-                     "seeded random examples (pass --calib FILE.npz with real examples for a meaningful check)")
-    elif info.get("synthetic"):
-        notes.append(f"calibration and validation images are synthetic (the built-in {info['dataset']!r} set, "
-                     "procedurally generated): pass --calib with real images for a meaningful check")
-    if int8 and info["kind"] != DataKind.RANDOM and info["samples"] < MIN_CALIB_WARN:
-        notes.append(f"only {info['samples']} calibration examples (fewer than {MIN_CALIB_WARN}): "
-                     "int8 ranges may not cover real inputs")
-    if info["skipped_images"]:
-        notes.append(f"{info['skipped_images']} image(s) could not be decoded and were skipped")
-    if info.get("eval_is_calibration"):
-        notes.append(f"too few examples to hold some out: the {info['eval_samples']} validation examples are "
-                     "calibration examples too (the verdicts are optimistic)")
-    return notes
 
 
 def _import_libraries(need_torch: bool, tf_side) -> None:
