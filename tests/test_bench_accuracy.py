@@ -135,3 +135,26 @@ def test_outputs_of_indices_are_judged_by_agreement():
     assert rep.quality["index_agreement"] == pytest.approx(824 / 1024) and not rep.quality["passed"]
     assert rep.quality["sqnr_centered_db"] is None
     assert rep.sqnr_db is None and rep.max_abs_diff is None and rep.agreement is None   # labels: no magnitude
+
+
+def test_untrained_weights_recorded_by_convert_make_the_bench_verdict_not_judged(tiny_convert_out, tmp_path):
+    """convert's report.json says the weights are untrained: bench keeps the figures, judges nothing."""
+    import json
+    import shutil
+
+    from edgenet.benchmark.accuracy import recorded_verdict_settings
+    from edgenet.benchmark.report import format_table
+    from edgenet.benchmark.run import bench
+
+    folder = tmp_path / "out"
+    shutil.copytree(tiny_convert_out, folder)
+    assert recorded_verdict_settings(folder)[2] is False
+    (folder / "report.json").write_text(json.dumps({"model": {"trained": False}, "validation": {"quantized": [
+        {"precision": "int8", "outputs": [{"kind": "generic"}], "thresholds": {"min_sqnr_db": 99.0}}]}}))
+    assert recorded_verdict_settings(folder)[2] is True
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
+    result = bench(folder, data=(x, None), warmup=1, warmup_seconds=0, runs=3, min_seconds=0.0)
+    assert result.accuracy.untrained and result.to_dict()["accuracy"]["untrained"] is True
+    table = format_table(result)
+    assert "verdict not judged (untrained weights)" in table and "FAIL" not in table
+    assert result.accuracy.quality["passed"] is False       # the 99 dB threshold fails: the figure is kept

@@ -33,6 +33,7 @@ class AccuracyReport:
     seconds: float
     quality: dict | None = None        # the worst output's edgenet.quality.OutputQuality, with its verdict
     outputs: tuple[dict, ...] = ()     # every output's OutputQuality (models with several outputs)
+    untrained: bool = False            # convert's report.json says the weights are untrained: not judged
 
     def to_dict(self) -> dict:
         return {
@@ -42,7 +43,7 @@ class AccuracyReport:
             "sqnr_db": None if self.sqnr_db is None or not math.isfinite(self.sqnr_db) else self.sqnr_db,
             "outputs_identical": self.sqnr_db == math.inf,
             "max_abs_diff": self.max_abs_diff, "seconds": self.seconds, "quality": self.quality,
-            "outputs": list(self.outputs),
+            "outputs": list(self.outputs), "untrained": self.untrained,
         }
 
     @classmethod
@@ -54,7 +55,7 @@ class AccuracyReport:
                    models={r: ModelAccuracy(a.get("top1"), a.get("top5")) for r, a in d["models"].items()},
                    agreement=d.get("agreement"), sqnr_db=sqnr, max_abs_diff=d.get("max_abs_diff"),
                    seconds=float(d.get("seconds", 0.0)), quality=d.get("quality"),
-                   outputs=tuple(d.get("outputs") or ()))
+                   outputs=tuple(d.get("outputs") or ()), untrained=bool(d.get("untrained", False)))
 
 
 def _scores(outputs: np.ndarray) -> np.ndarray:
@@ -90,10 +91,11 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None]:
-    """(kind of each output, Thresholds) that `edgenet convert` recorded in ``folder``/report.json
-    (its int8 verdict, else the first quantized one), so the benchmark judges outputs as convert
-    did; (None, None) without a readable report."""
+def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, bool]:
+    """(kind of each output, Thresholds, untrained) that `edgenet convert` recorded in
+    ``folder``/report.json (its int8 verdict, else the first quantized one; ``untrained``: the model's
+    weights are untrained, so no verdict judges it), so the benchmark judges outputs as convert did;
+    (None, None, False) without a readable report."""
     import json
     from dataclasses import fields
     from pathlib import Path
@@ -103,20 +105,22 @@ def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None]:
     path = Path(folder) / "report.json"
     try:
         if not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return None, None
-        verdicts = json.loads(path.read_text(encoding="utf-8"))["validation"]["quantized"]
+            return None, None, False
+        report = json.loads(path.read_text(encoding="utf-8"))
+        untrained = (report.get("model") or {}).get("trained", True) is False
+        verdicts = report["validation"]["quantized"]
         v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
         kinds = [o.get("kind") for o in v["outputs"]]
         known = {f.name for f in fields(Thresholds)}
         th = Thresholds(**{k: val for k, val in (v.get("thresholds") or {}).items() if k in known})
-        return kinds, th
-    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration):
-        return None, None
+        return kinds, th, untrained
+    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration, AttributeError):
+        return None, None, False
 
 
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
             seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence[str | None] | None = None,
-            thresholds=None) -> AccuracyReport:
+            thresholds=None, untrained: bool = False) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
@@ -128,7 +132,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement; ``kinds``:
     each output's :class:`edgenet.verdicts.OutputKind` value as convert recorded it (None, or a
     list of another length: decided from shape and values, as convert does); ``thresholds``:
-    convert's (default: :class:`edgenet.verdicts.Thresholds`).
+    convert's (default: :class:`edgenet.verdicts.Thresholds`); ``untrained``: the weights are
+    untrained (convert's report says so): the figures are kept, the verdict reads "not judged".
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
 
@@ -162,4 +167,4 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,
-                          quality=quality, outputs=tuple(judged) if len(judged) > 1 else ())
+                          quality=quality, outputs=tuple(judged) if len(judged) > 1 else (), untrained=untrained)

@@ -113,8 +113,11 @@ def _summary_lines(result: BenchResult) -> list[str]:
             if quality.get("worst_channel") is not None and quality.get("worst_channel_sqnr_db") is not None:
                 text += (f", worst {quality.get('axis_name', 'channel')} {quality['worst_channel']} at "
                          f"{quality['worst_channel_sqnr_db']:.1f} dB")
-            text += "; verdict " + ("pass" if quality.get("passed") else
-                                    "FAIL: " + "; ".join(quality.get("failures") or []))
+            if acc.untrained:   # seeded random weights: measured, not judged (as convert says)
+                text += "; verdict not judged (untrained weights)"
+            else:
+                text += "; verdict " + ("pass" if quality.get("passed") else
+                                        "FAIL: " + "; ".join(quality.get("failures") or []))
             if quality.get("passed") and quality.get("not_judged"):
                 text += f" (not judged: {quality['not_judged']})"
             parts.append(text)

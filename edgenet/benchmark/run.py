@@ -159,9 +159,9 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         outputs = {m.role: _outputs_with_progress(m, bench_data.x, say) for m in models}
         if len(models) == 2:   # the int8 model's outputs in the float model's order
             outputs[models[1].role] = [outputs[models[1].role][j] for j in output_order(first, models[1])]
-        kinds, thresholds = recorded_verdict_settings(resolved.models[0][1].parent)   # convert's, when beside
+        kinds, thresholds, untrained = recorded_verdict_settings(resolved.models[0][1].parent)   # convert's
         accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0,
-                           indices=first.index_outputs, kinds=kinds, thresholds=thresholds)
+                           indices=first.index_outputs, kinds=kinds, thresholds=thresholds, untrained=untrained)
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
     notes += _environment_notes(env, settings, models)
