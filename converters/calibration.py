@@ -157,6 +157,8 @@ class RangeCalibrator:
                 raise ConversionError(f"calibration: activation {name!r} reaches NaN or infinity on the calibration "
                                       f"data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
                                       "weights")
+            if max(abs(lo), abs(hi)) < ZERO_RANGE:   # an activation the data never moves off zero
+                lo, hi = min(lo, 0.0), ZERO_RANGE      # (a zero scale: XNNPACK refuses the model)
             found[name] = (float(np.float32(lo)), float(np.float32(hi)))
         self.last_stats = CalibrationStats(self.method, self.samples, batch, len(targets),
                                            time.perf_counter() - t0)
@@ -222,6 +224,9 @@ _PROBABILITY_OPS = frozenset({14, 25})                     # LOGISTIC, SOFTMAX
 _MOVING_OPS = frozenset({2, 5, 22, 26, 34, 36, 39, 43, 45, 49, 60, 65, 69, 70, 83, 88, 102, 130})
 #   CONCATENATION, DEPTH_TO_SPACE, RESHAPE, SPACE_TO_DEPTH, PAD, GATHER, TRANSPOSE, SQUEEZE, STRIDED_SLICE,
 #   SPLIT, PADV2, SLICE, TILE, EXPAND_DIMS, PACK, UNPACK, SPLIT_V, BROADCAST_TO
+
+
+ZERO_RANGE = 1e-3   # the range given to an activation that is exactly zero on every calibration example
 
 
 def full_range_tensors(obj) -> set[int]:

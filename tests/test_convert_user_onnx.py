@@ -409,3 +409,23 @@ def test_a_model_over_a_microcontroller_budget_is_advised_what_it_can_do(tmp_pat
     assert main(["convert", "mobilenet_v1", "--resolution", "224", "--target", "cortex-m",
                  "--out", str(tmp_path / "p")]) == 1
     assert "a lower --alpha or --resolution, or --fit" in capsys.readouterr().err
+
+
+def test_all_zero_data_through_a_model_without_biases_is_not_judged_not_a_runtime_error(tmp_path, capsys):
+    """Every activation exactly zero on the calibration data: each gets a small range instead of a zero
+    scale (which XNNPACK refuses), and the verdict says the data cannot judge the model."""
+    class NoBias(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, 2, 1, bias=False), torch.nn.Linear(8, 3, bias=False)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    path = _export(NoBias(), (torch.randn(1, 3, 16, 16),), tmp_path / "nb.onnx", ["x"])
+    np.save(tmp_path / "zeros.npy", np.zeros((24, 3, 16, 16), np.float32))
+    assert main(["convert", str(path), "--int8", "--calib", str(tmp_path / "zeros.npy"), "--out", str(tmp_path / "o"),
+                 "--calib-samples", "16", "--eval-samples", "8"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("int8 vs float"))
+    assert "verdict not judged" in line and "does not vary" in line

@@ -318,3 +318,16 @@ def test_a_sweep_folder_of_an_earlier_edgenet_is_taken_and_marked(tmp_path):
     (folder / "mine.txt").write_text("x")           # not only a sweep's files: not taken
     with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
         SweepStore(folder).open()
+
+
+def test_a_folder_whose_results_jsonl_holds_no_record_is_not_taken_for_an_old_sweep(tmp_path):
+    """A user's one-line results.jsonl and pareto.md: not a sweep's (the torn-last-line allowance
+    does not make any single line a record); refused, nothing written or replaced."""
+    folder = tmp_path / "S"
+    folder.mkdir()
+    (folder / RESULTS).write_text("my notes\n")
+    (folder / "pareto.md").write_text("# my own pareto analysis\n")
+    with pytest.raises(UsageError, match="is not an edgenet sweep folder"):
+        SweepStore(folder).open()
+    assert sorted(p.name for p in folder.iterdir()) == ["pareto.md", RESULTS]
+    assert (folder / "pareto.md").read_text() == "# my own pareto analysis\n"

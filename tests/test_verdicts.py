@@ -244,3 +244,33 @@ def test_data_that_does_not_vary_cannot_judge_a_model():
     assert "the evaluation data does not vary: all 40 examples" in v.outputs[0].not_judged
     varied = f + np.random.default_rng(0).normal(0, 1, f.shape).astype(np.float32)
     assert judge("int8", ["logits"], [varied], [varied], [False]).status is Status.PASS
+
+
+def test_a_classifier_whose_float_top1_never_changes_still_fails_when_classes_collapse():
+    """float picks class 0 for every example (a bias of 1000): top-1 agreement is 100% whatever int8
+    does; the other classes' scores collapsing to one value is the damage to catch, and a healthy
+    twin (small noise) passes."""
+    from edgenet.verdicts import judge
+
+    rng = np.random.default_rng(0)
+    f = np.concatenate([1000 + rng.normal(0, 1, (32, 1)), rng.normal(0, 1, (32, 2))], axis=1).astype(np.float32)
+    damaged = f.copy()
+    damaged[:, 1:] = 0.0
+    v = judge("int8", ["logits"], [f], [damaged], [False])
+    assert not v.passed and "classes 1, 2 take one value" in v.outputs[0].failures[0]
+    healthy = f + rng.normal(0, 0.05, f.shape).astype(np.float32)
+    assert judge("int8", ["logits"], [f], [healthy], [False]).passed
+
+
+@pytest.mark.parametrize("kind, shape, said", [
+    ("index", (8, 3), "non-integer values"),
+    ("classifier", (8, 4, 6, 6), "cannot be judged as a classifier"),
+    ("map", (8, 5), "cannot be judged as a map"),
+    ("sequence:blank=5", (8, 7, 5), "the blank must be a class of the output, 0 to 4"),
+])
+def test_a_kind_the_user_names_must_fit_the_output(kind, shape, said):
+    from edgenet.verdicts import KindError, KindSpec, judge
+
+    f = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    with pytest.raises(KindError, match=said):
+        judge("int8", ["y"], [f], [f], [False], kinds=[KindSpec.parse(f"y={kind}")])

@@ -186,7 +186,9 @@ def _legacy_sweep(folder: Path, entries: list[str]) -> bool:
     if not set(entries) <= SWEEP_NAMES or results.is_symlink() or not results.is_file():
         return False
     lines = [x for x in results.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
-    return bool(lines) and all(_record(x) is not None for x in lines[:-1])   # the last may be torn
+    parsed = [_record(x) is not None for x in lines]
+    # the last line may be torn by a crash; at least one whole record must say it is a sweep's file
+    return any(parsed) and all(parsed[:-1])
 
 
 class SweepStore:

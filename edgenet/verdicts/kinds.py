@@ -155,15 +155,25 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     kind = spec.kind if spec else kind
     if kind is None:
         kind = detect_kind(onnx_layout(float_out, channels_last), index)
+    given = spec is not None     # a kind the user named must fit the output: refused, not misjudged
     if kind is OutputKind.INDEX:
+        if given and not index and np.issubdtype(np.asarray(float_out).dtype, np.floating) \
+                and not np.array_equal(float_out, np.round(float_out)):
+            raise KindError(f"output {name!r} holds non-integer values: it cannot be judged as indices")
         return index_quality(name, float_out, quant_out, channels_last, thresholds)
     if kind is OutputKind.CLASSIFIER:
+        if given and (index or not is_classifier_shaped(np.asarray(float_out).shape)):
+            raise KindError(f"output {name!r} of shape {list(np.asarray(float_out).shape[1:])} cannot be judged as "
+                            "a classifier (needs one score per class: [N, K])")
         return classifier_quality(name, float_out, quant_out, channels_last, thresholds)
     f, q = onnx_layout(float_out, channels_last), onnx_layout(quant_out, channels_last)
     if kind is OutputKind.SEQUENCE:
         if f.ndim != 3:
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a sequence "
                             "(needs [N, T, C])")
+        if spec is not None and spec.blank is not None and not 0 <= spec.blank < f.shape[2]:
+            raise KindError(f"--output-kind {name}=sequence:blank={spec.blank}: the blank must be a class of the "
+                            f"output, 0 to {f.shape[2] - 1}")
         return sequence_quality(name, f, q, False, thresholds, spec.blank if spec else None)
     if kind is OutputKind.DETECTION:
         if f.ndim != 3 or min(f.shape[1:]) < 5:
@@ -171,6 +181,9 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                             "(needs [N, 4 + classes, anchors] or [N, anchors, 5 + classes])")
         return detection_quality(name, f, q, False, thresholds, spec.layout if spec else None)
     if kind is OutputKind.DENSE_MAP:
+        if given and (index or f.ndim != 4):
+            raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a map "
+                            "(needs [N, C, H, W] values)")
         return map_quality(name, float_out, quant_out, channels_last, thresholds)
     return output_quality(name, float_out, quant_out, channels_last, thresholds)
 

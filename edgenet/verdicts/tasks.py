@@ -59,6 +59,16 @@ def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, 
         shown = ", ".join(f"{int(v)} ({100 * k:.0f}% kept)" for k, v in lost[:6])
         failures.append(f"class{'es' if len(lost) > 1 else ''} {shown} mostly lost where float picks "
                         f"{'them' if len(lost) > 1 else 'it'} (< {100 * MIN_INDEX_KEPT:g}% kept)")
+    if n >= 2 and len(np.unique(tf)) == 1:
+        # float picks one class for every example: top-1 agreement cannot tell whether the other
+        # classes survive; a class whose scores int8 collapses to a value or two where float's vary
+        # is lost whatever the data shows of top-1
+        collapsed = [c for c in range(f2.shape[1]) if c != tf[0] and len(np.unique(q2[:, c])) <= 1
+                     and len(np.unique(f2[:, c])) >= min(n, 4)]
+        if collapsed:
+            failures.append(f"class{'es' if len(collapsed) > 1 else ''} {_list(collapsed)} take one value in "
+                            f"every example where float's scores vary (float picks class {int(tf[0])} for all "
+                            f"{n} examples, so top-1 agreement cannot show it)")
     return _base(name, f, q, OutputKind.CLASSIFIER, "class", failures, metrics, top1=top1)
 
 
