@@ -34,7 +34,8 @@ class OutputValues:
     name: str
     shape: tuple[int, ...]
     top: tuple[ClassScore, ...] | None      # classifier-shaped outputs: the top-k classes, best first
-    scores_are: str | None                  # "probabilities" (each row sums to 1 in [0, 1]) or "logits"
+    scores_are: str | None                  # :func:`scores_kind`: probabilities, independent probabilities,
+                                            # log-probabilities or logits
     minimum: float
     maximum: float
     values: np.ndarray                      # the dequantized output (for --json)
@@ -63,6 +64,18 @@ class Predictions:
     images: tuple[ImagePrediction, ...]
 
 
+def scores_kind(row: np.ndarray) -> str:
+    """What a classifier's scores are, from their values: "probabilities" (in [0, 1], summing to 1:
+    a softmax), "independent probabilities" (in [0, 1], not summing to 1: sigmoids),
+    "log-probabilities" (<= 0, exp summing to 1: a log-softmax) or "logits" (anything else)."""
+    row = np.asarray(row, dtype=np.float64)
+    if row.min() >= -1e-3 and row.max() <= 1 + 1e-3:
+        return "probabilities" if abs(row.sum() - 1) <= 0.02 else "independent probabilities"
+    if row.max() <= 1e-3 and abs(np.exp(row).sum() - 1) <= 0.02:
+        return "log-probabilities"
+    return "logits"
+
+
 def resolve(target: str | Path) -> tuple[Path, Path | None, Path | None]:
     """(model, preprocess.json, labels.txt) for a convert folder or a .tflite file. ModelError/DataError
     naming what is missing."""
@@ -86,9 +99,6 @@ def resolve(target: str | Path) -> tuple[Path, Path | None, Path | None]:
     for name in ("preprocess.json", "labels.txt"):
         p = folder / name
         extras.append(regular_file(p, name, DataError, limits.MAX_TEXT_BYTES) if os.path.lexists(p) else None)
-    if extras[0] is None:
-        raise DataError(f"{folder}: no preprocess.json beside the model: predict needs the model's image size and "
-                        "normalization (edgenet convert writes it)")
     return model, extras[0], extras[1]
 
 
@@ -112,16 +122,23 @@ def predict(target: str | Path, images: Sequence[str | Path], top_k: int = 5,
         raise UsageError(f"{len(images)} images: at most {MAX_IMAGES} at once")
     if top_k < 1:
         raise UsageError(f"--top {top_k}: at least 1")
+    if num_threads is not None and num_threads < 1:
+        raise UsageError(f"--threads {num_threads}: at least 1")
     model_path, pre_path, labels_path = resolve(target)
-    pre = Preprocess.load(pre_path)
-    labels = read_labels(labels_path)
     model = TFLiteModel(model_path, num_threads)
     if len(model.inputs) != 1 or len(model.input_shape) != 4:
         raise DataError(f"{model_path}: predict runs models with one image input; this one takes "
                         f"{[tuple(int(v) for v in d['shape']) for d in model.inputs]}")
+    if pre_path is None:
+        raise DataError(f"{model_path.parent}: no preprocess.json beside the model: predict needs the model's image "
+                        "size and normalization (edgenet convert writes it for image models)")
+    pre = Preprocess.load(pre_path)
+    labels = read_labels(labels_path)
     results = []
     for image in images:
         path = Path(image)
+        if not path.is_file():
+            raise DataError(f"{path}: no such image file" if not path.exists() else f"{path}: not a file")
         try:
             with Image.open(path) as img:
                 x = pre(img)
@@ -137,8 +154,7 @@ def predict(target: str | Path, images: Sequence[str | Path], top_k: int = 5,
                 order = np.argsort(-row, kind="stable")[:top_k]
                 top = tuple(ClassScore(int(i), labels[i] if labels and len(labels) == row.size else None,
                                        float(row[i])) for i in order)
-                probs = row.min() >= -1e-3 and row.max() <= 1 + 1e-3 and abs(row.sum() - 1) <= 0.02
-                scores_are = "probabilities" if probs else "logits"
+                scores_are = scores_kind(row)
             rows.append(OutputValues(detail["name"], tuple(int(d) for d in y.shape[1:]), top, scores_are,
                                      float(y.min()) if y.size else 0.0, float(y.max()) if y.size else 0.0, y[0]))
         results.append(ImagePrediction(str(path), tuple(rows)))

@@ -53,3 +53,16 @@ def test_predict_bad_input_is_one_line(tiny_convert_out, image, capsys, args, sa
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert said in err and err.count("\n") == 1, err
+
+
+def test_scores_kind_reads_softmax_sigmoid_log_softmax_and_logits():
+    import numpy as np
+
+    from edgenet.predict import scores_kind
+
+    z = np.array([2.0, -1.0, 0.5])
+    soft = np.exp(z) / np.exp(z).sum()
+    assert scores_kind(soft) == "probabilities"
+    assert scores_kind(1 / (1 + np.exp(-z))) == "independent probabilities"
+    assert scores_kind(np.log(soft)) == "log-probabilities"
+    assert scores_kind(z) == "logits"

@@ -42,8 +42,8 @@ def command(model, images, top_k, threads, as_json, debug):
                 for c in o.top:
                     name = c.label if c.label is not None else f"class {c.index}"
                     lines.append(f"  {c.score:9.4f}  {name}" + ("" if c.label is None else f"  ({c.index})"))
-                if o.scores_are == "logits":
-                    lines.append("  (scores are logits: the model ends without a softmax)")
+                if o.scores_are != "probabilities":
+                    lines.append(f"  (scores are {o.scores_are}, not probabilities that sum to 1)")
             else:
                 lines.append(f"  {o.name}: shape {list(o.shape)}, values {o.minimum:.4g} .. {o.maximum:.4g}")
     echo_out("\n".join(lines))
