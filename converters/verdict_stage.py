@@ -74,6 +74,8 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
         if p is not Precision.FLOAT32:
             verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
                                                             profile.thresholds, threads, kinds)
+            if not source.info.get("trained", True):   # seeded random weights: measured, never judged
+                verdicts[p] = _untrained(verdicts[p], notes)
     q_outs = outs.get(Precision.INT8)
     acc = None
     default_data = opts.calib is None and data.info.get("synthetic")   # built-in images the user did not ask for
@@ -92,6 +94,17 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
                          min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
                          verdict.to_dict(), ())
     return Checked(checked, acc, f_outs, verdicts)
+
+
+UNTRAINED = "untrained weights (seeded random): the figures say nothing about a trained model"
+
+
+def _untrained(verdict, notes: list[str]):
+    """``verdict`` with every output not judged (its figures kept), the failures it found said in a
+    note: one status, "not judged", in report.json, the console, sweeps and bench alike."""
+    if not verdict.passed:
+        notes.append(f"{verdict.precision} verdict not judged ({UNTRAINED}); what it measured: {verdict.message()}")
+    return replace(verdict, outputs=tuple(replace(o, failures=(), not_judged=UNTRAINED) for o in verdict.outputs))
 
 
 def layer_errors(built, data: PipelineData, source: SourceModel, tf_side):
