@@ -173,8 +173,9 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
         from edgenet.converters.repair.result import Stop
 
         result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT,
-                         stop_detail=f"the passing model computes {float_ops} of {len(ops(built.quant_source))} ops "
-                                     f"in float (more than {MAX_FLOAT_SHARE:.0%}): not an int8 model")
+                         stop_detail=f"the one passing model found computes {float_ops} of "
+                                     f"{len(ops(built.quant_source))} ops in float (more than "
+                                     f"{MAX_FLOAT_SHARE:.0%}): not an int8 model")
     if result.passed:
         models = {"int8": built.models[Precision.INT8], "repaired": result.model,
                   "float32": built.models[Precision.FLOAT32]}
