@@ -30,7 +30,7 @@ except ImportError:     # not POSIX (Windows): no scratch folders (the CLI does 
 OWNER = ".owner"
 # the scratch folders edgenet makes: the CLI's per-command folder, the TensorFlow worker's temp
 # folder and its arrays (in /dev/shm, or the temp folder when that is full), --fit's candidates
-PREFIXES = ("edgenet-run-", "edgenet-worker-", "edgenet-tf-", "edgenet-fit-", "edgenet-cell-")
+PREFIXES = ("edgenet-run-", "edgenet-worker-", "edgenet-tf-", "edgenet-fit-", "edgenet-cell-", "edgenet-files-")
 SHARED_MEMORY = "/dev/shm"
 _YOUNG = 60.0   # seconds: a folder without its .owner file yet may be being created right now
 

@@ -372,3 +372,20 @@ def test_a_scratch_dir_is_locked_while_in_use_and_removed_after(tmp_path):
         (path / "candidate.tflite").write_bytes(b"1")
         assert sweep("edgenet-fit-", tmp_path) == []                         # in use (by this very process)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_ray_cells_files_folder_left_by_a_killed_node_is_removed_by_the_next_command(tmp_path):
+    """run_cell_anywhere's folder is a ScratchDir: a process killed mid-cell leaves it unlocked, and the
+    next sweep of leftovers (every command runs one) removes it."""
+    import subprocess
+    import sys
+
+    from edgenet.scratch import sweep
+
+    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from edgenet.scratch import ScratchDir\n"
+            "s = ScratchDir('edgenet-files-', sys.argv[1]); print(s.path, flush=True); os._exit(9)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(Path(__file__).resolve().parents[1])],
+                          capture_output=True, text=True, timeout=60)
+    left = Path(done.stdout.strip())
+    assert left.is_dir()
+    assert sweep("edgenet-files-", tmp_path) == [left] and not left.exists()

@@ -169,7 +169,11 @@ def run_cell_anywhere(cell: Cell, memory: dict | None, files: dict[str, bytes] |
     import dataclasses
     import hashlib
 
-    local = Path(tempfile.mkdtemp(prefix="edgenet-files-"))
+    from edgenet.scratch import ScratchDir
+
+    # locked while in use: a node killed mid-cell leaves it, and the next cell on that machine removes it
+    scratch = ScratchDir("edgenet-files-")
+    local = scratch.path
     try:
         moved = {}
         for path, blob in (files or {}).items():
@@ -189,7 +193,7 @@ def run_cell_anywhere(cell: Cell, memory: dict | None, files: dict[str, bytes] |
         record.update({"model": cell.model, "target": cell.target, "calib": cell.calib, "label": cell.label})
         return record, out
     finally:
-        shutil.rmtree(local, ignore_errors=True)
+        scratch.close()
 
 
 def _cell_fields(cell: Cell) -> dict:
