@@ -320,9 +320,6 @@ def _sequential(out: "onnx.ModelProto", calib: Sequence[np.ndarray], layers: lis
     for lay in layers:  # the float weights back (the target quantizes them itself)
         graph.node[lay.index].input[1] = lay.weight
     return shifts, samples
-    _drop_unused_initializers(graph)
-    return out, BiasCorrectionStats(method, per_channel, len(layers), len(calib[0]),
-                                    float(max(shifts)), time.perf_counter() - t0)
 
 
 def _apply(graph, lay: WeightLayer, consts: dict, shift: np.ndarray, set_const) -> float:
