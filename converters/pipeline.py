@@ -68,7 +68,8 @@ def check_inputs(opts: ConvertOptions) -> None:
 
 _FLAGS = {"calib_method": "--calib-method", "io_type": "--io-type", "per_tensor": "--per-tensor",
           "strict_int8": "--strict-int8", "allow_degraded": "--allow-degraded", "equalize_clip": "--equalize-clip",
-          "fit_alphas": "--fit-alphas", "fit_resolutions": "--fit-resolutions", "c_name": "--c-name"}
+          "fit_alphas": "--fit-alphas", "fit_resolutions": "--fit-resolutions", "c_name": "--c-name",
+          "output_kinds": "--output-kind"}
 
 
 def _refuse_unused_options(opts: ConvertOptions) -> None:
@@ -79,8 +80,8 @@ def _refuse_unused_options(opts: ConvertOptions) -> None:
     unused = []
     if not integer:
         unused += [k for k in ("calib_method", "io_type", "per_tensor", "strict_int8") if k in given]
-    if not quantized and "allow_degraded" in given:
-        unused.append("allow_degraded")
+    if not quantized:
+        unused += [k for k in ("allow_degraded", "output_kinds") if k in given]
     if "equalize_clip" in given and not opts.equalize:
         raise UsageError("--equalize-clip applies with --equalize")
     for key in ("fit_alphas", "fit_resolutions"):

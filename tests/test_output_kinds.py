@@ -63,3 +63,10 @@ def test_profile_thresholds_override_the_defaults_and_are_checked(tmp_path):
     base.write_text('name = "t"\ndescription = "d"\ndevice = "x"\nmin_top1_agreement = 99\n')
     with pytest.raises(TargetError, match=r"min_top1_agreement must be a number in \[0, 1\]"):
         load_target(base)
+
+
+def test_output_kind_without_a_quantized_model_is_refused(tmp_path, capsys):
+    assert main(["convert", "mobilenet_v1", "--alpha", "0.25", "--resolution", "32", "--float",
+                 "--output-kind", "logits=classifier", "--out", str(tmp_path / "o")]) == 2
+    assert "--output-kind: no int8 or int16x8 model is made" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
