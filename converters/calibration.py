@@ -157,8 +157,8 @@ class RangeCalibrator:
                 raise ConversionError(f"calibration: activation {name!r} reaches NaN or infinity on the calibration "
                                       f"data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
                                       "weights")
-            if max(abs(lo), abs(hi)) < ZERO_RANGE:   # an activation the data never moves off zero
-                lo, hi = min(lo, 0.0), ZERO_RANGE      # (a zero scale: XNNPACK refuses the model)
+            if lo == 0.0 and hi == 0.0:   # an activation the data never moves off zero: a zero scale,
+                hi = ZERO_RANGE            # which XNNPACK refuses (small real ranges are kept as they are)
             found[name] = (float(np.float32(lo)), float(np.float32(hi)))
         self.last_stats = CalibrationStats(self.method, self.samples, batch, len(targets),
                                            time.perf_counter() - t0)
