@@ -261,7 +261,8 @@ def split_head(model, output: str):
 
 def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile) -> None:
     """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
-    output, channels and numbers, unless --allow-degraded; recorded only for untrained zoo weights."""
+    output, channels and numbers, unless --allow-degraded (untrained weights never get here: their
+    verdicts are not judged, :func:`_untrained`)."""
     failing = [v for v in checked.verdicts.values() if not v.passed]
     checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
     io = (opts.io_type or profile.output_type).value
@@ -274,10 +275,7 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
         if v.precision == "int8" and io in ("int8", "uint8") and collapsed:
             hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
                     + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
-        if not source.info.get("trained", True):   # random weights: a finding, not a deployable model
-            notes.append(f"{v.precision} verdict not judged (untrained weights: the figures say nothing about a "
-                         f"trained model); what it measured: {v.message()}")
-        elif not opts.allow_degraded:
+        if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:
             notes.append("--allow-degraded: " + v.message())
