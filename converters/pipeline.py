@@ -227,7 +227,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         promote = [i for i, x in enumerate(order) if x in ("int16", "float")]
         steps = sorted(([(promote[0], "promote")] if promote else [])
                        + ([(order.index("split"), "split")] if "split" in order else []))
-        for _, step in steps:
+        whole = None      # the model with its output whole, while promotions are tried on its parts
+        for k, (_, step) in enumerate(steps):
             if checked.verdicts[Precision.INT8].passed:
                 break
             if step == "promote":
@@ -236,7 +237,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 int8_stage = next((t.seconds for t in stages.times if t.name == f"tflite {Precision.INT8.value}"),
                                   None)
                 repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side,
-                                    opts, _strict(profile, opts), notes, int8_stage,
+                                    opts, _strict(profile, opts), notes, int8_stage, split,
                                     detail=checked.verdicts[Precision.INT8].worst.name)
                 if repair is not None:
                     if repair.passed:
@@ -248,23 +249,36 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
             # Concat's inputs the Concat's scale, back through Slice and Reshape to the tensor they
             # were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
             # the assembly ops does not undo that, separate outputs do)
-            split = splittable(model, checked.verdicts[Precision.INT8])
-            if split is not None:
-                stages.add(stage_count(opts) + 1, f"output {split!r} still fails: its parts written as separate "
-                           "outputs and checked again")
-                split_model, split = split_head(model, split)
-                split_built = make(split_model)
-                split_notes: list[str] = []
-                split_checked = stages.run("validate (split outputs)", validate_stage, opts, profile, split_model,
-                                           split_built, source, data, tf_side, split_notes)
-                if split_checked.verdicts[Precision.INT8].passed:
-                    model, built, checked = split_model, split_built, split_checked
-                    notes.extend(split_notes)
-                    notes.append(split.describe())
-                else:   # parts that do not pass either: the model keeps the user's interface
-                    notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either; "
-                                 "the output is kept whole")
-                    split = None
+            head = splittable(model, checked.verdicts[Precision.INT8])
+            if head is None:
+                continue
+            stages.add(stage_count(opts) + 1, f"output {head!r} still fails: its parts written as separate "
+                       "outputs and checked again")
+            split_model, split = split_head(model, head)
+            split_built = make(split_model)
+            split_notes: list[str] = []
+            split_checked = stages.run("validate (split outputs)", validate_stage, opts, profile, split_model,
+                                       split_built, source, data, tf_side, split_notes, split)
+            passed = split_checked.verdicts[Precision.INT8].passed
+            if passed or any(s == "promote" for _, s in steps[k + 1:]):
+                # passing, or promotions still to come: they are tried on the parts (each with its own
+                # scale, the head's trouble is gone; what is left is upstream of it)
+                if not passed:
+                    whole = (model, built, checked, len(notes))
+                model, built, checked = split_model, split_built, split_checked
+                kept_notes = split_notes
+            else:   # parts that do not pass either: the model keeps the user's interface
+                notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either; "
+                             "the output is kept whole")
+                split = None
+        if split is not None and not checked.verdicts[Precision.INT8].passed and whole is not None:
+            model, built, checked = whole[0], whole[1], whole[2]
+            notes.append(f"splitting output {split.output!r} into parts did not pass the verdict, nor did mixed "
+                         "precision on its parts; the output is kept whole")
+            split = None
+        elif split is not None:
+            notes.extend(kept_notes)
+            notes.append(split.describe())
     enforce(checked, source, opts, notes, profile)
     float_ops = ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:

@@ -64,4 +64,7 @@ def conversion_report(opts, profile, source, model, built, checked, data, pass_s
         precisions=tuple(precisions),
         mixed_precision=None if repair is None else repair.to_dict(),
         split_outputs=None if split is None else {"output": split.output, "parts": list(split.parts),
-                                                  "axis": split.axis, "sizes": list(split.sizes)})
+                                                  "axis": split.axis, "sizes": list(split.sizes),
+                                                  # where `edgenet bench` finds the parts to join them back
+                                                  "position": split.joined(built.graph.outputs).first,
+                                                  "array_axis": split.joined(built.graph.outputs).axis})

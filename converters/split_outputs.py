@@ -38,6 +38,19 @@ class SplitOutput:
         return (f"output {self.output!r} is written as {len(self.parts)} outputs, {', '.join(ranges)} along axis "
                 f"{self.axis}, each with its own int8 scale; concatenate them in the app to get {self.output!r}")
 
+    def joined(self, outputs) -> Any:
+        """The :class:`edgenet.verdicts.parts.JoinedOutput` that rebuilds this output from the
+        converted model's ``outputs`` (TensorInfo, in order): where the parts sit and the axis of
+        the arrays the model returns (a channels-last 4-D part: the NCHW axis moved to NHWC)."""
+        from edgenet.verdicts.parts import JoinedOutput
+
+        names = [o.name for o in outputs]
+        first = names.index(self.parts[0])
+        axis = self.axis
+        if outputs[first].channels_last and len(outputs[first].onnx_shape) == 4:
+            axis = (0, 3, 1, 2)[axis]
+        return JoinedOutput(self.output, first, len(self.parts), axis)
+
 
 def concat_parts(model: Any, output: str) -> tuple[Any, int] | None:
     """(the Concat node, its normalized axis) when graph output ``output`` is a Concat of two or more

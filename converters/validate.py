@@ -204,11 +204,14 @@ def check_finite_reference(outputs: Sequence[np.ndarray], names: Sequence[str], 
 
 # -- every precision against float32 -----------------------------------------------------------------
 def judge_precision(precision, model: bytes, examples, float_outs, outputs, thresholds, threads: int | None = None,
-                    kinds=()):
+                    kinds=(), joins=()):
     """(Verdict, outputs) of the ``precision`` model against the float32 model's ``float_outs`` on
     the same held-out ``examples``; ``outputs`` are the graph's TensorInfo (names, layouts).
     ``kinds``: the user's :class:`edgenet.verdicts.KindSpec` overrides (``--output-kind``); those
     naming an output this graph does not have (an output written as parts) are left out.
+    ``joins``: outputs written as parts (:class:`edgenet.verdicts.parts.JoinedOutput`), joined back
+    into the tensor the app rebuilds and judged as that one output (its kind, its name); the
+    outputs returned stay the model's own.
 
     Raises:
         UsageError: a kind does not fit its output's shape (a sequence that is not [N, T, C] ...).
@@ -217,12 +220,15 @@ def judge_precision(precision, model: bytes, examples, float_outs, outputs, thre
     from edgenet.inference import TFLiteModel
     from edgenet.verdicts import KindError, judge
 
+    from edgenet.verdicts.parts import join_arrays, join_items
+
     outs = TFLiteModel(model, threads).predict_all(examples)
-    names = [o.name for o in outputs]
+    names = join_items([o.name for o in outputs], joins, lambda j, parts: j.name)
+    layouts = join_items([o.channels_last for o in outputs], joins)
+    integer = join_items([not o.dtype.startswith("float") for o in outputs], joins, lambda j, parts: all(parts))
     try:
-        verdict = judge(precision.value, names, float_outs, outs, [o.channels_last for o in outputs], thresholds,
-                        [not o.dtype.startswith("float") for o in outputs],
-                        [k for k in kinds if k.output in names])
+        verdict = judge(precision.value, names, join_arrays(float_outs, joins), join_arrays(outs, joins), layouts,
+                        thresholds, integer, [k for k in kinds if k.output in names])
     except KindError as exc:
         raise UsageError(str(exc)) from None
     return verdict, outs

@@ -35,9 +35,12 @@ class Checked:
     layers: object = None
 
 
-def validate_stage(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes) -> Checked:
+def validate_stage(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes,
+                   split=None) -> Checked:
     """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
-    precision against float32 (verdicts decided later, after any repair)."""
+    precision against float32 (verdicts decided later, after any repair). ``split``: the
+    :class:`~edgenet.converters.split_outputs.SplitOutput` of a model whose output is written as
+    parts: judged joined, as the app rebuilds it."""
     from edgenet.converters import validate
     from edgenet.inference import TFLiteModel
 
@@ -70,10 +73,11 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
     verdicts, outs = {}, {}
     kinds = getattr(opts, "output_kinds", ())
     validate.check_kinds(kinds, [o.name for o in source.onnx.graph.output])   # the user's names, before any split
+    joins = () if split is None else (split.joined(graph.outputs),)
     for p, blob in built.models.items():
         if p is not Precision.FLOAT32:
             verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
-                                                            profile.thresholds, threads, kinds)
+                                                            profile.thresholds, threads, kinds, joins)
             if not source.info.get("trained", True):   # seeded random weights: measured, never judged
                 verdicts[p] = _untrained(verdicts[p], notes)
     q_outs = outs.get(Precision.INT8)
@@ -118,13 +122,14 @@ EVAL_SUBSET = 8    # examples the repair search scores single promotions and jud
 
 
 def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile,
-                    notes: list[str] | None = None, int8_seconds: float | None = None):
+                    notes: list[str] | None = None, int8_seconds: float | None = None, split=None):
     """Promote the fewest ops of the failing int8 model (int16 activations or float, in the target
     profile's ``repair`` order, where targets/kernels.toml lets its runtime run them) until the int8
     verdict passes (converters.repair), within ``profile.repair_rounds`` quantize-and-judge rounds
     (``int8_seconds``, the plain int8 stage's time, is not used: a counted budget repairs the same way
     on any machine). None, with a note saying why, when the target's order and the quantizer in
-    use allow no promotion at all."""
+    use allow no promotion at all. ``split``: the model's output written as parts (judged joined;
+    its parts are the outputs the search scores)."""
     from edgenet.converters import validate
     from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
     from edgenet.converters.repair.cost import interleaved_latency
@@ -144,18 +149,25 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
         return None
     threads = os.cpu_count()
 
+    joins = () if split is None else (split.joined(built.graph.outputs),)
+
     def full(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
-                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()))[0]
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins)[0]
 
     verdict = checked.verdicts[Precision.INT8]
-    failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
+    from edgenet.verdicts.parts import join_items
+
+    # the model outputs behind each judged output (a joined output: all its parts)
+    behind = join_items([[k] for k in range(len(built.graph.outputs))], joins,
+                        lambda j, parts: [k for p in parts for k in p])
+    failing = [k for v, out in enumerate(verdict.outputs) if not out.passed for k in behind[v]]
     subset = [x[: EVAL_SUBSET * max(1, spec.batch)] for x, spec in zip(data.eval_x, source.inputs)]
     f_subset = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(subset)
 
     def quick(blob):
         return validate.judge_precision(Precision.INT8, blob, subset, f_subset, built.graph.outputs,
-                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()))[0]
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins)[0]
 
     judge = Judge(full, quick)
 
@@ -165,7 +177,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     # the budget: the profile's repair_rounds, counted (not timed: the same search on any machine)
     budget = Budget(profile.repair_rounds)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
-                    profile.runtime.value, profile.repair_order, budget, _runtime_check(profile))
+                    profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing)
     float_ops = sum(1 for p in result.promoted if p.precision is OpPrecision.FLOAT)
     if result.passed and float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source)):
         # a "repair" that floats most of the model is the float model with extra steps: refused, so

@@ -73,11 +73,6 @@ def test_detector_scores_survive_on_rpi_by_mixed_precision(detector, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ConversionError,
-                   reason="LiteRT Quantizer engine: the split head's box-xy part measures 19.9 dB centered "
-                          "SQNR against the 20 dB threshold (TensorFlow's quantizer: 20.2 dB; the LiteRT "
-                          "Quantizer requantizes a Concat's inputs instead of giving them its scale); "
-                          "for the verdict rewrite to settle")
 def test_detector_on_coral_stays_fully_integer_with_a_split_head(detector, tmp_path):
     r = edgenet.convert(str(detector), target="coral", out=tmp_path / "o", **FAST)
     assert r.report.split_outputs["parts"] and r.report.mixed_precision is None
@@ -120,7 +115,11 @@ def test_anchor_head_split_gives_back_the_same_tensor(anchor_detector):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["coral", "rpi"])
 def test_anchor_head_scores_survive_int8_by_a_split_or_promotions(anchor_detector, target, tmp_path):
-    r = edgenet.convert(str(anchor_detector), target=target, out=tmp_path / "o", **FAST)
+    # a seeded head: hundreds of "detections" per image whose three class scores are near-equal, so
+    # which class wins (and which box NMS keeps) is noise: judged by SQNR here (the verdict on
+    # detections is tested on the detector above and the real YOLOv8n of benchmarks/)
+    r = edgenet.convert(str(anchor_detector), target=target, out=tmp_path / "o", output_kinds=["output=generic"],
+                        **FAST)
     assert r.report.validation.quantized[0]["passed"]
     if target == "rpi" and r.report.split_outputs is None:
         # rpi's repair order (int16, float, split): promotions first, the user's interface kept

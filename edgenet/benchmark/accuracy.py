@@ -118,9 +118,29 @@ def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, 
         return None, None, False
 
 
+def recorded_joins(folder) -> tuple:
+    """The outputs `edgenet convert` wrote as parts (report.json's ``split_outputs``), as
+    :class:`edgenet.verdicts.parts.JoinedOutput`: the benchmark joins them back and judges the
+    tensor the app rebuilds, as convert did; () without a readable record."""
+    import json
+    from pathlib import Path
+
+    from edgenet.verdicts.parts import JoinedOutput
+
+    path = Path(folder) / "report.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return ()
+        record = json.loads(path.read_text(encoding="utf-8")).get("split_outputs")
+    except (OSError, ValueError, AttributeError):
+        return ()
+    joined = JoinedOutput.from_record(record) if isinstance(record, dict) else None
+    return () if joined is None else (joined,)
+
+
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
             seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence[str | None] | None = None,
-            thresholds=None, untrained: bool = False) -> AccuracyReport:
+            thresholds=None, untrained: bool = False, joins: Sequence = ()) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
@@ -134,10 +154,23 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     list of another length: decided from shape and values, as convert does); ``thresholds``:
     convert's (default: :class:`edgenet.verdicts.Thresholds`); ``untrained``: the weights are
     untrained (convert's report says so): the figures are kept, the verdict reads "not judged".
+    ``joins``: outputs written as parts (:func:`recorded_joins`), joined back before anything is
+    measured; ``indices`` and ``kinds`` count the joined outputs. A join that does not fit the
+    models' outputs is ignored (the parts are judged apart).
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
+    from edgenet.verdicts.parts import join_arrays, join_items
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
+    if joins:
+        try:
+            joined = {role: join_arrays(outs, joins) for role, outs in per_role.items()}
+        except ValueError:
+            joined = None
+        if joined is not None:
+            per_role = joined
+            if indices is not None and len(indices) != len(next(iter(per_role.values()))):
+                indices = join_items(list(indices), joins, lambda j, parts: all(parts))
     first = {role: outs[0] for role, outs in per_role.items()}
     samples = len(next(iter(first.values())))
     if labels is not None and not is_classifier_shaped(next(iter(first.values())).shape):
