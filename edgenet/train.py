@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -219,6 +220,12 @@ def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: 
         alpha = DEFAULT_ALPHA if has_width_multiplier(options.get("model", "mobilenet_v1")) else 1.0
     cfg = TrainConfig(dataset=str(dataset), alpha=alpha, resolution=resolution, epochs=epochs, **options)
     cfg.validate()
+    return _fit(cfg, check_out(out, force), progress)
+
+
+def check_out(out: str | Path | None, force: bool) -> Path | None:
+    """``out`` as a Path after the checks every run makes before any work: not a folder, not an
+    existing file without ``force``, its folder creatable. ``"-"`` (stdout) and None pass."""
     out = None if out is None else Path(out)
     if out is not None and str(out) != "-":
         if out.is_dir():
@@ -229,18 +236,30 @@ def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: 
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the folder for {out}: {exc.strerror}") from exc
-    return _fit(cfg, out, progress)
+    return out
 
 
-def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], None] | None) -> TrainResult:
+@dataclass(frozen=True)
+class TrainingData:
+    """What one training run reads: the splits, the preprocessing, and the NCHW tensors."""
+    preprocess: Preprocess
+    train_set: Dataset
+    test_set: Dataset
+    epoch_data: Callable          # epoch (1-based) -> (x NCHW float32, labels int64) tensors
+    x_test: object                # torch.Tensor NCHW
+    y_test: object
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.train_set.class_names
+
+
+def training_data(cfg: TrainConfig, preprocess: Preprocess | None = None) -> TrainingData:
+    """Load and check ``cfg.dataset`` (DataError if it cannot train a classifier)."""
     from edgenet._deps import require
 
     torch = require("torch", purpose="training")
-    from edgenet.checkpoint import checkpoint_bytes, save_checkpoint
-    from edgenet.zoo import create_model
-
-    t_start = time.perf_counter()
-    preprocess = Preprocess.default(cfg.resolution, cfg.in_channels)
+    preprocess = preprocess or Preprocess.default(cfg.resolution, cfg.in_channels)
     train_set, test_set = _load_splits(cfg, preprocess)
     class_names = train_set.class_names
     if train_set.labels is None or class_names is None:
@@ -264,17 +283,21 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
                              seed=cfg.seed * 100_003 + epoch - 1)
         return nchw(fresh)
     x_test, y_test = nchw(test_set)
+    return TrainingData(preprocess, train_set, test_set, epoch_data, x_test, y_test)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    try:
-        model = create_model(cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
-                             num_classes=len(class_names), in_channels=cfg.in_channels,
-                             activation=cfg.activation.value, seed=cfg.seed)
-        history = _loop(torch, model, cfg, epoch_data, x_test, y_test, progress)
-        test_top1, test_top5 = _evaluate(torch, model, x_test, y_test)
-    finally:
-        torch.set_num_threads(threads)
+
+def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], None] | None) -> TrainResult:
+    from edgenet._deps import require
+
+    torch = require("torch", purpose="training")
+    from edgenet.checkpoint import checkpoint_bytes, save_checkpoint
+
+    t_start = time.perf_counter()
+    data = training_data(cfg)
+    preprocess, train_set, test_set, class_names = data.preprocess, data.train_set, data.test_set, data.class_names
+    epoch_data, x_test, y_test = data.epoch_data, data.x_test, data.y_test
+
+    model, history, (test_top1, test_top5) = fit_float(cfg, data, progress)
     seconds = time.perf_counter() - t_start
 
     result = TrainResult(test_top1=test_top1, test_top5=test_top5, train_top1=history[-1].train_top1,
@@ -299,6 +322,34 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
             return replace(result, checkpoint=checkpoint_bytes(**fields))
         save_checkpoint(out, **fields)
     return result
+
+
+def fit_float(cfg: TrainConfig, data: TrainingData, progress: Callable[[EpochStats], None] | None):
+    """Train a fresh zoo model on ``data``: ``(model, history, (test top-1, test top-5))``."""
+    from edgenet._deps import require
+    from edgenet.zoo import create_model
+
+    torch = require("torch", purpose="training")
+    with torch_threads(cfg.threads):
+        model = create_model(cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
+                             num_classes=len(data.class_names), in_channels=cfg.in_channels,
+                             activation=cfg.activation.value, seed=cfg.seed)
+        history = _loop(torch, model, cfg, data.epoch_data, data.x_test, data.y_test, progress)
+        top = _evaluate(torch, model, data.x_test, data.y_test)
+    return model, history, top
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` (None: all cores) inside the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _loop(torch, model, cfg: TrainConfig, epoch_data: Callable, x_test, y_test,
