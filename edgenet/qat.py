@@ -32,7 +32,6 @@ QAT_MODELS = ("mobilenet_v1",)
 ACT_RANGE = (-128, 127)      # int8 activations, asymmetric (TFLite)
 WEIGHT_RANGE = (-127, 127)   # int8 weights, symmetric, per output channel (TFLite)
 OBSERVER_MOMENTUM = 0.01     # moving-average min/max: the range follows the last ~100 batches
-EPS = 2.0 ** -12             # smallest scale (XNNPACK's and TFLite's lower bound)
 
 
 def check_qat_model(name: str) -> None:
@@ -47,8 +46,7 @@ def _act_fake_quant():
     from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 
     return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=ACT_RANGE[0], quant_max=ACT_RANGE[1],
-                        dtype=torch.qint8, qscheme=torch.per_tensor_affine, averaging_constant=OBSERVER_MOMENTUM,
-                        eps=EPS)
+                        dtype=torch.qint8, qscheme=torch.per_tensor_affine, averaging_constant=OBSERVER_MOMENTUM)
 
 
 def _weight_qconfig():
@@ -59,7 +57,7 @@ def _weight_qconfig():
     # what a post-training quantizer computes from the final weights
     weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
                                     quant_min=WEIGHT_RANGE[0], quant_max=WEIGHT_RANGE[1], dtype=torch.qint8,
-                                    qscheme=torch.per_channel_symmetric, ch_axis=0, eps=EPS)
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
     return QConfig(activation=torch.nn.Identity, weight=weight)
 
 

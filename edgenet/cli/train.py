@@ -136,4 +136,5 @@ def _qat(ctx, *, from_checkpoint, qat_epochs, qat_lr, quiet, as_json, **options)
         return
     echo_out(f"held-out top-1: float {100 * result.float_top1:.2f}%, QAT int8 (QDQ ONNX in onnxruntime) "
              f"{100 * result.qdq_top1:.2f}% ({result.test_samples} images; onnxruntime vs torch QAT logits: "
-             f"max {result.qdq_max_steps:.2f} quantization steps) -> {result.path}, {result.qdq_path}")
+             f"{100 * result.qdq_within_step:.1f}% within 1 quantization step, max {result.qdq_max_steps:.0f}) "
+             f"-> {result.path}, {result.qdq_path}")
