@@ -209,3 +209,24 @@ def test_cli_qat_from_a_checkpoint_refuses_conflicting_flags_then_runs(qat_run, 
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["float_train"]["epochs"] == 1 and (tmp_path / "c_qdq.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_convert_int8_of_a_qat_checkpoint_uses_the_learned_scales(qat_run, tmp_path):
+    """The int8 .tflite's activation scales and zero points are the QAT model's, not calibrated ones."""
+    import edgenet
+    from edgenet.checkpoint import load_checkpoint
+    from edgenet.runtime import make_interpreter
+
+    _, out, _ = qat_run
+    learned = load_checkpoint(out).qat["ranges"]["activations"]
+    res = edgenet.convert(str(out), int8=True, out=tmp_path / "c", layer_report=False, calib_samples=16,
+                          eval_samples=16, allow_degraded=True, strict_int8=True)
+    assert any("use the ranges learned by QAT" in n for n in res.report.notes)
+    interp = make_interpreter(res.int8_path.read_bytes())
+    params = {(round(d["quantization"][0], 9), int(d["quantization"][1])) for d in interp.get_tensor_details()
+              if d["dtype"].__name__ == "int8" and d["quantization"][0] > 0}
+    wanted = {(round(np.float32(a["scale"]).item(), 9), a["zero_point"]) for name, a in learned.items()
+              if name not in ("act_fq_0", "act_fq_28")}   # the input keeps its pixel range; 28: the 1x1 pool
+    close = {w for w in wanted if any(abs(w[0] - p[0]) <= 1e-6 * w[0] and w[1] == p[1] for p in params)}
+    assert close == wanted
