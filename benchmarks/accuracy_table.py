@@ -219,11 +219,11 @@ def ptq_vs_qat(ckpt: Path, qat_ckpt: Path, x: np.ndarray, labels: np.ndarray) ->
 
 def qat_markdown(results: dict) -> str:
     lines = ["**PTQ vs QAT, int8 (TFLite)** (whole test split)", "",
-             "| model | test images | float | PTQ int8 | Δ PTQ | QAT int8 | Δ QAT | QAT QDQ ONNX (onnxruntime) | "
-             "QAT int8 logits within 1 step of QDQ |", "|---|" + "---:|" * 8]
+             "| model | test images | float | PTQ int8 | Δ PTQ | QAT weights, float | QAT int8 | Δ QAT | "
+             "QAT QDQ ONNX (onnxruntime) | QAT int8 logits within 1 step of QDQ |", "|---|" + "---:|" * 9]
     for title, r in results.items():
         lines.append(f"| {title} | {r['n_eval']} | {100 * r['float']:.2f}% | {100 * r['ptq_int8']:.2f}% | "
-                     f"{100 * (r['ptq_int8'] - r['float']):+.2f} | {100 * r['qat_int8']:.2f}% | "
+                     f"{100 * (r['ptq_int8'] - r['float']):+.2f} | {100 * r['qat_float']:.2f}% | {100 * r['qat_int8']:.2f}% | "
                      f"{100 * (r['qat_int8'] - r['float']):+.2f} | {100 * r['qat_qdq_onnxruntime']:.2f}% | "
                      f"{100 * r['qat_int8_vs_qdq_within_1_step']:.1f}% |")
     return "\n".join(lines)
