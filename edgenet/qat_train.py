@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgenet.data.datasets import BUILTIN
 from edgenet.errors import UsageError
 from edgenet.train import EpochStats, TrainConfig, TrainResult
 
@@ -117,11 +118,15 @@ def train_qat(dataset: str | None = None, *, from_checkpoint: str | Path | None 
             raise UsageError(f"--from {from_checkpoint} was trained on {ckpt.dataset!r}, not {dataset!r}: "
                              "fine-tune on the data it was trained on (drop --dataset)")
         cfg_dict = dict(ckpt.metrics.get("config") or {})
+        options = {k: v for k, v in train_options.items()
+                   if k in ("batch_size", "seed", "threads", "augment", "train_limit", "test_limit")}
+        if ckpt.dataset not in BUILTIN:
+            # a folder's held-out images are chosen by the seed and the image cap the float run used:
+            # the same ones, or the float model's training images would be "held out" now
+            options.update(seed=int(cfg_dict.get("seed", 0)), train_limit=cfg_dict.get("train_limit"))
         cfg = TrainConfig(dataset=ckpt.dataset, alpha=ckpt.alpha, resolution=ckpt.resolution, epochs=qat_epochs,
                           model=ckpt.model, in_channels=ckpt.in_channels, activation=ckpt.activation,
-                          **{k: v for k, v in train_options.items() if k in ("batch_size", "seed", "threads",
-                                                                          "augment", "train_limit", "test_limit")},
-                          holdout=float(cfg_dict.get("holdout", 0.2)))
+                          holdout=float(cfg_dict.get("holdout", 0.2)), **options)
     else:
         if dataset is None:
             raise UsageError("--qat needs --dataset, or --from a float checkpoint to fine-tune")

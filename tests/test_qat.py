@@ -230,3 +230,30 @@ def test_convert_int8_of_a_qat_checkpoint_uses_the_learned_scales(qat_run, tmp_p
               if name not in ("act_fq_0", "act_fq_28")}   # the input keeps its pixel range; 28: the 1x1 pool
     close = {w for w in wanted if any(abs(w[0] - p[0]) <= 1e-6 * w[0] and w[1] == p[1] for p in params)}
     assert close == wanted
+
+
+@pytest.mark.slow
+def test_qat_of_a_folder_checkpoint_holds_out_the_images_the_float_run_held_out(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from edgenet.qat_train import train_qat
+    from edgenet.train import TrainConfig, train, training_data
+
+    data = tmp_path / "data"
+    for cls, shape in (("box", "rectangle"), ("dot", "ellipse")):
+        (data / cls).mkdir(parents=True)
+        for i in range(10):
+            img = Image.new("RGB", (40, 40), (20 * i, 30, 60))
+            getattr(ImageDraw.Draw(img), shape)((8 + i, 8, 30 + i, 30), fill=(250, 250, 0))
+            img.save(data / cls / f"{i}.png")
+    float_run = train(str(data), alpha=0.25, resolution=32, epochs=1, out=tmp_path / "f.pt", seed=3,
+                      batch_size=4, threads=1)
+    # a different --seed for the fine-tuning must not move images between training and held-out sets
+    res = train_qat(from_checkpoint=tmp_path / "f.pt", out=tmp_path / "q.pt", seed=0, batch_size=4, threads=1,
+                    qat_epochs=1)
+    assert res.test_samples == float_run.test_samples
+    held = training_data(TrainConfig(dataset=str(data), alpha=0.25, resolution=32, epochs=1, seed=3)).test_set.x
+    from edgenet.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "q.pt").metrics["config"]["seed"] == 3
+    assert held.shape[0] == res.test_samples
