@@ -1,9 +1,10 @@
 """Quantization-aware fine-tuning (QAT) of a trained zoo model, in TFLite's int8 scheme.
 
 PyTorch 2.13 no longer ships the PT2E flow (``torch.ao.quantization.quantize_pt2e`` moved to the
-separate ``torchao`` package) and its FX flow observes ReLU6 with the conv's own output range; so
-edgenet places torch's own fake-quantization modules (``torch.ao.quantization.FakeQuantize``)
-itself, exactly where a full-integer TFLite model quantizes (Jacob et al. 2018, "Quantization and
+separate ``torchao`` package; torchao 0.18 keeps the XNNPACK quantizer only as a private testing
+module, and a PT2E-converted graph reaches ONNX only through the dynamo exporter, which needs
+onnxscript), and its FX flow observes ReLU6 with the conv's own (signed) output range; so edgenet
+places torch's own fake-quantization modules (``torch.ao.quantization.FakeQuantize``) itself, exactly where a full-integer TFLite model quantizes (Jacob et al. 2018, "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", section 3):
 
 1. BatchNorm is folded into the preceding conv first (``torch.fx.experimental.optimization.fuse``,
