@@ -3,7 +3,8 @@
 PyTorch 2.13 no longer ships the PT2E flow (``torch.ao.quantization.quantize_pt2e`` moved to the
 separate ``torchao`` package; torchao 0.18 keeps the XNNPACK quantizer only as a private testing
 module, and a PT2E-converted graph reaches ONNX only through the dynamo exporter, which needs
-onnxscript), and its FX flow observes ReLU6 with the conv's own (signed) output range; so edgenet
+onnxscript), and its FX flow (``prepare_qat_fx``, checked on the zoo MobileNetV1) fake-quantizes each
+conv's output before its ReLU6 too, a rounding TFLite (ReLU6 fused into the conv) does not do; so edgenet
 places torch's own fake-quantization modules (``torch.ao.quantization.FakeQuantize``) itself, exactly where a full-integer TFLite model quantizes (Jacob et al. 2018, "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", section 3):
 
