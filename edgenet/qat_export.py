@@ -160,3 +160,18 @@ def onnx_ranges(model) -> dict:
             weights[weight] = {"scale": [float(s) for s in inits[node.input[1]]],
                                "zero_point": [int(z) for z in inits[node.input[2]]], "axis": int(axis)}
     return {"activations": acts, "weights": weights}
+
+
+def describe(model, *, preprocess, class_names, dataset: str) -> None:
+    """Record in ``model.metadata_props`` what a converter needs besides the graph (in place):
+    ``edgenet.preprocess`` (JSON of :meth:`Preprocess.to_dict`: size, color, mean, std of the NCHW
+    input), ``edgenet.class_names`` (JSON list, index = logit), ``edgenet.dataset`` (what the model
+    was trained and calibrated on: "digits", "shapes" or a folder)."""
+    import json
+
+    from onnx import helper
+
+    entries = {"edgenet.preprocess": json.dumps(preprocess.to_dict()),
+               "edgenet.class_names": json.dumps([str(c) for c in class_names]),
+               "edgenet.dataset": str(dataset)}
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **entries})

@@ -199,6 +199,7 @@ def _run(cfg: TrainConfig, ckpt, out: Path, qdq_out: Path, qat_epochs: int, qat_
 
     shape = (1, cfg.in_channels, cfg.resolution, cfg.resolution)
     qdq = qat_export.export_qdq(gm, shape)
+    qat_export.describe(qdq, preprocess=data.preprocess, class_names=data.class_names, dataset=cfg.dataset)
     qdq_bytes = qdq.SerializeToString()
     ort_logits = qat_export.run_qdq(qat_export.qdq_session(qdq_bytes), data.x_test.numpy())
     step = float(qat.activation_fake_quants(gm)[-1][1].scale.reshape(-1)[0])

@@ -54,6 +54,11 @@ def test_qat_writes_a_checkpoint_and_a_qdq_onnx_that_onnxruntime_runs_like_torch
     assert ops.count("DequantizeLinear") == 30 + 28   # ... + one per weight (27 convs + the classifier)
     ckpt = load_checkpoint(out)
     assert ckpt.qdq_onnx == result.qdq_path.read_bytes()
+    import json
+
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["edgenet.class_names"]) == list("0123456789") and props["edgenet.dataset"] == "digits"
+    assert json.loads(props["edgenet.preprocess"]) == ckpt.preprocess.to_dict()
     assert ckpt.qat["qdq_file"] == result.qdq_path.name
 
     # the checkpoint rebuilds as a plain float zoo model (BN as x + bias; exactness: the prepare_qat test)
