@@ -14,7 +14,8 @@ What is saved (``out``, e.g. ``digits_qat.pt``):
   checkpoint; and a ``qat`` entry: the ranges (:func:`edgenet.qat.qat_ranges`), the QDQ model's bytes
   (``qdq_onnx``, a uint8 tensor: the checkpoint stays self-contained), its file name and sha256,
   and the accuracies measured;
-- ``digits_qat_qdq.onnx`` beside it: the same QDQ model, for onnxruntime or any QDQ consumer.
+- ``digits_qat_qdq.onnx`` beside it: the same QDQ model, for onnxruntime or any QDQ consumer; its
+  ``metadata_props`` hold the preprocessing, class names and dataset (:func:`edgenet.qat_export.describe`).
 
 The held-out accuracy of the QAT model is measured with onnxruntime running the QDQ model with graph
 optimizations off (:func:`edgenet.qat_export.qdq_session`), i.e. on what was exported.
