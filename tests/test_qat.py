@@ -39,7 +39,6 @@ def test_qat_writes_a_checkpoint_and_a_qdq_onnx_that_onnxruntime_runs_like_torch
     import onnx
 
     from edgenet.checkpoint import load_checkpoint
-    from edgenet.qat_export import qdq_session, run_qdq
 
     result, out, seen = qat_run
     assert out.is_file() and result.qdq_path == out.with_name("digits_qat_qdq.onnx") and result.qdq_path.is_file()
