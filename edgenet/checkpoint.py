@@ -266,7 +266,22 @@ def _qat_fields(obj: dict, path: Path, torch) -> dict:
 
         if hashlib.sha256(data).hexdigest() != digest:
             raise ModelError(f"{path}: the checkpoint's QDQ ONNX model does not match its recorded sha256 (damaged)")
+    _check_ranges(qat.get("ranges"), path)
     return {"qat": {k: v for k, v in qat.items() if k != "qdq_onnx"}, "qdq_onnx": data}
+
+
+def _check_ranges(ranges, path: Path) -> None:
+    """ModelError unless ``ranges`` is ``{"activations": {name: {"scale" > 0, "zero_point" in int8}}, ...}``."""
+    acts = ranges.get("activations") if isinstance(ranges, dict) else None
+    if not isinstance(acts, dict) or not acts:
+        raise ModelError(f"{path}: the checkpoint's qat entry has no activation ranges")
+    for name, r in acts.items():
+        scale = r.get("scale") if isinstance(r, dict) else None
+        zp = r.get("zero_point") if isinstance(r, dict) else None
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0
+                and isinstance(zp, int) and not isinstance(zp, bool) and -128 <= zp <= 127):
+            raise ModelError(f"{path}: the checkpoint's QAT range of {name} is not a positive scale with an "
+                             f"int8 zero point ({r!r:.80})")
 
 
 def _check_architecture(ckpt: Checkpoint, path: Path) -> None:

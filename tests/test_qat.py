@@ -111,6 +111,12 @@ def test_a_damaged_qdq_model_in_the_checkpoint_is_refused_naming_it(qat_run, tmp
     with pytest.raises(ModelError, match="QDQ ONNX model does not match its recorded sha256") as info:
         load_checkpoint(bad)
     assert "\n" not in str(info.value)
+    obj = torch.load(out, weights_only=True)
+    obj["qat"]["ranges"]["activations"]["act_fq_3"]["scale"] = -1.0
+    torch.save(obj, bad)
+    with pytest.raises(ModelError, match="QAT range of act_fq_3 is not a positive scale") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
 
 
 def test_float_checkpoints_have_no_qdq_model(tmp_path):
