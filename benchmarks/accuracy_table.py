@@ -11,6 +11,13 @@ its function (no labels: agreement and SQNR only) -- the case per-tensor quantiz
 
     python benchmarks/accuracy_table.py                       # trains the two models first if needed
     python benchmarks/accuracy_table.py --digits d.pt --shapes s.pt [--json out.json]
+    python benchmarks/accuracy_table.py --digits d.pt --shapes s.pt --only qat   # the PTQ vs QAT table only
+
+The PTQ vs QAT table: per model, float top-1 (float .tflite), PTQ int8 (the default conversion:
+per-channel, minmax on 200 calibration images) and QAT int8 (``edgenet train --qat --from CKPT``: 3
+epochs of fake-quantized fine-tuning, then ``edgenet convert qat.pt --int8``, whose int8 .tflite uses
+the learned ranges), all TFLite, on the whole test split; beside it the QDQ ONNX the QAT run exported,
+run by onnxruntime with graph optimizations off (the arithmetic QAT trained with).
 
 Without checkpoints it trains them into --workdir (default /tmp/edgenet_accuracy; reused when
 present): digits ~2 min, shapes ~20 min (80 epochs at 64 px) on the 2-core development machine.
@@ -170,6 +177,58 @@ def _spread_bn_onnx(folder: Path, alpha: float, resolution: int) -> Path:
     return path
 
 
+def _qat_checkpoint(ckpt: Path, workdir: Path) -> Path:
+    path = workdir / f"{ckpt.stem}_qat.pt"
+    if not path.exists():
+        from edgenet.qat_train import train_qat
+
+        t0 = time.perf_counter()
+        print(f"QAT fine-tuning {ckpt} ...", file=sys.stderr, flush=True)
+        train_qat(from_checkpoint=ckpt, out=path, force=True)
+        print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path
+
+
+def ptq_vs_qat(ckpt: Path, qat_ckpt: Path, x: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1 on (x NHWC, labels): float, PTQ int8 and QAT int8 (TFLite), and the QAT QDQ ONNX (onnxruntime)."""
+    import edgenet
+    from edgenet.checkpoint import load_checkpoint
+    from edgenet.inference import TFLiteModel
+    from edgenet.qat_export import qdq_session, run_qdq
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        common = dict(int8=True, force=True, layer_report=False, strict_int8=True, allow_degraded=True,
+                      eval_samples=len(x))
+        ptq = edgenet.convert(str(ckpt), out=Path(tmp) / "ptq", **common)
+        out["float"] = _top1(TFLiteModel(ptq.float_path).predict(x), labels)
+        out["ptq_int8"] = _top1(TFLiteModel(ptq.int8_path).predict(x), labels)
+        qat = edgenet.convert(str(qat_ckpt), out=Path(tmp) / "qat", **common)
+        out["qat_float"] = _top1(TFLiteModel(qat.float_path).predict(x), labels)
+        q = TFLiteModel(qat.int8_path).predict(x)
+        out["qat_int8"] = _top1(q, labels)
+        out["qat_notes"] = [n for n in qat.report.notes if "QAT" in n]
+    ck = load_checkpoint(qat_ckpt)
+    o = run_qdq(qdq_session(ck.qdq_onnx), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    out["qat_qdq_onnxruntime"] = _top1(o, labels)
+    step = ck.qat["ranges"]["activations"][max(ck.qat["ranges"]["activations"], key=lambda k: int(k.split("_")[-1]))]
+    out["qat_int8_vs_qdq_within_1_step"] = float(np.mean(np.abs(q.reshape(o.shape) - o) <= 1.001 * step["scale"]))
+    out["n_eval"] = len(x)
+    return out
+
+
+def qat_markdown(results: dict) -> str:
+    lines = ["**PTQ vs QAT, int8 (TFLite)** (whole test split)", "",
+             "| model | test images | float | PTQ int8 | Δ PTQ | QAT weights, float | QAT int8 | Δ QAT | "
+             "QAT QDQ ONNX (onnxruntime) | QAT int8 logits within 1 step of QDQ |", "|---|" + "---:|" * 9]
+    for title, r in results.items():
+        lines.append(f"| {title} | {r['n_eval']} | {100 * r['float']:.2f}% | {100 * r['ptq_int8']:.2f}% | "
+                     f"{100 * (r['ptq_int8'] - r['float']):+.2f} | {100 * r['qat_float']:.2f}% | {100 * r['qat_int8']:.2f}% | "
+                     f"{100 * (r['qat_int8'] - r['float']):+.2f} | {100 * r['qat_qdq_onnxruntime']:.2f}% | "
+                     f"{100 * r['qat_int8_vs_qdq_within_1_step']:.1f}% |")
+    return "\n".join(lines)
+
+
 def markdown(title: str, result: dict) -> str:
     has_top1 = result["rows"][0]["top1"] is not None
     head = "| scheme | top-1 | Δ top-1 (points) | top-1 agreement | SQNR (dB) |" if has_top1 else \
@@ -192,7 +251,8 @@ def main() -> int:
     ap.add_argument("--digits", help="checkpoint trained on digits (trained if not given)")
     ap.add_argument("--shapes", help="checkpoint trained on shapes (trained if not given)")
     ap.add_argument("--workdir", default="/tmp/edgenet_accuracy")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["digits", "shapes", "spread"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["digits", "shapes", "spread", "qat"])
+    ap.add_argument("--only", choices=["qat"], help="only the PTQ vs QAT table")
     ap.add_argument("--json", help="also write the measurements to this JSON file")
     args = ap.parse_args()
 
@@ -201,19 +261,27 @@ def main() -> int:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    results, t0 = {}, time.perf_counter()
+    results, qat_results, t0 = {}, {}, time.perf_counter()
     for dataset in ("digits", "shapes"):
         if dataset in args.skip:
             continue
         ckpt = _checkpoint(dataset, getattr(args, dataset), workdir)
         ck = load_checkpoint(ckpt)
         test = load_dataset(dataset, ck.preprocess, split="test")
+        if "qat" not in args.skip:
+            title = f"MobileNetV1 α={ck.alpha:g} {ck.resolution} px, {dataset}"
+            qat_results[title] = ptq_vs_qat(ckpt, _qat_checkpoint(ckpt, workdir), test.x, test.labels)
+        if args.only == "qat":
+            continue
         twin = _relu_twin(ckpt, workdir)
         res = evaluate(str(ckpt), dataset, test.x, test.labels, relu_twin=str(twin))
         title = f"MobileNetV1 α={ck.alpha:g} {ck.resolution} px trained on {dataset}"
         results[dataset] = {"title": title, **res}
         print(markdown(title, res) + "\n", flush=True)
-    if "spread" not in args.skip:
+    if qat_results:
+        results["ptq_vs_qat"] = qat_results
+        print(qat_markdown(qat_results) + "\n", flush=True)
+    if "spread" not in args.skip and args.only is None:
         from edgenet.data.preprocess import Preprocess
 
         pre = Preprocess(height=64, width=64, color=Preprocess.default(64, 3).color, mean=(0.5,) * 3, std=(0.5,) * 3)

@@ -50,10 +50,13 @@ def start_graph(tf_side, model, opts: ConvertOptions, keep_layout):
 
 
 def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, preprocess, keep_layout,
-          per_channel: bool, calib_detail: str, equalize: Callable | None = None, started=None) -> Built:
+          per_channel: bool, calib_detail: str, equalize: Callable | None = None, started=None,
+          int8_ranges_hook: Callable | None = None) -> Built:
     """Convert ``model`` to every precision in ``opts.precisions``; ``run(name, fn, *args, detail=...)``
     runs and times each step (the pipeline's Stages.run). ``started``: :func:`start_graph` already
-    called for ``model``."""
+    called for ``model``. ``int8_ranges_hook``: replaces the int8 model's calibrated ranges (a
+    ``--qat`` checkpoint's learned ones); not used with ``equalize`` (the ranges describe the
+    model as trained, not its equalized twin)."""
     started = started or start_graph(tf_side, model, opts, keep_layout)
     wanted = [p for p in opts.precisions if p.full_integer]
     if wanted:   # its import (~1 s) while the TensorFlow side still builds the graph, not after
@@ -70,7 +73,8 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     for p in wanted:
         result = run(f"tflite {p.value}", quantize_calibrated, built.quant_source, list(calib), precision=p,
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
-                     preprocess=preprocess, detail=calib_detail)
+                     preprocess=preprocess, detail=calib_detail,
+                     ranges_hook=int8_ranges_hook if p is Precision.INT8 and equalize is None else None)
         built.quantized[p] = result
         built.models[p] = result.model
     return built

@@ -207,11 +207,17 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         notes.extend(equalized.notes)
         return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 
+    qat_hook = None
+    if source.info.get("qat") and opts.int8 and data.calib:
+        from edgenet.converters.qat_ranges import qat_ranges_hook
+
+        qat_hook = qat_ranges_hook(source.info["source"], data.calib[0], notes)
+
     def make(graph_model, started=None):
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      equalize if opts.equalize else None, started)
+                      equalize if opts.equalize else None, started, qat_hook)
         _check_graph_io(built.graph, source, graph_model)
         return built
 

@@ -212,7 +212,7 @@ def quantize_calibrated(float_model: bytes, calib_inputs: Sequence[np.ndarray], 
                         per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
                         op_precision: Mapping[str, OpPrecision] = {},   # noqa: B006 (read only)
                         batch_size: int = 16, num_threads: int | None = None,
-                        preprocess: Preprocess | None = None) -> QuantizedResult:
+                        preprocess: Preprocess | None = None, ranges_hook=None) -> QuantizedResult:
     """Calibrate ``float_model`` on ``calib_inputs`` and :func:`quantize` it: the pipeline's
     int8 / int16x8 stage.
 
@@ -231,6 +231,8 @@ def quantize_calibrated(float_model: bytes, calib_inputs: Sequence[np.ndarray], 
     calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count(),
                                  input_range=input_range, activation_bits=_ACTIVATION_BITS[precision])
     ranges = calibrator.ranges(float_model)
+    if ranges_hook is not None:
+        ranges = ranges_hook(float_model, ranges)
     model = quantize(float_model, ranges, precision=precision, io_type=io, per_channel=per_channel,
                      op_precision=op_precision)
     return QuantizedResult(model, calibrator.last_stats, precision, _ops(op_precision), io, per_channel,

@@ -339,7 +339,7 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
                         {"source": str(opts.model.source), "name": ckpt.model, "alpha": ckpt.alpha,
                          "resolution": ckpt.resolution, "num_classes": ckpt.num_classes,
                          "in_channels": ckpt.in_channels, "activation": ckpt.activation,
-                         "trained_on": ckpt.dataset, "trained": True})
+                         "trained_on": ckpt.dataset, "trained": True, **({"qat": True} if ckpt.qat else {})})
 
 
 # -- ONNX files -------------------------------------------------------------------------------

@@ -39,6 +39,19 @@ class Checkpoint:
     preprocess: Preprocess
     dataset: str                     # what it was trained on: "digits", "shapes" or a folder
     metrics: dict = field(default_factory=dict)
+    # written by `edgenet train --qat` (edgenet.qat_train): {"ranges": {...}, "qdq_file", "qdq_sha256",
+    # "scheme"}; None for float checkpoints
+    qat: dict | None = None
+    qdq_onnx: bytes | None = None    # the QDQ ONNX model the QAT run exported (its bytes)
+
+    def qdq_model(self):
+        """The QDQ ``onnx.ModelProto`` a ``--qat`` checkpoint carries (the learned scales and zero
+        points as QuantizeLinear / DequantizeLinear pairs), or None for a float checkpoint."""
+        if self.qdq_onnx is None:
+            return None
+        import onnx
+
+        return onnx.load_from_string(self.qdq_onnx)
 
     def build_model(self):
         """The zoo model with these weights, in eval mode."""
@@ -144,8 +157,9 @@ def save_checkpoint(path: str | Path, **fields) -> Path:
 def checkpoint_bytes(*, model: str, alpha: float, resolution: int, num_classes: int,
                      in_channels: int, activation: Activation | str, state_dict: dict,
                      class_names: tuple[str, ...] | list[str], preprocess: Preprocess, dataset: str,
-                     metrics: dict | None = None) -> bytes:
-    """The checkpoint file's bytes (``torch.save`` of a dict of plain types and tensors)."""
+                     metrics: dict | None = None, qat: dict | None = None) -> bytes:
+    """The checkpoint file's bytes (``torch.save`` of a dict of plain types and tensors). ``qat``
+    (QAT runs only): plain data plus ``qdq_onnx``, the QDQ model's bytes as a uint8 tensor."""
     from edgenet._deps import require
 
     torch = require("torch", purpose="saving checkpoints")
@@ -166,6 +180,11 @@ def checkpoint_bytes(*, model: str, alpha: float, resolution: int, num_classes: 
         "metrics": _plain(metrics or {}, "metrics"),  # only plain types load with weights_only
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
     }
+    if qat is not None:
+        qdq = qat.get("qdq_onnx")
+        if not isinstance(qdq, torch.Tensor) or qdq.dtype != torch.uint8:
+            raise ModelError("a QAT checkpoint's qat entry needs qdq_onnx as a uint8 tensor")
+        payload["qat"] = {**_plain({k: v for k, v in qat.items() if k != "qdq_onnx"}, "qat"), "qdq_onnx": qdq}
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
@@ -226,9 +245,43 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         preprocess=preprocess,
         dataset=_field(obj, "dataset", str, path),
         metrics=_field(obj, "metrics", dict, path),
+        **_qat_fields(obj, path, torch),
     )
     _check_architecture(ckpt, path)
     return ckpt
+
+
+def _qat_fields(obj: dict, path: Path, torch) -> dict:
+    """``{"qat": ..., "qdq_onnx": bytes}`` from a --qat checkpoint's ``qat`` entry, {} without one."""
+    if "qat" not in obj:
+        return {}
+    qat = _field(obj, "qat", dict, path)
+    qdq = qat.get("qdq_onnx")
+    if not isinstance(qdq, torch.Tensor) or qdq.dtype != torch.uint8 or qdq.ndim != 1:
+        raise ModelError(f"{path}: the checkpoint's qat entry has no QDQ ONNX model (qdq_onnx uint8 tensor)")
+    data = qdq.numpy().tobytes()
+    digest = qat.get("qdq_sha256")
+    if digest is not None:
+        import hashlib
+
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ModelError(f"{path}: the checkpoint's QDQ ONNX model does not match its recorded sha256 (damaged)")
+    _check_ranges(qat.get("ranges"), path)
+    return {"qat": {k: v for k, v in qat.items() if k != "qdq_onnx"}, "qdq_onnx": data}
+
+
+def _check_ranges(ranges, path: Path) -> None:
+    """ModelError unless ``ranges`` is ``{"activations": {name: {"scale" > 0, "zero_point" in int8}}, ...}``."""
+    acts = ranges.get("activations") if isinstance(ranges, dict) else None
+    if not isinstance(acts, dict) or not acts:
+        raise ModelError(f"{path}: the checkpoint's qat entry has no activation ranges")
+    for name, r in acts.items():
+        scale = r.get("scale") if isinstance(r, dict) else None
+        zp = r.get("zero_point") if isinstance(r, dict) else None
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0
+                and isinstance(zp, int) and not isinstance(zp, bool) and -128 <= zp <= 127):
+            raise ModelError(f"{path}: the checkpoint's QAT range of {name} is not a positive scale with an "
+                             f"int8 zero point ({r!r:.80})")
 
 
 def _check_architecture(ckpt: Checkpoint, path: Path) -> None:

@@ -16,23 +16,20 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from edgenet import limits
 from edgenet.config import Activation
-from edgenet.data.datasets import BUILTIN, Dataset, load_dataset
-from edgenet.data.preprocess import Preprocess
-from edgenet.errors import DataError, OutputExistsError, UsageError
+from edgenet.data.datasets import BUILTIN
+from edgenet.errors import OutputExistsError, UsageError
+from edgenet.train_data import TrainingData, training_data
 
 
 class TrainingDivergedError(UsageError):
     """The loss became NaN or infinite: the run is stopped and nothing is saved (lower --lr)."""
-
-GENERATED = ("shapes",)  # procedural datasets: an unlimited supply of training images
 
 
 @dataclass(frozen=True)
@@ -119,42 +116,6 @@ class TrainResult:
         return d
 
 
-def _holdout_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Seeded, stratified split of a labelled folder: (train, held-out test)."""
-    if data.labels is None:
-        raise DataError(f"{data.name}: training needs one subfolder per class, "
-                        "this folder holds loose (unlabelled) images")
-    rng = np.random.default_rng(seed)
-    test_idx: list[int] = []
-    for cls in np.unique(data.labels):
-        members = rng.permutation(np.flatnonzero(data.labels == cls))
-        if len(members) >= 2:
-            test_idx.extend(members[:max(1, round(fraction * len(members)))].tolist())
-    is_test = np.zeros(len(data), bool)
-    is_test[test_idx] = True
-    if not is_test.any():
-        raise DataError(f"{data.name}: too few images to hold out a test set (need 2+ in a class)")
-
-    def part(mask: np.ndarray) -> Dataset:
-        return Dataset(x=data.x[mask], labels=data.labels[mask], class_names=data.class_names,
-                       name=data.name, skipped=data.skipped, skipped_detail=data.skipped_detail)
-
-    return part(~is_test), part(is_test)
-
-
-def _load_splits(cfg: TrainConfig, preprocess: Preprocess) -> tuple[Dataset, Dataset]:
-    if cfg.dataset in BUILTIN:
-        train_set = load_dataset(cfg.dataset, preprocess, "train", cfg.train_limit, cfg.seed)
-        test_set = load_dataset(cfg.dataset, preprocess, "test", cfg.test_limit)
-        return train_set, test_set
-    whole = load_dataset(cfg.dataset, preprocess, limit=cfg.train_limit, seed=cfg.seed)
-    train_set, test_set = _holdout_split(whole, cfg.holdout, cfg.seed)
-    if cfg.test_limit is not None:
-        test_set = Dataset(x=test_set.x[:cfg.test_limit], labels=test_set.labels[:cfg.test_limit],
-                           class_names=test_set.class_names, name=test_set.name)
-    return train_set, test_set
-
-
 def _augment(torch, x, generator):
     """Random rotation (+-12 deg), scale (0.9-1.1) and shift (+-8% of the size), edges replicated."""
     n = x.shape[0]
@@ -219,6 +180,12 @@ def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: 
         alpha = DEFAULT_ALPHA if has_width_multiplier(options.get("model", "mobilenet_v1")) else 1.0
     cfg = TrainConfig(dataset=str(dataset), alpha=alpha, resolution=resolution, epochs=epochs, **options)
     cfg.validate()
+    return _fit(cfg, check_out(out, force), progress)
+
+
+def check_out(out: str | Path | None, force: bool) -> Path | None:
+    """``out`` as a Path after the checks every run makes before any work: not a folder, not an
+    existing file without ``force``, its folder creatable. ``"-"`` (stdout) and None pass."""
     out = None if out is None else Path(out)
     if out is not None and str(out) != "-":
         if out.is_dir():
@@ -229,7 +196,7 @@ def train(dataset: str, *, alpha: float | None = None, resolution: int, epochs: 
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the folder for {out}: {exc.strerror}") from exc
-    return _fit(cfg, out, progress)
+    return out
 
 
 def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], None] | None) -> TrainResult:
@@ -237,44 +204,12 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
 
     torch = require("torch", purpose="training")
     from edgenet.checkpoint import checkpoint_bytes, save_checkpoint
-    from edgenet.zoo import create_model
 
     t_start = time.perf_counter()
-    preprocess = Preprocess.default(cfg.resolution, cfg.in_channels)
-    train_set, test_set = _load_splits(cfg, preprocess)
-    class_names = train_set.class_names
-    if train_set.labels is None or class_names is None:
-        raise DataError(f"{cfg.dataset}: training needs labelled images (one subfolder per class)")
-    if len(class_names) < 2:
-        raise DataError(f"{cfg.dataset}: training needs at least 2 classes, found {len(class_names)}")
-    if len(train_set) < 2:
-        raise DataError(f"{cfg.dataset}: training needs at least 2 images, found {len(train_set)}")
+    data = training_data(cfg)
+    preprocess, train_set, test_set, class_names = data.preprocess, data.train_set, data.test_set, data.class_names
 
-    def nchw(data: Dataset):
-        return (torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2))),
-                torch.from_numpy(data.labels))
-
-    first_epoch = nchw(train_set)
-
-    def epoch_data(epoch: int):
-        """Training tensors for ``epoch``; generated datasets draw fresh images every epoch."""
-        if epoch == 1 or not (cfg.fresh_data and cfg.dataset in GENERATED):
-            return first_epoch
-        fresh = load_dataset(cfg.dataset, preprocess, "train", cfg.train_limit,
-                             seed=cfg.seed * 100_003 + epoch - 1)
-        return nchw(fresh)
-    x_test, y_test = nchw(test_set)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    try:
-        model = create_model(cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
-                             num_classes=len(class_names), in_channels=cfg.in_channels,
-                             activation=cfg.activation.value, seed=cfg.seed)
-        history = _loop(torch, model, cfg, epoch_data, x_test, y_test, progress)
-        test_top1, test_top5 = _evaluate(torch, model, x_test, y_test)
-    finally:
-        torch.set_num_threads(threads)
+    model, history, (test_top1, test_top5) = fit_float(cfg, data, progress)
     seconds = time.perf_counter() - t_start
 
     result = TrainResult(test_top1=test_top1, test_top5=test_top5, train_top1=history[-1].train_top1,
@@ -299,6 +234,34 @@ def _fit(cfg: TrainConfig, out: Path | None, progress: Callable[[EpochStats], No
             return replace(result, checkpoint=checkpoint_bytes(**fields))
         save_checkpoint(out, **fields)
     return result
+
+
+def fit_float(cfg: TrainConfig, data: TrainingData, progress: Callable[[EpochStats], None] | None):
+    """Train a fresh zoo model on ``data``: ``(model, history, (test top-1, test top-5))``."""
+    from edgenet._deps import require
+    from edgenet.zoo import create_model
+
+    torch = require("torch", purpose="training")
+    with torch_threads(cfg.threads):
+        model = create_model(cfg.model, alpha=cfg.alpha, resolution=cfg.resolution,
+                             num_classes=len(data.class_names), in_channels=cfg.in_channels,
+                             activation=cfg.activation.value, seed=cfg.seed)
+        history = _loop(torch, model, cfg, data.epoch_data, data.x_test, data.y_test, progress)
+        top = _evaluate(torch, model, data.x_test, data.y_test)
+    return model, history, top
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` (None: all cores) inside the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _loop(torch, model, cfg: TrainConfig, epoch_data: Callable, x_test, y_test,
