@@ -46,26 +46,13 @@ def join_arrays(arrays: Sequence[np.ndarray], joins: Sequence[JoinedOutput]) -> 
     """``arrays`` (one per model output, in the model's order) with each join's parts replaced by
     their concatenation. ValueError when a join does not fit (too few outputs, shapes that differ
     off the join axis)."""
-    out, k = [], 0
-    starts = {j.first: j for j in joins}
-    while k < len(arrays):
-        j = starts.get(k)
-        if j is None:
-            out.append(arrays[k])
-            k += 1
-            continue
-        parts = arrays[k:k + j.count]
-        if len(parts) != j.count:
-            raise ValueError(f"output {j.name!r} has {j.count} parts; the model has {len(arrays) - k} outputs from "
-                             f"position {k}")
-        out.append(np.concatenate([np.asarray(p) for p in parts], axis=j.axis))
-        k += j.count
-    return out
+    return join_items(arrays, joins, lambda j, parts: np.concatenate([np.asarray(p) for p in parts], axis=j.axis))
 
 
 def join_items(items: Sequence[Any], joins: Sequence[JoinedOutput], joined=lambda j, parts: parts[0]) -> list[Any]:
-    """Per-output ``items`` (names, layouts, flags) with each join's parts replaced by one item:
-    ``joined(join, parts)`` (default: the first part's)."""
+    """Per-output ``items`` (arrays, names, layouts, flags) with each join's parts replaced by one
+    item: ``joined(join, parts)`` (default: the first part's). ValueError when a join has fewer
+    items than parts from its position."""
     out, k = [], 0
     starts = {j.first: j for j in joins}
     while k < len(items):
@@ -74,6 +61,10 @@ def join_items(items: Sequence[Any], joins: Sequence[JoinedOutput], joined=lambd
             out.append(items[k])
             k += 1
             continue
-        out.append(joined(j, list(items[k:k + j.count])))
+        parts = list(items[k:k + j.count])
+        if len(parts) != j.count:
+            raise ValueError(f"output {j.name!r} has {j.count} parts; the model has {len(items) - k} outputs from "
+                             f"position {k}")
+        out.append(joined(j, parts))
         k += j.count
     return out
