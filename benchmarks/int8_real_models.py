@@ -107,8 +107,11 @@ def judge_model(model: RealModel, cache: Path, work: Path, args) -> dict:
 
     onnx_out = runner.run_onnx(path, evaluation.x)
     shape = onnx_out[0].shape
-    float_out, float_ms = runner.run_tflite(conv / "model_float.tflite", evaluation.x, shape)
-    int8_out, int8_ms = runner.run_tflite(conv / "model_int8.tflite", evaluation.x, shape)
+    split = report.get("split_outputs") or {}     # a head written as parts: joined as the app does
+    join = split.get("array_axis")
+    float_out, float_ms = runner.run_tflite(conv / "model_float.tflite", evaluation.x, shape, join)
+    int8_out, int8_ms = runner.run_tflite(conv / "model_int8.tflite", evaluation.x, shape, join)
+    row["split_outputs"] = split.get("parts")
     ref = np.concatenate(onnx_out)
     row["float_vs_onnx_max_rel_err"] = float(np.abs(np.concatenate(float_out) - ref).max() / max(np.abs(ref).max(), 1e-12))
     row["invoke_ms"] = {"float": round(float_ms * 1e3, 2), "int8": round(int8_ms * 1e3, 2)}

@@ -51,15 +51,20 @@ def op_precisions(path: Path) -> dict:
             "not_int8": dict(sorted(not_int8.items()))}
 
 
-def run_tflite(path: Path, x: np.ndarray, onnx_shape: Sequence[int]) -> tuple[list[np.ndarray], float]:
+def run_tflite(path: Path, x: np.ndarray, onnx_shape: Sequence[int], join_axis: int | None = None
+               ) -> tuple[list[np.ndarray], float]:
     """Run a one-input, one-output .tflite on each example of ``x`` (N, C, H, W float32, ONNX layout),
     quantizing an integer input and dequantizing an integer output with their scale and zero point.
+    ``join_axis``: the model's one output was written as parts (edgenet's split head, report.json's
+    ``split_outputs``): its outputs, dequantized, are concatenated along this axis, as the app does.
 
     Returns (outputs in ONNX layout ``onnx_shape``, one per example; mean seconds per invoke).
     Raises ValueError when the output cannot be brought to ``onnx_shape``.
     """
     it = _interpreter(path)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    inp, outs = it.get_input_details()[0], it.get_output_details()
+    if join_axis is None:
+        outs = outs[:1]
     nhwc = len(inp["shape"]) == 4 and tuple(inp["shape"][1:]) == tuple(x.shape[2:]) + (x.shape[1],)
     results, seconds = [], 0.0
     for example in x:
@@ -72,10 +77,14 @@ def run_tflite(path: Path, x: np.ndarray, onnx_shape: Sequence[int]) -> tuple[li
         t0 = time.perf_counter()
         it.invoke()
         seconds += time.perf_counter() - t0
-        y = it.get_tensor(out["index"])
-        if np.dtype(out["dtype"]) != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
+        parts = []
+        for out in outs:
+            y = it.get_tensor(out["index"])
+            if np.dtype(out["dtype"]) != np.float32:
+                scale, zero = out["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            parts.append(y)
+        y = parts[0] if join_axis is None else np.concatenate(parts, axis=join_axis)
         results.append(_onnx_layout(y, tuple(onnx_shape)))
     return results, seconds / max(len(x), 1)
 
