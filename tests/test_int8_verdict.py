@@ -79,6 +79,11 @@ def test_detector_on_coral_stays_fully_integer_with_a_split_head(detector, tmp_p
     assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == []
     assert _score_sqnr(tmp_path / "o") >= 20
     assert r.report.target["edgetpu_cpu_ops"] == 0
+    # judged joined, as the app rebuilds the head: one output in convert's verdict and in bench's
+    assert [o["name"] for o in r.report.validation.quantized[0]["outputs"]] == ["output"]
+    b = edgenet.bench(tmp_path / "o", warmup=1, warmup_seconds=0, runs=3, min_seconds=0)
+    assert b.accuracy.quality["passed"] and not b.accuracy.outputs
+    assert any("joined back" in n for n in b.notes)
 
 
 @pytest.fixture(scope="module")

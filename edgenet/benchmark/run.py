@@ -88,6 +88,11 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     if len(models) == 2:
         _check_pair(*models)
     outputs = len(models[0]._runner.outputs)
+    joined = recorded_joins(resolved.models[0][1].parent)
+    for j in joined:
+        notes.append(f"outputs {j.first}..{j.first + j.count - 1} are the parts edgenet convert wrote output "
+                     f"{j.name!r} as: joined back (axis {j.axis}) and judged as that one output")
+        outputs -= j.count - 1
     if outputs > 1:
         notes.append(f"the models have {outputs} outputs: each gets a verdict (the worst is shown); top-1, "
                      "agreement and the plain SQNR are of the first")
@@ -162,7 +167,7 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         kinds, thresholds, untrained = recorded_verdict_settings(resolved.models[0][1].parent)   # convert's
         accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0,
                            indices=first.index_outputs, kinds=kinds, thresholds=thresholds, untrained=untrained,
-                           joins=recorded_joins(resolved.models[0][1].parent))
+                           joins=joined)
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
     notes += _environment_notes(env, settings, models)
