@@ -1,0 +1,155 @@
+"""Quantization of a stripped QDQ graph with the producer's ranges (:mod:`edgenet.converters.qdq`).
+
+The float .tflite made from the stripped graph is quantized by edgenet's engine (the LiteRT
+Quantizer, :func:`edgenet.converters.quantize.quantize`) with the QDQ pairs' intervals handed to it
+as its calibration result. For an int8 pair ``(scale s, zero point z)`` the interval
+``[(-128 - z) s, (127 - z) s]`` gives back ``scale = (max - min) / 255 = s`` and
+``zero point = -128 - round(min / s) = z`` (uint8: ``z - 128``, the same grid), so the int8 model
+computes on the producer's grid. Tensors of the .tflite that hold no quantized ONNX value
+(intermediate tensors an op was lowered into, values the producer left in float) are calibrated
+as usual on the calibration data, and counted.
+
+ONNX value names reach TFLite tensor names through the converter's record of which TF op computes
+each ONNX value (``GraphInfo.value_ops``): TFLite names an activation tensor after the TF ops fused
+into the op that makes it, the op whose result it holds first (``relu/Relu;conv/BiasAdd;...``);
+graph outputs are matched by position.
+
+Weights: the LiteRT Quantizer derives each weight scale from the float weights it is given
+(symmetric int8, ``max|w| / 127`` per output channel or per tensor). Given the producer's
+dequantized weights ``q * s`` with ``max|q| = 127`` in each channel (what onnxruntime, and any
+symmetric max-based quantizer, stores), that gives back ``s`` and ``q`` exactly. Where it cannot
+(an asymmetric or uint8 weight, a channel whose largest value is not +-127, a per-tensor weight
+quantized per channel) the values differ; :func:`weight_fidelity` measures, weight by weight, the
+share of values of the int8 model equal to the QDQ model's, and the pipeline says it when any differ.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgenet.config import CalibMethod, IOType, Precision
+from edgenet.converters import _flatbuffer
+
+_FLOAT32, _INT8, _INT32 = 0, 9, 2      # tflite TensorType
+
+
+@dataclass(frozen=True)
+class QDQRanges:
+    """The float .tflite's activation tensors: those with a producer's range, and those without."""
+
+    ranges: Mapping[str, tuple[float, float]]   # TFLite tensor name -> (min, max)
+    missing: tuple[str, ...]                    # activation tensors no QDQ pair covers
+    unused: tuple[str, ...]                     # ONNX values with a range no tensor holds
+
+    @property
+    def total(self) -> int:
+        return len(self.ranges) + len(self.missing)
+
+
+@dataclass(frozen=True)
+class WeightFidelity:
+    """How many weight values of the int8 model equal the QDQ model's (dequantized) values."""
+
+    equal: int
+    total: int
+    tensors_differing: int
+
+    @property
+    def share(self) -> float:
+        return self.equal / self.total if self.total else 1.0
+
+    def to_dict(self) -> dict:
+        return {"equal": self.equal, "total": self.total, "share": round(self.share, 6),
+                "tensors_differing": self.tensors_differing}
+
+
+def _has_data(buffer) -> bool:
+    return buffer is not None and buffer.data is not None and len(buffer.data) > 0
+
+
+def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges: Mapping[str, tuple[float, float]],
+                  output_names: Sequence[str]) -> QDQRanges:
+    """The producer's ranges by the TFLite tensor names of ``float_model`` (a float32 .tflite of
+    the stripped graph). ``value_ops``: ONNX value name -> TF op name (``GraphInfo.value_ops``);
+    ``output_names``: the ONNX names of the model outputs, in order."""
+    obj = _flatbuffer.read(float_model)
+    graph = obj.subgraphs[0]
+    by_op = {op: value for value, op in value_ops.items()}
+    outputs = {int(i): name for i, name in zip(graph.outputs, output_names)}
+    found, missing, used = {}, [], set()
+    for i, tensor in enumerate(graph.tensors):
+        if tensor.type != _FLOAT32 or _has_data(obj.buffers[tensor.buffer]):
+            continue
+        name = _flatbuffer.tensor_name(tensor)
+        value = outputs.get(i) or by_op.get(name.split(";")[0].split(":")[0])
+        if value in onnx_ranges:
+            found[name] = tuple(float(v) for v in onnx_ranges[value])
+            used.add(value)
+        else:
+            missing.append(name)
+    unused = tuple(sorted(set(onnx_ranges) - used))
+    return QDQRanges(found, tuple(missing), unused)
+
+
+def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,
+                 precision: Precision = Precision.INT8, io_type: IOType | str | None = None,
+                 per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
+                 batch_size: int = 16, num_threads: int | None = None):
+    """The full-integer model of ``float_model`` with the producer's ranges ``qdq``; tensors they
+    do not cover calibrated on ``calib_inputs`` (as :func:`edgenet.converters.quantize.quantize_calibrated`
+    does; not run at all when every tensor is covered). Returns a
+    :class:`edgenet.converters.quantize.QuantizedResult` (its ``ranges`` the merged ranges, so that
+    a repair can quantize again). Raises ConversionError as :func:`~edgenet.converters.quantize.quantize`."""
+    from edgenet.converters.calibration import CalibrationStats, RangeCalibrator
+    from edgenet.converters.quantize import QuantizedResult, check_calibration_shapes, io_type_name, quantize
+
+    precision = Precision(precision)
+    io = io_type_name(precision, io_type)
+    ranges = dict(qdq.ranges)
+    t0 = time.perf_counter()
+    if qdq.missing:
+        check_calibration_shapes(float_model, calib_inputs)
+        calibrator = RangeCalibrator(calib_inputs, method, batch_size, num_threads or os.cpu_count())
+        measured = calibrator.ranges(float_model)
+        ranges.update({name: measured[name] for name in qdq.missing if name in measured})
+        stats = CalibrationStats(method, calibrator.last_stats.samples, calibrator.last_stats.batch_size,
+                                 len(qdq.missing), calibrator.last_stats.seconds)
+    else:
+        stats = CalibrationStats(method, 0, 0, 0, time.perf_counter() - t0)
+    model = quantize(float_model, ranges, precision=precision, io_type=io, per_channel=per_channel)
+    return QuantizedResult(model, stats, precision, (), io, per_channel, ranges, bytes(float_model))
+
+
+def weight_fidelity(float_model: bytes, int8_model: bytes, tolerance: float = 0.01) -> WeightFidelity:
+    """Weight values of ``int8_model`` (int8 tensors with constant data, dequantized with their
+    scales) equal to ``float_model``'s tensor of the same name (the producer's dequantized weights),
+    within ``tolerance`` of a quantization step (float32 rounding of ``q * s``; a value one step
+    off differs by the step itself)."""
+    fobj, qobj = _flatbuffer.read(float_model), _flatbuffer.read(int8_model)
+    fgraph, qgraph = fobj.subgraphs[0], qobj.subgraphs[0]
+    floats = {}
+    for t in fgraph.tensors:
+        if t.type == _FLOAT32 and _has_data(fobj.buffers[t.buffer]):
+            floats[_flatbuffer.tensor_name(t)] = np.frombuffer(bytes(fobj.buffers[t.buffer].data), np.float32)
+    equal = total = differing = 0
+    for t in qgraph.tensors:
+        name = _flatbuffer.tensor_name(t)
+        if t.type != _INT8 or not _has_data(qobj.buffers[t.buffer]) or name not in floats or t.quantization is None:
+            continue
+        ref = floats[name].reshape([int(d) for d in t.shape])
+        q = np.frombuffer(bytes(qobj.buffers[t.buffer].data), np.int8).reshape(ref.shape).astype(np.float32)
+        scale = np.asarray(t.quantization.scale, np.float32)
+        zp = np.asarray(t.quantization.zeroPoint, np.float32)
+        shape = [1] * q.ndim
+        if scale.size > 1:
+            shape[int(t.quantization.quantizedDimension)] = -1
+        got = (q - zp.reshape(shape)) * scale.reshape(shape)
+        same = np.abs(got - ref) <= tolerance * scale.reshape(shape)   # one step is the scale
+        equal += int(same.sum())
+        total += int(same.size)
+        differing += int(not same.all())
+    return WeightFidelity(equal, total, differing)
