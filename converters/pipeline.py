@@ -173,6 +173,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         model, appended = append_softmax(model)
         if appended is not None:
             notes.append(appended.note())
+            if source.qdq is not None:   # the int8 verdict's reference gets the same outputs
+                from dataclasses import replace
+
+                source = replace(source, qdq=replace(source.qdq, model=append_softmax(source.qdq.model)[0]))
     if opts.normalize_in_model:
         model, source = _normalize_in_model(model, source, notes)
     # TensorFlow builds the graph and the float models while this process loads the data
@@ -190,6 +194,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                      "the images the deployed model will get)")
     source = labels_from_folders(source, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+    if source.qdq is not None and opts.per_tensor is None and source.qdq.info.per_channel is False:
+        per_channel = False   # the producer's per-tensor weights, kept per tensor
 
     def equalize():
         from edgenet.converters.equalize import ClipPolicy, equalize as cle
@@ -211,11 +217,15 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      equalize if opts.equalize else None, started)
+                      equalize if opts.equalize else None, started, qdq=source.qdq)
         _check_graph_io(built.graph, source, graph_model)
         return built
 
     built = make(model, started)
+    if built.qdq:
+        from edgenet.converters.qdq_quantize import qdq_notes
+
+        notes.extend(qdq_notes(built.qdq, data.info))
     checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)

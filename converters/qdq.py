@@ -72,6 +72,41 @@ class QDQInfo:
         return {"per-channel": True, "mixed": True, "per-tensor": False}.get(self.weight_granularity)
 
 
+@dataclass(frozen=True)
+class QDQSource:
+    """A QDQ model as the pipeline carries it: the graph as given (the int8 verdict's reference,
+    run by onnxruntime), its float graph and the producer's ranges by ONNX value name."""
+
+    model: object                                   # onnx.ModelProto, with its QDQ pairs
+    float_model: object                             # onnx.ModelProto, pairs stripped
+    ranges: dict                                    # ONNX value name -> (min, max)
+    info: QDQInfo
+
+    @staticmethod
+    def read(model) -> "QDQSource":
+        """:func:`strip_qdq` of ``model``; ModelError for a malformed pair."""
+        float_model, ranges, info = strip_qdq(model)
+        return QDQSource(model, float_model, ranges, info)
+
+    def notes(self, quantized: bool) -> list[str]:
+        """What the user is told when the model is read."""
+        info = self.info
+        kinds = "/".join(info.activation_types) or "no"
+        text = (f"quantized ONNX (QDQ): {info.pairs} activation range(s) ({kinds}) and {info.weights} "
+                f"{info.weight_granularity} weight(s) read from its QuantizeLinear/DequantizeLinear pairs")
+        if info.relu_restored:
+            text += (f"; {info.relu_restored} Relu(s) put back where the producer folded the activation into a "
+                     "range starting at 0")
+        out = [text]
+        if info.conflicting:
+            out.append(f"{info.conflicting} tensor(s) are quantized twice with different scales in the QDQ graph: "
+                       "the first pair's range is used")
+        if not quantized:
+            out.append("no --int8: the QDQ pairs were stripped and the float graph converted; add --int8 for the "
+                       "full-integer model with the producer's scales")
+        return out
+
+
 def qoperator_ops(model) -> list[str]:
     """The QOperator-format op types of ``model`` (sorted; empty for float and QDQ graphs)."""
     return sorted({n.op_type for n in model.graph.node if n.op_type in QOPERATOR_OPS})

@@ -35,6 +35,7 @@ from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.converters import _flatbuffer
 
 _FLOAT32, _INT8, _INT32 = 0, 9, 2      # tflite TensorType
+QDQ_REFERENCE = "the QDQ model (onnxruntime)"   # what the int8 verdict of a QDQ source compares against
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,39 @@ def weight_fidelity(float_model: bytes, int8_model: bytes, tolerance: float = 0.
         total += int(same.size)
         differing += int(not same.all())
     return WeightFidelity(equal, total, differing)
+
+
+def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
+    """The user's notes on an int8 model made with QDQ ranges (``found``: ``Built.qdq``)."""
+    notes = []
+    calibrated = found["tensors_calibrated"]
+    total = calibrated + found["tensors_with_qdq_range"]
+    if calibrated:
+        notes.append(f"{calibrated} of {total} activation tensors of the int8 model have no QDQ pair (the producer "
+                     f"left them in float, or the conversion made them): calibrated on {data_info.get('dataset', 'the calibration data')}")
+    else:
+        notes.append(f"all {total} activation tensors of the int8 model take the QDQ model's ranges: no calibration")
+    weights = found["weights_as_stored"]
+    if weights["total"] and weights["equal"] < weights["total"]:
+        notes.append(f"weights: {weights['total'] - weights['equal']} of {weights['total']} values "
+                     f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from the "
+                     "QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
+                     f"{'per output channel' if found['per_channel'] else 'per tensor'}, which these weights do not "
+                     "follow (asymmetric or uint8 weights, a channel not reaching +-127, another granularity)")
+    elif weights["total"]:
+        notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
+    return notes
+
+
+def within_one_step(reference: Sequence[np.ndarray], got: Sequence[np.ndarray],
+                    ranges: Sequence[tuple[float, float] | None], names: Sequence[str]) -> dict[str, float]:
+    """Per output (``names``) with a QDQ range (``ranges``, by position): the share of values of ``got`` within one quantization step
+    (``(max - min) / 255`` of the output's QDQ range) of ``reference`` (same layout)."""
+    out = {}
+    for name, ref, val, rng in zip(names, reference, got, ranges):
+        if rng is None or np.shape(ref) != np.shape(val):
+            continue
+        step = (rng[1] - rng[0]) / 255.0
+        diff = np.abs(np.asarray(ref, np.float64) - np.asarray(val, np.float64))
+        out[name] = float(np.mean(diff <= step * (1 + 1e-4)))
+    return out
