@@ -60,11 +60,13 @@ class QDQInfo:
     activation_types: tuple[str, ...]   # "int8" / "uint8" of the activation pairs
     relu_restored: int            # Relus put back where the producer folded one into a pair
     conflicting: int = 0          # tensors quantized twice with different parameters (the first kept)
+    unfolded_bn: int = 0          # BatchNormalizations after a Conv whose weights the producer quantized
 
     def to_dict(self) -> dict:
         return {"pairs": self.pairs, "weights": self.weights, "weight_granularity": self.weight_granularity,
                 "weights_symmetric": self.weights_symmetric, "activation_types": list(self.activation_types),
-                "relu_restored": self.relu_restored, "conflicting": self.conflicting}
+                "relu_restored": self.relu_restored, "conflicting": self.conflicting,
+                "unfolded_bn": self.unfolded_bn}
 
     @property
     def per_channel(self) -> bool | None:
@@ -101,6 +103,10 @@ class QDQSource:
         if info.conflicting:
             out.append(f"{info.conflicting} tensor(s) are quantized twice with different scales in the QDQ graph: "
                        "the first pair's range is used")
+        if info.unfolded_bn:
+            out.append(f"{info.unfolded_bn} BatchNormalization(s) follow a Conv whose weights were quantized before "
+                       "folding: TFLite computes the folded Conv, so its int8 weights and outputs cannot be the QDQ "
+                       "model's; fold first (onnxruntime: quant_pre_process before quantize_static)")
         if not quantized:
             out.append("no --int8: the QDQ pairs were stripped and the float graph converted; add --int8 for the "
                        "full-integer model with the producer's scales")
@@ -401,7 +407,13 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     del graph.value_info[:]
     granularity = "none" if not weights else "mixed" if per_axis and per_tensor else \
         "per-channel" if per_axis else "per-tensor"
-    info = QDQInfo(len(ranges), weights, granularity, symmetric, tuple(sorted(act_types)), relu, conflicting)
+    producers = {o: n for n in nodes for o in n.output}
+    quantized_w = {t.name for t in new_inits}
+    unfolded_bn = sum(1 for n in nodes if n.op_type == "BatchNormalization" and n.input[0] in producers
+                      and producers[n.input[0]].op_type in ("Conv", "ConvTranspose")
+                      and producers[n.input[0]].input[1] in quantized_w)
+    info = QDQInfo(len(ranges), weights, granularity, symmetric, tuple(sorted(act_types)), relu, conflicting,
+                   unfolded_bn)
     return out, ranges, info
 
 

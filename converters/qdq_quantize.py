@@ -6,8 +6,9 @@ as its calibration result. For an int8 pair ``(scale s, zero point z)`` the inte
 ``[(-128 - z) s, (127 - z) s]`` gives back ``scale = (max - min) / 255 = s`` and
 ``zero point = -128 - round(min / s) = z`` (uint8: ``z - 128``, the same grid), so the int8 model
 computes on the producer's grid. Tensors of the .tflite that hold no quantized ONNX value
-(intermediate tensors an op was lowered into, values the producer left in float) are calibrated
-as usual on the calibration data, and counted.
+(values the producer left in float) are calibrated as usual on the calibration data, and
+counted; tensors the conversion added inside an ONNX node that only move values (a Conv's
+explicit Pad, a layout Transpose, a Reshape) take their input's range.
 
 ONNX value names reach TFLite tensor names through the converter's record of which TF op computes
 each ONNX value (``GraphInfo.value_ops``): TFLite names an activation tensor after the TF ops fused
@@ -35,6 +36,7 @@ from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.converters import _flatbuffer
 
 _FLOAT32, _INT8, _INT32 = 0, 9, 2      # tflite TensorType
+_SAME_RANGE = ("PAD", "PADV2", "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
 QDQ_REFERENCE = "the QDQ model (onnxruntime)"   # what the int8 verdict of a QDQ source compares against
 
 
@@ -81,19 +83,25 @@ def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges:
     graph = obj.subgraphs[0]
     by_op = {op: value for value, op in value_ops.items()}
     outputs = {int(i): name for i, name in zip(graph.outputs, output_names)}
-    found, missing, used = {}, [], set()
-    for i, tensor in enumerate(graph.tensors):
-        if tensor.type != _FLOAT32 or _has_data(obj.buffers[tensor.buffer]):
-            continue
-        name = _flatbuffer.tensor_name(tensor)
+    found, used = {}, set()
+    activations = [i for i, t in enumerate(graph.tensors) if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
+    for i in activations:
+        name = _flatbuffer.tensor_name(graph.tensors[i])
         value = outputs.get(i) or by_op.get(name.split(";")[0].split(":")[0])
         if value in onnx_ranges:
-            found[name] = tuple(float(v) for v in onnx_ranges[value])
+            found[i] = tuple(float(v) for v in onnx_ranges[value])
             used.add(value)
-        else:
-            missing.append(name)
+    # ops the conversion added inside a node (a Conv's explicit Pad, a layout Transpose, a Reshape)
+    # move values without changing them: their output takes their input's range
+    same = {getattr(_flatbuffer.schema().BuiltinOperator, n) for n in _SAME_RANGE}
+    for op in graph.operators:
+        if len(op.outputs) and len(op.inputs) and int(op.outputs[0]) not in found and int(op.inputs[0]) in found \
+                and _flatbuffer.builtin_code(obj, op) in same:
+            found[int(op.outputs[0])] = found[int(op.inputs[0])]
+    name = [_flatbuffer.tensor_name(t) for t in graph.tensors]
+    missing = tuple(name[i] for i in activations if i not in found)
     unused = tuple(sorted(set(onnx_ranges) - used))
-    return QDQRanges(found, tuple(missing), unused)
+    return QDQRanges({name[i]: r for i, r in found.items()}, missing, unused)
 
 
 def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,
