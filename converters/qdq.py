@@ -162,7 +162,10 @@ class _Graph:
 
     def const(self, name: str):
         if name not in self.consts and name in self.protos:
-            self.consts[name] = self._np.to_array(self.protos[name])
+            try:
+                self.consts[name] = self._np.to_array(self.protos[name])
+            except Exception as exc:   # data that does not fit its dims or type
+                raise ModelError(f"constant {name!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
         return self.consts.get(name)
 
 
@@ -224,6 +227,19 @@ def _params(node, g: _Graph, data_shape: tuple | None) -> _Params:
     if not np.isfinite(scale).all() or (scale <= 0).any():
         bad = scale.reshape(-1)[~(np.isfinite(scale.reshape(-1)) & (scale.reshape(-1) > 0))][0]
         raise ModelError(f"{name}: scale {bad:g} is not a positive finite number")
+    axis = None
+    if scale.ndim == 1 and scale.size > 1 or (scale.ndim == 1 and "axis" in attrs):
+        rank = len(data_shape) if data_shape is not None else None
+        axis = attrs["axis"].i if "axis" in attrs else 1
+        if rank is not None:
+            if not -rank <= axis < rank:
+                raise ModelError(f"{name}: axis {axis} is outside its input's rank {rank}")
+            axis %= rank
+            size = data_shape[axis]
+            if size is not None and size != scale.size:
+                raise ModelError(f"{name}: {scale.size} scales for axis {axis} of size {size}")
+        elif axis < 0:
+            raise ModelError(f"{name}: axis {axis} on an input of unknown rank")
     zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if zp_name is None:   # no zero point: 0 of output_dtype (opset 21), uint8 by default
         code = attrs["output_dtype"].i if "output_dtype" in attrs else 2
@@ -251,19 +267,6 @@ def _params(node, g: _Graph, data_shape: tuple | None) -> _Params:
         if raw.size != scale.size or zp_arr.ndim > 1:
             raise ModelError(f"{name}: zero point has shape {list(zp_arr.shape)}, scale {list(scale.shape)}")
         zp = raw.reshape(scale.shape)
-    axis = None
-    if scale.ndim == 1 and scale.size > 1 or (scale.ndim == 1 and "axis" in attrs):
-        rank = len(data_shape) if data_shape is not None else None
-        axis = attrs["axis"].i if "axis" in attrs else 1
-        if rank is not None:
-            if not -rank <= axis < rank:
-                raise ModelError(f"{name}: axis {axis} is outside its input's rank {rank}")
-            axis %= rank
-            size = data_shape[axis]
-            if size is not None and size != scale.size:
-                raise ModelError(f"{name}: {scale.size} scales for axis {axis} of size {size}")
-        elif axis < 0:
-            raise ModelError(f"{name}: axis {axis} on an input of unknown rank")
     return _Params(scale, zp, dtype, axis)
 
 
