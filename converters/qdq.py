@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgenet.converters.qdq_params import RANGES, Graph, Params, check_weight_axis, label, pair_params, quantize_array
 from edgenet.errors import ModelError
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -39,9 +40,6 @@ QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                  "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
                  "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QGemm", "QLinearWhere",
                  "QLinearConvTranspose", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention")
-_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
-# the input of these ops that holds the weight, and its output-channel axis (None: depends on attributes)
-_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": -1}
 # producers whose output is already >= 0: no Relu is put back behind them
 _NON_NEGATIVE = ("Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp")
 # ops whose output is >= 0 when their (first; Concat: every) input is
@@ -132,162 +130,6 @@ def refuse_qoperator(model, source: str) -> None:
                          "(onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ)) and convert that")
 
 
-def _label(node) -> str:
-    return node.name or (node.output[0] if node.output else node.op_type)
-
-
-class _Graph:
-    """Constants (initializers and Constant nodes) and producers / consumers of a graph."""
-
-    def __init__(self, model):
-        from onnx import numpy_helper
-
-        graph = model.graph
-        self.protos = {t.name: t for t in graph.initializer}
-        self.consts = {}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.output and node.attribute:
-                attr = next((a for a in node.attribute if a.name == "value"), None)
-                if attr is not None:
-                    self.protos[node.output[0]] = attr.t
-        self._np = numpy_helper
-        self.producer = {o: n for n in graph.node for o in n.output if o}
-        self.consumers: dict[str, list] = {}
-        for node in graph.node:
-            for i in node.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(node)
-        self.outputs = {o.name for o in graph.output}
-        self.shapes = _value_shapes(model)
-
-    def const(self, name: str):
-        if name not in self.consts and name in self.protos:
-            try:
-                self.consts[name] = self._np.to_array(self.protos[name])
-            except Exception as exc:   # data that does not fit its dims or type
-                raise ModelError(f"constant {name!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
-        return self.consts.get(name)
-
-
-def _value_shapes(model) -> dict[str, tuple]:
-    from onnx import shape_inference
-
-    try:
-        inferred = shape_inference.infer_shapes(model)
-    except Exception:   # shapes only refine the checks
-        inferred = model
-    g = inferred.graph
-    shapes = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    for t in g.initializer:
-        shapes[t.name] = tuple(t.dims)
-    return shapes
-
-
-@dataclass(frozen=True)
-class _Params:
-    scale: np.ndarray       # float64, scalar or 1-D
-    zero_point: np.ndarray  # int64, same shape
-    dtype: np.dtype         # int8 / uint8 (int32 for a bias DequantizeLinear)
-    axis: int | None        # None: per tensor
-
-    def dequantize(self, q: np.ndarray) -> np.ndarray:
-        shape = [1] * q.ndim
-        if self.axis is not None:
-            shape[self.axis] = -1
-        s = self.scale.astype(np.float32).reshape(shape)
-        z = self.zero_point.reshape(shape).astype(np.float32)
-        return ((q.astype(np.float32) - z) * s).astype(np.float32)
-
-    def interval(self) -> tuple[float, float]:
-        lo, hi = _RANGES[self.dtype]
-        s, z = float(self.scale.reshape(-1)[0]), float(self.zero_point.reshape(-1)[0])
-        return (lo - z) * s, (hi - z) * s
-
-    def same(self, other: "_Params") -> bool:
-        return self.dtype == other.dtype and np.array_equal(self.scale, other.scale) \
-            and np.array_equal(self.zero_point, other.zero_point)
-
-
-def _params(node, g: _Graph, data_shape: tuple | None) -> _Params:
-    """The scale, zero point, type and axis of a QuantizeLinear / DequantizeLinear, checked."""
-    name = f"{node.op_type} node {_label(node)!r}"
-    attrs = {a.name: a for a in node.attribute}
-    if "block_size" in attrs and attrs["block_size"].i:
-        raise ModelError(f"{name}: blocked quantization (block_size {attrs['block_size'].i}) is not supported; "
-                         "TFLite quantizes per tensor or per channel")
-    scale = g.const(node.input[1]) if len(node.input) > 1 else None
-    if scale is None:
-        raise ModelError(f"{name}: its scale {node.input[1] if len(node.input) > 1 else ''!r} is not a constant")
-    if scale.ndim > 1:
-        raise ModelError(f"{name}: scale has shape {list(scale.shape)}; ONNX takes a scalar or a 1-D scale")
-    scale = scale.astype(np.float64)
-    if not np.isfinite(scale).all() or (scale <= 0).any():
-        bad = scale.reshape(-1)[~(np.isfinite(scale.reshape(-1)) & (scale.reshape(-1) > 0))][0]
-        raise ModelError(f"{name}: scale {bad:g} is not a positive finite number")
-    axis = None
-    if scale.ndim == 1 and scale.size > 1 or (scale.ndim == 1 and "axis" in attrs):
-        rank = len(data_shape) if data_shape is not None else None
-        axis = attrs["axis"].i if "axis" in attrs else 1
-        if rank is not None:
-            if not -rank <= axis < rank:
-                raise ModelError(f"{name}: axis {axis} is outside its input's rank {rank}")
-            axis %= rank
-            size = data_shape[axis]
-            if size is not None and size != scale.size:
-                raise ModelError(f"{name}: {scale.size} scales for axis {axis} of size {size}")
-        elif axis < 0:
-            raise ModelError(f"{name}: axis {axis} on an input of unknown rank")
-    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if zp_name is None:   # no zero point: 0 of output_dtype (opset 21), uint8 by default
-        code = attrs["output_dtype"].i if "output_dtype" in attrs else 2
-        dtype = {2: np.dtype(np.uint8), 3: np.dtype(np.int8), 6: np.dtype(np.int32)}.get(code)
-        if dtype is None:
-            raise ModelError(f"{name}: quantizes to ONNX type {code}; edgenet reads int8 and uint8 QDQ pairs")
-        zp = np.zeros(scale.shape, np.int64)
-    else:
-        proto = g.protos.get(zp_name)
-        zp_arr = g.const(zp_name)
-        if zp_arr is None:
-            raise ModelError(f"{name}: its zero point {zp_name!r} is not a constant")
-        dtype = np.dtype(zp_arr.dtype)
-        if dtype not in _RANGES and not (dtype == np.int32 and node.op_type == "DequantizeLinear"):
-            raise ModelError(f"{name}: zero point of type {dtype.name}; edgenet reads int8 and uint8 QDQ pairs "
-                             "(int32 only for a bias)")
-        raw = np.asarray(list(proto.int32_data), np.int64) if proto is not None and len(proto.int32_data) \
-            else zp_arr.astype(np.int64)
-        lo, hi = _RANGES.get(dtype, (-2**31, 2**31 - 1))
-        if raw.size and (raw.min() < lo or raw.max() > hi):
-            bad = int(raw[(raw < lo) | (raw > hi)][0])
-            raise ModelError(f"{name}: zero point {bad} is outside {dtype.name}'s range [{lo}, {hi}]")
-        if dtype == np.int32 and raw.size and raw.any():
-            raise ModelError(f"{name}: an int32 (bias) zero point must be 0, not {int(raw[raw != 0][0])}")
-        if raw.size != scale.size or zp_arr.ndim > 1:
-            raise ModelError(f"{name}: zero point has shape {list(zp_arr.shape)}, scale {list(scale.shape)}")
-        zp = raw.reshape(scale.shape)
-    return _Params(scale, zp, dtype, axis)
-
-
-def _check_weight_axis(params: _Params, dq, g: _Graph) -> None:
-    """A per-axis weight must be per output channel of the op reading it (what TFLite stores)."""
-    if params.axis is None:
-        return
-    for user in g.consumers.get(dq.output[0], []):
-        if user.op_type not in _WEIGHT_AXIS or len(user.input) < 2 or user.input[1] != dq.output[0]:
-            continue
-        rank = len(g.shapes.get(dq.input[0]) or ()) or None
-        want = _WEIGHT_AXIS[user.op_type]
-        if user.op_type == "Gemm":
-            trans = next((a.i for a in user.attribute if a.name == "transB"), 0)
-            want = 0 if trans else 1
-        if want is not None and rank is not None and want % rank != params.axis:
-            raise ModelError(f"DequantizeLinear node {_label(dq)!r}: weight of {user.op_type} node {_label(user)!r} "
-                             f"quantized per axis {params.axis}; TFLite quantizes weights per output channel "
-                             f"(axis {want % rank} here)")
-
-
 def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     """(float model, ``{ONNX value name: (min, max)}``, :class:`QDQInfo`) of a QDQ ``model``
     (an ``onnx.ModelProto``, left unchanged). Ranges are per tensor, in real units.
@@ -299,43 +141,43 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     from onnx import helper, numpy_helper
 
     refuse_qoperator(model, "the model")
-    g = _Graph(model)
+    g = Graph(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     rename: dict[str, str] = {}          # DequantizeLinear output -> the float value it stands for
     ranges: dict[str, tuple[float, float]] = {}
-    params_of: dict[str, _Params] = {}
+    params_of: dict[str, Params] = {}
     new_inits, drop = [], set()
     weights, per_axis, per_tensor, symmetric, conflicting = 0, 0, 0, True, 0
     act_types: set[str] = set()
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear":
-            p = _params(node, g, g.shapes.get(node.input[0]))
+            p = pair_params(node, g, g.shapes.get(node.input[0]))
             users = g.consumers.get(node.output[0], [])
             if node.output[0] in g.outputs or not users or any(u.op_type != "DequantizeLinear" for u in users):
                 what = "a graph output" if node.output[0] in g.outputs else \
-                    f"{users[0].op_type} node {_label(users[0])!r}" if users else "nothing"
-                raise ModelError(f"QuantizeLinear node {_label(node)!r}: its integer output feeds {what}, not a "
+                    f"{users[0].op_type} node {label(users[0])!r}" if users else "nothing"
+                raise ModelError(f"QuantizeLinear node {label(node)!r}: its integer output feeds {what}, not a "
                                  "DequantizeLinear; edgenet reads QDQ graphs (integer operators: QOperator format)")
-            if p.dtype not in _RANGES:
-                raise ModelError(f"QuantizeLinear node {_label(node)!r}: quantizes to {p.dtype.name}; edgenet reads "
+            if p.dtype not in RANGES:
+                raise ModelError(f"QuantizeLinear node {label(node)!r}: quantizes to {p.dtype.name}; edgenet reads "
                                  "int8 and uint8 QDQ pairs")
             for dq in users:
-                q2 = _params(dq, g, g.shapes.get(node.input[0]))
+                q2 = pair_params(dq, g, g.shapes.get(node.input[0]))
                 if not q2.same(p) or q2.axis != p.axis:
-                    raise ModelError(f"DequantizeLinear node {_label(dq)!r}: scale or zero point differ from its "
-                                     f"QuantizeLinear node {_label(node)!r}")
+                    raise ModelError(f"DequantizeLinear node {label(dq)!r}: scale or zero point differ from its "
+                                     f"QuantizeLinear node {label(node)!r}")
             x = node.input[0]
             drop.add(id(node))
             drop.update(id(u) for u in users)
             if g.const(x) is not None:      # Q -> DQ of a float constant: the dequantized values
-                q = _quantize(g.const(x), p)
+                q = quantize_array(g.const(x), p)
                 for dq in users:
                     new_inits.append(numpy_helper.from_array(p.dequantize(q), dq.output[0]))
                 continue
             if p.axis is not None:
-                raise ModelError(f"QuantizeLinear node {_label(node)!r}: activation {x!r} quantized per axis "
+                raise ModelError(f"QuantizeLinear node {label(node)!r}: activation {x!r} quantized per axis "
                                  f"{p.axis}; TFLite quantizes activations per tensor")
             for dq in users:
                 rename[dq.output[0]] = x
@@ -351,14 +193,14 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
                 continue                     # handled with its QuantizeLinear
             q = g.const(node.input[0])
             if q is None:
-                raise ModelError(f"DequantizeLinear node {_label(node)!r}: reads {node.input[0]!r}, neither a "
+                raise ModelError(f"DequantizeLinear node {label(node)!r}: reads {node.input[0]!r}, neither a "
                                  "QuantizeLinear output nor a stored integer tensor")
-            p = _params(node, g, tuple(q.shape))
+            p = pair_params(node, g, tuple(q.shape))
             if q.dtype != p.dtype:
-                raise ModelError(f"DequantizeLinear node {_label(node)!r}: data of type {q.dtype.name}, zero point "
+                raise ModelError(f"DequantizeLinear node {label(node)!r}: data of type {q.dtype.name}, zero point "
                                  f"of type {p.dtype.name}")
-            if p.dtype in _RANGES:
-                _check_weight_axis(p, node, g)
+            if p.dtype in RANGES:
+                check_weight_axis(p, node, g)
                 weights += 1
                 per_axis += p.axis is not None
                 per_tensor += p.axis is None
@@ -434,7 +276,7 @@ def _renamed(node, rename: dict[str, str]):
     return copy
 
 
-def _clips_at_zero(node, g: _Graph) -> bool:
+def _clips_at_zero(node, g: Graph) -> bool:
     """A Clip whose minimum is >= 0 (Relu6 and the like): already non-negative."""
     if node.op_type != "Clip":
         return False
@@ -443,13 +285,3 @@ def _clips_at_zero(node, g: _Graph) -> bool:
         value = g.const(node.input[1])
         low = None if value is None else float(np.asarray(value).reshape(-1)[0])
     return low is not None and low >= 0
-
-
-def _quantize(x: np.ndarray, p: _Params) -> np.ndarray:
-    """QuantizeLinear in numpy (round half to even, saturate), for a float constant behind a pair."""
-    shape = [1] * x.ndim
-    if p.axis is not None:
-        shape[p.axis] = -1
-    lo, hi = _RANGES[p.dtype]
-    q = np.rint(x.astype(np.float32) / p.scale.astype(np.float32).reshape(shape)) + p.zero_point.reshape(shape)
-    return np.clip(q, lo, hi).astype(p.dtype)
