@@ -11,8 +11,8 @@ QDQ range and how many had to be calibrated, and the share of weight values kept
 
 Without ``--digits`` it trains the checkpoint as ``benchmarks/accuracy_table.py`` does (reused
 from --workdir). onnxruntime calibrates on digits' calibration split (200 images); edgenet gets no
-calibration data (``calib`` is the test split, which only the verdict reads when every tensor has a
-QDQ range; the report says how many were calibrated).
+calibration data (no ``calib``: its own verdict runs on the built-in images; the report says how
+many tensors had no QDQ range and were calibrated).
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def measure(qdq_path: Path, preprocess, x_nhwc: np.ndarray, labels: np.ndarray, 
     from edgenet.inference import TFLiteModel
 
     t0 = time.perf_counter()
-    res = edgenet.convert(str(qdq_path), int8=True, out=str(out), force=True, calib="digits",
+    res = edgenet.convert(str(qdq_path), int8=True, out=str(out), force=True,
                           mean=preprocess.mean, std=preprocess.std, io_type="float32", layer_report=False,
                           allow_degraded=True)
     seconds = time.perf_counter() - t0
