@@ -173,6 +173,10 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
             drop.update(id(u) for u in users)
             if g.const(x) is not None:      # Q -> DQ of a float constant: the dequantized values
                 q = quantize_array(g.const(x), p)
+                weights += 1
+                per_axis += p.axis is not None
+                per_tensor += p.axis is None
+                symmetric = symmetric and p.dtype == np.int8 and not p.zero_point.any()
                 for dq in users:
                     new_inits.append(numpy_helper.from_array(p.dequantize(q), dq.output[0]))
                 continue
