@@ -209,6 +209,14 @@ def test_qoperator_graphs_are_refused_by_name(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code not in (0, None) and len(err.splitlines()) == 1
     assert "QLinearConv" in err and "QOperator" in err and "quant_format=QuantFormat.QDQ" in err
+    assert main(["info", str(path)]) in (0, None)
+    assert "quantized (QOperator format)" in capsys.readouterr().out
+
+
+def test_info_says_a_qdq_graph_is_read_not_unsupported(qdq_files, capsys):
+    assert main(["info", str(qdq_files[(True, "QInt8")])]) in (0, None)
+    out = capsys.readouterr().out
+    assert "quantized (QDQ)" in out and "no edgenet handler" not in out
 
 
 # -- conversion: the int8 model on the producer's grid ---------------------------------------------
