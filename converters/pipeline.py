@@ -229,7 +229,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
-    if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
+    if int8_verdict is not None and not int8_verdict.passed and source.qdq is not None:
+        notes.append("the int8 model departs from the QDQ model it was read from: no repair is tried (promoting ops "
+                     "would move it toward the float graph, not toward the producer's quantized model)")
+    elif int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
         # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
         # runs float: never on integer-only targets or with --strict-int8) and the split head, each
         # tried while the verdict still fails
