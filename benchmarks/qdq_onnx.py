@@ -97,7 +97,8 @@ def measure(qdq_path: Path, preprocess, x_nhwc: np.ndarray, labels: np.ndarray, 
             "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
             "top1_qdq_onnxruntime": float(np.mean(ref.argmax(1) == labels)),
             "top1_int8_tflite": float(np.mean(got.argmax(1) == labels)),
-            "tensors_with_qdq_range": found["tensors_with_qdq_range"], "tensors_calibrated": found["tensors_calibrated"],
+            "tensors_with_qdq_range": found["tensors_with_qdq_range"],
+            "tensors_calibrated": found["tensors_calibrated"],
             "weights_as_stored": found["weights_as_stored"], "verdict": verdict["status"],
             "verdict_reference": verdict["reference"], "seconds": round(seconds, 1)}
 

@@ -84,7 +84,8 @@ def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges:
     by_op = {op: value for value, op in value_ops.items()}
     outputs = {int(i): name for i, name in zip(graph.outputs, output_names)}
     found, used = {}, set()
-    activations = [i for i, t in enumerate(graph.tensors) if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
+    activations = [i for i, t in enumerate(graph.tensors)
+                   if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
     for i in activations:
         name = _flatbuffer.tensor_name(graph.tensors[i])
         value = outputs.get(i) or by_op.get(name.split(";")[0].split(":")[0])
@@ -169,16 +170,17 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
     notes = []
     calibrated = found["tensors_calibrated"]
     total = calibrated + found["tensors_with_qdq_range"]
+    data = data_info.get("dataset", "the calibration data")
     if calibrated:
         notes.append(f"{calibrated} of {total} activation tensors of the int8 model have no QDQ pair (the producer "
-                     f"left them in float, or the conversion made them): calibrated on {data_info.get('dataset', 'the calibration data')}")
+                     f"left them in float, or the conversion made them): calibrated on {data}")
     else:
         notes.append(f"all {total} activation tensors of the int8 model take the QDQ model's ranges: no calibration")
     weights = found["weights_as_stored"]
     if weights["total"] and weights["equal"] < weights["total"]:
         notes.append(f"weights: {weights['total'] - weights['equal']} of {weights['total']} values "
-                     f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from the "
-                     "QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
+                     f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from "
+                     "the QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
                      f"{'per output channel' if found['per_channel'] else 'per tensor'}, which these weights do not "
                      "follow (asymmetric or uint8 weights, a channel not reaching +-127, another granularity)")
     elif weights["total"]:
@@ -188,8 +190,9 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
 
 def within_one_step(reference: Sequence[np.ndarray], got: Sequence[np.ndarray],
                     ranges: Sequence[tuple[float, float] | None], names: Sequence[str]) -> dict[str, float]:
-    """Per output (``names``) with a QDQ range (``ranges``, by position): the share of values of ``got`` within one quantization step
-    (``(max - min) / 255`` of the output's QDQ range) of ``reference`` (same layout)."""
+    """Per output (``names``) with a QDQ range (``ranges``, by position): the share of values of
+    ``got`` within one quantization step (``(max - min) / 255`` of the output's QDQ range) of
+    ``reference`` (same layout)."""
     out = {}
     for name, ref, val, rng in zip(names, reference, got, ranges):
         if rng is None or np.shape(ref) != np.shape(val):

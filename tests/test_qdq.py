@@ -103,29 +103,39 @@ def test_weights_behind_dequantize_linear_are_the_stored_values_dequantized(qdq_
     floats = {t.name: numpy_helper.to_array(t) for t in float_model.graph.initializer}
     dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "w1_quantized")
     q, s = stored["w1_quantized"], stored[dq.input[1]]
-    np.testing.assert_array_equal(floats[dq.output[0]], q.astype(np.float32) * s.reshape(-1, 1, 1, 1).astype(np.float32))
+    want = q.astype(np.float32) * s.reshape(-1, 1, 1, 1).astype(np.float32)
+    np.testing.assert_array_equal(floats[dq.output[0]], want)
 
 
-def test_pairs_on_float_weights_fold_into_their_dequantized_values():
-    """PyTorch's QAT export quantizes float weights in the graph: Q(w) -> DQ -> Conv, per channel."""
+@pytest.mark.parametrize("opset", [10, 13, 21])
+def test_pairs_on_float_weights_fold_into_their_dequantized_values(opset):
+    """PyTorch's QAT export quantizes float weights in the graph: Q(w) -> DQ -> Conv, per channel
+    (opset 10 has no axis: per tensor there)."""
     rng = np.random.default_rng(3)
     w = rng.normal(0, 0.5, (4, 2, 3, 3)).astype(np.float32)
     s = (np.abs(w).reshape(4, -1).max(1) / 127).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(s, "ws"),
-             numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+    zw = np.zeros(4, np.int8)
+    axis = {"axis": 0} if opset > 10 else {}
+    if opset == 10:
+        s, zw = np.float32(np.abs(w).max() / 127), np.int8(0)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.asarray(s), "ws"),
+             numpy_helper.from_array(np.asarray(zw), "wz"),
              numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
              numpy_helper.from_array(np.array(3, np.uint8), "xz")]
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
              helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
-             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", axis=0),
-             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", axis=0),
+             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", **axis),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", **axis),
              helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv")]
     graph = helper.make_graph(nodes, "pt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
-    qdq = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    qdq = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                            ir_version=10 if opset == 21 else 8)
+    onnx.checker.check_model(qdq)
     float_model, ranges, info = strip_qdq(qdq)
     assert [n.op_type for n in float_model.graph.node] == ["Conv"]
-    assert info.weights == 1 and info.weight_granularity == "per-channel" and info.weights_symmetric
+    assert info.weights == 1 and info.weights_symmetric
+    assert info.weight_granularity == ("per-tensor" if opset == 10 else "per-channel")
     assert ranges["x"] == pytest.approx(((0 - 3) * 0.02, (255 - 3) * 0.02), rel=1e-6)
     x = np.clip(rng.normal(0, 1, (1, 2, 8, 8)), -0.06, 5.0).astype(np.float32)
     x = (np.round(x / np.float32(0.02)) * np.float32(0.02)).astype(np.float32)   # on the input's grid
