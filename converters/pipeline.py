@@ -186,7 +186,9 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=needs_calibration,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
-    notes.extend(data_notes(data, source, needs_calibration))
+    # a QDQ model's int8 ranges are its producer's: its calibration count matters only for int16x8
+    calibrated = needs_calibration if source.qdq is None else Precision.INT16X8 in opts.precisions
+    notes.extend(data_notes(data, source, calibrated))
     normalization = [flag for flag in ("--mean", "--std") if flag in opts.preprocess.given]
     if normalization and data.info["kind"] == DataKind.ARRAYS:
         notes.append(f"--calib {opts.calib} holds arrays already preprocessed: {' and '.join(normalization)} "
