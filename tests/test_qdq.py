@@ -307,3 +307,32 @@ def test_mobilenet_v1_digits_quantized_by_onnxruntime_matches_it_in_tflite(tmp_p
         _, ranges, _ = strip_qdq(qdq)
         lo, hi = ranges[qdq.graph.output[0].name]
         assert np.mean(np.abs(ref - got) <= (hi - lo) / 255 * 1.0001) >= 0.99
+
+
+def test_batchnorm_left_after_a_quantized_conv_is_counted_and_said(tmp_path):
+    """quantize_static without quant_pre_process quantizes a Conv's weights before its BatchNorm:
+    folding then moves them off the stored grid, and the notes say to fold first."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("w", rng.normal(0, 0.4, (4, 3, 3, 3))), ("g", rng.uniform(0.5, 2, 4)), ("b", rng.normal(0, 0.1, 4)),
+        ("m", rng.normal(0, 0.1, 4)), ("v", rng.uniform(0.5, 2, 4)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn")]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+              str(tmp_path / "f.onnx"))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ)
+    source = QDQSource.read(onnx.load(str(tmp_path / "q.onnx")))
+    assert source.info.unfolded_bn == 1
+    assert any("quant_pre_process before quantize_static" in n for n in source.notes(True))
