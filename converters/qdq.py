@@ -247,6 +247,7 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
             node.output[k] = pre
             nodes.append(helper.make_node("Relu", [pre], [o], name=f"{o}__qdq_relu"))
             relu += 1
+    nodes = _live(nodes, {o.name for o in graph.output})
     del graph.node[:]
     graph.node.extend(nodes)
     used = {i for n in nodes for i in n.input}
@@ -264,6 +265,18 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     info = QDQInfo(len(ranges), weights, granularity, symmetric, tuple(sorted(act_types)), relu, conflicting,
                    unfolded_bn)
     return out, ranges, info
+
+
+def _live(nodes: list, outputs: set[str]) -> list:
+    """``nodes`` without those whose results nothing reads (what computed a weight or zero point now
+    folded into an initializer)."""
+    nodes = list(nodes)
+    while True:
+        read = {i for n in nodes for i in n.input} | outputs
+        kept = [n for n in nodes if any(o in read for o in n.output if o)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
 
 
 def _renamed(node, rename: dict[str, str]):

@@ -27,8 +27,15 @@ def label(node) -> str:
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
+# ops never folded into constants (their results vary from run to run, or are the pairs themselves)
+_NOT_FOLDED = ("QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
+               "RandomUniformLike", "Multinomial", "Bernoulli")
+
+
 class Graph:
-    """Constants (initializers and Constant nodes) and producers / consumers of a graph."""
+    """Constants (initializers, Constant nodes, and nodes computing on constants only: PyTorch's QAT
+    export scales a conv's weights by its BatchNorm in the graph and passes zero points through
+    Identity nodes) and producers / consumers of a graph."""
 
     def __init__(self, model):
         from onnx import numpy_helper
@@ -50,14 +57,51 @@ class Graph:
                     self.consumers.setdefault(i, []).append(node)
         self.outputs = {o.name for o in graph.output}
         self.shapes = _value_shapes(model)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self._varying: set[str] = set()
 
-    def const(self, name: str):
-        if name not in self.consts and name in self.protos:
+    def const(self, name: str, depth: int = 0):
+        """The value of ``name`` when it is constant (folded with ONNX's reference implementation
+        where a node computes it from constants), else None."""
+        if name in self.consts:
+            return self.consts[name]
+        if name in self.protos:
             try:
                 self.consts[name] = self._np.to_array(self.protos[name])
             except Exception as exc:   # data that does not fit its dims or type
                 raise ModelError(f"constant {name!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
+            return self.consts[name]
+        node = self.producer.get(name)
+        if name in self._varying or node is None or node.op_type in _NOT_FOLDED or node.domain not in ("", "ai.onnx") \
+                or depth > 32:
+            return None
+        arrays = [self.const(i, depth + 1) if i else None for i in node.input]
+        if any(a is None for a, i in zip(arrays, node.input) if i):
+            self._varying.add(name)
+            return None
+        try:
+            values = _evaluate(node, arrays, self.opset)
+        except Exception:   # the reference implementation cannot: treated as computed at run time
+            self._varying.add(name)
+            return None
+        for out, value in zip(node.output, values):
+            if out:
+                self.consts[out] = value
         return self.consts.get(name)
+
+
+def _evaluate(node, arrays, opset: int) -> list[np.ndarray]:
+    """One node on constant inputs, by ONNX's reference implementation."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {n: a for n, a in zip(node.input, arrays) if n}
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+              for n, a in feeds.items()]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    model = helper.make_model(helper.make_graph([node], "fold", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
 
 
 def _value_shapes(model) -> dict[str, tuple]:

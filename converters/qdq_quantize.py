@@ -182,8 +182,8 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
                      f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from "
                      "the QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
                      f"{'per output channel' if found['per_channel'] else 'per tensor'}, which these weights do not "
-                     "follow (asymmetric or uint8 weights, a channel whose largest value is not +-127 -- a -128 included, "
-                     "TFLite stores [-127, 127] --, another granularity)")
+                     "follow (asymmetric or uint8 weights, a channel whose largest value is not +-127 -- a -128 "
+                     "included: TFLite stores [-127, 127] --, another granularity)")
     elif weights["total"]:
         notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
     return notes

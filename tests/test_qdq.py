@@ -107,8 +107,8 @@ def test_weights_behind_dequantize_linear_are_the_stored_values_dequantized(qdq_
     np.testing.assert_array_equal(floats[dq.output[0]], want)
 
 
-@pytest.mark.parametrize("opset", [10, 13, 21])
-def test_pairs_on_float_weights_fold_into_their_dequantized_values(opset):
+@pytest.mark.parametrize("opset,computed", [(10, False), (13, False), (21, False), (13, True)])
+def test_pairs_on_float_weights_fold_into_their_dequantized_values(opset, computed):
     """PyTorch's QAT export quantizes float weights in the graph: Q(w) -> DQ -> Conv, per channel
     (opset 10 has no axis: per tensor there)."""
     rng = np.random.default_rng(3)
@@ -127,6 +127,12 @@ def test_pairs_on_float_weights_fold_into_their_dequantized_values(opset):
              helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", **axis),
              helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", **axis),
              helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv")]
+    if computed:   # as PyTorch's ConvBn QAT export: the weight scaled in the graph, the zero point via Identity
+        inits[0] = numpy_helper.from_array(w / 2, "w_half")
+        inits.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+        nodes[2:2] = [helper.make_node("Mul", ["w_half", "two"], ["w"], name="scale_w"),
+                      helper.make_node("Identity", ["wz0"], ["wz"], name="zp_identity")]
+        inits[2] = numpy_helper.from_array(np.asarray(zw), "wz0")
     graph = helper.make_graph(nodes, "pt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
     qdq = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
