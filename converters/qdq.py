@@ -99,8 +99,9 @@ class QDQSource:
                      "range starting at 0")
         out = [text]
         if info.conflicting:
-            out.append(f"{info.conflicting} tensor(s) are quantized twice with different scales in the QDQ graph: "
-                       "the first pair's range is used")
+            out.append(f"{info.conflicting} tensor(s) are quantized twice with different scales in the QDQ graph "
+                       "(requantization): the first pair's range is used, and the int8 model can depart from the QDQ "
+                       "model there")
         if info.unfolded_bn:
             out.append(f"{info.unfolded_bn} BatchNormalization(s) follow a Conv whose weights were quantized before "
                        "folding: TFLite computes the folded Conv, so its int8 weights and outputs cannot be the QDQ "
@@ -212,6 +213,8 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
             new_inits.append(numpy_helper.from_array(p.dequantize(q), node.output[0]))
             drop.add(id(node))
     kept = [n for n in model.graph.node if id(n) not in drop]
+    # pairs in a row (requantization: DQ -> Q -> DQ) all stand for the first float value
+    conflicting += _resolve_chains(rename, params_of, ranges)
     # values read by their QuantizeLinear alone: a Relu put back behind them changes no other reader
     only_q = {x for x in params_of if x not in g.outputs
               and all(u.op_type == "QuantizeLinear" for u in g.consumers.get(x, []))}
@@ -265,6 +268,30 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     info = QDQInfo(len(ranges), weights, granularity, symmetric, tuple(sorted(act_types)), relu, conflicting,
                    unfolded_bn)
     return out, ranges, info
+
+
+def _resolve_chains(rename: dict[str, str], params_of: dict, ranges: dict) -> int:
+    """``rename`` made transitive (a DequantizeLinear output read by another pair stands for the
+    value the first pair quantized); the ranges recorded under an intermediate name move to that
+    value, unless it has other ones (counted, the first kept). Returns the conflicts found."""
+    def final(name: str) -> str:
+        for _ in range(len(rename) + 1):
+            if name not in rename:
+                break
+            name = rename[name]
+        return name
+
+    for key in list(rename):
+        rename[key] = final(rename[key])
+    conflicts = 0
+    for name in [n for n in params_of if n in rename]:
+        target, p = rename[name], params_of.pop(name)
+        r = ranges.pop(name)
+        if target in params_of:
+            conflicts += not params_of[target].same(p)
+            continue
+        params_of[target], ranges[target] = p, r
+    return conflicts
 
 
 def _live(nodes: list, outputs: set[str]) -> list:

@@ -148,6 +148,29 @@ def test_pairs_on_float_weights_fold_into_their_dequantized_values(opset, comput
     np.testing.assert_allclose(_run(float_model, x), _run(qdq, x), rtol=1e-5, atol=1e-5)
 
 
+def test_pairs_in_a_row_stand_for_the_first_value():
+    """Requantization (DQ -> Q -> DQ with another scale): the float graph reads the first value."""
+    inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in (
+        ("s1", 0.01, np.float32), ("z1", 0, np.int8), ("s2", 0.02, np.float32), ("z2", -128, np.int8))]
+    nodes = [helper.make_node("Neg", ["x"], ["a"], name="neg"),
+             helper.make_node("QuantizeLinear", ["a", "s1", "z1"], ["aq"], name="q1"),
+             helper.make_node("DequantizeLinear", ["aq", "s1", "z1"], ["ad"], name="dq1"),
+             helper.make_node("QuantizeLinear", ["ad", "s2", "z2"], ["bq"], name="q2"),
+             helper.make_node("DequantizeLinear", ["bq", "s2", "z2"], ["bd"], name="dq2"),
+             helper.make_node("Sigmoid", ["bd"], ["y"], name="sig")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    float_model, ranges, info = strip_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                                            ir_version=8))
+    onnx.checker.check_model(float_model)
+    sigmoid = next(n for n in float_model.graph.node if n.op_type == "Sigmoid")
+    assert list(sigmoid.input) == ["a"]
+    assert ranges == {"a": pytest.approx((-1.28, 1.27))} and info.conflicting == 1
+    # the second pair (on [0, 5.1]) is a conflict, said in a note; the first range is the one used
+    assert info.relu_restored == 0
+    assert any("quantized twice" in n for n in QDQSource(None, float_model, ranges, info).notes(True))
+
+
 # -- malformed pairs: one line naming the node ------------------------------------------------------
 def _with_initializer(model, name: str, array: np.ndarray):
     out = onnx.ModelProto()
