@@ -96,6 +96,15 @@ def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_c
                           io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel,
                           method=opts.calib_method)
     fidelity = weight_fidelity(built.quant_source, result.model)
+    if fidelity.equal < fidelity.total:   # channels the quantizer moved off the producer's grid put back
+        from dataclasses import replace
+
+        from edgenet.converters.qdq_weights import keep_stored_grid
+
+        regridded, channels = keep_stored_grid(built.quant_source, result.model)
+        again = weight_fidelity(built.quant_source, regridded, regridded=channels)
+        if again.equal > fidelity.equal:
+            result, fidelity = replace(result, model=regridded), again
     built.qdq = {**qdq.info.to_dict(), "tensors_with_qdq_range": len(ranges.ranges),
                  "tensors_calibrated": len(ranges.missing), "ranges_not_in_tflite": len(ranges.unused),
                  "weights_as_stored": fidelity.to_dict(), "per_channel": per_channel}

@@ -20,8 +20,10 @@ Weights: the LiteRT Quantizer derives each weight scale from the float weights i
 dequantized weights ``q * s`` with ``max|q| = 127`` in each channel (what onnxruntime, and any
 symmetric max-based quantizer, stores), that gives back ``s`` and ``q`` exactly. Where it cannot
 (an asymmetric or uint8 weight, a channel whose largest value is not +-127, a per-tensor weight
-quantized per channel) the values differ; :func:`weight_fidelity` measures, weight by weight, the
-share of values of the int8 model equal to the QDQ model's, and the pipeline says it when any differ.
+quantized per channel) the values differ: :func:`edgenet.converters.qdq_weights.keep_stored_grid`
+puts channels back on the producer's grid where it finds one, and
+:func:`edgenet.converters.qdq_weights.weight_fidelity` measures the share of weight values of the
+int8 model equal to the QDQ model's; the pipeline says it when any differ.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.converters import _flatbuffer
+from edgenet.converters.qdq_weights import WeightFidelity, weight_fidelity  # noqa: F401 (re-exported)
 
 _FLOAT32, _INT8, _INT32 = 0, 9, 2      # tflite TensorType
 _SAME_RANGE = ("PAD", "PADV2", "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
@@ -51,23 +54,6 @@ class QDQRanges:
     @property
     def total(self) -> int:
         return len(self.ranges) + len(self.missing)
-
-
-@dataclass(frozen=True)
-class WeightFidelity:
-    """How many weight values of the int8 model equal the QDQ model's (dequantized) values."""
-
-    equal: int
-    total: int
-    tensors_differing: int
-
-    @property
-    def share(self) -> float:
-        return self.equal / self.total if self.total else 1.0
-
-    def to_dict(self) -> dict:
-        return {"equal": self.equal, "total": self.total, "share": round(self.share, 6),
-                "tensors_differing": self.tensors_differing}
 
 
 def _has_data(buffer) -> bool:
@@ -134,37 +120,6 @@ def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QD
     return QuantizedResult(model, stats, precision, (), io, per_channel, ranges, bytes(float_model))
 
 
-def weight_fidelity(float_model: bytes, int8_model: bytes, tolerance: float = 0.01) -> WeightFidelity:
-    """Weight values of ``int8_model`` (int8 tensors with constant data, dequantized with their
-    scales) equal to ``float_model``'s tensor of the same name (the producer's dequantized weights),
-    within ``tolerance`` of a quantization step (float32 rounding of ``q * s``; a value one step
-    off differs by the step itself)."""
-    fobj, qobj = _flatbuffer.read(float_model), _flatbuffer.read(int8_model)
-    fgraph, qgraph = fobj.subgraphs[0], qobj.subgraphs[0]
-    floats = {}
-    for t in fgraph.tensors:
-        if t.type == _FLOAT32 and _has_data(fobj.buffers[t.buffer]):
-            floats[_flatbuffer.tensor_name(t)] = np.frombuffer(bytes(fobj.buffers[t.buffer].data), np.float32)
-    equal = total = differing = 0
-    for t in qgraph.tensors:
-        name = _flatbuffer.tensor_name(t)
-        if t.type != _INT8 or not _has_data(qobj.buffers[t.buffer]) or name not in floats or t.quantization is None:
-            continue
-        ref = floats[name].reshape([int(d) for d in t.shape])
-        q = np.frombuffer(bytes(qobj.buffers[t.buffer].data), np.int8).reshape(ref.shape).astype(np.float32)
-        scale = np.asarray(t.quantization.scale, np.float32)
-        zp = np.asarray(t.quantization.zeroPoint, np.float32)
-        shape = [1] * q.ndim
-        if scale.size > 1:
-            shape[int(t.quantization.quantizedDimension)] = -1
-        got = (q - zp.reshape(shape)) * scale.reshape(shape)
-        same = np.abs(got - ref) <= tolerance * scale.reshape(shape)   # one step is the scale
-        equal += int(same.sum())
-        total += int(same.size)
-        differing += int(not same.all())
-    return WeightFidelity(equal, total, differing)
-
-
 def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
     """The user's notes on an int8 model made with QDQ ranges (``found``: ``Built.qdq``)."""
     notes = []
@@ -186,6 +141,9 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
                      "included: TFLite stores [-127, 127] --, another granularity)")
     elif weights["total"]:
         notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
+    if weights.get("channels_regridded"):
+        notes[-1] += (f" ({weights['channels_regridded']} channel(s) kept on the producer's wider grid, where TFLite's "
+                      "max|w| / 127 would have moved them)")
     return notes
 
 

@@ -365,3 +365,51 @@ def test_batchnorm_left_after_a_quantized_conv_is_counted_and_said(tmp_path):
     source = QDQSource.read(onnx.load(str(tmp_path / "q.onnx")))
     assert source.info.unfolded_bn == 1
     assert any("quant_pre_process before quantize_static" in n for n in source.notes(True))
+
+
+def test_weights_on_a_wider_learned_grid_are_kept_on_it(tmp_path):
+    """QAT weights whose learned scale is wider than they need (largest |q| 100, not 127): the
+    quantizer's max|w| / 127 would move every value; they are put back on the stored grid, bias
+    requantized, and every weight value of the int8 model equals the QDQ model's."""
+    import edgenet
+
+    rng = np.random.default_rng(6)
+    w1 = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32)
+    wf = rng.normal(0, 0.3, (5, 16)).astype(np.float32)
+    s1 = (np.abs(w1).reshape(16, -1).max(1) / 100).astype(np.float32)
+    sf = (np.abs(wf).max(1) / 100).astype(np.float32)
+
+    def arr(v, n, dt=np.float32):
+        return numpy_helper.from_array(np.asarray(v, dt), n)
+
+    inits = [arr(w1, "w1"), arr(s1, "s1"), arr(np.zeros(16), "z1", np.int8), arr(wf, "wf"), arr(sf, "sf"),
+             arr(np.zeros(5), "zf", np.int8), arr(rng.normal(0, 0.1, 5), "bf"), arr(0.01, "xs"), arr(0, "xz", np.int8),
+             arr(0.05, "as"), arr(-128, "az", np.int8), arr(0.1, "ys"), arr(0, "yz", np.int8)]
+    pairs = {"x": ("xs", "xz"), "r": ("as", "az"), "g": ("ys", "yz")}
+    nodes = []
+
+    def pair(value, out, axis=None):
+        s, z = pairs.get(value, (None, None)) if axis is None else axis
+        extra = {} if axis is None else {"axis": 0}
+        nodes.extend([helper.make_node("QuantizeLinear", [value, s, z], [value + "_q"], **extra),
+                      helper.make_node("DequantizeLinear", [value + "_q", s, z], [out], **extra)])
+
+    pair("x", "xd")
+    pair("w1", "w1d", ("s1", "z1"))
+    nodes += [helper.make_node("Conv", ["xd", "w1d"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+              helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    pair("r", "rd")
+    pair("wf", "wfd", ("sf", "zf"))
+    nodes += [helper.make_node("GlobalAveragePool", ["rd"], ["p"], name="gap"),
+              helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+              helper.make_node("Gemm", ["f", "wfd", "bf"], ["g"], transB=1, name="fc")]
+    pair("g", "y")
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    res = edgenet.convert(str(path), int8=True, out=str(tmp_path / "out"), mean=0.5, std=0.5, layer_report=False,
+                          eval_samples=8, allow_degraded=True)
+    weights = res.report.calibration["qdq"]["weights_as_stored"]
+    assert weights["share"] == 1.0 and weights["channels_regridded"] == 16 + 5
+    assert any("all" in n and "values equal the QDQ model's stored int8 values" in n for n in res.report.notes)
