@@ -412,4 +412,18 @@ def test_weights_on_a_wider_learned_grid_are_kept_on_it(tmp_path):
                           eval_samples=8, allow_degraded=True)
     weights = res.report.calibration["qdq"]["weights_as_stored"]
     assert weights["share"] == 1.0 and weights["channels_regridded"] == 16 + 5
+    # the bias requantized on the new weight scales: its int32 values still mean the float bias
+    from edgenet.runtime import make_interpreter
+
+    interp = make_interpreter(res.int8_path.read_bytes(), use_xnnpack=False)
+    bias = next(t for t in interp.get_tensor_details() if t["dtype"] == np.int32 and tuple(t["shape"]) == (5,))
+    weight = next(t for t in interp.get_tensor_details() if t["dtype"] == np.int8 and tuple(t["shape"]) == (5, 16))
+    scales = bias["quantization_parameters"]["scales"]
+    fc = next(op for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED")
+    x_scale = interp.get_tensor_details()[int(fc["inputs"][0])]["quantization_parameters"]["scales"][0]
+    # TFLite's bias scale is input scale x weight scale, channel by channel
+    np.testing.assert_allclose(scales, x_scale * weight["quantization_parameters"]["scales"], rtol=1e-5)
+    np.testing.assert_allclose(interp.get_tensor(bias["index"]) * scales, numpy_helper.to_array(inits[6]),
+                               atol=float(scales.max()))
+    assert min(res.report.calibration["qdq"]["outputs_within_one_step"].values()) >= 0.99
     assert any("all" in n and "values equal the QDQ model's stored int8 values" in n for n in res.report.notes)
