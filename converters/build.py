@@ -88,7 +88,8 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
 def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_channel: bool):
     """The int8 model with the QDQ pairs' ranges (what they miss calibrated on ``calib``); what was
     covered and how many weight values are kept as stored go to ``built.qdq``."""
-    from edgenet.converters.qdq_quantize import quantize_qdq, tflite_ranges, weight_fidelity
+    from edgenet.converters.qdq_quantize import quantize_qdq, tflite_ranges
+    from edgenet.converters.qdq_weights import weight_fidelity
 
     ranges = tflite_ranges(built.quant_source, built.graph.value_ops or {}, qdq.ranges,
                            [o.name for o in built.graph.outputs])

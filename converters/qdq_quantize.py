@@ -36,9 +36,8 @@ import numpy as np
 
 from edgenet.config import CalibMethod, IOType, Precision
 from edgenet.converters import _flatbuffer
-from edgenet.converters.qdq_weights import WeightFidelity, weight_fidelity  # noqa: F401 (re-exported)
 
-_FLOAT32, _INT8, _INT32 = 0, 9, 2      # tflite TensorType
+_FLOAT32 = 0                           # tflite TensorType
 _SAME_RANGE = ("PAD", "PADV2", "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS")
 QDQ_REFERENCE = "the QDQ model (onnxruntime)"   # what the int8 verdict of a QDQ source compares against
 
