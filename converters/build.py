@@ -27,6 +27,7 @@ class Built:
     quantized: dict[Precision, Any] = field(default_factory=dict)   # full-integer: quantize.QuantizedResult
     quant_source: bytes = b""                   # the float model int8/int16x8 were calibrated from
     equalized: Any = None                       # converters.equalize result with --equalize
+    qdq: dict = field(default_factory=dict)     # a QDQ source: what its ranges covered (report.json)
 
 
 def io_type_for(precision: Precision, opts: ConvertOptions, profile) -> IOType | str | None:
@@ -51,12 +52,14 @@ def start_graph(tf_side, model, opts: ConvertOptions, keep_layout):
 
 def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, preprocess, keep_layout,
           per_channel: bool, calib_detail: str, equalize: Callable | None = None, started=None,
-          int8_ranges_hook: Callable | None = None) -> Built:
+          int8_ranges_hook: Callable | None = None, qdq=None) -> Built:
     """Convert ``model`` to every precision in ``opts.precisions``; ``run(name, fn, *args, detail=...)``
     runs and times each step (the pipeline's Stages.run). ``started``: :func:`start_graph` already
     called for ``model``. ``int8_ranges_hook``: replaces the int8 model's calibrated ranges (a
     ``--qat`` checkpoint's learned ones); not used with ``equalize`` (the ranges describe the
-    model as trained, not its equalized twin)."""
+    model as trained, not its equalized twin). ``qdq``: a :class:`edgenet.converters.qdq.QDQSource`
+    whose ranges the int8 model takes (:mod:`edgenet.converters.qdq_quantize`; tensors they miss
+    are calibrated)."""
     started = started or start_graph(tf_side, model, opts, keep_layout)
     wanted = [p for p in opts.precisions if p.full_integer]
     if wanted:   # its import (~1 s) while the TensorFlow side still builds the graph, not after
@@ -71,6 +74,12 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     from edgenet.converters.quantize import quantize_calibrated
 
     for p in wanted:
+        if qdq is not None and p is Precision.INT8:
+            result = run(f"tflite {p.value}", _quantize_qdq, built, qdq, calib, opts, profile, per_channel,
+                         detail="the QDQ model's ranges")
+            built.quantized[p] = result
+            built.models[p] = result.model
+            continue
         result = run(f"tflite {p.value}", quantize_calibrated, built.quant_source, list(calib), precision=p,
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
                      preprocess=preprocess, detail=calib_detail,
@@ -78,6 +87,33 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
         built.quantized[p] = result
         built.models[p] = result.model
     return built
+
+
+def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_channel: bool):
+    """The int8 model with the QDQ pairs' ranges (what they miss calibrated on ``calib``); what was
+    covered and how many weight values are kept as stored go to ``built.qdq``."""
+    from edgenet.converters.qdq_quantize import quantize_qdq, tflite_ranges
+    from edgenet.converters.qdq_weights import weight_fidelity
+
+    ranges = tflite_ranges(built.quant_source, built.graph.value_ops or {}, qdq.ranges,
+                           [o.name for o in built.graph.outputs])
+    result = quantize_qdq(built.quant_source, list(calib), ranges, precision=Precision.INT8,
+                          io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel,
+                          method=opts.calib_method)
+    fidelity = weight_fidelity(built.quant_source, result.model)
+    if fidelity.equal < fidelity.total:   # channels the quantizer moved off the producer's grid put back
+        from dataclasses import replace
+
+        from edgenet.converters.qdq_weights import keep_stored_grid
+
+        regridded, channels = keep_stored_grid(built.quant_source, result.model)
+        again = weight_fidelity(built.quant_source, regridded, regridded=channels)
+        if again.equal > fidelity.equal:
+            result, fidelity = replace(result, model=regridded), again
+    built.qdq = {**qdq.info.to_dict(), "tensors_with_qdq_range": len(ranges.ranges),
+                 "tensors_calibrated": len(ranges.missing), "ranges_not_in_tflite": len(ranges.unused),
+                 "weights_as_stored": fidelity.to_dict(), "per_channel": per_channel}
+    return result
 
 
 def stage_count(opts: ConvertOptions) -> int:

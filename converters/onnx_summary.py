@@ -34,6 +34,7 @@ class OnnxSummary:
     ops: tuple[tuple[str, int], ...]     # (op type, count), most frequent first
     unsupported: tuple[str, ...]         # op types edgenet converts no handler for
     parameters: int                      # elements of all initializers
+    quantized: str = ""                  # "qdq" / "qoperator" for quantized graphs (docs/quantized-onnx.md)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -53,6 +54,12 @@ class OnnxSummary:
                 note = f"   dynamic axes {list(t.dynamic)}" if t.dynamic else ""
                 lines.append(f"  {t.name}  {t.dtype}[{dims}]{note}")
         lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in self.ops))
+        if self.quantized == "qdq":
+            lines.append("quantized (QDQ): `edgenet convert --int8` reads its QuantizeLinear/DequantizeLinear pairs "
+                         "as the producer's ranges and converts the float graph between them")
+        elif self.quantized == "qoperator":
+            lines.append("quantized (QOperator format): edgenet cannot convert integer operators; export it as QDQ "
+                         "(onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ))")
         if self.unsupported:
             lines.append(f"no edgenet handler: {', '.join(self.unsupported)} (such ops convert only where they fold "
                          "to constants once the input shapes are fixed; `edgenet info --ops` lists the op types "
@@ -86,15 +93,18 @@ def summarize(path: str | Path) -> OnnxSummary:
         return TensorSummary(value_info.name, onnx.TensorProto.DataType.Name(elem) if elem else "UNDEFINED",
                              tuple(_dims(value_info)))
 
+    from edgenet.converters.qdq import QDQ_OPS, is_qdq, qoperator_ops
+
     counts = Counter(_all_nodes(graph))
-    known = set(supported_ops())
+    quantized = "qoperator" if qoperator_ops(model) else "qdq" if is_qdq(model) else ""
+    known = set(supported_ops()) | (set(QDQ_OPS) if quantized == "qdq" else set())
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     params = sum(_numel(i.dims) for i in graph.initializer) + sum(
         _numel(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t"))
     return OnnxSummary(str(path), opset, " ".join(x for x in (model.producer_name, model.producer_version) if x),
                        tuple(tensor(i) for i in graph_inputs(model)), tuple(tensor(o) for o in graph.output),
                        tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-                       tuple(sorted(op for op in counts if op not in known)), params)
+                       tuple(sorted(op for op in counts if op not in known)), params, quantized)
 
 
 def _all_nodes(graph):

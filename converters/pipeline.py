@@ -173,6 +173,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         model, appended = append_softmax(model)
         if appended is not None:
             notes.append(appended.note())
+            if source.qdq is not None:   # the int8 verdict's reference gets the same outputs
+                from dataclasses import replace
+
+                source = replace(source, qdq=replace(source.qdq, model=append_softmax(source.qdq.model)[0]))
     if opts.normalize_in_model:
         model, source = _normalize_in_model(model, source, notes)
     # TensorFlow builds the graph and the float models while this process loads the data
@@ -182,7 +186,9 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     data = stages.run("data", load_data, calib_spec, source.inputs, source.preprocess, int8=needs_calibration,
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
-    notes.extend(data_notes(data, source, needs_calibration))
+    # a QDQ model's int8 ranges are its producer's: its calibration count matters only for int16x8
+    calibrated = needs_calibration if source.qdq is None else Precision.INT16X8 in opts.precisions
+    notes.extend(data_notes(data, source, calibrated))
     normalization = [flag for flag in ("--mean", "--std") if flag in opts.preprocess.given]
     if normalization and data.info["kind"] == DataKind.ARRAYS:
         notes.append(f"--calib {opts.calib} holds arrays already preprocessed: {' and '.join(normalization)} "
@@ -190,6 +196,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                      "the images the deployed model will get)")
     source = labels_from_folders(source, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
+    if source.qdq is not None and opts.per_tensor is None and source.qdq.info.per_channel is False:
+        per_channel = False   # the producer's per-tensor weights, kept per tensor
 
     def equalize():
         from edgenet.converters.equalize import ClipPolicy, equalize as cle
@@ -217,15 +225,22 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      equalize if opts.equalize else None, started, qat_hook)
+                      equalize if opts.equalize else None, started, qat_hook, qdq=source.qdq)
         _check_graph_io(built.graph, source, graph_model)
         return built
 
     built = make(model, started)
+    if built.qdq:
+        from edgenet.converters.qdq_quantize import qdq_notes
+
+        notes.extend(qdq_notes(built.qdq, data.info))
     checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
-    if int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
+    if int8_verdict is not None and not int8_verdict.passed and source.qdq is not None:
+        notes.append("the int8 model departs from the QDQ model it was read from: no repair is tried (promoting ops "
+                     "would move it toward the float graph, not toward the producer's quantized model)")
+    elif int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
         # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
         # runs float: never on integer-only targets or with --strict-int8) and the split head, each
         # tried while the verdict still fails

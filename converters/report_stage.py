@@ -49,7 +49,8 @@ def conversion_report(opts, profile, source, model, built, checked, data, pass_s
             **data.info, "method": opts.calib_method.value, "batch_size": quant.calibration.batch_size,
             "tensors": quant.calibration.tensors, "seconds": round(quant.calibration.seconds, 3),
             "io_type": (opts.io_type or profile.input_type).value, "per_channel": per_channel,
-            "equalization": None if built.equalized is None else built.equalized.to_dict()},
+            "equalization": None if built.equalized is None else built.equalized.to_dict(),
+            **({"qdq": built.qdq} if built.qdq else {})},
         validation=checked.validation,
         accuracy=None if acc is None else {
             "float_top1": acc.float_top1, "int8_top1": acc.int8_top1, "float_top5": acc.float_top5,

@@ -57,6 +57,7 @@ class SourceModel:
     export_max_abs_err: float | None
     info: dict
     notes: tuple[str, ...] = ()
+    qdq: object = None                   # converters.qdq.QDQSource: a QDQ graph's ranges and the graph itself
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -348,6 +349,9 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
 
     source = opts.model.source
     model = load_onnx(source)
+    qdq = _read_qdq(model, source, opts)
+    if qdq is not None:
+        model = qdq.float_model
     check_input_types(model, source)
     check_finite_weights(model, source)
     fixed = fix_input_shapes(model, opts.model.input_shapes, opts.model.keep_layout, source)
@@ -359,10 +363,31 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
     pre, pre_notes = image_preprocess(image, opts.preprocess)
     notes.extend(pre_notes)
     name = Path(source).stem
-    return SourceModel(model, name, fixed.inputs, pre, None, None,
-                       {"source": str(source), "name": name, "inputs": [i.name for i in fixed.inputs],
-                        "batch_fixed": list(fixed.batch_fixed), "trained": True},
-                       tuple(notes))
+    info = {"source": str(source), "name": name, "inputs": [i.name for i in fixed.inputs],
+            "batch_fixed": list(fixed.batch_fixed), "trained": True}
+    if qdq is not None:
+        info["qdq"] = qdq.info.to_dict()
+        notes.extend(qdq.notes(any(p.full_integer for p in opts.precisions or ())))
+    return SourceModel(model, name, fixed.inputs, pre, None, None, info, tuple(notes), qdq)
+
+
+def _read_qdq(model, source, opts: ConvertOptions):
+    """A QDQ graph's float graph and ranges (converters/qdq.py); None for a float graph. QOperator
+    graphs and malformed pairs are refused (ModelError naming the node); options that would change
+    the graph the producer's ranges were measured on are refused (UsageError)."""
+    from edgenet.converters.qdq import QDQSource, is_qdq, refuse_qoperator
+
+    refuse_qoperator(model, str(source))
+    if not is_qdq(model):
+        return None
+    for flag, given in (("--equalize", opts.equalize), ("--normalize-in-model", opts.normalize_in_model)):
+        if given:
+            raise UsageError(f"{flag}: {Path(source).name} is already quantized (QDQ): its ranges are the producer's, "
+                             f"measured on the graph as it is; convert it without {flag}")
+    try:
+        return QDQSource.read(model)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from None
 
 
 # -- the user's own PyTorch models ------------------------------------------------------------

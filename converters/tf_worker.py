@@ -49,6 +49,7 @@ class GraphInfo:
     inputs: tuple[Any, ...]      # converters.onnx_to_tf.TensorInfo
     outputs: tuple[Any, ...]
     op_counts: dict[str, int]
+    value_ops: dict[str, str] = None   # ONNX value name -> TF op name (TFGraph.value_ops)
 
 
 class InProcessTF:
@@ -73,7 +74,8 @@ class InProcessTF:
 
         self._keep_layout = tuple(keep_layout)
         self._graph = onnx_to_tf(onnx_model, keep_layout=self._keep_layout)
-        return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts))
+        return GraphInfo(self._graph.inputs, self._graph.outputs, dict(self._graph.op_counts),
+                         dict(self._graph.value_ops))
 
     def graph_and_floats(self, onnx_model, keep_layout: tuple[str, ...] = (), precisions=(Precision.FLOAT32,)):
         """:meth:`onnx_to_tf`, then :meth:`float_tflite` for each of ``precisions`` (float32, float16,

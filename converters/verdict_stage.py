@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from edgenet.config import Precision
 from edgenet.converters.model_data import DataKind, PipelineData
 from edgenet.converters.sources import SourceModel
@@ -74,10 +76,24 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
     kinds = getattr(opts, "output_kinds", ())
     validate.check_kinds(kinds, [o.name for o in source.onnx.graph.output])   # the user's names, before any split
     joins = () if split is None else (split.joined(graph.outputs),)
+    qdq_outs = None
+    if source.qdq is not None and Precision.INT8 in built.models:
+        # the int8 model answers to the QDQ model itself (what its producer trained or quantized against)
+        from edgenet.converters.qdq_quantize import QDQ_REFERENCE, within_one_step
+
+        qdq_outs = [np.transpose(o, (0, 2, 3, 1)) if info.channels_last and o.ndim == 4 else o
+                    for o, info in zip(validate.onnx_outputs(source.qdq.model, data.eval_x, source.inputs, notes),
+                                       graph.outputs)]
     for p, blob in built.models.items():
         if p is not Precision.FLOAT32:
-            verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,
+            reference = qdq_outs if qdq_outs is not None and p is Precision.INT8 else f_outs
+            verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, reference, graph.outputs,
                                                             profile.thresholds, threads, kinds, joins)
+            if reference is qdq_outs:
+                verdicts[p] = replace(verdicts[p], reference=QDQ_REFERENCE)
+                built.qdq["outputs_within_one_step"] = within_one_step(
+                    qdq_outs, outs[p], [source.qdq.ranges.get(o.name) for o in graph.outputs], names)
+                notes.extend(_one_step_notes(built.qdq["outputs_within_one_step"]))
             if not source.info.get("trained", True):   # seeded random weights: measured, never judged
                 verdicts[p] = _untrained(verdicts[p], notes)
     q_outs = outs.get(Precision.INT8)
@@ -89,7 +105,7 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
             raise DataError(f"evaluation data classes {list(data.class_names)[:10]} do not match the "
                             f"model's classes {list(source.class_names)[:10]}")
         acc = validate.accuracy(f_outs[0], None if q_outs is None else q_outs[0], data.eval_labels)
-    ics = None if q_outs is None else [validate.check_int8(f, q) for f, q in zip(f_outs, q_outs)]
+    ics = None if q_outs is None else [validate.check_int8(f, q) for f, q in zip(qdq_outs or f_outs, q_outs)]
     outputs = tuple(validate.OutputCheck(info.name, fc.max_abs_err, fc.rel_err, ic.sqnr_db if ic else None)
                     for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
     int8 = verdicts.get(Precision.INT8)
@@ -98,6 +114,13 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
                          min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
                          verdict.to_dict(), ())
     return Checked(checked, acc, f_outs, verdicts)
+
+
+def _one_step_notes(shares: dict) -> list[str]:
+    if not shares:
+        return []
+    text = ", ".join(f"{name!r} {100 * share:.2f}%" for name, share in shares.items())
+    return [f"int8 against the QDQ model (onnxruntime): values within one output quantization step: {text}"]
 
 
 UNTRAINED = "untrained weights (seeded random): the figures say nothing about a trained model"

@@ -262,5 +262,9 @@ def onnx_to_tf(model: Any, batch_size: int | None = None, keep_layout: Collectio
             scopes[tensor.name.split(":")[0]] = origin
     module = require("tensorflow").Module()
     module.function = function
+    # which TF op holds each computed ONNX value (TFLite names a tensor after the op whose result it
+    # holds, first in its ';'-joined name): the QDQ path hands the producer's ranges on by these names
+    value_ops = {name: value.tensor.op.name for name, value in (tracer.values or {}).items()
+                 if value.tensor is not None and hasattr(value.tensor, "op")}
     return TFGraph(concrete, module, tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos),
-                   dict(tracer.op_counts), scopes)
+                   dict(tracer.op_counts), scopes, value_ops)

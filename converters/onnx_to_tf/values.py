@@ -30,6 +30,7 @@ class TFGraph:
     outputs: tuple[TensorInfo, ...]
     op_counts: dict[str, int] = field(default_factory=dict)  # ONNX op type -> nodes converted
     scopes: dict[str, Any] = field(default_factory=dict)  # TF name scope -> scopes.NodeOrigin
+    value_ops: dict[str, str] = field(default_factory=dict)  # ONNX value name -> the TF op computing it
 
     def onnx_node(self, name: str) -> str | None:
         """The ONNX node (its name, or its first output's name when it has none) that made the TF op or

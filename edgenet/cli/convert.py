@@ -257,7 +257,7 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     outs = q["outputs"]
     worst = worst_output(outs)
     # untrained weights: the figure is shown (what it measured), the verdict says it judges nothing
-    text = f"{q['precision']} vs float: {level_text(worst if trained else dict(worst, not_judged=None))}"
+    text = f"{q['precision']} vs {q.get('reference', 'float')}: {level_text(worst if trained else dict(worst, not_judged=None))}"
     if len(outs) > 1:
         text += f" (worst output {worst['name']})"
     if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:

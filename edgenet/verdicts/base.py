@@ -148,6 +148,7 @@ class Verdict:
     samples: int
     notes: tuple[str, ...] = field(default_factory=tuple)
     kinds_given: tuple[str, ...] = ()   # the user's overrides, "NAME=KIND" (--output-kind)
+    reference: str = "float"            # what was compared against: the float model, or a QDQ model
 
     @property
     def passed(self) -> bool:
@@ -187,7 +188,7 @@ class Verdict:
                 "samples": self.samples, "thresholds": asdict(self.thresholds),
                 "outputs": [o.to_dict() for o in self.outputs],
                 "not_judged": {o.name: o.not_judged for o in self.not_judged}, "notes": list(self.notes),
-                "output_kinds_given": list(self.kinds_given)}
+                "output_kinds_given": list(self.kinds_given), "reference": self.reference}
 
 
 def centered_sqnr_db(reference: np.ndarray, test: np.ndarray, axis: int | tuple | None = None) -> np.ndarray | float:
