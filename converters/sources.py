@@ -9,9 +9,13 @@ A source is one of (see :func:`source_kind`):
 * ``package.module:function``: a callable returning a ``torch.nn.Module``, imported from the working
   directory or the installed packages, exported at ``--input-shape N,C,H,W``;
 * a ``.pt2`` file written by ``torch.export.save``: its ``ExportedProgram.module()`` is exported with
-  the TorchScript exporter (no onnxscript needed); the input shape is the one it was exported with.
+  the TorchScript exporter (no onnxscript needed); the input shape is the one it was exported with;
+* a Keras model (``.keras``, ``.h5``) or a SavedModel folder (holding ``saved_model.pb``): read and
+  converted to a float .tflite by TensorFlow (:mod:`edgenet.converters.keras_source`, the ``keras``
+  extra), then quantized, judged and packaged as every other source
+  (:mod:`edgenet.converters.keras_pipeline`); no ONNX on that road, ``--input-shape`` is N,H,W,C.
 
-(the last two are loaded by :mod:`edgenet.converters.user_models`)
+(``module:function`` and ``.pt2`` are loaded by :mod:`edgenet.converters.user_models`)
 
 Each becomes a :class:`SourceModel`: an ONNX graph with static input shapes plus what is known about
 the model (its inputs, the preprocessing of its image input, class names). Preprocessing is what the
@@ -27,6 +31,7 @@ from enum import Enum
 from pathlib import Path
 
 from edgenet.converters.model_inputs import ModelInput, check_finite_weights, check_input_types, fix_input_shapes
+from edgenet.converters.keras_source import KERAS_SUFFIXES, is_saved_model
 from edgenet.converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
 from edgenet.config import ChannelOrder, ConvertOptions, PreprocessOptions, ResizeMode
 from edgenet.data.preprocess import ColorMode, Preprocess
@@ -43,6 +48,8 @@ class SourceKind(str, Enum):
     CALLABLE = "callable"                 # package.module:function
     MODULE = "module"                     # a torch.nn.Module given to edgenet.convert directly
     EXPORTED_PROGRAM = "exported_program"  # torch.export .pt2
+    KERAS = "keras"                       # .keras / .h5 (TensorFlow's converter, converters/keras_source.py)
+    SAVED_MODEL = "saved_model"           # a SavedModel folder (saved_model.pb inside)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ def source_kind(source: str) -> SourceKind:
         return SourceKind.CHECKPOINT
     if low.endswith(EXPORTED_PROGRAM_SUFFIX):
         return SourceKind.EXPORTED_PROGRAM
+    if low.endswith(KERAS_SUFFIXES):
+        return SourceKind.KERAS
+    if is_saved_model(source):
+        return SourceKind.SAVED_MODEL
     if CALLABLE_PATTERN.fullmatch(source):
         return SourceKind.CALLABLE
     return SourceKind.ZOO
@@ -88,12 +99,13 @@ ZOO_OPTIONS = {"alpha": "--alpha", "resolution": "--resolution", "num_classes": 
                "in_channels": "--in-channels", "activation": "--activation", "weights": "--weights"}
 _KIND_NAME = {SourceKind.ONNX: "an .onnx model", SourceKind.CHECKPOINT: "a checkpoint",
               SourceKind.CALLABLE: "a `module:function` model", SourceKind.EXPORTED_PROGRAM: "a .pt2 program",
-              SourceKind.MODULE: "an nn.Module",
+              SourceKind.MODULE: "an nn.Module", SourceKind.KERAS: "a Keras model",
+              SourceKind.SAVED_MODEL: "a SavedModel",
               SourceKind.ZOO: "a zoo model"}
 
 
 ACCEPTED = ("a zoo name (edgenet models), an .onnx file, a checkpoint (.pt/.pth/.ckpt), a torch.export "
-            "program (.pt2) or module:function")
+            "program (.pt2), module:function, a Keras model (.keras/.h5) or a SavedModel folder")
 
 
 def _refuse_non_model(source: str) -> None:
@@ -104,7 +116,7 @@ def _refuse_non_model(source: str) -> None:
         raise UsageError(f"{source}: already a TFLite model; edgenet converts {ACCEPTED} (to measure a "
                          "converted folder: edgenet bench FOLDER)")
     if path.is_dir():
-        raise UsageError(f"{source}: a folder; edgenet converts {ACCEPTED}")
+        raise UsageError(f"{source}: a folder without saved_model.pb (not a SavedModel); edgenet converts {ACCEPTED}")
     if path.exists() or path.suffix:
         raise UsageError(f"{source}: not a model edgenet converts ({ACCEPTED})")
 
@@ -116,12 +128,15 @@ def check_source(opts: ConvertOptions) -> SourceKind:
     spec = opts.model
     kind = SourceKind.MODULE if spec.module is not None else source_kind(spec.source)
     _refuse_options(opts, kind)
-    if kind in (SourceKind.ONNX, SourceKind.CHECKPOINT, SourceKind.EXPORTED_PROGRAM):
+    if kind in (SourceKind.ONNX, SourceKind.CHECKPOINT, SourceKind.EXPORTED_PROGRAM, SourceKind.KERAS):
         path = Path(spec.source)
         if not path.is_file():
             what = {SourceKind.ONNX: "ONNX model", SourceKind.CHECKPOINT: "checkpoint",
-                    SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)"}[kind]
+                    SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)",
+                    SourceKind.KERAS: "Keras model"}[kind]
             raise ModelError(f"{path}: no such {what} file" if not path.exists() else f"{path}: not a regular file")
+    elif kind is SourceKind.SAVED_MODEL:
+        pass   # found by its saved_model.pb
     elif kind in (SourceKind.CALLABLE, SourceKind.MODULE):
         if spec.input_shape is None:
             what = "a `module:function` model needs --input-shape N,C,H,W (e.g. --input-shape 1,3,224,224)" \
@@ -204,10 +219,13 @@ def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
     if spec.input_shapes and kind in (SourceKind.ZOO, SourceKind.CHECKPOINT):
         hint = "; zoo models take --resolution and --in-channels" if kind is SourceKind.ZOO else \
             ": the checkpoint records its input size"
-        raise UsageError(f"--input-shape applies to .onnx, .pt2 and `module:function` models, not to {what}{hint}")
+        raise UsageError(f"--input-shape applies to .onnx, .pt2, `module:function` and Keras models, not to "
+                         f"{what}{hint}")
     if kind in (SourceKind.CALLABLE, SourceKind.EXPORTED_PROGRAM, SourceKind.MODULE) and \
             any(s.name for s in spec.input_shapes):
         raise UsageError(f"--input-shape for {what} is N,C,H,W without an input name (it has one input)")
+    if kind in (SourceKind.KERAS, SourceKind.SAVED_MODEL) and any(s.name for s in spec.input_shapes):
+        raise UsageError(f"--input-shape for {what} is N,H,W,C without an input name (it has one input)")
     if len(spec.input_shapes) > 1 and kind is not SourceKind.ONNX:
         raise UsageError(f"--input-shape given {len(spec.input_shapes)} times; {what} has one input")
     if spec.keep_layout and kind is not SourceKind.ONNX:

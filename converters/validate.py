@@ -153,6 +153,9 @@ def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndar
 
 
 # -- the float verdict ------------------------------------------------------------------------------
+KERAS_REFERENCE = "keras"
+
+
 @dataclass(frozen=True)
 class FloatVerdict:
     """Float TFLite against ONNX, decided: ``passed`` when every output's relative error
@@ -163,7 +166,13 @@ class FloatVerdict:
     worst_output: str
     worst_rel_err: float
     divergence: dict | None = None      # converters.divergence.Divergence.to_dict()
-    reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec)
+    reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec;
+                                        # keras: the Keras model / SavedModel run by TensorFlow)
+
+    @property
+    def reference_name(self) -> str:
+        """What the float model is compared with, for the user: ONNX, or the Keras model."""
+        return "the Keras model" if self.reference == KERAS_REFERENCE else "ONNX"
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": self.tolerance, "worst_output": self.worst_output,
@@ -172,7 +181,7 @@ class FloatVerdict:
 
     def message(self) -> str:
         """One line for the user when the verdict fails."""
-        text = (f"the float TFLite model differs from ONNX: output {self.worst_output!r} relative error "
+        text = (f"the float TFLite model differs from {self.reference_name}: output {self.worst_output!r} relative error "
                 f"{self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
         if self.divergence:
             d = self.divergence

@@ -67,9 +67,23 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
         if not opts.allow_mismatch:
             raise ConversionError(verdict.message())
         notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
+    # the user's output names, before any split
+    return judge_quantized(opts, profile, built, source, data, f_outs, fcs, verdict, notes,
+                           [o.name for o in source.onnx.graph.output])
+
+
+def judge_quantized(opts, profile, built, source: SourceModel, data: PipelineData, f_outs, fcs, verdict, notes,
+                    output_names) -> Checked:
+    """Every precision but float32 against the float32 outputs ``f_outs`` (verdicts decided later,
+    after any repair), accuracy where labels are known, all gathered with the float checks ``fcs``
+    and the float ``verdict`` in a :class:`Checked`. ``output_names``: what ``--output-kind`` may name."""
+    from edgenet.converters import validate
+
+    threads = os.cpu_count()
+    graph = built.graph
     verdicts, outs = {}, {}
     kinds = getattr(opts, "output_kinds", ())
-    validate.check_kinds(kinds, [o.name for o in source.onnx.graph.output])   # the user's names, before any split
+    validate.check_kinds(kinds, list(output_names))
     for p, blob in built.models.items():
         if p is not Precision.FLOAT32:
             verdicts[p], outs[p] = validate.judge_precision(p, blob, data.eval_x, f_outs, graph.outputs,

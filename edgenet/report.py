@@ -90,7 +90,7 @@ class ConvertReport:
         decided = "" if not verdict else (" -- **pass**" if verdict.get("passed") else " -- **FAIL**") + \
             f" (tolerance {verdict.get('tolerance'):g})"
         lines += [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |",
-                  f"| float vs ONNX | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g}{decided} |"]
+                  f"| float vs {'Keras' if verdict.get('reference') == 'keras' else 'ONNX'} | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g}{decided} |"]
         div = verdict.get("first_divergence") if verdict else None
         if div:
             where = (f"node {div['node']} ({div['op']}), relative error {div['rel_err']:.3g}" if div.get("node")
