@@ -158,6 +158,7 @@ def load_keras(path: str | Path, input_shape: Sequence[int] | None = None) -> Ke
 def _keras_file(path: Path, input_shape) -> KerasModel:
     from edgenet.converters._capture import captured_fd
 
+    _check_container(path)
     keras = _keras()
     tf = _tf()
     _import_custom_modules(path)
@@ -180,6 +181,26 @@ def _keras_file(path: Path, input_shape) -> KerasModel:
     probe = _trace(fn, path)
     names = _output_names(model, len(probe))
     return KerasModel(path, "keras", fn, model, input_name, shape, names)
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_container(path: Path) -> None:
+    """ModelError unless a ``.keras`` file is a zip archive and an ``.h5`` file starts as HDF5 does
+    (Keras' own message for a damaged file says it is not found)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is damaged or "
+                             "something else)")
+    elif head != HDF5_SIGNATURE:
+        raise ModelError(f"{path}: not an HDF5 Keras model (it does not start with the HDF5 signature; the file is "
+                         "damaged or something else)")
 
 
 def _inputs_or_none(model):
