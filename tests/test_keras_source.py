@@ -165,3 +165,43 @@ def test_without_tensorflow_the_keras_extra_is_named(saved, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "tensorflow is not installed" in lines[0] and "[keras]" in lines[0]
+
+
+def test_two_outputs_keep_their_keras_names_and_order_and_labels_name_the_first(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    i = keras.Input((16, 16, 3))
+    feat = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="feat")(i)
+    logits = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(feat))
+    model = keras.Model(i, [logits, feat])
+    model.save(tmp_path / "two.keras")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\nd\ne\n")
+    r = edgenet.convert(str(tmp_path / "two.keras"), int8=True, labels=str(labels), out=tmp_path / "o", **FAST)
+    assert [o["name"] for o in r.report.model["outputs"]] == ["logits", "feat"]
+    assert [o["name"] for o in r.report.validation.quantized[0]["outputs"]] == ["logits", "feat"]
+    assert (tmp_path / "o" / "labels.txt").read_text().split() == list("abcde")
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+    got = TFLiteModel(r.float_path).predict_all([x])
+    for g, want in zip(got, model(x)):
+        assert g.shape == tuple(want.shape) and np.allclose(g, want.numpy(), atol=1e-5)
+    labels.write_text("a\nb\n")
+    with pytest.raises(edgenet.errors.DataError, match="2 class names, but the model's output 'logits' has 5"):
+        edgenet.convert(str(tmp_path / "two.keras"), labels=str(labels), out=tmp_path / "p", **FAST)
+
+
+@pytest.mark.slow
+def test_cli_process_imports_the_subclassed_models_module_from_the_working_directory(saved, tmp_path):
+    """The user's flow: `edgenet convert model.keras` run where the module of its classes lives."""
+    import shutil
+
+    shutil.copy(Path(__file__).with_name("keras_models.py"), tmp_path / "keras_models.py")
+    root = Path(__file__).resolve().parent.parent
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "edgenet", "convert", str(saved["keras"]), "--int8", "--target",
+                           "rpi", "--out", "out", *FAST_CLI], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "float vs Keras" in proc.stdout and "verdict pass" in proc.stdout
+    assert (tmp_path / "out" / "model_int8.tflite").is_file()
