@@ -205,3 +205,8 @@ def test_cli_process_imports_the_subclassed_models_module_from_the_working_direc
     assert proc.returncode == 0, proc.stderr
     assert "float vs Keras" in proc.stdout and "verdict pass" in proc.stdout
     assert (tmp_path / "out" / "model_int8.tflite").is_file()
+
+
+def test_a_keras_model_object_is_asked_for_as_a_file(saved, tmp_path):
+    with pytest.raises(edgenet.errors.UsageError, match=r"save it with model.save\('model.keras'\)"):
+        edgenet.convert(saved["model"], out=tmp_path / "o")
