@@ -170,7 +170,13 @@ def _keras_file(path: Path, input_shape) -> KerasModel:
     if not isinstance(model, keras.Model):
         raise ModelError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     recorded = _recorded_shape(model)
-    names = [getattr(t, "name", None) for t in _inputs_or_none(model) or ()]
+    inputs = _inputs_or_none(model) or ()
+    dtype = str(getattr(inputs[0], "dtype", "float32")) if inputs else "float32"
+    if "float" not in dtype:
+        raise ModelError(f"{path}: its input is {dtype.rsplit('.', 1)[-1].strip('>')}; edgenet converts models with "
+                         "float inputs (a model taking 0..255 pixels: give its Input float32 and convert with "
+                         "--mean 0 --std 0.00392156862745098)")
+    names = [getattr(t, "name", None) for t in inputs]
     input_name = _clean(names[0]) if names and names[0] else "input"
     shape = _fix_shape(path, recorded, input_shape)
 

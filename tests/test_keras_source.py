@@ -210,3 +210,14 @@ def test_cli_process_imports_the_subclassed_models_module_from_the_working_direc
 def test_a_keras_model_object_is_asked_for_as_a_file(saved, tmp_path):
     with pytest.raises(edgenet.errors.UsageError, match=r"save it with model.save\('model.keras'\)"):
         edgenet.convert(saved["model"], out=tmp_path / "o")
+
+
+def test_a_uint8_input_is_refused_saying_how_to_feed_pixels(tmp_path, capsys):
+    import keras
+
+    i = keras.Input((8, 8, 3), dtype="uint8")
+    keras.Model(i, keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(i)))).save(
+        tmp_path / "u8.keras")
+    assert main(["convert", str(tmp_path / "u8.keras"), "--float", "--out", str(tmp_path / "o"), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its input is uint8" in err[0] and "--std 0.00392156862745098" in err[0], err
