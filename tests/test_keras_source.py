@@ -65,6 +65,14 @@ def test_keras_int8_for_rpi_judged_against_keras_then_benched(saved, tmp_path):
     # int8: every op integer, the verdict passes without any repair
     int8 = (out / Precision.INT8.file_name).read_bytes()
     assert ops_not_in(int8, Precision.INT8) == []
+    # both models carry the serving_default signature and edgenet's metadata
+    from edgenet.converters import _flatbuffer
+    from edgenet.targets.metadata import read_metadata
+
+    for blob in (int8, (out / Precision.FLOAT32.file_name).read_bytes()):
+        assert [sig.signatureKey for sig in _flatbuffer.read(blob).signatureDefs] == [b"serving_default"]
+        md = read_metadata(blob)
+        assert md.name == "mobilenet" and (md.inputs[0].width, md.inputs[0].height) == (32, 32)
     q = report.validation.quantized[0]
     assert q["precision"] == "int8" and q["passed"] and report.mixed_precision is None
     assert report.validation.int8_sqnr_db > 15
