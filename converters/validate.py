@@ -181,8 +181,8 @@ class FloatVerdict:
 
     def message(self) -> str:
         """One line for the user when the verdict fails."""
-        text = (f"the float TFLite model differs from {self.reference_name}: output {self.worst_output!r} relative error "
-                f"{self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
+        text = (f"the float TFLite model differs from {self.reference_name}: output {self.worst_output!r} "
+                f"relative error {self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
         if self.divergence:
             d = self.divergence
             if d.get("node"):
