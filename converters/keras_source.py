@@ -130,7 +130,7 @@ class KerasModel:
             except Exception as exc:
                 raise ConversionError(f"TFLite {precision.value} conversion of {self.source.name} failed: "
                                       f"{explain_failure(str(exc) + chr(10) + log.text)}") from exc
-        return with_signature(blob)
+        return with_signature(short_names(blob))
 
     def outputs(self, model: bytes) -> tuple[KerasTensor, ...]:
         """The converted model's outputs as :class:`KerasTensor` (named as Keras names them)."""
@@ -140,6 +140,45 @@ class KerasModel:
         details = outputs_in_model_order(interp)
         return tuple(KerasTensor(name, tuple(int(d) for d in det["shape"]), len(det["shape"]) == 4,
                                  np.dtype(det["dtype"]).name) for name, det in zip(self.output_names, details))
+
+
+def short_names(model: bytes) -> bytes:
+    """``model`` with each tensor named by the first part of TensorFlow's fused name (``a/Relu;a/add;
+    a/conv`` -> ``a/Relu``, what the fused op outputs) without the ``StatefulPartitionedCall/``
+    scopes of a SavedModel function; constants (folded weights and biases, which TensorFlow names
+    after the op they feed) get ``/const``, and a repeated name ``_1``, ``_2`` ... Activations are
+    named first, so they keep the plain names. The full names took 7 kB of a 25 kB int8 MobileNetV1
+    (20 kB from a SavedModel), flash a microcontroller pays for; the per-layer error then names
+    layers as Keras does."""
+    from edgenet.converters import _flatbuffer
+
+    obj = _flatbuffer.read(model)
+    for graph in obj.subgraphs:
+        seen: set[str] = set()
+
+        def constant(tensor) -> bool:
+            data = obj.buffers[tensor.buffer].data if 0 < tensor.buffer < len(obj.buffers) else None
+            return data is not None and len(data) > 0
+
+        for want_constant in (False, True):
+            for tensor in graph.tensors:
+                if constant(tensor) != want_constant:
+                    continue
+                name = _short(_flatbuffer.tensor_name(tensor)) + ("/const" if want_constant else "")
+                unique, k = name, 0
+                while unique in seen:
+                    k += 1
+                    unique = f"{name}_{k}"
+                seen.add(unique)
+                tensor.name = unique.encode()
+    return _flatbuffer.write(obj)
+
+
+def _short(name: str) -> str:
+    name = name.split(";")[0]
+    while name.startswith("StatefulPartitionedCall") and "/" in name:
+        name = name.split("/", 1)[1]
+    return name or "tensor"
 
 
 # -- loading ------------------------------------------------------------------------------------------

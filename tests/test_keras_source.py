@@ -89,7 +89,14 @@ def test_saved_model_folder_converts_from_the_cli(saved, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["format"] == "SavedModel"
     assert report["validation"]["float_verdict"]["passed"] and report["validation"]["float_rel_err"] < 1e-4
-    assert ops_not_in((out / Precision.INT8.file_name).read_bytes(), Precision.INT8) == []
+    int8 = (out / Precision.INT8.file_name).read_bytes()
+    assert ops_not_in(int8, Precision.INT8) == []
+    # tensors named as Keras names the layers: no fused ';'-joined names, no SavedModel function scopes
+    from edgenet.converters import _flatbuffer
+
+    names = [_flatbuffer.tensor_name(t) for t in _flatbuffer.read(int8).subgraphs[0].tensors]
+    assert len(set(names)) == len(names) and not [n for n in names if ";" in n or "StatefulPartitionedCall" in n]
+    assert sum(n.endswith("/Relu") and "depthwise_separable" in n for n in names) == 8   # 4 blocks, 2 ReLUs each
     a = TFLiteModel(out / Precision.FLOAT32.file_name).predict(saved["x"][:4])
     assert np.allclose(a, saved["model"](saved["x"][:4], training=False).numpy(), atol=1e-4)
 
