@@ -236,3 +236,9 @@ def test_a_uint8_input_is_refused_saying_how_to_feed_pixels(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "u8.keras"), "--float", "--out", str(tmp_path / "o"), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its input is uint8" in err[0] and "--std 0.00392156862745098" in err[0], err
+
+
+def test_info_says_a_keras_model_is_read_by_convert(saved, capsys):
+    assert main(["info", str(saved["saved_model"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a Keras model or SavedModel" in err[0] and "edgenet convert" in err[0]
