@@ -172,7 +172,7 @@ def validate_keras(opts, profile, built, source: SourceModel, data, model: Keras
     # channels-last outputs compared channel by channel: the reference in the layout check_float reads
     fcs = [validate.check_float(np.transpose(r, (0, 3, 1, 2)) if o.channels_last else r, f, o.channels_last)
            for r, f, o in zip(reference, f_outs, graph.outputs)]
-    verdict = replace(validate.float_verdict(fcs, names, profile.float_tolerance), reference=validate.KERAS_REFERENCE)
+    verdict = replace(validate.float_verdict(fcs, names, profile.float_tolerance), reference=model.kind)
     if not verdict.passed:
         if not opts.allow_mismatch:
             raise ConversionError(verdict.message())

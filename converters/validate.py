@@ -153,7 +153,8 @@ def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndar
 
 
 # -- the float verdict ------------------------------------------------------------------------------
-KERAS_REFERENCE = "keras"
+# what the float model of a TensorFlow source is judged against, run by TensorFlow: reference -> its name
+TF_REFERENCES = {"keras": "the Keras model", "saved_model": "the SavedModel"}
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,12 @@ class FloatVerdict:
     worst_rel_err: float
     divergence: dict | None = None      # converters.divergence.Divergence.to_dict()
     reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec;
-                                        # keras: the Keras model / SavedModel run by TensorFlow)
+                                        # keras / saved_model: that model run by TensorFlow)
 
     @property
     def reference_name(self) -> str:
         """What the float model is compared with, for the user: ONNX, or the Keras model."""
-        return "the Keras model" if self.reference == KERAS_REFERENCE else "ONNX"
+        return TF_REFERENCES.get(self.reference, "ONNX")
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": self.tolerance, "worst_output": self.worst_output,

@@ -89,9 +89,10 @@ class ConvertReport:
         verdict = v.float_verdict or {}
         decided = "" if not verdict else (" -- **pass**" if verdict.get("passed") else " -- **FAIL**") + \
             f" (tolerance {verdict.get('tolerance'):g})"
-        keras = verdict.get("reference") == "keras"   # no ONNX graph: TensorFlow's converter folds BN itself
-        lines += [] if keras else [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |"]
-        lines += [f"| float vs {'Keras' if keras else 'ONNX'} | max abs err {v.float_max_abs_err:.3g}, "
+        # a Keras model or SavedModel: no ONNX graph, TensorFlow's converter folds BN itself
+        against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
+        lines += [] if against else [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |"]
+        lines += [f"| float vs {against or 'ONNX'} | max abs err {v.float_max_abs_err:.3g}, "
                   f"rel {v.float_rel_err:.3g}{decided} |"]
         div = verdict.get("first_divergence") if verdict else None
         if div:

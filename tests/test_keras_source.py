@@ -88,6 +88,7 @@ def test_saved_model_folder_converts_from_the_cli(saved, tmp_path, capsys):
                  *FAST_CLI]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["format"] == "SavedModel"
+    assert report["validation"]["float_verdict"]["reference"] == "saved_model"
     assert report["validation"]["float_verdict"]["passed"] and report["validation"]["float_rel_err"] < 1e-4
     int8 = (out / Precision.INT8.file_name).read_bytes()
     assert ops_not_in(int8, Precision.INT8) == []

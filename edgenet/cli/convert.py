@@ -233,8 +233,9 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
     bn = f"BN folded: {report.bn_folded}"
     if report.bn_folded and report.bn_fold_max_abs_diff is not None:
         bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
-    if verdict.get("reference") == "keras":   # TensorFlow's converter folds BatchNormalization itself
-        lines.append(f"float vs Keras: relative error {v.float_rel_err:.2e}{decided}")
+    against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
+    if against:   # TensorFlow's converter folds BatchNormalization itself
+        lines.append(f"float vs {against}: relative error {v.float_rel_err:.2e}{decided}")
     else:
         lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
     sizes = {row["precision"]: row["bytes"] for row in report.precisions}
