@@ -129,7 +129,7 @@ class KerasModel:
                 blob = bytes(conv.convert())
             except Exception as exc:
                 raise ConversionError(f"TFLite {precision.value} conversion of {self.source.name} failed: "
-                                      f"{explain_failure(str(exc) + chr(10) + log.text)}") from exc
+                                      f"{_explain(str(exc) + chr(10) + log.text, explain_failure)}") from exc
         return with_signature(short_names(blob))
 
     def outputs(self, model: bytes) -> tuple[KerasTensor, ...]:
@@ -415,6 +415,19 @@ def _custom_modules(config: Any) -> set[str]:
         for value in config:
             found |= _custom_modules(value)
     return found
+
+
+def _explain(text: str, fallback) -> str:
+    """One line out of the converter's diagnostics: the TensorFlow ops TFLite's builtin set has no
+    kernel for, by name, else ``fallback(text)`` (:func:`edgenet.converters.tflite.explain_failure`)."""
+    import re
+
+    missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    if missing:
+        return (f"TFLite's builtin op set has no kernel for the TensorFlow op{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} (edgenet writes builtin ops only, which every LiteRT and TFLite Micro "
+                "runtime has)")
+    return fallback(text)
 
 
 def _first_line(exc: BaseException, log: str = "") -> str:

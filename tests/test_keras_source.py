@@ -243,3 +243,18 @@ def test_info_says_a_keras_model_is_read_by_convert(saved, capsys):
     assert main(["info", str(saved["saved_model"])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a Keras model or SavedModel" in err[0] and "edgenet convert" in err[0]
+
+
+def test_an_op_without_a_builtin_kernel_is_named(tmp_path, capsys):
+    import tensorflow as tf
+
+    class Svd(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+        def __call__(self, x):
+            return {"s": tf.linalg.svd(tf.reshape(x, [1, 64, 3]), compute_uv=False)}
+
+    module = Svd()
+    tf.saved_model.save(module, str(tmp_path / "svd"), signatures=module.__call__)
+    assert main(["convert", str(tmp_path / "svd"), "--float", "--out", str(tmp_path / "o"), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no kernel for the TensorFlow op Svd" in err[0], err
