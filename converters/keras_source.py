@@ -15,9 +15,8 @@ plus the model's own outputs to judge that file against:
 * :meth:`KerasModel.predict` runs that same function in TensorFlow: the reference of the float verdict.
 
 A ``.keras`` file of a subclassed model records the module and class it was built from; Keras can
-rebuild it only with that class imported, so the module is imported here first, from the working
-directory or the installed packages (as ``module:function`` sources are), and a module that cannot
-be found is one line saying what to do.
+rebuild it only with that class imported, so the module is imported first
+(:mod:`edgenet.converters.keras_files`, which also checks the file is a zip archive / HDF5).
 
 Errors are one line: MissingDependencyError (no TensorFlow / Keras: the ``keras`` extra), ModelError
 (a file Keras or TensorFlow cannot read, several inputs, a non-float input, the converter failing),
@@ -25,16 +24,14 @@ UsageError (a missing or contradicting --input-shape).
 """
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from edgenet.config import Precision
+from edgenet.converters.keras_files import check_container, import_custom_modules
 from edgenet.errors import ConversionError, ModelError, UsageError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -197,10 +194,10 @@ def load_keras(path: str | Path, input_shape: Sequence[int] | None = None) -> Ke
 def _keras_file(path: Path, input_shape) -> KerasModel:
     from edgenet.converters._capture import captured_fd
 
-    _check_container(path)
+    check_container(path)
     keras = _keras()
     tf = _tf()
-    _import_custom_modules(path)
+    import_custom_modules(path)
     with captured_fd(2) as log:
         try:
             model = keras.models.load_model(str(path), compile=False)
@@ -226,26 +223,6 @@ def _keras_file(path: Path, input_shape) -> KerasModel:
     probe = _trace(fn, path)
     names = _output_names(model, len(probe))
     return KerasModel(path, "keras", fn, model, input_name, shape, names)
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _check_container(path: Path) -> None:
-    """ModelError unless a ``.keras`` file is a zip archive and an ``.h5`` file starts as HDF5 does
-    (Keras' own message for a damaged file says it is not found)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if path.suffix.lower() == ".keras":
-        if not zipfile.is_zipfile(path):
-            raise ModelError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is damaged or "
-                             "something else)")
-    elif head != HDF5_SIGNATURE:
-        raise ModelError(f"{path}: not an HDF5 Keras model (it does not start with the HDF5 signature; the file is "
-                         "damaged or something else)")
 
 
 def _inputs_or_none(model):
@@ -364,57 +341,6 @@ def _dims(shape) -> str:
 def _clean(name: str) -> str:
     """A tensor name TFLite and the signature keep: ``:0`` and scope prefixes dropped."""
     return str(name).split(":")[0].split("/")[-1] or "input"
-
-
-def _import_custom_modules(path: Path) -> None:
-    """Import the modules of the custom classes a ``.keras`` file names (subclassed models and layers
-    record ``module`` and ``class_name``), from the working directory first: Keras rebuilds them
-    only when they are imported. UsageError naming the module when it cannot be found."""
-    from edgenet.converters.user_models import _cwd_on_path
-
-    if not zipfile.is_zipfile(path):
-        return   # an .h5 file (HDF5): functional / Sequential models of built-in layers
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{path}: not a readable .keras archive ({type(exc).__name__}: {exc})") from None
-    modules = sorted(_custom_modules(config))
-    import importlib
-    import importlib.util
-
-    importlib.invalidate_caches()
-    with _cwd_on_path():
-        for module in modules:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                raise UsageError(f"{path}: it was built from custom classes of module {module!r}, which is not in "
-                                 f"the working directory ({os.getcwd()}) or the installed packages; run edgenet "
-                                 "where that module is, or convert a SavedModel of it (model.export(DIR))")
-            try:
-                importlib.import_module(module)
-            except Exception as exc:
-                raise ModelError(f"{path}: importing {module} (its custom classes) failed: "
-                                 f"{type(exc).__name__}: {_first_line(exc)}") from exc
-
-
-def _custom_modules(config: Any) -> set[str]:
-    """Modules named by the serialized objects of a .keras config that are not Keras' own."""
-    found: set[str] = set()
-    if isinstance(config, dict):
-        module = config.get("module")
-        if isinstance(module, str) and "class_name" in config and module.split(".")[0] not in (
-                "keras", "tensorflow", "tf_keras", "builtins", "numpy"):
-            found.add(module)
-        for value in config.values():
-            found |= _custom_modules(value)
-    elif isinstance(config, list):
-        for value in config:
-            found |= _custom_modules(value)
-    return found
 
 
 def _explain(text: str, fallback) -> str:
