@@ -136,6 +136,10 @@ def check_source(opts: ConvertOptions) -> SourceKind:
                     SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)",
                     SourceKind.KERAS: "Keras model"}[kind]
             raise ModelError(f"{path}: no such {what} file" if not path.exists() else f"{path}: not a regular file")
+        if kind is SourceKind.KERAS:   # a damaged file is found now, not after TensorFlow's import
+            from edgenet.converters.keras_files import check_container
+
+            check_container(path)
     elif kind is SourceKind.SAVED_MODEL:
         pass   # found by its saved_model.pb
     elif kind in (SourceKind.CALLABLE, SourceKind.MODULE):
