@@ -77,13 +77,17 @@ def import_custom_modules(path: Path) -> None:
 
 
 def _custom_modules(config: Any) -> set[str]:
-    """Modules named by the serialized objects of a .keras config that are not Keras' own."""
+    """Modules named by the serialized objects of a .keras config that are not Keras' own, nor
+    Python's standard library (no model class lives there, and some of its modules act on import)."""
+    import sys
+
     found: set[str] = set()
     if isinstance(config, dict):
         module = config.get("module")
-        if isinstance(module, str) and "class_name" in config and module.split(".")[0] not in (
-                "keras", "tensorflow", "tf_keras", "builtins", "numpy"):
-            found.add(module)
+        if isinstance(module, str) and "class_name" in config:
+            top = module.split(".")[0]
+            if top not in ("keras", "tensorflow", "tf_keras", "numpy") and top not in sys.stdlib_module_names:
+                found.add(module)
         for value in config.values():
             found |= _custom_modules(value)
     elif isinstance(config, list):
