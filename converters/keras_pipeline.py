@@ -84,6 +84,23 @@ def _labels(source: SourceModel, graph: KerasGraph, path) -> SourceModel:
     return replace(source, class_names=names)
 
 
+def _labels_from_folders(source: SourceModel, graph: KerasGraph, data, opts: ConvertOptions, notes: list[str]
+                         ) -> SourceModel:
+    """The class subfolders of a --calib folder name the classes of a model without --labels, when
+    their number is its first output's class count (as for every source:
+    :func:`edgenet.converters.data_notes.labels_from_folders`)."""
+    if source.class_names is not None or data.class_names is None or opts.calib is None \
+            or data.info.get("synthetic"):
+        return source
+    shape = graph.outputs[0].tf_shape
+    if shape[-1] != len(data.class_names) or len([d for d in shape[1:] if d != 1]) != 1:
+        return source
+    notes.append(f"class names from the {len(data.class_names)} class subfolders of --calib "
+                 f"({', '.join(list(data.class_names)[:4])}{' ...' if len(data.class_names) > 4 else ''}); "
+                 "--labels FILE gives them explicitly")
+    return replace(source, class_names=tuple(data.class_names))
+
+
 def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     """Convert the Keras model / SavedModel ``opts.model.source`` (checked by ``check_inputs``) and
     publish the folder; the :class:`edgenet.report.ConvertResult`."""
@@ -116,6 +133,7 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
                       calib_samples=opts.calib_samples, eval_samples=opts.eval_samples, seed=opts.seed,
                       explicit=opts.calib is not None, detail=calib_spec)
     notes.extend(data_notes(data, source, bool(wanted)))
+    source = _labels_from_folders(source, graph, data, opts, notes)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
     built = Built(graph, dict(models), quant_source=f32)
     for p in wanted:
@@ -200,7 +218,9 @@ def _publish(opts, profile, source, model, built, checked, data, per_channel, st
         if source.class_names:
             atomic_write_text(staging / "labels.txt", "\n".join(source.class_names) + "\n")
             files.append("labels.txt")
-        if write_eval_set(staging / EVAL_SET, source.inputs, data.eval_x, None, data.info, source.preprocess):
+        labels = data.eval_labels if source.class_names is not None and data.class_names is not None \
+            and tuple(data.class_names) == tuple(source.class_names) else None
+        if write_eval_set(staging / EVAL_SET, source.inputs, data.eval_x, labels, data.info, source.preprocess):
             files.append(EVAL_SET)
         if layers:
             from edgenet.converters.node_data import FILE_NAME, node_data

@@ -258,3 +258,27 @@ def test_an_op_without_a_builtin_kernel_is_named(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "svd"), "--float", "--out", str(tmp_path / "o"), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no kernel for the TensorFlow op Svd" in err[0], err
+
+
+def test_class_subfolders_of_calib_name_the_classes_and_give_top1(tmp_path):
+    import keras
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for k, name in enumerate(("dark", "light")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for j in range(12):
+            pixels = rng.integers(0, 100, (24, 24, 3)) + 150 * k
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "images" / name / f"{j}.png")
+    keras.utils.set_random_seed(3)
+    i = keras.Input((24, 24, 3))
+    brightness = keras.layers.GlobalAveragePooling2D()(i)
+    out = keras.layers.Dense(2)(brightness)   # mean brightness above 0.5: "light"
+    model = keras.Model(i, out)
+    model.layers[-1].set_weights([np.array([[-1, 1]] * 3, np.float32), np.array([1.5, -1.5], np.float32)])
+    model.save(tmp_path / "bright.keras")
+    r = edgenet.convert(str(tmp_path / "bright.keras"), int8=True, calib=str(tmp_path / "images"), mean=0, std=1,
+                        out=tmp_path / "o", **FAST)
+    assert (tmp_path / "o" / "labels.txt").read_text().split() == ["dark", "light"]
+    assert r.report.accuracy["float_top1"] == 1.0 and r.report.accuracy["int8_top1"] == 1.0
+    assert any("class names from the 2 class subfolders" in n for n in r.report.notes)
