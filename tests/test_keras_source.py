@@ -282,3 +282,22 @@ def test_class_subfolders_of_calib_name_the_classes_and_give_top1(tmp_path):
     assert (tmp_path / "o" / "labels.txt").read_text().split() == ["dark", "light"]
     assert r.report.accuracy["float_top1"] == 1.0 and r.report.accuracy["int8_top1"] == 1.0
     assert any("class names from the 2 class subfolders" in n for n in r.report.notes)
+
+
+def test_a_failing_int8_verdict_is_repaired_as_for_every_source(tmp_path):
+    """Seeded weights with BatchNormalization at its initial statistics: near-equal logits that 8
+    calibration images leave int8 unable to order; the mixed-precision repair floats the classifier."""
+    import keras
+    from keras_models import MobileNetV1
+
+    keras.utils.set_random_seed(0)
+    model = MobileNetV1(num_classes=8)
+    model(np.zeros((1, 32, 32, 3), np.float32))
+    model.save(tmp_path / "raw.keras")
+    r = edgenet.convert(str(tmp_path / "raw.keras"), int8=True, out=tmp_path / "o", calib_samples=8, eval_samples=8,
+                        layer_report=False)
+    repair = r.report.mixed_precision
+    assert repair is not None and repair["passed"], repair
+    assert r.report.validation.quantized[0]["passed"]
+    kept = r.report.precisions[1]["ops_in_other_precision"]
+    assert kept and {op["op"] for op in kept} <= {"FULLY_CONNECTED", "MEAN"}
