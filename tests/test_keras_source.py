@@ -3,6 +3,7 @@ through TensorFlow's converter to the float model, then int8 by the LiteRT Quant
 (float against the Keras model itself, int8 against float), checked for the target and benchmarked."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("keras")
+# found, not imported: TensorFlow and Keras load in the first test that needs them, not at collection
+pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("tensorflow", "keras")),
+                                reason="needs the keras extra (TensorFlow, Keras 3)")
 
 import edgenet  # noqa: E402
 from edgenet.cli import main  # noqa: E402
