@@ -122,6 +122,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
 
         check_c_name(opts.c_name)
     check_inputs(opts)
+    if opts.model.module is None and source_kind(opts.model.source) in (SourceKind.KERAS, SourceKind.SAVED_MODEL):
+        from edgenet.converters.keras_pipeline import run_keras   # TensorFlow's own road to the float model
+
+        return run_keras(opts, progress, profile, output)
     # an .onnx file is read and its inputs, shapes and preprocessing checked now (onnx only, no torch
     # or TensorFlow): a wrong --input-shape or --mean is found in a moment, not after the imports
     preloaded = load_source(opts) if source_kind(opts.model.source) is SourceKind.ONNX and \

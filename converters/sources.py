@@ -9,9 +9,13 @@ A source is one of (see :func:`source_kind`):
 * ``package.module:function``: a callable returning a ``torch.nn.Module``, imported from the working
   directory or the installed packages, exported at ``--input-shape N,C,H,W``;
 * a ``.pt2`` file written by ``torch.export.save``: its ``ExportedProgram.module()`` is exported with
-  the TorchScript exporter (no onnxscript needed); the input shape is the one it was exported with.
+  the TorchScript exporter (no onnxscript needed); the input shape is the one it was exported with;
+* a Keras model (``.keras``, ``.h5``) or a SavedModel folder (holding ``saved_model.pb``): read and
+  converted to a float .tflite by TensorFlow (:mod:`edgenet.converters.keras_source`, the ``keras``
+  extra), then quantized, judged and packaged as every other source
+  (:mod:`edgenet.converters.keras_pipeline`); no ONNX on that road, ``--input-shape`` is N,H,W,C.
 
-(the last two are loaded by :mod:`edgenet.converters.user_models`)
+(``module:function`` and ``.pt2`` are loaded by :mod:`edgenet.converters.user_models`)
 
 Each becomes a :class:`SourceModel`: an ONNX graph with static input shapes plus what is known about
 the model (its inputs, the preprocessing of its image input, class names). Preprocessing is what the
@@ -27,9 +31,11 @@ from enum import Enum
 from pathlib import Path
 
 from edgenet.converters.model_inputs import ModelInput, check_finite_weights, check_input_types, fix_input_shapes
+from edgenet.converters.image_preprocess import image_preprocess
+from edgenet.converters.keras_source import KERAS_SUFFIXES, is_saved_model
 from edgenet.converters.user_models import CALLABLE_PATTERN, find_module, load_callable, load_program
-from edgenet.config import ChannelOrder, ConvertOptions, PreprocessOptions, ResizeMode
-from edgenet.data.preprocess import ColorMode, Preprocess
+from edgenet.config import ConvertOptions
+from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -43,6 +49,8 @@ class SourceKind(str, Enum):
     CALLABLE = "callable"                 # package.module:function
     MODULE = "module"                     # a torch.nn.Module given to edgenet.convert directly
     EXPORTED_PROGRAM = "exported_program"  # torch.export .pt2
+    KERAS = "keras"                       # .keras / .h5 (TensorFlow's converter, converters/keras_source.py)
+    SAVED_MODEL = "saved_model"           # a SavedModel folder (saved_model.pb inside)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ def source_kind(source: str) -> SourceKind:
         return SourceKind.CHECKPOINT
     if low.endswith(EXPORTED_PROGRAM_SUFFIX):
         return SourceKind.EXPORTED_PROGRAM
+    if low.endswith(KERAS_SUFFIXES):
+        return SourceKind.KERAS
+    if is_saved_model(source):
+        return SourceKind.SAVED_MODEL
     if CALLABLE_PATTERN.fullmatch(source):
         return SourceKind.CALLABLE
     return SourceKind.ZOO
@@ -89,12 +101,13 @@ ZOO_OPTIONS = {"alpha": "--alpha", "resolution": "--resolution", "num_classes": 
                "in_channels": "--in-channels", "activation": "--activation", "weights": "--weights"}
 _KIND_NAME = {SourceKind.ONNX: "an .onnx model", SourceKind.CHECKPOINT: "a checkpoint",
               SourceKind.CALLABLE: "a `module:function` model", SourceKind.EXPORTED_PROGRAM: "a .pt2 program",
-              SourceKind.MODULE: "an nn.Module",
+              SourceKind.MODULE: "an nn.Module", SourceKind.KERAS: "a Keras model",
+              SourceKind.SAVED_MODEL: "a SavedModel",
               SourceKind.ZOO: "a zoo model"}
 
 
 ACCEPTED = ("a zoo name (edgenet models), an .onnx file, a checkpoint (.pt/.pth/.ckpt), a torch.export "
-            "program (.pt2) or module:function")
+            "program (.pt2), module:function, a Keras model (.keras/.h5) or a SavedModel folder")
 
 
 def _refuse_non_model(source: str) -> None:
@@ -117,12 +130,19 @@ def check_source(opts: ConvertOptions) -> SourceKind:
     spec = opts.model
     kind = SourceKind.MODULE if spec.module is not None else source_kind(spec.source)
     _refuse_options(opts, kind)
-    if kind in (SourceKind.ONNX, SourceKind.CHECKPOINT, SourceKind.EXPORTED_PROGRAM):
+    if kind in (SourceKind.ONNX, SourceKind.CHECKPOINT, SourceKind.EXPORTED_PROGRAM, SourceKind.KERAS):
         path = Path(spec.source)
         if not path.is_file():
             what = {SourceKind.ONNX: "ONNX model", SourceKind.CHECKPOINT: "checkpoint",
-                    SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)"}[kind]
+                    SourceKind.EXPORTED_PROGRAM: "torch.export program (.pt2)",
+                    SourceKind.KERAS: "Keras model"}[kind]
             raise ModelError(f"{path}: no such {what} file" if not path.exists() else f"{path}: not a regular file")
+        if kind is SourceKind.KERAS:   # a damaged file is found now, not after TensorFlow's import
+            from edgenet.converters.keras_files import check_container
+
+            check_container(path)
+    elif kind is SourceKind.SAVED_MODEL:
+        pass   # found by its saved_model.pb
     elif kind in (SourceKind.CALLABLE, SourceKind.MODULE):
         if spec.input_shape is None:
             what = "a `module:function` model needs --input-shape N,C,H,W (e.g. --input-shape 1,3,224,224)" \
@@ -205,10 +225,13 @@ def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
     if spec.input_shapes and kind in (SourceKind.ZOO, SourceKind.CHECKPOINT):
         hint = "; zoo models take --resolution and --in-channels" if kind is SourceKind.ZOO else \
             ": the checkpoint records its input size"
-        raise UsageError(f"--input-shape applies to .onnx, .pt2 and `module:function` models, not to {what}{hint}")
+        raise UsageError(f"--input-shape applies to .onnx, .pt2, `module:function` and Keras models, not to "
+                         f"{what}{hint}")
     if kind in (SourceKind.CALLABLE, SourceKind.EXPORTED_PROGRAM, SourceKind.MODULE) and \
             any(s.name for s in spec.input_shapes):
         raise UsageError(f"--input-shape for {what} is N,C,H,W without an input name (it has one input)")
+    if kind in (SourceKind.KERAS, SourceKind.SAVED_MODEL) and any(s.name for s in spec.input_shapes):
+        raise UsageError(f"--input-shape for {what} is N,H,W,C without an input name (it has one input)")
     if len(spec.input_shapes) > 1 and kind is not SourceKind.ONNX:
         raise UsageError(f"--input-shape given {len(spec.input_shapes)} times; {what} has one input")
     if spec.keep_layout and kind is not SourceKind.ONNX:
@@ -220,78 +243,6 @@ def _refuse_options(opts: ConvertOptions, kind: SourceKind) -> None:
         raise UsageError(f"--fit searches a zoo model's width and resolution; it cannot resize {what}")
     if spec.labels is not None and kind is SourceKind.CHECKPOINT:
         raise UsageError(f"--labels: {what} records the class names it was trained with, and those are used")
-
-
-# -- preprocessing of an image input ------------------------------------------------------------
-def image_preprocess(image: ModelInput | None, options: PreprocessOptions, base: Preprocess | None = None
-                     ) -> tuple[Preprocess | None, tuple[str, ...]]:
-    """The Preprocess of ``image`` (None when the model has no image input), from ``base`` (what the
-    model records; None: edgenet's default ``(x - 0.5) / 0.5``), then ``--preprocess FILE``, then
-    ``--mean/--std/--channel-order/--resize``. Returns it and notes for the user.
-
-    Height and width are always the model input's. Raises DataError for values that do not fit the
-    input (a mean per channel, 1, 3 or 4 channels for images).
-    """
-    notes: list[str] = []
-    if image is None:
-        if options.given:
-            raise UsageError(f"{', '.join(options.given)}: the model has no image input (a single rank-4 input "
-                             "with 1, 3 or 4 channels) to preprocess")
-        return None, ()
-    _, channels, height, width = image.shape
-    if channels not in (1, 3, 4):
-        if options.given:
-            raise UsageError(f"{', '.join(options.given)}: input {image.name!r} has {channels} channels; images have "
-                             "1, 3 or 4 (pass its data with --calib FILE.npz)")
-        return None, ()
-    color = ColorMode.for_channels(channels)
-    pre = base or Preprocess.default(height, channels, width)
-    if base is None and not ({"--mean", "--std", "--preprocess"} & set(options.given)):
-        notes.append("no --mean/--std given: images are normalized as (x - 0.5) / 0.5 (inputs in [-1, 1]); "
-                     "pass the model's own, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet "
-                     "or --mean 0 --std 1 for inputs in [0, 1]")
-    if options.file is not None:
-        loaded = Preprocess.load(options.file)
-        if loaded.channels != channels:
-            raise DataError(f"--preprocess {options.file}: it is for {loaded.channels}-channel images; input "
-                            f"{image.name!r} has {channels}")
-        if (loaded.height, loaded.width) != (height, width):
-            notes.append(f"--preprocess {options.file}: its size {loaded.height}x{loaded.width} is replaced by the "
-                         f"model input's {height}x{width}")
-        pre = loaded
-    if (options.mean is None) != (options.std is None):
-        given, other = ("--mean", "std") if options.std is None else ("--std", "mean")
-        kept = pre.std if options.std is None else pre.mean
-        origin = f"from --preprocess {options.file}" if options.file is not None else \
-            ("the model's own" if base is not None else "edgenet's default")
-        notes.append(f"{given} given without --{other}: {other} stays {list(kept)} ({origin}); give both if the model "
-                     "was trained otherwise")
-    mean = pre.mean if options.mean is None else _per_channel(options.mean, channels, "--mean")
-    std = pre.std if options.std is None else _per_channel(options.std, channels, "--std")
-    order = pre.channel_order if options.channel_order is None else options.channel_order.value.upper()
-    resize = 0 if pre.resize == 0 or (pre.height, pre.width) != (height, width) else pre.resize
-    if options.resize is ResizeMode.STRETCH:
-        resize = 0
-    elif options.resize is ResizeMode.CROP:
-        resize = max(height, width)
-    if options.resize_short is not None:
-        resize = options.resize_short
-    if order == "BGR" and channels != 3:
-        raise UsageError(f"--channel-order bgr needs a 3-channel image input; {image.name!r} has {channels}")
-    try:
-        pre = Preprocess(height=height, width=width, color=color, resize=resize, mean=mean, std=std,
-                         channel_order=order)
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
-    return pre, tuple(notes)
-
-
-def _per_channel(values: tuple[float, ...], channels: int, flag: str) -> tuple[float, ...]:
-    if len(values) == 1:
-        return values * channels
-    if len(values) != channels:
-        raise UsageError(f"{flag} has {len(values)} values; give 1 or one per channel ({channels})")
-    return tuple(values)
 
 
 # -- zoo and checkpoints ----------------------------------------------------------------------

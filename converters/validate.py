@@ -153,6 +153,10 @@ def accuracy(float_out: np.ndarray, int8_out: np.ndarray | None, labels: np.ndar
 
 
 # -- the float verdict ------------------------------------------------------------------------------
+# what the float model of a TensorFlow source is judged against, run by TensorFlow: reference -> its name
+TF_REFERENCES = {"keras": "the Keras model", "saved_model": "the SavedModel"}
+
+
 @dataclass(frozen=True)
 class FloatVerdict:
     """Float TFLite against ONNX, decided: ``passed`` when every output's relative error
@@ -163,7 +167,13 @@ class FloatVerdict:
     worst_output: str
     worst_rel_err: float
     divergence: dict | None = None      # converters.divergence.Divergence.to_dict()
-    reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec)
+    reference: str = "onnxruntime"      # what the float model was judged against (onnx.reference: the spec;
+                                        # keras / saved_model: that model run by TensorFlow)
+
+    @property
+    def reference_name(self) -> str:
+        """What the float model is compared with, for the user: ONNX, or the Keras model."""
+        return TF_REFERENCES.get(self.reference, "ONNX")
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": self.tolerance, "worst_output": self.worst_output,
@@ -172,8 +182,8 @@ class FloatVerdict:
 
     def message(self) -> str:
         """One line for the user when the verdict fails."""
-        text = (f"the float TFLite model differs from ONNX: output {self.worst_output!r} relative error "
-                f"{self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
+        text = (f"the float TFLite model differs from {self.reference_name}: output {self.worst_output!r} "
+                f"relative error {self.worst_rel_err:.3g} > tolerance {self.tolerance:g}")
         if self.divergence:
             d = self.divergence
             if d.get("node"):

@@ -72,12 +72,28 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
         if not opts.allow_mismatch:
             raise ConversionError(verdict.message())
         notes.append("--allow-mismatch: " + verdict.message().rsplit("; pass --allow-mismatch", 1)[0])
+    # the user's output names, before any split
+    return judge_quantized(opts, profile, built, source, data, f_outs, fcs, verdict, notes,
+                           [o.name for o in source.onnx.graph.output], split)
+
+
+def judge_quantized(opts, profile, built, source: SourceModel, data: PipelineData, f_outs, fcs, verdict, notes,
+                    output_names, split=None) -> Checked:
+    """Every precision but float32 against the float32 outputs ``f_outs`` (verdicts decided later,
+    after any repair), accuracy where labels are known, all gathered with the float checks ``fcs``
+    and the float ``verdict`` in a :class:`Checked`. ``output_names``: what ``--output-kind`` may name;
+    ``split``: an output written as parts (judged joined)."""
+    from edgenet.converters import validate
+
+    threads = os.cpu_count()
+    graph = built.graph
     verdicts, outs = {}, {}
     kinds = getattr(opts, "output_kinds", ())
-    validate.check_kinds(kinds, [o.name for o in source.onnx.graph.output])   # the user's names, before any split
+    validate.check_kinds(kinds, list(output_names))
+    names = [info.name for info in graph.outputs]
     joins = () if split is None else (split.joined(graph.outputs),)
     qdq_outs = None
-    if source.qdq is not None and Precision.INT8 in built.models:
+    if getattr(source, "qdq", None) is not None and Precision.INT8 in built.models:
         # the int8 model answers to the QDQ model itself (what its producer trained or quantized against)
         from edgenet.converters.qdq_quantize import QDQ_REFERENCE, within_one_step
 

@@ -23,6 +23,7 @@ _EXTRA_OF = {
     "onnx": "convert",
     "onnxruntime": "convert",
     "tensorflow": "convert",
+    "keras": "keras",
     "sklearn": "digits",
     "tflite_micro": "mcu",
     "ethosu": "mcu",
@@ -68,7 +69,7 @@ def require(module: str, extra: str | None = None, purpose: str | None = None) -
         ) from exc
 
 
-def import_tensorflow(purpose: str | None = None) -> ModuleType:
+def import_tensorflow(purpose: str | None = None, extra: str | None = None) -> ModuleType:
     """TensorFlow, imported quietly (no C++ start-up chatter, Python logger at ERROR) and without Keras.
 
     TensorFlow's ``__init__`` eagerly imports Keras 3, which drags in scikit-learn, SciPy and
@@ -76,16 +77,17 @@ def import_tensorflow(purpose: str | None = None) -> ModuleType:
     Keras. When the legacy ``tf_keras`` package is absent, pointing TensorFlow at it for the
     duration of the import makes that eager import a caught ImportError. The variable is restored
     right after, and ``tf.keras`` is resolved lazily at first use, so Keras still works for anyone
-    who asks for it later.
+    who asks for it later (``import keras``: Keras 3, as Keras sources do). ``extra``: the extra a
+    missing TensorFlow is installed with (default ``convert``; Keras sources: ``keras``).
     """
     if "tensorflow" in sys.modules:
-        return require("tensorflow", purpose=purpose)
+        return require("tensorflow", extra=extra, purpose=purpose)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     skip_keras = "TF_USE_LEGACY_KERAS" not in os.environ and importlib.util.find_spec("tf_keras") is None
     if skip_keras:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
     try:
-        tf = require("tensorflow", purpose=purpose)
+        tf = require("tensorflow", extra=extra, purpose=purpose)
     finally:
         if skip_keras:
             os.environ.pop("TF_USE_LEGACY_KERAS", None)

@@ -113,6 +113,10 @@ def _source_name(model) -> str:
         return str(model)
     if _module_or_none(model) is not None:
         return f"<{type(model).__name__}>"
+    if any(type(model).__module__.startswith(m) or any(c.__module__.startswith(m) for c in type(model).__mro__)
+           for m in ("keras", "tf_keras", "tensorflow")):
+        raise UsageError(f"edgenet.convert: a Keras model is converted from its file: save it with "
+                         f"model.save('model.keras') (or model.export('saved_model_dir')) and pass the path")
     raise UsageError(f"edgenet.convert: model must be a zoo name, a path or a torch.nn.Module, "
                      f"not {type(model).__name__}")
 

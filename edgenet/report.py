@@ -89,8 +89,11 @@ class ConvertReport:
         verdict = v.float_verdict or {}
         decided = "" if not verdict else (" -- **pass**" if verdict.get("passed") else " -- **FAIL**") + \
             f" (tolerance {verdict.get('tolerance'):g})"
-        lines += [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |",
-                  f"| float vs ONNX | max abs err {v.float_max_abs_err:.3g}, rel {v.float_rel_err:.3g}{decided} |"]
+        # a Keras model or SavedModel: no ONNX graph, TensorFlow's converter folds BN itself
+        against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
+        lines += [] if against else [f"| BN folded | {self.bn_folded} (+{self.bn_to_mul_add} as multiply-add) |"]
+        lines += [f"| float vs {against or 'ONNX'} | max abs err {v.float_max_abs_err:.3g}, "
+                  f"rel {v.float_rel_err:.3g}{decided} |"]
         div = verdict.get("first_divergence") if verdict else None
         if div:
             where = (f"node {div['node']} ({div['op']}), relative error {div['rel_err']:.3g}" if div.get("node")

@@ -56,7 +56,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]D0,D1,...",
               help="Static shape of an input: N,C,H,W (any rank) for a one-input model, NAME:dims for each "
                    "input of several (repeatable). Fixes dynamic dims of .onnx models; needed by "
-                   "`module:function` models.")
+                   "`module:function` models. Keras models and SavedModels: N,H,W,C.")
 @click.option("--keep-layout", "keep_layout", multiple=True, metavar="NAME",
               help="A rank-4 .onnx input that is not an NCHW image: keep its layout (repeatable).")
 @click.option("--mean", default=None, metavar="M[,M,M]",
@@ -128,11 +128,13 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
     """Convert MODEL for a device: ONNX export, BN folding, channels-last TFLite float32 and int8.
 
     MODEL is a zoo name (default mobilenet_v1; `edgenet models` lists them), a path to an .onnx
-    file, a checkpoint written by `edgenet train`, a torch.export program (.pt2), or
-    `package.module:function` returning a torch.nn.Module (with --input-shape). Writes model.onnx,
-    model_float.tflite, model_int8.tflite, preprocess.json, report.json and report.md to --out
-    (files appear only once every stage has succeeded). The float model must match ONNX within the
-    target's tolerance, or the conversion fails naming the first diverging ONNX node.
+    file, a checkpoint written by `edgenet train`, a torch.export program (.pt2),
+    `package.module:function` returning a torch.nn.Module (with --input-shape), or a Keras model
+    (.keras, .h5) or SavedModel folder (TensorFlow converts it to the float model; the keras extra).
+    Writes model.onnx, model_float.tflite, model_int8.tflite, preprocess.json, report.json and
+    report.md to --out (files appear only once every stage has succeeded). The float model must
+    match ONNX (a Keras model: the Keras model itself) within the target's tolerance, or the
+    conversion fails naming the first diverging ONNX node.
 
     \b
     Examples:
@@ -140,6 +142,7 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
       edgenet convert mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2 --out vww/
       edgenet convert model.onnx --input-shape 1,3,320,320 --mean 0 --std 1 --calib images/ --int8
       edgenet convert model.onnx --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --resize 256
+      edgenet convert model.keras --int8 --target rpi --mean 0 --std 1 --calib images/
       edgenet convert two_inputs.onnx --input-shape image:1,3,224,224 --input-shape meta:1,8 \\
           --calib examples.npz --int8
       edgenet convert digits.pt --target cortex-m --json
@@ -230,7 +233,11 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
     bn = f"BN folded: {report.bn_folded}"
     if report.bn_folded and report.bn_fold_max_abs_diff is not None:
         bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
-    lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
+    against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
+    if against:   # TensorFlow's converter folds BatchNormalization itself
+        lines.append(f"float vs {against}: relative error {v.float_rel_err:.2e}{decided}")
+    else:
+        lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
     sizes = {row["precision"]: row["bytes"] for row in report.precisions}
     for q in v.quantized:
         lines.append(_quantized_line(q, sizes, report.model.get("trained", True)))

@@ -54,6 +54,7 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
     if model.lower().endswith(".onnx"):
         _onnx_file(model, as_json)
         return
+    _refuse_keras(model)
     from edgenet.zoo import check_model_args, info
 
     check_model_args(model, alpha=alpha, resolution=resolution, num_classes=num_classes,
@@ -64,6 +65,16 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         print_json(summary.to_dict())
     else:
         echo_out(summary.to_table())
+
+
+def _refuse_keras(model: str) -> None:
+    """UsageError for a Keras model or SavedModel (which only TensorFlow reads: convert reads it)."""
+    from edgenet.converters.keras_source import KERAS_SUFFIXES, is_saved_model
+    from edgenet.errors import UsageError
+
+    if model.lower().endswith(KERAS_SUFFIXES) or is_saved_model(model):
+        raise UsageError(f"{model}: a Keras model or SavedModel; edgenet info reads zoo models and .onnx files "
+                         f"(edgenet convert {model} --float converts it and lists its ops in report.md)")
 
 
 def _onnx_file(path: str, as_json: bool) -> None:
