@@ -107,7 +107,8 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     from edgenet.converters.build import Built, graph_precisions, io_type_for
     from edgenet.converters.data_notes import data_notes
     from edgenet.converters.model_data import default_calib, load_data
-    from edgenet.converters.pipeline import Stages, _strict
+    from edgenet.converters.pipeline import Stages
+    from edgenet.converters.repair_stage import strict_profile as _strict
     from edgenet.converters.quantize import quantize_calibrated
     from edgenet.converters.verdict_stage import enforce, mixed_precision, ops_left_in_float
     from edgenet.inference import op_counts

@@ -22,8 +22,7 @@ from edgenet.report import ConvertResult, StageTime
 from edgenet.converters.data_notes import data_notes, is_zoo, labels_from_folders
 from edgenet.converters.fit_stage import fit_to_target
 from edgenet.converters.report_stage import conversion_report
-from edgenet.converters.verdict_stage import (enforce, layer_errors, mixed_precision,
-                                            ops_left_in_float, split_head, splittable, validate_stage)
+from edgenet.converters.verdict_stage import enforce, layer_errors, ops_left_in_float, validate_stage
 
 
 class Stages:
@@ -245,65 +244,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         notes.append("the int8 model departs from the QDQ model it was read from: no repair is tried (promoting ops "
                      "would move it toward the float graph, not toward the producer's quantized model)")
     elif int8_verdict is not None and not int8_verdict.passed and source.info.get("trained", True):
-        # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
-        # runs float: never on integer-only targets or with --strict-int8) and the split head, each
-        # tried while the verdict still fails
-        order = [step.value for step in profile.repair_order]
-        promote = [i for i, x in enumerate(order) if x in ("int16", "float")]
-        steps = sorted(([(promote[0], "promote")] if promote else [])
-                       + ([(order.index("split"), "split")] if "split" in order else []))
-        whole = None      # the model with its output whole, while promotions are tried on its parts
-        for k, (_, step) in enumerate(steps):
-            if checked.verdicts[Precision.INT8].passed:
-                break
-            if step == "promote":
-                stages.add(1 + int(opts.layer_report), f"the int8 verdict failed "
-                           f"({checked.verdicts[Precision.INT8].worst.name}): mixed precision added")
-                int8_stage = next((t.seconds for t in stages.times if t.name == f"tflite {Precision.INT8.value}"),
-                                  None)
-                repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side,
-                                    opts, _strict(profile, opts), notes, int8_stage, split,
-                                    detail=checked.verdicts[Precision.INT8].worst.name)
-                if repair is not None:
-                    if repair.passed:
-                        built.models[Precision.INT8] = repair.model
-                        checked.verdicts[Precision.INT8] = repair.verdict
-                    notes.append(repair.summary())
-                continue
-            # a split helps where one int8 scale over the head is the trouble (the quantizer gives a
-            # Concat's inputs the Concat's scale, back through Slice and Reshape to the tensor they
-            # were cut from: the YOLOv5 head, whose 0..1 sigmoid then gets the pixel scale; floating
-            # the assembly ops does not undo that, separate outputs do)
-            head = splittable(model, checked.verdicts[Precision.INT8])
-            if head is None:
-                continue
-            stages.add(stage_count(opts) + 1, f"output {head!r} still fails: its parts written as separate "
-                       "outputs and checked again")
-            split_model, split = split_head(model, head)
-            split_built = make(split_model)
-            split_notes: list[str] = []
-            split_checked = stages.run("validate (split outputs)", validate_stage, opts, profile, split_model,
-                                       split_built, source, data, tf_side, split_notes, split)
-            passed = split_checked.verdicts[Precision.INT8].passed
-            if passed or any(s == "promote" for _, s in steps[k + 1:]):
-                # passing, or promotions still to come: they are tried on the parts (each with its own
-                # scale, the head's trouble is gone; what is left is upstream of it)
-                if not passed:
-                    whole = (model, built, checked, len(notes))
-                model, built, checked = split_model, split_built, split_checked
-                kept_notes = split_notes
-            else:   # parts that do not pass either: the model keeps the user's interface
-                notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either; "
-                             "the output is kept whole")
-                split = None
-        if split is not None and not checked.verdicts[Precision.INT8].passed and whole is not None:
-            model, built, checked = whole[0], whole[1], whole[2]
-            notes.append(f"splitting output {split.output!r} into parts did not pass the verdict, nor did mixed "
-                         "precision on its parts; the output is kept whole")
-            split = None
-        elif split is not None:
-            notes.extend(kept_notes)
-            notes.append(split.describe())
+        from edgenet.converters.repair_stage import repair_int8
+
+        model, built, checked, repair, split = repair_int8(model, built, checked, stages, make, opts, profile, source,
+                                                           data, tf_side, notes)
     enforce(checked, source, opts, notes, profile)
     float_ops = ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:
@@ -342,17 +286,6 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertResult(opts.out, tuple(final), report)
-
-
-def _strict(profile, opts):
-    """The profile as the repair sees it: with --strict-int8 (or an integer-only runtime) no float step."""
-    from dataclasses import replace
-
-    from edgenet.targets.profile import RepairStep
-
-    if not opts.strict_int8:
-        return profile
-    return replace(profile, repair=tuple(s for s in profile.repair_order if s is not RepairStep.FLOAT))
 
 
 def _normalize_in_model(model, source: SourceModel, notes: list[str]):
