@@ -70,10 +70,23 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     for p in wanted:
         result = run(f"tflite {p.value}", quantize_calibrated, built.quant_source, list(calib), precision=p,
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
+                     op_precision=int8_float_ops(built.quant_source, p, opts, profile),
                      preprocess=preprocess, detail=calib_detail)
         built.quantized[p] = result
         built.models[p] = result.model
     return built
+
+
+def int8_float_ops(float_model: bytes, precision: Precision, opts: ConvertOptions, profile) -> dict:
+    """The ops of an int8 model that the target computes in float between int8 tensors (its
+    profile's ``int8_float_ops``: ops its delegate has no int8 kernel for); none with --strict-int8
+    or for another precision."""
+    ops = tuple(getattr(profile, "int8_float_ops", ()) or ())
+    if precision is not Precision.INT8 or not ops or getattr(opts, "strict_int8", False):
+        return {}
+    from edgenet.converters.quantize import float_ops_of_types
+
+    return float_ops_of_types(float_model, ops)
 
 
 def stage_count(opts: ConvertOptions) -> int:

@@ -1,0 +1,94 @@
+"""A target's ``int8_float_ops`` (rpi, android: HARD_SWISH, which XNNPACK has no int8 kernel for) are
+computed in float between int8 tensors: the same values as the int8 kernel, one XNNPACK graph instead
+of one cut at every such op; --strict-int8, other precisions and integer-only runtimes keep them int8.
+
+The model: conv -> hard-swish -> conv -> sigmoid.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from edgenet.config import OpPrecision, Precision  # noqa: E402
+from edgenet.converters.build import int8_float_ops  # noqa: E402
+from edgenet.converters.op_precision import ops_not_in  # noqa: E402
+from edgenet.converters.quantize import float_ops_of_types, quantize_calibrated  # noqa: E402
+from edgenet.errors import TargetError  # noqa: E402
+from edgenet.inference import TFLiteModel  # noqa: E402
+from edgenet.targets.profile import load_target  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model() -> bytes:
+    from edgenet.converters.tflite import with_signature
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.5, (3, 3, 3, 8)).astype(np.float32)
+    w2 = rng.normal(0, 1.0, (1, 1, 8, 1)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def fn(x):
+        y = tf.nn.conv2d(x, w1, 1, "SAME")
+        y = y * tf.nn.relu6(y + 3.0) * (1.0 / 6.0)      # TFLite's converter makes it one HARD_SWISH
+        return tf.sigmoid(tf.nn.conv2d(y, w2, 1, "SAME"))
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    return with_signature(bytes(conv.convert()))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    return rng.normal(0, 1, (48, 16, 16, 3)).astype(np.float32), rng.normal(0, 1, (16, 16, 16, 3)).astype(np.float32)
+
+
+def _op_names(blob: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob, num_threads=1)
+    it.allocate_tensors()
+    return [o["op_name"] for o in it._get_ops_details()]
+
+
+def test_target_float_ops_are_float_between_int8_tensors_with_the_same_values(model, data):
+    calib, x = data
+    wanted = float_ops_of_types(model, ["HARD_SWISH"])
+    assert len(wanted) == 1 and set(wanted.values()) == {OpPrecision.FLOAT}
+    assert float_ops_of_types(model, []) == {}
+    plain = quantize_calibrated(model, [calib], precision=Precision.INT8, io_type="int8").model
+    mixed = quantize_calibrated(model, [calib], precision=Precision.INT8, io_type="int8", op_precision=wanted).model
+    assert [e.op for e in ops_not_in(mixed, Precision.INT8)] == ["HARD_SWISH"]
+    assert not ops_not_in(plain, Precision.INT8)
+    names = _op_names(mixed)
+    assert "DEQUANTIZE" in names and "QUANTIZE" in names
+    # XNNPACK takes the whole float-hard-swish model as one graph; the int8 hard swish cuts it
+    assert names.count("DELEGATE") == 1 and _op_names(plain).count("DELEGATE") > 1
+    f = TFLiteModel(model).predict_all([x])[0]
+    p, m = TFLiteModel(plain).predict_all([x])[0], TFLiteModel(mixed).predict_all([x])[0]
+    assert np.abs(m - p).mean() <= 1.0 / 256                     # the same values, to an output step
+    assert np.abs(m - f).mean() <= np.abs(p - f).mean() * 1.1   # and no further from float
+
+
+def test_profiles_say_which_ops_a_target_computes_in_float(model, tmp_path):
+    rpi = load_target("rpi")
+    assert rpi.int8_float_ops == ("HARD_SWISH",)
+    assert load_target("android").int8_float_ops == ("HARD_SWISH",)
+    for name in ("coral", "cortex-m", "ethos-u55"):
+        assert load_target(name).int8_float_ops == ()
+    opts = SimpleNamespace(strict_int8=False)
+    assert list(int8_float_ops(model, Precision.INT8, opts, rpi).values()) == [OpPrecision.FLOAT]
+    assert int8_float_ops(model, Precision.INT8, SimpleNamespace(strict_int8=True), rpi) == {}
+    assert int8_float_ops(model, Precision.INT16X8, opts, rpi) == {}
+    assert int8_float_ops(model, Precision.INT8, opts, load_target("coral")) == {}
+    bad = tmp_path / "mcu.toml"
+    bad.write_text('name = "mcu"\ndescription = "d"\ndevice = "d"\nruntime = "tflm"\nram_bytes = 100000\n'
+                   'int8_float_ops = ["HARD_SWISH"]\n')
+    with pytest.raises(TargetError, match="integer"):
+        load_target(bad)
+    bad.write_text('name = "x"\ndescription = "d"\ndevice = "d"\nint8_float_ops = ["hard swish"]\n')
+    with pytest.raises(TargetError, match="op names"):
+        load_target(bad)
