@@ -92,3 +92,51 @@ def test_profiles_say_which_ops_a_target_computes_in_float(model, tmp_path):
     bad.write_text('name = "x"\ndescription = "d"\ndevice = "d"\nint8_float_ops = ["hard swish"]\n')
     with pytest.raises(TargetError, match="op names"):
         load_target(bad)
+
+
+@pytest.fixture(scope="module")
+def negative_model() -> bytes:
+    """conv (outputs down to about -75, biases -60 .. 0) -> hard-swish: most of the conv's range is
+    where hard-swish is 0."""
+    from edgenet.converters.tflite import with_signature
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 1, (3, 3, 3, 8)).astype(np.float32)
+    b1 = np.linspace(-60, 0, 8).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def fn(x):
+        y = tf.nn.conv2d(x, w1, 1, "SAME") + b1
+        return y * tf.nn.relu6(y + 3.0) * (1.0 / 6.0)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    return with_signature(bytes(conv.convert()))
+
+
+def test_a_hard_swish_input_keeps_the_range_where_hard_swish_moves(negative_model, data):
+    from edgenet.config import CalibMethod
+    from edgenet.converters import _flatbuffer
+    from edgenet.converters.calibration import MAX_NARROWING, RangeCalibrator, flat_below, floored
+    from edgenet.converters.quantize import quantize
+
+    calib, x = data
+    obj = _flatbuffer.read(negative_model)
+    floors = flat_below(obj)
+    assert list(floors.values()) == [-3.0]                        # the conv output, read by the hard-swish only
+    name = _flatbuffer.tensor_name(obj.subgraphs[0].tensors[next(iter(floors))])
+    ranges = RangeCalibrator([calib], CalibMethod.MINMAX, 16, 2).ranges(negative_model)
+    lo, hi = ranges[name]
+    assert lo == -3.0 and hi > 5
+    assert floored(-87.0, 112.0, -3.0) == -3.0
+    assert floored(-1.0, 5.0, -3.0) == -1.0 and floored(-10.0, -4.0, -3.0) == -10.0   # nothing to raise
+    assert floored(-400.0, 4.0, -3.0) == pytest.approx(4.0 - 404.0 / MAX_NARROWING)    # narrowed 4x at most
+    wide = dict(ranges)
+    wide[name] = (-75.0, hi)                                      # the range min/max gave before
+    f = TFLiteModel(negative_model).predict_all([x])[0]
+    narrow_q = TFLiteModel(quantize(negative_model, ranges, precision=Precision.INT8,
+                                    io_type="float32")).predict_all([x])[0]
+    wide_q = TFLiteModel(quantize(negative_model, wide, precision=Precision.INT8,
+                                  io_type="float32")).predict_all([x])[0]
+    err_narrow, err_wide = np.abs(narrow_q - f).mean(), np.abs(wide_q - f).mean()
+    assert err_narrow < 0.7 * err_wide
+    assert np.abs(narrow_q - f).max() < np.abs(wide_q - f).max()   # nothing wrapped around
