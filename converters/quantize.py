@@ -273,6 +273,10 @@ def float_ops_of_types(float_model: bytes, op_types: Sequence[str]) -> dict[str,
     wanted = set(op_types)
     if not wanted:
         return {}
+    from edgenet.targets.tflite_graph import read_tflite
+
+    if not wanted & set(read_tflite(float_model).op_names()):   # a quick look first (no op of those types:
+        return {}                                                # the model is not unpacked at all)
     return {name: OpPrecision.FLOAT for name, (_, op) in sorted(_op_scopes(float_model).items()) if op in wanted}
 
 

@@ -58,7 +58,7 @@ def test_target_float_ops_are_float_between_int8_tensors_with_the_same_values(mo
     calib, x = data
     wanted = float_ops_of_types(model, ["HARD_SWISH"])
     assert len(wanted) == 1 and set(wanted.values()) == {OpPrecision.FLOAT}
-    assert float_ops_of_types(model, []) == {}
+    assert float_ops_of_types(model, []) == {} and float_ops_of_types(model, ["SOFTMAX"]) == {}
     plain = quantize_calibrated(model, [calib], precision=Precision.INT8, io_type="int8").model
     mixed = quantize_calibrated(model, [calib], precision=Precision.INT8, io_type="int8", op_precision=wanted).model
     assert [e.op for e in ops_not_in(mixed, Precision.INT8)] == ["HARD_SWISH"]
