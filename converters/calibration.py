@@ -287,10 +287,11 @@ def flat_below(obj) -> dict[int, float]:
 
 def floored(lo: float, hi: float, floor: float) -> float:
     """The low end of ``[lo, hi]`` raised to ``floor`` (:func:`flat_below`), but the range narrowed at
-    most MAX_NARROWING times: the producer's int8 output then saturates below the new low end, and
-    LiteRT's int8 kernels were seen to wrap around instead of saturating when an output range is
-    ~100x narrower than the values (a conv's output multiplier far above 1); 2.5x is the most the
-    PP-OCRv4 models needed."""
+    most MAX_NARROWING times: the producer's int8 output then saturates below the new low end. A
+    conv whose output range was set ~190x narrower than its values (a sigmoid's input clipped to
+    +-7.8) was seen to give wrong values in LiteRT, not saturated ones (cause not established);
+    4.4x saturated correctly (tests/test_int8_float_ops.py), and 2.5x is the most the PP-OCRv4
+    models needed."""
     if lo >= floor or hi <= floor:
         return lo
     return min(floor, hi - (hi - lo) / MAX_NARROWING)

@@ -139,7 +139,7 @@ def test_a_hard_swish_input_keeps_the_range_where_hard_swish_moves(negative_mode
                                   io_type="float32")).predict_all([x])[0]
     err_narrow, err_wide = np.abs(narrow_q - f).mean(), np.abs(wide_q - f).mean()
     assert err_narrow < 0.7 * err_wide
-    assert np.abs(narrow_q - f).max() < np.abs(wide_q - f).max()   # nothing wrapped around
+    assert np.abs(narrow_q - f).max() < np.abs(wide_q - f).max()   # saturated, not wrong
 
 
 def test_the_repair_does_not_blame_a_hard_swish_input_for_values_hard_swish_ignores(negative_model, data):
