@@ -82,6 +82,7 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
             continue
         result = run(f"tflite {p.value}", quantize_calibrated, built.quant_source, list(calib), precision=p,
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
+                     op_precision=int8_float_ops(built.quant_source, p, opts, profile),
                      preprocess=preprocess, detail=calib_detail,
                      ranges_hook=int8_ranges_hook if p is Precision.INT8 and equalize is None else None)
         built.quantized[p] = result
@@ -114,6 +115,18 @@ def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_c
                  "tensors_calibrated": len(ranges.missing), "ranges_not_in_tflite": len(ranges.unused),
                  "weights_as_stored": fidelity.to_dict(), "per_channel": per_channel}
     return result
+
+
+def int8_float_ops(float_model: bytes, precision: Precision, opts: ConvertOptions, profile) -> dict:
+    """The ops of an int8 model that the target computes in float between int8 tensors (its
+    profile's ``int8_float_ops``: ops its delegate has no int8 kernel for); none with --strict-int8
+    or for another precision."""
+    ops = tuple(getattr(profile, "int8_float_ops", ()) or ())
+    if precision is not Precision.INT8 or not ops or getattr(opts, "strict_int8", False):
+        return {}
+    from edgenet.converters.quantize import float_ops_of_types
+
+    return float_ops_of_types(float_model, ops)
 
 
 def stage_count(opts: ConvertOptions) -> int:

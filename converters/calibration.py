@@ -146,11 +146,14 @@ class RangeCalibrator:
                 for i in targets:
                     _histogram(ranges[i], runner.tensor(i)())
         outputs = full_range_tensors(obj)
+        floors = flat_below(obj)
         fixed = {int(i): self.input_range for i in graph.inputs} if self.input_range is not None else {}
 
         found: dict[str, tuple[float, float]] = {}
         for i in targets:
             lo, hi = fixed.get(i) or self._range(ranges[i], full=i in outputs)
+            if i in floors and i not in fixed:
+                lo = floored(lo, hi, floors[i])
             name = _flatbuffer.tensor_name(graph.tensors[i])
             if not (np.isfinite(lo) and np.isfinite(hi)
                     and max(abs(np.float32(lo)), abs(np.float32(hi))) < np.finfo(np.float32).max):
@@ -226,6 +229,9 @@ _MOVING_OPS = frozenset({2, 5, 22, 26, 34, 36, 39, 43, 45, 49, 60, 65, 69, 70, 8
 #   SPLIT, PADV2, SLICE, TILE, EXPAND_DIMS, PACK, UNPACK, SPLIT_V, BROADCAST_TO
 
 
+_FLAT_BELOW = {117: -3.0}   # HARD_SWISH: x * relu6(x + 3) / 6 is 0 for every x <= -3
+MAX_NARROWING = 4.0        # a floor narrows a range at most this many times (see floored)
+
 ZERO_RANGE = 1e-3   # the range given to an activation that is exactly zero on every calibration example
 
 
@@ -256,6 +262,39 @@ def full_range_tensors(obj) -> set[int]:
         if code not in _WEIGHTED_OPS and any(t in keep for t in outs):
             keep.update(ins)
     return keep | probabilities
+
+
+def flat_below(obj) -> dict[int, float]:
+    """Tensors of subgraph 0 of a TFLite ``ModelT`` read only by ops that are flat below a value
+    (hard-swish: 0 for every input <= -3), and not model outputs: ``{tensor index: that value}``.
+    Below it every value gives the same output, so the range's low end need not reach further: the
+    int8 steps go where the function moves (a hard-swish input calibrated to [-87, 112] keeps
+    [-3, 112])."""
+    graph = obj.subgraphs[0]
+    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in obj.operatorCodes]
+    readers: dict[int, set[int]] = {}
+    for op in graph.operators or []:
+        for t in (op.inputs if op.inputs is not None else []):
+            if t >= 0:
+                readers.setdefault(int(t), set()).add(codes[op.opcodeIndex])
+    outputs = {int(o) for o in graph.outputs}
+    found = {}
+    for t, kinds in readers.items():
+        if t not in outputs and len(kinds) == 1 and next(iter(kinds)) in _FLAT_BELOW:
+            found[t] = _FLAT_BELOW[next(iter(kinds))]
+    return found
+
+
+def floored(lo: float, hi: float, floor: float) -> float:
+    """The low end of ``[lo, hi]`` raised to ``floor`` (:func:`flat_below`), but the range narrowed at
+    most MAX_NARROWING times: the producer's int8 output then saturates below the new low end. A
+    conv whose output range was set ~190x narrower than its values (a sigmoid's input clipped to
+    +-7.8) was seen to give wrong values in LiteRT, not saturated ones (cause not established);
+    4.4x saturated correctly (tests/test_int8_float_ops.py), and 2.5x is the most the PP-OCRv4
+    models needed."""
+    if lo >= floor or hi <= floor:
+        return lo
+    return min(floor, hi - (hi - lo) / MAX_NARROWING)
 
 
 def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256,

@@ -399,7 +399,9 @@ def _outputs(model, calib: Sequence[np.ndarray]) -> list[np.ndarray]:
     n = len(calib[0])
     try:
         sess, step = _session(_with_outputs(model, names, batched=True)), BATCH
-        sess.run(names, {k: x[:1] for k, x in zip(keys, calib)})
+        # probed with two samples: a reshape to a hard-coded batch of 1 (an attention block's
+        # [1, T, heads, d]) runs on one sample and fails on more
+        sess.run(names, {k: x[:2] for k, x in zip(keys, calib)})
     except Exception:  # a graph with a hard-coded batch size
         sess, step = _session(model), 1
     rows = [sess.run(names, {k: x[i:i + step] for k, x in zip(keys, calib)}) for i in range(0, n, step)]

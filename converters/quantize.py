@@ -264,6 +264,24 @@ def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
     return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
 
+def float_ops_of_types(float_model: bytes, op_types: Sequence[str]) -> dict[str, OpPrecision]:
+    """``op_precision`` that computes every op of ``float_model`` whose TFLite builtin name is in
+    ``op_types`` (e.g. "HARD_SWISH") in float between int8 tensors: a target profile's
+    ``int8_float_ops``, the ops its delegate has no int8 kernel for (XNNPACK runs HARD_SWISH in
+    float only: int8 ones fall back to LiteRT's single-threaded kernel and cut XNNPACK's graph
+    there; as float ops between a DEQUANTIZE and a QUANTIZE, which XNNPACK runs, they cost a tenth).
+    The values are those of the ideal int8 kernel: the op is exact on the dequantized input, and its
+    output is quantized with the scale and zero point it would have had."""
+    wanted = set(op_types)
+    if not wanted:
+        return {}
+    from edgenet.targets.tflite_graph import read_tflite
+
+    if not wanted & set(read_tflite(float_model).op_names()):   # a quick look first (no op of those types:
+        return {}                                                # the model is not unpacked at all)
+    return {name: OpPrecision.FLOAT for name, (_, op) in sorted(_op_scopes(float_model).items()) if op in wanted}
+
+
 def keep_float(ops: Sequence[str]) -> dict[str, OpPrecision]:
     """``op_precision`` that leaves ``ops`` in float (the mixed-precision repair's choice)."""
     return {str(name): OpPrecision.FLOAT for name in ops}

@@ -254,10 +254,12 @@ def _quantizer(built, tf_side, opts, profile, positions: dict):
     io_type = io_type_for(Precision.INT8, opts, profile)
     result = built.quantized[Precision.INT8]
 
+    base = dict(result.op_precision)   # the target's own float ops (int8_float_ops) stay as they are
+
     def fn(assignment):
         outs = tuple(sorted({positions[t] for t, p in assignment.items()
                              if p is OpPrecision.FLOAT and positions.get(t) is not None}))
-        return requantize(result, dict(assignment), outs, io_type=io_type, per_channel=per_channel)
+        return requantize(result, {**base, **assignment}, outs, io_type=io_type, per_channel=per_channel)
 
     return Quantizer(fn, frozenset({OpPrecision.INT16, OpPrecision.FLOAT}))
 

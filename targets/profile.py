@@ -1,6 +1,8 @@
 """Parsing and validating a target profile (TOML) into a frozen dataclass."""
 from __future__ import annotations
 
+import re
+
 import difflib
 import sys
 from dataclasses import dataclass, fields
@@ -144,6 +146,8 @@ class TargetProfile:
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
     checks: tuple[Check, ...] = ()                # checks to run
     repair: tuple[RepairStep, ...] = ()           # mixed precision's promotion order (empty: the runtime's default)
+    int8_float_ops: tuple[str, ...] = ()          # TFLite ops an int8 model computes in float between its int8
+                                                  # tensors (the delegate has no int8 kernel for them; see rpi.toml)
     repair_rounds: int = 24                       # the repair search's budget: quantize-and-judge rounds (counted,
                                                   # not timed: the same repaired model on any machine)
     source: str = ""                              # file the profile was read from
@@ -233,9 +237,12 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
             raise TargetError(f"{src}: {key} must be a number in [0, 1] (got {v!r})")
-    for key in ("variants", "precisions", "packagers", "checks", "repair"):
+    for key in ("variants", "precisions", "packagers", "checks", "repair", "int8_float_ops"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
+    ops = data.get("int8_float_ops", [])
+    if not all(isinstance(o, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", o) for o in ops):
+        raise TargetError(f"{src}: int8_float_ops must list TFLite builtin op names, e.g. [\"HARD_SWISH\"]")
 
 
 def _check_consistency(p: TargetProfile, src: str) -> None:
@@ -268,6 +275,9 @@ def _check_consistency(p: TargetProfile, src: str) -> None:
             raise TargetError(f"{src}: accelerator = {p.accelerator!r} is not a vela accelerator{hint}")
     if (p.vela_system_config is None) != (p.vela_memory_mode is None):
         raise TargetError(f"{src}: give vela_system_config and vela_memory_mode together (or neither)")
+    if p.int8_float_ops and p.runtime.value not in _FLOAT_RUNTIMES_FOR_REPAIR:
+        raise TargetError(f"{src}: int8_float_ops lists float ops, but runtime {p.runtime.value!r} runs integer "
+                          "models only")
     if RepairStep.FLOAT in p.repair and p.runtime.value not in _FLOAT_RUNTIMES_FOR_REPAIR:
         raise TargetError(f"{src}: repair lists 'float', but runtime {p.runtime.value!r} runs integer models only")
     if Packager.VELA_MODEL in p.packagers and Check.VELA not in p.checks:
@@ -296,6 +306,8 @@ def _parse(data: dict, src: str) -> TargetProfile:
                      ("repair", RepairStep)):
         if key in kw:
             kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
+    if "int8_float_ops" in kw:
+        kw["int8_float_ops"] = tuple(dict.fromkeys(kw["int8_float_ops"]))
     if "precisions" not in kw:   # what the runtime can run
         kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src

@@ -372,3 +372,21 @@ def test_per_tensor_equalized_end_to_end(tmp_path):
     assert [s.name for s in eq.report.stages].count("tflite float32 (equalized)") == 1
     with pytest.raises(UsageError, match="--equalize"):
         edgenet.convert(str(src), int8=False, equalize=True, out=tmp_path / "f", **common)
+
+
+def test_a_reshape_to_a_hard_coded_batch_of_one_runs_sample_by_sample():
+    """Attention blocks reshape to [1, T, heads, d] with the batch written in: such a graph runs on
+    one sample and fails on two. Equalization checks its result sample by sample then, instead of
+    failing (the PP-OCRv4 recognizer's SVTR neck did)."""
+    model = _graph("Relu")
+    graph = model.graph
+    flat = next(n for n in graph.node if n.op_type == "Flatten")
+    flat.op_type, flat.input[:] = "Reshape", ["p", "shape1"]
+    del flat.attribute[:]
+    graph.initializer.append(numpy_helper.from_array(np.array([1, 16], np.int64), "shape1"))
+    onnx.checker.check_model(model)
+    x = _x()
+    eq, stats = equalize(model, [x], bias_correction=BiasCorrection.NONE)
+    assert stats.pairs >= 2          # conv -> depthwise -> conv (the reshape ends the chain)
+    ref, got = _run(model, _x(8, seed=7)), _run(eq, _x(8, seed=7))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

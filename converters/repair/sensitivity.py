@@ -57,7 +57,14 @@ def own_errors(float_model: bytes, int8_model: bytes, samples, names: Sequence[s
     from edgenet.runtime import make_interpreter
     from edgenet.targets.tflite_graph import read_tflite
 
+    from edgenet.converters import _flatbuffer
+    from edgenet.converters.calibration import flat_below
+
     q_tensors = {t.name: t for t in read_tflite(int8_model).tensors}
+    # a tensor only hard-swish reads: values below its floor all give the same output, and the range
+    # stops there (converters.calibration.flat_below): clipping them is no error
+    obj = _flatbuffer.read(float_model)
+    floors = {_flatbuffer.tensor_name(obj.subgraphs[0].tensors[i]): v for i, v in flat_below(obj).items()}
     interp = make_interpreter(float_model, preserve_all_tensors=True, use_xnnpack=False)
     f_index = {t["name"]: t["index"] for t in interp.get_tensor_details()}
     wanted = []
@@ -77,6 +84,8 @@ def own_errors(float_model: bytes, int8_model: bytes, samples, names: Sequence[s
             f = np.array(interp.get_tensor(index), dtype=np.float64)
             if not np.issubdtype(f.dtype, np.floating) or f.ndim == 0:
                 continue
+            if name in floors:
+                f = np.maximum(f, floors[name])
             fq = (np.clip(np.round(f / scale) + zp, lo, hi) - zp) * scale
             flat = f.reshape(-1, f.shape[-1])
             err = (f - fq).reshape(-1, f.shape[-1])
