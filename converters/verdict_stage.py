@@ -25,6 +25,7 @@ from edgenet.report import Validation
 
 FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
 MAX_FLOAT_SHARE = 0.5    # a repair may keep at most this share of the model's ops in float
+MAX_PROMOTED_SHARE = 0.5  # ... and promote at most this share of them (int16 or float): past that it is not int8
 LATENCY_SECONDS = 0.5    # the repair's latency comparison (int8, repaired, float32): a short interleaved timing
 
 
@@ -216,7 +217,8 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     # the budget: the profile's repair_rounds, counted (not timed: the same search on any machine)
     budget = Budget(profile.repair_rounds)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
-                    profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing)
+                    profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing,
+                    max(1, int(MAX_PROMOTED_SHARE * len(ops(built.quant_source)))))
     float_ops = sum(1 for p in result.promoted if p.precision is OpPrecision.FLOAT)
     if result.passed and float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source)):
         # a "repair" that floats most of the model is the float model with extra steps: refused, so

@@ -263,3 +263,16 @@ def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
     assert r.report.validation.quantized[0]["passed"]
     if target == "cortex-m":    # the repaired model ran in TFLite Micro (the target check)
         assert "runs in TFLite Micro" in r.report.target["summary"]
+
+
+def test_a_repair_may_promote_at_most_its_cap_of_ops_and_says_why_not(mid):
+    """The one op that needs 16 bits, with a cap of 0 ops: no int8 model can pass, and the search
+    stops at the cap instead of counting on (the result names the cap and suggests int16x8)."""
+    capped = repair(mid.float_model, mid.int8, mid.verdict, mid.x[:8], mid.quantize, mid.judge, mid.score,
+                    "litert", LITERT_ORDER, Budget(64), max_ops=0)
+    assert not capped.passed and capped.stop is Stop.MOSTLY_PROMOTED and capped.model is None
+    assert "more than 0 promoted ops" in capped.stop_detail and "int16x8" in capped.summary()
+    free = repair(mid.float_model, mid.int8, mid.verdict, mid.x[:8], mid.quantize, mid.judge, mid.score,
+                  "litert", LITERT_ORDER, Budget(64), max_ops=len(ops(mid.float_model)))
+    assert free.passed and len(free.promoted) <= len(ops(mid.float_model))
+    assert capped.rounds < free.rounds + 2      # stopping at the cap costs no more than the search itself

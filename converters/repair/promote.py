@@ -121,12 +121,14 @@ def _promotions(chosen: Sequence[Candidate]) -> tuple[Promotion, ...]:
 def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: Verdict,
            quantize: Quantizer, judge: Callable[[bytes], Verdict], score: Callable[[bytes], float],
            budget_rounds: int, runs: Callable[[bytes], str | None] | None = None,
-           started: float | None = None, skipped: str = "") -> Repair:
+           started: float | None = None, skipped: str = "", max_ops: int | None = None) -> Repair:
     """The smallest set of ``candidates`` (ranked by their own error, most suspect first) whose
     promotion makes ``judge`` pass, searched as the module says. ``score(model)``: the failing
     outputs' SQNR on a small subset (higher is better); ``runs(model)``: None when the target's
     runtime runs the model, else why not; ``started``: when the search's clock started (work done
-    before, e.g. the own-error proxy, counts); ``skipped``: why ops were left out (for the report)."""
+    before, e.g. the own-error proxy, counts); ``skipped``: why ops were left out (for the report);
+    ``max_ops``: the most ops a repair may promote (more, and it is not an int8 model: the count stops
+    there, Stop.MOSTLY_PROMOTED)."""
     clock = _Clock(budget_rounds, started)
     size = len(int8_model)
 
@@ -164,7 +166,14 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
             base = score(int8_model)
         ranked, n = _measure(leveled, int8_model, base, quantize, score, clock, known, refused)
         measured += n
-        found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None)
+        limit = None if max_ops is None else _prefix_within(ranked, max_ops)
+        found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None, limit)
+        if found is not None and found[1] is None and found[2] is None:
+            promoted = sum(len(c.ops) for c in leveled)
+            return done(None, whole[1], leveled, Stop.MOSTLY_PROMOTED,
+                        f"a passing model needs more than {max_ops} promoted ops (all {promoted} promoted pass, "
+                        f"the first {sum(len(c.ops) for c in ranked[:limit])} do not): not an int8 model",
+                        measured)
         counted = found is not None
         if not counted:             # budget: the passing model of all of them stands
             chosen, (model, verdict) = leveled, whole
@@ -174,6 +183,11 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
                 chosen, (model, verdict) = leveled, whole
         break
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
+    promoted = sum(len(c.ops) for c in chosen)
+    if max_ops is not None and promoted > max_ops:     # the budget ended before the count got below the cap
+        return done(None, verdict, chosen, Stop.MOSTLY_PROMOTED,
+                    f"the one passing model found promotes {promoted} ops (more than {max_ops}): not an int8 "
+                    "model", measured)
     note = (" (all candidates kept: the budget ended before the count)" if not counted else
             " (pruning cut short by the budget)" if cut else "")
     if refused:
@@ -248,11 +262,23 @@ class Judge:
         return quick if not quick.passed else self.full(model)
 
 
-def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None):
+def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
+    """The most leading candidates of ``ranked`` whose ops number at most ``max_ops``."""
+    total = 0
+    for k, c in enumerate(ranked):
+        total += len(c.ops)
+        if total > max_ops:
+            return k
+    return len(ranked)
+
+
+def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None,
+           limit: int | None = None):
     """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
     1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
     budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
-    the budget ran out before the first round."""
+    the budget ran out before the first round. ``limit``: the most candidates that may be chosen; when
+    the first ``limit`` do not pass, ([], None, None)."""
     tried: dict[int, tuple[bytes | None, Verdict | None]] = {} if whole is None else {len(ranked): whole}
 
     def trial(k: int):
@@ -273,14 +299,20 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
         model, verdict = tried[len(ranked)]
         return list(ranked), model, verdict
     low, high, k = 0, None, 1
+    cap = len(ranked) if limit is None else min(limit, len(ranked))
     while k < len(ranked):
         if not clock.fits():        # out of rounds: the passing model of all of them stands
             break
+        k = min(k, cap)
         if passed(k):
             high = k
             break
         low = k
+        if k >= cap:
+            break
         k *= 2
+    if high is None and cap < len(ranked) and low >= cap:
+        return [], None, None       # the first ``limit`` do not pass: more would be needed
     if high is None:
         high = len(ranked)
     while high - low > 1 and clock.fits():

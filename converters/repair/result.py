@@ -20,6 +20,7 @@ class Stop(str, Enum):
     NO_CANDIDATES = "no_candidates"     # no op reaching a failing output may be promoted on this target
     REFUSED = "refused"                 # the passing model does not run in the target's runtime
     MOSTLY_FLOAT = "mostly_float"       # the passing model computes most of its ops in float: not an int8 model
+    MOSTLY_PROMOTED = "mostly_promoted"  # a passing model needs most ops promoted (int16 or float): not an int8 model
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ class Repair:
                             "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
                     f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
-        return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used"
+        hint = ""
+        if self.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
+            hint = ("; the int8 error is spread over most of the model: --precision float32,int16x8 writes and "
+                    "judges a model with 16-bit activations everywhere, or deploy model_float.tflite")
+        return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used{hint}"
 
 
