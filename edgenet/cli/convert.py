@@ -102,7 +102,9 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
                    "lost its signal; thresholds in the target profile); the verdict is recorded in report.json.")
 @click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
               help="Judge output NAME by the metric of KIND: classifier (top-1 agreement), sequence (per-step "
-                   "and decoded-sequence agreement; sequence:blank=N sets the CTC blank, default 0), map "
+                   "and decoded-sequence agreement; sequence:blank=N sets the CTC blank, default 0), class_map "
+                   "(top-class agreement per anchor or pixel where float is decisive: SSD scores, "
+                   "segmentation), map "
                    "(binarized-map IoU + SQNR), detection (detections' F1, box and score SQNR; detection:v5 or "
                    ":v8 sets the head's layout), index, generic (SQNR per output and channel). Default: "
                    "decided from each output's shape and values (repeatable).")

@@ -20,6 +20,7 @@ class OutputKind(str, Enum):
 
     CLASSIFIER = "classifier"   # [N, K] / [N, 1, .., K] scores: top-1 / top-5 agreement with float
     SEQUENCE = "sequence"       # [N, T, C] class distribution per step (CTC): step and string agreement
+    CLASS_MAP = "class_map"     # [N, P, C] class distribution at many positions (SSD anchors): top-class agreement
     DENSE_MAP = "map"           # [N, C, H, W] maps (a text detector's probability map): SQNR + IoU
     DETECTION = "detection"     # a detector head (YOLOv8 [N, 4+C, A], YOLOv5 [N, A, 5+C]): F1, box SQNR
     INDEX = "index"             # integer outputs (ArgMax maps): index agreement
@@ -246,6 +247,7 @@ def _pct(x: float) -> str:
 _HEADLINE = {
     OutputKind.CLASSIFIER.value: ("top1_agreement", "top-1 agreement"),
     OutputKind.SEQUENCE.value: ("sequence_agreement", "sequence agreement"),
+    OutputKind.CLASS_MAP.value: ("position_agreement", "top-class agreement"),
     OutputKind.DENSE_MAP.value: ("map_iou", "map IoU"),
     OutputKind.DETECTION.value: ("detection_f1", "detection F1"),
 }

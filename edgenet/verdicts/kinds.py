@@ -5,7 +5,8 @@
 * integer outputs (ArgMax maps) -> INDEX;
 * ``[N, K]`` / ``[N, 1, .., K]`` / ``[N, K, 1, 1]``, K >= 2 -> CLASSIFIER;
 * ``[N, T, C]`` whose float values are a distribution over the last axis at every step
-  (probabilities summing to 1, or log-probabilities whose logsumexp is 0) -> SEQUENCE;
+  (probabilities summing to 1, or log-probabilities whose logsumexp is 0) -> SEQUENCE for
+  T <= 512 steps, CLASS_MAP for more (anchors or pixels, not a text line: :mod:`.class_map`);
 * ``[N, V, A]`` / ``[N, A, V]`` with one axis at least 16x the other, 5 <= V, values 4.. in
   [0, 1] (scores) and values 0..3 not (boxes in pixels) -> DETECTION;
 * ``[N, C, H, W]`` with C <= 4, H, W >= 8 and values in [0, 1] -> DENSE_MAP (a probability map,
@@ -24,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
+from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
 from edgenet.verdicts.detection import LAYOUTS, detection_quality
 from edgenet.verdicts.generic import (ROWS_PER_CHANNEL, index_quality, is_classifier_shaped, onnx_layout,
                                       output_quality)
@@ -138,7 +140,7 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
         return OutputKind.CLASSIFIER      # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
     if f.ndim == 3 and f.size and np.isfinite(f).all():
         if f.shape[1] >= 2 and f.shape[2] >= 2 and _is_distribution(f):
-            return OutputKind.SEQUENCE
+            return OutputKind.SEQUENCE if f.shape[1] <= MAX_SEQUENCE_STEPS else OutputKind.CLASS_MAP
         if _is_detection_head(f):
             return OutputKind.DETECTION
     if f.ndim == 4 and f.shape[1] <= MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size \
@@ -175,6 +177,13 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
             raise KindError(f"--output-kind {name}=sequence:blank={spec.blank}: the blank must be a class of the "
                             f"output, 0 to {f.shape[2] - 1}")
         return sequence_quality(name, f, q, False, thresholds, spec.blank if spec else None)
+    if kind is OutputKind.CLASS_MAP:
+        if f.ndim == 4:        # [N, C, H, W] class scores per pixel: positions H*W, classes C
+            f, q = (np.moveaxis(a, 1, -1).reshape(len(a), -1, a.shape[1]) for a in (f, q))
+        if f.ndim != 3 or f.shape[2] < 2:
+            raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a class map "
+                            "(needs [N, positions, classes] or [N, classes, H, W])")
+        return class_map_quality(name, f, q, thresholds)
     if kind is OutputKind.DETECTION:
         if f.ndim != 3 or min(f.shape[1:]) < 5:
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
