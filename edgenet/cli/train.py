@@ -127,7 +127,7 @@ def _qat(ctx, *, from_checkpoint, qat_epochs, qat_lr, quiet, as_json, **options)
         for name in _FROM_CHECKPOINT:
             options.pop(name)
         options["dataset"] = None
-    result = train_qat(from_checkpoint=from_checkpoint, qat_epochs=qat_epochs or QAT_EPOCHS,
+    result = train_qat(from_checkpoint=from_checkpoint, qat_epochs=QAT_EPOCHS if qat_epochs is None else qat_epochs,
                        qat_lr=QAT_LR if qat_lr is None else qat_lr,
                        progress=None if quiet else _print_epoch, float_progress=None if quiet else _print_epoch,
                        **options)
