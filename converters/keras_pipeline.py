@@ -157,7 +157,7 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
                 built.models[Precision.INT8] = repair.model
                 checked.verdicts[Precision.INT8] = repair.verdict
             notes.append(repair.summary())
-    enforce(checked, source, opts, notes, profile)
+    enforce(checked, source, opts, notes, profile, repair)
     float_ops = ops_left_in_float(built, profile, opts, notes)
     layers = None
     if Precision.INT8 in built.models and opts.layer_report:

@@ -248,7 +248,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
 
         model, built, checked, repair, split = repair_int8(model, built, checked, stages, make, opts, profile, source,
                                                            data, tf_side, notes)
-    enforce(checked, source, opts, notes, profile)
+    enforce(checked, source, opts, notes, profile, repair)
     float_ops = ops_left_in_float(built, profile, opts, notes, tf_side)
     if Precision.DYNAMIC in built.models:
         from edgenet.converters.op_precision import model_precision

@@ -75,6 +75,13 @@ def learned_ranges(ckpt, float_tflite: bytes, calibrated: dict, x_nhwc: np.ndarr
     learned = ckpt.qat["ranges"]["activations"]
     x_nhwc = np.ascontiguousarray(x_nhwc[:1], np.float32)
     points = {name: _nhwc(v) for name, v in _point_inputs(ckpt, x_nhwc.transpose(0, 3, 1, 2)).items()}
+    missing, unknown = sorted(set(points) - set(learned)), sorted(set(learned) - set(points))
+    if missing or unknown:
+        what = "; ".join(w for w in (f"no learned range for {', '.join(missing[:4])}" if missing else "",
+                                     f"ranges for points the model does not have: {', '.join(unknown[:4])}"
+                                     if unknown else "") if w)
+        raise ConversionError(f"the checkpoint's QAT ranges do not fit its model ({what}): retrain with "
+                              "edgenet train --qat, or convert without them")
 
     obj = _flatbuffer.read(float_tflite)
     graph = obj.subgraphs[0]

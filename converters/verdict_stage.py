@@ -314,10 +314,13 @@ def split_head(model, output: str):
     return split_concat_output(model, output)
 
 
-def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile) -> None:
+def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile, repair=None) -> None:
     """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
     output, channels and numbers, unless --allow-degraded (untrained weights never get here: their
-    verdicts are not judged, :func:`_untrained`)."""
+    verdicts are not judged, :func:`_untrained`). ``repair``: the mixed-precision search's result,
+    whose reason for stopping may be what the user needs to read next."""
+    from edgenet.converters.repair.result import Stop
+
     failing = [v for v in checked.verdicts.values() if not v.passed]
     checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
     io = (opts.io_type or profile.output_type).value
@@ -327,9 +330,14 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
         # output's type is what keeps one scale over them
         collapsed = any(o.degenerate_channels and len(o.degenerate_channels) < o.channels
                         for o in v.outputs if not o.passed)
-        if v.precision == "int8" and io in ("int8", "uint8") and collapsed:
+        integer_only = profile.runtime.value in FULL_INTEGER_RUNTIMES
+        if v.precision == "int8" and io in ("int8", "uint8") and collapsed and not integer_only:
             hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
                     + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
+        if v.precision == "int8" and repair is not None and repair.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
+            hint += ("; the int8 error is spread over most of the model (no repair promoting at most half of its "
+                     "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
+                     "model_float.tflite")
         if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:

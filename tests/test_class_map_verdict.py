@@ -68,3 +68,14 @@ def test_a_segmentation_map_can_be_named_a_class_map():
 def test_the_kind_parses_from_the_command_line_form():
     assert KindSpec.parse("scores=class_map").kind is OutputKind.CLASS_MAP
     assert Thresholds().min_step_agreement > 0.9
+
+
+def test_scores_beside_boxes_over_the_same_anchors_are_a_class_map_however_few():
+    """An SSD with 240 anchors: its scores would pass for a 240-step text line on shape alone; the
+    boxes output over the same anchors says what they are."""
+    scores = _ssd_scores(n=8, anchors=240, classes=5)
+    boxes = np.random.default_rng(1).uniform(0, 1, (8, 240, 4)).astype(np.float32)
+    alone = judge("int8", ["scores"], [scores], [scores], [False]).outputs[0]
+    assert alone.kind == "sequence"
+    both = judge("int8", ["boxes", "scores"], [boxes, scores], [boxes, _int8(scores, 1 / 256)], [False, False])
+    assert both.outputs[1].kind == "class_map" and both.outputs[1].passed

@@ -271,7 +271,7 @@ def test_a_repair_may_promote_at_most_its_cap_of_ops_and_says_why_not(mid):
     capped = repair(mid.float_model, mid.int8, mid.verdict, mid.x[:8], mid.quantize, mid.judge, mid.score,
                     "litert", LITERT_ORDER, Budget(64), max_ops=0)
     assert not capped.passed and capped.stop is Stop.MOSTLY_PROMOTED and capped.model is None
-    assert "more than 0 promoted ops" in capped.stop_detail and "int16x8" in capped.summary()
+    assert "more than 0 ops promoted" in capped.stop_detail and not capped.promoted and "int16x8" in capped.summary()
     free = repair(mid.float_model, mid.int8, mid.verdict, mid.x[:8], mid.quantize, mid.judge, mid.score,
                   "litert", LITERT_ORDER, Budget(64), max_ops=len(ops(mid.float_model)))
     assert free.passed and len(free.promoted) <= len(ops(mid.float_model))

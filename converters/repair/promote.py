@@ -169,11 +169,10 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         limit = None if max_ops is None else _prefix_within(ranked, max_ops)
         found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None, limit)
         if found is not None and found[1] is None and found[2] is None:
-            promoted = sum(len(c.ops) for c in leveled)
-            return done(None, whole[1], leveled, Stop.MOSTLY_PROMOTED,
-                        f"a passing model needs more than {max_ops} promoted ops (all {promoted} promoted pass, "
-                        f"the first {sum(len(c.ops) for c in ranked[:limit])} do not): not an int8 model",
-                        measured)
+            return done(None, verdict_before, (), Stop.MOSTLY_PROMOTED,
+                        f"a passing model needs more than {max_ops} ops promoted (all {_op_count(leveled)} "
+                        f"candidate ops promoted pass, the {_op_count(ranked[:limit])} most useful do not): "
+                        "not an int8 model", measured)
         counted = found is not None
         if not counted:             # budget: the passing model of all of them stands
             chosen, (model, verdict) = leveled, whole
@@ -183,9 +182,9 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
                 chosen, (model, verdict) = leveled, whole
         break
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
-    promoted = sum(len(c.ops) for c in chosen)
+    promoted = _op_count(chosen)
     if max_ops is not None and promoted > max_ops:     # the budget ended before the count got below the cap
-        return done(None, verdict, chosen, Stop.MOSTLY_PROMOTED,
+        return done(None, verdict_before, (), Stop.MOSTLY_PROMOTED,
                     f"the one passing model found promotes {promoted} ops (more than {max_ops}): not an int8 "
                     "model", measured)
     note = (" (all candidates kept: the budget ended before the count)" if not counted else
@@ -262,12 +261,17 @@ class Judge:
         return quick if not quick.passed else self.full(model)
 
 
+def _op_count(candidates: Sequence[Candidate]) -> int:
+    """How many distinct ops ``candidates`` promote (groups share ops: an op and its readers)."""
+    return len({op.name for c in candidates for op in c.ops})
+
+
 def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
-    """The most leading candidates of ``ranked`` whose ops number at most ``max_ops``."""
-    total = 0
+    """The most leading candidates of ``ranked`` whose distinct ops number at most ``max_ops``."""
+    seen: set[str] = set()
     for k, c in enumerate(ranked):
-        total += len(c.ops)
-        if total > max_ops:
+        seen.update(op.name for op in c.ops)
+        if len(seen) > max_ops:
             return k
     return len(ranked)
 

@@ -197,6 +197,20 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     return output_quality(name, float_out, quant_out, channels_last, thresholds)
 
 
+def _with_siblings(k: int, float_outs: Sequence[np.ndarray], channels_last: bool, index: bool) -> OutputKind | None:
+    """Output ``k``'s kind where the model's other outputs decide it, else None (:func:`detect_kind`):
+    class distributions ``[N, A, C]`` beside boxes ``[N, A, 4]`` over the same A positions are an
+    SSD-style head's scores per anchor (CLASS_MAP), however few the anchors, never a text line."""
+    f = np.asarray(float_outs[k])
+    if index or f.ndim != 3 or channels_last:
+        return None
+    boxes = any(j != k and np.ndim(o) == 3 and np.shape(o)[1] == f.shape[1] and np.shape(o)[2] == 4
+                for j, o in enumerate(float_outs))
+    if boxes and detect_kind(f) is OutputKind.SEQUENCE:
+        return OutputKind.CLASS_MAP
+    return None
+
+
 def _varies(f: np.ndarray) -> bool:
     """True when the examples (axis 0) give different values of ``f``."""
     f = np.asarray(f)
@@ -220,8 +234,10 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     specs = [v if isinstance(v, KindSpec) else KindSpec(k, v) for k, v in dict(kinds or {}).items()]
     check_output_kinds(specs, list(names))
     by_name = {s.output: s for s in specs}
-    outputs = tuple(output_verdict(n, f, q, cl, thresholds, by_name.get(n), ix)
-                    for n, f, q, cl, ix in zip(names, float_outs, quant_outs, channels_last, indices))
+    kinds_of = [by_name.get(n) or _with_siblings(k, float_outs, cl, ix)
+                for k, (n, cl, ix) in enumerate(zip(names, channels_last, indices))]
+    outputs = tuple(output_verdict(n, f, q, cl, thresholds, kind, ix)
+                    for n, f, q, cl, ix, kind in zip(names, float_outs, quant_outs, channels_last, indices, kinds_of))
     if float_outs and not any(_varies(f) for f in float_outs):
         # all-zero arrays, one black image forty times: every example gives the float model the same
         # answer, so nothing says whether the quantized one keeps what changes with the input
