@@ -81,15 +81,21 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
             model, built, checked = split_model, split_built, split_checked
             kept_notes = split_notes
         else:   # parts that do not pass either: the model keeps the user's interface
-            notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either; "
-                         "the output is kept whole")
+            notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either (judged "
+                         f"joined: {_failures(split_checked)}); the output is kept whole")
             split = None
     if split is not None and not checked.verdicts[Precision.INT8].passed and whole is not None:
-        model, built, checked = whole
-        notes.append(f"splitting output {split.output!r} into parts did not pass the verdict, nor did mixed "
-                     "precision on its parts; the output is kept whole")
+        model, built, checked, split_checked = whole
+        notes.append(f"splitting output {split.output!r} into parts did not pass the verdict (judged joined: "
+                     f"{_failures(split_checked)}), nor did mixed precision on its parts; the output is kept whole")
         split = None
     elif split is not None:
         notes.extend(kept_notes)
         notes.append(split.describe())
     return model, built, checked, repair, split
+
+
+def _failures(checked) -> str:
+    """The failing outputs of ``checked``'s int8 verdict, in a phrase."""
+    verdict = checked.verdicts[Precision.INT8]
+    return "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in verdict.outputs if not o.passed) or "no failure"
