@@ -245,14 +245,19 @@ def _as_examples(arr: np.ndarray, spec: ModelInput, path: Path) -> np.ndarray:
     onnx_example = spec.shape[1:] if spec.rank >= 2 else spec.shape
     if arr.ndim >= 1 and tuple(arr.shape[1:]) == tuple(spec.shape) and spec.rank >= 2:
         arr = arr.reshape(-1, *spec.shape[1:])     # whole batches -> examples
-    if tuple(arr.shape[1:]) != tuple(onnx_example):
+    # images may come channels-last too (Keras / TensorFlow users' arrays, the TFLite layout) where
+    # that shape cannot be read the other way
+    nhwc = tuple(onnx_example[1:]) + tuple(onnx_example[:1]) if spec.image else None
+    channels_last = spec.image and tuple(arr.shape[1:]) == nhwc != tuple(onnx_example)
+    if tuple(arr.shape[1:]) != tuple(onnx_example) and not channels_last:
+        also = f" or ({', '.join(map(str, nhwc))}) channels-last" if spec.image else ""
         raise DataError(f"--calib {path}: array {spec.name!r} has shape {tuple(arr.shape)}; input {spec.name!r} "
                         f"({'x'.join(map(str, spec.shape))}) wants (examples, {', '.join(map(str, onnx_example))}) "
-                        "in the ONNX layout")
+                        f"in the ONNX layout{also}")
     x = arr.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"--calib {path}: array {spec.name!r} holds NaN or infinite values")
-    if spec.image:
+    if spec.image and not channels_last:
         x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
     return x
 

@@ -140,3 +140,18 @@ def test_held_out_images_are_stored_as_their_exact_pixels():
     assert np.array_equal(back, pixels[..., ::-1])
     again = (back / np.float32(255.0) - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     np.testing.assert_allclose(again, x, rtol=0, atol=1e-6)
+
+
+def test_calibration_images_may_come_channels_last(tmp_path):
+    """Arrays in the TFLite layout (Keras and TensorFlow users' habit) are taken as they are where the
+    shape says so unambiguously; the same data in NCHW gives the same examples."""
+    from edgenet.converters.model_data import read_arrays
+    from edgenet.converters.model_inputs import ModelInput
+
+    spec = ModelInput("images", (1, 3, 8, 10), image=True)
+    nchw = np.random.default_rng(0).normal(size=(5, 3, 8, 10)).astype(np.float32)
+    np.save(tmp_path / "nchw.npy", nchw)
+    np.save(tmp_path / "nhwc.npy", nchw.transpose(0, 2, 3, 1))
+    a = read_arrays(tmp_path / "nchw.npy", [spec])[0]
+    b = read_arrays(tmp_path / "nhwc.npy", [spec])[0]
+    assert a.shape == (5, 8, 10, 3) and np.array_equal(a, b)
