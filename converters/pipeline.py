@@ -99,7 +99,7 @@ def _refuse_unused_options(opts: ConvertOptions) -> None:
 
 # -- the pipeline ---------------------------------------------------------------------------
 def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
-    from edgenet.converters.tf_worker import tf_stages
+    from edgenet.converters.tflite_writer.side import conversion_side
     from edgenet.targets import load_target
 
     if output is None:   # an edgenet.outdir.OutputFolder: --out checked, locked and probed
@@ -128,8 +128,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
         opts.model.module is None else None
     if preloaded is not None and opts.normalize_in_model:
         _check_image_for_normalization(preloaded)
-    # TensorFlow starts loading now, in a child process, while this one loads torch and exports
-    tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
+    # the native TFLite writer makes the float model; TensorFlow (a child process that starts loading
+    # it then) only for a graph the writer cannot handle, or with EDGENET_TFLITE_WRITER=tf, when it
+    # starts loading now, while this process loads torch and exports
+    tf_side = conversion_side(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
         result = _run(opts, progress, profile, tf_side, output, preloaded)
     except BaseException:
@@ -216,6 +218,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         return built
 
     built = make(model, started)
+    notes.extend(getattr(tf_side, "take_notes", list)())
     checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)

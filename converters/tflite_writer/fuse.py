@@ -1,0 +1,136 @@
+"""Rewrites of the recorded graph that TensorFlow's TFLite converter makes too, so the native model has
+the same operators (or fewer): a constant ADD after CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
+becomes its bias; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
+field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; ops whose outputs nobody reads are dropped.
+A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
+tensors the user can name stay in the model).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from edgenet.converters.tflite_writer.tensors import Op, RTensor
+
+_BIASED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
+_FUSES_ACTIVATION = _BIASED + ("ADD", "SUB", "MUL", "DIV")
+
+
+class _Graph:
+    def __init__(self, ops: list[Op], outputs: Sequence[RTensor]):
+        self.ops = ops
+        self.outputs = {id(t) for t in outputs}
+        self.readers: dict[int, list[Op]] = defaultdict(list)
+        for op in ops:
+            for t in op.inputs:
+                if t is not None:
+                    self.readers[id(t)].append(op)
+
+    def sole_reader(self, t: RTensor) -> Op | None:
+        """The one op reading ``t``, if it is the only reader and ``t`` is no graph output."""
+        readers = self.readers.get(id(t), [])
+        if len(readers) != 1 or id(t) in self.outputs:
+            return None
+        return readers[0]
+
+    def replace(self, first: Op, last: Op, removed: Sequence[Op]) -> None:
+        """``first`` now makes ``last``'s outputs; ``removed`` ops are gone."""
+        first.outputs = last.outputs
+        for t in first.outputs:
+            t.producer = first
+        gone = {id(o) for o in removed}
+        self.ops[:] = [o for o in self.ops if id(o) not in gone]
+
+
+def _const_operand(op: Op, t: RTensor) -> RTensor | None:
+    """The other operand of binary ``op`` when it is a constant."""
+    other = op.inputs[1] if op.inputs[0] is t else op.inputs[0]
+    return other if other is not t and other.const is not None else None
+
+
+def _fold_bias(graph: _Graph, rec) -> None:
+    for op in list(graph.ops):
+        if op.code not in _BIASED or op.options[1]["fusedActivationFunction"]:
+            continue
+        y = op.outputs[0]
+        add = graph.sole_reader(y)
+        if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"]:
+            continue
+        c = _const_operand(add, y)
+        channels = y.shape_[-1]
+        if c is None or add.outputs[0].shape_ != y.shape_ or (c.const.size not in (1, channels)) or (
+                c.const.ndim and c.const.shape[-1] != c.const.size):
+            continue
+        old = op.inputs[2]
+        base = np.zeros(channels, y.dtype_) if old is None else old.const
+        op.inputs[2] = rec.const((base + np.broadcast_to(c.const.reshape(-1), (channels,))).astype(y.dtype_))
+        graph.replace(op, add, [add])
+
+
+def _fuse_activations(graph: _Graph) -> None:
+    for op in list(graph.ops):
+        if op.code not in _FUSES_ACTIVATION or op.options is None or op.options[1]["fusedActivationFunction"]:
+            continue
+        act = graph.sole_reader(op.outputs[0])
+        if act is None or act.code not in _ACTIVATIONS or act.inputs[0] is not op.outputs[0]:
+            continue
+        op.options[1]["fusedActivationFunction"] = _ACTIVATIONS[act.code]
+        graph.replace(op, act, [act])
+
+
+def _scalar(t: RTensor | None, value: float) -> bool:
+    return t is not None and t.const is not None and t.const.size == 1 and \
+        abs(float(t.const.reshape(())) - value) <= 1e-6 * abs(value)
+
+
+def _fuse_hard_swish(graph: _Graph) -> None:
+    """MUL(MUL(x, ADD(x, 3) with RELU6), 1/6) -> HARD_SWISH(x) (either operand order)."""
+    for last in list(graph.ops):
+        if last.code != "MUL" or last.options[1]["fusedActivationFunction"] or len(last.inputs) != 2:
+            continue
+        m = next((t for t in last.inputs if t.const is None), None)
+        if m is None or not _scalar(_const_operand(last, m), 1 / 6) or m.producer is None:
+            continue
+        mul = m.producer
+        if mul.code != "MUL" or graph.sole_reader(m) is not last or mul.options[1]["fusedActivationFunction"]:
+            continue
+        for x, r in (mul.inputs, reversed(mul.inputs)):
+            add = r.producer
+            if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3:
+                continue
+            if graph.sole_reader(r) is not mul or x not in add.inputs or not _scalar(_const_operand(add, x), 3.0):
+                continue
+            if x.shape_ != last.outputs[0].shape_:
+                continue
+            swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
+            for t in swish.outputs:
+                t.producer = swish
+            graph.ops[graph.ops.index(last)] = swish
+            gone = {id(add), id(mul)}
+            graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
+            break
+
+
+def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
+    live = {id(t) for t in outputs}
+    kept = []
+    for op in reversed(ops):
+        if any(id(t) in live for t in op.outputs):
+            kept.append(op)
+            live.update(id(t) for t in op.inputs if t is not None)
+    return kept[::-1]
+
+
+def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
+    """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs."""
+    ops = _drop_dead(ops, outputs)
+    graph = _Graph(ops, outputs)
+    _fold_bias(graph, rec)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_activations(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_hard_swish(graph)
+    return _drop_dead(graph.ops, outputs)
