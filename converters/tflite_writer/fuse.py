@@ -1,7 +1,8 @@
 """Rewrites of the recorded graph that TensorFlow's TFLite converter makes too, so the native model has
 the same operators (or fewer): a constant ADD after CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
 becomes its bias; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
-field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; ops whose outputs nobody reads are dropped.
+field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
+is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
 A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
 tensors the user can name stay in the model).
 """
@@ -114,6 +115,21 @@ def _fuse_hard_swish(graph: _Graph) -> None:
             break
 
 
+def _flatten_into_fc(graph: _Graph) -> None:
+    """A RESHAPE to (N, K) read only by FULLY_CONNECTED: the FC reads the reshape's input (FC takes
+    any input as rows of K values), as TensorFlow's converter leaves it."""
+    for fc in graph.ops:
+        if fc.code != "FULLY_CONNECTED" or fc.options[1].get("keepNumDims"):
+            continue
+        r = fc.inputs[0]
+        reshape = r.producer
+        if reshape is None or reshape.code != "RESHAPE" or graph.sole_reader(r) is not fc or len(r.shape_) != 2:
+            continue
+        source = reshape.inputs[0]
+        if source.shape_ and source.shape_[-1] == r.shape_[1] and r.shape_[0] * r.shape_[1] == int(np.prod(source.shape_)):
+            fc.inputs[0] = source
+
+
 def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
     live = {id(t) for t in outputs}
     kept = []
@@ -129,6 +145,7 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
     ops = _drop_dead(ops, outputs)
     graph = _Graph(ops, outputs)
     _fold_bias(graph, rec)
+    _flatten_into_fc(graph)
     graph = _Graph(graph.ops, outputs)
     _fuse_activations(graph)
     graph = _Graph(graph.ops, outputs)
