@@ -88,9 +88,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", help="write the conversions to this folder (kept) instead of a temporary one")
     args = ap.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for name in args.models.split(","):
             outs = {w: Path(tmp) / f"{name}-{w}" for w in ("native", "tf")}
             walls = {w: round(convert(name, outs[w], w), 2) for w in outs}

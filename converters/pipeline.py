@@ -145,7 +145,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
          preloaded: SourceModel | None = None):
     from edgenet.converters.build import build, stage_count, start_graph
     from edgenet.converters.passes import ONNX_PASSES
-    from edgenet.converters.tf_worker import InProcessTF
+    from edgenet.converters.tf_worker import WorkerTF
 
     notes: list[str] = []
     int8 = opts.int8
@@ -153,7 +153,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
                     + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side,
-               detail="" if isinstance(tf_side, InProcessTF) else "TensorFlow in a worker process")
+               detail="TensorFlow in a worker process" if isinstance(tf_side, WorkerTF) else "")
     fit = None
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")

@@ -9,6 +9,7 @@ import pytest
 
 from test_onnx_to_tf_helpers import from_tf_output, helper, make_model, rand, run_ort, single_op, to_tf_input
 from test_onnx_to_tf_conv import CONV_CASES, POOL_CASES, _conv, _random_conv_cases, _random_pool_cases
+from test_onnx_to_tf_conv_transpose import CASES as TRANSPOSE_CASES, _model as _transpose_model
 from test_onnx_to_tf_ops import BROADCAST, RESIZE, UNARY, X
 
 from edgenet.config import Precision
@@ -234,3 +235,10 @@ def test_a_graph_the_writer_lacks_falls_back_to_tensorflow_and_says_so():
     plain = NativeSide(lambda: pytest.fail("TensorFlow started for a native graph"))
     _, floats = plain.start("graph_and_floats", single_op("Relu", X)).result()
     assert floats[Precision.FLOAT32] and plain.take_notes() == []
+
+
+@pytest.mark.parametrize("case", sorted(TRANSPOSE_CASES))
+def test_conv_transpose(case):
+    x_shape, w_shape, attrs = TRANSPOSE_CASES[case]
+    model = _transpose_model(x_shape, w_shape, **attrs)
+    assert_native_matches(model, {"x": rand(*x_shape)}, atol=1e-4, rtol=1e-4)

@@ -1,5 +1,5 @@
 """Rewrites of the recorded graph that TensorFlow's TFLite converter makes too, so the native model has
-the same operators (or fewer): a constant ADD after CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
+the same operators (or fewer): a constant ADD after CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV
 becomes its bias; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
 field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
 is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
@@ -15,9 +15,9 @@ import numpy as np
 
 from edgenet.converters.tflite_writer.tensors import Op, RTensor
 
-_BIASED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
 _ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
-_FUSES_ACTIVATION = _BIASED + ("ADD", "SUB", "MUL", "DIV")
+_FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV")
 
 
 class _Graph:
@@ -54,7 +54,7 @@ def _const_operand(op: Op, t: RTensor) -> RTensor | None:
 
 def _fold_bias(graph: _Graph, rec) -> None:
     for op in list(graph.ops):
-        if op.code not in _BIASED or op.options[1]["fusedActivationFunction"]:
+        if op.code not in _BIAS_INPUT or op.options[1]["fusedActivationFunction"]:
             continue
         y = op.outputs[0]
         add = graph.sole_reader(y)
@@ -65,9 +65,10 @@ def _fold_bias(graph: _Graph, rec) -> None:
         if c is None or add.outputs[0].shape_ != y.shape_ or (c.const.size not in (1, channels)) or (
                 c.const.ndim and c.const.shape[-1] != c.const.size):
             continue
-        old = op.inputs[2]
+        slot = _BIAS_INPUT[op.code]
+        old = op.inputs[slot]
         base = np.zeros(channels, y.dtype_) if old is None else old.const
-        op.inputs[2] = rec.const((base + np.broadcast_to(c.const.reshape(-1), (channels,))).astype(y.dtype_))
+        op.inputs[slot] = rec.const((base + np.broadcast_to(c.const.reshape(-1), (channels,))).astype(y.dtype_))
         graph.replace(op, add, [add])
 
 

@@ -76,6 +76,20 @@ class NNOps:
                                               "dilationWFactor": d[1], "fusedActivationFunction": 0})
         return self.rec.emit("DEPTHWISE_CONV_2D", [x, weights, bias], [(shape, x.dtype_)], options)[0]
 
+    def conv2d_transpose(self, x: Any, filters: Any, output_shape: Sequence[int], strides: Any, padding: str = "SAME",
+                         **_: Any) -> RTensor:
+        """TRANSPOSE_CONV: filter (O, kh, kw, I) from TF's (kh, kw, O, I); the output shape as given."""
+        x = self._t(x)
+        kernel = np.asarray(filters.const if isinstance(filters, RTensor) else filters)
+        if x.const is not None or x.ndim != 4 or padding not in PADDING:
+            raise NotNative("TRANSPOSE_CONV of a constant or non-4-D input")
+        s, shape = _pair(strides), [int(d) for d in output_shape]
+        weights = self.rec.const(np.ascontiguousarray(kernel.transpose(2, 0, 1, 3)))
+        bias = self.rec.const(np.zeros(shape[3], x.dtype_))
+        options = ("TransposeConvOptions", {"padding": PADDING[padding], "strideH": s[0], "strideW": s[1],
+                                            "fusedActivationFunction": 0})
+        return self.rec.emit("TRANSPOSE_CONV", [self._i32(shape), weights, x, bias], [(shape, x.dtype_)], options)[0]
+
     def bias_add(self, y: Any, bias: Any) -> RTensor:
         return self.add(y, self._t(bias, y))
 

@@ -30,9 +30,9 @@ _EMPTY_OPTIONS = {"PAD": "PadOptions", "PADV2": "PadV2Options", "TRANSPOSE": "Tr
                   "TILE": "TileOptions", "HARD_SWISH": "HardSwishOptions", "EXP": "ExpOptions",
                   "LOG_SOFTMAX": "LogSoftmaxOptions", "BROADCAST_TO": "BroadcastToOptions"}
 # the lowest version of a builtin that has the float kernel (the runtime refuses BROADCAST_TO v1)
-_VERSIONS = {"BROADCAST_TO": 2}
+_VERSIONS = {"BROADCAST_TO": 2, "TRANSPOSE_CONV": 3}  # TRANSPOSE_CONV v3: the bias input
 _ROLES = {"CONV_2D": ("", "filter", "bias"), "DEPTHWISE_CONV_2D": ("", "filter", "bias"),
-          "FULLY_CONNECTED": ("", "weights", "bias")}
+          "FULLY_CONNECTED": ("", "weights", "bias"), "TRANSPOSE_CONV": ("output_shape", "filter", "", "bias")}
 
 
 def _options(schema, op: Op):

@@ -45,6 +45,8 @@ def conversion_side(in_process: bool = False):
 class NativeSide:
     """See the module docstring; ``fallback`` makes the TensorFlow side when first needed."""
 
+    NATIVE = True  # the pipeline names the float stage after it
+
     def __init__(self, fallback: Callable[[], Any]) -> None:
         self._factory = fallback
         self._tf_side = None
