@@ -7,7 +7,8 @@ constant folding). Fusions TFLite makes (bias and activations into CONV_2D, HARD
 done afterwards on the recorded graph (:mod:`~edgenet.converters.tflite_writer.fuse`). A function
 this backend does not implement raises :class:`~edgenet.converters.tflite_writer.tensors.NotNative`
 (the model then goes through TensorFlow). Elementwise, shape and slicing ops live here; convolutions,
-pools, matmuls, reductions and resizes in :mod:`~edgenet.converters.tflite_writer.nn_ops`.
+pools, matmuls, reductions and resizes in :mod:`~edgenet.converters.tflite_writer.nn_ops`;
+comparisons, selection and the rest in :mod:`~edgenet.converters.tflite_writer.logic_ops`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgenet.converters.tflite_writer.logic_ops import LogicOps
 from edgenet.converters.tflite_writer.nn_ops import NNOps
 from edgenet.converters.tflite_writer.tensors import DType, NotNative, Recorder, RTensor
 
@@ -54,7 +56,7 @@ def _ints(values: Any) -> list[int]:
     return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
-class Backend(NNOps):
+class Backend(NNOps, LogicOps):
     """One conversion's stand-in for the ``tf`` module (see the module docstring)."""
 
     float32, float16, int32, int64, int8, uint8, bool = (DType(d) for d in (
@@ -194,10 +196,15 @@ class Backend(NNOps):
     def pad(self, t: Any, paddings: Any, mode: str = "CONSTANT", constant_values: Any = 0) -> RTensor:
         t = self._t(t)
         pads = np.asarray(paddings, np.int64).reshape(t.ndim, 2)
-        if mode.upper() != "CONSTANT":
-            raise NotNative(f"{mode} padding")
         if not pads.any():
             return t
+        if mode.upper() in ("REFLECT", "SYMMETRIC"):
+            shape = [d + int(b) + int(e) for d, (b, e) in zip(t.shape_, pads)]
+            options = ("MirrorPadOptions", {"mode": 0 if mode.upper() == "REFLECT" else 1})
+            return self.rec.emit("MIRROR_PAD", [t, self._i32(pads)], [(shape, t.dtype_)], options,
+                                 fold=lambda a, _: np.pad(a, pads, mode=mode.lower()))[0]
+        if mode.upper() != "CONSTANT":
+            raise NotNative(f"{mode} padding")
         value = self._t(constant_values, t)
         shape = [d + int(b) + int(e) for d, (b, e) in zip(t.shape_, pads)]
         fold = lambda a, *_: np.pad(a, pads, constant_values=value.const)  # noqa: E731

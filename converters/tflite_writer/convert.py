@@ -57,7 +57,7 @@ def _name_tensors(tracer: Any, outputs: list[RTensor]) -> dict[str, str]:
     claimed: set[int] = set()
     names = [vi.name for vi in tracer.model.graph.output]
     for t, name in zip(outputs, names):
-        if id(t) not in claimed and t.producer is not None:
+        if id(t) not in claimed and (t.producer is not None or t.const is not None):
             t.name, claimed = name, claimed | {id(t)}
     for node in tracer.model.graph.node:
         for name in node.output:
@@ -76,14 +76,15 @@ def _name_tensors(tracer: Any, outputs: list[RTensor]) -> dict[str, str]:
 
 
 def _distinct_outputs(backend: Backend, outputs: list[RTensor]) -> list[RTensor]:
-    """Each graph output its own operator-made tensor: an output that is a graph input (an Identity,
-    a Transpose the layout absorbed) or another output again becomes a RESHAPE to its own shape."""
+    """Each graph output its own tensor: an output that is a graph input (an Identity, a Transpose the
+    layout absorbed) or another output again becomes a RESHAPE to its own shape; a constant output
+    stays a constant tensor (as in TensorFlow's models)."""
     seen: set[int] = set()
     result = []
     for t in outputs:
-        if t.const is not None:
-            raise NotNative("a graph output that is a constant")
-        if t.producer is None or id(t) in seen:
+        if t.const is not None and id(t) in seen:
+            t = backend.rec.const(t.const.copy())
+        elif t.producer is None and t.const is None or id(t) in seen:
             t = backend.rec.emit("RESHAPE", [t, backend._i32(t.shape_)], [(t.shape_, t.dtype_)],
                                  ("ReshapeOptions", {"newShape": list(t.shape_)}))[0]
         seen.add(id(t))

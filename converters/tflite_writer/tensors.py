@@ -87,7 +87,9 @@ class RTensor:
     def ndim(self) -> int:
         return len(self.shape_)
 
-    # arithmetic, as tf.Tensor has it (recorded through the backend)
+    # arithmetic, as tf.Tensor has it (recorded through the backend); numpy defers to it
+    __array_ufunc__ = None
+
     def __add__(self, o): return self.rec.tf.add(self, o)
     def __radd__(self, o): return self.rec.tf.add(o, self)
     def __sub__(self, o): return self.rec.tf.subtract(self, o)
@@ -99,8 +101,10 @@ class RTensor:
     def __neg__(self): return self.rec.tf.negative(self)
     def __getitem__(self, index): return self.rec.tf.getitem(self, index)
 
-    def __gt__(self, o): raise NotNative("comparison ops")
-    __lt__ = __ge__ = __le__ = __gt__
+    def __gt__(self, o): return self.rec.tf.greater(self, o)
+    def __lt__(self, o): return self.rec.tf.less(self, o)
+    def __ge__(self, o): return self.rec.tf.greater_equal(self, o)
+    def __le__(self, o): return self.rec.tf.less_equal(self, o)
 
     def __hash__(self) -> int:
         return id(self)
@@ -143,6 +147,8 @@ class Recorder:
         for shape, _ in outs:
             if any(d is None or int(d) < 0 for d in shape):
                 raise NotNative(f"{code} with a dynamic shape {tuple(shape)}")
+            if any(int(d) == 0 for d in shape):
+                raise NotNative(f"{code} making an empty tensor {tuple(shape)}")
         op = Op(code, list(inputs), [], options, self.scope)
         base = f"{self.scope}/{code.lower()}" if self.scope else code.lower()
         for shape, dtype in outs:
