@@ -219,22 +219,56 @@ def test_names_signature_and_int8_through_the_quantizer():
 
 
 def test_a_graph_the_writer_lacks_falls_back_to_tensorflow_and_says_so():
+    """An empty intermediate tensor (a Slice that keeps nothing, concatenated) is something the
+    native writer leaves to TensorFlow: the conversion side falls back and says so in a note."""
     from edgenet.converters.tf_worker import InProcessTF
 
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("ArgMax", ["r"], ["y"], axis=1, keepdims=1)]
-    model = make_model(nodes, {"x": X}, ["y"])
-    with pytest.raises(NotNative, match="argmax"):
+    inits = {"s": np.array([3], np.int64), "e": np.array([3], np.int64), "a": np.array([1], np.int64)}
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["empty"], name="keep_nothing"),
+             helper.make_node("Concat", ["x", "empty"], ["y"], axis=1, name="concat")]
+    model = make_model(nodes, {"x": X}, ["y"], inits)
+    with pytest.raises(NotNative, match="empty tensor.*keep_nothing"):
         native_tflite(model)
     made = []
     side = NativeSide(lambda: made.append(InProcessTF()) or made[-1])
     info, floats = side.start("graph_and_floats", model).result()
     assert made and Precision.FLOAT32 in floats and info.outputs[0].name == "y"
     notes = side.take_notes()
-    assert len(notes) == 1 and "through TensorFlow" in notes[0] and "argmax" in notes[0]
+    assert len(notes) == 1 and "through TensorFlow" in notes[0] and "keep_nothing" in notes[0]
     # a graph it covers stays native: no TensorFlow side started
     plain = NativeSide(lambda: pytest.fail("TensorFlow started for a native graph"))
     _, floats = plain.start("graph_and_floats", single_op("Relu", X)).result()
     assert floats[Precision.FLOAT32] and plain.take_notes() == []
+
+
+def test_convert_says_when_the_float_model_came_from_tensorflow(tmp_path):
+    """Through edgenet.convert: the fallback model converts and validates, and the report says why."""
+    import edgenet
+    import onnx
+
+    inits = {"s": np.array([3], np.int64), "e": np.array([3], np.int64), "a": np.array([1], np.int64)}
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["empty"], name="keep_nothing"),
+             helper.make_node("Concat", ["x", "empty"], ["y"], axis=1, name="concat")]
+    path = tmp_path / "fallback.onnx"
+    onnx.save(make_model(nodes, {"x": (1, 3, 8, 8)}, ["y"], inits), str(path))
+    result = edgenet.convert(str(path), precisions=["float32"], out=tmp_path / "out", eval_samples=2,
+                             layer_report=False)
+    notes = [n for n in result.report.notes if "through TensorFlow" in n]
+    assert len(notes) == 1 and "keep_nothing" in notes[0]
+    plain = tmp_path / "plain.onnx"
+    onnx.save(single_op("Relu", (1, 3, 8, 8)), str(plain))
+    result = edgenet.convert(str(plain), precisions=["float32"], out=tmp_path / "plain", eval_samples=2,
+                             layer_report=False)
+    assert not [n for n in result.report.notes if "through TensorFlow" in n]
+
+
+def test_float16_comes_from_tensorflow_and_says_so():
+    from edgenet.converters.tf_worker import InProcessTF
+
+    side = NativeSide(InProcessTF)
+    _, floats = side.graph_and_floats(single_op("Relu", X), (), (Precision.FLOAT32, Precision.FLOAT16))
+    assert set(floats) == {Precision.FLOAT32, Precision.FLOAT16}
+    assert "float16" in side.take_notes()[0]
 
 
 @pytest.mark.parametrize("case", sorted(TRANSPOSE_CASES))
