@@ -298,14 +298,12 @@ class Backend(NNOps, LogicOps):
         y = self.strided_slice(t, begin, end, strides, begin_mask, end_mask, shrink) if plain else t
         if len(plain) == len(index):
             return y
+        # None inserts a unit dim where it stands among the kept (sliced) dims
         shape, dims = [], iter(y.shape_)
-        kept = [i for i in plain if isinstance(i, slice)] + [slice(None)] * (t.ndim - len(plain))
-        positions = iter(range(len(kept)))
         for item in index:
             if item is None:
                 shape.append(1)
             elif isinstance(item, slice):
-                next(positions)
                 shape.append(next(dims))
         shape.extend(dims)
         return self.reshape(y, shape)

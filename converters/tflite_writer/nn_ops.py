@@ -17,7 +17,8 @@ from edgenet.converters.tflite_writer.tensors import NotNative, RTensor
 PADDING = {"SAME": 0, "VALID": 1}
 
 
-def _pair(values: Any, rank4: bool = True) -> tuple[int, int]:
+def _pair(values: Any) -> tuple[int, int]:
+    """(H, W) of a TF window argument: one int, (h, w), or NHWC-style (1, h, w, 1)."""
     v = [int(x) for x in np.atleast_1d(values)]
     if len(v) == 1:
         return v[0], v[0]
