@@ -276,3 +276,43 @@ def test_conv_transpose(case):
     x_shape, w_shape, attrs = TRANSPOSE_CASES[case]
     model = _transpose_model(x_shape, w_shape, **attrs)
     assert_native_matches(model, {"x": rand(*x_shape)}, atol=1e-4, rtol=1e-4)
+
+
+# ---- the zoo: the same operators as the TensorFlow-made models -----------------------------------
+ZOO_SMALL = {"mobilenet_v1": dict(alpha=0.25, resolution=64), "mixnet_s": dict(resolution=64),
+             "shufflenet_v2_x1_0": dict(resolution=64), "squeezenet1_1": dict(resolution=64),
+             "xception_tiny": dict(resolution=32)}
+
+
+def _op_list(model: bytes) -> list[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgenet.converters import _flatbuffer
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    obj = _flatbuffer.read(model)
+    return sorted(names[_flatbuffer.builtin_code(obj, op)] for op in obj.subgraphs[0].operators)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mixnet_s" else n
+                                  for n in sorted(ZOO_SMALL)])   # MixNet-S: 10 s (404 ops, both ways)
+def test_zoo_float_models_match_the_tensorflow_made_ones(name):
+    """Exported and cleaned as convert does (BN folded): the native float model has exactly the
+    TF-made model's op types and counts, and computes the same values."""
+    pytest.importorskip("torch")
+    from edgenet.converters.export import export_onnx
+    from edgenet.converters.onnx_to_tf import onnx_to_tf
+    from edgenet.converters.passes import ONNX_PASSES
+    from edgenet.converters.tflite import to_float_tflite
+    from edgenet.zoo import create_model
+
+    size = ZOO_SMALL[name]
+    model = export_onnx(create_model(name, num_classes=10, **size), (1, 3, size["resolution"], size["resolution"]))
+    for graph_pass in ONNX_PASSES:
+        model, _ = graph_pass.run(model)
+    native = native_tflite(model).model
+    made_by_tf = to_float_tflite(onnx_to_tf(model))
+    assert _op_list(native) == _op_list(made_by_tf)
+    x = rand(1, 3, size["resolution"], size["resolution"])
+    got, _, _ = run_native(model, {"input": x})
+    np.testing.assert_allclose(got[0], run_ort(model, {"input": x})[0], rtol=1e-4, atol=1e-5)

@@ -141,6 +141,8 @@ class NNOps:
         t = self._t(t)
         axes = list(range(t.ndim)) if axis is None else sorted({int(a) % t.ndim for a in np.atleast_1d(axis)})
         shape = [1 if i in axes else d for i, d in enumerate(t.shape_) if keepdims or i not in axes]
+        if all(t.shape_[a] == 1 for a in axes):   # over unit dims: the values themselves (no op, as in TF's model)
+            return self.reshape(t, shape)
         return self.rec.emit(code, [t, self._i32(axes)], [(shape, t.dtype_)], ("ReducerOptions", {"keepDims": bool(keepdims)}),
                              fold=lambda a, _: fn(a, axis=tuple(axes), keepdims=keepdims))[0]
 
