@@ -316,3 +316,21 @@ def test_zoo_float_models_match_the_tensorflow_made_ones(name):
     x = rand(1, 3, size["resolution"], size["resolution"])
     got, _, _ = run_native(model, {"input": x})
     np.testing.assert_allclose(got[0], run_ort(model, {"input": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_affine_around_convs_folds_like_tflite():
+    """conv -> Mul(per channel) -> Add -> Relu is one CONV_2D; HardSwish -> Mul(s) -> Add(b) -> a 1x1
+    conv folds the affine into the conv's weights and bias; before a padded conv it stays (not exact)."""
+    c = 5
+    inits = {"w1": rand(c, c, 3, 3, scale=0.3), "s": rand(c, 1, 1) + 2, "b": rand(c, 1, 1), "w2": rand(c, c, 1, 1),
+             "w3": rand(c, c, 3, 3, scale=0.3), "k": np.array(0.7, np.float32), "d": np.array(-0.2, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c1", "s"], ["m1"]), helper.make_node("Add", ["m1", "b"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]), helper.make_node("HardSwish", ["r1"], ["h"]),
+             helper.make_node("Mul", ["h", "k"], ["m2"]), helper.make_node("Add", ["m2", "d"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w2"], ["c2"]), helper.make_node("HardSwish", ["c2"], ["h2"]),
+             helper.make_node("Mul", ["h2", "k"], ["m3"]), helper.make_node("Add", ["m3", "d"], ["a3"]),
+             helper.make_node("Conv", ["a3", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": X}, ["y"], inits)
+    ops = assert_native_matches(model, {"x": rand(*X)}, atol=1e-4, rtol=1e-4)
+    assert sorted(ops) == ["ADD", "CONV_2D", "CONV_2D", "CONV_2D", "HARD_SWISH", "HARD_SWISH", "MUL"]

@@ -1,6 +1,7 @@
 """Rewrites of the recorded graph that TensorFlow's TFLite converter makes too, so the native model has
-the same operators (or fewer): a constant ADD after CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV
-becomes its bias; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
+the same operators (or fewer): a per-channel constant MUL after CONV_2D / DEPTHWISE_CONV_2D /
+FULLY_CONNECTED / TRANSPOSE_CONV scales its weights, a constant ADD / SUB becomes its bias, ``x * s + b`` before a VALID conv or an FC
+folds into it; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
 field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
 is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
 A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
@@ -16,6 +17,7 @@ import numpy as np
 from edgenet.converters.tflite_writer.tensors import Op, RTensor
 
 _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+_WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}  # output channels
 _ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV")
 
@@ -52,24 +54,106 @@ def _const_operand(op: Op, t: RTensor) -> RTensor | None:
     return other if other is not t and other.const is not None else None
 
 
+def _channel_constant(graph: _Graph, op: Op, codes: tuple[str, ...]):
+    """(reader, per-channel values) when ``op``'s output is read only by a ``codes`` op with a
+    constant of one value or one per output channel (its last dim) as the other operand; else None."""
+    y = op.outputs[0]
+    reader = graph.sole_reader(y)
+    if reader is None or reader.code not in codes or reader.options[1]["fusedActivationFunction"]:
+        return None
+    c = _const_operand(reader, y)
+    channels = y.shape_[-1]
+    if c is None or reader.outputs[0].shape_ != y.shape_ or c.const.size not in (1, channels) or (
+            c.const.ndim and c.const.shape[-1] != c.const.size):
+        return None
+    if reader.code == "SUB" and reader.inputs[0] is not y:   # c - y is no bias
+        return None
+    values = np.broadcast_to(c.const.reshape(-1), (channels,)).astype(y.dtype_)
+    return reader, (-values if reader.code == "SUB" else values)
+
+
 def _fold_bias(graph: _Graph, rec) -> None:
+    """ADD (or SUB) of a per-channel constant after a weighted op: its bias."""
     for op in list(graph.ops):
         if op.code not in _BIAS_INPUT or op.options[1]["fusedActivationFunction"]:
             continue
-        y = op.outputs[0]
-        add = graph.sole_reader(y)
-        if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"]:
+        found = _channel_constant(graph, op, ("ADD", "SUB"))
+        if found is None:
             continue
-        c = _const_operand(add, y)
-        channels = y.shape_[-1]
-        if c is None or add.outputs[0].shape_ != y.shape_ or (c.const.size not in (1, channels)) or (
-                c.const.ndim and c.const.shape[-1] != c.const.size):
-            continue
+        reader, values = found
         slot = _BIAS_INPUT[op.code]
         old = op.inputs[slot]
-        base = np.zeros(channels, y.dtype_) if old is None else old.const
-        op.inputs[slot] = rec.const((base + np.broadcast_to(c.const.reshape(-1), (channels,))).astype(y.dtype_))
-        graph.replace(op, add, [add])
+        base = np.zeros(values.shape, values.dtype) if old is None else old.const
+        op.inputs[slot] = rec.const((base + values).astype(values.dtype))
+        graph.replace(op, reader, [reader])
+
+
+def _fold_scale(graph: _Graph, rec) -> None:
+    """MUL by a per-channel constant after a weighted op: its weights and bias scaled (what
+    TensorFlow's converter does with an affine BatchNorm left as Mul + Add after a conv)."""
+    for op in list(graph.ops):
+        if op.code not in _WEIGHT_AXIS or op.options[1]["fusedActivationFunction"]:
+            continue
+        found = _channel_constant(graph, op, ("MUL",))
+        if found is None:
+            continue
+        reader, scale = found
+        weights = op.inputs[1].const
+        shape = [1] * weights.ndim
+        shape[_WEIGHT_AXIS[op.code]] = scale.size
+        op.inputs[1] = rec.const((weights * scale.reshape(shape)).astype(weights.dtype))
+        slot = _BIAS_INPUT[op.code]
+        if op.inputs[slot] is not None:
+            op.inputs[slot] = rec.const((op.inputs[slot].const * scale).astype(scale.dtype))
+        graph.replace(op, reader, [reader])
+
+
+_SUM_AXES = {"CONV_2D": (1, 2, 3), "DEPTHWISE_CONV_2D": (0, 1, 2), "FULLY_CONNECTED": (1,)}
+
+
+def _scalar_operand(graph: _Graph, t: RTensor, code: str, reader: Op):
+    """(op, other input, scalar) when ``t`` is made by a ``code`` op of a tensor and a one-value
+    constant, read only by ``reader``; else None."""
+    op = t.producer
+    if op is None or op.code != code or op.options[1]["fusedActivationFunction"] or graph.sole_reader(t) is not reader:
+        return None
+    x = next((i for i in op.inputs if i.const is None), None)
+    c = None if x is None else _const_operand(op, x)
+    if c is None or c.const.size != 1 or x.shape_ != t.shape_:
+        return None
+    return op, x, float(c.const.reshape(()))
+
+
+def _fold_input_affine(graph: _Graph, rec) -> None:
+    """``x * s + b`` (scalars) read only by a VALID CONV_2D / DEPTHWISE_CONV_2D or a FULLY_CONNECTED:
+    the op reads ``x`` with weights ``s W`` and bias ``bias + b sum(W)`` (exact without padding; what
+    TensorFlow's converter does with PP-LCNet's learnable affine blocks before pointwise convs)."""
+    for op in list(graph.ops):
+        if op.code not in _SUM_AXES:
+            continue
+        if op.code != "FULLY_CONNECTED" and op.options[1]["padding"] != 1:
+            continue
+        t, scale, shift, removed = op.inputs[0], 1.0, 0.0, []
+        add = _scalar_operand(graph, t, "ADD", op)
+        if add is not None:
+            removed.append(add[0])
+            t, shift = add[1], add[2]
+        mul = _scalar_operand(graph, t, "MUL", removed[-1] if removed else op)
+        if mul is not None:
+            removed.append(mul[0])
+            t, scale = mul[1], mul[2]
+        if not removed:
+            continue
+        weights = op.inputs[1].const
+        dtype = weights.dtype
+        old = op.inputs[2]
+        bias = np.zeros(op.outputs[0].shape_[-1], dtype) if old is None else old.const
+        summed = weights.astype(np.float64).sum(axis=_SUM_AXES[op.code]).reshape(-1)
+        op.inputs[2] = rec.const((bias + shift * summed).astype(dtype))
+        op.inputs[1] = rec.const((weights * np.asarray(scale, dtype)).astype(dtype))
+        op.inputs[0] = t
+        gone = {id(o) for o in removed}
+        graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
 
 
 def _fuse_activations(graph: _Graph) -> None:
@@ -142,13 +226,22 @@ def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
 
 
 def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
-    """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs."""
+    """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs.
+    Order matters: output-side folds first (they need the op's activation field still empty), then
+    activations and HARD_SWISH, then the input-side affine fold (which must not take a HARD_SWISH's
+    last MUL)."""
     ops = _drop_dead(ops, outputs)
     graph = _Graph(ops, outputs)
-    _fold_bias(graph, rec)
-    _flatten_into_fc(graph)
-    graph = _Graph(graph.ops, outputs)
+    for _ in range(2):   # conv -> mul -> add and conv -> add -> mul alike
+        _fold_scale(graph, rec)
+        graph = _Graph(graph.ops, outputs)
+        _fold_bias(graph, rec)
+        graph = _Graph(graph.ops, outputs)
     _fuse_activations(graph)
     graph = _Graph(graph.ops, outputs)
     _fuse_hard_swish(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fold_input_affine(graph, rec)
+    graph = _Graph(graph.ops, outputs)
+    _flatten_into_fc(graph)
     return _drop_dead(graph.ops, outputs)
