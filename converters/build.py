@@ -66,7 +66,8 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
         from edgenet.converters.quantize import preload
 
         preload()
-    names = " + ".join(["onnx -> tf", *(f"tflite {p.value}" for p in graph_precisions(opts))])
+    first = "onnx -> tflite (native)" if getattr(tf_side, "NATIVE", False) else "onnx -> tf"
+    names = " + ".join([first, *(f"tflite {p.value}" for p in graph_precisions(opts))])
     graph, floats = run(names, started.result)
     built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])
     if wanted and equalize is not None:

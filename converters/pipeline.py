@@ -98,7 +98,7 @@ def _refuse_unused_options(opts: ConvertOptions) -> None:
 
 # -- the pipeline ---------------------------------------------------------------------------
 def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
-    from edgenet.converters.tf_worker import tf_stages
+    from edgenet.converters.tflite_writer.side import conversion_side
     from edgenet.targets import load_target
 
     if output is None:   # an edgenet.outdir.OutputFolder: --out checked, locked and probed
@@ -131,8 +131,10 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
         opts.model.module is None else None
     if preloaded is not None and opts.normalize_in_model:
         _check_image_for_normalization(preloaded)
-    # TensorFlow starts loading now, in a child process, while this one loads torch and exports
-    tf_side = tf_stages(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
+    # the native TFLite writer makes the float model; TensorFlow (a child process that starts loading
+    # it then) only for a graph the writer cannot handle, or with EDGENET_TFLITE_WRITER=tf, when it
+    # starts loading now, while this process loads torch and exports
+    tf_side = conversion_side(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
     try:
         result = _run(opts, progress, profile, tf_side, output, preloaded)
     except BaseException:
@@ -146,7 +148,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
          preloaded: SourceModel | None = None):
     from edgenet.converters.build import build, stage_count, start_graph
     from edgenet.converters.passes import ONNX_PASSES
-    from edgenet.converters.tf_worker import InProcessTF
+    from edgenet.converters.tf_worker import WorkerTF
 
     notes: list[str] = []
     int8 = opts.int8
@@ -154,7 +156,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
                     + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side,
-               detail="" if isinstance(tf_side, InProcessTF) else "TensorFlow in a worker process")
+               detail="TensorFlow in a worker process" if isinstance(tf_side, WorkerTF) else "")
     fit = None
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
@@ -233,6 +235,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         return built
 
     built = make(model, started)
+    notes.extend(getattr(tf_side, "take_notes", list)())
     if built.qdq:
         from edgenet.converters.qdq_quantize import qdq_notes
 

@@ -1,5 +1,10 @@
 """Shared helpers for the onnx_to_tf tests: build one-op ONNX graphs, run them in onnxruntime and
-through onnx_to_tf (NCHW <-> NHWC at the boundary), compare. No tests here."""
+through onnx_to_tf (NCHW <-> NHWC at the boundary), compare. No tests here.
+
+Every ``assert_*`` helper also checks the native TFLite writer's model of the same graph
+(:func:`check_native`, converters/tflite_writer) against the same reference and tolerances, so each
+handler test covers both backends; a graph the native writer leaves to TensorFlow is skipped there
+(its coverage is held by tests/test_tflite_writer.py and the conformance test)."""
 from __future__ import annotations
 
 import os
@@ -116,7 +121,37 @@ def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ato
     for e, g in zip(expected, got):
         assert g.shape == e.shape, (g.shape, e.shape)
         np.testing.assert_allclose(g, e, atol=atol, rtol=rtol)
+    if batch_size is not None:   # (the native writer makes static shapes only)
+        check_native(model, feeds, atol, rtol, batch_size=batch_size)
     return graph
+
+
+def check_native(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float, rtol: float,
+                 reference: str = "ort", batch_size: int | None = None, keep_layout=()) -> list[str] | None:
+    """The native writer's float model of ``model`` computes what ``reference`` does, in TFLite;
+    returns its op names, or None when the graph is one the native writer leaves to TensorFlow."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgenet.converters.onnx_to_tf.inputs import tf_name
+    from edgenet.converters.tflite_writer import NotNative, native_tflite
+
+    try:
+        graph = native_tflite(model, keep_layout=keep_layout, batch_size=batch_size)
+    except NotNative:
+        return None
+    want = run_ort_any_batch(model, feeds) if reference == "ort" else run_reference(model, feeds)
+    interp = Interpreter(model_content=graph.model)
+    out = interp.get_signature_runner()(**{tf_name(i.name, "input"): to_tf_input(feeds[i.name], i.channels_last)
+                                           for i in graph.inputs})
+    assert len(graph.outputs) == len(want)
+    for k, (info, w) in enumerate(zip(graph.outputs, want)):
+        got = from_tf_output(out[f"output_{k}"], info.channels_last)
+        assert got.shape == w.shape, ("native", k, got.shape, w.shape)
+        if w.dtype.kind in "biu":
+            np.testing.assert_array_equal(got, w, err_msg=f"native writer, output {k}")
+        else:
+            np.testing.assert_allclose(got, w, atol=atol, rtol=rtol, err_msg=f"native writer, output {k}")
+    return [op["op_name"] for op in interp._get_ops_details()]
 
 
 def tf_op_types(graph) -> set[str]:
@@ -177,6 +212,9 @@ def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], 
             np.testing.assert_array_equal(got, want)
         else:
             np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
+    if not convert_options.get("dynamic_batch"):
+        check_native(model, feeds, atol, rtol, reference, convert_options.get("batch_size"),
+                     convert_options.get("keep_layout", ()))
     return graph, ops
 
 
@@ -249,6 +287,7 @@ def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5
         elif want.dtype.kind != "f" and not np.array_equal(got, want):
             bad.append(f"{info.name}: values differ")
     assert not bad, bad
+    check_native(model, feeds, atol, rtol, reference)
     return graph, ops
 
 

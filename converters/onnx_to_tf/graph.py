@@ -99,9 +99,12 @@ def _first_line(exc: BaseException) -> str:
 class GraphTracer:
     """One ONNX model, ready to be traced into tf.functions (the conversion, or an evaluator)."""
 
-    def __init__(self, model: Any, batch_size: int | None, keep_layout: Collection[str], dynamic_batch: bool):
+    def __init__(self, model: Any, batch_size: int | None, keep_layout: Collection[str], dynamic_batch: bool,
+                 tf: Any = None):
+        """``tf``: what the handlers call as ``ctx.tf``; TensorFlow itself when None, or a stand-in
+        such as :class:`edgenet.converters.tflite_writer.backend.Backend`, which records TFLite ops."""
         self.onnx = require("onnx", purpose="ONNX to TensorFlow conversion")
-        self.tf = tf = import_tensorflow(purpose="ONNX to TensorFlow conversion")
+        self.tf = tf = tf if tf is not None else import_tensorflow(purpose="ONNX to TensorFlow conversion")
         if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
             raise UsageError(f"batch_size must be >= 1 or None, got {batch_size}")
         self.model = model

@@ -1,0 +1,117 @@
+"""ONNX -> float32 .tflite without TensorFlow: onnx_to_tf's walker and handlers, run on the recording
+backend, then the TFLite rewrites and the flatbuffer writer.
+
+    from edgenet.converters.tflite_writer import native_tflite
+    graph = native_tflite(onnx_model)          # NotNative when a node needs what the backend lacks
+    graph.model                                # .tflite bytes (serving_default signature)
+    graph.onnx_node("conv_1_out")              # TFLite tensor name -> ONNX node
+
+The walker is the TensorFlow path's own (:class:`~edgenet.converters.onnx_to_tf.graph.GraphTracer`), so
+the layouts, the constant folding and every handler decision are the same; only ``ctx.tf`` differs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Collection
+
+from edgenet.converters.onnx_to_tf.values import TensorInfo
+from edgenet.converters.tflite_writer.backend import Backend
+from edgenet.converters.tflite_writer.fuse import optimize
+from edgenet.converters.tflite_writer.serialize import serialize
+from edgenet.converters.tflite_writer.tensors import NotNative, RTensor
+
+
+@dataclass(frozen=True)
+class NativeGraph:
+    """A model converted by the native writer; the same ``inputs`` / ``outputs`` / ``op_counts`` as
+    :class:`~edgenet.converters.onnx_to_tf.values.TFGraph` has, plus the float32 model itself."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    model: bytes  # float32 .tflite
+    origins: dict[str, str] = field(default_factory=dict)  # tensor name or name scope -> ONNX node
+    seconds: dict[str, float] = field(default_factory=dict)  # record / optimize / serialize
+
+    def onnx_node(self, name: str) -> str | None:
+        """The ONNX node that made the TFLite tensor ``name`` (an ONNX value name, or ``<scope>/<op>``
+        for a tensor inside a node's lowering); None for graph inputs and constants of no node."""
+        while name:
+            hit = self.origins.get(name)
+            if hit is not None:
+                return hit
+            if "/" not in name:
+                return None
+            name = name.rsplit("/", 1)[0]
+        return None
+
+
+def _name_tensors(tracer: Any, outputs: list[RTensor]) -> dict[str, str]:
+    """Give each recorded tensor an ONNX value maps to that value's name (graph outputs first);
+    returns tensor name -> ONNX node for them."""
+    from edgenet.converters.onnx_to_tf.graph import node_label
+
+    origins: dict[str, str] = {}
+    producers = {o: node_label(n) for n in tracer.model.graph.node for o in n.output if o}
+    claimed: set[int] = set()
+    names = [vi.name for vi in tracer.model.graph.output]
+    for t, name in zip(outputs, names):
+        if id(t) not in claimed and (t.producer is not None or t.const is not None):
+            t.name, claimed = name, claimed | {id(t)}
+    for node in tracer.model.graph.node:
+        for name in node.output:
+            value = tracer.values.get(name)
+            if value is None or value.is_const or not isinstance(value.tensor, RTensor):
+                continue
+            t = value.tensor
+            if t.producer is not None and id(t) not in claimed:
+                t.name = name
+                claimed.add(id(t))
+    for name, node in producers.items():
+        origins[name] = node
+    for scope, origin in tracer.scopes.items():
+        origins.setdefault(scope, origin.name)
+    return origins
+
+
+def _distinct_outputs(backend: Backend, outputs: list[RTensor]) -> list[RTensor]:
+    """Each graph output its own tensor: an output that is a graph input (an Identity, a Transpose the
+    layout absorbed) or another output again becomes a RESHAPE to its own shape; a constant output
+    stays a constant tensor (as in TensorFlow's models)."""
+    seen: set[int] = set()
+    result = []
+    for t in outputs:
+        if t.const is not None and id(t) in seen:
+            t = backend.rec.const(t.const.copy())
+        elif t.producer is None and t.const is None or id(t) in seen:
+            t = backend.rec.emit("RESHAPE", [t, backend._i32(t.shape_)], [(t.shape_, t.dtype_)],
+                                 ("ReshapeOptions", {"newShape": list(t.shape_)}))[0]
+        seen.add(id(t))
+        result.append(t)
+    return result
+
+
+def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int | None = None) -> NativeGraph:
+    """Convert a static-shaped ONNX model to float32 .tflite bytes without TensorFlow.
+
+    Raises NotNative when some node needs a TF function (or variant) the recording backend does not
+    implement, or a shape is dynamic; the other EdgenetErrors (unsupported op, bad model) as
+    :func:`~edgenet.converters.onnx_to_tf.onnx_to_tf` raises them."""
+    from edgenet.converters.onnx_to_tf import graph as walker
+
+    started = time.perf_counter()
+    backend = Backend()
+    tracer = walker.GraphTracer(model, batch_size, keep_layout, False, tf=backend)
+    args = [backend.rec.placeholder(p.spec.shape, p.spec.dtype.np, p.spec.name) for p in tracer.inputs]
+    outputs = tracer.trace(*args)
+    outputs = _distinct_outputs(backend, [backend._t(o) for o in outputs])
+    origins = _name_tensors(tracer, outputs)
+    recorded = time.perf_counter()
+    ops = optimize(backend.rec.ops, outputs, backend.rec)
+    optimized = time.perf_counter()
+    data = serialize(ops, args, outputs)
+    done = time.perf_counter()
+    return NativeGraph(tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos), dict(tracer.op_counts),
+                       data, origins, {"record": recorded - started, "optimize": optimized - recorded,
+                                       "serialize": done - optimized})

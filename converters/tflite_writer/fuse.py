@@ -1,0 +1,247 @@
+"""Rewrites of the recorded graph that TensorFlow's TFLite converter makes too, so the native model has
+the same operators (or fewer): a per-channel constant MUL after CONV_2D / DEPTHWISE_CONV_2D /
+FULLY_CONNECTED / TRANSPOSE_CONV scales its weights, a constant ADD / SUB becomes its bias, ``x * s + b`` before a VALID conv or an FC
+folds into it; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
+field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
+is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
+A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
+tensors the user can name stay in the model).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from edgenet.converters.tflite_writer.tensors import Op, RTensor
+
+_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+_WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}  # output channels
+_ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
+_FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV")
+
+
+class _Graph:
+    def __init__(self, ops: list[Op], outputs: Sequence[RTensor]):
+        self.ops = ops
+        self.outputs = {id(t) for t in outputs}
+        self.readers: dict[int, list[Op]] = defaultdict(list)
+        for op in ops:
+            for t in op.inputs:
+                if t is not None:
+                    self.readers[id(t)].append(op)
+
+    def sole_reader(self, t: RTensor) -> Op | None:
+        """The one op reading ``t``, if it is the only reader and ``t`` is no graph output."""
+        readers = self.readers.get(id(t), [])
+        if len(readers) != 1 or id(t) in self.outputs:
+            return None
+        return readers[0]
+
+    def replace(self, first: Op, last: Op, removed: Sequence[Op]) -> None:
+        """``first`` now makes ``last``'s outputs; ``removed`` ops are gone."""
+        first.outputs = last.outputs
+        for t in first.outputs:
+            t.producer = first
+        gone = {id(o) for o in removed}
+        self.ops[:] = [o for o in self.ops if id(o) not in gone]
+
+
+def _const_operand(op: Op, t: RTensor) -> RTensor | None:
+    """The other operand of binary ``op`` when it is a constant."""
+    other = op.inputs[1] if op.inputs[0] is t else op.inputs[0]
+    return other if other is not t and other.const is not None else None
+
+
+def _channel_constant(graph: _Graph, op: Op, codes: tuple[str, ...]):
+    """(reader, per-channel values) when ``op``'s output is read only by a ``codes`` op with a
+    constant of one value or one per output channel (its last dim) as the other operand; else None."""
+    y = op.outputs[0]
+    reader = graph.sole_reader(y)
+    if reader is None or reader.code not in codes or reader.options[1]["fusedActivationFunction"]:
+        return None
+    c = _const_operand(reader, y)
+    channels = y.shape_[-1]
+    if c is None or reader.outputs[0].shape_ != y.shape_ or c.const.size not in (1, channels) or (
+            c.const.ndim and c.const.shape[-1] != c.const.size):
+        return None
+    if reader.code == "SUB" and reader.inputs[0] is not y:   # c - y is no bias
+        return None
+    values = np.broadcast_to(c.const.reshape(-1), (channels,)).astype(y.dtype_)
+    return reader, (-values if reader.code == "SUB" else values)
+
+
+def _fold_bias(graph: _Graph, rec) -> None:
+    """ADD (or SUB) of a per-channel constant after a weighted op: its bias."""
+    for op in list(graph.ops):
+        if op.code not in _BIAS_INPUT or op.options[1]["fusedActivationFunction"]:
+            continue
+        found = _channel_constant(graph, op, ("ADD", "SUB"))
+        if found is None:
+            continue
+        reader, values = found
+        slot = _BIAS_INPUT[op.code]
+        old = op.inputs[slot]
+        base = np.zeros(values.shape, values.dtype) if old is None else old.const
+        op.inputs[slot] = rec.const((base + values).astype(values.dtype))
+        graph.replace(op, reader, [reader])
+
+
+def _fold_scale(graph: _Graph, rec) -> None:
+    """MUL by a per-channel constant after a weighted op: its weights and bias scaled (what
+    TensorFlow's converter does with an affine BatchNorm left as Mul + Add after a conv)."""
+    for op in list(graph.ops):
+        if op.code not in _WEIGHT_AXIS or op.options[1]["fusedActivationFunction"]:
+            continue
+        found = _channel_constant(graph, op, ("MUL",))
+        if found is None:
+            continue
+        reader, scale = found
+        weights = op.inputs[1].const
+        shape = [1] * weights.ndim
+        shape[_WEIGHT_AXIS[op.code]] = scale.size
+        op.inputs[1] = rec.const((weights * scale.reshape(shape)).astype(weights.dtype))
+        slot = _BIAS_INPUT[op.code]
+        if op.inputs[slot] is not None:
+            op.inputs[slot] = rec.const((op.inputs[slot].const * scale).astype(scale.dtype))
+        graph.replace(op, reader, [reader])
+
+
+_SUM_AXES = {"CONV_2D": (1, 2, 3), "DEPTHWISE_CONV_2D": (0, 1, 2), "FULLY_CONNECTED": (1,)}
+
+
+def _scalar_operand(graph: _Graph, t: RTensor, code: str, reader: Op):
+    """(op, other input, scalar) when ``t`` is made by a ``code`` op of a tensor and a one-value
+    constant, read only by ``reader``; else None."""
+    op = t.producer
+    if op is None or op.code != code or op.options[1]["fusedActivationFunction"] or graph.sole_reader(t) is not reader:
+        return None
+    x = next((i for i in op.inputs if i.const is None), None)
+    c = None if x is None else _const_operand(op, x)
+    if c is None or c.const.size != 1 or x.shape_ != t.shape_:
+        return None
+    return op, x, float(c.const.reshape(()))
+
+
+def _fold_input_affine(graph: _Graph, rec) -> None:
+    """``x * s + b`` (scalars) read only by a VALID CONV_2D / DEPTHWISE_CONV_2D or a FULLY_CONNECTED:
+    the op reads ``x`` with weights ``s W`` and bias ``bias + b sum(W)`` (exact without padding; what
+    TensorFlow's converter does with PP-LCNet's learnable affine blocks before pointwise convs)."""
+    for op in list(graph.ops):
+        if op.code not in _SUM_AXES:
+            continue
+        if op.code != "FULLY_CONNECTED" and op.options[1]["padding"] != 1:
+            continue
+        t, scale, shift, removed = op.inputs[0], 1.0, 0.0, []
+        add = _scalar_operand(graph, t, "ADD", op)
+        if add is not None:
+            removed.append(add[0])
+            t, shift = add[1], add[2]
+        mul = _scalar_operand(graph, t, "MUL", removed[-1] if removed else op)
+        if mul is not None:
+            removed.append(mul[0])
+            t, scale = mul[1], mul[2]
+        if not removed:
+            continue
+        weights = op.inputs[1].const
+        dtype = weights.dtype
+        old = op.inputs[2]
+        bias = np.zeros(op.outputs[0].shape_[-1], dtype) if old is None else old.const
+        summed = weights.astype(np.float64).sum(axis=_SUM_AXES[op.code]).reshape(-1)
+        op.inputs[2] = rec.const((bias + shift * summed).astype(dtype))
+        op.inputs[1] = rec.const((weights * np.asarray(scale, dtype)).astype(dtype))
+        op.inputs[0] = t
+        gone = {id(o) for o in removed}
+        graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
+
+
+def _fuse_activations(graph: _Graph) -> None:
+    for op in list(graph.ops):
+        if op.code not in _FUSES_ACTIVATION or op.options is None or op.options[1]["fusedActivationFunction"]:
+            continue
+        act = graph.sole_reader(op.outputs[0])
+        if act is None or act.code not in _ACTIVATIONS or act.inputs[0] is not op.outputs[0]:
+            continue
+        op.options[1]["fusedActivationFunction"] = _ACTIVATIONS[act.code]
+        graph.replace(op, act, [act])
+
+
+def _scalar(t: RTensor | None, value: float) -> bool:
+    return t is not None and t.const is not None and t.const.size == 1 and \
+        abs(float(t.const.reshape(())) - value) <= 1e-6 * abs(value)
+
+
+def _fuse_hard_swish(graph: _Graph) -> None:
+    """MUL(MUL(x, ADD(x, 3) with RELU6), 1/6) -> HARD_SWISH(x) (either operand order)."""
+    for last in list(graph.ops):
+        if last.code != "MUL" or last.options[1]["fusedActivationFunction"] or len(last.inputs) != 2:
+            continue
+        m = next((t for t in last.inputs if t.const is None), None)
+        if m is None or not _scalar(_const_operand(last, m), 1 / 6) or m.producer is None:
+            continue
+        mul = m.producer
+        if mul.code != "MUL" or graph.sole_reader(m) is not last or mul.options[1]["fusedActivationFunction"]:
+            continue
+        for x, r in (mul.inputs, reversed(mul.inputs)):
+            add = r.producer
+            if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3:
+                continue
+            if graph.sole_reader(r) is not mul or x not in add.inputs or not _scalar(_const_operand(add, x), 3.0):
+                continue
+            if x.shape_ != last.outputs[0].shape_:
+                continue
+            swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
+            for t in swish.outputs:
+                t.producer = swish
+            graph.ops[graph.ops.index(last)] = swish
+            gone = {id(add), id(mul)}
+            graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
+            break
+
+
+def _flatten_into_fc(graph: _Graph) -> None:
+    """A RESHAPE to (N, K) read only by FULLY_CONNECTED: the FC reads the reshape's input (FC takes
+    any input as rows of K values), as TensorFlow's converter leaves it."""
+    for fc in graph.ops:
+        if fc.code != "FULLY_CONNECTED" or fc.options[1].get("keepNumDims"):
+            continue
+        r = fc.inputs[0]
+        reshape = r.producer
+        if reshape is None or reshape.code != "RESHAPE" or graph.sole_reader(r) is not fc or len(r.shape_) != 2:
+            continue
+        source = reshape.inputs[0]
+        if source.shape_ and source.shape_[-1] == r.shape_[1] and r.shape_[0] * r.shape_[1] == int(np.prod(source.shape_)):
+            fc.inputs[0] = source
+
+
+def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
+    live = {id(t) for t in outputs}
+    kept = []
+    for op in reversed(ops):
+        if any(id(t) in live for t in op.outputs):
+            kept.append(op)
+            live.update(id(t) for t in op.inputs if t is not None)
+    return kept[::-1]
+
+
+def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
+    """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs.
+    Order matters: output-side folds first (they need the op's activation field still empty), then
+    activations and HARD_SWISH, then the input-side affine fold (which must not take a HARD_SWISH's
+    last MUL)."""
+    ops = _drop_dead(ops, outputs)
+    graph = _Graph(ops, outputs)
+    for _ in range(2):   # conv -> mul -> add and conv -> add -> mul alike
+        _fold_scale(graph, rec)
+        graph = _Graph(graph.ops, outputs)
+        _fold_bias(graph, rec)
+        graph = _Graph(graph.ops, outputs)
+    _fuse_activations(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_hard_swish(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fold_input_affine(graph, rec)
+    graph = _Graph(graph.ops, outputs)
+    _flatten_into_fc(graph)
+    return _drop_dead(graph.ops, outputs)
