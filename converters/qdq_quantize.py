@@ -73,7 +73,8 @@ def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges:
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
     for i in activations:
         name = _flatbuffer.tensor_name(graph.tensors[i])
-        value = outputs.get(i) or by_op.get(name.split(";")[0].split(":")[0])
+        # the native writer names tensors by their ONNX values; TensorFlow's by its op names
+        value = outputs.get(i) or (name if name in onnx_ranges else by_op.get(name.split(";")[0].split(":")[0]))
         if value in onnx_ranges:
             found[i] = tuple(float(v) for v in onnx_ranges[value])
             used.add(value)

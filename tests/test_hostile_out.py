@@ -292,6 +292,9 @@ def test_a_disk_that_fills_up_during_the_run_fails_in_one_line(env, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
 def test_a_signal_mid_int8_stops_cleanly(env, earlier, tmp_path, sig, code):
+    # through TensorFlow's worker, whose calibration arrays travel through /dev/shm (the native writer's
+    # conversions run in one process: tested below)
+    env.vars["EDGENET_TFLITE_WRITER"] = "tf"
     new, forced = tmp_path / "new", _copy(earlier, tmp_path / "forced")
     before = snapshot(forced)
     for out, extra in ((new, []), (forced, ["--force"]))[: 2 if sig == signal.SIGTERM else 1]:
@@ -312,7 +315,22 @@ def test_a_signal_mid_int8_stops_cleanly(env, earlier, tmp_path, sig, code):
 
 
 @pytest.mark.slow
+def test_a_signal_mid_int8_stops_cleanly_with_the_native_writer(env, tmp_path):
+    out = tmp_path / "new"
+    proc = env.start("convert", *SHM_INT8, "--out", out)
+    seen = _read_until(proc, "tflite int8")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    err = seen + proc.stderr.read()
+    assert proc.returncode == 143, err
+    _one_line(err, "edgenet: interrupted")
+    assert shm_of(proc.pid) == [] and env.left() == []
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_after_sigkill_the_next_run_removes_what_was_left(env, tmp_path):
+    env.vars["EDGENET_TFLITE_WRITER"] = "tf"      # the worker's /dev/shm arrays are what SIGKILL leaves
     out = tmp_path / "out"
     proc = env.start("convert", *SHM_INT8, "--out", out)
     _read_until(proc, "tflite int8")

@@ -134,7 +134,7 @@ def test_the_io_type_hint_is_given_only_where_parts_of_an_output_collapsed():
     cases = {"head": (head, _quantize(head, 0, 320).astype(np.float32)),
              "classifier": (logits, logits + rng.normal(0, 1, logits.shape).astype(np.float32))}
     opts = SimpleNamespace(io_type=None, strict_int8=False, allow_degraded=False)
-    profile = SimpleNamespace(output_type=SimpleNamespace(value="int8"))
+    profile = SimpleNamespace(output_type=SimpleNamespace(value="int8"), runtime=SimpleNamespace(value="litert"))
     source = SimpleNamespace(info={"trained": True})
     hinted = {}
     for name, (f, q) in cases.items():
@@ -144,6 +144,14 @@ def test_the_io_type_hint_is_given_only_where_parts_of_an_output_collapsed():
             enforce(checked, source, opts, [], profile)
         hinted[name] = "--io-type float32" in str(err.value)
     assert hinted == {"head": True, "classifier": False}
+    # an integer-only runtime: no float I/O to keep parts apart, no such hint
+    coral = SimpleNamespace(output_type=SimpleNamespace(value="int8"), runtime=SimpleNamespace(value="edgetpu"))
+    f, q = cases["head"]
+    checked = Checked(Validation(0, 0, None, None, 1, (), {}, ()), None, [f],
+                      {"int8": judge("int8", ["head"], [f], [q], [False], Thresholds())})
+    with pytest.raises(ConversionError) as err:
+        enforce(checked, source, opts, [], coral)
+    assert "--io-type" not in str(err.value)
 
 
 def test_a_class_lost_behind_a_dominant_background_fails_its_index_verdict():
