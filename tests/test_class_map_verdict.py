@@ -79,3 +79,16 @@ def test_scores_beside_boxes_over_the_same_anchors_are_a_class_map_however_few()
     assert alone.kind == "sequence"
     both = judge("int8", ["boxes", "scores"], [boxes, scores], [boxes, _int8(scores, 1 / 256)], [False, False])
     assert both.outputs[1].kind == "class_map" and both.outputs[1].passed
+
+
+def test_a_segmentation_softmax_is_a_class_map_and_its_logits_stay_generic():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4, 6, 16, 16)).astype(np.float32)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    probs = e / e.sum(1, keepdims=True)
+    assert detect_kind(probs) is OutputKind.CLASS_MAP
+    assert detect_kind(logits) is OutputKind.GENERIC
+    # NHWC as the TFLite model returns it: judged in the ONNX layout
+    out = judge("int8", ["seg"], [probs.transpose(0, 2, 3, 1)], [_int8(probs, 1 / 256).transpose(0, 2, 3, 1)],
+                [True]).outputs[0]
+    assert out.kind == "class_map" and out.passed and out.metrics["positions"] == 4 * 256

@@ -11,6 +11,8 @@
   [0, 1] (scores) and values 0..3 not (boxes in pixels) -> DETECTION;
 * ``[N, C, H, W]`` with C <= 4, H, W >= 8 and values in [0, 1] -> DENSE_MAP (a probability map,
   a mask; wider tensors are features, maps of other ranges need ``NAME=map``: GENERIC);
+* ``[N, C, H, W]`` with C > 4 whose values are a distribution over C at every pixel (a segmentation
+  model's softmax) -> CLASS_MAP (logits stay GENERIC: ``NAME=class_map`` says otherwise);
 * anything else -> GENERIC.
 
 :class:`KindSpec` is a user's override, ``NAME=KIND[:OPTION]`` (``sequence:blank=N``,
@@ -146,6 +148,9 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
     if f.ndim == 4 and f.shape[1] <= MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size \
             and float(np.min(f)) >= 0.0 and float(np.max(f)) <= 1.0:
         return OutputKind.DENSE_MAP
+    if f.ndim == 4 and f.shape[1] > MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size and np.isfinite(f).all() \
+            and _is_distribution(np.moveaxis(f, 1, -1)):
+        return OutputKind.CLASS_MAP       # per-pixel class probabilities: a segmentation map
     return OutputKind.GENERIC
 
 
