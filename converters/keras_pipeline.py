@@ -202,27 +202,13 @@ def validate_keras(opts, profile, built, source: SourceModel, data, model: Keras
 def _publish(opts, profile, source, model, built, checked, data, per_channel, stages, notes, layers, repair,
              float_ops, output):
     from edgenet.converters.data_notes import is_zoo
-    from edgenet.converters.model_data import EVAL_SET, write_eval_set
-    from edgenet.converters.pipeline import _with_metadata
-    from edgenet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from edgenet.converters.pipeline import _write_outputs
+    from edgenet.io import atomic_write_json, atomic_write_text
     from edgenet.report import ConvertResult
 
     staging = output.staging
     try:
-        files = []
-        for precision, blob in built.models.items():
-            atomic_write_bytes(staging / precision.file_name, _with_metadata(blob, source))
-            files.append(precision.file_name)
-        if source.preprocess is not None:
-            atomic_write_text(staging / "preprocess.json", source.preprocess.to_json())
-            files.append("preprocess.json")
-        if source.class_names:
-            atomic_write_text(staging / "labels.txt", "\n".join(source.class_names) + "\n")
-            files.append("labels.txt")
-        labels = data.eval_labels if source.class_names is not None and data.class_names is not None \
-            and tuple(data.class_names) == tuple(source.class_names) else None
-        if write_eval_set(staging / EVAL_SET, source.inputs, data.eval_x, labels, data.info, source.preprocess):
-            files.append(EVAL_SET)
+        files = _write_outputs(staging, source, None, built, data)
         if layers:
             from edgenet.converters.node_data import FILE_NAME, node_data
 

@@ -353,10 +353,14 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
 
 
 def _write_outputs(folder: Path, source: SourceModel, model, built, data: PipelineData) -> list[str]:
+    """The model files, preprocess.json, labels.txt and the held-out set into ``folder``; ``model``:
+    the ONNX graph converted (None for a Keras source: no model.onnx)."""
     from edgenet.io import atomic_write_bytes, atomic_write_text
 
-    atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
-    written = ["model.onnx"]
+    written = []
+    if model is not None:
+        atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
+        written.append("model.onnx")
     for precision, blob in built.models.items():
         atomic_write_bytes(folder / precision.file_name, _with_metadata(blob, source))
         written.append(precision.file_name)
