@@ -107,3 +107,14 @@ def module_path(onnx_node: str | None) -> str | None:
         parts.append(scope[len(previous) + 1:] if previous and scope.startswith(previous + ".") else scope)
         previous = scope
     return ".".join(parts) or None
+
+
+def named_rows(rows, onnx_node) -> tuple:
+    """``rows`` (:func:`layer_sqnr`) with each one's ONNX node (``onnx_node(tflite_name)``) and module path."""
+    from dataclasses import replace
+
+    out = []
+    for row in rows:
+        node = onnx_node(row.name)
+        out.append(replace(row, onnx_node=node, module=module_path(node)))
+    return tuple(out)

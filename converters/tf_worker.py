@@ -114,18 +114,10 @@ class InProcessTF:
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
         """Per-layer SQNR, each row named by the ONNX node (and torch module) that made it."""
-        from dataclasses import replace
-
-        from edgenet.converters.layer_error import layer_sqnr, module_path
+        from edgenet.converters.layer_error import layer_sqnr, named_rows
 
         rows = layer_sqnr(float_model, int8_model, samples)
-        if self._graph is None:
-            return rows
-        named = []
-        for row in rows:
-            node = self.onnx_node(row.name)
-            named.append(replace(row, onnx_node=node, module=module_path(node)))
-        return tuple(named)
+        return rows if self._graph is None else named_rows(rows, self.onnx_node)
 
     def onnx_node(self, tflite_name: str) -> str | None:
         """The ONNX node of the last converted graph that made the tensor ``tflite_name``."""

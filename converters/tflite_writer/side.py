@@ -125,16 +125,9 @@ class NativeSide:
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
         if self._on_tf:
             return self._tf().layer_sqnr(float_model, int8_model, samples)
-        from dataclasses import replace
+        from edgenet.converters.layer_error import layer_sqnr, named_rows
 
-        from edgenet.converters.layer_error import layer_sqnr, module_path
-
-        rows = layer_sqnr(float_model, int8_model, samples)
-        named = []
-        for row in rows:
-            node = self.onnx_node(row.name)
-            named.append(replace(row, onnx_node=node, module=module_path(node)))
-        return tuple(named)
+        return named_rows(layer_sqnr(float_model, int8_model, samples), self.onnx_node)
 
     def onnx_node(self, tflite_name: str) -> str | None:
         if self._on_tf:
