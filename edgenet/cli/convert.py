@@ -145,6 +145,7 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
       edgenet convert model.onnx --input-shape 1,3,320,320 --mean 0 --std 1 --calib images/ --int8
       edgenet convert model.onnx --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --resize 256
       edgenet convert model.keras --int8 --target rpi --mean 0 --std 1 --calib images/
+      edgenet convert model_qdq.onnx --int8 --calib images/   # quantized ONNX: its own scales, judged against it
       edgenet convert two_inputs.onnx --input-shape image:1,3,224,224 --input-shape meta:1,8 \\
           --calib examples.npz --int8
       edgenet convert digits.pt --target cortex-m --json
