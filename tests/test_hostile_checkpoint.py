@@ -94,3 +94,22 @@ def test_training_whose_loss_stops_being_finite_saves_nothing(tmp_path):
     assert proc.returncode != 0
     assert "TrainingDivergedError: training diverged at epoch 1" in proc.stderr
     assert "nothing was saved" in proc.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_info_describes_a_checkpoint_and_points_a_tflite_elsewhere(tmp_path, capsys):
+    import json
+
+    from edgenet.cli import main
+
+    path = _checkpoint(tmp_path / "ckpt.pt")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v1 alpha 0.25, 32x32" in out and "2 classes (a, b)" in out and "trained on digits" in out
+    assert main(["info", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_classes"] == 2 and summary["qat"] is False
+    assert main(["info", str(path), "--alpha", "0.5"]) == 2
+    assert "a checkpoint has its own sizes" in capsys.readouterr().err
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    assert main(["info", str(tmp_path / "m.tflite")]) == 2
+    assert "edgenet predict" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
       edgenet info mobilenet_v1
       edgenet info mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2
       edgenet info mobilenet_v1 --alpha 0.5 --json | jq .mult_adds
+      edgenet info digits.pt                  # a checkpoint of edgenet train (--qat: its learned ranges)
       edgenet info --ops                      # the ONNX op types the converter handles
     """
     if list_ops:
@@ -53,6 +54,15 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         return
     if model.lower().endswith(".onnx"):
         _onnx_file(model, as_json)
+        return
+    if model.lower().endswith(".tflite"):
+        from edgenet.errors import UsageError
+
+        raise UsageError(f"{model}: a TFLite model; edgenet info reads zoo models, .onnx files and checkpoints "
+                         f"(edgenet predict {model} IMAGE runs it, edgenet bench {model} times it; report.md "
+                         "beside it lists its ops)")
+    if model.lower().endswith((".pt", ".pth", ".ckpt")):
+        _checkpoint(model, as_json)
         return
     _refuse_keras(model)
     from edgenet.zoo import check_model_args, info
@@ -91,3 +101,38 @@ def _onnx_file(path: str, as_json: bool) -> None:
         print_json(summary.to_dict())
     else:
         echo_out(summary.to_text())
+
+
+def _checkpoint(path: str, as_json: bool) -> None:
+    """What a checkpoint of `edgenet train` holds: the model it describes, its classes, what it was
+    trained on, and (--qat) how many learned ranges and whether the QDQ model is inside."""
+    from edgenet.checkpoint import load_checkpoint
+    from edgenet.errors import UsageError
+
+    source = click.get_current_context().get_parameter_source
+    given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
+             if source(p) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise UsageError(f"{', '.join(given)}: options of a zoo model; a checkpoint has its own sizes")
+    ckpt = load_checkpoint(path)
+    qat = ckpt.qat or {}
+    ranges = (qat.get("ranges") or {}).get("activations") or {}
+    summary = {"checkpoint": str(path), "model": ckpt.model, "alpha": ckpt.alpha, "resolution": ckpt.resolution,
+               "num_classes": ckpt.num_classes, "in_channels": ckpt.in_channels,
+               "activation": getattr(ckpt.activation, "value", str(ckpt.activation)),
+               "class_names": list(ckpt.class_names), "dataset": ckpt.dataset, "metrics": ckpt.metrics,
+               "qat": bool(ckpt.qat), "qat_activation_ranges": len(ranges) if ckpt.qat else None,
+               "qdq_model_bytes": len(ckpt.qdq_onnx) if ckpt.qdq_onnx else None}
+    if as_json:
+        print_json(summary)
+        return
+    names = ", ".join(ckpt.class_names[:8]) + (" ..." if len(ckpt.class_names) > 8 else "")
+    lines = [f"checkpoint {path}: {ckpt.model} alpha {ckpt.alpha:g}, {ckpt.resolution}x{ckpt.resolution}, "
+             f"{ckpt.in_channels} channel(s), {ckpt.num_classes} classes ({names})",
+             f"trained on {ckpt.dataset}" + "".join(f"; {k} {v}" for k, v in ckpt.metrics.items()
+                                                   if isinstance(v, (int, float)))]
+    if ckpt.qat:
+        lines.append(f"quantization-aware: {len(ranges)} learned activation ranges"
+                     + (f", its QDQ model inside ({len(ckpt.qdq_onnx):,} bytes)" if ckpt.qdq_onnx else "")
+                     + f"; edgenet convert {path} --int8 uses them")
+    echo_out("\n".join(lines))
