@@ -118,6 +118,23 @@ def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, 
         return None, None, False
 
 
+def recorded_output_names(folder) -> list[str] | None:
+    """The output names `edgenet convert` judged (report.json's int8 verdict, parts joined), so the
+    benchmark's verdict lines name what convert's did; None without a readable report."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "report.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None
+        verdicts = json.loads(path.read_text(encoding="utf-8"))["validation"]["quantized"]
+        v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
+        return [str(o["name"]) for o in v["outputs"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration, AttributeError):
+        return None
+
+
 def recorded_joins(folder) -> tuple:
     """The outputs `edgenet convert` wrote as parts (report.json's ``split_outputs``), as
     :class:`edgenet.verdicts.parts.JoinedOutput`: the benchmark joins them back and judges the
@@ -140,7 +157,8 @@ def recorded_joins(folder) -> tuple:
 
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
             seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence[str | None] | None = None,
-            thresholds=None, untrained: bool = False, joins: Sequence = ()) -> AccuracyReport:
+            thresholds=None, untrained: bool = False, joins: Sequence = (),
+            names: Sequence[str] | None = None) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
 
     ``outputs``: role ("float", "int8") -> one array, or a list of arrays (every output of the
@@ -156,7 +174,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     untrained (convert's report says so): the figures are kept, the verdict reads "not judged".
     ``joins``: outputs written as parts (:func:`recorded_joins`), joined back before anything is
     measured; ``indices`` and ``kinds`` count the joined outputs. A join that does not fit the
-    models' outputs is ignored (the parts are judged apart).
+    models' outputs is ignored (the parts are judged apart). ``names``: the outputs' names as convert
+    judged them (:func:`recorded_output_names`; another count: ``output_0``, ``output_1`` ...).
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
     from edgenet.verdicts.parts import join_arrays, join_items
@@ -195,7 +214,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
             index = k < len(indices) and bool(indices[k])
             kind = OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
             kind = OutputKind.INDEX if index else kind
-            judged.append(output_verdict(f"output_{k}", fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind,
+            name = names[k] if names is not None and len(names) == len(per_role["float"]) else f"output_{k}"
+            judged.append(output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind,
                                          index).to_dict())
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,

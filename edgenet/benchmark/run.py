@@ -17,7 +17,7 @@ import numpy as np
 
 from edgenet import limits
 from edgenet.benchmark import environment
-from edgenet.benchmark.accuracy import compare, recorded_joins, recorded_verdict_settings
+from edgenet.benchmark.accuracy import compare, recorded_joins, recorded_output_names, recorded_verdict_settings
 from edgenet.benchmark.data import (align_labels, check_data_budget, check_finite_samples, default_preprocess,
                                     load_bench_data)
 from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, output_order,
@@ -167,7 +167,7 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         kinds, thresholds, untrained = recorded_verdict_settings(resolved.models[0][1].parent)   # convert's
         accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0,
                            indices=first.index_outputs, kinds=kinds, thresholds=thresholds, untrained=untrained,
-                           joins=joined)
+                           joins=joined, names=recorded_output_names(resolved.models[0][1].parent))
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
     notes += _environment_notes(env, settings, models)
