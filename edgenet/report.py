@@ -156,7 +156,9 @@ class ConvertReport:
         judged = [(q["precision"], o) for q in v.quantized for o in q["outputs"]]
         if judged:
             lines += ["", "## Outputs judged", "", "Each output by the metric of its kind (`--output-kind NAME=KIND` "
-                      "overrides it); cosine, L2 relative error, RMSE and MAE against float.", "",
+                      "overrides it); SQNR of the input-dependent part, cosine, L2 relative error, RMSE and MAE "
+                      "against the reference (the float model; for a quantized ONNX input, the QDQ model in "
+                      "onnxruntime).", "",
                       "| precision | output | kind | verdict | task figure | SQNR | cosine | L2 rel | RMSE | MAE |",
                       "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
             for precision, o in judged:
@@ -166,7 +168,7 @@ class ConvertReport:
                              f"{_num(o.get('l2_rel_err'), '.3g')} | {_num(o.get('rmse'), '.3g')} | "
                              f"{_num(o.get('mae'), '.3g')} |")
         if len(v.outputs) > 1:
-            lines += ["", "## Outputs", "", "| output | float vs ONNX max abs err | int8 vs float SQNR dB |",
+            lines += ["", "## Outputs", "", "| output | float vs ONNX max abs err | int8 vs float plain SQNR dB |",
                       "|---|---:|---:|"]
             lines += [f"| {o.name} | {o.float_max_abs_err:.3g} | "
                       f"{'' if o.int8_sqnr_db is None else f'{o.int8_sqnr_db:.1f}'} |" for o in v.outputs]
