@@ -240,6 +240,12 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         from edgenet.converters.qdq_quantize import qdq_notes
 
         notes.extend(qdq_notes(built.qdq, data.info))
+        if opts.calib_method.value != "minmax":
+            left = built.qdq.get("tensors_calibrated", 0)
+            notes.append(f"--calib-method {opts.calib_method.value} decides only the {left} tensor(s) without a QDQ "
+                         "pair; the others keep the QDQ model's ranges" if left else
+                         f"--calib-method {opts.calib_method.value} is not used: every tensor keeps the QDQ model's "
+                         "range")
     checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
