@@ -9,8 +9,9 @@ converters/float_weights.py) and with ``EDGENET_TFLITE_WRITER=tf``; then, per pr
   the outputs and top-1 agreement;
 * latency (ai_edge_litert, 1 thread): the two models invoked alternately, ``--rounds`` pairs of
   ``--runs`` invocations each, median per model (paired, interleaved), with LiteRT's default
-  XNNPACK delegate and without any delegate (builtin kernels): where the two are equal, XNNPACK did
-  not take the model's ops.
+  XNNPACK delegate and without any delegate (builtin kernels), and how many XNNPACK partitions the
+  model becomes (1: XNNPACK runs every op; more: ops it does not take, such as hybrid
+  DEPTHWISE_CONV_2D, run in LiteRT's own kernels between them).
 
     python benchmarks/float_weights.py [--models mobilenet_v1] [--rounds 7] [--runs 20] [--json]
 """
@@ -50,6 +51,11 @@ def _interpreter(path: Path, xnnpack: bool):
     it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=kind)
     it.allocate_tensors()
     return it
+
+
+def xnnpack_partitions(path: Path) -> int:
+    """DELEGATE nodes LiteRT made of the model with its default XNNPACK delegate."""
+    return sum(op["op_name"] == "DELEGATE" for op in _interpreter(path, True)._get_ops_details())
 
 
 def outputs(path: Path, x: np.ndarray) -> np.ndarray:
@@ -116,6 +122,7 @@ def main() -> int:
                                                         == np.argmax(refs[w].reshape(len(x), -1), 1)))}
                 row["latency_ms_xnnpack"] = latency(paths, args.rounds, args.runs, True)
                 row["latency_ms_builtin"] = latency(paths, args.rounds, args.runs, False)
+                row["xnnpack_partitions"] = {w: xnnpack_partitions(p) for w, p in paths.items()}
                 results.append(row)
                 if not args.json:
                     v = row["vs_float32"]
@@ -125,7 +132,8 @@ def main() -> int:
                           f"top-1 {v['native']['top1_agreement']:.1%} / {v['tf']['top1_agreement']:.1%}")
                     print(f"  latency XNNPACK quantizer {row['latency_ms_xnnpack']['native']} ms / TF "
                           f"{row['latency_ms_xnnpack']['tf']} ms; builtin kernels {row['latency_ms_builtin']['native']} "
-                          f"/ {row['latency_ms_builtin']['tf']} ms")
+                          f"/ {row['latency_ms_builtin']['tf']} ms; XNNPACK partitions {row['xnnpack_partitions']['native']} / "
+                          f"{row['xnnpack_partitions']['tf']}")
                     print(f"  ops quantizer {row['ops']['native']}\n      TF        {row['ops']['tf']}")
     if args.json:
         print(json.dumps(results, indent=2))

@@ -231,8 +231,8 @@ def test_a_graph_the_writer_lacks_falls_back_to_tensorflow_and_says_so():
         native_tflite(model)
     made = []
     side = NativeSide(lambda: made.append(InProcessTF()) or made[-1])
-    info, floats = side.start("graph_and_floats", model).result()
-    assert made and Precision.FLOAT32 in floats and info.outputs[0].name == "y"
+    info, floats = side.start("graph_and_floats", model, (), (Precision.FLOAT32, Precision.FLOAT16)).result()
+    assert made and set(floats) == {Precision.FLOAT32, Precision.FLOAT16} and info.outputs[0].name == "y"
     notes = side.take_notes()
     assert len(notes) == 1 and "through TensorFlow" in notes[0] and "keep_nothing" in notes[0]
     # a graph it covers stays native: no TensorFlow side started
