@@ -1,5 +1,6 @@
 """float16 and dynamic-range models without TensorFlow (converters/float_weights.py): the LiteRT
-Quantizer's weight-only recipes on the native writer's float32 model, run in LiteRT."""
+Quantizer's weight-only recipes on the native writer's float32 model, run in LiteRT. Nothing here
+imports TensorFlow (the comparison with TensorFlow's models is in tests/test_precisions.py)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import helper, make_model
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgenet.config import Precision
 from edgenet.converters.float_weights import DYNAMIC_MIN_WEIGHT_ELEMENTS, weight_model
@@ -18,6 +20,16 @@ from edgenet.converters.op_precision import model_precision, ops_not_in
 from edgenet.converters.tflite_writer import native_tflite
 from edgenet.inference import TFLiteModel
 from edgenet.targets.tflite_graph import read_tflite
+
+
+def make_model(nodes, inputs: dict, outputs, initializers: dict) -> "onnx.ModelProto":
+    """An opset-17 model of ``nodes`` (no TensorFlow needed, unlike tests/test_onnx_to_tf_helpers)."""
+    graph = helper.make_graph(nodes, "test",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs.items()],
+                              [helper.make_empty_tensor_value_info(n) for n in outputs],
+                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def _conv_net(stem_out: int = 16):
@@ -122,8 +134,6 @@ def test_another_precision_is_refused(float_model):
 
 
 def test_convert_of_an_onnx_file_to_float16_and_dynamic_imports_no_tensorflow(tmp_path):
-    import onnx
-
     path = tmp_path / "net.onnx"
     onnx.save(_conv_net(), str(path))
     out = tmp_path / "out"
