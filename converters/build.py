@@ -1,11 +1,15 @@
 """From the cleaned ONNX graph to a .tflite per requested precision.
 
-    ONNX (static shapes) -> TF graph (NHWC) -> float32 .tflite -> float16 / dynamic (from the graph)
-                                             -> int8 / int16x8 (calibrated from the float32 model,
-                                                or from its equalized twin with --equalize)
+    ONNX (static shapes) -> float32 .tflite (NHWC) -> float16 / dynamic (weights only)
+                                                  -> int8 / int16x8 (calibrated from the float32 model,
+                                                     or from its equalized twin with --equalize)
 
-The graph and float steps run on the TensorFlow side (:mod:`edgenet.converters.tf_worker`); int8 and
-int16x8 run here, with the LiteRT Quantizer (:mod:`edgenet.converters.quantize`, no TensorFlow). This
+The float steps run on the conversion side: the native writer, with float16 / dynamic made from its
+float32 model by the LiteRT Quantizer (:mod:`edgenet.converters.tflite_writer.side`,
+:mod:`edgenet.converters.float_weights`), or TensorFlow's converter for every float precision
+(:mod:`edgenet.converters.tf_worker`: ``EDGENET_TFLITE_WRITER=tf``, or a graph the writer does not
+handle). int8 and int16x8 run here, with the LiteRT Quantizer (:mod:`edgenet.converters.quantize`,
+no TensorFlow). This
 module decides what is built, with which I/O types, and names each step for the progress output.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ def io_type_for(precision: Precision, opts: ConvertOptions, profile) -> IOType |
 
 
 def graph_precisions(opts: ConvertOptions) -> tuple[Precision, ...]:
-    """The precisions made from the TF graph itself: float32 and any float16 / dynamic asked for."""
+    """The precisions the conversion side makes: float32 and any float16 / dynamic asked for."""
     return (Precision.FLOAT32, *(p for p in opts.precisions if p in _GRAPH_PRECISIONS))
 
 

@@ -263,8 +263,9 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         from edgenet.converters.op_precision import model_precision
 
         if model_precision(built.models[Precision.DYNAMIC]) is Precision.FLOAT32:
-            notes.append("model_dynamic.tflite is float32: no weight tensor has the 1,024 values TensorFlow's "
-                         "dynamic-range quantizer needs, so none was quantized")
+            notes.append("model_dynamic.tflite is float32: no weight tensor has the 1,024 values the dynamic-range "
+                         "quantizer needs (TensorFlow's rule, kept by the LiteRT Quantizer's recipe), so none was "
+                         "quantized")
     layers = None
     if Precision.INT8 in built.models and opts.layer_report:
         layers = stages.run("per-layer error", layer_errors, built, data, source, tf_side)

@@ -441,3 +441,45 @@ def test_an_op_the_quantizer_cannot_quantize_stays_float_and_is_named(tiny):
     assert [(e.op, e.precision) for e in ops_not_in(model, Precision.INT8)] == [("LEAKY_RELU", Precision.FLOAT32)]
     assert model_precision(model) is Precision.INT8
     TFLiteModel(model).predict(data[:2])
+
+
+# -- float16 / dynamic without TensorFlow: the LiteRT Quantizer's against TensorFlow's -----------------
+def _weights_by_op(model: bytes) -> list[tuple[str, str]]:
+    """(op, stored dtype of its weight) for every op but DEQUANTIZE, in order; "-" for no weight."""
+    graph = read_tflite(model)
+    made_by = {o: op for op in graph.operators for o in op.outputs}
+    rows = []
+    for op in graph.operators:
+        if op.name == "DEQUANTIZE":
+            continue
+        dtype = "-"
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            w = op.inputs[1]
+            dtype = graph.tensors[w].dtype if graph.tensors[w].is_constant else graph.tensors[made_by[w].inputs[0]].dtype
+        rows.append((op.name, dtype))
+    return rows
+
+
+@pytest.mark.parametrize("precision", [Precision.FLOAT16, Precision.DYNAMIC])
+def test_the_quantizers_float16_and_dynamic_match_tensorflows(precision):
+    """The native side's model (LiteRT Quantizer on the native float32 model) has TensorFlow's ops and
+    weight types, op by op (the stem's 432 values stay float32 in both dynamic models), and computes
+    what TensorFlow's does to within the weights' rounding."""
+    from edgenet.converters.tf_worker import InProcessTF
+    from edgenet.converters.tflite_writer.side import NativeSide
+
+    model = _conv_onnx()
+    tf_side, native = InProcessTF(), NativeSide(lambda: pytest.fail("TensorFlow side started"))
+    try:
+        tf_side.onnx_to_tf(model)
+        theirs, theirs32 = tf_side.float_tflite(precision), tf_side.float_tflite(Precision.FLOAT32)
+    finally:
+        tf_side.close()
+    _, ours = native.graph_and_floats(model, (), (Precision.FLOAT32, precision))
+    assert _weights_by_op(ours[precision]) == _weights_by_op(theirs)
+    assert model_precision(ours[precision]) is model_precision(theirs) is precision
+    data = np.random.default_rng(8).uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32)
+    ref = TFLiteModel(ours[Precision.FLOAT32]).predict(data)
+    ours_db = _sqnr_db(ref, TFLiteModel(ours[precision]).predict(data))
+    theirs_db = _sqnr_db(TFLiteModel(theirs32).predict(data), TFLiteModel(theirs).predict(data))
+    assert abs(ours_db - theirs_db) < 3, (ours_db, theirs_db)

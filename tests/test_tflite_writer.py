@@ -231,8 +231,8 @@ def test_a_graph_the_writer_lacks_falls_back_to_tensorflow_and_says_so():
         native_tflite(model)
     made = []
     side = NativeSide(lambda: made.append(InProcessTF()) or made[-1])
-    info, floats = side.start("graph_and_floats", model).result()
-    assert made and Precision.FLOAT32 in floats and info.outputs[0].name == "y"
+    info, floats = side.start("graph_and_floats", model, (), (Precision.FLOAT32, Precision.FLOAT16)).result()
+    assert made and set(floats) == {Precision.FLOAT32, Precision.FLOAT16} and info.outputs[0].name == "y"
     notes = side.take_notes()
     assert len(notes) == 1 and "through TensorFlow" in notes[0] and "keep_nothing" in notes[0]
     # a graph it covers stays native: no TensorFlow side started
@@ -262,13 +262,17 @@ def test_convert_says_when_the_float_model_came_from_tensorflow(tmp_path):
     assert not [n for n in result.report.notes if "through TensorFlow" in n]
 
 
-def test_float16_comes_from_tensorflow_and_says_so():
-    from edgenet.converters.tf_worker import InProcessTF
+def test_float16_and_dynamic_come_from_the_quantizer_without_tensorflow():
+    """float16 / dynamic models of a native graph: made from the native float32 model by the LiteRT
+    Quantizer (converters/float_weights.py), no TensorFlow side started, no note."""
+    from edgenet.converters.op_precision import model_precision
 
-    side = NativeSide(InProcessTF)
-    _, floats = side.graph_and_floats(single_op("Relu", X), (), (Precision.FLOAT32, Precision.FLOAT16))
-    assert set(floats) == {Precision.FLOAT32, Precision.FLOAT16}
-    assert "float16" in side.take_notes()[0]
+    side = NativeSide(lambda: pytest.fail("TensorFlow started for float16 / dynamic of a native graph"))
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+                       {"x": (1, 16, 9, 7)}, ["y"], {"w": rand(32, 16, 3, 3)})
+    _, floats = side.graph_and_floats(model, (), (Precision.FLOAT32, Precision.FLOAT16, Precision.DYNAMIC))
+    assert {p: model_precision(m) for p, m in floats.items()} == {p: p for p in floats}
+    assert side.take_notes() == []
 
 
 @pytest.mark.parametrize("case", sorted(TRANSPOSE_CASES))

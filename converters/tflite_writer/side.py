@@ -2,10 +2,11 @@
 
 :class:`NativeSide` offers the stages the pipeline calls on :mod:`~edgenet.converters.tf_worker`'s
 objects (``graph_and_floats``, ``float_tflite``, ``layer_sqnr``, ``onnx_nodes`` ...). It writes the
-float32 model natively (:func:`~edgenet.converters.tflite_writer.native_tflite`); when the model needs
-something the native writer lacks (:class:`NotNative`), or a float16 / dynamic-range model is asked for
-(those still come from TensorFlow's converter), it starts the TensorFlow side then and hands the
-model to it, and says so in :meth:`take_notes`. The divergence finder's ``evaluate_values`` always
+float32 model natively (:func:`~edgenet.converters.tflite_writer.native_tflite`), and float16 /
+dynamic-range models from it with the LiteRT Quantizer (:mod:`edgenet.converters.float_weights`); when
+the model needs something the native writer lacks (:class:`NotNative`), it starts the TensorFlow side
+then and hands the model to it (every float precision then comes from TensorFlow's converter), and
+says so in :meth:`take_notes`. The divergence finder's ``evaluate_values`` always
 runs the TensorFlow graph.
 
 The switch: ``EDGENET_TFLITE_WRITER=tf`` makes every model through TensorFlow (the former path,
@@ -92,21 +93,18 @@ class NativeSide:
         return GraphInfo(g.inputs, g.outputs, dict(g.op_counts))
 
     def graph_and_floats(self, onnx_model, keep_layout: tuple[str, ...] = (), precisions=(Precision.FLOAT32,)):
-        precisions = [Precision(p) for p in precisions]
-        others = [p.value for p in precisions if p is not Precision.FLOAT32]
-        if others:
-            self._on_tf, self._graph = True, None
-            self._onnx, self._keep_layout = onnx_model, tuple(keep_layout)
-            self._notes.append(f"the float models were made through TensorFlow: {', '.join(others)} models come from "
-                               "TensorFlow's converter (the native TFLite writer makes float32 only)")
-            return self._tf().graph_and_floats(onnx_model, tuple(keep_layout), tuple(precisions))
         info = self.onnx_to_tf(onnx_model, keep_layout)
-        return info, {Precision.FLOAT32: self.float_tflite(Precision.FLOAT32)}
+        return info, {Precision(p): self.float_tflite(Precision(p)) for p in precisions}
 
     def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
         precision = Precision(precision)
-        if not self._on_tf and self._graph is not None and precision is Precision.FLOAT32:
-            return self._graph.model
+        if not self._on_tf and self._graph is not None:
+            if precision is Precision.FLOAT32:
+                return self._graph.model
+            from edgenet.converters.float_weights import WEIGHT_PRECISIONS, weight_model
+
+            if precision in WEIGHT_PRECISIONS:
+                return weight_model(self._graph.model, precision)
         if not self._on_tf:   # TensorFlow's side has not seen this model yet
             self._tf().onnx_to_tf(self._onnx, self._keep_layout)
             self._on_tf = True
