@@ -22,7 +22,7 @@ _EXTRA_OF = {
     "torch": "convert",
     "onnx": "convert",
     "onnxruntime": "convert",
-    "tensorflow": "convert",
+    "tensorflow": "tf",
     "keras": "keras",
     "sklearn": "digits",
     "tflite_micro": "mcu",
@@ -78,7 +78,7 @@ def import_tensorflow(purpose: str | None = None, extra: str | None = None) -> M
     duration of the import makes that eager import a caught ImportError. The variable is restored
     right after, and ``tf.keras`` is resolved lazily at first use, so Keras still works for anyone
     who asks for it later (``import keras``: Keras 3, as Keras sources do). ``extra``: the extra a
-    missing TensorFlow is installed with (default ``convert``; Keras sources: ``keras``).
+    missing TensorFlow is installed with (default ``tf``; Keras sources: ``keras``).
     """
     if "tensorflow" in sys.modules:
         return require("tensorflow", extra=extra, purpose=purpose)

@@ -37,7 +37,7 @@ def tiny_convert_out(tmp_path_factory) -> Path:
     """A folder shaped like `edgenet convert` output, for bench/target tests:
     model_float.tflite, model_int8.tflite (int8 I/O, input 1x32x32x3, 10 classes), preprocess.json, labels.txt."""
     if not HAS_TF:
-        pytest.skip("tensorflow is not installed (pip install 'edgenet[convert]')")
+        pytest.skip("tensorflow is not installed (pip install 'edgenet[tf]')")
     import tensorflow as tf
 
     from edgenet.data.preprocess import Preprocess

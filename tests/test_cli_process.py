@@ -55,3 +55,40 @@ def test_tensorflow_is_imported_without_keras_and_keras_still_works():
         "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+_NO_TENSORFLOW = '''
+import sys
+class _NoTensorFlow:
+    """An environment with edgenet[convert] only: TensorFlow is not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NoTensorFlow())
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxruntime")),
+                    reason="the convert extra is not installed")
+def test_convert_needs_no_tensorflow_and_its_fallback_names_the_tf_extra(tmp_path):
+    """edgenet[convert] has no TensorFlow: a zoo model to int8, float16 and dynamic converts without it;
+    the TensorFlow path, asked for, fails in one line naming the extra that brings it."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_TENSORFLOW)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-m", "edgenet", "convert", "--alpha", "0.25", "--resolution", "32",
+            "--calib-samples", "16", "--eval-samples", "8", "-q"]
+    proc = subprocess.run([*args, "--precision", "float32,float16,dynamic,int8", "--out", str(tmp_path / "a")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert {"model_float.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite"} <= \
+        {p.name for p in (tmp_path / "a").iterdir()}
+    proc = subprocess.run([*args, "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300,
+                          env={**env, "EDGENET_TFLITE_WRITER": "tf"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")]
+    assert proc.returncode != 0 and len(lines) == 1 and "[tf]" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists()
