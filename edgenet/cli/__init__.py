@@ -105,8 +105,11 @@ def _install_handlers() -> dict | None:
 
 
 def _say(text: str) -> None:
-    """One line on stderr, whatever state stderr is in."""
+    """One line on stderr, whatever state stderr is in (a progress line left open is ended first)."""
     try:
+        from edgenet.cli._common import end_progress_line
+
+        end_progress_line()
         click.echo(text, err=True)
     except (OSError, ValueError):
         pass

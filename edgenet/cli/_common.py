@@ -70,13 +70,38 @@ def print_json(obj) -> None:
     echo_out(json.dumps(obj, indent=2))
 
 
+_OPEN: list = []     # the StderrProgress whose line is open (a stage started, not yet done)
+
+
+def end_progress_line() -> None:
+    """End a progress line left open (a stage cut short by a signal or an error nobody caught), so
+    that the command's last line starts on a line of its own."""
+    while _OPEN:
+        progress = _OPEN.pop()
+        if progress.open_line:
+            click.echo("", err=True)
+            progress.open_line = False
+
+
 class StderrProgress:
     """Progress lines on stderr: ``[2/6] cleanup ... 0.41 s``. Quiet mode prints nothing."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self._t0 = None
-        self.open_line = False
+        self._open_line = False
+
+    @property
+    def open_line(self) -> bool:
+        return self._open_line
+
+    @open_line.setter
+    def open_line(self, value: bool) -> None:
+        self._open_line = value
+        if value and self not in _OPEN:
+            _OPEN.append(self)
+        elif not value and self in _OPEN:
+            _OPEN.remove(self)
 
     def start(self, index: int, total: int, name: str, detail: str = "") -> None:
         self._t0 = time.perf_counter()
