@@ -70,7 +70,7 @@ def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
         return 0.0 if np.array_equal(reference, value) else float("inf")
     ref = reference.astype(np.float64)
     diff = np.abs(ref - value.astype(np.float64))
-    diff[np.isnan(ref) & np.isnan(diff)] = 0.0
+    diff = np.where(np.isnan(ref) & np.isnan(diff), 0.0, diff)   # (a 0-d value's diff is a scalar)
     worst = float(np.nan_to_num(diff.max(), nan=np.inf))
     if worst <= _ABS_FLOOR:
         return 0.0

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Collection
 
+import numpy as np
+
 from edgenet.converters.onnx_to_tf.values import TensorInfo
 from edgenet.converters.tflite_writer.backend import Backend
 from edgenet.converters.tflite_writer.fuse import optimize
@@ -38,6 +40,9 @@ class NativeGraph:
     # ``np.transpose(onnx_value, perm)``); values with no tensor of their own (folded to constants, fused
     # away: a conv's bias ADD, a fused RELU, a RESHAPE before FULLY_CONNECTED) are not listed
     values: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # node outputs folded to constants at conversion time (ONNX layout, as the writer computed them), each of at
+    # most CONSTANT_LIMIT elements: the divergence finder compares them too (a wrong fold is named where it is)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
 
     def onnx_node(self, name: str) -> str | None:
         """The ONNX node that made the TFLite tensor ``name`` (an ONNX value name, or ``<scope>/<op>``
@@ -78,6 +83,30 @@ def _name_tensors(tracer: Any, outputs: list[RTensor]) -> dict[str, str]:
     for scope, origin in tracer.scopes.items():
         origins.setdefault(scope, origin.name)
     return origins
+
+
+CONSTANT_LIMIT = 1 << 20   # elements of a folded node output NativeGraph.constants keeps (larger: not kept)
+
+
+def _folded_constants(tracer: Any) -> dict[str, np.ndarray]:
+    """Node outputs the conversion folded to constants, in ONNX layout (see NativeGraph.constants)."""
+    from edgenet.converters.onnx_to_tf.layout import invert
+
+    found = {}
+    for name in (o for n in tracer.model.graph.node for o in n.output if o):
+        value = tracer.values.get(name)
+        if value is None:
+            continue
+        if value.is_const:
+            array = np.asarray(value.const)
+        elif isinstance(value.tensor, RTensor) and value.tensor.const is not None:
+            array = np.asarray(value.tensor.const)
+            array = np.transpose(array, invert(value.perm)) if array.ndim == len(value.perm) else array
+        else:
+            continue
+        if array.size <= CONSTANT_LIMIT:
+            found[name] = array
+    return found
 
 
 def _kept_values(tracer: Any, ops: list, inputs: list[RTensor], outputs: list[RTensor]
@@ -136,4 +165,5 @@ def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int
     done = time.perf_counter()
     return NativeGraph(tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos), dict(tracer.op_counts),
                        data, origins, {"record": recorded - started, "optimize": optimized - recorded,
-                                       "serialize": done - optimized}, _kept_values(tracer, ops, args, outputs))
+                                       "serialize": done - optimized}, _kept_values(tracer, ops, args, outputs),
+                       _folded_constants(tracer))

@@ -6,8 +6,8 @@ The native writer names each tensor after the ONNX value it holds and records th
 ``tensor = np.transpose(onnx_value, perm)``). :func:`kept_values` runs the float .tflite once with
 every intermediate tensor preserved (``experimental_preserve_all_tensors``, which runs TFLite's
 reference kernels, not XNNPACK) and returns those tensors in ONNX layout, by ONNX value name.
-Values with no tensor of their own (folded to constants, or fused away: a conv's bias ADD, a fused
-RELU) are not returned.
+Node outputs folded to constants at conversion time come as the writer computed them; values with no
+tensor of their own (fused away: a conv's bias ADD, a fused RELU) are not returned.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def kept_values(graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     """The ONNX values ``graph`` (a :class:`~edgenet.converters.tflite_writer.convert.NativeGraph`)
     holds in tensors, computed by LiteRT on ``feeds`` (graph input name -> array in ONNX layout, NCHW
     for images, with the model's static shape), in ONNX layout and the model's dtypes (int64 ONNX
-    values may come back as int32). Raises UsageError for a missing or misshapen feed."""
+    values may come back as int32), and the node outputs the conversion folded to constants
+    (``graph.constants``). Raises UsageError for a missing or misshapen feed."""
     from edgenet.runtime import make_interpreter
 
     interp = make_interpreter(graph.model, preserve_all_tensors=True, use_xnnpack=False)
@@ -51,7 +52,7 @@ def kept_values(graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
                              f"the model wants {info.onnx_shape}")
         interp.set_tensor(index.get(tensor_name, detail["index"]), np.ascontiguousarray(array, detail["dtype"]))
     interp.invoke()
-    values: dict[str, np.ndarray] = {}
+    values: dict[str, np.ndarray] = dict(graph.constants)
     for name, (tensor_name, perm) in graph.values.items():
         i = index.get(tensor_name)
         if i is None:
