@@ -38,6 +38,9 @@ class Divergence:
     reason: str = ""
     onnxruntime_deviates: bool = False   # the node's converted value matches ONNX's reference
                                          # implementation (the spec) and onnxruntime's does not
+    unseen: tuple[str, ...] = ()         # nodes feeding it whose outputs the converted model does not hold
+                                         # (fused into its op: a conv before the named ReLU): the fault
+                                         # may lie there as well
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,8 +129,27 @@ def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[Mod
                 deviates = spec is not None and relative_error(spec, converted[name]) <= tolerance
                 reason = ("onnxruntime deviates from the ONNX spec here: the converted value matches ONNX's "
                           "reference implementation" if deviates else "")
-                return Divergence(node.name or name, node.op_type, name, rel, reason, deviates)
+                return Divergence(node.name or name, node.op_type, name, rel, reason, deviates,
+                                  _unseen_producers(model, node, reference, converted))
     return Divergence(None, None, None, None, agrees)
+
+
+def _unseen_producers(model, node, reference: Mapping[str, np.ndarray], converted: Mapping[str, np.ndarray]
+                      ) -> tuple[str, ...]:
+    """The nodes upstream of ``node`` (graph order) reached through node outputs onnxruntime computed
+    but the converted model does not hold: values fused into the op that makes ``node``'s output."""
+    made_by = {o: (k, n) for k, n in enumerate(model.graph.node) for o in n.output if o}
+    found: dict[int, str] = {}
+    todo = [i for i in node.input if i]
+    while todo:
+        name = todo.pop()
+        hit = made_by.get(name)
+        if hit is None or name in converted or name not in reference or hit[0] in found:
+            continue
+        k, producer = hit
+        found[k] = producer.name or name
+        todo.extend(i for i in producer.input if i)
+    return tuple(found[k] for k in sorted(found))
 
 
 def _spec_value(model, node, values: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], name: str):

@@ -90,7 +90,20 @@ def test_a_planted_fault_in_a_native_lowering_is_named(monkeypatch):
     model = _net()
     found = first_divergence(model, [_image()], INPUTS, 1e-3, _side(model).evaluate_values)
     assert (found.node, found.op, found.value) == ("sigmoid2", "Sigmoid", "s2")
-    assert found.rel_err > 0.5 and not found.onnxruntime_deviates
+    assert found.rel_err > 0.5 and not found.onnxruntime_deviates and found.unseen == ()
+
+
+def test_a_fault_in_a_value_fused_away_is_named_with_the_node_that_holds_it(monkeypatch):
+    """The CONV_2D lowering scaled by 1.5: the Conv's own value is fused (with its bias and the Relu) into
+    one op whose tensor is the Relu's, so the Relu is the first node seen to differ, and the Conv is
+    named as fused into it."""
+    from edgenet.converters.tflite_writer.backend import Backend
+
+    original = Backend.conv2d
+    monkeypatch.setattr(Backend, "conv2d", lambda self, *a, **kw: self._binary("multiply", original(self, *a, **kw), 1.5))
+    model = _net()
+    found = first_divergence(model, [_image()], INPUTS, 1e-3, _side(model).evaluate_values)
+    assert (found.node, found.op, found.unseen) == ("relu1", "Relu", ("conv1",))
 
 
 _CONVERT_WITH_FAULT = """
@@ -113,8 +126,9 @@ print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
 """
 
 
-@pytest.mark.parametrize("fault, node", [("lowering", "'sigmoid2' (Sigmoid"), ("handler", "'relu1' (Relu")])
-def test_the_cli_names_the_node_without_importing_tensorflow(tmp_path, fault, node):
+@pytest.mark.parametrize("fault, node, fused", [("lowering", "'sigmoid2' (Sigmoid", None),
+                                               ("handler", "'relu1' (Relu", "'conv1'")])
+def test_the_cli_names_the_node_without_importing_tensorflow(tmp_path, fault, node, fused):
     path = tmp_path / "net.onnx"
     _net(path)
     proc = subprocess.run([sys.executable, "-c", _CONVERT_WITH_FAULT, str(path), str(tmp_path / "o"), fault],
@@ -125,6 +139,8 @@ def test_the_cli_names_the_node_without_importing_tensorflow(tmp_path, fault, no
     assert result == {"code": 1, "tensorflow": False}, proc.stderr[-2000:]
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")][-1]
     assert f"first diverging ONNX node: {node}" in line and "--allow-mismatch" in line
+    # the Relu's fault shows in the CONV_2D it is fused into (with its Conv): both are named
+    assert (f"or one fused into it whose output the model does not keep: {fused};" in line) == (fused is not None)
 
 
 def test_where_onnxruntime_departs_from_the_spec_the_native_model_is_judged_against_the_spec(tmp_path):
