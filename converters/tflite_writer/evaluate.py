@@ -19,9 +19,9 @@ from edgenet.converters.onnx_to_tf.layout import invert
 from edgenet.errors import UsageError
 
 WHERE = "the float .tflite model (LiteRT's reference kernels, every tensor kept)"
-ALL_AGREE = ("every ONNX value the float .tflite model keeps matches onnxruntime when LiteRT runs it on its reference "
-             "kernels: the difference arises in the optimized kernels (XNNPACK) the verdict ran, or in a value "
-             "fused away")
+ALL_AGREE = ("every ONNX value the float .tflite model keeps matches onnxruntime on the first example when LiteRT "
+             "runs it on its reference kernels: the difference arises in the optimized kernels (XNNPACK) the "
+             "verdict ran, or on another example")
 
 
 def native_values(graph, feeds: Mapping[str, np.ndarray]):
@@ -41,16 +41,18 @@ def kept_values(graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     from edgenet.runtime import make_interpreter
 
     interp = make_interpreter(graph.model, preserve_all_tensors=True, use_xnnpack=False)
-    index = {d["name"]: d["index"] for d in interp.get_tensor_details()}
-    for info, detail in zip(graph.inputs, interp.get_input_details()):
+    details = {d["name"]: d for d in interp.get_tensor_details()}
+    index = {name: d["index"] for name, d in details.items()}
+    for info, signature_order in zip(graph.inputs, interp.get_input_details()):
         if info.name not in feeds:
             raise UsageError(f"kept_values: no array for input {info.name!r}")
-        tensor_name, perm = graph.values.get(info.name, (detail["name"], tuple(range(len(detail["shape"])))))
+        tensor_name, perm = graph.values.get(info.name, (signature_order["name"], tuple(range(len(info.tf_shape)))))
+        detail = details.get(tensor_name, signature_order)
         array = np.transpose(np.asarray(feeds[info.name]), perm)
         if tuple(array.shape) != tuple(detail["shape"]):
             raise UsageError(f"kept_values: input {info.name!r} has shape {tuple(np.shape(feeds[info.name]))}, "
                              f"the model wants {info.onnx_shape}")
-        interp.set_tensor(index.get(tensor_name, detail["index"]), np.ascontiguousarray(array, detail["dtype"]))
+        interp.set_tensor(detail["index"], np.ascontiguousarray(array, detail["dtype"]))
     interp.invoke()
     values: dict[str, np.ndarray] = dict(graph.constants)
     for name, (tensor_name, perm) in graph.values.items():
