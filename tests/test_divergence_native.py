@@ -75,7 +75,8 @@ def test_kept_values_are_the_onnx_values_in_onnx_layout():
     assert "r1" in graph.values and "c1" not in graph.values
     assert graph.values["r1"][1] == (0, 2, 3, 1) and graph.values["nhwc"][1] == (0, 1, 2, 3)
     got = kept_values(graph, {"x": np.transpose(_image(), (0, 3, 1, 2))})
-    assert got["r1"].shape == (1, 6, 13, 11) and got["nhwc"].shape == (1, 13, 11, 12) and got["seq"].shape == (1, 143, 12)
+    assert got["r1"].shape == (1, 6, 13, 11) and got["nhwc"].shape == (1, 13, 11, 12)
+    assert got["seq"].shape == (1, 143, 12)
     # a healthy model: every kept value agrees, so no node is named
     found = first_divergence(model, [_image()], INPUTS, 1e-4, side.evaluate_values)
     assert found.node is None and "reference kernels" in found.reason
@@ -86,7 +87,8 @@ def test_a_planted_fault_in_a_native_lowering_is_named(monkeypatch):
     from edgenet.converters.tflite_writer.backend import Backend
 
     original = Backend.sigmoid
-    monkeypatch.setattr(Backend, "sigmoid", lambda self, t, name=None, **kw: self._binary("add", original(self, t), 1.0))
+    monkeypatch.setattr(Backend, "sigmoid",
+                        lambda self, t, name=None, **kw: self._binary("add", original(self, t), 1.0))
     model = _net()
     found = first_divergence(model, [_image()], INPUTS, 1e-3, _side(model).evaluate_values)
     assert (found.node, found.op, found.value) == ("sigmoid2", "Sigmoid", "s2")
@@ -100,7 +102,8 @@ def test_a_fault_in_a_value_fused_away_is_named_with_the_node_that_holds_it(monk
     from edgenet.converters.tflite_writer.backend import Backend
 
     original = Backend.conv2d
-    monkeypatch.setattr(Backend, "conv2d", lambda self, *a, **kw: self._binary("multiply", original(self, *a, **kw), 1.5))
+    monkeypatch.setattr(Backend, "conv2d",
+                        lambda self, *a, **kw: self._binary("multiply", original(self, *a, **kw), 1.5))
     model = _net()
     found = first_divergence(model, [_image()], INPUTS, 1e-3, _side(model).evaluate_values)
     assert (found.node, found.op, found.unseen) == ("relu1", "Relu", ("conv1",))
