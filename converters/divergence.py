@@ -4,12 +4,17 @@ When the float TFLite model misses its tolerance, the user needs the node, not j
 :func:`first_divergence` runs one invocation through
 
 * onnxruntime, with every node output of the graph made a graph output, and
-* the converted TensorFlow graph (``evaluate``: :func:`edgenet.converters.onnx_to_tf.evaluate_values`,
-  which returns every ONNX value in ONNX layout),
+* the converted model (``evaluate``), which gives every ONNX value it can see, in ONNX layout: for a
+  model edgenet's native writer made, the float .tflite itself run in LiteRT with every tensor kept
+  (:func:`edgenet.converters.tflite_writer.evaluate.kept_values`: tensors are named after ONNX values;
+  no TensorFlow); for a model TensorFlow made, the TF graph
+  (:func:`edgenet.converters.onnx_to_tf.evaluate_values`),
 
 and walks the nodes in graph (topological) order: the first node whose output differs by more
-than the tolerance, relative to that value's own magnitude, is named. When every value of the TF
-graph agrees, the difference arises in TFLite's conversion of it, and that is said instead.
+than the tolerance, relative to that value's own magnitude, is named. Values the converted model
+does not hold (fused into a neighbour, folded away) are skipped. When every value seen agrees, the
+difference arises past what was seen (TFLite's conversion of the TF graph; or, for the .tflite run
+on reference kernels, the optimized kernels the verdict ran), and that is said instead.
 """
 from __future__ import annotations
 
@@ -26,16 +31,33 @@ _ABS_FLOOR = 1e-6   # differences below this are float noise whatever the value'
 
 @dataclass(frozen=True)
 class Divergence:
-    node: str | None        # the first ONNX node whose output differs (None: none in the TF graph)
+    node: str | None        # the first ONNX node whose output differs (None: none of the values seen)
     op: str | None
     value: str | None       # its output value name
-    rel_err: float | None   # max |TF - ONNX| / max |ONNX| of that value
+    rel_err: float | None   # max |converted - ONNX| / max |ONNX| of that value
     reason: str = ""
     onnxruntime_deviates: bool = False   # the node's converted value matches ONNX's reference
                                          # implementation (the spec) and onnxruntime's does not
+    unseen: tuple[str, ...] = ()         # nodes feeding it whose outputs the converted model does not hold
+                                         # (fused into its op: a conv before the named ReLU): the fault
+                                         # may lie there as well
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ConvertedValues:
+    """What an ``evaluate`` callable may return instead of a plain mapping: the ONNX values (ONNX
+    layout, by value name), where they were computed, and what it means when all of them agree."""
+
+    values: Mapping[str, np.ndarray]
+    where: str
+    when_all_agree: str
+
+
+TF_GRAPH_AGREES = ("every ONNX value of the converted TensorFlow graph matches onnxruntime: the difference "
+                   "arises in TFLite's conversion of the graph")
 
 
 def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
@@ -51,7 +73,7 @@ def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
         return 0.0 if np.array_equal(reference, value) else float("inf")
     ref = reference.astype(np.float64)
     diff = np.abs(ref - value.astype(np.float64))
-    diff[np.isnan(ref) & np.isnan(diff)] = 0.0
+    diff = np.where(np.isnan(ref) & np.isnan(diff), 0.0, diff)   # (a 0-d value's diff is a scalar)
     worst = float(np.nan_to_num(diff.max(), nan=np.inf))
     if worst <= _ABS_FLOOR:
         return 0.0
@@ -83,16 +105,20 @@ def onnx_values(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput], tolerance: float,
-                     evaluate: Callable[[object, dict], Mapping[str, np.ndarray]]) -> Divergence:
-    """The first ONNX node (graph order) whose output, computed by the converted TF graph, differs
-    from onnxruntime's by more than ``tolerance`` on the first invocation of ``examples`` (TFLite
-    layout, as the pipeline holds them)."""
+                     evaluate: Callable[[object, dict], Mapping[str, np.ndarray] | ConvertedValues]) -> Divergence:
+    """The first ONNX node (graph order) whose output, computed by the converted model
+    (``evaluate(model, feeds)``, feeds in ONNX layout: a mapping of ONNX values, taken as the TF
+    graph's, or a :class:`ConvertedValues`), differs from onnxruntime's by more than ``tolerance`` on
+    the first invocation of ``examples`` (TFLite layout, as the pipeline holds them)."""
     feeds = {}
     for spec, x in zip(inputs, examples):
         onnx_x = to_onnx_layout(x, spec)
         feeds[spec.name] = onnx_x[0] if spec.rank < 2 else onnx_x[: spec.batch]
     reference = onnx_values(model, feeds)
     converted = evaluate(model, feeds)
+    agrees = TF_GRAPH_AGREES
+    if isinstance(converted, ConvertedValues):
+        converted, agrees = converted.values, converted.when_all_agree
     for node in model.graph.node:
         for name in node.output:
             if not name or name not in reference or name not in converted:
@@ -103,10 +129,27 @@ def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[Mod
                 deviates = spec is not None and relative_error(spec, converted[name]) <= tolerance
                 reason = ("onnxruntime deviates from the ONNX spec here: the converted value matches ONNX's "
                           "reference implementation" if deviates else "")
-                return Divergence(node.name or name, node.op_type, name, rel, reason, deviates)
-    return Divergence(None, None, None, None,
-                      "every ONNX value of the converted TensorFlow graph matches onnxruntime: the difference "
-                      "arises in TFLite's conversion of the graph")
+                return Divergence(node.name or name, node.op_type, name, rel, reason, deviates,
+                                  _unseen_producers(model, node, reference, converted))
+    return Divergence(None, None, None, None, agrees)
+
+
+def _unseen_producers(model, node, reference: Mapping[str, np.ndarray], converted: Mapping[str, np.ndarray]
+                      ) -> tuple[str, ...]:
+    """The nodes upstream of ``node`` (graph order) reached through node outputs onnxruntime computed
+    but the converted model does not hold: values fused into the op that makes ``node``'s output."""
+    made_by = {o: (k, n) for k, n in enumerate(model.graph.node) for o in n.output if o}
+    found: dict[int, str] = {}
+    todo = [i for i in node.input if i]
+    while todo:
+        name = todo.pop()
+        hit = made_by.get(name)
+        if hit is None or name in converted or name not in reference or hit[0] in found:
+            continue
+        k, producer = hit
+        found[k] = producer.name or name
+        todo.extend(i for i in producer.input if i)
+    return tuple(found[k] for k in sorted(found))
 
 
 def _spec_value(model, node, values: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray], name: str):

@@ -189,6 +189,9 @@ class FloatVerdict:
             if d.get("node"):
                 text += (f"; first diverging ONNX node: {d['node']!r} ({d['op']}, output {d['value']!r}, "
                          f"relative error {d['rel_err']:.3g})")
+                if d.get("unseen"):
+                    text += (f", or one fused into it whose output the model does not keep: "
+                             f"{', '.join(map(repr, d['unseen']))}")
             else:
                 text += f"; {d.get('reason', '')}"
         return text + "; pass --allow-mismatch to write the files anyway"

@@ -98,6 +98,8 @@ class ConvertReport:
         if div:
             where = (f"node {div['node']} ({div['op']}), relative error {div['rel_err']:.3g}" if div.get("node")
                      else div.get("reason", ""))
+            if div.get("node") and div.get("unseen"):
+                where += f"; or fused into it (not kept apart): {', '.join(div['unseen'])}"
             lines.append(f"| first divergence | {where} |")
         for q in v.quantized:
             worst = worst_output(q["outputs"])

@@ -5,6 +5,7 @@ backend, then the TFLite rewrites and the flatbuffer writer.
     graph = native_tflite(onnx_model)          # NotNative when a node needs what the backend lacks
     graph.model                                # .tflite bytes (serving_default signature)
     graph.onnx_node("conv_1_out")              # TFLite tensor name -> ONNX node
+    graph.values["conv_1_out"]                 # ONNX value -> (TFLite tensor name, layout perm)
 
 The walker is the TensorFlow path's own (:class:`~edgenet.converters.onnx_to_tf.graph.GraphTracer`), so
 the layouts, the constant folding and every handler decision are the same; only ``ctx.tf`` differs.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Collection
+
+import numpy as np
 
 from edgenet.converters.onnx_to_tf.values import TensorInfo
 from edgenet.converters.tflite_writer.backend import Backend
@@ -33,6 +36,13 @@ class NativeGraph:
     model: bytes  # float32 .tflite
     origins: dict[str, str] = field(default_factory=dict)  # tensor name or name scope -> ONNX node
     seconds: dict[str, float] = field(default_factory=dict)  # record / optimize / serialize
+    # ONNX value (graph inputs and node outputs) -> (name of the model tensor holding it, perm: the tensor is
+    # ``np.transpose(onnx_value, perm)``); values with no tensor of their own (folded to constants, fused
+    # away: a conv's bias ADD, a fused RELU, a RESHAPE before FULLY_CONNECTED) are not listed
+    values: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # node outputs folded to constants at conversion time (ONNX layout, as the writer computed them), each of at
+    # most CONSTANT_LIMIT elements: the divergence finder compares them too (a wrong fold is named where it is)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
 
     def onnx_node(self, name: str) -> str | None:
         """The ONNX node that made the TFLite tensor ``name`` (an ONNX value name, or ``<scope>/<op>``
@@ -75,6 +85,47 @@ def _name_tensors(tracer: Any, outputs: list[RTensor]) -> dict[str, str]:
     return origins
 
 
+CONSTANT_LIMIT = 1 << 20   # elements of a folded node output NativeGraph.constants keeps (larger: not kept)
+
+
+def _folded_constants(tracer: Any) -> dict[str, np.ndarray]:
+    """Node outputs the conversion folded to constants, in ONNX layout (see NativeGraph.constants)."""
+    from edgenet.converters.onnx_to_tf.layout import invert
+
+    found = {}
+    for name in (o for n in tracer.model.graph.node for o in n.output if o):
+        value = tracer.values.get(name)
+        if value is None:
+            continue
+        if value.is_const:
+            array = np.asarray(value.const)
+        elif isinstance(value.tensor, RTensor) and value.tensor.const is not None:
+            array = np.asarray(value.tensor.const)
+            array = np.transpose(array, invert(value.perm)) if array.ndim == len(value.perm) else array
+        else:
+            continue
+        if array.size <= CONSTANT_LIMIT:
+            found[name] = array
+    return found
+
+
+def _kept_values(tracer: Any, ops: list, inputs: list[RTensor], outputs: list[RTensor]
+                 ) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """ONNX value -> (tensor name, perm) for the values whose tensor the written model holds (call
+    after :func:`serialize`, which settles the names)."""
+    written = {id(t) for op in ops for t in (*op.inputs, *op.outputs) if t is not None}
+    written.update(id(t) for t in (*inputs, *outputs))
+    names = [p.name for p in tracer.inputs] + [o for n in tracer.model.graph.node for o in n.output if o]
+    kept = {}
+    for name in names:
+        value = tracer.values.get(name)
+        if value is None or value.is_const or not isinstance(value.tensor, RTensor):
+            continue
+        if id(value.tensor) in written and value.tensor.const is None:
+            kept[name] = (value.tensor.name, tuple(value.perm))
+    return kept
+
+
 def _distinct_outputs(backend: Backend, outputs: list[RTensor]) -> list[RTensor]:
     """Each graph output its own tensor: an output that is a graph input (an Identity, a Transpose the
     layout absorbed) or another output again becomes a RESHAPE to its own shape; a constant output
@@ -114,4 +165,5 @@ def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int
     done = time.perf_counter()
     return NativeGraph(tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos), dict(tracer.op_counts),
                        data, origins, {"record": recorded - started, "optimize": optimized - recorded,
-                                       "serialize": done - optimized})
+                                       "serialize": done - optimized}, _kept_values(tracer, ops, args, outputs),
+                       _folded_constants(tracer))

@@ -12,7 +12,9 @@ of a conversion of several seconds, at the price of a second packer to keep in s
 not worth it. Constant buffers are handed over as numpy uint8 views (no copy before packing).
 
 Tensor names: the ONNX value name where an ONNX value maps to the tensor (set by the caller),
-``<node>/<op>`` for the intermediates an ONNX node lowers to, ``<node>/<op>/<role>`` for constants.
+``<node>/<op>`` for the intermediates an ONNX node lowers to, ``<node>/<op>/<role>`` for constants; a
+name taken already gets a ``_<k>`` suffix, and each written tensor's ``name`` is set to the name it got
+(the divergence finder reads tensors by it: :attr:`~.convert.NativeGraph.values`).
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def serialize(ops: Sequence[Op], inputs: Sequence[RTensor], outputs: Sequence[RT
         entry = schema.TensorT()
         entry.shape = np.asarray(t.shape_, np.int32)
         entry.type = getattr(schema.TensorType, kind)
-        entry.name = unique(t.name or fallback)
+        entry.name = t.name = unique(t.name or fallback)   # the name the model gives it, kept on the tensor
         entry.buffer = 0
         if t.const is not None:
             buffer = schema.BufferT()

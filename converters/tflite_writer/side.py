@@ -6,8 +6,8 @@ float32 model natively (:func:`~edgenet.converters.tflite_writer.native_tflite`)
 dynamic-range models from it with the LiteRT Quantizer (:mod:`edgenet.converters.float_weights`); when
 the model needs something the native writer lacks (:class:`NotNative`), it starts the TensorFlow side
 then and hands the model to it (every float precision then comes from TensorFlow's converter), and
-says so in :meth:`take_notes`. The divergence finder's ``evaluate_values`` always
-runs the TensorFlow graph.
+says so in :meth:`take_notes`. The divergence finder's ``evaluate_values`` runs the native float model
+in LiteRT with every tensor kept (no TensorFlow), or the TensorFlow graph for a model TensorFlow made.
 
 The switch: ``EDGENET_TFLITE_WRITER=tf`` makes every model through TensorFlow (the former path,
 worker process included); unset or ``native``: this side.
@@ -118,6 +118,20 @@ class NativeSide:
             return self._tf().float_tflite_of(onnx_model)
 
     def evaluate_values(self, onnx_model, feeds):
+        """Every ONNX value the float model of ``onnx_model`` computes on ``feeds`` (ONNX layout): the
+        native model's kept tensors (:func:`~edgenet.converters.tflite_writer.evaluate.native_values`),
+        or, for a model made through TensorFlow, the TF graph's values."""
+        from edgenet.converters.tflite_writer.evaluate import native_values
+
+        if not self._on_tf:
+            graph = self._graph if onnx_model is self._onnx else None
+            if graph is None:
+                try:
+                    graph = native_tflite(onnx_model, keep_layout=self._keep_layout)
+                except NotNative:
+                    graph = None
+            if graph is not None:
+                return native_values(graph, feeds)
         return self._tf().evaluate_values(onnx_model, feeds)
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
