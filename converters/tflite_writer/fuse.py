@@ -148,7 +148,7 @@ def _fold_input_affine(graph: _Graph, rec) -> None:
         if not fc and op.options[1]["padding"] != 1:
             continue
         weights, channels = op.inputs[1].const, op.inputs[0].shape_[-1] if op.inputs[0].shape_ else 0
-        if fc and weights.shape[1] != channels:   # rows of K read from a wider last dim: not per channel
+        if weights is None or fc and weights.shape[1] != channels:   # rows of K read from a wider last dim: not per channel
             continue
         t, removed = op.inputs[0], []
         scale, shift = np.ones(channels), np.zeros(channels)
@@ -244,7 +244,7 @@ def _drop_identities(graph: _Graph) -> None:
     ``x * sigmoid(1 * x)``). An op making a graph output stays."""
     for op in list(graph.ops):
         neutral = _NEUTRAL.get(op.code)
-        if neutral is None or len(op.inputs) != 2 or op.options is None or op.options[1]["fusedActivationFunction"]:
+        if neutral is None or len(op.inputs) != 2 or op.options is None or op.options[1].get("fusedActivationFunction"):
             continue
         y = op.outputs[0]
         x, c = op.inputs
