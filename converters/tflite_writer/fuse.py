@@ -7,9 +7,10 @@ is dropped (FC reads any input as rows); ops whose outputs nobody reads are drop
 Besides (as TensorFlow's converter does, seen on PP-OCRv4): ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``
 are dropped (readers read ``x``); ``x / sqrt(v)`` becomes ``x * rsqrt(v)`` (a LayerNorm's division;
 one rounding apart); a per-channel ``x * g + b`` (a LayerNorm's gamma and beta) before a
-FULLY_CONNECTED folds into its weights and bias; RESHAPE of a RESHAPE reshapes the first one's input.
-A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
-tensors the user can name stay in the model).
+FULLY_CONNECTED folds into its weights and bias; RESHAPE of a RESHAPE reshapes the first one's input;
+an ADD / MUL of a constant and a tensor reads the tensor first.
+A fold into another op only happens when the intermediate tensor has one reader and is not a graph
+output (the tensors the user can name stay in the model).
 """
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ def _affine_operand(graph: _Graph, t: RTensor, code: str, reader: Op, channels: 
         return None
     if c.const.size == 1:
         return op, x, np.full(channels, float(c.const.reshape(())))
-    if per_channel and c.const.size == channels and c.const.shape[-1] == channels and len(c.const.shape) <= len(x.shape_):
+    if per_channel and c.const.size == channels and c.const.shape[-1] == channels and \
+            len(c.const.shape) <= len(x.shape_):
         return op, x, c.const.reshape(-1).astype(np.float64)
     return None
 
@@ -148,7 +150,7 @@ def _fold_input_affine(graph: _Graph, rec) -> None:
         if not fc and op.options[1]["padding"] != 1:
             continue
         weights, channels = op.inputs[1].const, op.inputs[0].shape_[-1] if op.inputs[0].shape_ else 0
-        if weights is None or fc and weights.shape[1] != channels:   # rows of K read from a wider last dim: not per channel
+        if weights is None or fc and weights.shape[1] != channels:   # rows of K from a wider last dim
             continue
         t, removed = op.inputs[0], []
         scale, shift = np.ones(channels), np.zeros(channels)
@@ -284,6 +286,15 @@ def _merge_reshapes(graph: _Graph) -> None:
             first = op.inputs[0].producer
 
 
+def _tensor_first(ops: list[Op]) -> None:
+    """ADD / MUL of a constant and a tensor read the tensor first, as TensorFlow's converter writes
+    them (both commute exactly, in float and in int8)."""
+    for op in ops:
+        if op.code in ("ADD", "MUL") and len(op.inputs) == 2 and op.inputs[0].const is not None and \
+                op.inputs[1].const is None:
+            op.inputs.reverse()
+
+
 def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
     live = {id(t) for t in outputs}
     kept = []
@@ -317,4 +328,5 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
     _fold_input_affine(graph, rec)
     graph = _Graph(graph.ops, outputs)
     _flatten_into_fc(graph)
+    _tensor_first(graph.ops)
     return _drop_dead(graph.ops, outputs)
