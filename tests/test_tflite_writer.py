@@ -338,3 +338,63 @@ def test_affine_around_convs_folds_like_tflite():
     model = make_model(nodes, {"x": X}, ["y"], inits)
     ops = assert_native_matches(model, {"x": rand(*X)}, atol=1e-4, rtol=1e-4)
     assert sorted(ops) == ["ADD", "CONV_2D", "CONV_2D", "CONV_2D", "HARD_SWISH", "HARD_SWISH", "MUL"]
+
+
+# ---- folds TensorFlow's converter makes on PP-OCRv4 (issue #20) -----------------------------------
+def test_multiply_by_one_and_add_of_zero_are_dropped():
+    """PaddlePaddle's swish ``x * sigmoid(1 * x)`` after a conv is CONV_2D, LOGISTIC, MUL (the Mul by 1
+    dropped, as TF does); an Add of zeros too; a Mul by constants not all one stays, and so does a
+    Mul by 1 that makes a graph output."""
+    c = 5
+    inits = {"w": rand(c, c, 3, 3, scale=0.3), "one": np.ones(1, np.float32), "zeros": np.zeros((c, 1, 1), np.float32),
+             "s": np.array([1, 1, 2, 1, 1], np.float32).reshape(c, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "one"], ["m"]), helper.make_node("Sigmoid", ["m"], ["g"]),
+             helper.make_node("Mul", ["c", "g"], ["sw"]), helper.make_node("Add", ["zeros", "sw"], ["a"]),
+             helper.make_node("Mul", ["a", "s"], ["y"]), helper.make_node("Mul", ["y", "one"], ["y2"])]
+    model = make_model(nodes, {"x": X}, ["y", "y2"], inits)
+    ops = assert_native_matches(model, {"x": rand(*X)})
+    assert sorted(ops) == ["CONV_2D", "LOGISTIC", "MUL", "MUL", "MUL"]   # swish, the per-channel Mul, y2's
+
+
+def _layer_norm_then_matmul(n: int, k: int, out: int):
+    """PaddlePaddle's LayerNorm as exported (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add)
+    then MatMul + Add: (1, n, k) -> (1, n, out)."""
+    inits = {"two": np.array(2.0, np.float32), "eps": np.array(1e-5, np.float32), "gamma": rand(k) + 1.5,
+             "beta": rand(k), "w": rand(k, out, scale=0.3), "b": rand(out)}
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]), helper.make_node("Sub", ["x", "mu"], ["d"]),
+             helper.make_node("Pow", ["d", "two"], ["d2"]), helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+             helper.make_node("Div", ["d", "sd"], ["nx"]), helper.make_node("Mul", ["nx", "gamma"], ["g"]),
+             helper.make_node("Add", ["g", "beta"], ["ln"]), helper.make_node("MatMul", ["ln", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["y"])]
+    return make_model(nodes, {"x": (1, n, k)}, ["y"], inits, opset=13)
+
+
+def test_layer_norm_before_a_matmul_folds_like_tflite():
+    """Division by SQRT is a MUL by RSQRT, and gamma / beta (one per channel) fold into the FC's weights
+    and bias: no DIV, SQRT, nor a Mul / Add by constants left (TF's converter writes the same ops)."""
+    model = _layer_norm_then_matmul(7, 12, 9)
+    ops = assert_native_matches(model, {"x": rand(1, 7, 12) * 3 + 1}, atol=1e-4, rtol=1e-4)
+    assert sorted(ops) == ["ADD", "FULLY_CONNECTED", "MEAN", "MEAN", "MUL", "MUL", "RSQRT", "SUB"]
+
+
+def test_reshape_of_a_reshape_is_one_reshape():
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["r"]), helper.make_node("Reshape", ["r", "s2"], ["y"])]
+    model = make_model(nodes, {"x": (2, 3, 20)}, ["y"], {"s1": np.array([6, 20], np.int64),
+                                                          "s2": np.array([1, 2, 60], np.int64)})
+    assert assert_native_matches(model, {"x": rand(2, 3, 20)}) == ["RESHAPE"]
+
+
+def test_relu_after_conv_transpose_fuses_into_it():
+    """ConvTranspose + Relu is one TRANSPOSE_CONV with the ReLU fused (builtin version 4, as TF writes it)."""
+    from edgenet.targets.tflite_graph import read_tflite
+
+    x_shape, w_shape, attrs = TRANSPOSE_CASES["k4_s2_p1_upsampler"]
+    model = _transpose_model(x_shape, w_shape, **attrs)
+    model.graph.node.append(helper.make_node("Relu", ["y0"], ["r"]))
+    model.graph.output[0].name = "r"
+    x = rand(*x_shape)
+    assert assert_native_matches(model, {"x": x}, atol=1e-4, rtol=1e-4) == ["TRANSPOSE_CONV"]
+    op = read_tflite(native_tflite(model).model).operators[0]
+    assert (op.name, op.version) == ("TRANSPOSE_CONV", 4)

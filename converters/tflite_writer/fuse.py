@@ -4,8 +4,13 @@ FULLY_CONNECTED / TRANSPOSE_CONV scales its weights, a constant ADD / SUB become
 folds into it; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
 field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
 is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
-A rewrite only happens when the intermediate tensor has one reader and is not a graph output (the
-tensors the user can name stay in the model).
+Besides (as TensorFlow's converter does, seen on PP-OCRv4): ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``
+are dropped (readers read ``x``); ``x / sqrt(v)`` becomes ``x * rsqrt(v)`` (a LayerNorm's division;
+one rounding apart); a per-channel ``x * g + b`` (a LayerNorm's gamma and beta) before a
+FULLY_CONNECTED folds into its weights and bias; RESHAPE of a RESHAPE reshapes the first one's input;
+an ADD / MUL of a constant and a tensor reads the tensor first.
+A fold into another op only happens when the intermediate tensor has one reader and is not a graph
+output (the tensors the user can name stay in the model).
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from edgenet.converters.tflite_writer.tensors import Op, RTensor
 _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
 _WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}  # output channels
 _ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
-_FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV")
+_FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL",
+                     "DIV")
+_NEUTRAL = {"MUL": 1.0, "DIV": 1.0, "ADD": 0.0, "SUB": 0.0}   # the constant that leaves the other operand as is
 
 
 class _Graph:
@@ -111,46 +118,64 @@ def _fold_scale(graph: _Graph, rec) -> None:
 _SUM_AXES = {"CONV_2D": (1, 2, 3), "DEPTHWISE_CONV_2D": (0, 1, 2), "FULLY_CONNECTED": (1,)}
 
 
-def _scalar_operand(graph: _Graph, t: RTensor, code: str, reader: Op):
-    """(op, other input, scalar) when ``t`` is made by a ``code`` op of a tensor and a one-value
-    constant, read only by ``reader``; else None."""
+def _affine_operand(graph: _Graph, t: RTensor, code: str, reader: Op, channels: int, per_channel: bool):
+    """(op, other input, values (channels,)) when ``t`` is made by a ``code`` op of a tensor and a
+    constant of one value (or, if ``per_channel``, one per last-dim channel), read only by ``reader``;
+    else None."""
     op = t.producer
     if op is None or op.code != code or op.options[1]["fusedActivationFunction"] or graph.sole_reader(t) is not reader:
         return None
     x = next((i for i in op.inputs if i.const is None), None)
     c = None if x is None else _const_operand(op, x)
-    if c is None or c.const.size != 1 or x.shape_ != t.shape_:
+    if c is None or x.shape_ != t.shape_ or not x.shape_ or x.shape_[-1] != channels:
         return None
-    return op, x, float(c.const.reshape(()))
+    if c.const.size == 1:
+        return op, x, np.full(channels, float(c.const.reshape(())))
+    if per_channel and c.const.size == channels and c.const.shape[-1] == channels and \
+            len(c.const.shape) <= len(x.shape_):
+        return op, x, c.const.reshape(-1).astype(np.float64)
+    return None
 
 
 def _fold_input_affine(graph: _Graph, rec) -> None:
-    """``x * s + b`` (scalars) read only by a VALID CONV_2D / DEPTHWISE_CONV_2D or a FULLY_CONNECTED:
-    the op reads ``x`` with weights ``s W`` and bias ``bias + b sum(W)`` (exact without padding; what
-    TensorFlow's converter does with PP-LCNet's learnable affine blocks before pointwise convs)."""
+    """``x * s + b`` read only by a VALID CONV_2D / DEPTHWISE_CONV_2D (scalars ``s``, ``b``) or a
+    FULLY_CONNECTED (scalars or one value per input channel): the op reads ``x`` with weights ``s W``
+    (scaled along the input channels) and bias ``bias + W b`` (summed over the window and the input
+    channels; exact without padding). What TensorFlow's converter does with PP-LCNet's learnable
+    affine blocks before pointwise convs, and with a LayerNorm's gamma and beta before an FC."""
     for op in list(graph.ops):
         if op.code not in _SUM_AXES:
             continue
-        if op.code != "FULLY_CONNECTED" and op.options[1]["padding"] != 1:
+        fc = op.code == "FULLY_CONNECTED"
+        if not fc and op.options[1]["padding"] != 1:
             continue
-        t, scale, shift, removed = op.inputs[0], 1.0, 0.0, []
-        add = _scalar_operand(graph, t, "ADD", op)
+        weights, channels = op.inputs[1].const, op.inputs[0].shape_[-1] if op.inputs[0].shape_ else 0
+        if weights is None or fc and weights.shape[1] != channels:   # rows of K from a wider last dim
+            continue
+        t, removed = op.inputs[0], []
+        scale, shift = np.ones(channels), np.zeros(channels)
+        add = _affine_operand(graph, t, "ADD", op, channels, fc)
         if add is not None:
             removed.append(add[0])
             t, shift = add[1], add[2]
-        mul = _scalar_operand(graph, t, "MUL", removed[-1] if removed else op)
+        mul = _affine_operand(graph, t, "MUL", removed[-1] if removed else op, channels, fc)
         if mul is not None:
             removed.append(mul[0])
             t, scale = mul[1], mul[2]
         if not removed:
             continue
-        weights = op.inputs[1].const
         dtype = weights.dtype
         old = op.inputs[2]
         bias = np.zeros(op.outputs[0].shape_[-1], dtype) if old is None else old.const
-        summed = weights.astype(np.float64).sum(axis=_SUM_AXES[op.code]).reshape(-1)
-        op.inputs[2] = rec.const((bias + shift * summed).astype(dtype))
-        op.inputs[1] = rec.const((weights * np.asarray(scale, dtype)).astype(dtype))
+        w64 = weights.astype(np.float64)
+        if fc:   # (O, K): along K
+            summed = w64 @ shift
+            scaled = weights * scale.astype(dtype)
+        else:    # scalars (checked above): the window's sum per output channel
+            summed = shift[0] * w64.sum(axis=_SUM_AXES[op.code]).reshape(-1)
+            scaled = weights * np.asarray(scale[0], dtype)
+        op.inputs[2] = rec.const((bias + summed).astype(dtype))
+        op.inputs[1] = rec.const(scaled.astype(dtype))
         op.inputs[0] = t
         gone = {id(o) for o in removed}
         graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
@@ -215,6 +240,61 @@ def _flatten_into_fc(graph: _Graph) -> None:
             fc.inputs[0] = source
 
 
+def _drop_identities(graph: _Graph) -> None:
+    """``x * 1``, ``x / 1``, ``x + 0``, ``x - 0`` (a constant all of that value, broadcast into ``x``'s
+    shape, no fused activation): the readers read ``x`` (exact; PaddlePaddle's swish is
+    ``x * sigmoid(1 * x)``). An op making a graph output stays."""
+    for op in list(graph.ops):
+        neutral = _NEUTRAL.get(op.code)
+        if neutral is None or len(op.inputs) != 2 or op.options is None or op.options[1].get("fusedActivationFunction"):
+            continue
+        y = op.outputs[0]
+        x, c = op.inputs
+        if op.code in ("ADD", "MUL") and x.const is not None:
+            x, c = c, x
+        if id(y) in graph.outputs or x.const is not None or c.const is None or x.shape_ != y.shape_ or \
+                x.dtype_ != y.dtype_ or not np.all(c.const == neutral):
+            continue
+        for reader in graph.readers.pop(id(y), []):
+            reader.inputs = [x if i is y else i for i in reader.inputs]
+            graph.readers[id(x)].append(reader)
+        graph.ops.remove(op)
+
+
+def _rsqrt_divisions(graph: _Graph) -> None:
+    """DIV(x, SQRT(v)) -> MUL(x, RSQRT(v)) when the SQRT has no other reader (a LayerNorm's
+    normalization, as TensorFlow's converter writes it: one rounding apart, and int8 kernels have
+    RSQRT and MUL where DIV has none)."""
+    for div in graph.ops:
+        if div.code != "DIV" or len(div.inputs) != 2 or div.inputs[1].const is not None:
+            continue
+        s = div.inputs[1]
+        root = s.producer
+        if root is None or root.code != "SQRT" or graph.sole_reader(s) is not div or div.inputs[0] is s:
+            continue
+        root.code = "RSQRT"
+        div.code, div.options = "MUL", ("MulOptions", dict(div.options[1]))
+
+
+def _merge_reshapes(graph: _Graph) -> None:
+    """A RESHAPE of a RESHAPE's output reshapes that one's input (exact; the first one is dropped
+    when nothing else reads it)."""
+    for op in graph.ops:
+        first = op.inputs[0].producer if op.code == "RESHAPE" else None
+        while first is not None and first.code == "RESHAPE":
+            op.inputs[0] = first.inputs[0]
+            first = op.inputs[0].producer
+
+
+def _tensor_first(ops: list[Op]) -> None:
+    """ADD / MUL of a constant and a tensor read the tensor first, as TensorFlow's converter writes
+    them (both commute exactly, in float and in int8)."""
+    for op in ops:
+        if op.code in ("ADD", "MUL") and len(op.inputs) == 2 and op.inputs[0].const is not None and \
+                op.inputs[1].const is None:
+            op.inputs.reverse()
+
+
 def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
     live = {id(t) for t in outputs}
     kept = []
@@ -227,11 +307,15 @@ def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
 
 def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
     """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs.
-    Order matters: output-side folds first (they need the op's activation field still empty), then
-    activations and HARD_SWISH, then the input-side affine fold (which must not take a HARD_SWISH's
-    last MUL)."""
+    Order matters: identities, divisions and reshapes first (they expose the folds), then output-side
+    folds (they need the op's activation field still empty), then activations and HARD_SWISH, then
+    the input-side affine fold (which must not take a HARD_SWISH's last MUL)."""
     ops = _drop_dead(ops, outputs)
     graph = _Graph(ops, outputs)
+    _drop_identities(graph)
+    _rsqrt_divisions(graph)
+    _merge_reshapes(graph)
+    graph = _Graph(_drop_dead(graph.ops, outputs), outputs)
     for _ in range(2):   # conv -> mul -> add and conv -> add -> mul alike
         _fold_scale(graph, rec)
         graph = _Graph(graph.ops, outputs)
@@ -244,4 +328,5 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
     _fold_input_affine(graph, rec)
     graph = _Graph(graph.ops, outputs)
     _flatten_into_fc(graph)
+    _tensor_first(graph.ops)
     return _drop_dead(graph.ops, outputs)

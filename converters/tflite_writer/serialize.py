@@ -36,6 +36,14 @@ _EMPTY_OPTIONS = {"PAD": "PadOptions", "PADV2": "PadV2Options", "TRANSPOSE": "Tr
                   "LOG_SOFTMAX": "LogSoftmaxOptions", "BROADCAST_TO": "BroadcastToOptions"}
 # the lowest version of a builtin that has the float kernel (the runtime refuses BROADCAST_TO v1)
 _VERSIONS = {"BROADCAST_TO": 2, "TRANSPOSE_CONV": 3}  # TRANSPOSE_CONV v3: the bias input
+
+
+def _version(op: Op) -> int:
+    """The builtin version ``op`` needs: TRANSPOSE_CONV with a fused activation is v4 (TFLite's
+    op_version table), else :data:`_VERSIONS` or 1."""
+    if op.code == "TRANSPOSE_CONV" and op.options is not None and op.options[1].get("fusedActivationFunction"):
+        return 4
+    return _VERSIONS.get(op.code, 1)
 _ROLES = {"CONV_2D": ("", "filter", "bias"), "DEPTHWISE_CONV_2D": ("", "filter", "bias"),
           "FULLY_CONNECTED": ("", "weights", "bias"), "TRANSPOSE_CONV": ("output_shape", "filter", "", "bias")}
 
@@ -98,13 +106,16 @@ def serialize(ops: Sequence[Op], inputs: Sequence[RTensor], outputs: Sequence[RT
 
     for t in inputs:
         tensor(t, "input")
+    versions: dict[str, int] = {}   # one operator code per builtin: the highest version its ops need
+    for op in ops:
+        versions[op.code] = max(versions.get(op.code, 1), _version(op))
     for op in ops:
         if op.code not in codes:
             code = getattr(schema.BuiltinOperator, op.code)
             entry = schema.OperatorCodeT()
             entry.builtinCode = code
             entry.deprecatedBuiltinCode = min(code, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            entry.version = _VERSIONS.get(op.code, 1)
+            entry.version = versions[op.code]
             codes[op.code] = len(model.operatorCodes)
             model.operatorCodes.append(entry)
         base = op.outputs[0].name or op.code.lower()
