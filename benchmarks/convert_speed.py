@@ -55,8 +55,10 @@ def one_run(args, model_file: Path | None = None) -> dict:
             model = ["--alpha", str(args.alpha), "--resolution", str(args.resolution)]
         else:
             model = [str(model_file), "--input-shape", "1,3,320,320", "--mean", "0", "--std", "1"]
+        # --allow-degraded: this times the whole command, repair included; the verdict is printed beside it
+        # (the detector's seeded head gives hundreds of near-threshold "detections" an image)
         cmd = [sys.executable, "-m", "edgenet", "convert", *model, "--target", "rpi", "--int8",
-               "--calib-samples", str(args.calib_samples), "--out", str(out), "--quiet"]
+               "--calib-samples", str(args.calib_samples), "--out", str(out), "--quiet", "--allow-degraded"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -100,7 +102,8 @@ def main() -> int:
         runs.append(run)
         if not args.json:
             print(f"run {i + 1}: {run['wall_seconds']:.2f} s for the whole command "
-                  f"(stages {run['stage_total_seconds']:.2f} s, the rest is start-up and imports)")
+                  f"(stages {run['stage_total_seconds']:.2f} s, the rest is start-up and imports); "
+                  f"int8 verdict {run['int8_verdict']}")
             for name, sec in run["stages"]:
                 print(f"  {name:<16} {sec:6.2f} s")
     best = min(r["wall_seconds"] for r in runs)
