@@ -72,21 +72,9 @@ def outputs(path: Path, x: np.ndarray) -> np.ndarray:
 
 def latency(paths: dict[str, Path], rounds: int, runs: int, xnnpack: bool) -> dict[str, float]:
     """Median ms per invoke of each model, invoked alternately (paired, interleaved)."""
-    interps = {}
-    for key, path in paths.items():
-        it = _interpreter(path, xnnpack)
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        it.invoke()
-        interps[key] = it
-    times = {k: [] for k in paths}
-    for _ in range(rounds):
-        for key, it in interps.items():
-            t0 = time.perf_counter()
-            for _ in range(runs):
-                it.invoke()
-            times[key].append((time.perf_counter() - t0) / runs * 1e3)
-    return {k: round(float(np.median(v)), 3) for k, v in times.items()}
+    from native_writer import latency as paired
+
+    return paired(paths, rounds, runs, make=lambda path: _interpreter(path, xnnpack))
 
 
 def main() -> int:

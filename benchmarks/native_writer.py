@@ -60,14 +60,19 @@ def run_float(path: Path, x: np.ndarray) -> list[np.ndarray]:
     return [out[k] for k in sorted(out)]
 
 
-def latency(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, float]:
-    """Median ms per invoke of each int8 model, invoked alternately (paired, interleaved)."""
-    from ai_edge_litert.interpreter import Interpreter
+def latency(paths: dict[str, Path], rounds: int, runs: int, make=None) -> dict[str, float]:
+    """Median ms per invoke of each model, invoked alternately (paired, interleaved); ``make(path)``
+    gives an allocated interpreter (default: LiteRT, 1 thread, its default XNNPACK delegate)."""
+    def default(path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        return it
 
     interps = {}
     for key, path in paths.items():
-        it = Interpreter(model_path=str(path), num_threads=1)
-        it.allocate_tensors()
+        it = (make or default)(path)
         d = it.get_input_details()[0]
         it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
         it.invoke()

@@ -201,29 +201,13 @@ def validate_keras(opts, profile, built, source: SourceModel, data, model: Keras
 
 def _publish(opts, profile, source, model, built, checked, data, per_channel, stages, notes, layers, repair,
              float_ops, output):
-    from edgenet.converters.data_notes import is_zoo
-    from edgenet.converters.pipeline import _write_outputs
+    from edgenet.converters.write_stage import write_and_check
     from edgenet.io import atomic_write_json, atomic_write_text
     from edgenet.report import ConvertResult
 
     staging = output.staging
     try:
-        files = _write_outputs(staging, source, None, built, data)
-        if layers:
-            from edgenet.converters.node_data import FILE_NAME, node_data
-
-            atomic_write_json(staging / FILE_NAME, node_data(layers))
-            files.append(FILE_NAME)
-
-        def _target():
-            from edgenet.targets.checks import run_target
-
-            deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
-            return run_target(profile, staging, staging / deployed.file_name if deployed else None,
-                              staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name,
-                              zoo=is_zoo(opts))
-
-        target_report = stages.run("target " + profile.name, _target)
+        files, target_report = write_and_check(staging, source, None, built, data, layers, opts, profile, stages)
         report = keras_report(opts, profile, source, model, built, checked, data, per_channel, staging, files,
                               target_report, stages, notes, layers, repair, float_ops)
         atomic_write_json(staging / "report.json", report.to_dict())

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Callable
 
-from edgenet.converters.model_data import (EVAL_SET, DataKind, PipelineData, default_calib, load_data, to_onnx_layout,
-                                   write_eval_set)
+from edgenet.converters.model_data import DataKind, default_calib, load_data, to_onnx_layout
 from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, Precision
 from edgenet.errors import ConversionError, EdgenetError, UsageError
@@ -22,6 +20,7 @@ from edgenet.report import ConvertResult, StageTime
 from edgenet.converters.data_notes import data_notes, is_zoo, labels_from_folders
 from edgenet.converters.fit_stage import fit_to_target
 from edgenet.converters.report_stage import conversion_report
+from edgenet.converters.write_stage import write_and_check
 from edgenet.converters.verdict_stage import enforce, layer_errors, ops_left_in_float, validate_stage
 
 
@@ -272,22 +271,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
 
     staging = output.staging
     try:
-        files = _write_outputs(staging, source, model, built, data)
-        if layers:   # the per-layer error as a Model Explorer overlay (converters/node_data.py)
-            from edgenet.converters.node_data import FILE_NAME, node_data
-
-            atomic_write_json(staging / FILE_NAME, node_data(layers))
-            files.append(FILE_NAME)
-
-        def _target():
-            from edgenet.targets.checks import run_target
-
-            deployed = next((p for p in (Precision.INT8, Precision.INT16X8) if p in built.models), None)
-            return run_target(profile, staging, staging / deployed.file_name if deployed else None,
-                              staging / Precision.FLOAT32.file_name, source.class_names, c_name=opts.c_name,
-                              zoo=is_zoo(opts))
-
-        target_report = stages.run("target " + profile.name, _target)
+        files, target_report = write_and_check(staging, source, model, built, data, layers, opts, profile, stages)
         report = conversion_report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
                          files, target_report, stages, notes, fit, layers, repair, split, float_ops)
         atomic_write_json(staging / "report.json", report.to_dict())
@@ -357,40 +341,3 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
             require(name)
         if isinstance(tf_side, InProcessTF):
             tf_side.ready()
-
-
-def _write_outputs(folder: Path, source: SourceModel, model, built, data: PipelineData) -> list[str]:
-    """The model files, preprocess.json, labels.txt and the held-out set into ``folder``; ``model``:
-    the ONNX graph converted (None for a Keras source: no model.onnx)."""
-    from edgenet.io import atomic_write_bytes, atomic_write_text
-
-    written = []
-    if model is not None:
-        atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
-        written.append("model.onnx")
-    for precision, blob in built.models.items():
-        atomic_write_bytes(folder / precision.file_name, _with_metadata(blob, source))
-        written.append(precision.file_name)
-    if source.preprocess is not None:
-        atomic_write_text(folder / "preprocess.json", source.preprocess.to_json())
-        written.append("preprocess.json")
-    if source.class_names:
-        atomic_write_text(folder / "labels.txt", "\n".join(source.class_names) + "\n")
-        written.append("labels.txt")
-    labels = data.eval_labels if source.class_names is not None and data.class_names is not None \
-        and tuple(data.class_names) == tuple(source.class_names) else None
-    if write_eval_set(folder / EVAL_SET, source.inputs, data.eval_x, labels, data.info, source.preprocess):
-        written.append(EVAL_SET)
-    return written
-
-
-def _with_metadata(model: bytes, source: SourceModel) -> bytes:
-    """The .tflite bytes with TFLite model metadata and labels.txt for apps (targets/metadata.py).
-    Metadata describes image models (its input properties are an image's); other models are
-    written as they are."""
-    from edgenet.targets.metadata import add_metadata
-
-    if source.preprocess is None or source.image_input is None:
-        return model
-    return add_metadata(model, source.preprocess, source.class_names, name=source.name)
-
