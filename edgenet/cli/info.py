@@ -38,10 +38,8 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         from edgenet.errors import UsageError
         from edgenet.converters.onnx_to_tf import supported_ops
 
-        source = click.get_current_context().get_parameter_source
-        given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
-                 if source(p) is click.core.ParameterSource.COMMANDLINE]
-        if source("model") is click.core.ParameterSource.COMMANDLINE:
+        given = _zoo_options_given()
+        if click.get_current_context().get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE:
             given.insert(0, repr(model))
         if given:
             raise UsageError(f"--ops lists the converter's ONNX op types: {', '.join(given)} cannot go with it")
@@ -91,9 +89,7 @@ def _onnx_file(path: str, as_json: bool) -> None:
     from edgenet.errors import UsageError
     from edgenet.converters.onnx_summary import summarize
 
-    source = click.get_current_context().get_parameter_source
-    given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
-             if source(p) is click.core.ParameterSource.COMMANDLINE]
+    given = _zoo_options_given()
     if given:
         raise UsageError(f"{', '.join(given)}: options of a zoo model; an .onnx file has its own sizes")
     summary = summarize(path)
@@ -109,9 +105,7 @@ def _checkpoint(path: str, as_json: bool) -> None:
     from edgenet.checkpoint import load_checkpoint
     from edgenet.errors import UsageError
 
-    source = click.get_current_context().get_parameter_source
-    given = [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
-             if source(p) is click.core.ParameterSource.COMMANDLINE]
+    given = _zoo_options_given()
     if given:
         raise UsageError(f"{', '.join(given)}: options of a zoo model; a checkpoint has its own sizes")
     ckpt = load_checkpoint(path)
@@ -136,3 +130,10 @@ def _checkpoint(path: str, as_json: bool) -> None:
                      + (f", its QDQ model inside ({len(ckpt.qdq_onnx):,} bytes)" if ckpt.qdq_onnx else "")
                      + f"; edgenet convert {path} --int8 uses them")
     echo_out("\n".join(lines))
+
+
+def _zoo_options_given() -> list[str]:
+    """The zoo-model options (--alpha ...) given on the command line, as typed."""
+    source = click.get_current_context().get_parameter_source
+    return [f"--{p.replace('_', '-')}" for p in ("alpha", "resolution", "num_classes", "in_channels")
+            if source(p) is click.core.ParameterSource.COMMANDLINE]
