@@ -113,3 +113,11 @@ def test_info_describes_a_checkpoint_and_points_a_tflite_elsewhere(tmp_path, cap
     (tmp_path / "m.tflite").write_bytes(b"x")
     assert main(["info", str(tmp_path / "m.tflite")]) == 2
     assert "edgenet predict" in capsys.readouterr().err
+
+
+def test_train_refuses_an_out_that_names_a_model_file(tmp_path, capsys):
+    from edgenet.cli import main
+
+    assert main(["train", "--qat", "--out", str(tmp_path / "y.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "names the checkpoint" in err and "QDQ ONNX" in err and not (tmp_path / "y.onnx").exists()

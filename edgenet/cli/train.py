@@ -81,6 +81,10 @@ def command(ctx, dataset, out, model, alpha, resolution, epochs, batch_size, lr,
 
     if out == "-" and as_json:
         raise UsageError("--out - (the checkpoint to stdout) and --json both want stdout: drop one")
+    if str(out).lower().endswith((".onnx", ".tflite", ".json")):
+        raise UsageError(f"--out {out}: names the checkpoint train writes (a PyTorch file, e.g. model.pt); "
+                         "edgenet convert makes the .onnx and .tflite models from it"
+                         + (" (--qat also writes its QDQ ONNX model beside it)" if qat else ""))
     if qat:
         return _qat(ctx, dataset=dataset, out=out, model=model, alpha=alpha, resolution=resolution, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, in_channels=int(in_channels), activation=activation,
