@@ -80,3 +80,19 @@ def test_bench_without_a_record_joins_nothing(tmp_path):
     assert recorded_joins(tmp_path) == ()
     (tmp_path / "report.json").write_text("{not json")
     assert recorded_joins(tmp_path) == ()
+
+
+def test_bench_ignores_a_join_record_that_does_not_fit_its_models(tiny_convert_out, tmp_path):
+    """A report.json whose split record names more outputs than the models have (files replaced
+    since convert): the outputs are judged as they are, and no note claims they were joined."""
+    import json
+    import shutil
+
+    import edgenet
+
+    folder = tmp_path / "out"
+    shutil.copytree(tiny_convert_out, folder)
+    record = {"output": "o", "parts": ["o.0", "o.1"], "axis": 1, "sizes": [4, 6], "position": 0, "array_axis": 1}
+    (folder / "report.json").write_text(json.dumps({"split_outputs": record}))
+    b = edgenet.bench(folder, warmup=1, warmup_seconds=0, runs=3, min_seconds=0)
+    assert not any("joined back" in n for n in b.notes)

@@ -88,7 +88,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
     if len(models) == 2:
         _check_pair(*models)
     outputs = len(models[0]._runner.outputs)
-    joined = recorded_joins(resolved.models[0][1].parent)
+    # a record that does not fit these models (files replaced since convert) joins nothing
+    joined = tuple(j for j in recorded_joins(resolved.models[0][1].parent) if j.first + j.count <= outputs)
     for j in joined:
         notes.append(f"outputs {j.first}..{j.first + j.count - 1} are the parts edgenet convert wrote output "
                      f"{j.name!r} as: joined back (axis {j.axis}) and judged as that one output")
