@@ -15,7 +15,6 @@ of a head into outputs) are refused for Keras models; --input-shape is N,H,W,C.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -201,21 +200,12 @@ def validate_keras(opts, profile, built, source: SourceModel, data, model: Keras
 
 def _publish(opts, profile, source, model, built, checked, data, per_channel, stages, notes, layers, repair,
              float_ops, output):
-    from edgenet.converters.write_stage import write_and_check
-    from edgenet.io import atomic_write_json, atomic_write_text
-    from edgenet.report import ConvertResult
+    from edgenet.converters.write_stage import write_and_publish
 
-    staging = output.staging
-    try:
-        files, target_report = write_and_check(staging, source, None, built, data, layers, opts, profile, stages)
-        report = keras_report(opts, profile, source, model, built, checked, data, per_channel, staging, files,
-                              target_report, stages, notes, layers, repair, float_ops)
-        atomic_write_json(staging / "report.json", report.to_dict())
-        atomic_write_text(staging / "report.md", report.to_markdown())
-        final = output.publish()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ConvertResult(opts.out, tuple(final), report)
+    return write_and_publish(output, source, None, built, data, layers, opts, profile, stages,
+                             lambda staging, files, target: keras_report(
+                                 opts, profile, source, model, built, checked, data, per_channel, staging, files,
+                                 target, stages, notes, layers, repair, float_ops))
 
 
 def _source_bytes(path: Path) -> int:

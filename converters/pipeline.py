@@ -7,7 +7,6 @@ after every stage, target checks included, has succeeded.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Callable
 
@@ -15,12 +14,11 @@ from edgenet.converters.model_data import DataKind, default_calib, load_data, to
 from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, Precision
 from edgenet.errors import ConversionError, EdgenetError, UsageError
-from edgenet.io import atomic_write_json, atomic_write_text
-from edgenet.report import ConvertResult, StageTime
+from edgenet.report import StageTime
 from edgenet.converters.data_notes import data_notes, is_zoo, labels_from_folders
 from edgenet.converters.fit_stage import fit_to_target
 from edgenet.converters.report_stage import conversion_report
-from edgenet.converters.write_stage import write_and_check
+from edgenet.converters.write_stage import write_and_publish
 from edgenet.converters.verdict_stage import enforce, layer_errors, ops_left_in_float, validate_stage
 
 
@@ -269,17 +267,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     if Precision.INT8 in built.models and opts.layer_report:
         layers = stages.run("per-layer error", layer_errors, built, data, source, tf_side)
 
-    staging = output.staging
-    try:
-        files, target_report = write_and_check(staging, source, model, built, data, layers, opts, profile, stages)
-        report = conversion_report(opts, profile, source, model, built, checked, data, pass_stats, per_channel, staging,
-                         files, target_report, stages, notes, fit, layers, repair, split, float_ops)
-        atomic_write_json(staging / "report.json", report.to_dict())
-        atomic_write_text(staging / "report.md", report.to_markdown())
-        final = output.publish()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ConvertResult(opts.out, tuple(final), report)
+    return write_and_publish(output, source, model, built, data, layers, opts, profile, stages,
+                             lambda staging, files, target: conversion_report(
+                                 opts, profile, source, model, built, checked, data, pass_stats, per_channel,
+                                 staging, files, target, stages, notes, fit, layers, repair, split, float_ops))
 
 
 def _normalize_in_model(model, source: SourceModel, notes: list[str]):

@@ -77,7 +77,7 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
             # passing, or promotions still to come: they are tried on the parts (each with its own
             # scale, the head's trouble is gone; what is left is upstream of it)
             if not passed:
-                whole = (model, built, checked)
+                whole = (model, built, checked, split_checked)
             model, built, checked = split_model, split_built, split_checked
             kept_notes = split_notes
         else:   # parts that do not pass either: the model keeps the user's interface

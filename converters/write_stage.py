@@ -74,3 +74,26 @@ def _with_metadata(model: bytes, source: SourceModel) -> bytes:
     if source.preprocess is None or source.image_input is None:
         return model
     return add_metadata(model, source.preprocess, source.class_names, name=source.name)
+
+
+def write_and_publish(output, source: SourceModel, model, built, data: PipelineData, layers, opts, profile, stages,
+                      report_of):
+    """Everything into ``output``'s staging folder (:func:`write_and_check`), then the report
+    (``report_of(staging, files, target_report)``: the pipeline's report) as report.json and
+    report.md, then published all at once; the staging folder is removed whatever happens.
+    Returns the :class:`edgenet.report.ConvertResult`."""
+    import shutil
+
+    from edgenet.io import atomic_write_json, atomic_write_text
+    from edgenet.report import ConvertResult
+
+    staging = output.staging
+    try:
+        files, target_report = write_and_check(staging, source, model, built, data, layers, opts, profile, stages)
+        report = report_of(staging, files, target_report)
+        atomic_write_json(staging / "report.json", report.to_dict())
+        atomic_write_text(staging / "report.md", report.to_markdown())
+        final = output.publish()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConvertResult(opts.out, tuple(final), report)

@@ -289,3 +289,23 @@ def test_a_repair_that_floats_most_of_the_model_is_not_taken(detector, tmp_path,
     assert mp is not None and not mp["passed"] and mp["stop"] == "mostly_float"
     assert "not an int8 model" in mp["stopped"]
     assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == [] or r.report.split_outputs
+
+
+@pytest.mark.slow
+def test_a_split_first_order_tries_promotions_on_the_parts_and_keeps_the_output_whole_when_none_passes(
+        anchor_detector, tmp_path):
+    """A profile whose order puts the split before promotions: the parts are promoted (judged
+    joined); when neither passes, the model keeps its one output and the note says both failed."""
+    from pathlib import Path
+
+    text = (Path(edgenet.__file__).resolve().parents[1] / "targets" / "rpi.toml").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith(("name", "repair"))]
+    profile = tmp_path / "splitfirst.toml"
+    profile.write_text('name = "splitfirst"\nrepair = ["split", "int16"]\nrepair_rounds = 1\n' + "\n".join(lines) + "\n")
+    r = edgenet.convert(str(anchor_detector), target=str(profile), out=tmp_path / "o", allow_degraded=True, **FAST)
+    notes = " ".join(r.report.notes)
+    if r.report.split_outputs is None:
+        assert "nor did mixed precision on its parts" in notes and "judged joined" in notes
+        assert len(TFLiteModel(r.int8_path).outputs) == 1
+    else:          # the parts passed, alone or promoted
+        assert r.report.validation.quantized[0]["passed"]
