@@ -105,7 +105,8 @@ def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_c
                            [o.name for o in built.graph.outputs])
     result = quantize_qdq(built.quant_source, list(calib), ranges, precision=Precision.INT8,
                           io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel,
-                          method=opts.calib_method)
+                          method=opts.calib_method,
+                          op_precision=int8_float_ops(built.quant_source, Precision.INT8, opts, profile))
     fidelity = weight_fidelity(built.quant_source, result.model)
     if fidelity.equal < fidelity.total:   # channels the quantizer moved off the producer's grid put back
         from dataclasses import replace

@@ -103,7 +103,7 @@ def _labels_from_folders(source: SourceModel, graph: KerasGraph, data, opts: Con
 def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     """Convert the Keras model / SavedModel ``opts.model.source`` (checked by ``check_inputs``) and
     publish the folder; the :class:`edgenet.report.ConvertResult`."""
-    from edgenet.converters.build import Built, graph_precisions, io_type_for
+    from edgenet.converters.build import Built, graph_precisions, int8_float_ops, io_type_for
     from edgenet.converters.data_notes import data_notes
     from edgenet.converters.model_data import default_calib, load_data
     from edgenet.converters.pipeline import Stages
@@ -139,6 +139,7 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     for p in wanted:
         result = stages.run(f"tflite {p.value}", quantize_calibrated, f32, list(data.calib), precision=p,
                             io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
+                            op_precision=int8_float_ops(f32, p, opts, profile),
                             preprocess=source.preprocess, detail=f"{data.info['samples']} samples, "
                                                                   f"{opts.calib_method.value}")
         built.quantized[p], built.models[p] = result, result.model

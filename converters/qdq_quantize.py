@@ -94,14 +94,14 @@ def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges:
 def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,
                  precision: Precision = Precision.INT8, io_type: IOType | str | None = None,
                  per_channel: bool = True, method: CalibMethod = CalibMethod.MINMAX,
-                 batch_size: int = 16, num_threads: int | None = None):
+                 batch_size: int = 16, num_threads: int | None = None, op_precision=None):
     """The full-integer model of ``float_model`` with the producer's ranges ``qdq``; tensors they
     do not cover calibrated on ``calib_inputs`` (as :func:`edgenet.converters.quantize.quantize_calibrated`
     does; not run at all when every tensor is covered). Returns a
     :class:`edgenet.converters.quantize.QuantizedResult` (its ``ranges`` the merged ranges, so that
     a repair can quantize again). Raises ConversionError as :func:`~edgenet.converters.quantize.quantize`."""
     from edgenet.converters.calibration import CalibrationStats, RangeCalibrator
-    from edgenet.converters.quantize import QuantizedResult, check_calibration_shapes, io_type_name, quantize
+    from edgenet.converters.quantize import QuantizedResult, _ops, check_calibration_shapes, io_type_name, quantize
 
     precision = Precision(precision)
     io = io_type_name(precision, io_type)
@@ -116,8 +116,11 @@ def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QD
                                  len(qdq.missing), calibrator.last_stats.seconds)
     else:
         stats = CalibrationStats(method, 0, 0, 0, time.perf_counter() - t0)
-    model = quantize(float_model, ranges, precision=precision, io_type=io, per_channel=per_channel)
-    return QuantizedResult(model, stats, precision, (), io, per_channel, ranges, bytes(float_model))
+    op_precision = dict(op_precision or {})    # ops the target computes in float between int8 tensors
+    model = quantize(float_model, ranges, precision=precision, io_type=io, per_channel=per_channel,
+                     op_precision=op_precision)
+    return QuantizedResult(model, stats, precision, _ops(op_precision), io, per_channel, ranges,
+                           bytes(float_model))
 
 
 def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:

@@ -427,3 +427,40 @@ def test_weights_on_a_wider_learned_grid_are_kept_on_it(tmp_path):
                                atol=float(scales.max()))
     assert min(res.report.calibration["qdq"]["outputs_within_one_step"].values()) >= 0.99
     assert any("all" in n and "values equal the QDQ model's stored int8 values" in n for n in res.report.notes)
+
+
+def test_a_qdq_model_on_rpi_computes_hard_swish_in_float_like_any_source(tmp_path):
+    """The target's int8_float_ops (XNNPACK has no int8 HARD_SWISH) apply to a QDQ model too."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    import edgenet
+    from edgenet.targets.tflite_graph import read_tflite
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.5, (4, 8, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("HardSwish", ["c"], ["h"]),
+         helper.make_node("Conv", ["h", "w2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], [w, w2])
+    float_path, qdq_path = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(float_path))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter({"x": rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(16))
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(float_path), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    np.savez(tmp_path / "x.npz", x=rng.normal(0, 1, (40, 3, 16, 16)).astype(np.float32))
+    r = edgenet.convert(str(qdq_path), int8=True, target="rpi", calib=str(tmp_path / "x.npz"),
+                        out=str(tmp_path / "out"), allow_degraded=True, layer_report=False)
+    graph = read_tflite(r.int8_path.read_bytes())
+    ops = {(op.name, graph.tensors[op.outputs[0]].dtype) for op in graph.operators}
+    assert ("HARD_SWISH", "float32") in ops and ("CONV_2D", "int8") in ops
