@@ -218,7 +218,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 
     qat_hook = None
-    if source.info.get("qat") and opts.int8 and data.calib:
+    if source.info.get("qat") and opts.int8 and data.calib and opts.equalize:
+        notes.append("--equalize: the QAT ranges in the checkpoint describe the model as trained, not its "
+                     "equalized twin: the int8 model's activations are calibrated instead")
+    elif source.info.get("qat") and opts.int8 and data.calib:
         from edgenet.converters.qat_ranges import qat_ranges_hook
 
         qat_hook = qat_ranges_hook(source.info["source"], data.calib[0], notes)

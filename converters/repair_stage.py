@@ -47,10 +47,8 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
         if step == "promote":
             stages.add(1 + int(opts.layer_report), f"the int8 verdict failed "
                        f"({checked.verdicts[Precision.INT8].worst.name}): mixed precision added")
-            int8_stage = next((t.seconds for t in stages.times if t.name == f"tflite {Precision.INT8.value}"),
-                              None)
             repair = stages.run("mixed precision", mixed_precision, built, checked, data, source, tf_side,
-                                opts, strict_profile(profile, opts), notes, int8_stage, split,
+                                opts, strict_profile(profile, opts), notes, split,
                                 detail=checked.verdicts[Precision.INT8].worst.name)
             if repair is not None:
                 if repair.passed:

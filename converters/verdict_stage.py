@@ -162,12 +162,11 @@ EVAL_SUBSET = 8    # examples the repair search scores single promotions and jud
 
 
 def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceModel, tf_side, opts, profile,
-                    notes: list[str] | None = None, int8_seconds: float | None = None, split=None):
+                    notes: list[str] | None = None, split=None):
     """Promote the fewest ops of the failing int8 model (int16 activations or float, in the target
     profile's ``repair`` order, where targets/kernels.toml lets its runtime run them) until the int8
     verdict passes (converters.repair), within ``profile.repair_rounds`` quantize-and-judge rounds
-    (``int8_seconds``, the plain int8 stage's time, is not used: a counted budget repairs the same way
-    on any machine). None, with a note saying why, when the target's order and the quantizer in
+    (counted, not timed: the same repair on any machine). None, with a note saying why, when the target's order and the quantizer in
     use allow no promotion at all. ``split``: the model's output written as parts (judged joined;
     its parts are the outputs the search scores)."""
     from edgenet.converters import validate

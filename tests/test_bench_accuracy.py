@@ -158,3 +158,14 @@ def test_untrained_weights_recorded_by_convert_make_the_bench_verdict_not_judged
     table = format_table(result)
     assert "verdict not judged (untrained weights)" in table and "FAIL" not in table
     assert result.accuracy.quality["passed"] is False       # the 99 dB threshold fails: the figure is kept
+
+
+def test_a_recorded_kind_that_does_not_fit_the_output_falls_back_to_its_own():
+    """A report.json from another model (files replaced since convert): the bench still judges."""
+    import numpy as np
+
+    from edgenet.benchmark.accuracy import compare
+
+    f = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    r = compare({"float": [f], "int8": [f]}, None, "x", kinds=["sequence"])
+    assert r.quality["kind"] == "classifier" and r.quality["passed"]

@@ -92,3 +92,15 @@ def test_a_segmentation_softmax_is_a_class_map_and_its_logits_stay_generic():
     out = judge("int8", ["seg"], [probs.transpose(0, 2, 3, 1)], [_int8(probs, 1 / 256).transpose(0, 2, 3, 1)],
                 [True]).outputs[0]
     assert out.kind == "class_map" and out.passed and out.metrics["positions"] == 4 * 256
+
+
+def test_logits_named_a_class_map_are_judged_through_a_softmax():
+    """Negative logits are not log-probabilities: a collapsed int8 output must fail, not go unjudged."""
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(-15, 3, (4, 6, 16, 16))).astype(np.float32)
+    logits[:, 2] += 12           # class 2 wins most pixels
+    spec = [KindSpec("seg", OutputKind.CLASS_MAP)]
+    good = judge("int8", ["seg"], [logits], [logits + 0.01], [False], kinds=spec).outputs[0]
+    bad = judge("int8", ["seg"], [logits], [np.full_like(logits, -15)], [False], kinds=spec).outputs[0]
+    assert good.passed and not good.not_judged
+    assert not bad.passed and not bad.not_judged

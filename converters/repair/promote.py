@@ -237,11 +237,6 @@ def _trial(chosen: Sequence[Candidate], quantize: Quantizer, judge) -> tuple[byt
     ``judge`` may be a :class:`Judge`: its quick verdict first, the whole one only when that passes."""
     try:
         model = quantize(_assignment(chosen))
-        if isinstance(judge, Judge):
-            quick = judge.quick(model)
-            if not quick.passed:
-                return model, quick
-            return model, judge.full(model)
         return model, judge(model)
     except REFUSALS:
         return None, None

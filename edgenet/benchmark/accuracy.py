@@ -178,6 +178,7 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     judged them (:func:`recorded_output_names`; another count: ``output_0``, ``output_1`` ...).
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
+    from edgenet.verdicts import KindError
     from edgenet.verdicts.parts import join_arrays, join_items
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
@@ -215,8 +216,11 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
             kind = OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
             kind = OutputKind.INDEX if index else kind
             name = names[k] if names is not None and len(names) == len(per_role["float"]) else f"output_{k}"
-            judged.append(output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind,
-                                         index).to_dict())
+            try:
+                verdict = output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind, index)
+            except KindError:    # convert's record does not fit this output (files replaced since): its own kind
+                verdict = output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), None, index)
+            judged.append(verdict.to_dict())
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,

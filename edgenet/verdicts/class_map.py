@@ -22,11 +22,13 @@ MIN_CLASS_POSITIONS = 5    # a class float is decisive for at this many position
 
 
 def probabilities(x: np.ndarray) -> np.ndarray:
-    """``x`` as probabilities: log-probabilities (all <= 0, not summing to 1) exponentiated."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.size and float(x.max()) <= 1e-6 and not np.allclose(x.sum(-1), 1.0, atol=0.02):
-        return np.exp(x)
-    return x
+    """``x`` as probabilities over its last axis: a distribution as it is, anything else (logits,
+    log-probabilities) through a softmax (log-probabilities: the same as exponentiating them)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size and float(x.min()) >= -1e-6 and np.allclose(x.sum(-1), 1.0, atol=0.02):
+        return x
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def class_map_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray,
