@@ -109,7 +109,9 @@ class ConvertReport:
                 level = level_text(worst) + which
             else:
                 level = f"SQNR {_db(worst['sqnr_centered_db'])} (input-dependent part{which})"
-            text = f"| {q['precision']} vs {q.get('reference', 'float')} | **{'pass' if q['passed'] else 'FAIL'}**: {level}"
+            status = "FAIL" if not q["passed"] else \
+                "not judged" if q["outputs"] and all(o.get("status") == "not judged" for o in q["outputs"]) else "pass"
+            text = f"| {q['precision']} vs {q.get('reference', 'float')} | **{status}**: {level}"
             if worst["worst_channel"] is not None:
                 text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
                          f"{_db(worst['worst_channel_sqnr_db'])}")

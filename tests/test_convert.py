@@ -208,3 +208,10 @@ def test_checkpoint_errors(capsys, tmp_path):
 def test_debug_shows_traceback(capsys, tmp_path):
     with pytest.raises(edgenet.EdgenetError):
         main(["convert", "--alpha", "3", "--out", str(tmp_path / "o"), "--debug"])
+
+
+def test_report_md_says_not_judged_for_untrained_weights_as_the_console_does(converted):
+    """The zoo model's weights are seeded random: its int8 row reads "not judged", never "pass"."""
+    md = (converted / "report.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| int8 vs float |"))
+    assert "**not judged**" in row and "**pass**" not in row
