@@ -169,3 +169,18 @@ def test_a_recorded_kind_that_does_not_fit_the_output_falls_back_to_its_own():
     f = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
     r = compare({"float": [f], "int8": [f]}, None, "x", kinds=["sequence"])
     assert r.quality["kind"] == "classifier" and r.quality["passed"]
+
+
+def test_bench_keeps_the_options_of_the_users_output_kind(tmp_path):
+    """--output-kind o=sequence:blank=3 at convert: bench decodes with blank 3 too."""
+    import json
+
+    from edgenet.benchmark.accuracy import recorded_verdict_settings
+    from edgenet.verdicts import KindSpec
+
+    report = {"validation": {"quantized": [{"precision": "int8", "thresholds": {},
+                                             "output_kinds_given": ["o=sequence:blank=3"],
+                                             "outputs": [{"name": "o", "kind": "sequence"}]}]}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    kinds, _, _ = recorded_verdict_settings(tmp_path)
+    assert kinds == [KindSpec.parse("o=sequence:blank=3")]

@@ -91,8 +91,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, bool]:
-    """(kind of each output, Thresholds, untrained) that `edgenet convert` recorded in
+def recorded_verdict_settings(folder) -> tuple[list | None, object | None, bool]:
+    """(kind of each output -- the user's KindSpec where --output-kind named it --, Thresholds, untrained) that `edgenet convert` recorded in
     ``folder``/report.json (its int8 verdict, else the first quantized one; ``untrained``: the model's
     weights are untrained, so no verdict judges it), so the benchmark judges outputs as convert did;
     (None, None, False) without a readable report."""
@@ -100,7 +100,7 @@ def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, 
     from dataclasses import fields
     from pathlib import Path
 
-    from edgenet.verdicts import Thresholds
+    from edgenet.verdicts import KindError, KindSpec, Thresholds
 
     path = Path(folder) / "report.json"
     try:
@@ -110,7 +110,15 @@ def recorded_verdict_settings(folder) -> tuple[list[str] | None, object | None, 
         untrained = (report.get("model") or {}).get("trained", True) is False
         verdicts = report["validation"]["quantized"]
         v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
-        kinds = [o.get("kind") for o in v["outputs"]]
+        # the user's --output-kind with its options (a CTC blank, a head's layout) where given, else the kind
+        given = {}
+        for text in v.get("output_kinds_given") or ():
+            try:
+                spec = KindSpec.parse(str(text))
+            except KindError:
+                continue
+            given[spec.output] = spec
+        kinds = [given.get(o.get("name")) or o.get("kind") for o in v["outputs"]]
         known = {f.name for f in fields(Thresholds)}
         th = Thresholds(**{k: val for k, val in (v.get("thresholds") or {}).items() if k in known})
         return kinds, th, untrained
@@ -156,7 +164,7 @@ def recorded_joins(folder) -> tuple:
 
 
 def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np.ndarray | None, data: str,
-            seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence[str | None] | None = None,
+            seconds: float = 0.0, indices: Sequence[bool] | None = None, kinds: Sequence | None = None,
             thresholds=None, untrained: bool = False, joins: Sequence = (),
             names: Sequence[str] | None = None) -> AccuracyReport:
     """The accuracy report from each model's (dequantized, float) outputs on the same samples.
@@ -168,7 +176,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     ``edgenet convert`` gives (:func:`edgenet.quality.output_quality`, default thresholds), and
     ``quality`` is the worst: the first failing output, else the one with the lowest SQNR.
     ``indices``: which outputs hold indices (ArgMax maps), judged by index agreement; ``kinds``:
-    each output's :class:`edgenet.verdicts.OutputKind` value as convert recorded it (None, or a
+    each output's :class:`edgenet.verdicts.OutputKind` value (or the user's
+    :class:`edgenet.verdicts.KindSpec`, options included) as convert recorded it (None, or a
     list of another length: decided from shape and values, as convert does); ``thresholds``:
     convert's (default: :class:`edgenet.verdicts.Thresholds`); ``untrained``: the weights are
     untrained (convert's report says so): the figures are kept, the verdict reads "not judged".
@@ -178,7 +187,7 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     judged them (:func:`recorded_output_names`; another count: ``output_0``, ``output_1`` ...).
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
-    from edgenet.verdicts import KindError
+    from edgenet.verdicts import KindError, KindSpec
     from edgenet.verdicts.parts import join_arrays, join_items
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
@@ -213,7 +222,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
         kinds = list(kinds) if kinds is not None and len(kinds) == len(per_role["float"]) else []
         for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
             index = k < len(indices) and bool(indices[k])
-            kind = OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
+            kind = kinds[k] if kinds and isinstance(kinds[k], KindSpec) else \
+                OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
             kind = OutputKind.INDEX if index else kind
             name = names[k] if names is not None and len(names) == len(per_role["float"]) else f"output_{k}"
             try:
