@@ -91,25 +91,51 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def recorded_verdict_settings(folder) -> tuple[list | None, object | None, bool]:
-    """(kind of each output -- the user's KindSpec where --output-kind named it --, Thresholds, untrained) that `edgenet convert` recorded in
-    ``folder``/report.json (its int8 verdict, else the first quantized one; ``untrained``: the model's
-    weights are untrained, so no verdict judges it), so the benchmark judges outputs as convert did;
-    (None, None, False) without a readable report."""
-    import json
-    from dataclasses import fields
+def convert_record(folder) -> dict | None:
+    """``folder``/report.json as `edgenet convert` wrote it, read once with the safe JSON reader
+    (:mod:`edgenet.safe_json`); None when there is none or it cannot be read (the benchmark then
+    judges outputs by their own kinds)."""
     from pathlib import Path
+
+    from edgenet.errors import EdgenetError
+    from edgenet.safe_json import load_file
+
+    try:
+        record = load_file(Path(folder) / "report.json")
+    except (FileNotFoundError, EdgenetError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _as_record(record_or_folder) -> dict | None:
+    """A convert record as given, or read from a folder."""
+    if record_or_folder is None or isinstance(record_or_folder, dict):
+        return record_or_folder
+    return convert_record(record_or_folder)
+
+
+def _int8_verdict(record: dict | None) -> dict | None:
+    """The int8 verdict in a convert record (else its first quantized one), or None."""
+    try:
+        verdicts = record["validation"]["quantized"]
+        return next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def recorded_verdict_settings(record) -> tuple[list | None, object | None, bool]:
+    """(kind of each output -- the user's KindSpec where --output-kind named it --, Thresholds,
+    untrained) in a convert record (:func:`convert_record`; a folder is read for it), from its int8
+    verdict (else its first quantized one; ``untrained``: the model's weights are untrained, so no
+    verdict judges it), so the benchmark judges outputs as convert did; (None, None, False) without one."""
+    from dataclasses import fields
 
     from edgenet.verdicts import KindError, KindSpec, Thresholds
 
-    path = Path(folder) / "report.json"
+    record = _as_record(record)
+    v = _int8_verdict(record)
     try:
-        if not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return None, None, False
-        report = json.loads(path.read_text(encoding="utf-8"))
-        untrained = (report.get("model") or {}).get("trained", True) is False
-        verdicts = report["validation"]["quantized"]
-        v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
+        untrained = (record.get("model") or {}).get("trained", True) is False
         # the user's --output-kind with its options (a CTC blank, a head's layout) where given, else the kind
         given = {}
         for text in v.get("output_kinds_given") or ():
@@ -122,44 +148,31 @@ def recorded_verdict_settings(folder) -> tuple[list | None, object | None, bool]
         known = {f.name for f in fields(Thresholds)}
         th = Thresholds(**{k: val for k, val in (v.get("thresholds") or {}).items() if k in known})
         return kinds, th, untrained
-    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None, None, False
 
 
-def recorded_output_names(folder) -> list[str] | None:
-    """The output names `edgenet convert` judged (report.json's int8 verdict, parts joined), so the
-    benchmark's verdict lines name what convert's did; None without a readable report."""
-    import json
-    from pathlib import Path
-
-    path = Path(folder) / "report.json"
+def recorded_output_names(record) -> list[str] | None:
+    """The output names a convert record's int8 verdict judged (parts joined), so the benchmark's
+    verdict lines name what convert's did; None without them. ``record``: :func:`convert_record`'s
+    dict (a folder is read for it)."""
+    v = _int8_verdict(_as_record(record))
     try:
-        if not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return None
-        verdicts = json.loads(path.read_text(encoding="utf-8"))["validation"]["quantized"]
-        v = next((q for q in verdicts if q.get("precision") == "int8"), verdicts[0])
         return [str(o["name"]) for o in v["outputs"]]
-    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration, AttributeError):
+    except (KeyError, TypeError):
         return None
 
 
-def recorded_joins(folder) -> tuple:
-    """The outputs `edgenet convert` wrote as parts (report.json's ``split_outputs``), as
+def recorded_joins(record) -> tuple:
+    """The outputs a convert record says were written as parts (``split_outputs``), as
     :class:`edgenet.verdicts.parts.JoinedOutput`: the benchmark joins them back and judges the
-    tensor the app rebuilds, as convert did; () without a readable record."""
-    import json
-    from pathlib import Path
-
+    tensor the app rebuilds, as convert did; () without one. ``record``: :func:`convert_record`'s
+    dict (a folder is read for it)."""
     from edgenet.verdicts.parts import JoinedOutput
 
-    path = Path(folder) / "report.json"
-    try:
-        if not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return ()
-        record = json.loads(path.read_text(encoding="utf-8")).get("split_outputs")
-    except (OSError, ValueError, AttributeError):
-        return ()
-    joined = JoinedOutput.from_record(record) if isinstance(record, dict) else None
+    record = _as_record(record)
+    split = (record or {}).get("split_outputs")
+    joined = JoinedOutput.from_record(split) if isinstance(split, dict) else None
     return () if joined is None else (joined,)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from edgenet import limits
 from edgenet.benchmark import environment
-from edgenet.benchmark.accuracy import compare, recorded_joins, recorded_output_names, recorded_verdict_settings
+from edgenet.benchmark.accuracy import (compare, convert_record, recorded_joins, recorded_output_names,
+                                        recorded_verdict_settings)
 from edgenet.benchmark.data import (align_labels, check_data_budget, check_finite_samples, default_preprocess,
                                     load_bench_data)
 from edgenet.benchmark.models import (FLOAT, INT8, LoadedModel, check_compatible, check_samples, output_order,
@@ -89,7 +90,8 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         _check_pair(*models)
     outputs = len(models[0]._runner.outputs)
     # a record that does not fit these models (files replaced since convert) joins nothing
-    joined = tuple(j for j in recorded_joins(resolved.models[0][1].parent) if j.first + j.count <= outputs)
+    record = convert_record(resolved.models[0][1].parent)     # what convert recorded beside the models
+    joined = tuple(j for j in recorded_joins(record) if j.first + j.count <= outputs)
     for j in joined:
         notes.append(f"outputs {j.first}..{j.first + j.count - 1} are the parts edgenet convert wrote output "
                      f"{j.name!r} as: joined back (axis {j.axis}) and judged as that one output")
@@ -165,10 +167,10 @@ def _bench_here(target, float_model, data, limit, settings: BenchSettings, say: 
         outputs = {m.role: _outputs_with_progress(m, bench_data.x, say) for m in models}
         if len(models) == 2:   # the int8 model's outputs in the float model's order
             outputs[models[1].role] = [outputs[models[1].role][j] for j in output_order(first, models[1])]
-        kinds, thresholds, untrained = recorded_verdict_settings(resolved.models[0][1].parent)   # convert's
+        kinds, thresholds, untrained = recorded_verdict_settings(record)   # convert's
         accuracy = compare(outputs, bench_data.labels, bench_data.source, time.perf_counter() - t0,
                            indices=first.index_outputs, kinds=kinds, thresholds=thresholds, untrained=untrained,
-                           joins=joined, names=recorded_output_names(resolved.models[0][1].parent))
+                           joins=joined, names=recorded_output_names(record))
 
     env = environment.collect(runtime.name, runtime.version, temperature_start, load_start)
     notes += _environment_notes(env, settings, models)
