@@ -100,8 +100,7 @@ def learned_ranges(ckpt, float_tflite: bytes, calibrated: dict, x_nhwc: np.ndarr
             if ref.size != value.size:
                 continue
             scale = learned[point]["scale"]
-            err = float(np.abs(ref.reshape(value.shape) - value).max()) if ref.shape == value.shape or \
-                ref.size == value.size else np.inf
+            err = float(np.abs(ref.reshape(value.shape) - value).max())     # sizes are equal (above)
             if err <= max(1e-3 * 255 * scale, 1e-5) and (best is None or err < best[1]):
                 best = (point, err)
         if best is None:
