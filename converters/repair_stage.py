@@ -37,6 +37,16 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
     # runs float: never on integer-only targets or with --strict-int8) and the split head, each
     # tried while the verdict still fails
     order = [step.value for step in profile.repair_order]
+    strict_order = [step.value for step in strict_profile(profile, opts).repair_order]
+    mismatch = None if "float" in strict_order else _mismatched_head(model, built, checked)
+    if mismatch is not None and "split" in order and order[0] != "split":
+        # the head's trouble is evident from float's own values: parts whose ranges differ this much
+        # cannot share one int8 scale, and on an integer-only target no promotion holds them either
+        # (int16 over YOLOv8's 0..640 boxes leaves its 0..1 scores steps of 0.02): the split comes
+        # first, and promotions, if still needed, run on the parts. Where float may run, a float
+        # head keeps the user's one output, so the profile's order stands.
+        order = ["split"] + [x for x in order if x != "split"]
+        notes.append(mismatch)
     promote = [i for i, x in enumerate(order) if x in ("int16", "float")]
     steps = sorted(([(promote[0], "promote")] if promote else [])
                    + ([(order.index("split"), "split")] if "split" in order else []))
@@ -91,6 +101,45 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
         notes.extend(kept_notes)
         notes.append(split.describe())
     return model, built, checked, repair, split
+
+
+#: parts of one output whose largest magnitudes differ by more than this share one int8 scale badly:
+#: the smaller part keeps fewer than 4 of the 8 bits (16 = 2**4)
+MISMATCH_RATIO = 16.0
+
+
+def _mismatched_head(model, built, checked) -> str | None:
+    """A note when the failing int8 output that a Concat produces holds parts whose float ranges
+    (max |value| over the evaluation data) differ more than :data:`MISMATCH_RATIO` times, else None."""
+    import numpy as np
+
+    from edgenet.converters.split_outputs import split_concat_output
+
+    head = splittable(model, checked.verdicts[Precision.INT8])
+    if head is None:
+        return None
+    outputs = built.graph.outputs
+    position = next((k for k, o in enumerate(outputs) if o.name == head), None)
+    if position is None or position >= len(checked.float_outs):
+        return None
+    try:
+        _, split = split_concat_output(model, head)
+    except ValueError:
+        return None
+    values = np.asarray(checked.float_outs[position])
+    axis = split.axis
+    if outputs[position].channels_last and len(outputs[position].onnx_shape) == 4:
+        axis = (0, 3, 1, 2)[axis]       # the NCHW axis in the NHWC array the model returns
+    if len(split.sizes) < 2 or values.ndim <= axis or sum(split.sizes) != values.shape[axis]:
+        return None
+    bounds = np.cumsum((0,) + split.sizes)
+    peaks = [float(np.max(np.abs(np.take(values, range(a, b), axis=axis)))) for a, b in zip(bounds, bounds[1:])]
+    small, large = min(peaks), max(peaks)
+    if small <= 0 or large / small <= MISMATCH_RATIO:
+        return None
+    spans = ", ".join(f"|x| <= {p:.3g}" for p in peaks)
+    return (f"output {head!r} concatenates parts whose ranges differ {large / small:.0f}x ({spans}): one int8 scale "
+            "cannot hold them, so its parts are written as separate outputs first")
 
 
 def _failures(checked) -> str:

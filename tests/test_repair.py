@@ -196,7 +196,8 @@ def test_the_search_is_counted_not_timed_so_reruns_give_the_same_model(huge):
 
 def test_profiles_carry_the_repair_order():
     assert "kernels" not in available_targets()
-    assert load_target("rpi").repair_order == (RepairStep.INT16, RepairStep.FLOAT, RepairStep.SPLIT)
+    assert load_target("rpi").repair_order == (RepairStep.FLOAT, RepairStep.INT16, RepairStep.SPLIT)
+    assert load_target("android").repair_order == load_target("rpi").repair_order   # XNNPACK: no int16 kernels
     assert load_target("coral").repair_order == (RepairStep.SPLIT,)
     assert load_target("ethos-u55").repair_rounds == 24
 
@@ -256,9 +257,10 @@ def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
     mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
     assert mp["passed"] and mp["verdict_before"]["passed"] is False and mp["verdict_after"]["passed"]
     assert {p["onnx_node"] for p in mp["promoted"]} == {"/conv2/Conv", "/conv3/Conv"}
-    assert {p["precision"] for p in mp["promoted"]} == {"int16"}
+    # rpi's XNNPACK has no int16 kernels: float first there; cortex-m runs no float
+    assert {p["precision"] for p in mp["promoted"]} == ({"float"} if target == "rpi" else {"int16"})
     assert {"int8", "repaired", "float32"} <= set(mp["latency_ms"]) and mp["stop"] == "passed"
-    assert ("same_ops_float" in mp["latency_ms"]) == (target == "rpi")     # float only where it may run
+    assert "same_ops_float" not in mp["latency_ms"]       # float ops already, or no float on the target
     assert "## Mixed precision" in (tmp_path / "o" / "report.md").read_text()
     assert r.report.validation.quantized[0]["passed"]
     if target == "cortex-m":    # the repaired model ran in TFLite Micro (the target check)
@@ -276,3 +278,57 @@ def test_a_repair_may_promote_at_most_its_cap_of_ops_and_says_why_not(mid):
                   "litert", LITERT_ORDER, Budget(64), max_ops=len(ops(mid.float_model)))
     assert free.passed and len(free.promoted) <= len(ops(mid.float_model))
     assert capped.rounds < free.rounds + 2      # stopping at the cap costs no more than the search itself
+
+
+def test_a_repaired_model_that_fails_on_other_examples_is_not_taken(huge):
+    """The search chooses on the evaluation examples; ``confirm`` judges the choice on examples it
+    did not choose on: refused there, no model is taken (Stop.NOT_CONFIRMED), and the summary says so."""
+    seen = []
+
+    def refuse(model: bytes):
+        seen.append(model)
+        return "fails on 64 calibration examples"
+
+    r = repair(huge.float_model, huge.int8, huge.verdict, huge.x[:8], huge.quantize, huge.judge, huge.score,
+               "litert", LITERT_ORDER, Budget(64), confirm=refuse)
+    assert not r.passed and r.stop is Stop.NOT_CONFIRMED and r.model is None and not r.promoted
+    assert seen and "fails on 64 calibration examples" in r.summary()
+    kept = repair(huge.float_model, huge.int8, huge.verdict, huge.x[:8], huge.quantize, huge.judge, huge.score,
+                  "litert", LITERT_ORDER, Budget(64), confirm=lambda m: None)
+    assert kept.passed and {p.tensor for p in kept.promoted} == {huge.conv(1), huge.conv(2)}
+
+
+def _chain_search(stem: int, n: int = 40, confirm=None):
+    """The search over a chain of ``n`` ops where the verdict passes only with the first ``stem`` ops
+    (from the input) all promoted and no single op gains anything alone: error that enters at the
+    input side and grows, as in a YOLO stem. The quantizer's "model" is the promoted set, written out."""
+    import json
+
+    from edgenet.converters.repair.graph import Op
+    from edgenet.converters.repair.promote import Candidate, search
+
+    chain = [Op(k, f"t{k}", "CONV_2D", (f"t{k - 1}",) if k else ("x",), n - 1 if k == n - 1 else None)
+             for k in range(n)]
+    candidates = [Candidate((op,), (OpPrecision.FLOAT,), "own error", proxy_db=float(k)) for k, op in enumerate(
+        reversed(chain))]                                        # ranked output side first: the wrong end
+    ref = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+    noisy = ref + np.random.default_rng(0).normal(0, 1, ref.shape).astype(np.float32)
+
+    def judge(model: bytes):
+        promoted = set(json.loads(model))
+        good = all(f"t{k}" in promoted for k in range(stem))
+        return quality_judge("int8", ["y"], [ref], [ref if good else noisy], [False], kinds={"y": OutputKind.GENERIC})
+
+    quantize = Quantizer(lambda a: json.dumps(sorted(a)).encode(), frozenset({OpPrecision.FLOAT}))
+    before = judge(b"[]")
+    return search(candidates, b"[]", before, quantize, judge, lambda m: 0.0, 24, max_ops=n // 2, confirm=confirm)
+
+
+def test_error_entering_at_the_input_side_is_found_by_counting_from_the_input():
+    r = _chain_search(stem=6)
+    assert r.passed and r.stop is Stop.PASSED
+    assert {p.tensor for p in r.promoted} == {f"t{k}" for k in range(6)}     # pruned to the stem exactly
+    assert not _chain_search(stem=6, confirm=lambda m: "fails elsewhere").passed    # and confirmed, when asked
+    # spread over most of the chain: still refused at the cap, after the input-side count too
+    spread = _chain_search(stem=30)
+    assert not spread.passed and spread.stop is Stop.MOSTLY_PROMOTED

@@ -42,14 +42,17 @@ def candidates(float_model: bytes, int8_model: bytes, failing: Sequence[int], sa
 def repair(float_model: bytes, int8_model: bytes, verdict, samples, quantize: Quantizer,
            judge: Callable, score: Callable[[bytes], float], runtime: str, order: Sequence, budget: Budget,
            runs: Callable[[bytes], str | None] | None = None, failing: Sequence[int] | None = None,
-           max_ops: int | None = None) -> Repair:
+           max_ops: int | None = None, confirm: Callable[[bytes], str | None] | None = None) -> Repair:
     """Promote the fewest ops of the failing ``int8_model`` (quantized from ``float_model``; ops are
     named by their output tensors there) that make ``judge(model) -> Verdict`` pass, within
     ``budget``; ``verdict`` is the failing one. ``failing``: the positions of the model outputs
     behind its failing outputs (default: the verdict's own positions; an output judged joined from
-    parts names all of them); ``max_ops``: the most ops a repair may promote (Stop.MOSTLY_PROMOTED)."""
+    parts names all of them); ``max_ops``: the most ops a repair may promote (Stop.MOSTLY_PROMOTED);
+    ``confirm(model)``: None when the chosen model also passes on data the search did not choose on,
+    else why not (Stop.NOT_CONFIRMED)."""
     t0 = time.perf_counter()
     if failing is None:
         failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
     ranked, skipped = candidates(float_model, int8_model, failing, samples, runtime, order, quantize.supports)
-    return search(ranked, int8_model, verdict, quantize, judge, score, budget.rounds, runs, t0, skipped, max_ops)
+    return search(ranked, int8_model, verdict, quantize, judge, score, budget.rounds, runs, t0, skipped, max_ops,
+                  confirm)

@@ -34,6 +34,8 @@ from edgenet.quality import Verdict
 
 MEASURE_SHARE = 0.5        # of the budget, at most, for measuring single-candidate sensitivity
 MEASURE_MAX = 16           # candidates measured one at a time, at most
+HEAD_REASON = "produces failing output"
+INPUT_SIDE_ROUNDS = 8      # the count from the input side, when the ranked one needs too many ops
 MIN_GAIN_DB = 0.1          # a measured gain below this is no gain
 REFUSALS = (ConversionError, ValueError, RuntimeError)   # a quantizer or runtime refusing one promotion
 
@@ -121,14 +123,17 @@ def _promotions(chosen: Sequence[Candidate]) -> tuple[Promotion, ...]:
 def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: Verdict,
            quantize: Quantizer, judge: Callable[[bytes], Verdict], score: Callable[[bytes], float],
            budget_rounds: int, runs: Callable[[bytes], str | None] | None = None,
-           started: float | None = None, skipped: str = "", max_ops: int | None = None) -> Repair:
+           started: float | None = None, skipped: str = "", max_ops: int | None = None,
+           confirm: Callable[[bytes], str | None] | None = None) -> Repair:
     """The smallest set of ``candidates`` (ranked by their own error, most suspect first) whose
     promotion makes ``judge`` pass, searched as the module says. ``score(model)``: the failing
     outputs' SQNR on a small subset (higher is better); ``runs(model)``: None when the target's
     runtime runs the model, else why not; ``started``: when the search's clock started (work done
     before, e.g. the own-error proxy, counts); ``skipped``: why ops were left out (for the report);
     ``max_ops``: the most ops a repair may promote (more, and it is not an int8 model: the count stops
-    there, Stop.MOSTLY_PROMOTED)."""
+    there, Stop.MOSTLY_PROMOTED); ``confirm(model)``: None when the chosen model passes on other data
+    too, else why not -- the pruned model first, then the one before pruning (pruning to the fewest
+    ops is where a choice fits the evaluation examples most), else Stop.NOT_CONFIRMED."""
     clock = _Clock(budget_rounds, started)
     size = len(int8_model)
 
@@ -169,6 +174,8 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         limit = None if max_ops is None else _prefix_within(ranked, max_ops)
         found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None, limit)
         if found is not None and found[1] is None and found[2] is None:
+            found = _input_side(leveled, quantize, judge, clock, whole, limit=max_ops)
+        if found is not None and found[1] is None and found[2] is None:
             return done(None, verdict_before, (), Stop.MOSTLY_PROMOTED,
                         f"a passing model needs more than {max_ops} ops promoted (all {_op_count(leveled)} "
                         f"candidate ops promoted pass, the {_op_count(ranked[:limit])} most useful do not): "
@@ -181,7 +188,15 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
             if verdict is None or not verdict.passed:   # a refused candidate left out of ``ranked``
                 chosen, (model, verdict) = leveled, whole
         break
+    unpruned = (chosen, model, verdict)
     chosen, model, verdict, cut = _prune(chosen, model, verdict, quantize, judge, clock)
+    if confirm is not None:
+        why_not = confirm(model)
+        if why_not and unpruned[1] is not model:
+            if confirm(unpruned[1]) is None:
+                (chosen, model, verdict), why_not = unpruned, None
+        if why_not:
+            return done(None, verdict_before, (), Stop.NOT_CONFIRMED, why_not, measured)
     promoted = _op_count(chosen)
     if max_ops is not None and promoted > max_ops:     # the budget ended before the count got below the cap
         return done(None, verdict_before, (), Stop.MOSTLY_PROMOTED,
@@ -272,12 +287,12 @@ def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None,
-           limit: int | None = None):
+           limit: int | None = None, start: int = 1):
     """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
     1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
     budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
     the budget ran out before the first round. ``limit``: the most candidates that may be chosen; when
-    the first ``limit`` do not pass, ([], None, None)."""
+    the first ``limit`` do not pass, ([], None, None). ``start``: the first count tried (then doubled)."""
     tried: dict[int, tuple[bytes | None, Verdict | None]] = {} if whole is None else {len(ranked): whole}
 
     def trial(k: int):
@@ -297,7 +312,7 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
     if not passed(len(ranked)):
         model, verdict = tried[len(ranked)]
         return list(ranked), model, verdict
-    low, high, k = 0, None, 1
+    low, high, k = 0, None, max(1, start)
     cap = len(ranked) if limit is None else min(limit, len(ranked))
     while k < len(ranked):
         if not clock.fits():        # out of rounds: the passing model of all of them stands
@@ -321,6 +336,26 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
         else:
             low = mid
     return list(ranked[:high]), *tried[high]
+
+
+def _input_side(candidates: Sequence[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole,
+                limit: int | None):
+    """The count again over the candidates in execution order, from the model's input: the int8 error
+    of a stem with wide-ranged activations (a YOLO backbone's first SiLU convs at full resolution,
+    ranges of +-200 where most values are within +-5) enters there and grows downstream, where no
+    single op measured alone gains anything (its neighbours put the int8 rounding back), so the
+    ranked count misses it. The failing outputs' own groups (the head) come first, as in the ranking.
+    Runs on :data:`INPUT_SIDE_ROUNDS` rounds of its own, after the ranked
+    count stopped at the cap: (chosen, model, verdict) as :func:`_count`."""
+    heads = [c for c in candidates if c.reason.startswith(HEAD_REASON)]     # the failing outputs' own
+    ordered = heads + sorted((c for c in candidates if not c.reason.startswith(HEAD_REASON)),
+                             key=lambda c: min(op.index for op in c.ops))
+    own = _Clock(INPUT_SIDE_ROUNDS, None)
+    limit = None if limit is None else _prefix_within(ordered, limit)
+    found = _count(ordered, quantize, judge, own, whole, limit, start=len(ordered) // 16)
+    clock.rounds += own.rounds
+    clock.max_rounds += own.rounds
+    return found
 
 
 def _prune(chosen: list[Candidate], model: bytes, verdict: Verdict, quantize: Quantizer, judge, clock: "_Clock"):
@@ -353,7 +388,7 @@ def plan(listing: Sequence[Op], failing: Sequence[int], own: Mapping[str, "objec
             refused.setdefault(why, []).append(group[0].op)
             continue
         own_db = min((own[o.name].proxy_db for o in group if o.name in own), default=math.inf)
-        out.append(Candidate(group, options, f"produces failing output {group[0].output_position}", own_db))
+        out.append(Candidate(group, options, f"{HEAD_REASON} {group[0].output_position}", own_db))
     readers: dict[str, list[Op]] = {}
     for op in listing:
         for name in op.inputs:

@@ -21,6 +21,7 @@ class Stop(str, Enum):
     REFUSED = "refused"                 # the passing model does not run in the target's runtime
     MOSTLY_FLOAT = "mostly_float"       # the passing model computes most of its ops in float: not an int8 model
     MOSTLY_PROMOTED = "mostly_promoted"  # a passing model needs most ops promoted (int16 or float): not an int8 model
+    NOT_CONFIRMED = "not_confirmed"     # passes on the examples it was searched on, not on others: fit to them
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class Repair:
         if self.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
             hint = ("; the int8 error is spread over most of the model: --precision float32,int16x8 writes and "
                     "judges a model with 16-bit activations everywhere, or deploy model_float.tflite")
+        elif self.stop is Stop.NOT_CONFIRMED:
+            hint = ("; the int8 error sits close to the verdict's line: --precision float32,int16x8 judges 16-bit "
+                    "activations everywhere, or deploy model_float.tflite")
         return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used{hint}"
 
 
