@@ -309,3 +309,16 @@ def test_a_split_first_order_tries_promotions_on_the_parts_and_keeps_the_output_
         assert len(TFLiteModel(r.int8_path).outputs) == 1
     else:          # the parts passed, alone or promoted
         assert r.report.validation.quantized[0]["passed"]
+
+
+@pytest.mark.slow
+def test_an_integer_target_splits_a_head_of_mismatched_ranges_before_promoting(detector, tmp_path):
+    """Pixel boxes (0..64) beside 0..1 scores: float's own values show one int8 scale cannot hold
+    both, and int16 over the boxes would leave the scores coarse too: on cortex-m (int16, then
+    split) the split comes first, says why, and the model stays fully integer."""
+    r = edgenet.convert(str(detector), target="cortex-m", out=tmp_path / "o", **FAST)
+    notes = " ".join(r.report.notes)
+    assert "concatenates parts whose ranges differ" in notes and "written as separate outputs first" in notes
+    assert r.report.split_outputs["parts"] and r.report.validation.quantized[0]["passed"]
+    assert ops_not_in(r.int8_path.read_bytes(), Precision.INT8) == [] or r.report.mixed_precision
+    assert _score_sqnr(tmp_path / "o") >= 20
