@@ -18,11 +18,12 @@ import numpy as np
 class OutputKind(str, Enum):
     """What an output is for, and so which metric judges it (``--output-kind NAME=VALUE``)."""
 
-    CLASSIFIER = "classifier"   # [N, K] / [N, 1, .., K] scores: top-1 / top-5 agreement with float
+    CLASSIFIER = "classifier"   # [N, K] / [N, 1, .., K] scores: top-1 / top-5 agreement with float where decisive
+    EMBEDDING = "embedding"     # [N, K] vectors compared by direction: cosine similarity per example
     SEQUENCE = "sequence"       # [N, T, C] class distribution per step (CTC): step and string agreement
     CLASS_MAP = "class_map"     # [N, P, C] class distribution at many positions (SSD anchors): top-class agreement
     DENSE_MAP = "map"           # [N, C, H, W] maps (a text detector's probability map): SQNR + IoU
-    DETECTION = "detection"     # a detector head (YOLOv8 [N, 4+C, A], YOLOv5 [N, A, 5+C]): F1, box SQNR
+    DETECTION = "detection"     # a detector head (YOLOv8 [N, 4+C, A], YOLOv5 [N, A, 5+C], DETR [N, Q, 4+C]): F1, box SQNR
     INDEX = "index"             # integer outputs (ArgMax maps): index agreement
     GENERIC = "generic"         # anything else: SQNR, per-channel SQNR, degeneracy
 
@@ -70,7 +71,9 @@ class Thresholds:
     min_sqnr_db: float = 20.0
     min_channel_sqnr_db: float = 10.0
     min_index_agreement: float = 0.9    # outputs of indices (ArgMax): the share of values that must match
-    min_top1_agreement: float = 0.9     # classifier: share of examples with float's top-1 class
+    min_top1_agreement: float = 0.9     # classifier: share of decisive examples with float's top-1 class
+    min_decisive_margin: float = 0.1    # classifier: an example float decides (top-1 - top-2 probability)
+    min_embedding_cosine: float = 0.98  # embedding: mean cosine similarity of each example's vector with float's
     min_step_agreement: float = 0.98    # sequence: share of steps with float's argmax
     min_sequence_agreement: float = 0.9  # sequence: share of examples decoding to float's sequence
     min_map_iou: float = 0.85           # dense map: IoU of the thresholded map with float's
@@ -81,6 +84,7 @@ class Thresholds:
     min_score_sqnr_db: float = 10.0     # detection: SQNR of the scores above score_floor
     score_threshold: float = 0.25       # a detection: score at least this (Ultralytics' default conf)
     score_floor: float = 0.05           # scores below this on both sides are not judged
+    score_band: float = 0.05            # float detections within this of score_threshold are borderline
     match_iou: float = 0.5              # an int8 detection matches a float one at this IoU (same class)
     nms_iou: float = 0.45               # non-maximum suppression IoU
     ctc_blank: int = 0                  # the blank class of a CTC sequence (PaddleOCR: 0)
@@ -246,6 +250,7 @@ def _pct(x: float) -> str:
 # what each kind shows as its level: (metrics key or field, format)
 _HEADLINE = {
     OutputKind.CLASSIFIER.value: ("top1_agreement", "top-1 agreement"),
+    OutputKind.EMBEDDING.value: ("cosine_mean", "embedding cosine"),
     OutputKind.SEQUENCE.value: ("sequence_agreement", "sequence agreement"),
     OutputKind.CLASS_MAP.value: ("position_agreement", "top-class agreement"),
     OutputKind.DENSE_MAP.value: ("map_iou", "map IoU"),
@@ -284,6 +289,6 @@ def level_text(o: dict) -> str:
         return f"not judged ({o['not_judged']})"
     head = headline(o)
     if head is not None:
-        return f"{head[0]} {head[1]:.3f}" if head[0] in ("map IoU", "detection F1") else f"{head[0]} {_pct(head[1])}"
+        return f"{head[0]} {head[1]:.3f}" if head[0] in ("map IoU", "detection F1", "embedding cosine") else f"{head[0]} {_pct(head[1])}"
     value = o.get("sqnr_centered_db")
     return "identical" if value is None or value == math.inf else f"SQNR {value:.1f} dB"
