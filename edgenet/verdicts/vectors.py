@@ -13,8 +13,9 @@ largest. What tells them apart, from the float values on the evaluation data
   cx, cy, w, h with the box's left and top edges in the image) -> GENERIC (a box regressor);
 * coordinates: each value keeps its own level and the largest is no decision -- every one of
   (a) the per-value means over the examples explain at least 80% of the values' variance
-  (x of an eye, y of the mouth: columns have levels) or the values move together (mean
-  correlation between columns >= 0.5: a face moves all its landmarks), (b) the largest value of an
+  (x of an eye, y of the mouth: columns have levels) or each value moves with another (its
+  highest correlation with another value, averaged over the values, >= 0.9: a face moving in the
+  image moves every landmark with it; a box's corners move together), (b) the largest value of an
   example is not high for its own column (its z-score within the column averages under 1: a
   classifier's winning class scores high because the example is of that class), and (c) it does not
   stand out of its row (the median gap to the second largest is under 3 within-column standard
@@ -39,7 +40,7 @@ UNIT_NORM_TOLERANCE = 0.01      # rows whose L2 norms stay within 1% of their me
 MIN_EMBEDDING_DIMS = 8
 MIN_EXAMPLES = 8                # fewer examples cannot tell coordinates from class scores
 LEVEL_SHARE = 0.8               # (a) share of the variance the per-value means explain
-MOVE_TOGETHER = 0.5             # (a) mean correlation between values that move together
+MOVE_TOGETHER = 0.9             # (a) each value's highest correlation with another, averaged
 WINNER_Z = 1.0                  # (b) the largest value's z-score within its own column, averaged
 MARGIN_STDS = 3.0               # (c) median top-1 - top-2 gap in within-column standard deviations
 
@@ -111,7 +112,8 @@ def coordinate_evidence(x: np.ndarray) -> dict[str, float]:
     together = 0.0
     if varying.sum() >= 2:
         c = np.corrcoef(x[:, varying], rowvar=False)
-        together = float((c.sum() - np.trace(c)) / (c.size - len(c)))
+        np.fill_diagonal(c, -1.0)
+        together = float(np.mean(c.max(1)))
     win = np.argmax(x, 1)
     z = (x[np.arange(len(x)), win] - mean[win]) / np.where(std[win] > 0, std[win], np.inf)
     top = np.sort(x, axis=1)[:, -2:]
