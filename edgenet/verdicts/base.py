@@ -66,6 +66,25 @@ class Thresholds:
     fifth of the image wide). The issue's targets for repaired models (top-1 99%, strings 95%,
     steps 99%, map IoU 0.95, boxes 30 dB) are goals, not refusal lines. The generic SQNR lines are
     today's: 20 dB is about 10% RMS error of an output's variation, 10 dB for its worst channel.
+
+    Where float does not decide, no answer of int8's is wrong, so those examples are not judged:
+
+    * ``min_decisive_margin`` 0.1: a classifier's example counts when float's top-1 probability
+      leads its top-2 by at least 0.1 (logits through a softmax). Below it the two classes' logits
+      are within ~0.2-0.4 of each other, the size of int8's error on logits (a softmax output
+      moves by steps of 1/256 alone); an untrained or near-uniform output has no such example and
+      is not judged. The real direction classifier's held-out lines all lead by far more.
+    * ``score_band`` 0.05: a float detection scoring within 0.05 of ``score_threshold`` (0.20-0.30
+      at 0.25) is borderline: int8 may keep it or not. 0.05 is the score error of a head that keeps
+      its detections: scores at 20 dB (10% RMS error) move a 0.25-0.5 score by 0.025-0.05 (YOLOv8n
+      int16x8, F1 0.96, keeps its scores at 25 dB); a float score of 0.27 read 0.24 in int8 is that,
+      not a lost object. Larger bands would excuse real losses near the threshold (YOLOv8n int8's scores
+      falling 0.27 -> 0.04 stay a miss: float decides at >= 0.30, int8 extras count below 0.20).
+    * ``min_embedding_cosine`` 0.98 (mean over examples): the cosine of each example's embedding
+      with float's. 0.98 leaves an error of 0.2 of the vector's length (sqrt(2 (1 - cos))): a pair's
+      similarity moves by at most 0.2 per side and, the error spread over K dimensions, typically by
+      ~0.2 / sqrt(K), inside a verification's margin between same and different; SQNR is not asked (cosine 0.99 is ~17 dB, under the generic
+      20 dB). Chosen, not measured: no embedding model is among issue 17's four.
     """
 
     min_sqnr_db: float = 20.0
