@@ -31,10 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, plain_sqnr_db
+from edgenet.verdicts.generic import ROWS_PER_CHANNEL
 from edgenet.verdicts.tasks import NO_SIGNAL, _base
 
 LAYOUTS = ("v8", "v5", "detr")
-ROWS_PER_VALUE = 16   # a YOLO head has at least this many anchors per value (generic.ROWS_PER_CHANNEL)
+ROWS_PER_VALUE = ROWS_PER_CHANNEL   # a YOLO head has at least this many anchors per value
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

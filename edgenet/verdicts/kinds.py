@@ -37,8 +37,7 @@ from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
 from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
 from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_quality, normalized_boxes,
                                         paired_detection_quality, sparse_scores)
-from edgenet.verdicts.generic import (ROWS_PER_CHANNEL, index_quality, is_classifier_shaped, onnx_layout,
-                                      output_quality)
+from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
 from edgenet.verdicts.tasks import classifier_quality, map_quality, sequence_quality
 from edgenet.verdicts.vectors import embedding_quality, is_distribution, vector_kind
 
