@@ -164,3 +164,33 @@ def test_the_user_names_the_kind_either_way():
     with pytest.raises(ValueError, match="cannot be judged as an embedding"):
         _one(rng.normal(size=(8, 3, 5)).astype(np.float32), rng.normal(size=(8, 3, 5)).astype(np.float32),
              "embedding")
+
+
+def test_a_real_direction_classifiers_logits_stay_a_classifier_on_lines_of_one_direction_too():
+    """PaddleOCR's direction classifier (rapidocr 1.4.4, issue 17), its logits (the Softmax's input)
+    on 32 rendered lines: a classifier on mixed lines and on lines of one direction only, where its
+    two logits have levels; every line decided. Needs the cached model (never downloaded)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    cache = Path(os.environ.get("EDGENET_REAL_MODELS", "/work/cache/real-models"))
+    path = cache / "rapidocr_onnxruntime/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    if not path.exists():
+        pytest.skip(f"no cached real model at {path}")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from real_models.models import _make_cls
+
+    model = onnx.load(str(path))
+    logits = next(n for n in model.graph.node if n.op_type == "Softmax").input[0]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    data = _make_cls(np.random.default_rng(0), 32)
+    z = session.run([logits], {session.get_inputs()[0].name: data.x})[0]
+    assert detect_kind(z) is OutputKind.CLASSIFIER
+    for direction in (0, 1):
+        assert vector_kind(z[np.argmax(z, 1) == direction]) is OutputKind.CLASSIFIER
+    v, o = _one(z, z + np.random.default_rng(1).normal(0, 0.05, z.shape).astype(np.float32))
+    assert v.passed and o.metrics["decisive_examples"] == 32

@@ -12,7 +12,7 @@ largest. What tells them apart, from the float values on the evaluation data
 * K = 4 laid out as a box on every example (x2 >= x1 and y2 >= y1; or non-negative
   cx, cy, w, h with the box's left and top edges in the image) -> GENERIC (a box regressor);
 * coordinates: each value keeps its own level and the largest is no decision -- every one of
-  (a) the per-value means over the examples explain at least 80% of the values' variance
+  (a) the per-value means over the examples explain at least 90% of the values' variance
   (x of an eye, y of the mouth: columns have levels) or each value moves with another (its
   highest correlation with another value, averaged over the values, >= 0.9: a face moving in the
   image moves every landmark with it; a box's corners move together), (b) the largest value of an
@@ -20,6 +20,8 @@ largest. What tells them apart, from the float values on the evaluation data
   classifier's winning class scores high because the example is of that class), and (c) it does not
   stand out of its row (the median gap to the second largest is under 3 within-column standard
   deviations; a classifier's logit margin does, even on data of one class) -> GENERIC;
+* two values -> CLASSIFIER (a binary classifier's logits on data of one class have levels too:
+  PaddleOCR's direction classifier's explain 67-80% on lines of one direction);
 * anything else -> CLASSIFIER (logits, sigmoid scores; untrained outputs with nothing to tell: the
   classifier verdict then says no example is decisive).
 
@@ -39,7 +41,7 @@ DISTRIBUTION_TOLERANCE = 0.02   # |sum p - 1| (or |logsumexp|) per row for a dis
 UNIT_NORM_TOLERANCE = 0.01      # rows whose L2 norms stay within 1% of their median: an embedding
 MIN_EMBEDDING_DIMS = 8
 MIN_EXAMPLES = 8                # fewer examples cannot tell coordinates from class scores
-LEVEL_SHARE = 0.8               # (a) share of the variance the per-value means explain
+LEVEL_SHARE = 0.9               # (a) share of the variance the per-value means explain
 MOVE_TOGETHER = 0.9             # (a) each value's highest correlation with another, averaged
 WINNER_Z = 1.0                  # (b) the largest value's z-score within its own column, averaged
 MARGIN_STDS = 3.0               # (c) median top-1 - top-2 gap in within-column standard deviations
@@ -138,6 +140,9 @@ def vector_kind(float_out: np.ndarray) -> OutputKind:
         return OutputKind.CLASSIFIER
     if x.shape[1] == 4 and _box_rows(x):
         return OutputKind.GENERIC
+    if x.shape[1] < 3:
+        return OutputKind.CLASSIFIER     # two values: a binary classifier's logits (on data of one class
+                                         # they have levels too: PaddleOCR's direction classifier, 0.8)
     e = coordinate_evidence(x)
     if (e["level_share"] >= LEVEL_SHARE or e["move_together"] >= MOVE_TOGETHER) and e["winner_z"] < WINNER_Z \
             and e["margin_stds"] < MARGIN_STDS:
