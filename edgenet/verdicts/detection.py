@@ -48,12 +48,17 @@ def _in01(x: np.ndarray, tol: float = 0.0) -> bool:
 
 def normalized_boxes(boxes: np.ndarray) -> bool:
     """``[N, P, 4]`` cx, cy, w, h normalized to the image: in [0, 1] (1% slack), w and h >= 0,
-    centres spread over the image (their median within [0.05, 0.95], varying across positions)."""
+    centres spread over the image: cx and cy each with its median within [0.1, 0.9] and varying
+    across positions (std > 0.05; anchors and queries tile the image, where sigmoid class scores
+    read as boxes sit near 0 or 1: an SSD head's background and object columns)."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 3 or b.shape[-1] != 4 or not _in01(b, 0.01) or b[..., 2:].min() < 0:
         return False
-    centres = b[..., :2]
-    return bool(0.05 <= np.median(centres) <= 0.95 and centres.std(axis=1).mean() > 0.02)
+    for k in (0, 1):
+        c = b[..., k]
+        if not (0.1 <= np.median(c) <= 0.9 and c.std(axis=1).mean() > 0.05):
+            return False
+    return True
 
 
 def sparse_scores(scores: np.ndarray) -> bool:
@@ -75,7 +80,8 @@ def detection_layout(f: np.ndarray) -> str | None:
     if max(a, b) >= ROWS_PER_VALUE * min(a, b):
         rows = np.transpose(f, (0, 2, 1)) if a < b else f
         scores, boxes = rows[..., 4:], rows[..., :4]
-        if _in01(scores) and ((boxes.max() > 1 or boxes.min() < 0) or normalized_boxes(boxes)):
+        if _in01(scores) and ((boxes.max() > 1 or boxes.min() < 0)
+                              or (normalized_boxes(boxes) and sparse_scores(scores))):
             return "v8" if a < b else "v5"
     if normalized_boxes(f[..., :4]) and sparse_scores(f[..., 4:]):
         return "detr"

@@ -51,7 +51,7 @@ class KindError(ValueError):
 @dataclass(frozen=True)
 class KindSpec:
     """``--output-kind NAME=KIND[:OPTION]``: output NAME is judged as KIND. ``blank``: a sequence's
-    CTC blank class; ``layout``: a detection head's "v8" / "v5"."""
+    CTC blank class; ``layout``: a detection head's "v8" / "v5" / "detr"."""
 
     output: str
     kind: OutputKind
@@ -185,7 +185,8 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     if kind is OutputKind.DETECTION:
         if f.ndim != 3 or min(f.shape[1:]) < 5:
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
-                            "(needs [N, 4 + classes, anchors] or [N, anchors, 5 + classes])")
+                            "(needs [N, 4 + classes, anchors], [N, anchors, 5 + classes] or [N, queries, 4 + classes], "
+                            "or boxes [N, queries, 4] beside scores [N, queries, classes])")
         return detection_quality(name, f, q, False, thresholds, spec.layout if spec else None)
     if kind is OutputKind.DENSE_MAP:
         if given and (index or f.ndim != 4):
