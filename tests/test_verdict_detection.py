@@ -157,3 +157,14 @@ def test_an_int8_detection_float_scores_far_under_the_threshold_is_extra():
     q[:, 0, 0:40] = np.linspace(10, 310, 40)   # spread out: NMS keeps them
     v, o = _one(f, q)
     assert not v.passed and o.metrics["extra"] > 0 and "not float's" in o.failures[0]
+
+
+def test_sigmoid_class_scores_per_anchor_are_no_detection_head():
+    """An SSD head's sigmoid scores [N, anchors, C] (background near 1, objects near 0): its first
+    four columns are no normalized boxes, and random features are no DETR head either."""
+    rng = np.random.default_rng(7)
+    s = rng.uniform(0, 0.03, (4, 1917, 91))
+    s[..., 0] = rng.uniform(0.85, 1.0, (4, 1917))
+    assert detect_kind(s.astype(np.float32)) is OutputKind.GENERIC
+    assert detect_kind(rng.uniform(0, 1, (4, 1917, 91)).astype(np.float32)) is OutputKind.GENERIC
+    assert detect_kind(rng.normal(size=(4, 49, 768)).astype(np.float32)) is OutputKind.GENERIC   # tokens
