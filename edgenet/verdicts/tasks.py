@@ -61,9 +61,9 @@ def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, 
     top1 = float(np.mean(tf[decisive] == tq[decisive])) if d else None
     metrics: dict = {"top1_agreement": top1, "top1_agreement_all": float(np.mean(tf == tq)) if n else 1.0,
                      "decisive_examples": d, "undecided_examples": n - d}
-    if f2.shape[1] >= 5 and d:
+    if f2.shape[1] >= 5:
         top5q = np.argsort(-q2[decisive], axis=1, kind="stable")[:, :5]
-        metrics["top5_agreement"] = float(np.mean(np.any(top5q == tf[decisive][:, None], axis=1)))
+        metrics["top5_agreement"] = float(np.mean(np.any(top5q == tf[decisive][:, None], axis=1))) if d else None
     not_judged = None
     undecided = f"; {n - d} of {n} examples undecided (margin < {thresholds.min_decisive_margin:g}) not judged" \
         if n - d else ""
