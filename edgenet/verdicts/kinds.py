@@ -293,7 +293,8 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
           kinds: Mapping[str, OutputKind | KindSpec] | Sequence[KindSpec] | None = None) -> Verdict:
     """The verdict on a quantized model's outputs against the float model's on the same examples.
     ``indices``: which outputs hold indices (integer outputs); ``kinds``: output name -> kind (or
-    KindSpecs) overriding :func:`detect_kind`.
+    KindSpecs) overriding :func:`detect_kind`. Two outputs of one detection head (boxes beside
+    scores: :func:`detection_pairs`) are judged together, each output keeping its own row.
 
     Raises:
         KindError: a kind names no output, or does not fit its output's shape.
