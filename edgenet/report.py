@@ -207,12 +207,14 @@ def _task(o: dict) -> str:
     m = o.get("metrics") or {}
     if o.get("not_judged"):
         return o["not_judged"]
-    parts = {"classifier": [("top-1", o.get("top1_agreement"), "%"), ("top-5", m.get("top5_agreement"), "%")],
+    parts = {"classifier": [("top-1", o.get("top1_agreement"), "%"), ("top-5", m.get("top5_agreement"), "%"),
+                            ("undecided examples", m.get("undecided_examples") or None, "d")],
+             "embedding": [("cosine", m.get("cosine_mean"), ".3f"), ("worst", m.get("cosine_worst"), ".3f")],
              "sequence": [("steps", m.get("step_agreement"), "%"), ("sequences", m.get("sequence_agreement"), "%")],
              "class_map": [("top-class", m.get("position_agreement"), "%")],
              "map": [("IoU", m.get("map_iou"), ".3f")],
              "detection": [("F1", m.get("detection_f1"), ".3f"), ("boxes", m.get("box_sqnr_db"), "dB"),
-                           ("scores", m.get("score_sqnr_db"), "dB")],
+                           ("scores", m.get("score_sqnr_db"), "dB"), ("borderline", m.get("borderline") or None, "d")],
              "index": [("agreement", o.get("index_agreement"), "%")]}.get(o.get("kind"), [])
     out = []
     for label, value, fmt in parts:

@@ -130,7 +130,9 @@ class TargetProfile:
     min_channel_sqnr_db: float = 10.0             # ... and its worst channel this much
     # the task verdicts' thresholds (edgenet.verdicts.Thresholds has the defaults and how they were chosen)
     min_index_agreement: float = _TH.min_index_agreement        # ArgMax outputs: share of equal indices
-    min_top1_agreement: float = _TH.min_top1_agreement          # classifier: share with float's top-1
+    min_top1_agreement: float = _TH.min_top1_agreement          # classifier: share with float's top-1 (decisive)
+    min_decisive_margin: float = _TH.min_decisive_margin        # classifier: top-1 - top-2 probability of a decision
+    min_embedding_cosine: float = _TH.min_embedding_cosine      # embedding: mean cosine with float's vectors
     min_step_agreement: float = _TH.min_step_agreement          # sequence: share of steps with float's argmax
     min_sequence_agreement: float = _TH.min_sequence_agreement  # sequence: share decoding to float's sequence
     min_map_iou: float = _TH.min_map_iou                        # dense map: IoU of the binarized maps
@@ -141,6 +143,7 @@ class TargetProfile:
     min_score_sqnr_db: float = _TH.min_score_sqnr_db            # detection: SQNR of scores above score_floor
     score_threshold: float = _TH.score_threshold                # detection: a detection's least score
     score_floor: float = _TH.score_floor                        # detection: scores below are not judged
+    score_band: float = _TH.score_band                          # detection: borderline within this of the threshold
     match_iou: float = _TH.match_iou                            # detection: IoU of a match
     nms_iou: float = _TH.nms_iou                                # detection: NMS IoU
     packagers: tuple[Packager, ...] = ()          # artifacts to emit
@@ -207,7 +210,7 @@ _POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db",
 # shares and probabilities: in [0, 1]
 _FRACTION_KEYS = ("min_index_agreement", "min_top1_agreement", "min_step_agreement", "min_sequence_agreement",
                   "min_map_iou", "map_threshold", "min_detection_f1", "score_threshold", "score_floor", "match_iou",
-                  "nms_iou")
+                  "nms_iou", "min_decisive_margin", "min_embedding_cosine", "score_band")
 # upper bounds: a thread count far past any device's cores crashes the runtime's thread pool;
 # budgets past 1 TiB are typos (see edgenet/limits.py)
 _MAXIMUM = {"num_threads": MAX_THREADS, "ram_bytes": MAX_BUDGET_BYTES, "flash_bytes": MAX_BUDGET_BYTES,

@@ -192,9 +192,16 @@ def test_foreign_classifiers_int8_at_25_db_or_an_honest_verdict(tmp_path_factory
         return
     q = r.report.validation.quantized[0]
     assert q["passed"]
-    # a classifier is judged on its task (top-1 agreement with float), not on SQNR: a passing one keeps it
-    assert q["outputs"][0]["kind"] == "classifier" and q["outputs"][0]["top1_agreement"] >= 0.9, q
-    assert q["outputs"][0]["top1_agreement"] is not None      # (N, classes): agreement means something
+    o = q["outputs"][0]
+    assert o["kind"] == "classifier", q
+    if o["metrics"]["decisive_examples"] == 0:
+        # untrained weights: float's classes within a hair of each other on every example (the
+        # attention model's), so no top-1 of int8's can be wrong: not judged, never refused
+        assert o["status"] == "not judged" and "no signal in the evaluation data" in o["not_judged"], o
+        return
+    # a classifier is judged on its task (top-1 agreement with float where float decides), not on
+    # SQNR: a passing one keeps it
+    assert o["top1_agreement"] is not None and o["top1_agreement"] >= 0.9, q
 
 
 def test_every_precision_written_and_validated(tmp_path):

@@ -199,8 +199,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     models' outputs is ignored (the parts are judged apart). ``names``: the outputs' names as convert
     judged them (:func:`recorded_output_names`; another count: ``output_0``, ``output_1`` ...).
     """
-    from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, output_verdict, worst_output
-    from edgenet.verdicts import KindError, KindSpec
+    from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, worst_output
+    from edgenet.verdicts import KindSpec, judge_outputs
     from edgenet.verdicts.parts import join_arrays, join_items
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
@@ -233,17 +233,18 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
             sqnr = sqnr_db(f, q)
             max_diff = float(np.max(np.abs(f.astype(np.float64) - q))) if f.size else 0.0
         kinds = list(kinds) if kinds is not None and len(kinds) == len(per_role["float"]) else []
-        for k, (fk, qk) in enumerate(zip(per_role["float"], per_role["int8"])):
-            index = k < len(indices) and bool(indices[k])
-            kind = kinds[k] if kinds and isinstance(kinds[k], KindSpec) else \
-                OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
-            kind = OutputKind.INDEX if index else kind
-            name = names[k] if names is not None and len(names) == len(per_role["float"]) else f"output_{k}"
-            try:
-                verdict = output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), kind, index)
-            except KindError:    # convert's record does not fit this output (files replaced since): its own kind
-                verdict = output_verdict(name, fk, qk, fk.ndim == 4, thresholds or Thresholds(), None, index)
-            judged.append(verdict.to_dict())
+        count = len(per_role["float"])
+        given = [kinds[k] if kinds and isinstance(kinds[k], KindSpec) else
+                 OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
+                 for k in range(count)]
+        flags = [k < len(indices) and bool(indices[k]) for k in range(count)]
+        given = [OutputKind.INDEX if ix else kind for ix, kind in zip(flags, given)]
+        shown = list(names) if names is not None and len(names) == count else [f"output_{k}" for k in range(count)]
+        # convert's record where it fits, else the output's own kind (files replaced since); two-output
+        # detection heads judged as one head, as convert does
+        judged = [o.to_dict() for o in judge_outputs(shown, per_role["float"], per_role["int8"],
+                                                     [fk.ndim == 4 for fk in per_role["float"]],
+                                                     thresholds or Thresholds(), flags, given, refit=True)]
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,

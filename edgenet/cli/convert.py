@@ -101,12 +101,14 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
               help="Write the files even when a quantized model fails its verdict (an output or channel that "
                    "lost its signal; thresholds in the target profile); the verdict is recorded in report.json.")
 @click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
-              help="Judge output NAME by the metric of KIND: classifier (top-1 agreement), sequence (per-step "
+              help="Judge output NAME by the metric of KIND: classifier (top-1 agreement where float decides), "
+                   "embedding (cosine similarity per example), sequence (per-step "
                    "and decoded-sequence agreement; sequence:blank=N sets the CTC blank, default 0), class_map "
                    "(top-class agreement per anchor or pixel where float is decisive: SSD scores, "
                    "segmentation), map "
-                   "(binarized-map IoU + SQNR), detection (detections' F1, box and score SQNR; detection:v5 or "
-                   ":v8 sets the head's layout), index, generic (SQNR per output and channel). Default: "
+                   "(binarized-map IoU + SQNR), detection (detections' F1, box and score SQNR; detection:v5, "
+                   ":v8 or :detr sets the head's layout), index, generic (SQNR per output and channel: regression "
+                   "heads, landmarks, boxes). Default: "
                    "decided from each output's shape and values (repeatable).")
 @click.option("--fit", is_flag=True,
               help="Search MobileNetV1 width x resolution for the largest model that fits the target's RAM "

@@ -3,12 +3,19 @@
 :func:`detect_kind` (ONNX layout, examples first):
 
 * integer outputs (ArgMax maps) -> INDEX;
-* ``[N, K]`` / ``[N, 1, .., K]`` / ``[N, K, 1, 1]``, K >= 2 -> CLASSIFIER;
+* ``[N, K]`` / ``[N, 1, .., K]`` / ``[N, K, 1, 1]``, K >= 2 -> CLASSIFIER, unless its values say
+  it is an embedding (rows of one L2 norm: EMBEDDING) or coordinates (a box, landmarks: GENERIC):
+  :func:`edgenet.verdicts.vectors.vector_kind`;
 * ``[N, T, C]`` whose float values are a distribution over the last axis at every step
   (probabilities summing to 1, or log-probabilities whose logsumexp is 0) -> SEQUENCE for
   T <= 512 steps, CLASS_MAP for more (anchors or pixels, not a text line: :mod:`.class_map`);
 * ``[N, V, A]`` / ``[N, A, V]`` with one axis at least 16x the other, 5 <= V, values 4.. in
-  [0, 1] (scores) and values 0..3 not (boxes in pixels) -> DETECTION;
+  [0, 1] (scores) and values 0..3 boxes in pixels or normalized -> DETECTION (YOLO);
+  ``[N, Q, 4 + C]`` with normalized boxes and scores (or logits) that mostly detect nothing ->
+  DETECTION (DETR): :func:`edgenet.verdicts.detection.detection_layout`;
+* boxes ``[N, Q, 4]`` beside scores or logits ``[N, Q, C]`` over the same Q (not a distribution:
+  that is an SSD head's CLASS_MAP) -> DETECTION, the two judged as one head
+  (:func:`detection_pairs`);
 * ``[N, C, H, W]`` with C <= 4, H, W >= 8 and values in [0, 1] -> DENSE_MAP (a probability map,
   a mask; wider tensors are features, maps of other ranges need ``NAME=map``: GENERIC);
 * ``[N, C, H, W]`` with C > 4 whose values are a distribution over C at every pixel (a segmentation
@@ -16,7 +23,7 @@
 * anything else -> GENERIC.
 
 :class:`KindSpec` is a user's override, ``NAME=KIND[:OPTION]`` (``sequence:blank=N``,
-``detection:v5`` / ``detection:v8``).
+``detection:v5`` / ``detection:v8`` / ``detection:detr``).
 """
 from __future__ import annotations
 
@@ -28,13 +35,13 @@ import numpy as np
 
 from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
 from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
-from edgenet.verdicts.detection import LAYOUTS, detection_quality
-from edgenet.verdicts.generic import (ROWS_PER_CHANNEL, index_quality, is_classifier_shaped, onnx_layout,
-                                      output_quality)
+from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_quality, normalized_boxes,
+                                        paired_detection_quality, sparse_scores)
+from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
 from edgenet.verdicts.tasks import classifier_quality, map_quality, sequence_quality
+from edgenet.verdicts.vectors import embedding_quality, is_distribution, vector_kind
 
 MAX_MAP_CHANNELS = 4
-DISTRIBUTION_TOLERANCE = 0.02   # |sum p - 1| (or |logsumexp|) per step for a distribution
 
 
 class KindError(ValueError):
@@ -44,7 +51,7 @@ class KindError(ValueError):
 @dataclass(frozen=True)
 class KindSpec:
     """``--output-kind NAME=KIND[:OPTION]``: output NAME is judged as KIND. ``blank``: a sequence's
-    CTC blank class; ``layout``: a detection head's "v8" / "v5"."""
+    CTC blank class; ``layout``: a detection head's "v8" / "v5" / "detr"."""
 
     output: str
     kind: OutputKind
@@ -113,24 +120,7 @@ def check_output_kinds(specs: Sequence[KindSpec], names: Sequence[str]) -> None:
 
 
 def _is_distribution(f: np.ndarray) -> bool:
-    x = f.astype(np.float64)
-    if x.min() >= -1e-6 and np.all(np.abs(x.sum(-1) - 1) <= DISTRIBUTION_TOLERANCE):
-        return True
-    if x.max() <= 1e-6:
-        m = x.max(-1, keepdims=True)
-        lse = m[..., 0] + np.log(np.exp(x - m).sum(-1))
-        return bool(np.all(np.abs(lse) <= DISTRIBUTION_TOLERANCE))
-    return False
-
-
-def _is_detection_head(f: np.ndarray) -> bool:
-    a, b = f.shape[1], f.shape[2]
-    short, long = min(a, b), max(a, b)
-    if short < 5 or long < ROWS_PER_CHANNEL * short:
-        return False
-    rows = np.transpose(f, (0, 2, 1)) if a < b else f
-    scores, boxes = rows[..., 4:], rows[..., :4]
-    return bool(scores.min() >= 0 and scores.max() <= 1 and (boxes.max() > 1 or boxes.min() < 0))
+    return is_distribution(f)
 
 
 def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
@@ -139,11 +129,11 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
     if index:
         return OutputKind.INDEX
     if f.ndim >= 2 and (is_classifier_shaped(f.shape) or [d for d in f.shape[1:] if d != 1] == [f.shape[1]] != [1]):
-        return OutputKind.CLASSIFIER      # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
+        return vector_kind(f)             # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
     if f.ndim == 3 and f.size and np.isfinite(f).all():
         if f.shape[1] >= 2 and f.shape[2] >= 2 and _is_distribution(f):
             return OutputKind.SEQUENCE if f.shape[1] <= MAX_SEQUENCE_STEPS else OutputKind.CLASS_MAP
-        if _is_detection_head(f):
+        if detection_layout(f) is not None:
             return OutputKind.DETECTION
     if f.ndim == 4 and f.shape[1] <= MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size \
             and float(np.min(f)) >= 0.0 and float(np.max(f)) <= 1.0:
@@ -168,11 +158,14 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                 and not np.array_equal(float_out, np.round(float_out)):
             raise KindError(f"output {name!r} holds non-integer values: it cannot be judged as indices")
         return index_quality(name, float_out, quant_out, channels_last, thresholds)
-    if kind is OutputKind.CLASSIFIER:
+    if kind in (OutputKind.CLASSIFIER, OutputKind.EMBEDDING):
         if given and (index or not is_classifier_shaped(np.asarray(float_out).shape)):
+            what = "a classifier (needs one score per class: [N, K])" if kind is OutputKind.CLASSIFIER else \
+                "an embedding (needs one vector per example: [N, K])"
             raise KindError(f"output {name!r} of shape {list(np.asarray(float_out).shape[1:])} cannot be judged as "
-                            "a classifier (needs one score per class: [N, K])")
-        return classifier_quality(name, float_out, quant_out, channels_last, thresholds)
+                            f"{what}")
+        judge_vector = classifier_quality if kind is OutputKind.CLASSIFIER else embedding_quality
+        return judge_vector(name, float_out, quant_out, channels_last, thresholds)
     f, q = onnx_layout(float_out, channels_last), onnx_layout(quant_out, channels_last)
     if kind is OutputKind.SEQUENCE:
         if f.ndim != 3:
@@ -192,7 +185,8 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     if kind is OutputKind.DETECTION:
         if f.ndim != 3 or min(f.shape[1:]) < 5:
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
-                            "(needs [N, 4 + classes, anchors] or [N, anchors, 5 + classes])")
+                            "(needs [N, 4 + classes, anchors], [N, anchors, 5 + classes] or [N, queries, 4 + classes], "
+                            "or boxes [N, queries, 4] beside scores [N, queries, classes])")
         return detection_quality(name, f, q, False, thresholds, spec.layout if spec else None)
     if kind is OutputKind.DENSE_MAP:
         if given and (index or f.ndim != 4):
@@ -216,6 +210,77 @@ def _with_siblings(k: int, float_outs: Sequence[np.ndarray], channels_last: bool
     return None
 
 
+def _plausible_boxes(b: np.ndarray) -> bool:
+    """``[N, Q, 4]`` values that read as boxes (x1 y1 x2 y2 or cx cy w h): normalized ones, or
+    non-negative pixel boxes with non-negative sizes (an SSD head's box offsets are signed: no)."""
+    from edgenet.verdicts.detection import box_rows
+
+    r = box_rows(b)
+    if normalized_boxes(r):
+        return True
+    return bool(r.min() >= -0.01 * np.abs(r).max() and r.max() > 1 and r[..., 2:].min() >= 0
+                and r[..., :2].std(axis=1).mean() > 0)
+
+
+def detection_pairs(names: Sequence[str], float_outs: Sequence[np.ndarray], channels_last: Sequence[bool],
+                    indices: Sequence[bool], kinds: Sequence[OutputKind | KindSpec | None]) -> dict[int, int]:
+    """Two-output detection heads: {scores output: boxes output} for each ``[N, Q, C]`` scores or
+    logits output beside a ``[N, Q, 4]`` boxes output over the same Q (DETR's pred_logits and
+    pred_boxes). Found from the values (boxes that read as boxes, scores that mostly detect nothing
+    and are no distribution -- an SSD head's softmax beside its box offsets is a CLASS_MAP), or
+    where the user named either output a detection; an output the user gave another kind is not
+    paired."""
+    def given(k):
+        spec = kinds[k]
+        return spec.kind if isinstance(spec, KindSpec) else spec
+
+    pairs: dict[int, int] = {}
+    taken: set[int] = set()
+    for k, f in enumerate(float_outs):
+        f = np.asarray(f)
+        if k in taken or indices[k] or channels_last[k] or f.ndim != 3 or given(k) not in (None, OutputKind.DETECTION):
+            continue
+        for j, b in enumerate(float_outs):
+            b = np.asarray(b)
+            if j == k or j in taken or indices[j] or channels_last[j] or b.ndim != 3 or b.shape[:2] != f.shape[:2] \
+                    or b.shape[2] != 4 or given(j) not in (None, OutputKind.DETECTION) or not f.size:
+                continue
+            named = OutputKind.DETECTION in (given(k), given(j))
+            if named or (np.isfinite(f).all() and np.isfinite(b).all() and _plausible_boxes(b)
+                         and not (f.shape[2] == 4 and _plausible_boxes(f))
+                         and not is_distribution(f) and sparse_scores(f)):
+                pairs[k] = j
+                taken.update((k, j))
+                break
+    return pairs
+
+
+def judge_outputs(names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
+                  channels_last: Sequence[bool], thresholds: Thresholds, indices: Sequence[bool],
+                  kinds: Sequence[OutputKind | KindSpec | None], refit: bool = False) -> tuple[OutputQuality, ...]:
+    """Every output judged by its kind (``kinds[k]`` None: decided from its values), two-output
+    detection heads as one head (:func:`detection_pairs`). ``refit``: a kind that does not fit its
+    output is replaced by the output's own kind (the benchmark, judging by convert's record) instead
+    of raising KindError."""
+    pairs = detection_pairs(names, float_outs, channels_last, indices, kinds)
+    boxes_of = {j: k for k, j in pairs.items()}
+    out = []
+    for k, (n, f, q, cl, ix, kind) in enumerate(zip(names, float_outs, quant_outs, channels_last, indices, kinds)):
+        if k in pairs or k in boxes_of:
+            s, b = (k, pairs[k]) if k in pairs else (boxes_of[k], k)
+            out.append(paired_detection_quality(n, "scores" if k == s else "boxes", names[b if k == s else s],
+                                                float_outs[b], quant_outs[b], float_outs[s], quant_outs[s],
+                                                thresholds))
+            continue
+        try:
+            out.append(output_verdict(n, f, q, cl, thresholds, kind, ix))
+        except KindError:
+            if not refit:
+                raise
+            out.append(output_verdict(n, f, q, cl, thresholds, None, ix))
+    return tuple(out)
+
+
 def _varies(f: np.ndarray) -> bool:
     """True when the examples (axis 0) give different values of ``f``."""
     f = np.asarray(f)
@@ -228,7 +293,8 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
           kinds: Mapping[str, OutputKind | KindSpec] | Sequence[KindSpec] | None = None) -> Verdict:
     """The verdict on a quantized model's outputs against the float model's on the same examples.
     ``indices``: which outputs hold indices (integer outputs); ``kinds``: output name -> kind (or
-    KindSpecs) overriding :func:`detect_kind`.
+    KindSpecs) overriding :func:`detect_kind`. Two outputs of one detection head (boxes beside
+    scores: :func:`detection_pairs`) are judged together, each output keeping its own row.
 
     Raises:
         KindError: a kind names no output, or does not fit its output's shape.
@@ -241,8 +307,7 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     by_name = {s.output: s for s in specs}
     kinds_of = [by_name.get(n) or _with_siblings(k, float_outs, cl, ix)
                 for k, (n, cl, ix) in enumerate(zip(names, channels_last, indices))]
-    outputs = tuple(output_verdict(n, f, q, cl, thresholds, kind, ix)
-                    for n, f, q, cl, ix, kind in zip(names, float_outs, quant_outs, channels_last, indices, kinds_of))
+    outputs = judge_outputs(names, float_outs, quant_outs, channels_last, thresholds, indices, kinds_of)
     if float_outs and not any(_varies(f) for f in float_outs):
         # all-zero arrays, one black image forty times: every example gives the float model the same
         # answer, so nothing says whether the quantized one keeps what changes with the input

@@ -1,8 +1,10 @@
 """Verdicts that ask a task's question: a classifier's top-1, a sequence's decoded string, a
 map's thresholded region.
 
-* classifier ``[N, K]`` / ``[N, 1, .., K]``: top-1 agreement with float (``min_top1_agreement``),
-  top-5 agreement (float's top-1 among the quantized top 5) shown; a class float picks that the
+* classifier ``[N, K]`` / ``[N, 1, .., K]``: top-1 agreement with float (``min_top1_agreement``) on
+  the examples float decides (top-1 probability at least ``min_decisive_margin`` above top-2; the
+  others counted as undecided, none decisive: not judged), top-5 agreement (float's top-1 among the
+  quantized top 5) shown; a class float picks that the
   quantized model mostly loses fails even when the overall agreement holds (a dead class column).
   A confident softmax takes few distinct int8 values: that is not degeneracy, so none is checked.
 * sequence ``[N, T, C]`` (a class distribution per step, e.g. CTC text recognition): per-step
@@ -39,22 +41,41 @@ def _base(name, f, q, kind: OutputKind, axis_name: str, failures, metrics, top1=
 
 def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                        thresholds: Thresholds) -> OutputQuality:
-    """Scores, logits or probabilities of K classes per example: judged by top-1 agreement."""
+    """Scores, logits or probabilities of K classes per example: judged by top-1 agreement on the
+    examples float decides -- its top-1 probability (logits through a softmax; sigmoid scores as
+    they are) at least ``min_decisive_margin`` above its top-2. An example float barely decides
+    (an untrained or near-uniform output, two classes a hair apart) may change its top-1 under any
+    rounding: that is no damage, so it is counted (``undecided_examples``) and not judged; with no
+    decisive example the output is not judged (damage that shows even so -- NaN, a class collapsed
+    to one value -- still fails)."""
+    from edgenet.verdicts.vectors import decision_margin
+
     f = onnx_layout(float_out, channels_last).astype(np.float32)
     q = onnx_layout(quant_out, channels_last).astype(np.float32)
     n = len(f)
     f2, q2 = f.reshape(n, -1), q.reshape(n, -1)
     failures = [] if np.isfinite(q2).all() else ["NaN or infinite values"]
     tf, tq = np.argmax(f2, 1), np.argmax(q2, 1)
-    top1 = float(np.mean(tf == tq)) if n else 1.0
-    metrics: dict = {"top1_agreement": top1}
+    decisive = decision_margin(f2) >= thresholds.min_decisive_margin if n else np.zeros(0, dtype=bool)
+    d = int(decisive.sum())
+    top1 = float(np.mean(tf[decisive] == tq[decisive])) if d else None
+    metrics: dict = {"top1_agreement": top1, "top1_agreement_all": float(np.mean(tf == tq)) if n else 1.0,
+                     "decisive_examples": d, "undecided_examples": n - d}
     if f2.shape[1] >= 5:
-        top5q = np.argsort(-q2, axis=1, kind="stable")[:, :5]
-        metrics["top5_agreement"] = float(np.mean(np.any(top5q == tf[:, None], axis=1))) if n else 1.0
-    if top1 < thresholds.min_top1_agreement:
-        failures.append(f"top-1 agreement {_pct(top1)} < {100 * thresholds.min_top1_agreement:g}% "
-                        f"({int(np.sum(tf != tq))} of {n} examples pick another class)")
-    lost = lost_labels(tf, tq, max(3, 0.05 * n))
+        top5q = np.argsort(-q2[decisive], axis=1, kind="stable")[:, :5]
+        metrics["top5_agreement"] = float(np.mean(np.any(top5q == tf[decisive][:, None], axis=1))) if d else None
+    not_judged = None
+    undecided = f"; {n - d} of {n} examples undecided (margin < {thresholds.min_decisive_margin:g}) not judged" \
+        if n - d else ""
+    if not d:
+        not_judged = (f"{NO_SIGNAL}: float's top-1 leads its top-2 by less than {thresholds.min_decisive_margin:g} "
+                      f"(probability) on every one of the {n} examples: undecided, an untrained or near-uniform "
+                      "output")
+    elif top1 < thresholds.min_top1_agreement:
+        changed = int(np.sum(tf[decisive] != tq[decisive]))
+        failures.append(f"top-1 agreement {_pct(top1)} < {100 * thresholds.min_top1_agreement:g}% ({changed} of the "
+                        f"{d} examples float decides pick another class{undecided})")
+    lost = lost_labels(tf[decisive], tq[decisive], max(3, 0.05 * d)) if d else []
     if lost:
         shown = ", ".join(f"{int(v)} ({100 * k:.0f}% kept)" for k, v in lost[:6])
         failures.append(f"class{'es' if len(lost) > 1 else ''} {shown} mostly lost where float picks "
@@ -69,7 +90,9 @@ def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, 
             failures.append(f"class{'es' if len(collapsed) > 1 else ''} {_list(collapsed)} take one value in "
                             f"every example where float's scores vary (float picks class {int(tf[0])} for all "
                             f"{n} examples, so top-1 agreement cannot show it)")
-    return _base(name, f, q, OutputKind.CLASSIFIER, "class", failures, metrics, top1=top1)
+    if failures:
+        not_judged = None
+    return _base(name, f, q, OutputKind.CLASSIFIER, "class", failures, metrics, top1=top1, not_judged=not_judged)
 
 
 def ctc_decode(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
