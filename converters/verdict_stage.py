@@ -38,6 +38,14 @@ class Checked:
     layers: object = None
 
 
+def _top1_agreement(out) -> float | None:
+    """The int8 model's top-1 agreement for report.json's summary: over the examples where float is
+    decisive (what the verdict judges), else over all of them (none decisive: an untrained classifier)."""
+    if out.top1_agreement is not None:
+        return out.top1_agreement
+    return (out.metrics or {}).get("top1_agreement_all")
+
+
 def validate_stage(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes,
                    split=None) -> Checked:
     """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
@@ -127,7 +135,7 @@ def judge_quantized(opts, profile, built, source: SourceModel, data: PipelineDat
                     for info, fc, ic in zip(graph.outputs, fcs, ics or [None] * len(fcs)))
     int8 = verdicts.get(Precision.INT8)
     checked = Validation(max(fc.max_abs_err for fc in fcs), max(fc.rel_err for fc in fcs),
-                         int8.outputs[0].top1_agreement if int8 else None,
+                         _top1_agreement(int8.outputs[0]) if int8 else None,
                          min(ic.sqnr_db for ic in ics) if ics else None, fcs[0].samples, outputs,
                          verdict.to_dict(), ())
     return Checked(checked, acc, f_outs, verdicts)

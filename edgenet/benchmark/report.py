@@ -115,11 +115,13 @@ def _summary_lines(result: BenchResult) -> list[str]:
                          f"{quality['worst_channel_sqnr_db']:.1f} dB")
             if acc.untrained:   # seeded random weights: measured, not judged (as convert says)
                 text += "; verdict not judged (untrained weights)"
+            elif quality.get("passed") and quality.get("not_judged"):
+                # said once, as convert says it (level_text above already gives the reason)
+                text += "; verdict not judged" if text.startswith("not judged") else \
+                    f"; verdict not judged ({quality['not_judged']})"
             else:
                 text += "; verdict " + ("pass" if quality.get("passed") else
                                         "FAIL: " + "; ".join(quality.get("failures") or []))
-            if quality.get("passed") and quality.get("not_judged"):
-                text += f" (not judged: {quality['not_judged']})"
             parts.append(text)
         elif acc.sqnr_db is not None:
             parts.append("outputs identical" if acc.sqnr_db == math.inf else f"SQNR {acc.sqnr_db:.1f} dB")

@@ -311,9 +311,11 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     if float_outs and not any(_varies(f) for f in float_outs):
         # all-zero arrays, one black image forty times: every example gives the float model the same
         # answer, so nothing says whether the quantized one keeps what changes with the input
-        why = (f"the evaluation data does not vary: all {len(float_outs[0])} examples give the float model the "
-               "same outputs (pass examples that differ)")
+        why = (f"no signal in the evaluation data: it does not vary (all {len(float_outs[0])} examples give the "
+               "float model the same outputs; pass examples that differ)")
         # (damage that shows even so, a region int8 finds where float finds none, still fails)
-        outputs = tuple(o if o.failures or o.not_judged else replace(o, not_judged=why) for o in outputs)
+        # (damage that shows even so, a region int8 finds where float finds none, still fails); an
+        # output's own "no signal" gives way to this, its cause
+        outputs = tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
     return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0,
                    kinds_given=tuple(str(s) for s in specs))
