@@ -63,8 +63,13 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
     why not (the refined model first, then the counted one; else Stop.NOT_CONFIRMED); ``clock`` counts the
     rounds, ``done(model, verdict, chosen, stop, detail, measured)`` makes the result."""
     before = verdict_before
-    groups = segment_members(listing, candidates, SEGMENTS)
-    segs = [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
+    # a failing output's producer (with the ops assembling it) is a segment of its own: one int8 scale
+    # over a head is the one place-bound trouble the one-at-a-time search was best at
+    heads = [c for c in candidates if c.ops[0].output_position is not None]
+    head_ids = {id(h) for h in heads}
+    groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids], SEGMENTS)
+    segs = [_segment([h], h.reason) for h in heads] + \
+        [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
     levels = max(len(c.options) for c in candidates)
     wholes: dict[int, tuple] = {}
     first = None
