@@ -13,9 +13,10 @@ what a piece is needed for, seen from a model that passes:
 2. need, measured: from every candidate at its most exact promotion (the last of the target's
    order), each segment in turn left in int8 alone; the failing outputs' score lost is what the
    segment is needed for (one round each, within MEASURE_SHARE of the budget);
-3. count: segments most needed first, the fewest whose promotion passes (doubling, then bisection),
-   level by level -- a level needing more than the cap of ops moves to the next one;
-4. refine: the chosen segments halved, each half left in int8 when the verdict passes without it,
+3. count: the segments' halves, most needed segment first, the fewest whose promotion passes (the
+   first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
+   needing more than the cap moves to the next one;
+4. refine: the chosen halves halved, each half left in int8 when the verdict passes without it,
    the halves that cannot be halved again, as far as the budget goes.
 
 Same budget (rounds, counted), same :class:`~.result.Repair`.
@@ -98,7 +99,6 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         except REFUSALS:
             reference = None
     need: dict[int, float] = {}
-    left_db: dict[int, float] = {}
     if reference is not None:
         base = score(reference)
         for k, s in enumerate(segs):
@@ -110,17 +110,18 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             except REFUSALS:
                 continue
             lost = base - left
-            left_db[k] = left
             need[k] = lost if math.isfinite(lost) else (60.0 if base > left else 0.0)
     helpful = sorted((k for k in need if need[k] >= MIN_GAIN_DB), key=lambda k: -need[k])
     order = helpful + [k for k in range(len(segs)) if k not in need] + [k for k in need if need[k] < MIN_GAIN_DB]
     ranked = [replace(segs[k], gain_db=need.get(k),
-                      reason=segs[k].reason + (f": {left_db[k]:.1f} dB at the failing output(s) when it alone is "
-                                               "left in int8" if k in need else ""))
+                      reason=segs[k].reason + (f": left alone in int8 (the rest promoted), the failing output's "
+                                               f"score falls by {need[k]:.1f} dB" if k in need else ""))
               for k in order]
+    # the unit of counting: each segment's halves, in the segments' order (a cap may fall inside a segment)
+    units = [h for s in ranked for h in _halves(s)]
     capped: list[str] = []
     for level in range(first, levels):
-        leveled = [replace(s, level=level) for s in ranked]
+        leveled = [replace(s, level=level) for s in units]
         whole = wholes.get(level)
         if whole is None:
             if not clock.fits():
@@ -134,10 +135,8 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             break
         chosen, model, verdict = found
         if model is None and verdict is None:
-            capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the "
-                          f"{limit} most needed segment(s) do not pass")
-            continue
-        if verdict is None or not verdict.passed:
+            capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the most needed "
+                          f"{limit} of {len(leveled)} half-segments do not pass")
             continue
         counted = (chosen, model, verdict)
         chosen, model, verdict, cut = _refine(chosen, model, verdict, quantize, judge, clock)
