@@ -16,6 +16,8 @@ what a piece is needed for, seen from a model that passes:
 3. count: the segments' halves, most needed segment first, the fewest whose promotion passes (the
    first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
    needing more than the cap moves to the next one;
+   When the choice does not pass on examples it was not chosen on (``confirm``), the count grows
+   along the ranking until it does (a few rounds of its own);
 4. refine: the chosen halves halved, each half left in int8 when the verdict passes without it,
    the halves that cannot be halved again, as far as the budget goes.
 
@@ -34,6 +36,7 @@ from edgenet.converters.repair.promote import (MEASURE_SHARE, MIN_GAIN_DB, REFUS
 from edgenet.converters.repair.result import Stop
 from edgenet.converters.repair.segments import segment_members
 
+CONFIRM_ROUNDS = 4   # rounds of its own for a choice that does not pass on other examples: grown along the ranking
 SEGMENTS = 8      # segments a model is cut into: one round each to measure (a budget of 24 rounds leaves
                   # about two levels of counting and a few halvings)
 
@@ -138,14 +141,19 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the most needed "
                           f"{limit} of {len(leveled)} half-segments do not pass")
             continue
+        grown = ""
+        if confirm is not None:
+            # the fewest that pass on the evaluation examples are where a choice fits them most: grown
+            # along the ranking until the model passes on examples it was not chosen on
+            found, grown, why_not = _grow(leveled, len(chosen), limit, (model, verdict), quantize, judge, clock,
+                                          confirm)
+            if found is None:
+                return done(None, before, (), Stop.NOT_CONFIRMED, why_not, len(need))
+            chosen, model, verdict = found
         counted = (chosen, model, verdict)
         chosen, model, verdict, cut = _refine(chosen, model, verdict, quantize, judge, clock)
-        if confirm is not None:
-            why_not = confirm(model)
-            if why_not and counted[1] is not model and confirm(counted[1]) is None:
-                (chosen, model, verdict), why_not = counted, None
-            if why_not:
-                return done(None, before, (), Stop.NOT_CONFIRMED, why_not, len(need))
+        if confirm is not None and counted[1] is not model and confirm(model) is not None:
+            chosen, model, verdict = counted
         promoted = _op_count(chosen)
         if max_ops is not None and promoted > max_ops:
             capped.append(f"{leveled[0].precision.value}: the passing model found promotes {promoted} ops")
@@ -155,8 +163,8 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             if why_not:
                 return done(None, verdict, chosen, Stop.REFUSED,
                             f"the passing model does not run on the target: {why_not}", len(need))
-        note = f" (searched by {len(segs)} segments of the model" + (", refinement cut short by the budget)"
-                                                                      if cut else ")")
+        note = f" (searched by {len(segs)} segments of the model{grown}" + (
+            ", refinement cut short by the budget)" if cut else ")")
         return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, len(need))
     if capped:
         return done(None, before, (), Stop.MOSTLY_PROMOTED,
@@ -165,6 +173,29 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
                     len(need))
     return done(None, before, (), Stop.BUDGET, f"budget spent: all {clock.max_rounds} round(s) used "
                 f"(searching by {len(segs)} segments)", len(need))
+
+
+def _grow(units: list[Candidate], k: int, limit: int | None, found, quantize, judge, clock, confirm):
+    """The first ``k`` of ``units`` (passing: ``found`` = (model, verdict)), or more of them, half as
+    many again each time (at most ``limit``), until ``confirm(model)`` passes, in
+    :data:`CONFIRM_ROUNDS` rounds of the search's own: ((chosen, model, verdict) or None, a note for
+    the result, why not)."""
+    model, verdict = found
+    why_not = confirm(model)
+    start, top = k, len(units) if limit is None else min(limit, len(units))
+    own = 0
+    while why_not is not None and k < top and own < CONFIRM_ROUNDS:
+        k = min(top, k + max(1, k // 2))
+        model, verdict = _trial(units[:k], quantize, judge)
+        clock.rounds += 1
+        clock.max_rounds += 1
+        own += 1
+        if verdict is not None and verdict.passed:
+            why_not = confirm(model)
+    if why_not is not None:
+        return None, "", why_not + (f" (nor with up to {k} of {len(units)} half-segments promoted)" if own else "")
+    grown = f"; {k} half-segments, not the {start} that passed first, to pass on other examples too" if own else ""
+    return (list(units[:k]), model, verdict), grown, None
 
 
 def _refine(chosen: list[Candidate], model: bytes, verdict, quantize, judge, clock):
