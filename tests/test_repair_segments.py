@@ -153,3 +153,48 @@ def test_segments_are_cut_where_fewest_tensors_are_alive():
     groups = segment_members(listing, [type("M", (), {"ops": (op,)})() for op in listing], 3)
     assert [[m.ops[0].index for m in g] for g in groups] == [[0, 1, 2, 3], [4, 5, 6], [7, 8]]
     assert cut_points(listing[:1], 4) == [] and len(segment_members(listing, [], 3)) == 0
+
+
+def _chain(stem: int, confirmed: int | None, n: int = 40):
+    """The segment search over a chain of ``n`` ops whose verdict passes only with the first ``stem``
+    ops promoted, and whose ``confirm`` (other examples) only with the first ``confirmed``: a choice
+    that fits the evaluation examples. The quantizer's "model" is the promoted set, written out."""
+    import json
+
+    from edgenet.converters.repair.promote import Candidate, search
+
+    chain = [Op(k, f"t{k}", "CONV_2D", (f"t{k - 1}",) if k else ("x",), n - 1 if k == n - 1 else None)
+             for k in range(n)]
+    candidates = [Candidate((op,), (OpPrecision.FLOAT,), "own error") for op in chain]
+    ref = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+    noisy = ref + np.random.default_rng(0).normal(0, 1, ref.shape).astype(np.float32)
+
+    def first(model: bytes) -> int:
+        promoted = set(json.loads(model))
+        return next((k for k in range(n) if f"t{k}" not in promoted), n)
+
+    def judge(model: bytes):
+        good = first(model) >= stem
+        return quality_judge("int8", ["y"], [ref], [ref if good else noisy], [False], kinds={"y": OutputKind.GENERIC})
+
+    def confirm(model: bytes):
+        return None if confirmed is not None and first(model) >= confirmed else "fails on other examples"
+
+    quantize = Quantizer(lambda a: json.dumps(sorted(a)).encode(), frozenset({OpPrecision.FLOAT}))
+    return search(candidates, b"[]", judge(b"[]"), quantize, judge, lambda m: float(min(first(m), stem)), 24,
+                  max_ops=n // 2, confirm=confirm, listing=chain)
+
+
+def test_a_choice_that_fits_its_examples_grows_until_it_passes_on_others():
+    from edgenet.converters.repair.backward import CONFIRM_ROUNDS
+
+    r = _chain(stem=5, confirmed=12)
+    assert r.passed and r.stop is Stop.PASSED and "not the" in r.stop_detail
+    promoted = {p.tensor for p in r.promoted}
+    assert {f"t{k}" for k in range(12)} <= promoted and len(promoted) <= 20
+    assert r.rounds <= 24 + CONFIRM_ROUNDS
+    plain = _chain(stem=5, confirmed=5)          # confirmed as chosen: no growth, fewer ops
+    assert plain.passed and "not the" not in plain.stop_detail and len(plain.promoted) < len(promoted)
+    never = _chain(stem=5, confirmed=None)
+    assert not never.passed and never.stop is Stop.NOT_CONFIRMED and never.model is None
+    assert "fails on other examples" in never.stop_detail and never.rounds <= 24 + CONFIRM_ROUNDS
