@@ -198,3 +198,21 @@ def test_a_choice_that_fits_its_examples_grows_until_it_passes_on_others():
     never = _chain(stem=5, confirmed=None)
     assert not never.passed and never.stop is Stop.NOT_CONFIRMED and never.model is None
     assert "fails on other examples" in never.stop_detail and never.rounds <= 24 + CONFIRM_ROUNDS
+
+
+def test_ops_the_int8_model_had_in_float_already_are_not_counted_as_promoted(spread):
+    """rpi computes hard-swish in float in every int8 model (int8_float_ops): a repair whose groups
+    include such an op did not move it out of int8, and its count does not say so."""
+    from edgenet.converters.repair.result import Promotion
+    from edgenet.converters.verdict_stage import _new_promotions
+
+    r = spread.repair(max_ops=len(spread.ops) // 2)
+    own = r.promoted[0]
+    extra = Promotion("hardswish_0", "HARD_SWISH", OpPrecision.FLOAT, "reads it")
+    from dataclasses import replace
+
+    padded = replace(r, promoted=(*r.promoted, extra))
+    kept = _new_promotions(padded, (("hardswish_0", OpPrecision.FLOAT),))
+    assert kept.promoted == r.promoted and f"{len(r.promoted)} op(s) promoted" in kept.summary()
+    # the same op asked in another precision than the model had is a promotion
+    assert _new_promotions(r, ((own.tensor, OpPrecision.FLOAT),)).promoted == r.promoted
