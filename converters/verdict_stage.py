@@ -260,8 +260,16 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                 models["same_ops_float"] = alt
         result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads,
                                                                 max_seconds=LATENCY_SECONDS))
-    result = result.as_written()
+    result = _new_promotions(result.as_written(), built.quantized[Precision.INT8].op_precision)
     return result.named(tf_side.onnx_nodes([p.tensor for p in result.promoted]))
+
+
+def _new_promotions(result, own):
+    """``result`` without the promotions the int8 model had already: ``own`` (op -> OpPrecision pairs,
+    the target's int8_float_ops, e.g. rpi's hard-swish in float) is not the repair's doing, and a count
+    of promoted ops that includes them overstates what the repair moved out of int8."""
+    own = dict(own)
+    return replace(result, promoted=tuple(p for p in result.promoted if own.get(p.tensor) is not p.precision))
 
 
 CONFIRM_SAMPLES = 64    # calibration examples a repaired model is judged on again, at most

@@ -53,6 +53,8 @@ def repair(float_model: bytes, int8_model: bytes, verdict, samples, quantize: Qu
     t0 = time.perf_counter()
     if failing is None:
         failing = [k for k, out in enumerate(verdict.outputs) if not out.passed]
+    from edgenet.converters.repair.graph import ops
+
     ranked, skipped = candidates(float_model, int8_model, failing, samples, runtime, order, quantize.supports)
     return search(ranked, int8_model, verdict, quantize, judge, score, budget.rounds, runs, t0, skipped, max_ops,
-                  confirm)
+                  confirm, ops(float_model))

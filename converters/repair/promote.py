@@ -64,6 +64,7 @@ class Candidate:
     proxy_db: float = math.inf           # own error (lower: worse)
     gain_db: float | None = None         # measured: the failing outputs' SQNR gained with it alone
     level: int = 0                       # which of ``options`` it gets (the last one past the end)
+    members: tuple["Candidate", ...] = ()  # a segment (converters.repair.backward): these, each at ``level``
 
     @property
     def name(self) -> str:
@@ -104,13 +105,20 @@ class _Clock:
             self.rounds += 1
 
 
+def _flat(chosen: Sequence[Candidate]) -> list[Candidate]:
+    """``chosen`` with each segment replaced by its members at the segment's level."""
+    return [m for c in chosen
+            for m in ([replace(x, level=c.level, reason=c.reason, gain_db=None) for x in c.members]
+                      if c.members else [c])]
+
+
 def _assignment(chosen: Sequence[Candidate]) -> dict[str, OpPrecision]:
-    return {op.name: c.precision for c in chosen for op in c.ops}
+    return {op.name: c.precision for c in _flat(chosen) for op in c.ops}
 
 
 def _promotions(chosen: Sequence[Candidate]) -> tuple[Promotion, ...]:
     out: dict[str, Promotion] = {}
-    for c in chosen:
+    for c in _flat(chosen):
         for k, op in enumerate(c.ops):
             if op.name in out:
                 continue
@@ -124,7 +132,8 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
            quantize: Quantizer, judge: Callable[[bytes], Verdict], score: Callable[[bytes], float],
            budget_rounds: int, runs: Callable[[bytes], str | None] | None = None,
            started: float | None = None, skipped: str = "", max_ops: int | None = None,
-           confirm: Callable[[bytes], str | None] | None = None) -> Repair:
+           confirm: Callable[[bytes], str | None] | None = None,
+           listing: Sequence[Op] | None = None) -> Repair:
     """The smallest set of ``candidates`` (ranked by their own error, most suspect first) whose
     promotion makes ``judge`` pass, searched as the module says. ``score(model)``: the failing
     outputs' SQNR on a small subset (higher is better); ``runs(model)``: None when the target's
@@ -133,7 +142,9 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
     ``max_ops``: the most ops a repair may promote (more, and it is not an int8 model: the count stops
     there, Stop.MOSTLY_PROMOTED); ``confirm(model)``: None when the chosen model passes on other data
     too, else why not -- the pruned model first, then the one before pruning (pruning to the fewest
-    ops is where a choice fits the evaluation examples most), else Stop.NOT_CONFIRMED."""
+    ops is where a choice fits the evaluation examples most), else Stop.NOT_CONFIRMED. ``listing``:
+    every op of the model in execution order -- with it, a model with more candidates than can be measured one at a time (MEASURE_MAX) is searched by
+    segments of its structure instead (:func:`converters.repair.backward.by_segments`)."""
     clock = _Clock(budget_rounds, started)
     size = len(int8_model)
 
@@ -146,6 +157,11 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         return done(None, verdict_before, (), Stop.NO_CANDIDATES,
                     "no op reaching a failing output may be promoted on this target"
                     + (f" ({skipped})" if skipped else ""), 0)
+    if listing is not None and len(candidates) > MEASURE_MAX:
+        from edgenet.converters.repair.backward import by_segments
+
+        return by_segments(candidates, listing, verdict_before, quantize, judge, score, clock, max_ops, done,
+                           skipped, runs, confirm)
     levels = max(len(c.options) for c in candidates)
     measured, known, refused, base = 0, {}, [], None
     what = f"{levels} level(s)" if levels > 1 else "the candidates"
@@ -273,7 +289,7 @@ class Judge:
 
 def _op_count(candidates: Sequence[Candidate]) -> int:
     """How many distinct ops ``candidates`` promote (groups share ops: an op and its readers)."""
-    return len({op.name for c in candidates for op in c.ops})
+    return len({op.name for c in _flat(candidates) for op in c.ops})
 
 
 def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
