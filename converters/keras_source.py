@@ -98,7 +98,7 @@ class KerasModel:
 
         runs = [[np.asarray(y, np.float32) for y in self._fn(tf.constant(group[0]))]
                 for group in invocations([np.asarray(x, np.float32)], [self.batch])]
-        return [stack_outputs([run[k] for run in runs]) for k in range(len(runs[0]))]
+        return [stack_outputs([run[k] for run in runs], [self.batch]) for k in range(len(runs[0]))]
 
     def float_tflite(self, precision: Precision = Precision.FLOAT32) -> bytes:
         """The model as a float .tflite with a ``serving_default`` signature (input under its name,

@@ -95,7 +95,9 @@ def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[Mo
         if notes is not None:
             notes.append(f"onnxruntime cannot run the ONNX model ({why}): the conversion was validated against "
                          "ONNX's reference implementation (the spec) instead")
-    return [stack_outputs([np.asarray(run[k]) for run in runs]).astype(np.float32) for k in range(len(runs[0]))]
+    known = [b for b in batches if b is not None]
+    return [stack_outputs([np.asarray(run[k]) for run in runs], known).astype(np.float32)
+            for k in range(len(runs[0]))]
 
 
 def ort_message(exc: BaseException) -> str:

@@ -26,6 +26,8 @@ from edgenet.report import Validation
 FULL_INTEGER_RUNTIMES = ("tflm", "edgetpu", "ethos-u")
 MAX_FLOAT_SHARE = 0.5    # a repair may keep at most this share of the model's ops in float
 MAX_PROMOTED_SHARE = 0.5  # ... and promote at most this share of them (int16 or float): past that it is not int8
+MAX_FLOAT_BYTES_SHARE = 0.75  # ... and be at most this share of the float model's bytes (float ops holding most weights)
+MIN_SIZED_BYTES = 1 << 20     # ... for a float model of at least this size (below it, bytes are not what a repair costs)
 LATENCY_SECONDS = 0.5    # the repair's latency comparison (int8, repaired, float32): a short interleaved timing
 
 
@@ -250,6 +252,16 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                          stop_detail=f"the one passing model found computes {float_ops} of "
                                      f"{len(ops(built.quant_source))} ops in float (more than "
                                      f"{MAX_FLOAT_SHARE:.0%}): not an int8 model")
+    float_bytes = len(built.models[Precision.FLOAT32])
+    if result.passed and float_bytes >= MIN_SIZED_BYTES and len(result.model) > MAX_FLOAT_BYTES_SHARE * float_bytes:
+        # the ops left in float hold most of the weights (an unrolled LSTM's FULLY_CONNECTEDs): a model
+        # nearly as large as float's, and no faster -- not an int8 model, whatever its op count says
+        from edgenet.converters.repair.result import Stop
+
+        result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT,
+                         stop_detail=f"the one passing model found is {len(result.model) / 1e6:.1f} MB, "
+                                     f"{len(result.model) / float_bytes:.0%} of the float model's "
+                                     f"{float_bytes / 1e6:.1f} MB (its float ops hold most weights): not an int8 model")
     if result.passed:
         models = {"int8": built.models[Precision.INT8], "repaired": result.model,
                   "float32": built.models[Precision.FLOAT32]}

@@ -39,12 +39,21 @@ def invocation_count(arrays: Sequence[np.ndarray], batches: Sequence[int | None]
     return min(len(x) // (b or 1) for x, b in zip(arrays, batches)) if arrays else 0
 
 
-def stack_outputs(per_invocation: Sequence[np.ndarray]) -> np.ndarray:
-    """One output's values over invocations: concatenated along axis 0 (a scalar output: stacked)."""
+def stack_outputs(per_invocation: Sequence[np.ndarray], batches: Sequence[int | None] = ()) -> np.ndarray:
+    """One output's values over invocations: concatenated along axis 0 (a scalar output: stacked).
+
+    ``batches``: the model inputs' batch sizes. When they are all 1 and an output of rank 3 or more is
+    ``[T, 1, ...]`` with T > 1, its batch axis is axis 1 -- the time-first layout of a CTC recognizer
+    exported from PyTorch (``[T, N, C]``, what ``nn.CTCLoss`` takes; ddddocr's CRNN), which its app reads
+    as ``out[:, 0, :]`` -- and the examples are stacked along that axis, moved first: ``[S, T, ...]``,
+    so that each example stays one sequence rather than becoming T rows."""
     if not per_invocation:
         return np.zeros((0,), dtype=np.float32)
     if np.ndim(per_invocation[0]) == 0:
         return np.stack(per_invocation)
+    first = np.shape(per_invocation[0])
+    if (batches and all(b == 1 for b in batches) and len(first) >= 3 and first[0] > 1 and first[1] == 1):
+        return np.concatenate([np.swapaxes(np.asarray(a), 0, 1) for a in per_invocation])
     return np.concatenate(per_invocation)
 
 
@@ -139,7 +148,8 @@ class TFLiteModel:
             self.interpreter.invoke()
             for det, res in zip(details, results):
                 res.append(self.interpreter.get_tensor(det["index"]))
-        return [_dequantized(det, stack_outputs(res)) for det, res in zip(details, results)]
+        batches = [b for b in self.batches if b is not None]
+        return [_dequantized(det, stack_outputs(res, batches)) for det, res in zip(details, results)]
 
 
 def _dequantized(detail: dict, y: np.ndarray) -> np.ndarray:

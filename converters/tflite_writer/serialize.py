@@ -81,12 +81,23 @@ def serialize(ops: Sequence[Op], inputs: Sequence[RTensor], outputs: Sequence[RT
         used_names[name] = count + 1
         return name if count == 0 else f"{name}_{count}"
 
+    same: dict[tuple, list[tuple[np.ndarray, int]]] = {}   # constants by (dtype, shape): one tensor per content
+
     def tensor(t: RTensor | None, fallback: str) -> int:
         if t is None:
             return -1
         hit = index.get(id(t))
         if hit is not None:
             return hit
+        if t.const is not None:
+            # an unrolled recurrence (LSTM, GRU: one FULLY_CONNECTED per time step) reads the same weights
+            # at every step: one tensor for them all, not a copy per step (PaddleOCR/ddddocr's CRNN:
+            # 238.8 MB -> 54 MB float), as TensorFlow's converter deduplicates its constants
+            key = (np.asarray(t.const).dtype.str, tuple(np.shape(t.const)))
+            for array, k in same.get(key, ()):
+                if array is t.const or np.array_equal(array, t.const):
+                    index[id(t)] = k
+                    return k
         kind = _TYPES.get(t.dtype_.name)
         if kind is None:
             raise NotNative(f"a {t.dtype_.name} tensor")
@@ -102,6 +113,9 @@ def serialize(ops: Sequence[Op], inputs: Sequence[RTensor], outputs: Sequence[RT
             entry.buffer = len(model.buffers) - 1
         graph.tensors.append(entry)
         index[id(t)] = len(graph.tensors) - 1
+        if t.const is not None:
+            same.setdefault((np.asarray(t.const).dtype.str, tuple(np.shape(t.const))), []).append(
+                (np.asarray(t.const), index[id(t)]))
         return index[id(t)]
 
     for t in inputs:

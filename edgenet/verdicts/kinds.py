@@ -123,6 +123,24 @@ def _is_distribution(f: np.ndarray) -> bool:
     return is_distribution(f)
 
 
+#: a CTC head's blank wins at least this share of its steps (a text line's characters take a few of
+#: the steps; ddddocr's CRNN: 5 characters in 24 steps, blank on 70% of them)
+MIN_BLANK_SHARE = 0.3
+MIN_CTC_CLASSES = 10      # an alphabet: fewer classes are not a character set
+
+
+def _is_ctc_logits(f: np.ndarray) -> bool:
+    """``[N, T, C]`` raw scores of a CTC recognizer (before its softmax, as a PyTorch CRNN exports
+    them): 2 <= T <= MAX_SEQUENCE_STEPS steps, at least MIN_CTC_CLASSES classes, and one class at an
+    end of the alphabet (the blank: 0, as PaddleOCR and ddddocr put it, or C - 1) is the argmax of at
+    least MIN_BLANK_SHARE of all steps. Encoder features of the same shape spread their argmax."""
+    n, t, c = f.shape
+    if not (2 <= t <= MAX_SEQUENCE_STEPS and c >= MIN_CTC_CLASSES and n):
+        return False
+    top = np.argmax(f, axis=2).reshape(-1)
+    return max(float(np.mean(top == 0)), float(np.mean(top == c - 1))) >= MIN_BLANK_SHARE
+
+
 def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
     """The kind of an output from its float values (ONNX layout, examples first)."""
     f = np.asarray(float_out)
@@ -135,6 +153,8 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
             return OutputKind.SEQUENCE if f.shape[1] <= MAX_SEQUENCE_STEPS else OutputKind.CLASS_MAP
         if detection_layout(f) is not None:
             return OutputKind.DETECTION
+        if _is_ctc_logits(f):
+            return OutputKind.SEQUENCE
     if f.ndim == 4 and f.shape[1] <= MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size \
             and float(np.min(f)) >= 0.0 and float(np.max(f)) <= 1.0:
         return OutputKind.DENSE_MAP

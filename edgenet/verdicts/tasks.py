@@ -112,7 +112,12 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
     agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``)."""
     f = np.asarray(float_out, dtype=np.float32)
     q = np.asarray(quant_out, dtype=np.float32)
-    blank = thresholds.ctc_blank if blank is None else blank
+    if blank is None:
+        blank = thresholds.ctc_blank
+        top = np.argmax(f, axis=-1)
+        last = f.shape[-1] - 1
+        if blank == 0 and np.mean(top == last) > max(np.mean(top == 0), 0.3):
+            blank = last            # the blank at the end of the alphabet (a PyTorch CTC head may put it there)
     failures = [] if np.isfinite(q).all() else ["NaN or infinite values"]
     af, aq = np.argmax(f, -1).reshape(len(f), -1), np.argmax(q, -1).reshape(len(q), -1)
     same = af == aq

@@ -1,0 +1,97 @@
+"""A CTC recognizer as PyTorch exports it (ddddocr's CRNN is one): conv features, an LSTM unrolled
+into one FULLY_CONNECTED per time step that all read the same weights, and a time-first output
+``[T, N, C]`` of raw scores that the app reads as ``out[:, 0, :]``. The weights are written once,
+the examples stay whole sequences, and raw CTC scores are judged as a sequence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgenet.inference import stack_outputs
+from edgenet.verdicts import OutputKind
+from edgenet.verdicts.base import Thresholds
+from edgenet.verdicts.kinds import detect_kind
+from edgenet.verdicts.tasks import sequence_quality
+
+
+def _ctc_scores(rng, n=24, steps=20, classes=37, blank=0):
+    """Raw per-step scores where the blank wins most steps and a few characters the rest."""
+    f = rng.normal(0, 1, (n, steps, classes)).astype(np.float32)
+    f[..., blank] += 4.0
+    for k in range(n):
+        for t in rng.choice(steps, 5, replace=False):
+            f[k, t, rng.integers(1, classes - 1)] += 9.0
+    return f
+
+
+def test_time_first_outputs_are_stacked_as_whole_sequences():
+    rng = np.random.default_rng(0)
+    runs = [rng.normal(size=(20, 1, 37)).astype(np.float32) for _ in range(3)]   # [T, N=1, C] per example
+    stacked = stack_outputs(runs, [1])
+    assert stacked.shape == (3, 20, 37) and np.array_equal(stacked[1], runs[1][:, 0, :])
+    # batch 2: axis 0 is the batch, whatever axis 1 holds; batch unknown: as before
+    assert stack_outputs([rng.normal(size=(2, 1, 5)) for _ in range(3)], [2]).shape == (6, 1, 5)
+    assert stack_outputs(runs).shape == (60, 1, 37)
+    # a [1, T, C] output (batch first) is untouched
+    assert stack_outputs([rng.normal(size=(1, 20, 37)) for _ in range(3)], [1]).shape == (3, 20, 37)
+
+
+def test_raw_ctc_scores_are_judged_as_a_sequence_and_a_lost_character_fails():
+    rng = np.random.default_rng(1)
+    f = _ctc_scores(rng)
+    assert detect_kind(f) is OutputKind.SEQUENCE
+    assert detect_kind(_ctc_scores(rng, blank=36)) is OutputKind.SEQUENCE            # blank last
+    assert detect_kind(rng.normal(size=(24, 20, 64)).astype(np.float32)) is OutputKind.GENERIC   # features
+    healthy = sequence_quality("y", f, f + rng.normal(0, 0.01, f.shape).astype(np.float32), False, Thresholds())
+    assert healthy.passed
+    damaged = f.copy()
+    top = f.argmax(-1)
+    for k in range(0, 24, 3):                       # every third line loses one character to the blank
+        t = int(np.flatnonzero(top[k] != 0)[0])
+        damaged[k, t, 0] += 20.0
+    bad = sequence_quality("y", f, damaged, False, Thresholds())
+    assert not bad.passed and any("decoded sequences agree" in m for m in bad.failures)
+    blank_last = _ctc_scores(rng, blank=36)
+    assert sequence_quality("y", blank_last, blank_last, False, Thresholds()).metrics["blank"] == 36
+
+
+def test_an_unrolled_lstm_writes_its_weights_once(tmp_path):
+    torch = pytest.importorskip("torch")
+    import onnx
+
+    from edgenet.converters.tflite_writer import native_tflite
+
+    nn = torch.nn
+
+    class CRNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.rnn = nn.LSTM(8 * 4, 48, bidirectional=True)
+            self.fc = nn.Linear(96, 37)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x))                          # [N, 8, 4, W]
+            n, c, h, w = f.shape
+            y, _ = self.rnn(f.reshape(n, c * h, w).permute(2, 0, 1))
+            return self.fc(y)                                     # [W, N, 37]: time first, raw scores
+
+    torch.manual_seed(0)
+    path = tmp_path / "crnn.onnx"
+    torch.onnx.export(CRNN().eval(), torch.randn(1, 1, 4, 24), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    model = onnx.load(str(path))
+    graph = native_tflite(model)
+    # 24 steps x 2 directions read the same weights: one copy each, not 48 (the ops themselves take more)
+    from edgenet.converters import _flatbuffer
+
+    flat = _flatbuffer.read(graph.model)
+    written = sum(len(flat.buffers[t.buffer].data) for t in flat.subgraphs[0].tensors
+                  if flat.buffers[t.buffer].data is not None)
+    weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    assert written < 1.1 * weights
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=graph.model)
+    fc_weights = [op["inputs"][1] for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    assert len(fc_weights) > 24 and len(set(fc_weights)) <= 6
