@@ -374,6 +374,9 @@ def split_head(model, output: str):
     return split_concat_output(model, output)
 
 
+CLIPPED_INPUT_ADVICE = "pass the --mean/--std the arrays were normalized with"
+
+
 def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile, repair=None) -> None:
     """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
     output, channels and numbers, unless --allow-degraded (untrained weights never get here: their
@@ -398,6 +401,8 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint += ("; the int8 error is spread over most of the model (no repair promoting at most half of its "
                      "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
                      "model_float.tflite")
+        # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
+        hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE))
         if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:
