@@ -194,3 +194,24 @@ def test_a_real_direction_classifiers_logits_stay_a_classifier_on_lines_of_one_d
         assert vector_kind(z[np.argmax(z, 1) == direction]) is OutputKind.CLASSIFIER
     v, o = _one(z, z + np.random.default_rng(1).normal(0, 0.05, z.shape).astype(np.float32))
     assert v.passed and o.metrics["decisive_examples"] == 32
+
+
+def test_a_head_whose_one_large_value_always_wins_reads_as_a_classifier_but_is_noted():
+    """[N, 4]: three values near 0.3 and one near 300 (a scale beside offsets). Read as a classifier
+    (one class on every example, a large margin); int8 with one scale crushes the small values while
+    top-1 stays: the verdict passes, and a note names the values' failure and the override. A healthy
+    int8 twin gets no note, nor does a classifier whose classes vary."""
+    rng = np.random.default_rng(0)
+    f = np.concatenate([rng.uniform(0, 0.8, (48, 3)), rng.normal(312, 5, (48, 1))], 1).astype(np.float32)
+    step = f.max() / 255
+    q = (np.round(f / step) * step).astype(np.float32)        # one per-tensor int8 scale over all four
+    v, o = _one(f, q)
+    assert o.kind == "classifier" and v.passed
+    assert len(v.notes) == 1 and "class 3 on every one of the 48 examples" in v.notes[0]
+    assert "values 0, 1, 2 of 4 below" in v.notes[0] and "--output-kind y=generic" in v.notes[0]
+    assert _one(f, q, "generic")[0].passed is False
+    v, _ = _one(f, f + rng.normal(0, 1e-3, f.shape).astype(np.float32))
+    assert v.passed and not v.notes
+    z = _logits(rng)
+    v, _ = _one(z, z + rng.normal(0, 0.3, z.shape).astype(np.float32))
+    assert v.passed and not v.notes

@@ -317,5 +317,30 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
         # (damage that shows even so, a region int8 finds where float finds none, still fails); an
         # output's own "no signal" gives way to this, its cause
         outputs = tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
+    notes = tuple(n for k, o in enumerate(outputs) if names[k] not in by_name
+                  for n in [_one_class_note(o, float_outs[k], quant_outs[k], channels_last[k], thresholds)] if n)
     return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0,
-                   kinds_given=tuple(str(s) for s in specs))
+                   kinds_given=tuple(str(s) for s in specs), notes=notes)
+
+
+def _one_class_note(o: OutputQuality, f: np.ndarray, q: np.ndarray, channels_last: bool,
+                    thresholds: Thresholds) -> str | None:
+    """A note when an output read as a classifier passes while float picks one class on every example
+    and, judged by its values (``--output-kind NAME=generic``), it fails: a regression head whose one
+    large value always wins reads as a classifier on data of one class, and top-1 agreement then says
+    nothing of its other values (the verdict itself stays the classifier's: a real classifier's
+    losing logits are not what its app reads)."""
+    if o.kind != OutputKind.CLASSIFIER.value or not o.passed or o.not_judged is not None:
+        return None
+    x = np.asarray(f).reshape(len(f), -1)
+    if len(x) < 2 or x.shape[1] < 2 or not np.isfinite(x).all() or _is_distribution(x):
+        return None
+    top = np.argmax(x, axis=1)
+    if np.any(top != top[0]):
+        return None
+    g = output_quality(o.name, f, q, channels_last, thresholds)
+    if g.passed:
+        return None
+    return (f"output {o.name!r} was judged as a classifier, but float picks class {int(top[0])} on every one of the "
+            f"{len(x)} examples, so top-1 agreement says little; judged by its values it fails ({'; '.join(g.failures)}): "
+            f"if it is a regression head, pass --output-kind {o.name}=generic")
