@@ -209,7 +209,8 @@ def _task(o: dict) -> str:
         return o["not_judged"]
     parts = {"classifier": [("top-1", o.get("top1_agreement"), "%"), ("top-5", m.get("top5_agreement"), "%"),
                             ("undecided examples", m.get("undecided_examples") or None, "d")],
-             "embedding": [("cosine", m.get("cosine_mean"), ".3f"), ("worst", m.get("cosine_worst"), ".3f")],
+             "embedding": [("cosine", m.get("cosine_mean"), ".3f"), ("worst", m.get("cosine_worst"), ".3f"),
+                           ("pairs", m.get("similarity_correlation"), ".2f")],
              "sequence": [("steps", m.get("step_agreement"), "%"), ("sequences", m.get("sequence_agreement"), "%")],
              "class_map": [("top-class", m.get("position_agreement"), "%")],
              "map": [("IoU", m.get("map_iou"), ".3f")],

@@ -215,3 +215,25 @@ def test_a_head_whose_one_large_value_always_wins_reads_as_a_classifier_but_is_n
     z = _logits(rng)
     v, _ = _one(z, z + rng.normal(0, 0.3, z.shape).astype(np.float32))
     assert v.passed and not v.notes
+
+
+def test_an_embedding_collapsed_onto_its_shared_direction_fails_though_its_cosine_stays_high():
+    """Unit vectors sharing one large direction (ReLU features are all positive): int8 that keeps the
+    shared direction and loses what tells the examples apart keeps cosine ~0.995 with float's; the
+    pairwise similarities no longer follow float's and the verdict fails. Its healthy twin (one int8
+    scale) passes."""
+    rng = np.random.default_rng(0)
+    n, k = 48, 64
+    shared = np.zeros(k)
+    shared[0] = 1
+    d = rng.normal(0, 1, (n, k))
+    f = shared + 0.1 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    f = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
+    q = shared + 0.001 * rng.normal(0, 1, (n, k))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    v, o = _one(f, q)
+    assert o.kind == "embedding" and o.metrics["cosine_mean"] > 0.99
+    assert not v.passed and "collapsed" in o.failures[0] and o.metrics["similarity_correlation"] < 0.5
+    step = (f.max() - f.min()) / 255
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert v.passed and o.metrics["similarity_correlation"] > 0.9
