@@ -3,6 +3,7 @@ before and after, and why it stopped (report.json's ``mixed_precision``, report.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Mapping
@@ -62,11 +63,13 @@ class Repair:
 
     def named(self, onnx_nodes: Mapping[str, str | None]) -> "Repair":
         """The same repair with each promotion's ONNX node filled in (``onnx_nodes``: tensor -> node)."""
+        names = {t: n for t, n in onnx_nodes.items() if n and t}
+        # whole names only (a tensor called "out" is no part of "output"), the longest first
+        pattern = re.compile("|".join(f"(?<![\\w./:-]){re.escape(t)}(?![\\w/:-]|\\.\\w)"
+                                      for t in sorted(names, key=len, reverse=True))) if names else None
+
         def reason(text: str) -> str:     # tensors named in a reason ("reads ...") named by node too
-            for tensor, node in onnx_nodes.items():
-                if node and tensor in text:
-                    text = text.replace(tensor, node)
-            return text
+            return pattern.sub(lambda m: names[m.group(0)], text) if pattern else text
 
         return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
                                             for p in self.promoted))
