@@ -268,6 +268,10 @@ def judge_outputs(names: Sequence[str], float_outs: Sequence[np.ndarray], quant_
     for k, (n, f, q, cl, ix, kind) in enumerate(zip(names, float_outs, quant_outs, channels_last, indices, kinds)):
         if k in pairs or k in boxes_of:
             s, b = (k, pairs[k]) if k in pairs else (boxes_of[k], k)
+            if isinstance(kind, KindSpec) and kind.layout not in (None, "detr") and not refit:
+                raise KindError(f"--output-kind {kind}: output {n!r} is one of a two-output head (boxes {names[b]!r} "
+                                f"beside scores {names[s]!r}), judged as DETR-style queries; :{kind.layout} is the "
+                                "layout of a one-output head (give detection or detection:detr)")
             out.append(paired_detection_quality(n, "scores" if k == s else "boxes", names[b if k == s else s],
                                                 float_outs[b], quant_outs[b], float_outs[s], quant_outs[s],
                                                 thresholds))
