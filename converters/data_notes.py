@@ -46,7 +46,7 @@ def data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]
         notes.append(f"calibration and validation images are synthetic (the built-in {info['dataset']!r} set, "
                      "procedurally generated): pass --calib with real images for a meaningful check")
     if int8 and info["kind"] != DataKind.RANDOM and info["samples"] < MIN_CALIB_WARN:
-        notes.append(f"only {info['samples']} calibration examples (fewer than {MIN_CALIB_WARN}): "
+        notes.append(f"only {info['samples']} calibration example{'s' if info['samples'] != 1 else ''} (fewer than {MIN_CALIB_WARN}): "
                      "int8 ranges may not cover real inputs")
     if info["skipped_images"]:
         notes.append(f"{info['skipped_images']} image(s) could not be decoded and were skipped")

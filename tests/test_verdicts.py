@@ -242,6 +242,8 @@ def test_data_that_does_not_vary_cannot_judge_a_model():
     v = judge("int8", ["logits"], [f], [q], [False])
     assert v.status is Status.NOT_JUDGED and v.outputs[0].failures == ()
     assert "the evaluation data: it does not vary (all 40 examples" in v.outputs[0].not_judged
+    one = judge("int8", ["logits"], [f[:1]], [q[:1]], [False])
+    assert one.status is Status.NOT_JUDGED and "a single example" in one.outputs[0].not_judged
     varied = f + np.random.default_rng(0).normal(0, 1, f.shape).astype(np.float32)
     assert judge("int8", ["logits"], [varied], [varied], [False]).status is Status.PASS
 

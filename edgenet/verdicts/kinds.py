@@ -315,8 +315,10 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     if float_outs and not any(_varies(f) for f in float_outs):
         # all-zero arrays, one black image forty times: every example gives the float model the same
         # answer, so nothing says whether the quantized one keeps what changes with the input
-        why = (f"no signal in the evaluation data: it does not vary (all {len(float_outs[0])} examples give the "
-               "float model the same outputs; pass examples that differ)")
+        n = len(float_outs[0])
+        why = (f"no signal in the evaluation data: it does not vary (all {n} examples give the float model the "
+               "same outputs; pass examples that differ)") if n > 1 else \
+            "no signal in the evaluation data: a single example (nothing varies; pass examples that differ)"
         # (damage that shows even so, a region int8 finds where float finds none, still fails)
         # (damage that shows even so, a region int8 finds where float finds none, still fails); an
         # output's own "no signal" gives way to this, its cause
