@@ -403,7 +403,9 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
                      "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
                      "model_float.tflite")
         # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
-        hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE))
+        # and what was tried and failed on the way (the notes are not printed when the conversion stops)
+        hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE)
+                        or (n.startswith("splitting output ") and n.endswith("the output is kept whole")))
         if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:
