@@ -402,6 +402,9 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint += ("; the int8 error is spread over most of the model (no repair promoting at most half of its "
                      "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
                      "model_float.tflite")
+        if v.precision == "int8" and opts.strict_int8 and not integer_only:
+            hint += ("; --strict-int8 kept mixed precision off: without it the search may keep the damaging ops "
+                     "in float or int16")
         # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
         # and what was tried and failed on the way (the notes are not printed when the conversion stops)
         hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE)

@@ -1,6 +1,7 @@
-"""Preprocessed --calib arrays that reach outside the int8 input's fixed pixel range (--mean/--std):
-the values clip at the int8 input; the conversion says so (a note, and in the error when the verdict
-fails) instead of only 'the int8 model lost its signal'."""
+"""What a failing (or suspicious) int8 conversion tells the user beyond 'the int8 model lost its
+signal': preprocessed --calib arrays that reach outside the int8 input's fixed pixel range
+(--mean/--std) clip at the input (a note, and in the error); --strict-int8 on a target with float
+kernels turned off the repair that may fix it."""
 from __future__ import annotations
 
 import json
@@ -55,3 +56,24 @@ def test_arrays_outside_the_pixel_range_are_named(tmp_path, capsys):
     assert len(clipped) == 1 and "fixed to [0, 1]" in clipped[0] and "--mean 0 --std 1" in clipped[0]
     share = float(clipped[0].split("% of their values")[0].rsplit(" ", 1)[1])
     assert 50 < share < 90             # values below 0 or above 1 of [-2, 4]
+
+
+def test_strict_int8_on_a_target_with_float_kernels_says_what_it_turned_off(tmp_path, capsys):
+    """rpi with --strict-int8: a damaged int8 model fails, and the error says that mixed precision,
+    which --strict-int8 turned off, may repair it (one conv whose output channels differ 1000x)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
+    w[0] *= 1000
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "spread.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    code = main(["convert", str(path), "--target", "rpi", "--int8", "--strict-int8", "--calib-samples", "32",
+                 "--eval-samples", "16", "--out", str(tmp_path / "o"), "-q"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and "lost its signal: output 'y'" in line
+    assert "--strict-int8 kept mixed precision off" in line and not (tmp_path / "o").exists()
