@@ -385,7 +385,8 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
     from edgenet.converters.repair.result import Stop
 
     failing = [v for v in checked.verdicts.values() if not v.passed]
-    notes.extend(n for v in checked.verdicts.values() for n in v.notes if n not in notes)
+    if source.info.get("trained", True):   # untrained weights: their figures are not judged, nor noted
+        notes.extend(n for v in checked.verdicts.values() for n in v.notes if n not in notes)
     checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
     io = (opts.io_type or profile.output_type).value
     for v in failing:

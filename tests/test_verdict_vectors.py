@@ -207,7 +207,7 @@ def test_a_head_whose_one_large_value_always_wins_reads_as_a_classifier_but_is_n
     q = (np.round(f / step) * step).astype(np.float32)        # one per-tensor int8 scale over all four
     v, o = _one(f, q)
     assert o.kind == "classifier" and v.passed
-    assert len(v.notes) == 1 and "class 3 on every one of the 48 examples" in v.notes[0]
+    assert len(v.notes) == 1 and "class 3 on every one of the 48 examples" in v.notes[0] and "read as a classifier" in v.notes[0]
     assert "values 0, 1, 2 of 4 below" in v.notes[0] and "--output-kind y=generic" in v.notes[0]
     assert _one(f, q, "generic")[0].passed is False
     v, _ = _one(f, f + rng.normal(0, 1e-3, f.shape).astype(np.float32))
@@ -237,3 +237,19 @@ def test_an_embedding_collapsed_onto_its_shared_direction_fails_though_its_cosin
     step = (f.max() - f.min()) / 255
     v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
     assert v.passed and o.metrics["similarity_correlation"] > 0.9
+
+
+def test_landmarks_read_as_an_undecided_classifier_get_a_note_when_their_values_fail():
+    """Ten values at their own levels in [0.2, 0.8] moving together by a little (a face's points): the
+    largest always wins by more than 3 within-column deviations, so they read as a classifier whose
+    softmax decides no example: not judged. When int8 crushes their movement the note says that,
+    judged by their values, they fail; a healthy int8 gets none."""
+    rng = np.random.default_rng(0)
+    move = rng.normal(0, 1, (48, 1))
+    f = (np.linspace(0.2, 0.8, 10) + 0.02 * move + rng.normal(0, 0.002, (48, 10))).astype(np.float32)
+    step = 1 / 64                                                # a coarse grid: the movement lost
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert o.kind == "classifier" and o.not_judged is not None and "--output-kind y=generic" in o.not_judged
+    assert len(v.notes) == 1 and "float decides none of the 48 examples" in v.notes[0]
+    v, o = _one(f, (np.round(f / 1e-4) * 1e-4).astype(np.float32))
+    assert o.not_judged is not None and not v.notes

@@ -331,22 +331,24 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
 
 def _one_class_note(o: OutputQuality, f: np.ndarray, q: np.ndarray, channels_last: bool,
                     thresholds: Thresholds) -> str | None:
-    """A note when an output read as a classifier passes while float picks one class on every example
-    and, judged by its values (``--output-kind NAME=generic``), it fails: a regression head whose one
+    """A note when an output read as a classifier passes while float picks one class on every example,
+    or is not judged as float decides no example (landmarks in [0, 1] through a softmax), and, judged by its values (``--output-kind NAME=generic``), it fails: a regression head whose one
     large value always wins reads as a classifier on data of one class, and top-1 agreement then says
     nothing of its other values (the verdict itself stays the classifier's: a real classifier's
     losing logits are not what its app reads)."""
-    if o.kind != OutputKind.CLASSIFIER.value or not o.passed or o.not_judged is not None:
+    if o.kind != OutputKind.CLASSIFIER.value or not o.passed:
         return None
     x = np.asarray(f).reshape(len(f), -1)
     if len(x) < 2 or x.shape[1] < 2 or not np.isfinite(x).all() or _is_distribution(x):
         return None
     top = np.argmax(x, axis=1)
-    if np.any(top != top[0]):
+    undecided = o.not_judged is not None and o.metrics.get("decisive_examples") == 0
+    if not undecided and (o.not_judged is not None or np.any(top != top[0])):
         return None
     g = output_quality(o.name, f, q, channels_last, thresholds)
     if g.passed:
         return None
-    return (f"output {o.name!r} was judged as a classifier, but float picks class {int(top[0])} on every one of the "
-            f"{len(x)} examples, so top-1 agreement says little; judged by its values it fails ({'; '.join(g.failures)}): "
-            f"if it is a regression head, pass --output-kind {o.name}=generic")
+    why = (f"float decides none of the {len(x)} examples (not judged)" if undecided else
+           f"float picks class {int(top[0])} on every one of the {len(x)} examples, so top-1 agreement says little")
+    return (f"output {o.name!r} was read as a classifier, but {why}; judged by its values it fails "
+            f"({'; '.join(g.failures)}): if it is a regression head, pass --output-kind {o.name}=generic")

@@ -70,7 +70,7 @@ def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, 
     if not d:
         not_judged = (f"{NO_SIGNAL}: float's top-1 leads its top-2 by less than {thresholds.min_decisive_margin:g} "
                       f"(probability) on every one of the {n} examples: undecided, an untrained or near-uniform "
-                      "output")
+                      f"output (values an app reads as they are: --output-kind {name}=generic)")
     elif top1 < thresholds.min_top1_agreement:
         changed = int(np.sum(tf[decisive] != tq[decisive]))
         failures.append(f"top-1 agreement {_pct(top1)} < {100 * thresholds.min_top1_agreement:g}% ({changed} of the "
