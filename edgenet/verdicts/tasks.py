@@ -106,10 +106,21 @@ def ctc_decode(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
     return out
 
 
+def _decided_steps(f: np.ndarray, margin: float) -> int:
+    """How many steps of ``f`` [N, T, C] float decides: top-1 probability (a softmax over C unless the
+    values are one already) at least ``margin`` above top-2."""
+    from edgenet.verdicts.vectors import decision_margin
+
+    rows = np.asarray(f, dtype=np.float64).reshape(-1, f.shape[-1]) if f.ndim >= 2 and f.size else np.zeros((0, 2))
+    return int(np.sum(decision_margin(rows) >= margin)) if len(rows) else 0
+
+
 def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                      thresholds: Thresholds, blank: int | None = None) -> OutputQuality:
     """[N, T, C] class distributions per step: per-step argmax agreement and whole-sequence
-    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``)."""
+    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``). Not judged
+    when float decides no step (top-1 probability less than ``min_decisive_margin`` above top-2 on every
+    step: an untrained or near-uniform output, whose argmax any rounding may change)."""
     f = np.asarray(float_out, dtype=np.float32)
     q = np.asarray(quant_out, dtype=np.float32)
     blank = thresholds.ctc_blank if blank is None else blank
@@ -124,8 +135,16 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
     metrics = {"step_agreement": step, "sequence_agreement": sequence, "worst_step": worst,
                "worst_step_agreement": float(per_step[worst]), "blank": blank}
     not_judged = None
+    decided = _decided_steps(f, thresholds.min_decisive_margin)
+    metrics["decisive_steps"] = decided
     if not any(df) and not any(dq):
         not_judged = f"{NO_SIGNAL}: float and {name!r} decode every example to an empty sequence"
+    elif not decided and not failures:
+        # as a classifier's undecided examples: a step float barely decides may change its argmax under
+        # any rounding, and with none decided there is nothing int8 could keep or lose
+        not_judged = (f"{NO_SIGNAL}: float's top-1 leads its top-2 by less than {thresholds.min_decisive_margin:g} "
+                      f"(probability) on every step of the {len(f)} examples: undecided, an untrained or "
+                      "near-uniform output")
     else:
         if step < thresholds.min_step_agreement:
             bad = np.flatnonzero(per_step < thresholds.min_step_agreement)
