@@ -115,7 +115,7 @@ class ConvertReport:
             if worst["worst_channel"] is not None:
                 text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
                          f"{_db(worst['worst_channel_sqnr_db'])}")
-            if agree is not None and not (worst is q["outputs"][0] and worst.get("kind") == "classifier"):
+            if agree is not None and q["outputs"][0].get("kind") == "classifier" and worst is not q["outputs"][0]:
                 text += f", top-1 agreement {100 * agree:.1f}%"
             if q.get("not_judged"):
                 text += "; not judged: " + ", ".join(f"{k} ({v})" for k, v in q["not_judged"].items())
