@@ -12,6 +12,15 @@ from edgenet.config import OpPrecision
 from edgenet.quality import Verdict
 
 
+def passes_text(verdict: Verdict) -> str:
+    """What a passing repair says of its verdict: it passes, or (every output without signal in the
+    evaluation data: a single example, nothing decided) it no longer fails, judging nothing."""
+    from edgenet.verdicts import Status
+
+    return "the verdict no longer fails (not judged: no signal in the evaluation data)" \
+        if getattr(verdict, "status", None) is Status.NOT_JUDGED else "the verdict passes"
+
+
 class Stop(str, Enum):
     """Why the search stopped."""
 
@@ -124,7 +133,7 @@ class Repair:
                     lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
                             "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
-                    f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
+                    f"{self.size_after - self.size_before:+,} bytes{lat}; {passes_text(self.verdict)} ({cost})")
         hint = ""
         if self.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
             hint = ("; the int8 error is spread over most of the model: --precision float32,int16x8 writes and "
