@@ -253,3 +253,13 @@ def test_landmarks_read_as_an_undecided_classifier_get_a_note_when_their_values_
     assert len(v.notes) == 1 and "float decides none of the 48 examples" in v.notes[0]
     v, o = _one(f, (np.round(f / 1e-4) * 1e-4).astype(np.float32))
     assert o.not_judged is not None and not v.notes
+
+
+def test_a_binary_classifier_on_data_of_one_class_gets_no_regression_note():
+    """Two logits, float picking class 0 everywhere (lines of one direction): a classifier, as
+    vector_kind reads two values; int8's coarse losing logit is no reason for a note."""
+    rng = np.random.default_rng(1)
+    f = np.stack([rng.normal(6, 0.3, 48), rng.normal(-6, 0.05, 48)], 1).astype(np.float32)
+    step = 12 / 255
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert o.kind == "classifier" and v.passed and not v.notes

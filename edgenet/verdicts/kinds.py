@@ -339,8 +339,8 @@ def _one_class_note(o: OutputQuality, f: np.ndarray, q: np.ndarray, channels_las
     if o.kind != OutputKind.CLASSIFIER.value or not o.passed:
         return None
     x = np.asarray(f).reshape(len(f), -1)
-    if len(x) < 2 or x.shape[1] < 2 or not np.isfinite(x).all() or _is_distribution(x):
-        return None
+    if len(x) < 2 or x.shape[1] < 3 or not np.isfinite(x).all() or _is_distribution(x):
+        return None     # two values: a binary classifier's logits (vectors.vector_kind reads them so too)
     top = np.argmax(x, axis=1)
     undecided = o.not_judged is not None and o.metrics.get("decisive_examples") == 0
     if not undecided and (o.not_judged is not None or np.any(top != top[0])):
