@@ -291,6 +291,23 @@ def _varies(f: np.ndarray) -> bool:
     return len(f) >= 2 and bool(np.any(f != f[:1]))
 
 
+def unvaried(outputs: Sequence[OutputQuality], float_outs: Sequence[np.ndarray]) -> tuple[OutputQuality, ...]:
+    """``outputs`` as judged, each not judged (unless it fails even so) when no float output varies
+    over the examples: all-zero arrays, one black image forty times, a single example -- every
+    example gives the float model the same answer, so nothing says whether the quantized one keeps
+    what changes with the input. :func:`judge` and the benchmark both apply it."""
+    outputs = tuple(outputs)
+    if not float_outs or any(_varies(f) for f in float_outs):
+        return outputs
+    n = len(float_outs[0])
+    why = (f"no signal in the evaluation data: it does not vary (all {n} examples give the float model the "
+           "same outputs; pass examples that differ)") if n > 1 else \
+        "no signal in the evaluation data: a single example (nothing varies; pass examples that differ)"
+    # damage that shows even so (a region int8 finds where float finds none) still fails; an output's
+    # own "no signal" gives way to this, its cause
+    return tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
+
+
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
           channels_last: Sequence[bool], thresholds: Thresholds = Thresholds(),
           indices: Sequence[bool] | None = None,
@@ -312,17 +329,7 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     kinds_of = [by_name.get(n) or _with_siblings(k, float_outs, cl, ix)
                 for k, (n, cl, ix) in enumerate(zip(names, channels_last, indices))]
     outputs = judge_outputs(names, float_outs, quant_outs, channels_last, thresholds, indices, kinds_of)
-    if float_outs and not any(_varies(f) for f in float_outs):
-        # all-zero arrays, one black image forty times: every example gives the float model the same
-        # answer, so nothing says whether the quantized one keeps what changes with the input
-        n = len(float_outs[0])
-        why = (f"no signal in the evaluation data: it does not vary (all {n} examples give the float model the "
-               "same outputs; pass examples that differ)") if n > 1 else \
-            "no signal in the evaluation data: a single example (nothing varies; pass examples that differ)"
-        # (damage that shows even so, a region int8 finds where float finds none, still fails)
-        # (damage that shows even so, a region int8 finds where float finds none, still fails); an
-        # output's own "no signal" gives way to this, its cause
-        outputs = tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
+    outputs = unvaried(outputs, float_outs)
     notes = tuple(n for k, o in enumerate(outputs) if names[k] not in by_name
                   for n in [_one_class_note(o, float_outs[k], quant_outs[k], channels_last[k], thresholds)] if n)
     return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0,
