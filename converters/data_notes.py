@@ -76,7 +76,7 @@ def _clipped_input_notes(data: PipelineData, source: SourceModel, int8: bool) ->
     lo, hi = pixel_input_range(source.preprocess.mean, source.preprocess.std)
     x = np.asarray(data.calib[0], dtype=np.float64)
     step = (hi - lo) / 255.0
-    outside = float(np.mean((x < lo - step / 2) | (x > hi + step / 2))) if x.size else 0.0
+    outside = float(np.mean((x < lo - step) | (x > hi + step))) if x.size else 0.0   # a step of slack: rounding
     if outside < CLIP_SHARE_NOTE:
         return []
     mean, std = (",".join(dict.fromkeys(f"{v + 0.0:g}" for v in values))
