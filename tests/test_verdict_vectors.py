@@ -263,3 +263,14 @@ def test_a_binary_classifier_on_data_of_one_class_gets_no_regression_note():
     step = 12 / 255
     v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
     assert o.kind == "classifier" and v.passed and not v.notes
+
+
+def test_the_similarity_check_of_many_examples_takes_a_bounded_sample():
+    """Pairs grow as N^2: 3,000 examples are compared over 512 of them (130,816 pairs), quickly."""
+    from edgenet.verdicts.vectors import MAX_SIMILARITY_EXAMPLES, similarity_agreement
+
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(3000, 16))
+    assert MAX_SIMILARITY_EXAMPLES == 512
+    assert similarity_agreement(f, f + 0.01 * rng.normal(size=f.shape)) > 0.99
+    assert similarity_agreement(f, rng.normal(size=f.shape)) < 0.1
