@@ -46,11 +46,45 @@ def data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]
         notes.append(f"calibration and validation images are synthetic (the built-in {info['dataset']!r} set, "
                      "procedurally generated): pass --calib with real images for a meaningful check")
     if int8 and info["kind"] != DataKind.RANDOM and info["samples"] < MIN_CALIB_WARN:
-        notes.append(f"only {info['samples']} calibration examples (fewer than {MIN_CALIB_WARN}): "
+        notes.append(f"only {info['samples']} calibration example{'s' if info['samples'] != 1 else ''} (fewer than {MIN_CALIB_WARN}): "
                      "int8 ranges may not cover real inputs")
     if info["skipped_images"]:
         notes.append(f"{info['skipped_images']} image(s) could not be decoded and were skipped")
     if info.get("eval_is_calibration"):
         notes.append(f"too few examples to hold some out: the {info['eval_samples']} validation examples are "
                      "calibration examples too (the verdicts are optimistic)")
+    notes.extend(_clipped_input_notes(data, source, int8))
     return notes
+
+
+CLIP_SHARE_NOTE = 1e-3     # share of an array's values outside the fixed input range worth a note
+
+
+def _clipped_input_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]:
+    """A note when preprocessed ``--calib`` arrays (FILE.npz/.npy) reach outside the range the int8
+    model's image input is fixed to (the pixel range ``--mean``/``--std`` give, :func:`edgenet.converters.
+    calibration.pixel_input_range`): those values clip at the int8 input, whatever the ops after it do,
+    and the arrays contradict the normalization (a wrong --mean/--std, or arrays not made from pixels)."""
+    if not int8 or info_kind(data) != DataKind.ARRAYS or source.image_input is None or source.preprocess is None \
+            or not data.calib:
+        return []
+    import numpy as np
+
+    from edgenet.converters.calibration import pixel_input_range
+    from edgenet.converters.verdict_stage import CLIPPED_INPUT_ADVICE
+
+    lo, hi = pixel_input_range(source.preprocess.mean, source.preprocess.std)
+    x = np.asarray(data.calib[0], dtype=np.float64)
+    step = (hi - lo) / 255.0
+    outside = float(np.mean((x < lo - step) | (x > hi + step))) if x.size else 0.0   # a step of slack: rounding
+    if outside < CLIP_SHARE_NOTE:
+        return []
+    mean, std = (",".join(dict.fromkeys(f"{v + 0.0:g}" for v in values))
+                 for values in (source.preprocess.mean, source.preprocess.std))
+    return [f"--calib arrays span [{x.min():.3g}, {x.max():.3g}] but the int8 model's input is fixed to "
+            f"[{lo + 0.0:.3g}, {hi + 0.0:.3g}], the pixel range of --mean {mean} --std {std}: {100 * outside:.1f}% of their values "
+            "clip at the int8 input; " + CLIPPED_INPUT_ADVICE]
+
+
+def info_kind(data: PipelineData) -> str:
+    return data.info.get("kind", "")

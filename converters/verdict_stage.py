@@ -386,6 +386,9 @@ def split_head(model, output: str):
     return split_concat_output(model, output)
 
 
+CLIPPED_INPUT_ADVICE = "pass the --mean/--std the arrays were normalized with"
+
+
 def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile, repair=None) -> None:
     """Every quantized model's verdict, decided: a failure stops the conversion (exit 1) naming the
     output, channels and numbers, unless --allow-degraded (untrained weights never get here: their
@@ -394,6 +397,8 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
     from edgenet.converters.repair.result import Stop
 
     failing = [v for v in checked.verdicts.values() if not v.passed]
+    if source.info.get("trained", True):   # untrained weights: their figures are not judged, nor noted
+        notes.extend(n for v in checked.verdicts.values() for n in v.notes if n not in notes)
     checked.validation = replace(checked.validation, quantized=tuple(v.to_dict() for v in checked.verdicts.values()))
     io = (opts.io_type or profile.output_type).value
     for v in failing:
@@ -410,6 +415,13 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint += ("; the int8 error is spread over most of the model (no repair promoting at most half of its "
                      "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
                      "model_float.tflite")
+        if v.precision == "int8" and opts.strict_int8 and not integer_only:
+            hint += ("; --strict-int8 kept mixed precision off: without it the search may keep the damaging ops "
+                     "in float or int16")
+        # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
+        # and what was tried and failed on the way (the notes are not printed when the conversion stops)
+        hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE)
+                        or (n.startswith("splitting output ") and n.endswith("the output is kept whole")))
         if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
         else:

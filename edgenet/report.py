@@ -115,7 +115,7 @@ class ConvertReport:
             if worst["worst_channel"] is not None:
                 text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
                          f"{_db(worst['worst_channel_sqnr_db'])}")
-            if agree is not None and not (worst is q["outputs"][0] and worst.get("kind") == "classifier"):
+            if agree is not None and q["outputs"][0].get("kind") == "classifier" and worst is not q["outputs"][0]:
                 text += f", top-1 agreement {100 * agree:.1f}%"
             if q.get("not_judged"):
                 text += "; not judged: " + ", ".join(f"{k} ({v})" for k, v in q["not_judged"].items())
@@ -209,7 +209,8 @@ def _task(o: dict) -> str:
         return o["not_judged"]
     parts = {"classifier": [("top-1", o.get("top1_agreement"), "%"), ("top-5", m.get("top5_agreement"), "%"),
                             ("undecided examples", m.get("undecided_examples") or None, "d")],
-             "embedding": [("cosine", m.get("cosine_mean"), ".3f"), ("worst", m.get("cosine_worst"), ".3f")],
+             "embedding": [("cosine", m.get("cosine_mean"), ".3f"), ("worst", m.get("cosine_worst"), ".3f"),
+                           ("pairs", m.get("similarity_correlation"), ".2f")],
              "sequence": [("steps", m.get("step_agreement"), "%"), ("sequences", m.get("sequence_agreement"), "%")],
              "class_map": [("top-class", m.get("position_agreement"), "%")],
              "map": [("IoU", m.get("map_iou"), ".3f")],

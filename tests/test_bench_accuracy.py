@@ -184,3 +184,16 @@ def test_bench_keeps_the_options_of_the_users_output_kind(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps(report))
     kinds, _, _ = recorded_verdict_settings(tmp_path)
     assert kinds == [KindSpec.parse("o=sequence:blank=3")]
+
+
+def test_the_benchmark_does_not_judge_data_that_does_not_vary_as_convert_does():
+    """One image forty times: convert says 'not judged (it does not vary)'; the benchmark on the same
+    eval_set.npz said 'top-1 agreement 100.0%; verdict pass'. Damage that shows even so still fails."""
+    f = np.tile(np.array([[0.1, 6.0, -1.0]], np.float32), (40, 1))
+    rep = compare({"float": f, "int8": f + 0.01}, None, "array")
+    assert rep.quality["status"] == "not judged" and "does not vary" in rep.quality["not_judged"]
+    q = f.copy()
+    q[:, 1] = np.nan
+    assert compare({"float": f, "int8": q}, None, "array").quality["passed"] is False
+    varied = f + np.random.default_rng(0).normal(0, 1, f.shape).astype(np.float32)
+    assert compare({"float": varied, "int8": varied}, None, "array").quality["status"] == "pass"

@@ -144,6 +144,29 @@ def test_table_and_markdown_show_the_numbers(result):
     assert md.count("\n|---|") == 2                         # the latency table and the sha256 table
 
 
+def test_the_summary_gives_an_argmax_agreement_only_where_the_argmax_is_read(result):
+    """An embedding's (or a regression's) argmax is nothing its app reads: no 'top-1 agreement' beside
+    its cosine; a classifier's all-examples figure is shown once, and only where it differs from its
+    verdict's (decided examples)."""
+    import dataclasses
+
+    from edgenet.benchmark.accuracy import AccuracyReport
+
+    acc = AccuracyReport("array", 40, False, {}, None, None, None, 0.0)
+
+    def line(quality, agreement):
+        r = dataclasses.replace(result, accuracy=dataclasses.replace(acc, quality=quality, agreement=agreement))
+        return next(x for x in bench_report._summary_lines(r) if x.startswith("accuracy on"))
+
+    emb = {"name": "out", "kind": "embedding", "passed": True, "failures": [], "metrics": {"cosine_mean": 0.999}}
+    text = line(emb, 1.0)
+    assert "top-1" not in text and "cosine" in text
+    cls = {"name": "out", "kind": "classifier", "passed": True, "failures": [], "top1_agreement": 0.95,
+           "metrics": {"top1_agreement": 0.95}}
+    assert line(cls, 0.95).count("top-1 agreement") == 1
+    assert "top-1 agreement 90.0% over all examples" in line(cls, 0.9)
+
+
 def test_json_round_trip(result):
     d = json.loads(bench_report.to_json(result, raw_times=True))
     again = BenchResult.from_dict(d)

@@ -124,3 +124,24 @@ def test_fit_prints_each_candidate_once_even_with_a_root_logging_handler(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     said = done.stderr + done.stdout
     assert said.count("fits     alpha 0.25 @ 32 px") == 1 and "INFO:edgenet.fit" not in said
+
+
+def test_the_convert_line_gives_top1_agreement_only_for_a_classifier_beside_another_worst_output():
+    """A regression head's argmax is nothing its app reads: its line gives SQNR, not 'top-1 agreement'
+    (was: 'SQNR 29.0 dB, worst value 1 at 28.2 dB, top-1 agreement 100.0%'); a classifier whose own
+    figure is the line's gives it once; a classifier beside a worse output still shows its top-1."""
+    from edgenet.cli.convert import _quantized_line
+
+    def out(name, kind, sqnr, top1):
+        return {"name": name, "kind": kind, "sqnr_db": sqnr, "sqnr_centered_db": sqnr, "worst_channel": None,
+                "worst_channel_sqnr_db": None, "top1_agreement": top1, "failures": [], "passed": True,
+                "status": "pass", "not_judged": None,
+                "metrics": {"top1_agreement": top1} if kind == "classifier" else {}}
+
+    def line(*outs):
+        return _quantized_line({"precision": "int8", "outputs": list(outs), "passed": True, "status": "pass"},
+                               {}, True)
+
+    assert "top-1" not in line(out("reg", "generic", 29.0, 1.0))
+    assert line(out("logits", "classifier", 30.0, 0.97)).count("top-1 agreement") == 1
+    assert "top-1 agreement 97.0%" in line(out("logits", "classifier", 30.0, 0.97), out("aux", "generic", 12.0, None))

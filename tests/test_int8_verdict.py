@@ -282,6 +282,10 @@ def test_a_split_that_does_not_pass_either_keeps_the_output_whole(tmp_path):
     assert r.report.split_outputs is None
     assert any("did not pass the verdict either" in n for n in r.report.notes)
     assert [tuple(d["shape"]) for d in TFLiteModel(r.int8_path).outputs] == [(1, 16, 16, 6)]
+    # without --allow-degraded the error says the split was tried (the notes are not printed then)
+    with pytest.raises(ConversionError, match=r"lost its signal: output 'y'.*; splitting output 'y' into parts did "
+                                              r"not pass the verdict either .*kept whole; pass --allow-degraded"):
+        edgenet.convert(str(path), target="coral", calib_samples=32, eval_samples=16, out=tmp_path / "p")
 
 
 @pytest.mark.slow

@@ -332,3 +332,39 @@ def test_error_entering_at_the_input_side_is_found_by_counting_from_the_input():
     # spread over most of the chain: still refused at the cap, after the input-side count too
     spread = _chain_search(stem=30)
     assert not spread.passed and spread.stop is Stop.MOSTLY_PROMOTED
+
+
+def test_a_promotions_reason_names_onnx_nodes_by_whole_tensor_names():
+    """A model output tensor called "out" is no part of the word "output" (was: "produces failing
+    /Mulput 0"); a tensor named in a reason is named by its node, the longer of two overlapping first."""
+    from dataclasses import replace as dc_replace
+
+    from edgenet.converters.repair.result import Promotion, Repair
+    from edgenet.verdicts import Thresholds, Verdict
+
+    v = Verdict("int8", Thresholds(), (), 0)
+    promoted = (Promotion("out", "FULLY_CONNECTED", OpPrecision.FLOAT, "produces failing output 0"),
+                Promotion("/a", "MUL", OpPrecision.INT16, "reads /a_x (own int8 error 3.0 dB), then out, /a."))
+    r = Repair(None, v, v, promoted, 1, 0.0, 1, Stop.PASSED, "", 0, 0)
+    named = r.named({"out": "/Mul", "/a": "/A", "/a_x": "/AX"})
+    assert [p.reason for p in named.promoted] == ["produces failing output 0",
+                                                  "reads /AX (own int8 error 3.0 dB), then /Mul, /A."]
+    assert [p.onnx_node for p in named.promoted] == ["/Mul", "/A"]
+    assert dc_replace(r, promoted=()).named({}).promoted == ()
+
+
+def test_a_repair_whose_verdict_judges_nothing_does_not_say_it_passes():
+    """One evaluation example: the repaired model's verdict is 'not judged' (nothing varies), so the
+    repair says it no longer fails, not that the verdict passes."""
+    from edgenet.converters.repair.result import Promotion, Repair, passes_text
+    from edgenet.verdicts import Thresholds, judge
+
+    f = np.array([[0.1, 2.0, -1.0]], np.float32)
+    single = judge("int8", ["y"], [f], [f], [False], Thresholds(), kinds={"y": OutputKind.GENERIC})
+    varied = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    judged = judge("int8", ["y"], [varied], [varied], [False], Thresholds(), kinds={"y": OutputKind.GENERIC})
+    assert passes_text(single).startswith("the verdict no longer fails (not judged")
+    assert passes_text(judged) == "the verdict passes"
+    r = Repair(b"m", single, single, (Promotion("y", "ADD", OpPrecision.FLOAT, "own int8 error 3.0 dB"),),
+               1, 0.0, 4, Stop.PASSED, passes_text(single), 10, 20)
+    assert "the verdict no longer fails" in r.summary() and "the verdict passes" not in r.summary()

@@ -95,6 +95,14 @@ def test_two_output_heads_are_judged_as_one_head_naming_the_damaged_output():
     # the user's other kind keeps them apart
     v = verdict(fb, fs, kinds={"pred_logits": OutputKind.GENERIC})
     assert [o.kind for o in v.outputs] == ["generic", "generic"]
+    # a one-output layout given to either output of the pair is refused, not silently replaced by DETR's
+    from edgenet.verdicts import KindSpec
+    from edgenet.verdicts.kinds import KindError
+
+    with pytest.raises(KindError, match=r"pred_boxes=detection:v8: output 'pred_boxes' is one of a two-output head"):
+        verdict(fb, fs, kinds=[KindSpec.parse("pred_boxes=detection:v8")])
+    v = verdict(fb, fs, kinds=[KindSpec.parse("pred_logits=detection:detr")])
+    assert v.passed and v.outputs[1].metrics["paired_with"] == "pred_boxes"
 
 
 def test_the_benchmark_pairs_them_as_convert_does():

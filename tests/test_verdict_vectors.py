@@ -194,3 +194,83 @@ def test_a_real_direction_classifiers_logits_stay_a_classifier_on_lines_of_one_d
         assert vector_kind(z[np.argmax(z, 1) == direction]) is OutputKind.CLASSIFIER
     v, o = _one(z, z + np.random.default_rng(1).normal(0, 0.05, z.shape).astype(np.float32))
     assert v.passed and o.metrics["decisive_examples"] == 32
+
+
+def test_a_head_whose_one_large_value_always_wins_reads_as_a_classifier_but_is_noted():
+    """[N, 4]: three values near 0.3 and one near 300 (a scale beside offsets). Read as a classifier
+    (one class on every example, a large margin); int8 with one scale crushes the small values while
+    top-1 stays: the verdict passes, and a note names the values' failure and the override. A healthy
+    int8 twin gets no note, nor does a classifier whose classes vary."""
+    rng = np.random.default_rng(0)
+    f = np.concatenate([rng.uniform(0, 0.8, (48, 3)), rng.normal(312, 5, (48, 1))], 1).astype(np.float32)
+    step = f.max() / 255
+    q = (np.round(f / step) * step).astype(np.float32)        # one per-tensor int8 scale over all four
+    v, o = _one(f, q)
+    assert o.kind == "classifier" and v.passed
+    assert len(v.notes) == 1 and "class 3 on every one of the 48 examples" in v.notes[0] and "read as a classifier" in v.notes[0]
+    assert "values 0, 1, 2 of 4 below" in v.notes[0] and "--output-kind y=generic" in v.notes[0]
+    assert _one(f, q, "generic")[0].passed is False
+    v, _ = _one(f, f + rng.normal(0, 1e-3, f.shape).astype(np.float32))
+    assert v.passed and not v.notes
+    z = _logits(rng)
+    v, _ = _one(z, z + rng.normal(0, 0.3, z.shape).astype(np.float32))
+    assert v.passed and not v.notes
+
+
+def test_an_embedding_collapsed_onto_its_shared_direction_fails_though_its_cosine_stays_high():
+    """Unit vectors sharing one large direction (ReLU features are all positive): int8 that keeps the
+    shared direction and loses what tells the examples apart keeps cosine ~0.995 with float's; the
+    pairwise similarities no longer follow float's and the verdict fails. Its healthy twin (one int8
+    scale) passes."""
+    rng = np.random.default_rng(0)
+    n, k = 48, 64
+    shared = np.zeros(k)
+    shared[0] = 1
+    d = rng.normal(0, 1, (n, k))
+    f = shared + 0.1 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    f = (f / np.linalg.norm(f, axis=1, keepdims=True)).astype(np.float32)
+    q = shared + 0.001 * rng.normal(0, 1, (n, k))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    v, o = _one(f, q)
+    assert o.kind == "embedding" and o.metrics["cosine_mean"] > 0.99
+    assert not v.passed and "collapsed" in o.failures[0] and o.metrics["similarity_correlation"] < 0.5
+    step = (f.max() - f.min()) / 255
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert v.passed and o.metrics["similarity_correlation"] > 0.9
+
+
+def test_landmarks_read_as_an_undecided_classifier_get_a_note_when_their_values_fail():
+    """Ten values at their own levels in [0.2, 0.8] moving together by a little (a face's points): the
+    largest always wins by more than 3 within-column deviations, so they read as a classifier whose
+    softmax decides no example: not judged. When int8 crushes their movement the note says that,
+    judged by their values, they fail; a healthy int8 gets none."""
+    rng = np.random.default_rng(0)
+    move = rng.normal(0, 1, (48, 1))
+    f = (np.linspace(0.2, 0.8, 10) + 0.02 * move + rng.normal(0, 0.002, (48, 10))).astype(np.float32)
+    step = 1 / 64                                                # a coarse grid: the movement lost
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert o.kind == "classifier" and o.not_judged is not None and "--output-kind y=generic" in o.not_judged
+    assert len(v.notes) == 1 and "float decides none of the 48 examples" in v.notes[0]
+    v, o = _one(f, (np.round(f / 1e-4) * 1e-4).astype(np.float32))
+    assert o.not_judged is not None and not v.notes
+
+
+def test_a_binary_classifier_on_data_of_one_class_gets_no_regression_note():
+    """Two logits, float picking class 0 everywhere (lines of one direction): a classifier, as
+    vector_kind reads two values; int8's coarse losing logit is no reason for a note."""
+    rng = np.random.default_rng(1)
+    f = np.stack([rng.normal(6, 0.3, 48), rng.normal(-6, 0.05, 48)], 1).astype(np.float32)
+    step = 12 / 255
+    v, o = _one(f, (np.round(f / step) * step).astype(np.float32))
+    assert o.kind == "classifier" and v.passed and not v.notes
+
+
+def test_the_similarity_check_of_many_examples_takes_a_bounded_sample():
+    """Pairs grow as N^2: 3,000 examples are compared over 512 of them (130,816 pairs), quickly."""
+    from edgenet.verdicts.vectors import MAX_SIMILARITY_EXAMPLES, similarity_agreement
+
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(3000, 16))
+    assert MAX_SIMILARITY_EXAMPLES == 512
+    assert similarity_agreement(f, f + 0.01 * rng.normal(size=f.shape)) > 0.99
+    assert similarity_agreement(f, rng.normal(size=f.shape)) < 0.1

@@ -98,6 +98,22 @@ def test_a_sequence_of_blanks_only_is_not_judged():
     assert v.passed and o.status is Status.NOT_JUDGED and "no signal" in o.not_judged
 
 
+def test_an_undecided_sequence_is_not_judged_and_a_decided_one_still_fails():
+    """An untrained recognizer's near-uniform softmax at every step: int8's rounding picks another
+    argmax on most steps, which is no damage (float decides none): not judged, as a classifier's
+    undecided examples. Confident steps that int8 changes still fail."""
+    rng = np.random.default_rng(6)
+    f = _softmax(rng.normal(0, 0.01, (16, 20, 12))).astype(np.float32)
+    q = _softmax(np.log(f) + rng.normal(0, 0.01, f.shape)).astype(np.float32)
+    v, o = _one(f, q, OutputKind.SEQUENCE)
+    assert o.metrics["step_agreement"] < 0.9 and o.metrics["decisive_steps"] == 0
+    assert v.status is Status.NOT_JUDGED and "every step of the 16 examples" in o.not_judged
+    f, _ = _ctc(rng)
+    q = np.roll(f, 1, axis=-1)                                   # every step's class moved
+    v, o = _one(f, q)
+    assert not v.passed and o.metrics["decisive_steps"] == f.shape[0] * f.shape[1]
+
+
 # -- dense map --------------------------------------------------------------------------------------
 def _text_map(rng, n=8, h=48, w=64):
     """A DB-style probability map: text-line bands 4-6 pixels high on an empty page."""
@@ -242,6 +258,8 @@ def test_data_that_does_not_vary_cannot_judge_a_model():
     v = judge("int8", ["logits"], [f], [q], [False])
     assert v.status is Status.NOT_JUDGED and v.outputs[0].failures == ()
     assert "the evaluation data: it does not vary (all 40 examples" in v.outputs[0].not_judged
+    one = judge("int8", ["logits"], [f[:1]], [q[:1]], [False])
+    assert one.status is Status.NOT_JUDGED and "a single example" in one.outputs[0].not_judged
     varied = f + np.random.default_rng(0).normal(0, 1, f.shape).astype(np.float32)
     assert judge("int8", ["logits"], [varied], [varied], [False]).status is Status.PASS
 

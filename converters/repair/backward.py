@@ -33,7 +33,7 @@ from typing import Sequence
 from edgenet.converters.repair.graph import Op
 from edgenet.converters.repair.promote import (MEASURE_SHARE, MIN_GAIN_DB, REFUSALS, Candidate, _assignment, _count,
                                                _flat, _op_count, _prefix_within, _trial)
-from edgenet.converters.repair.result import Stop
+from edgenet.converters.repair.result import Stop, passes_text
 from edgenet.converters.repair.segments import segment_members
 
 CONFIRM_ROUNDS = 4   # rounds of its own for a choice that does not pass on other examples: grown along the ranking
@@ -165,7 +165,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
                             f"the passing model does not run on the target: {why_not}", len(need))
         note = f" (searched by {len(segs)} segments of the model{grown}" + (
             ", refinement cut short by the budget)" if cut else ")")
-        return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, len(need))
+        return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, len(need))
     if capped:
         return done(None, before, (), Stop.MOSTLY_PROMOTED,
                     f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes; "

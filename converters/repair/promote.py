@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 from edgenet.config import OpPrecision
 from edgenet.converters.repair.graph import Op
-from edgenet.converters.repair.result import Promotion, Repair, Stop
+from edgenet.converters.repair.result import Promotion, Repair, Stop, passes_text
 from edgenet.errors import ConversionError
 from edgenet.quality import Verdict
 
@@ -227,7 +227,7 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         if why_not:
             return done(None, verdict, chosen, Stop.REFUSED, f"the passing model does not run on the target: {why_not}",
                         measured)
-    return done(model, verdict, chosen, Stop.PASSED, "the verdict passes" + note, measured)
+    return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, measured)
 
 
 def _measure(candidates: list[Candidate], int8_model: bytes, base: float, quantize: Quantizer,

@@ -3,12 +3,22 @@ before and after, and why it stopped (report.json's ``mixed_precision``, report.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Mapping
 
 from edgenet.config import OpPrecision
 from edgenet.quality import Verdict
+
+
+def passes_text(verdict: Verdict) -> str:
+    """What a passing repair says of its verdict: it passes, or (every output without signal in the
+    evaluation data: a single example, nothing decided) it no longer fails, judging nothing."""
+    from edgenet.verdicts import Status
+
+    return "the verdict no longer fails (not judged: no signal in the evaluation data)" \
+        if getattr(verdict, "status", None) is Status.NOT_JUDGED else "the verdict passes"
 
 
 class Stop(str, Enum):
@@ -62,11 +72,13 @@ class Repair:
 
     def named(self, onnx_nodes: Mapping[str, str | None]) -> "Repair":
         """The same repair with each promotion's ONNX node filled in (``onnx_nodes``: tensor -> node)."""
+        names = {t: n for t, n in onnx_nodes.items() if n and t}
+        # whole names only (a tensor called "out" is no part of "output"), the longest first
+        pattern = re.compile("|".join(f"(?<![\\w./:-]){re.escape(t)}(?![\\w/:-]|\\.\\w)"
+                                      for t in sorted(names, key=len, reverse=True))) if names else None
+
         def reason(text: str) -> str:     # tensors named in a reason ("reads ...") named by node too
-            for tensor, node in onnx_nodes.items():
-                if node and tensor in text:
-                    text = text.replace(tensor, node)
-            return text
+            return pattern.sub(lambda m: names[m.group(0)], text) if pattern else text
 
         return replace(self, promoted=tuple(replace(p, onnx_node=onnx_nodes.get(p.tensor), reason=reason(p.reason))
                                             for p in self.promoted))
@@ -121,7 +133,7 @@ class Repair:
                     lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
                             "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
-                    f"{self.size_after - self.size_before:+,} bytes{lat}; the verdict passes ({cost})")
+                    f"{self.size_after - self.size_before:+,} bytes{lat}; {passes_text(self.verdict)} ({cost})")
         hint = ""
         if self.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
             hint = ("; the int8 error is spread over most of the model: --precision float32,int16x8 writes and "

@@ -200,7 +200,7 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
     judged them (:func:`recorded_output_names`; another count: ``output_0``, ``output_1`` ...).
     """
     from edgenet.quality import OutputKind, Thresholds, is_classifier_shaped, worst_output
-    from edgenet.verdicts import KindSpec, judge_outputs
+    from edgenet.verdicts import KindSpec, judge_outputs, unvaried
     from edgenet.verdicts.parts import join_arrays, join_items
 
     per_role = {role: list(out) if isinstance(out, (list, tuple)) else [out] for role, out in outputs.items()}
@@ -242,9 +242,10 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
         shown = list(names) if names is not None and len(names) == count else [f"output_{k}" for k in range(count)]
         # convert's record where it fits, else the output's own kind (files replaced since); two-output
         # detection heads judged as one head, as convert does
-        judged = [o.to_dict() for o in judge_outputs(shown, per_role["float"], per_role["int8"],
-                                                     [fk.ndim == 4 for fk in per_role["float"]],
-                                                     thresholds or Thresholds(), flags, given, refit=True)]
+        judged = [o.to_dict() for o in unvaried(judge_outputs(shown, per_role["float"], per_role["int8"],
+                                                              [fk.ndim == 4 for fk in per_role["float"]],
+                                                              thresholds or Thresholds(), flags, given, refit=True),
+                                                per_role["float"])]
         quality = worst_output(judged)
     return AccuracyReport(data=data, samples=samples, labelled=labels is not None, models=models,
                           agreement=agree, sqnr_db=sqnr, max_abs_diff=max_diff, seconds=seconds,

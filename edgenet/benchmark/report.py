@@ -96,10 +96,16 @@ def _summary_lines(result: BenchResult) -> list[str]:
         f, q = acc.models.get("float"), acc.models.get("int8")
         if acc.labelled and f and q and f.top1 is not None and q.top1 is not None:
             parts.append(f"top-1 change {100 * (q.top1 - f.top1):+.1f} points")
-        if acc.agreement is not None:
-            parts.append(f"{result.model('int8').precision}/{result.model('float').precision} top-1 agreement "
-                         f"{_pct(acc.agreement)}")
         quality = acc.quality
+        kind = None if quality is None else quality.get("kind", "generic")
+        # the argmax of every example: a classifier's figure (its verdict's own counts decided examples
+        # only, so this one says it is over all); an embedding's, a regression's or a sequence's argmax
+        # is nothing the app reads
+        decided = None if quality is None else quality.get("top1_agreement")
+        if acc.agreement is not None and (kind is None or (kind == "classifier" and (
+                decided is None or abs(decided - acc.agreement) > 1e-9))):
+            parts.append(f"{result.model('int8').precision}/{result.model('float').precision} top-1 agreement "
+                         f"{_pct(acc.agreement)}" + (" over all examples" if kind else ""))
         if quality is not None:
             centered = quality.get("sqnr_centered_db")
             if quality.get("kind", "generic") != "generic":      # judged on its task: that figure

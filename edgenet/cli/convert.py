@@ -275,7 +275,8 @@ def _quantized_line(q: dict, sizes: dict, trained: bool) -> str:
     if worst["worst_channel"] is not None and worst["worst_channel_sqnr_db"] is not None:
         text += (f", worst {worst.get('axis_name', 'channel')} {worst['worst_channel']} at "
                  f"{worst['worst_channel_sqnr_db']:.1f} dB")
-    if outs[0]["top1_agreement"] is not None and not (worst is outs[0] and worst.get("kind") == "classifier"):
+    # a classifier's first output beside another output's worst figure (a regression's argmax is nothing)
+    if outs[0]["top1_agreement"] is not None and outs[0].get("kind") == "classifier" and worst is not outs[0]:
         text += f", top-1 agreement {100 * outs[0]['top1_agreement']:.1f}%"
     if not trained:   # a verdict on seeded random weights judges nothing: said as such, pass or fail
         text += "; verdict not judged (untrained weights)"

@@ -16,7 +16,7 @@ from edgenet.verdicts.detection import detection_layout, detection_quality, nms,
 from edgenet.verdicts.generic import (MIN_INDEX_KEPT, ROWS_PER_CHANNEL, STATIC_VARIATION, axis_name, channel_axis,
                                       channel_view, index_quality, is_classifier_shaped, output_quality)
 from edgenet.verdicts.kinds import (KindError, KindSpec, check_output_kinds, detect_kind, detection_pairs, judge,
-                                   judge_outputs, output_verdict)
+                                   judge_outputs, output_verdict, unvaried)
 from edgenet.verdicts.tasks import classifier_quality, ctc_decode, map_quality, otsu_threshold, sequence_quality
 from edgenet.verdicts.vectors import embedding_quality, vector_kind
 
@@ -27,4 +27,4 @@ __all__ = ["DEGENERATE_MAX_DISTINCT", "DEGENERATE_MIN_FLOAT_DISTINCT", "MIN_INDE
            "detection_quality", "embedding_quality", "error_metrics", "headline", "judge_outputs",
            "paired_detection_quality", "vector_kind",
            "index_quality", "is_classifier_shaped", "judge", "level_text", "map_quality", "nms", "otsu_threshold",
-           "output_quality", "output_verdict", "plain_sqnr_db", "sequence_quality", "worst_output"]
+           "output_quality", "output_verdict", "plain_sqnr_db", "sequence_quality", "unvaried", "worst_output"]

@@ -288,6 +288,10 @@ def judge_outputs(names: Sequence[str], float_outs: Sequence[np.ndarray], quant_
     for k, (n, f, q, cl, ix, kind) in enumerate(zip(names, float_outs, quant_outs, channels_last, indices, kinds)):
         if k in pairs or k in boxes_of:
             s, b = (k, pairs[k]) if k in pairs else (boxes_of[k], k)
+            if isinstance(kind, KindSpec) and kind.layout not in (None, "detr") and not refit:
+                raise KindError(f"--output-kind {kind}: output {n!r} is one of a two-output head (boxes {names[b]!r} "
+                                f"beside scores {names[s]!r}), judged as DETR-style queries; :{kind.layout} is the "
+                                "layout of a one-output head (give detection or detection:detr)")
             out.append(paired_detection_quality(n, "scores" if k == s else "boxes", names[b if k == s else s],
                                                 float_outs[b], quant_outs[b], float_outs[s], quant_outs[s],
                                                 thresholds))
@@ -305,6 +309,23 @@ def _varies(f: np.ndarray) -> bool:
     """True when the examples (axis 0) give different values of ``f``."""
     f = np.asarray(f)
     return len(f) >= 2 and bool(np.any(f != f[:1]))
+
+
+def unvaried(outputs: Sequence[OutputQuality], float_outs: Sequence[np.ndarray]) -> tuple[OutputQuality, ...]:
+    """``outputs`` as judged, each not judged (unless it fails even so) when no float output varies
+    over the examples: all-zero arrays, one black image forty times, a single example -- every
+    example gives the float model the same answer, so nothing says whether the quantized one keeps
+    what changes with the input. :func:`judge` and the benchmark both apply it."""
+    outputs = tuple(outputs)
+    if not float_outs or any(_varies(f) for f in float_outs):
+        return outputs
+    n = len(float_outs[0])
+    why = (f"no signal in the evaluation data: it does not vary (all {n} examples give the float model the "
+           "same outputs; pass examples that differ)") if n > 1 else \
+        "no signal in the evaluation data: a single example (nothing varies; pass examples that differ)"
+    # damage that shows even so (a region int8 finds where float finds none) still fails; an output's
+    # own "no signal" gives way to this, its cause
+    return tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
 
 
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
@@ -328,14 +349,33 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     kinds_of = [by_name.get(n) or _with_siblings(k, float_outs, cl, ix)
                 for k, (n, cl, ix) in enumerate(zip(names, channels_last, indices))]
     outputs = judge_outputs(names, float_outs, quant_outs, channels_last, thresholds, indices, kinds_of)
-    if float_outs and not any(_varies(f) for f in float_outs):
-        # all-zero arrays, one black image forty times: every example gives the float model the same
-        # answer, so nothing says whether the quantized one keeps what changes with the input
-        why = (f"no signal in the evaluation data: it does not vary (all {len(float_outs[0])} examples give the "
-               "float model the same outputs; pass examples that differ)")
-        # (damage that shows even so, a region int8 finds where float finds none, still fails)
-        # (damage that shows even so, a region int8 finds where float finds none, still fails); an
-        # output's own "no signal" gives way to this, its cause
-        outputs = tuple(o if o.failures else replace(o, not_judged=why) for o in outputs)
+    outputs = unvaried(outputs, float_outs)
+    notes = tuple(n for k, o in enumerate(outputs) if names[k] not in by_name
+                  for n in [_one_class_note(o, float_outs[k], quant_outs[k], channels_last[k], thresholds)] if n)
     return Verdict(precision, thresholds, outputs, int(len(float_outs[0])) if float_outs else 0,
-                   kinds_given=tuple(str(s) for s in specs))
+                   kinds_given=tuple(str(s) for s in specs), notes=notes)
+
+
+def _one_class_note(o: OutputQuality, f: np.ndarray, q: np.ndarray, channels_last: bool,
+                    thresholds: Thresholds) -> str | None:
+    """A note when an output read as a classifier passes while float picks one class on every example,
+    or is not judged as float decides no example (landmarks in [0, 1] through a softmax), and, judged by its values (``--output-kind NAME=generic``), it fails: a regression head whose one
+    large value always wins reads as a classifier on data of one class, and top-1 agreement then says
+    nothing of its other values (the verdict itself stays the classifier's: a real classifier's
+    losing logits are not what its app reads)."""
+    if o.kind != OutputKind.CLASSIFIER.value or not o.passed:
+        return None
+    x = np.asarray(f).reshape(len(f), -1)
+    if len(x) < 2 or x.shape[1] < 3 or not np.isfinite(x).all() or _is_distribution(x):
+        return None     # two values: a binary classifier's logits (vectors.vector_kind reads them so too)
+    top = np.argmax(x, axis=1)
+    undecided = o.not_judged is not None and o.metrics.get("decisive_examples") == 0
+    if not undecided and (o.not_judged is not None or np.any(top != top[0])):
+        return None
+    g = output_quality(o.name, f, q, channels_last, thresholds)
+    if g.passed:
+        return None
+    why = (f"float decides none of the {len(x)} examples (not judged)" if undecided else
+           f"float picks class {int(top[0])} on every one of the {len(x)} examples, so top-1 agreement says little")
+    return (f"output {o.name!r} was read as a classifier, but {why}; judged by its values it fails "
+            f"({'; '.join(g.failures)}): if it is a regression head, pass --output-kind {o.name}=generic")

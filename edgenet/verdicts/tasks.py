@@ -70,7 +70,7 @@ def classifier_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, 
     if not d:
         not_judged = (f"{NO_SIGNAL}: float's top-1 leads its top-2 by less than {thresholds.min_decisive_margin:g} "
                       f"(probability) on every one of the {n} examples: undecided, an untrained or near-uniform "
-                      "output")
+                      f"output (values an app reads as they are: --output-kind {name}=generic)")
     elif top1 < thresholds.min_top1_agreement:
         changed = int(np.sum(tf[decisive] != tq[decisive]))
         failures.append(f"top-1 agreement {_pct(top1)} < {100 * thresholds.min_top1_agreement:g}% ({changed} of the "
@@ -106,10 +106,21 @@ def ctc_decode(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
     return out
 
 
+def _decided_steps(f: np.ndarray, margin: float) -> int:
+    """How many steps of ``f`` [N, T, C] float decides: top-1 probability (a softmax over C unless the
+    values are one already) at least ``margin`` above top-2."""
+    from edgenet.verdicts.vectors import decision_margin
+
+    rows = np.asarray(f, dtype=np.float64).reshape(-1, f.shape[-1]) if f.ndim >= 2 and f.size else np.zeros((0, 2))
+    return int(np.sum(decision_margin(rows) >= margin)) if len(rows) else 0
+
+
 def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                      thresholds: Thresholds, blank: int | None = None) -> OutputQuality:
     """[N, T, C] class distributions per step: per-step argmax agreement and whole-sequence
-    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``)."""
+    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``). Not judged
+    when float decides no step (top-1 probability less than ``min_decisive_margin`` above top-2 on every
+    step: an untrained or near-uniform output, whose argmax any rounding may change)."""
     f = np.asarray(float_out, dtype=np.float32)
     q = np.asarray(quant_out, dtype=np.float32)
     if blank is None:
@@ -129,8 +140,16 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
     metrics = {"step_agreement": step, "sequence_agreement": sequence, "worst_step": worst,
                "worst_step_agreement": float(per_step[worst]), "blank": blank}
     not_judged = None
+    decided = _decided_steps(f, thresholds.min_decisive_margin)
+    metrics["decisive_steps"] = decided
     if not any(df) and not any(dq):
         not_judged = f"{NO_SIGNAL}: float and {name!r} decode every example to an empty sequence"
+    elif not decided and not failures:
+        # as a classifier's undecided examples: a step float barely decides may change its argmax under
+        # any rounding, and with none decided there is nothing int8 could keep or lose
+        not_judged = (f"{NO_SIGNAL}: float's top-1 leads its top-2 by less than {thresholds.min_decisive_margin:g} "
+                      f"(probability) on every step of the {len(f)} examples: undecided, an untrained or "
+                      "near-uniform output")
     else:
         if step < thresholds.min_step_agreement:
             bad = np.flatnonzero(per_step < thresholds.min_step_agreement)

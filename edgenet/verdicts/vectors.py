@@ -40,6 +40,10 @@ from edgenet.verdicts.generic import onnx_layout
 DISTRIBUTION_TOLERANCE = 0.02   # |sum p - 1| (or |logsumexp|) per row for a distribution
 UNIT_NORM_TOLERANCE = 0.01      # rows whose L2 norms stay within 1% of their median: an embedding
 MIN_EMBEDDING_DIMS = 8
+MAX_SIMILARITY_EXAMPLES = 512    # pairs of at most this many examples (130,816)
+MIN_SIMILARITY_CORRELATION = 0.5  # embedding: pairwise cosines of int8 against float's, below -> collapsed
+                                  # (healthy per-tensor int8 keeps >= 0.94 while examples differ by >= 5%
+                                  # of their norm; a collapse onto a shared direction ~0 at cosine 0.99)
 MIN_EXAMPLES = 8                # fewer examples cannot tell coordinates from class scores
 LEVEL_SHARE = 0.9               # (a) share of the variance the per-value means explain
 MOVE_TOGETHER = 0.9             # (a) each value's highest correlation with another, averaged
@@ -150,10 +154,38 @@ def vector_kind(float_out: np.ndarray) -> OutputKind:
     return OutputKind.CLASSIFIER
 
 
+def similarity_agreement(f: np.ndarray, q: np.ndarray) -> float | None:
+    """The correlation, over every pair of examples, of their cosine similarity in ``q`` [N, K] with
+    that in ``f`` [N, K]: what a retrieval or a verification compares. None with fewer than
+    MIN_EXAMPLES examples, or when float's similarities do not vary (nothing to keep)."""
+    if len(f) < MIN_EXAMPLES or not (np.isfinite(f).all() and np.isfinite(q).all()):
+        return None
+    nf, nq = np.linalg.norm(f, axis=1), np.linalg.norm(q, axis=1)
+    if np.any(nf == 0) or np.any(nq == 0):
+        return None
+    fu, qu = f / nf[:, None], q / nq[:, None]
+    if len(fu) > MAX_SIMILARITY_EXAMPLES:      # pairs grow as N^2: evenly spaced examples
+        keep = np.linspace(0, len(fu) - 1, MAX_SIMILARITY_EXAMPLES).astype(int)
+        fu, qu = fu[keep], qu[keep]
+    pairs = np.triu_indices(len(fu), 1)
+    a, b = (fu @ fu.T)[pairs], (qu @ qu.T)[pairs]
+    if np.std(a) <= 1e-9:
+        return None
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(b) > 1e-12 else 0.0
+
+
+def _pairs(n: int) -> int:
+    n = min(n, MAX_SIMILARITY_EXAMPLES)
+    return n * (n - 1) // 2
+
+
 def embedding_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                       thresholds: Thresholds) -> OutputQuality:
     """An embedding ``[N, K]``: the cosine similarity of each example's vector with float's, their
-    mean at least ``min_embedding_cosine`` (the worst example shown). SQNR is not asked: what the
+    mean at least ``min_embedding_cosine`` (the worst example shown), and the examples' cosines to each
+    other following float's (:func:`similarity_agreement` at least MIN_SIMILARITY_CORRELATION: an
+    embedding whose vectors share one large direction keeps cosine 0.99 with float's while int8 loses
+    what tells the examples apart). SQNR is not asked: what the
     app compares is directions (a retrieval's or a verification's cosine), and an error that keeps
     them costs SQNR (cosine 0.99 is about 17 dB)."""
     from edgenet.verdicts.tasks import _base
@@ -174,5 +206,12 @@ def embedding_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, c
         failures.append(f"cosine similarity with float's embedding {mean:.3f} on average < "
                         f"{thresholds.min_embedding_cosine:g} (worst: example {worst} at {cos[worst]:.3f}; "
                         f"{int(np.sum(cos < thresholds.min_embedding_cosine))} of {len(cos)} examples below)")
+    together = similarity_agreement(f2, q2)
+    if together is not None:
+        metrics["similarity_correlation"] = together
+        if together < MIN_SIMILARITY_CORRELATION:
+            failures.append(f"the examples' similarities to each other no longer follow float's (correlation "
+                            f"{together:.2f} < {MIN_SIMILARITY_CORRELATION:g} over {_pairs(len(f2))} "
+                            "pairs): the embedding collapsed onto what the examples share")
     return _base(name, f.astype(np.float32), q.astype(np.float32), OutputKind.EMBEDDING, "value", failures,
                  metrics)
