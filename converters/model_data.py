@@ -95,7 +95,7 @@ def load_data(spec: str, inputs: Sequence[ModelInput], preprocess, *, int8: bool
     ``spec`` (a mismatch is then an error rather than a fall-back to random validation data)."""
     check_counts(calib_samples, eval_samples)
     if Path(spec).suffix.lower() in ARRAY_SUFFIXES:
-        return _arrays(Path(spec).expanduser(), inputs, calib_samples, eval_samples, seed)
+        return _arrays(Path(spec).expanduser(), inputs, calib_samples, eval_samples, seed, preprocess)
     image = inputs[0] if len(inputs) == 1 and inputs[0].image else None
     if image is not None and preprocess is not None:
         return _images(spec, image, preprocess, calib_samples, eval_samples, seed)
@@ -148,10 +148,10 @@ def _whole_batches(x: np.ndarray, batch: int) -> np.ndarray:
 
 
 # -- arrays -----------------------------------------------------------------------------------------
-def _arrays(path: Path, inputs: Sequence[ModelInput], calib_samples: int, eval_samples: int, seed: int
-            ) -> PipelineData:
+def _arrays(path: Path, inputs: Sequence[ModelInput], calib_samples: int, eval_samples: int, seed: int,
+            preprocess=None) -> PipelineData:
     """``.npz``/``.npy`` examples for ``inputs``, split into held-out and calibration examples."""
-    per_input = read_arrays(path, inputs)
+    per_input, pixels = read_arrays(path, inputs, preprocess)
     invocations = [len(x) // i.batch for x, i in zip(per_input, inputs)]
     n = min(invocations)
     if n == 0:
@@ -172,14 +172,20 @@ def _arrays(path: Path, inputs: Sequence[ModelInput], calib_samples: int, eval_s
     calib = tuple(take(x, i.batch, calib_idx) for x, i in zip(per_input, inputs))
     held = tuple(take(x, i.batch, eval_idx) for x, i in zip(per_input, inputs))
     info = {"dataset": str(path), "kind": DataKind.ARRAYS, "synthetic": False, "samples": int(len(calib[0])),
-            "eval_samples": int(len(held[0])), "skipped_images": 0, "eval_is_calibration": bool(n_eval >= n)}
+            "eval_samples": int(len(held[0])), "skipped_images": 0, "eval_is_calibration": bool(n_eval >= n),
+            "pixels": bool(pixels)}
     return PipelineData(calib, held, None, None, info)
 
 
-def read_arrays(path: Path, inputs: Sequence[ModelInput]) -> list[np.ndarray]:
-    """One float32 array of examples per input, TFLite layout, from ``path`` (.npz by input name, or
+
+def read_arrays(path: Path, inputs: Sequence[ModelInput], preprocess=None) -> tuple[list[np.ndarray], bool]:
+    """(one float32 array of examples per input, TFLite layout; whether uint8 pixels were normalized)
+    from ``path`` (.npz by input name, or
     .npy for a one-input model). Accepts ``(S, *shape[1:])`` (examples) or ``(S, *shape)`` (whole
-    batches) per input. DataError for a missing name, a wrong shape, non-numbers or non-finite values."""
+    batches) per input. With ``preprocess``, a uint8 array for an image input holds pixels (0..255, as a
+    camera gives them) and is normalized as images are: ``(pixel / 255 - mean) / std``; other arrays go
+    into the model as they are. DataError for a missing name, a wrong shape, non-numbers or non-finite
+    values."""
     try:
         if path.stat().st_size > _MAX_ARRAY_BYTES:
             raise DataError(f"--calib {path}: {path.stat().st_size:,} bytes is more data than calibration needs "
@@ -208,7 +214,13 @@ def read_arrays(path: Path, inputs: Sequence[ModelInput]) -> list[np.ndarray]:
         raise DataError(f"--calib {path}: permission denied") from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as exc:   # not .npy/.npz, truncated, pickled
         raise DataError(f"--calib {path}: not a readable NumPy file ({str(exc).splitlines()[0][:160]})") from exc
-    return [_as_examples(raw[i.name], i, path) for i in inputs]
+    pixels = preprocess is not None and any(i.image and raw[i.name].dtype == np.uint8 for i in inputs)
+    arrays = [_as_examples(raw[i.name], i, path) for i in inputs]
+    if pixels:      # camera pixels, not model inputs: normalized as images are
+        mean, std = (np.asarray(v, np.float32) for v in (preprocess.mean, preprocess.std))
+        arrays = [((x / 255.0 - mean) / std).astype(np.float32) if i.image and raw[i.name].dtype == np.uint8 else x
+                  for x, i in zip(arrays, inputs)]
+    return arrays, bool(pixels)
 
 
 def check_declared_size(path: Path, shown, limit: int = _MAX_ARRAY_BYTES) -> None:

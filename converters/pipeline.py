@@ -192,7 +192,11 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     calibrated = needs_calibration if source.qdq is None else Precision.INT16X8 in opts.precisions
     notes.extend(data_notes(data, source, calibrated))
     normalization = [flag for flag in ("--mean", "--std") if flag in opts.preprocess.given]
-    if normalization and data.info["kind"] == DataKind.ARRAYS:
+    if data.info.get("pixels"):
+        notes.append(f"--calib {opts.calib} holds uint8 arrays: read as camera pixels (0..255) and normalized as "
+                     f"images are, (x / 255 - mean) / std with mean {list(source.preprocess.mean)} and std "
+                     f"{list(source.preprocess.std)}; float arrays go into the model as they are")
+    elif normalization and data.info["kind"] == DataKind.ARRAYS:
         notes.append(f"--calib {opts.calib} holds arrays already preprocessed: {' and '.join(normalization)} "
                      "were not applied to them (only to images: they are in preprocess.json and the metadata, for "
                      "the images the deployed model will get)")

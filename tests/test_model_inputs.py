@@ -152,6 +152,25 @@ def test_calibration_images_may_come_channels_last(tmp_path):
     nchw = np.random.default_rng(0).normal(size=(5, 3, 8, 10)).astype(np.float32)
     np.save(tmp_path / "nchw.npy", nchw)
     np.save(tmp_path / "nhwc.npy", nchw.transpose(0, 2, 3, 1))
-    a = read_arrays(tmp_path / "nchw.npy", [spec])[0]
-    b = read_arrays(tmp_path / "nhwc.npy", [spec])[0]
+    a = read_arrays(tmp_path / "nchw.npy", [spec])[0][0]
+    b = read_arrays(tmp_path / "nhwc.npy", [spec])[0][0]
     assert a.shape == (5, 8, 10, 3) and np.array_equal(a, b)
+
+
+def test_uint8_calibration_arrays_are_pixels_normalized_as_images(tmp_path):
+    """A uint8 array is what a camera gives: normalized with the model's mean and std, as images are;
+    float arrays go in as they are (already preprocessed)."""
+    from edgenet.converters.model_data import read_arrays
+    from edgenet.converters.model_inputs import ModelInput
+    from edgenet.data.preprocess import Preprocess
+
+    spec = ModelInput("images", (1, 3, 8, 10), image=True)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 3, 8, 10)).astype(np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    pre = Preprocess.default(8, 3)
+    (x,), normalized = read_arrays(tmp_path / "pixels.npy", [spec], pre)
+    want = (pixels.transpose(0, 2, 3, 1) / 255.0 - np.asarray(pre.mean)) / np.asarray(pre.std)
+    assert normalized and np.allclose(x, want, atol=1e-6)
+    np.save(tmp_path / "float.npy", pixels.astype(np.float32))
+    (y,), normalized = read_arrays(tmp_path / "float.npy", [spec], pre)
+    assert not normalized and np.array_equal(y, pixels.transpose(0, 2, 3, 1).astype(np.float32))

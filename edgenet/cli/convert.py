@@ -77,7 +77,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 @click.option("--calib", default=None,
               help="Calibration and validation data: an image folder (class subfolders or flat), a built-in "
                    "set (shapes: synthetic, digits), or FILE.npz (one array per input name) / FILE.npy, "
-                   "first axis = examples, ONNX layout, preprocessed. Default: the checkpoint's dataset, "
+                   "first axis = examples, ONNX layout: float arrays preprocessed, uint8 arrays pixels (normalized with --mean/--std). Default: the checkpoint's dataset, "
                    "else shapes.")
 @click.option("--calib-samples", type=int, default=200, show_default=True, help="Calibration examples to use.")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "mse"]), default="minmax",
