@@ -1,10 +1,12 @@
 """int8 on real trained models: convert each with edgenet, then judge the int8 model on its own task.
 
 The models are real ones users bring (issue #17): PaddleOCR's direction classifier, PP-OCRv4 text
-detector and recognizer (from the rapidocr-onnxruntime 1.4.4 wheel) and a YOLOv8n detector (nudenet 3.4.2).
+detector and recognizer (from the rapidocr-onnxruntime 1.4.4 wheel), a YOLOv8n detector (nudenet 3.4.2), and
+ddddocr 1.6.1's captcha CRNN (conv + bidirectional LSTM, time-first CTC output) and YOLOX character detector.
 Each gets calibration and evaluation images this script renders itself (seeded, deterministic; PIL with
 matplotlib's DejaVu fonts): text lines upright and rotated 180 degrees for the classifier, text lines with a
-known truth for the recognizer, pages of lines for the detector, cartoon heads and shoulders for YOLOv8n.
+known truth for the recognizer, pages of lines for the detector, cartoon heads and shoulders for YOLOv8n,
+text captchas and letterboxed click captchas for ddddocr.
 They are preprocessed as each wheel's own code does and handed to `edgenet convert --calib FILE.npz`.
 
 For each model it prints: edgenet's verdict (report.json), the precision of every op of model_int8.tflite
@@ -15,10 +17,11 @@ computed in benchmarks/real_models/, independent of edgenet's verdict code: they
 
 Nothing downloads. The models come from the wheels, unpacked into the cache dir:
 
-    pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2 -d ~/.cache/edgenet/real-models
+    pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2 ddddocr==1.6.1 -d ~/.cache/edgenet/real-models
     cd ~/.cache/edgenet/real-models
     unzip -q rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime
     unzip -q nudenet-3.4.2-py3-none-any.whl -d nudenet
+    unzip -q ddddocr-1.6.1-py3-none-any.whl -d ddddocr
 
 Examples:
     python benchmarks/int8_real_models.py
@@ -49,9 +52,9 @@ from real_models.models import MODELS, RealModel  # noqa: E402
 from real_models import runner  # noqa: E402
 
 DEFAULT_CACHE = "~/.cache/edgenet/real-models"
-GET_MODELS = ("pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2 -d {cache}, then in {cache}: "
-              "unzip rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime; "
-              "unzip nudenet-3.4.2-py3-none-any.whl -d nudenet")
+GET_MODELS = ("pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2 ddddocr==1.6.1 -d {cache}, then in "
+              "{cache}: unzip rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime; "
+              "unzip nudenet-3.4.2-py3-none-any.whl -d nudenet; unzip ddddocr-1.6.1-py3-none-any.whl -d ddddocr")
 
 
 def cpu_name() -> str:
@@ -145,6 +148,9 @@ def task_summary(row: dict) -> str:
                 f"({t['float_detections']} float, {t['int8_detections']} int8 detections on "
                 f"{t['images_with_float_detections']}/{t['examples']} images; float classes: "
                 f"{', '.join(f'{k} x{v}' for k, v in t['float_classes'].items())})")
+    if "detection_f1" in t:     # decoded as the wheel's app decodes its head
+        return (f"detection F1 {t['detection_f1']:.3f} after the app's decoding ({t['float_detections']} float, "
+                f"{t['int8_detections']} int8 detections, {t['matched']} matched, {t['examples']} images)")
     return "-"
 
 

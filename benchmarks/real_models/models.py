@@ -9,6 +9,10 @@ Preprocessing followed:
   binarizes its probability map at ``thresh`` 0.3 (DBPostProcess).
 - nudenet 3.4.2 (``nudenet.py`` ``_read_image``): RGB, x / 255, no mean; padded to a square at the bottom
   and right, resized to 320; detections with class score >= 0.25 after class-agnostic NMS at IoU 0.45.
+- ddddocr 1.6.1 (``core/ocr_engine.py``: greyscale, height 64 keeping the aspect ratio, x / 255; the
+  output ``[T, 1, C]`` read as ``out[:, 0, :]``, greedy CTC with blank 0 over ``charsets.py``'s
+  ``CHARSET_BETA``; ``core/detection_engine.py``: letterboxed to 416 x 416 with grey 114, pixels 0..255,
+  YOLOX grid decoding, score = objectness x class >= 0.1, NMS at IoU 0.45).
 Resizing here is PIL bilinear (the wheels use OpenCV's ``cv2.resize``): the rendered lines are drawn near
 the input height, so the difference is a fraction of a pixel.
 
@@ -209,6 +213,93 @@ def _judge_yolo(fl: list, q: list, data: Data, _path: Path) -> dict:
             "targets": {"boxes_sqnr_db >= 30": sqnr >= 30.0}}
 
 
+# ---- ddddocr: a CRNN (conv + bidirectional LSTM, time-first CTC output) and a YOLOX character detector ------
+
+DDDDOCR = Path("ddddocr/ddddocr")
+CAPTCHA_W = 192
+
+
+def _make_captcha(rng: np.random.Generator, n: int) -> Data:
+    pairs = [render.captcha(rng, CAPTCHA_W, 64) for _ in range(n)]
+    return Data(np.stack([p[0][None].astype(np.float32) / 255.0 for p in pairs]), [p[1] for p in pairs])
+
+
+def ddddocr_charset(model_path: Path) -> list[str]:
+    """``CHARSET_BETA`` of the wheel's ``charsets.py`` (read as a literal, never executed)."""
+    import ast
+
+    tree = ast.parse((model_path.parent / "charsets.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CHARSET_BETA" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise ValueError(f"{model_path.parent / 'charsets.py'}: no CHARSET_BETA")
+
+
+def _captcha_text(scores: np.ndarray, chars: list[str]) -> str:
+    ids = scores.reshape(scores.shape[0], -1).argmax(-1)       # [T, 1, C] -> per step
+    return "".join(chars[i] for i in metrics.ctc_greedy(ids, 0))
+
+
+def _judge_captcha(fl: list, q: list, data: Data, path: Path) -> dict:
+    chars = ddddocr_charset(path)
+    steps = agree = same = f_ok = q_ok = 0
+    for f, i8, truth in zip(fl, q, data.truth):
+        fa, qa = (a.reshape(a.shape[0], -1).argmax(-1) for a in (f, i8))
+        agree, steps = agree + int((fa == qa).sum()), steps + fa.size
+        ft, qt = _captcha_text(f, chars), _captcha_text(i8, chars)
+        same += ft == qt
+        f_ok += ft.lower() == truth
+        q_ok += qt.lower() == truth
+    n = len(data.truth)
+    return {"per_step_agreement": agree / steps, "string_agreement": same / n, "float_accuracy": f_ok / n,
+            "int8_accuracy": q_ok / n, "examples": n, "charset_size": len(chars),
+            "targets": {"string_agreement >= 0.95": same / n >= 0.95}}
+
+
+def _make_clicks(rng: np.random.Generator, n: int) -> Data:
+    return Data(np.stack([render.click_captcha(rng).astype(np.float32).transpose(2, 0, 1) for _ in range(n)]),
+                [None] * n)
+
+
+def _yolox_boxes(head: np.ndarray, size: int = 416, score: float = 0.1, iou: float = 0.45):
+    """ddddocr's decoding of a ``[1, A, 5 + C]`` YOLOX head: (xyxy boxes [k, 4], classes [k]) after NMS."""
+    grids, strides = [], []
+    for stride in (8, 16, 32):
+        n = size // stride
+        xv, yv = np.meshgrid(np.arange(n), np.arange(n))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((n * n, 1), stride))
+    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    p = head.reshape(-1, head.shape[-1]).astype(np.float64)
+    xy, wh = (p[:, :2] + grid) * stride, np.exp(np.clip(p[:, 2:4], -20, 20)) * stride
+    scores = p[:, 4:5] * p[:, 5:]
+    cls, best = scores.argmax(1), scores.max(1)
+    keep = np.flatnonzero(best >= score)
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep]
+    order, chosen = list(np.argsort(-best[keep])), []
+    while order:
+        i = order.pop(0)
+        chosen.append(i)
+        if order:
+            rest = np.asarray(order)
+            order = [int(j) for j, o in zip(rest, metrics.box_iou(boxes[i:i + 1], boxes[rest])[0]) if o <= iou]
+    return boxes[chosen], cls[keep][chosen]
+
+
+def _judge_clicks(fl: list, q: list, data: Data, _path: Path) -> dict:
+    tp = n_f = n_q = 0
+    for f, i8 in zip(fl, q):
+        fb, fc = _yolox_boxes(f)
+        qb, qc = _yolox_boxes(i8)
+        t, a, b = metrics.match_f1(fb, fc, qb, qc, MATCH_IOU)
+        tp, n_f, n_q = tp + t, n_f + a, n_q + b
+    out = {"float_detections": n_f, "int8_detections": n_q, "matched": tp, "examples": len(fl)}
+    if n_f == 0:
+        return {**out, "not_judged": "no detections in float", "targets": {}}
+    f1 = 2 * tp / (n_f + n_q)
+    return {**out, "detection_f1": f1, "targets": {"detection_f1 >= 0.9": f1 >= 0.9}}
+
+
 OCR_ARGS = ("--mean", "0.5", "--std", "0.5", "--channel-order", "bgr")
 MODELS = {m.name: m for m in (
     RealModel("ocr-cls", "PaddleOCR direction classifier (ch_ppocr_mobile_v2.0_cls)",
@@ -220,4 +311,9 @@ MODELS = {m.name: m for m in (
               RAPIDOCR / "models/ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320), OCR_ARGS, _make_rec, _judge_rec),
     RealModel("yolov8n", "YOLOv8n detector (nudenet 320n)", Path("nudenet/nudenet/320n.onnx"), (1, 3, 320, 320),
               ("--mean", "0", "--std", "1"), _make_yolo, _judge_yolo),
+    RealModel("captcha-rec", "ddddocr CRNN (conv + BiLSTM, time-first CTC over 8,210 classes)",
+              DDDDOCR / "common.onnx", (1, 1, 64, CAPTCHA_W), ("--mean", "0", "--std", "1"), _make_captcha,
+              _judge_captcha),
+    RealModel("captcha-det", "ddddocr character detector (YOLOX, 416x416, pixels 0..255)", DDDDOCR / "common_det.onnx",
+              (1, 3, 416, 416), ("--mean", "0", "--std", str(1 / 255)), _make_clicks, _judge_clicks),
 )}

@@ -178,3 +178,47 @@ def face_scene(rng: np.random.Generator, size: int = 320) -> np.ndarray:
         draw.arc((cx - fw * 0.18, cy + fh * 0.08, cx + fw * 0.18, cy + fh * 0.3), 20, 160,
                  fill=(150, 40, 50), width=max(1, fw // 20))
     return degrade(rng, img)
+
+
+CAPTCHA_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"     # no look-alikes (l/1, o/0): the truth is unambiguous
+
+
+def captcha(rng: np.random.Generator, width: int = 192, height: int = 64) -> tuple[np.ndarray, str]:
+    """A text captcha as ddddocr reads them: 4-6 characters, each at its own size, offset and grey, over
+    a light background with a few strike-through lines; (uint8 (height, width) greyscale, its text)."""
+    text = "".join(rng.choice(list(CAPTCHA_CHARS), int(rng.integers(4, 7))))
+    img = Image.new("L", (width, height), int(rng.integers(180, 256)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 5))):
+        draw.line([tuple(int(v) for v in rng.integers(0, (width, height))) for _ in range(2)],
+                  fill=int(rng.integers(60, 200)), width=int(rng.integers(1, 3)))
+    font = _font(font_paths()[int(rng.integers(len(font_paths())))], int(rng.integers(30, 44)))
+    x = int(rng.integers(4, 24))
+    for ch in text:
+        draw.text((x, int(rng.integers(2, 14))), ch, font=font, fill=int(rng.integers(0, 90)))
+        x += int(font.getlength(ch)) + int(rng.integers(-2, 5))
+    if rng.random() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(0.6))
+    arr = np.asarray(img, np.float32) + rng.normal(0, 8, (height, width)).astype(np.float32)
+    return np.clip(arr, 0, 255).astype(np.uint8), text
+
+
+def click_captcha(rng: np.random.Generator, size: int = 416) -> np.ndarray:
+    """A click captcha (scattered characters over coloured blocks), letterboxed into ``size`` x ``size``
+    as ddddocr's detector preprocesses (top-left, the rest grey 114): uint8 (size, size, 3)."""
+    w, h = int(rng.integers(300, 420)), int(rng.integers(150, 260))
+    img = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(120, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 6))):
+        x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+        draw.rectangle([x0, y0, x0 + int(rng.integers(20, 80)), y0 + int(rng.integers(20, 60))],
+                       fill=tuple(int(v) for v in rng.integers(100, 256, 3)))
+    for _ in range(int(rng.integers(3, 6))):
+        font = _font(font_paths()[int(rng.integers(len(font_paths())))], int(rng.integers(28, 48)))
+        draw.text((int(rng.integers(0, w - 40)), int(rng.integers(0, h - 50))), str(rng.choice(list(CAPTCHA_CHARS.upper()))),
+                  font=font, fill=tuple(int(v) for v in rng.integers(0, 110, 3)))
+    r = min(size / h, size / w)
+    resized = np.asarray(img.resize((int(w * r), int(h * r)), Image.BILINEAR))
+    out = np.full((size, size, 3), 114, np.uint8)
+    out[: resized.shape[0], : resized.shape[1]] = resized
+    return out
