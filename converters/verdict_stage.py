@@ -296,8 +296,8 @@ def _confirmation(built, data: PipelineData, source: SourceModel, profile, opts,
     from edgenet.converters import validate
     from edgenet.inference import TFLiteModel
 
-    if data.info.get("synthetic") or not data.calib or not len(data.calib[0]):
-        return None
+    if data.info.get("synthetic") or data.info.get("eval_is_calibration") or not data.calib or not len(data.calib[0]):
+        return None     # no examples apart from the ones the search chose on
     sample = [x[: CONFIRM_SAMPLES * max(1, spec.batch)] for x, spec in zip(data.calib, source.inputs)]
     reference = []
 
