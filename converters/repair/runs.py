@@ -7,10 +7,8 @@ model ran on the same examples two or three times (int16 promotions run on LiteR
 kernels: a second each on a 320x320 detector). Outputs are the same arrays a fresh run gives: the
 interpreter runs one invocation per batch of examples, each independent of the others, so the whole
 set's outputs are the subset's followed by the rest's (:func:`edgenet.inference.invocations`).
-For the same reason the invocations are shared out among one single-threaded interpreter per core,
-run side by side: int16 ops run on LiteRT's reference kernels, which use one thread whatever the
-interpreter is given (a 320x320 detector with every op int16: 2.5 s for 8 examples -> 1.2 s on 2
-cores; XNNPACK's int8 and float kernels give the same values on 1 thread as on several).
+For the same reason the invocations are shared out among single-threaded interpreters run side by
+side (:func:`edgenet.inference.predict_side_by_side`: int16 ops run on single-threaded kernels).
 """
 from __future__ import annotations
 
@@ -58,23 +56,7 @@ class SubsetRuns:
         return [np.concatenate([h, t]) for h, t in zip(head, tail)]
 
     def _run(self, model: bytes, examples: Sequence[np.ndarray]) -> list[np.ndarray]:
+        from edgenet.inference import predict_side_by_side
+
         self.runs += 1
-        count = min(len(x) // b for x, b in zip(examples, self.batches))
-        workers = max(1, min(self.threads or 1, count))
-        if workers == 1:
-            from edgenet.inference import TFLiteModel
-
-            return TFLiteModel(model, self.threads).predict_all(examples)
-        from concurrent.futures import ThreadPoolExecutor
-
-        cuts = [count * k // workers for k in range(workers + 1)]
-        parts = [[x[a * b:z * b] for x, b in zip(examples, self.batches)] for a, z in zip(cuts, cuts[1:])]
-        with ThreadPoolExecutor(max_workers=workers) as pool:   # LiteRT's invoke releases the GIL
-            outs = list(pool.map(lambda part: _predict(model, part), parts))
-        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
-
-
-def _predict(model: bytes, examples: Sequence[np.ndarray]) -> list[np.ndarray]:
-    from edgenet.inference import TFLiteModel
-
-    return TFLiteModel(model, 1).predict_all(examples)
+        return predict_side_by_side(model, examples, self.threads)
