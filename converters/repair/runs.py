@@ -28,7 +28,6 @@ class SubsetRuns:
     the rest's). The last :data:`KEEP` models' subset outputs are kept, by the model's bytes."""
 
     def __init__(self, examples: Sequence[np.ndarray], batches: Sequence[int], count: int, threads: int | None):
-        self.batches = list(batches)
         self.subset = [x[: count * b] for x, b in zip(examples, batches)]
         rest = [x[count * b:] for x, b in zip(examples, batches)]
         # the rest in whole invocations only (a fresh run drops a partial last one too)
