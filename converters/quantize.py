@@ -148,7 +148,8 @@ def _op_config(qtyping, activation_bits: int, per_channel: bool):
 
 def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, precision: Precision,
              io_type: IOType | str | None = None, per_channel: bool = True,
-             op_precision: Mapping[str, OpPrecision] = {}) -> bytes:   # noqa: B006 (read only)
+             op_precision: Mapping[str, OpPrecision] = {},   # noqa: B006 (read only)
+             _rewritten: bool = False) -> bytes:
     """The full-integer model of ``float_model`` (a float32 .tflite, as
     :func:`edgenet.converters.tflite.to_float_tflite` makes it) with the activation ranges ``ranges``.
 
@@ -205,7 +206,10 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
         except Exception as exc:
             text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
             raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
-    return uint8_io(model) if io == "uint8" else inline_buffers(model)
+    if io == "uint8":
+        return uint8_io(model)
+    # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too
+    return model if _rewritten else inline_buffers(model)
 
 
 def check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) -> None:
@@ -272,10 +276,12 @@ def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
 
     if not result.source or not result.ranges:
         raise ConversionError(f"no calibrated {result.precision.value} model to quantize again")
+    # with float outputs, their rewrite (read and written with the object API) inlines the buffers
+    # the quantizer appended: the same bytes as inlining first, one unpack and pack fewer
     model = quantize(result.source, result.ranges, precision=result.precision,
                      io_type=result.io_type if io_type is None else io_type,
                      per_channel=result.per_channel if per_channel is None else per_channel,
-                     op_precision=op_precision)
+                     op_precision=op_precision, _rewritten=bool(float_outputs))
     return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
 
