@@ -105,9 +105,10 @@ def inline_buffers(model: bytes) -> bytes:
     """``model`` with every constant buffer inside the flatbuffer. The LiteRT Quantizer appends
     large buffers after it and points to them by offset (valid TFLite, but tools that rewrite the
     flatbuffer by its object API, such as the metadata writers, drop what is appended)."""
-    raw = _flatbuffer.utils().convert_bytearray_to_object(bytes(model))
-    if not any(b.offset for b in raw.buffers or []):
-        return bytes(model)
+    model = bytes(model)
+    root = _flatbuffer.schema().Model.GetRootAsModel(model, 0)   # read in place: no object unpacked
+    if not any(root.Buffers(k).Offset() for k in range(root.BuffersLength())):
+        return model
     return _flatbuffer.write(_flatbuffer.read(model))
 
 

@@ -219,25 +219,27 @@ def check_finite_reference(outputs: Sequence[np.ndarray], names: Sequence[str], 
 
 # -- every precision against float32 -----------------------------------------------------------------
 def judge_precision(precision, model: bytes, examples, float_outs, outputs, thresholds, threads: int | None = None,
-                    kinds=(), joins=()):
+                    kinds=(), joins=(), outs=None):
     """(Verdict, outputs) of the ``precision`` model against the float32 model's ``float_outs`` on
     the same held-out ``examples``; ``outputs`` are the graph's TensorInfo (names, layouts).
     ``kinds``: the user's :class:`edgenet.verdicts.KindSpec` overrides (``--output-kind``); those
     naming an output this graph does not have (an output written as parts) are left out.
     ``joins``: outputs written as parts (:class:`edgenet.verdicts.parts.JoinedOutput`), joined back
     into the tensor the app rebuilds and judged as that one output (its kind, its name); the
-    outputs returned stay the model's own.
+    outputs returned stay the model's own. ``outs``: the model's outputs on ``examples`` when they
+    were computed already (the model is not run again).
 
     Raises:
         UsageError: a kind does not fit its output's shape (a sequence that is not [N, T, C] ...).
     """
     from edgenet.errors import UsageError
-    from edgenet.inference import TFLiteModel
+    from edgenet.inference import predict_side_by_side
     from edgenet.verdicts import KindError, judge
 
     from edgenet.verdicts.parts import join_arrays, join_items
 
-    outs = TFLiteModel(model, threads).predict_all(examples)
+    if outs is None:   # side by side: an int16x8 model's reference kernels use one core each
+        outs = predict_side_by_side(model, examples, threads)
     names = join_items([o.name for o in outputs], joins, lambda j, parts: j.name)
     layouts = join_items([o.channels_last for o in outputs], joins)
     integer = join_items([not o.dtype.startswith("float") for o in outputs], joins, lambda j, parts: all(parts))

@@ -183,6 +183,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
     from edgenet.converters.repair.cost import interleaved_latency
     from edgenet.converters.repair.graph import ops
+    from edgenet.converters.repair.runs import SubsetRuns
     from edgenet.converters.repair.sensitivity import output_score
     from edgenet.inference import TFLiteModel
 
@@ -200,9 +201,14 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
 
     joins = () if split is None else (split.joined(built.graph.outputs),)
 
+    # each candidate model runs once on the subset: its quick verdict, its score and its full verdict
+    # (the subset's outputs followed by the rest's) share that run
+    runs = SubsetRuns(data.eval_x, [max(1, spec.batch) for spec in source.inputs], EVAL_SUBSET, threads)
+
     def full(blob):
         return validate.judge_precision(Precision.INT8, blob, data.eval_x, checked.float_outs, built.graph.outputs,
-                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins)[0]
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins,
+                                        outs=runs.full(blob))[0]
 
     verdict = checked.verdicts[Precision.INT8]
     from edgenet.verdicts.parts import join_items
@@ -216,12 +222,13 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
 
     def quick(blob):
         return validate.judge_precision(Precision.INT8, blob, subset, f_subset, built.graph.outputs,
-                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins)[0]
+                                        profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins,
+                                        outs=runs.outputs(blob))[0]
 
     judge = Judge(full, quick)
 
     def score(blob):
-        return output_score(blob, subset, f_subset, failing, threads)
+        return output_score(blob, subset, f_subset, failing, threads, outs=runs.outputs(blob))
 
     # the budget: the profile's repair_rounds, counted (not timed: the same search on any machine)
     budget = Budget(profile.repair_rounds)

@@ -152,6 +152,36 @@ class TFLiteModel:
         return [_dequantized(det, stack_outputs(res, batches)) for det, res in zip(details, results)]
 
 
+def predict_side_by_side(model: str | Path | bytes, x: np.ndarray | Sequence[np.ndarray],
+                         workers: int | None = None) -> list[np.ndarray]:
+    """:meth:`TFLiteModel.predict_all` of every output, with the invocations shared out in order among
+    ``workers`` (default: one per core) single-threaded interpreters run side by side (LiteRT's invoke
+    releases the GIL). The arrays are the same as one interpreter's: each invocation is computed on its
+    own, and XNNPACK's kernels give the same values on any number of threads. What it is for: int16
+    (int16x8) ops run on LiteRT's reference kernels, single-threaded whatever the interpreter is given;
+    side by side they use every core (a 320x320 detector with int16 activations everywhere, 8
+    examples, 2 cores: 2.5 s -> 1.2 s)."""
+    import os
+
+    first = TFLiteModel(model, 1)
+    xs = first._examples(x)
+    first.check_input(xs)
+    batches = first.batches
+    count = invocation_count(xs, batches)
+    workers = max(1, min(workers or os.cpu_count() or 1, count))
+    if workers == 1:
+        return first.predict_all(xs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = [count * k // workers for k in range(workers + 1)]
+    parts = [[arr[a:z] if b is None else arr[a * b:z * b] for arr, b in zip(xs, batches)]
+             for a, z in zip(cuts, cuts[1:])]
+    runners = [first] + [TFLiteModel(model, 1) for _ in parts[1:]]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outs = list(pool.map(lambda job: job[0].predict_all(job[1]), zip(runners, parts)))
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
 def _dequantized(detail: dict, y: np.ndarray) -> np.ndarray:
     if np.dtype(detail["dtype"]) in _INTEGER:
         scale, zp = detail["quantization"]

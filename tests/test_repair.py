@@ -368,3 +368,28 @@ def test_a_repair_whose_verdict_judges_nothing_does_not_say_it_passes():
     r = Repair(b"m", single, single, (Promotion("y", "ADD", OpPrecision.FLOAT, "own int8 error 3.0 dB"),),
                1, 0.0, 4, Stop.PASSED, passes_text(single), 10, 20)
     assert "the verdict no longer fails" in r.summary() and "the verdict passes" not in r.summary()
+
+
+def test_subset_runs_give_the_arrays_a_fresh_run_gives_and_run_each_model_once(mid):
+    """The repair's shared runs (converters/repair/runs.py): a model's outputs on the subset and on the
+    whole set equal one interpreter's run over them (int8, int16 and float promotions alike: split among
+    single-threaded interpreters, subset then rest), and asking again for the same model runs nothing."""
+    from edgenet.converters.repair.runs import SubsetRuns
+
+    conv2 = mid.names["CONV_2D2"]
+    models = [mid.int8, mid.quantize({conv2: OpPrecision.INT16}), mid.quantize({conv2: OpPrecision.FLOAT})]
+    runs = SubsetRuns([mid.x], [1], 7, threads=2)      # 7 of 32: the rest (25) splits unevenly too
+    for model in models:
+        fresh = TFLiteModel(model, 2).predict_all(mid.x)
+        sub = runs.outputs(model)
+        assert [a.shape for a in sub] == [(7, 4)]
+        assert all(np.array_equal(a, f[:7]) for a, f in zip(sub, fresh))
+        whole = runs.full(model)
+        assert all(np.array_equal(a, f) for a, f in zip(whole, fresh))
+    assert runs.runs == 2 * len(models) and runs.reused == len(models)   # full(): the subset's run reused
+    assert runs.outputs(models[-1]) is runs.outputs(models[-1])
+    assert runs.runs == 2 * len(models) and runs.reused == len(models) + 2
+    # fewer examples than the subset: the whole set is the subset, nothing is run twice
+    small = SubsetRuns([mid.x[:5]], [1], 8, threads=2)
+    assert np.array_equal(small.full(mid.int8)[0], TFLiteModel(mid.int8).predict_all(mid.x[:5])[0])
+    assert small.runs == 1

@@ -109,16 +109,20 @@ def own_errors(float_model: bytes, int8_model: bytes, samples, names: Sequence[s
 
 
 def output_score(model: bytes, x, float_outs: Sequence[np.ndarray], positions: Sequence[int],
-                 threads: int | None = None) -> float:
+                 threads: int | None = None, outs: Sequence[np.ndarray] | None = None) -> float:
     """The lowest SQNR (dB, input-dependent part; whole output or its worst varying channel, as the
     verdict reads them) of the outputs at ``positions`` of ``model`` on examples ``x`` against
     ``float_outs`` (the float model's outputs on the same examples); an
     output of indices (ArgMax) scores its share of equal values x 60 dB. -inf when an output is
-    lost altogether."""
+    lost altogether. ``outs``: all of the model's outputs on ``x`` when they were computed already
+    (the model is not run again)."""
     from edgenet.inference import TFLiteModel
     from edgenet.quality import centered_sqnr_db, channel_axis
 
-    outs = TFLiteModel(model, threads).predict_all(x, list(positions))
+    if outs is None:
+        outs = TFLiteModel(model, threads).predict_all(x, list(positions))
+    else:
+        outs = [outs[k] for k in positions]
     worst = math.inf
     for f, q in zip((float_outs[k] for k in positions), outs):
         if not np.issubdtype(np.asarray(f).dtype, np.floating):

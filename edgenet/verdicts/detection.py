@@ -115,33 +115,51 @@ def xyxy(boxes: np.ndarray) -> np.ndarray:
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` [n, 4] with every box of ``b`` [m, 4] (x1, y1, x2, y2)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    w = np.minimum(a[:, None, 2], b[None, :, 2])
+    w -= np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3])
+    h -= np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(w, 0, out=w)
+    inter *= np.maximum(h, 0, out=h)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    union = area_a[:, None] + area_b[None, :]
+    union -= inter
+    positive = union > 0
+    return np.where(positive, inter / np.where(positive, union, 1), 0.0)
+
+
+NMS_BLOCK = 1024   # boxes whose IoU with each other NMS computes at once (a block of 1024 x 1024 float64: 8 MB)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, classes: np.ndarray | None = None) -> np.ndarray:
     """Greedy non-maximum suppression: indices kept, highest score first. ``classes`` given: per
-    class (boxes of different classes never suppress each other), else class-agnostic."""
+    class (boxes of different classes never suppress each other), else class-agnostic.
+
+    Boxes are visited by descending score; each box not suppressed yet is kept and suppresses every
+    later box of its class with IoU > ``iou``. The IoUs of a block of :data:`NMS_BLOCK` kept-candidates
+    against the later boxes are computed in one array operation (the same elementwise arithmetic as
+    :func:`iou_matrix` on one box at a time, so the same boxes are kept): a head with thousands of
+    candidates an image is not suppressed one Python-level array call per kept box."""
     order = np.argsort(-scores, kind="stable")
+    n = order.size
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    b = boxes[order]
+    c = None if classes is None else classes[order]
+    suppressed = np.zeros(n, dtype=bool)
     keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        if not rest.size:
-            break
-        overlap = iou_matrix(boxes[i:i + 1], boxes[rest])[0]
+    for start in range(0, n, NMS_BLOCK):
+        stop = min(start + NMS_BLOCK, n)
+        overlap = iou_matrix(b[start:stop], b[start:])        # [block, n - start]
         drop = overlap > iou
-        if classes is not None:
-            drop &= classes[rest] == classes[i]
-        order = rest[~drop]
+        if c is not None:
+            drop &= c[start:stop, None] == c[None, start:]
+        for k in range(stop - start):
+            if suppressed[start + k]:
+                continue
+            keep.append(int(order[start + k]))
+            suppressed[start + k + 1:] |= drop[k, k + 1:]
     return np.asarray(keep, dtype=np.int64)
 
 
