@@ -109,7 +109,8 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     from edgenet.converters.pipeline import Stages
     from edgenet.converters.repair_stage import strict_profile as _strict
     from edgenet.converters.quantize import quantize_calibrated
-    from edgenet.converters.verdict_stage import enforce, mixed_precision, ops_left_in_float
+    from edgenet.converters.mixed_precision_stage import mixed_precision
+    from edgenet.converters.verdict_stage import enforce, ops_left_in_float
     from edgenet.inference import op_counts
 
     _refuse(opts)

@@ -2,7 +2,7 @@
 
 The target profile's ``repair`` order holds promotions (int16 where its runtime has the kernel,
 float where it runs float: never on integer-only targets or with --strict-int8;
-:func:`edgenet.converters.verdict_stage.mixed_precision`) and the split head (a damaged output made
+:func:`edgenet.converters.mixed_precision_stage.mixed_precision`) and the split head (a damaged output made
 by a Concat written as parts, each with its own int8 scale;
 :mod:`edgenet.converters.split_outputs`), each tried while the verdict still fails. Parts are
 judged joined, as the app rebuilds the output; promotions that come after a split are tried on
@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from edgenet.config import Precision
-from edgenet.converters.verdict_stage import mixed_precision, split_head, splittable, validate_stage
+from edgenet.converters.mixed_precision_stage import mixed_precision
+from edgenet.converters.verdict_stage import split_head, splittable, validate_stage
 
 
 def strict_profile(profile, opts):

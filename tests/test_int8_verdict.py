@@ -292,9 +292,9 @@ def test_a_split_that_does_not_pass_either_keeps_the_output_whole(tmp_path):
 def test_a_repair_that_floats_most_of_the_model_is_not_taken(detector, tmp_path, monkeypatch):
     """The share of ops a repair may keep in float is bounded: a passing model over it is refused (its
     stop says why) and the target's next step, or an honest failure, follows."""
-    from edgenet.converters import verdict_stage
+    from edgenet.converters import mixed_precision_stage
 
-    monkeypatch.setattr(verdict_stage, "MAX_FLOAT_SHARE", 0.0)     # any float op is too many here
+    monkeypatch.setattr(mixed_precision_stage, "MAX_FLOAT_SHARE", 0.0)     # any float op is too many here
     r = edgenet.convert(str(detector), int8=True, out=tmp_path / "o", allow_degraded=True, **FAST)
     mp = r.report.mixed_precision
     assert mp is not None and not mp["passed"] and mp["stop"] == "mostly_float"

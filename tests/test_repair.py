@@ -130,7 +130,7 @@ def test_int16_first_where_the_runtime_has_the_kernel(mid):
 
 
 def test_cortex_m_gets_int16_run_in_tflite_micro_and_never_float(mid, huge):
-    from edgenet.converters.verdict_stage import _runtime_check
+    from edgenet.converters.mixed_precision_stage import _runtime_check
     from edgenet.targets.tflm import run_tflm
 
     profile = load_target("cortex-m")

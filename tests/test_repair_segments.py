@@ -204,7 +204,7 @@ def test_ops_the_int8_model_had_in_float_already_are_not_counted_as_promoted(spr
     """rpi computes hard-swish in float in every int8 model (int8_float_ops): a repair whose groups
     include such an op did not move it out of int8, and its count does not say so."""
     from edgenet.converters.repair.result import Promotion
-    from edgenet.converters.verdict_stage import _new_promotions
+    from edgenet.converters.mixed_precision_stage import _new_promotions
 
     r = spread.repair(max_ops=len(spread.ops) // 2)
     own = r.promoted[0]
