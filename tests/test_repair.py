@@ -393,3 +393,19 @@ def test_subset_runs_give_the_arrays_a_fresh_run_gives_and_run_each_model_once(m
     small = SubsetRuns([mid.x[:5]], [1], 8, threads=2)
     assert np.array_equal(small.full(mid.int8)[0], TFLiteModel(mid.int8).predict_all(mid.x[:5])[0])
     assert small.runs == 1
+
+
+def test_allow_degraded_keeps_the_split_only_when_it_keeps_clearly_more_of_the_task():
+    """Two failing int8 verdicts on one detection head: the split's F1 0.80 against the whole's 0.15 is
+    clearly better (the parts are written with --allow-degraded); 0.85 against 0.80 is not."""
+    from types import SimpleNamespace
+
+    from edgenet.converters.repair_stage import _clearly_better
+
+    def checked(f1: float):
+        out = SimpleNamespace(name="output0", to_dict=lambda: {"kind": "detection", "metrics": {"detection_f1": f1}})
+        return SimpleNamespace(verdicts={Precision.INT8: SimpleNamespace(outputs=[out])})
+
+    assert _clearly_better(checked(0.80), checked(0.15), "output0")
+    assert not _clearly_better(checked(0.85), checked(0.80), "output0")
+    assert not _clearly_better(checked(0.80), checked(0.15), "another")
