@@ -42,17 +42,19 @@ def invocation_count(arrays: Sequence[np.ndarray], batches: Sequence[int | None]
 def stack_outputs(per_invocation: Sequence[np.ndarray], batches: Sequence[int | None] = ()) -> np.ndarray:
     """One output's values over invocations: concatenated along axis 0 (a scalar output: stacked).
 
-    ``batches``: the model inputs' batch sizes. When they are all 1 and an output of rank 3 or more is
-    ``[T, 1, ...]`` with T > 1, its batch axis is axis 1 -- the time-first layout of a CTC recognizer
+    ``batches``: the model inputs' batch sizes. When they are all 1 and an output of rank 3 is
+    ``[T, 1, C]`` with T > 1, its batch axis is axis 1 -- the time-first layout of a CTC recognizer
     exported from PyTorch (``[T, N, C]``, what ``nn.CTCLoss`` takes; ddddocr's CRNN), which its app reads
     as ``out[:, 0, :]`` -- and the examples are stacked along that axis, moved first: ``[S, T, ...]``,
-    so that each example stays one sequence rather than becoming T rows."""
+    so that each example stays one sequence rather than becoming T rows. Rank 3 only: a rank-4 output
+    comes back NHWC from TFLite and NCHW from ONNX (``[K, 1, H, W]`` is ``[K, H, W, 1]``), so a rule on
+    its axis 1 would stack the two sides differently."""
     if not per_invocation:
         return np.zeros((0,), dtype=np.float32)
     if np.ndim(per_invocation[0]) == 0:
         return np.stack(per_invocation)
     first = np.shape(per_invocation[0])
-    if (batches and all(b == 1 for b in batches) and len(first) >= 3 and first[0] > 1 and first[1] == 1):
+    if (batches and all(b == 1 for b in batches) and len(first) == 3 and first[0] > 1 and first[1] == 1):
         return np.concatenate([np.swapaxes(np.asarray(a), 0, 1) for a in per_invocation])
     return np.concatenate(per_invocation)
 

@@ -95,3 +95,27 @@ def test_an_unrolled_lstm_writes_its_weights_once(tmp_path):
     interp = Interpreter(model_content=graph.model)
     fc_weights = [op["inputs"][1] for op in interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
     assert len(fc_weights) > 24 and len(set(fc_weights)) <= 6
+
+
+def test_a_rank4_output_with_a_unit_axis_1_is_stacked_alike_on_both_sides(tmp_path):
+    """A batch-1 model whose output is ``[K, 1, H, W]`` (conv channels moved to the batch axis): TFLite
+    gives it as ``[K, H, W, 1]``, ONNX as ``[K, 1, H, W]``; both are concatenated along axis 0, so the
+    float model matches ONNX (the time-first rule on axis 1 made the two sides differ: 'relative error inf')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgenet
+
+    assert stack_outputs([np.zeros((4, 1, 6, 6))] * 3, [1]).shape == (12, 1, 6, 6)
+    w = np.random.default_rng(0).normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Transpose", ["c"], ["y"], perm=[1, 0, 2, 3])], "k1hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1, 16, 16])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "k1hw.onnx"))
+    result = edgenet.convert(str(tmp_path / "k1hw.onnx"), precisions=["float32"], out=tmp_path / "out",
+                             eval_samples=4, calib_samples=4, mean=[0.0], std=[1.0], layer_report=False)
+    assert result.float_path in result.files     # the conversion raises when float differs from ONNX
