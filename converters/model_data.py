@@ -157,6 +157,11 @@ def _arrays(path: Path, inputs: Sequence[ModelInput], calib_samples: int, eval_s
     if n == 0:
         raise DataError(f"--calib {path}: no whole example for every input")
     if len(set(invocations)) > 1:
+        if len({i.batch for i in inputs}) > 1:    # rows are examples; an invocation takes `batch` of them
+            counts = ", ".join(f"{i.name}: {len(x)} rows = {k} invocation(s) of batch {i.batch}"
+                               for x, i, k in zip(per_input, inputs, invocations))
+            raise DataError(f"--calib {path}: the inputs fill different numbers of invocations ({counts}); each "
+                            "input's array needs its batch times as many rows")
         counts = ", ".join(f"{i.name}: {len(x)}" for x, i in zip(per_input, inputs))
         raise DataError(f"--calib {path}: the inputs have different numbers of examples ({counts})")
     # held-out invocations first (never calibrate), the rest calibrates; a tiny set validates on all

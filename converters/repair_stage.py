@@ -156,7 +156,8 @@ BETTER_BY = 0.1    # a task figure (a fraction: F1, agreement, IoU) this much hi
 
 def _clearly_better(candidate, current, output: str) -> bool:
     """True when ``candidate``'s int8 verdict on ``output`` has the same task figure as ``current``'s
-    (detections F1, agreement, map IoU) and it is at least :data:`BETTER_BY` higher."""
+    (detections F1, agreement, map IoU) and it is at least :data:`BETTER_BY` higher, and every other
+    output that ``current`` passes ``candidate`` passes too."""
     from edgenet.verdicts import headline
 
     def figure(checked):
@@ -164,7 +165,11 @@ def _clearly_better(candidate, current, output: str) -> bool:
         return None if out is None else headline(out.to_dict())
 
     new, old = figure(candidate), figure(current)
-    return new is not None and old is not None and new[0] == old[0] and new[1] >= old[1] + BETTER_BY
+    if new is None or old is None or new[0] != old[0] or new[1] < old[1] + BETTER_BY:
+        return False
+    # better on the split output, not at the cost of another: an output the whole model passes still passes
+    passing = {o.name for o in current.verdicts[Precision.INT8].outputs if o.passed}
+    return all(o.passed for o in candidate.verdicts[Precision.INT8].outputs if o.name != output and o.name in passing)
 
 
 def _failures(checked) -> str:

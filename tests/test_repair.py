@@ -402,10 +402,14 @@ def test_allow_degraded_keeps_the_split_only_when_it_keeps_clearly_more_of_the_t
 
     from edgenet.converters.repair_stage import _clearly_better
 
-    def checked(f1: float):
-        out = SimpleNamespace(name="output0", to_dict=lambda: {"kind": "detection", "metrics": {"detection_f1": f1}})
-        return SimpleNamespace(verdicts={Precision.INT8: SimpleNamespace(outputs=[out])})
+    def checked(f1: float, other_passes: bool = True):
+        out = SimpleNamespace(name="output0", passed=False,
+                              to_dict=lambda: {"kind": "detection", "metrics": {"detection_f1": f1}})
+        other = SimpleNamespace(name="output1", passed=other_passes, to_dict=lambda: {"kind": "generic"})
+        return SimpleNamespace(verdicts={Precision.INT8: SimpleNamespace(outputs=[out, other])})
 
     assert _clearly_better(checked(0.80), checked(0.15), "output0")
+    # better on the split head but another output, passing whole, fails with the parts: not better
+    assert not _clearly_better(checked(0.80, other_passes=False), checked(0.15), "output0")
     assert not _clearly_better(checked(0.85), checked(0.80), "output0")
     assert not _clearly_better(checked(0.80), checked(0.15), "another")
