@@ -174,3 +174,19 @@ def test_uint8_calibration_arrays_are_pixels_normalized_as_images(tmp_path):
     np.save(tmp_path / "float.npy", pixels.astype(np.float32))
     (y,), normalized = read_arrays(tmp_path / "float.npy", [spec], pre)
     assert not normalized and np.array_equal(y, pixels.transpose(0, 2, 3, 1).astype(np.float32))
+
+
+def test_inputs_of_different_batch_filling_different_invocations_say_so(tmp_path):
+    """Two inputs of batch 1 and 2 with 64 rows each: 64 and 32 invocations, said in those terms (the
+    message read 'different numbers of examples (a: 64, b: 64)')."""
+    from edgenet.converters.model_data import load_data
+    from edgenet.converters.model_inputs import ModelInput
+    from edgenet.errors import DataError
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ab.npz", a=rng.normal(size=(64, 8)).astype(np.float32),
+             b=rng.normal(size=(64, 8)).astype(np.float32))
+    inputs = [ModelInput("a", (1, 8), image=False), ModelInput("b", (2, 8), image=False)]
+    with pytest.raises(DataError, match=r"a: 64 rows = 64 invocation\(s\) of batch 1, b: 64 rows = 32 invocation"):
+        load_data(str(tmp_path / "ab.npz"), inputs, None, int8=True, calib_samples=32, eval_samples=8, seed=0,
+                  explicit=True)
