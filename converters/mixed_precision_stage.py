@@ -90,9 +90,16 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing, cap,
                     confirm)
     float_ops = sum(1 for p in result.promoted if p.precision is OpPrecision.FLOAT)
-    if result.passed and float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source)) and "int16" in usable:
-        # float first found only the float model with extra steps: int16 activations may hold what
-        # float did (a profile that orders float first, as XNNPACK targets do, still gets them)
+    float_bytes = len(built.models[Precision.FLOAT32])
+
+    def too_large(model) -> bool:
+        return float_bytes >= MIN_SIZED_BYTES and len(model) > MAX_FLOAT_BYTES_SHARE * float_bytes
+
+    if result.passed and "int16" in usable and (float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source))
+                                                or (float_ops and too_large(result.model))):
+        # float first found only the float model with extra steps (most ops, or the ops holding most
+        # weights, in float): int16 activations may hold what float did, with int8 weights (a profile
+        # that orders float first, as XNNPACK targets do, still gets them)
         from edgenet.targets.profile import RepairStep
 
         again = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
@@ -111,8 +118,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                          stop_detail=f"the one passing model found computes {float_ops} of "
                                      f"{len(ops(built.quant_source))} ops in float (more than "
                                      f"{MAX_FLOAT_SHARE:.0%}): not an int8 model")
-    float_bytes = len(built.models[Precision.FLOAT32])
-    if result.passed and float_bytes >= MIN_SIZED_BYTES and len(result.model) > MAX_FLOAT_BYTES_SHARE * float_bytes:
+    if result.passed and too_large(result.model):
         # the ops left in float hold most of the weights (an unrolled LSTM's FULLY_CONNECTEDs): a model
         # nearly as large as float's, and no faster -- not an int8 model, whatever its op count says
         from edgenet.converters.repair.result import Stop

@@ -205,9 +205,11 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint = (f"; the model's {io} outputs have one scale each (--io-type float32 keeps them float"
                     + (", and mixed precision can then keep the parts apart)" if not opts.strict_int8 else ")"))
         if v.precision == "int8" and repair is not None and repair.stop in (Stop.MOSTLY_PROMOTED, Stop.MOSTLY_FLOAT):
-            hint += ("; the int8 error is spread over most of the model (no repair promoting at most half of its "
-                     "ops passes): --precision float32,int16x8 judges 16-bit activations everywhere, or deploy "
-                     "model_float.tflite")
+            # the repair's own reason: too many ops promoted, most ops in float, or float ops holding
+            # most of the weights (a model nearly float's size)
+            why = repair.stop_detail or "no repair promoting at most half of its ops passes"
+            hint += (f"; mixed precision found no int8 model ({why}): --precision float32,int16x8 judges 16-bit "
+                     "activations everywhere, or deploy model_float.tflite")
         if v.precision == "int8" and opts.strict_int8 and not integer_only:
             hint += ("; --strict-int8 kept mixed precision off: without it the search may keep the damaging ops "
                      "in float or int16")
