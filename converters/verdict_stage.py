@@ -180,6 +180,9 @@ def split_head(model, output: str):
 
 
 CLIPPED_INPUT_ADVICE = "pass the --mean/--std the arrays were normalized with"
+#: the same clipping under --normalize-in-model: the model normalizes, its input takes pixels / 255
+CLIPPED_INPUT_ADVICE_IN_MODEL = ("with --normalize-in-model the model normalizes its input itself: give float "
+                                 "arrays as pixels / 255 (0..1) or uint8 pixels, not normalized arrays")
 
 
 def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profile, repair=None) -> None:
@@ -215,7 +218,7 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
                      "in float or int16")
         # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
         # and what was tried and failed on the way (the notes are not printed when the conversion stops)
-        hint += "".join(f"; {n}" for n in notes if n.endswith(CLIPPED_INPUT_ADVICE)
+        hint += "".join(f"; {n}" for n in notes if n.endswith((CLIPPED_INPUT_ADVICE, CLIPPED_INPUT_ADVICE_IN_MODEL))
                         or (n.startswith("splitting output ") and n.endswith("the output is kept whole")))
         if not opts.allow_degraded:
             raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")

@@ -58,6 +58,24 @@ def test_arrays_outside_the_pixel_range_are_named(tmp_path, capsys):
     assert 50 < share < 90             # values below 0 or above 1 of [-2, 4]
 
 
+def test_normalized_arrays_under_normalize_in_model_are_told_to_be_pixels(tmp_path, capsys):
+    """--normalize-in-model puts (x - mean) / std in the model, which then takes pixels / 255: arrays
+    normalized with that --mean/--std clip at its input, and the note says to give pixels, not to pass
+    the --mean/--std the arrays were normalized with (the user did)."""
+    model = tmp_path / "m.onnx"
+    _conv_gap_fc(model)
+    normalized = tmp_path / "norm.npz"
+    _arrays(normalized, 1 / (1.5 * 0.25), -2.0)     # (pixels / 255 - 0.5) / 0.25: in [-2, 2]
+    code = main(["convert", str(model), "--calib", str(normalized), "--out", str(tmp_path / "o"), "--int8",
+                 "--mean", "0.5", "--std", "0.25", "--normalize-in-model", "--calib-samples", "32",
+                 "--eval-samples", "16", "-q", "--allow-degraded"])
+    assert code == 0
+    notes = json.loads((tmp_path / "o" / "report.json").read_text())["notes"]
+    clipped = [n for n in notes if "clip at the int8 input" in n]
+    assert len(clipped) == 1 and "pixels / 255" in clipped[0] and "--normalize-in-model" in clipped[0]
+    assert "the --mean/--std the arrays were normalized with" not in clipped[0]
+
+
 def test_strict_int8_on_a_target_with_float_kernels_says_what_it_turned_off(tmp_path, capsys):
     """rpi with --strict-int8: a damaged int8 model fails, and the error says that mixed precision,
     which --strict-int8 turned off, may repair it (one conv whose output channels differ 1000x)."""
