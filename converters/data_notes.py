@@ -82,7 +82,8 @@ def _clipped_input_notes(data: PipelineData, source: SourceModel, int8: bool) ->
     mean, std = (",".join(dict.fromkeys(f"{v + 0.0:g}" for v in values))
                  for values in (source.preprocess.mean, source.preprocess.std))
     inside = "normalization_in_model" in source.info     # --normalize-in-model: the input takes pixels / 255
-    what = "the pixel range the model takes (pixels / 255)" if inside else f"the pixel range of --mean {mean} --std {std}"
+    what = ("the pixel range the model takes (pixels / 255)" if inside
+            else f"the pixel range of --mean {mean} --std {std}")
     return [f"--calib arrays span [{x.min():.3g}, {x.max():.3g}] but the int8 model's input is fixed to "
             f"[{lo + 0.0:.3g}, {hi + 0.0:.3g}], {what}: {100 * outside:.1f}% of their values "
             "clip at the int8 input; " + (CLIPPED_INPUT_ADVICE_IN_MODEL if inside else CLIPPED_INPUT_ADVICE)]
