@@ -119,3 +119,26 @@ def test_a_rank4_output_with_a_unit_axis_1_is_stacked_alike_on_both_sides(tmp_pa
     result = edgenet.convert(str(tmp_path / "k1hw.onnx"), precisions=["float32"], out=tmp_path / "out",
                              eval_samples=4, calib_samples=4, mean=[0.0], std=[1.0], layer_report=False)
     assert result.float_path in result.files     # the conversion raises when float differs from ONNX
+
+
+def test_near_tied_steps_do_not_refuse_a_healthy_output_read_as_a_sequence():
+    """DETR-style class scores [N, 100 queries, 92] whose last class ("no object") wins most queries
+    look like raw CTC scores. Queries float barely decides flip under int8's rounding: no damage, so
+    steps and decoded sequences are judged where float decides; a decided query changed still fails."""
+    rng = np.random.default_rng(3)
+    f = rng.normal(0, 1, (16, 100, 92)).astype(np.float32)
+    f[..., 91] += 2.5                                          # no object: often, but rarely decisively
+    for k in range(16):
+        for t in rng.choice(100, 6, replace=False):
+            f[k, t, rng.integers(0, 91)] += 10.0              # a few confident objects
+    assert detect_kind(f) is OutputKind.SEQUENCE
+    noise = np.sqrt(np.mean(f ** 2) / 1000.0)                 # 30 dB: healthy by SQNR
+    healthy = sequence_quality("logits", f, f + rng.normal(0, noise, f.shape).astype(np.float32), False,
+                               Thresholds())
+    assert healthy.passed, healthy.failures
+    damaged = f.copy()
+    top = f.argmax(-1)
+    for k in range(0, 16, 2):                                  # half the examples lose a confident object
+        t = int(np.flatnonzero(top[k] != 91)[0])
+        damaged[k, t, top[k, t]] -= 20.0
+    assert not sequence_quality("logits", f, damaged, False, Thresholds()).passed

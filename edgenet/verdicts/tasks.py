@@ -106,6 +106,14 @@ def ctc_decode(steps: np.ndarray, blank: int) -> list[tuple[int, ...]]:
     return out
 
 
+def _decisive_mask(f: np.ndarray, margin: float) -> np.ndarray:
+    """[N * T] booleans: the steps of ``f`` [N, T, C] float decides (see :func:`_decided_steps`)."""
+    from edgenet.verdicts.vectors import decision_margin
+
+    rows = np.asarray(f, dtype=np.float64).reshape(-1, f.shape[-1]) if f.ndim >= 2 and f.size else np.zeros((0, 2))
+    return decision_margin(rows) >= margin if len(rows) else np.zeros(0, bool)
+
+
 def _decided_steps(f: np.ndarray, margin: float) -> int:
     """How many steps of ``f`` [N, T, C] float decides: top-1 probability (a softmax over C unless the
     values are one already) at least ``margin`` above top-2."""
@@ -118,7 +126,9 @@ def _decided_steps(f: np.ndarray, margin: float) -> int:
 def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                      thresholds: Thresholds, blank: int | None = None) -> OutputQuality:
     """[N, T, C] class distributions per step: per-step argmax agreement and whole-sequence
-    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``). Not judged
+    agreement after CTC decoding (``blank``: the blank class, default ``thresholds.ctc_blank``), both
+    where float decides (top-1 at least ``min_decisive_margin`` above top-2: a step it barely decides may
+    flip under any rounding; a sequence changed only at such steps is kept). Not judged
     when float decides no step (top-1 probability less than ``min_decisive_margin`` above top-2 on every
     step: an untrained or near-uniform output, whose argmax any rounding may change)."""
     f = np.asarray(float_out, dtype=np.float32)
@@ -132,15 +142,26 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
     failures = [] if np.isfinite(q).all() else ["NaN or infinite values"]
     af, aq = np.argmax(f, -1).reshape(len(f), -1), np.argmax(q, -1).reshape(len(q), -1)
     same = af == aq
-    step = float(np.mean(same)) if same.size else 1.0
-    per_step = same.mean(axis=0) if same.size else np.ones(1)
+    # judged where float decides, as a classifier's examples are: a step whose top-1 leads its top-2 by
+    # less than min_decisive_margin may flip under any rounding (a DETR query between "no object" and a
+    # class, a CTC step between a character and the blank); a flip there is no damage
+    decisive = _decisive_mask(f, thresholds.min_decisive_margin).reshape(af.shape)
+    step_all = float(np.mean(same)) if same.size else 1.0
+    step = float(np.mean(same[decisive])) if decisive.any() else step_all
+    with np.errstate(invalid="ignore"):
+        per_step = np.where(decisive.any(axis=0), (same & decisive).sum(axis=0) / np.maximum(decisive.sum(axis=0), 1),
+                            1.0) if same.size else np.ones(1)
     worst = int(np.argmin(per_step))
     df, dq = ctc_decode(af, blank), ctc_decode(aq, blank)
-    sequence = float(np.mean([a == b for a, b in zip(df, dq)])) if df else 1.0
-    metrics = {"step_agreement": step, "sequence_agreement": sequence, "worst_step": worst,
-               "worst_step_agreement": float(per_step[worst]), "blank": blank}
+    # a decoded sequence changed only where float's steps are undecided is no change
+    kept = [a == b or not np.any(~same[k] & decisive[k]) for k, (a, b) in enumerate(zip(df, dq))]
+    sequence = float(np.mean(kept)) if df else 1.0
+    metrics = {"step_agreement": step, "step_agreement_all": step_all, "sequence_agreement": sequence,
+               "worst_step": worst,
+               "worst_step_agreement": float(per_step[worst]), "blank": blank,
+               "sequences_changed_at_undecided_steps": int(sum(k and a != b for k, a, b in zip(kept, df, dq)))}
     not_judged = None
-    decided = _decided_steps(f, thresholds.min_decisive_margin)
+    decided = int(decisive.sum())
     metrics["decisive_steps"] = decided
     if not any(df) and not any(dq):
         not_judged = f"{NO_SIGNAL}: float and {name!r} decode every example to an empty sequence"
@@ -157,7 +178,7 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
                             f"(steps {_list([int(t) for t in bad])} of {af.shape[1]}; worst: step {worst} "
                             f"at {_pct(per_step[worst])})")
         if sequence < thresholds.min_sequence_agreement:
-            changed = sum(a != b for a, b in zip(df, dq))
+            changed = sum(not k for k in kept)
             failures.append(f"decoded sequences agree on {_pct(sequence)} of examples < "
                             f"{100 * thresholds.min_sequence_agreement:g}% ({changed} of {len(df)} change; "
                             f"worst: step {worst}, {_pct(per_step[worst])} of its argmax kept)")
