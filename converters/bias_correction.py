@@ -301,6 +301,8 @@ def _sequential(out: "onnx.ModelProto", calib: Sequence[np.ndarray], layers: lis
     graph = out.graph
     targets = [graph.node[lay.index].output[0] for lay in layers]
     float_means, step = sample_means(out, calib, targets)
+    if step > 1 and not _runs_batched(out, calib):
+        step = 1    # the layers' outputs run batched, a later node fixes the batch (a head's reshape)
     for lay in layers:   # int8-round-tripped weights everywhere: a layer only sees the ones before it
         w = consts[lay.weight].astype(np.float64)
         set_const(graph.node[lay.index], 1, lay.weight + "_wq", quantize_weights(w, per_channel, lay.out_axis))
@@ -320,6 +322,17 @@ def _sequential(out: "onnx.ModelProto", calib: Sequence[np.ndarray], layers: lis
     for lay in layers:  # the float weights back (the target quantizes them itself)
         graph.node[lay.index].input[1] = lay.weight
     return shifts, samples
+
+
+def _runs_batched(model: "onnx.ModelProto", calib: Sequence[np.ndarray]) -> bool:
+    """True when the whole of ``model`` runs on two samples at once (the segments run all of it)."""
+    names = [o.name for o in model.graph.output]
+    try:
+        sess = _session(_with_outputs(model, names, batched=True))
+        sess.run(names, {k: x[:2] for k, x in zip(input_names(model), calib)})
+    except Exception:  # a node with a hard-coded batch size
+        return False
+    return True
 
 
 def _apply(graph, lay: WeightLayer, consts: dict, shift: np.ndarray, set_const) -> float:

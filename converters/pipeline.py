@@ -205,11 +205,13 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     if source.qdq is not None and opts.per_tensor is None and source.qdq.info.per_channel is False:
         per_channel = False   # the producer's per-tensor weights, kept per tensor
 
-    def equalize():
+    def equalize(graph_model):
+        """The equalized twin of ``graph_model`` -- the model being built (a split head's too, not
+        the user's original: its outputs must be the ones judged)."""
         from edgenet.converters.equalize import ClipPolicy, equalize as cle
 
         try:
-            eq_model, equalized = stages.run("equalize", cle, model,
+            eq_model, equalized = stages.run("equalize", cle, graph_model,
                                              [to_onnx_layout(data.calib[0], source.inputs[0])],
                                              per_channel=per_channel, clip=ClipPolicy(opts.equalize_clip))
         except EdgenetError:
@@ -234,7 +236,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      equalize if opts.equalize else None, started, qat_hook, qdq=source.qdq)
+                      (lambda: equalize(graph_model)) if opts.equalize else None, started, qat_hook, qdq=source.qdq)
         _check_graph_io(built.graph, source, graph_model)
         return built
 
