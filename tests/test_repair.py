@@ -222,36 +222,43 @@ def test_a_profile_may_not_promote_to_float_on_an_integer_runtime(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["rpi", "cortex-m"])
-def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
-    """End to end: the ONNX model with conv2's 300x channel, converted for ``target``."""
-    import json
 
+
+def _huge_range_onnx(tmp_path, width: int):
+    """(path, output name) of the ONNX model of this module's docstring, ``width`` channels wide,
+    exported by torch: PAD -> conv1 + ReLU -> conv2 (channel 0 300x, offset 1500) -> conv3 -> mean."""
     torch = pytest.importorskip("torch")
-    import edgenet
+    import onnx
     from foreign_models import export
 
     class HugeRange(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.pad = torch.nn.ZeroPad2d(1)
-            self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1),
-                                                  torch.nn.Conv2d(8, 4, 1))
+            self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(3, width, 3), torch.nn.Conv2d(width, width, 1),
+                                                  torch.nn.Conv2d(width, 4, 1))
             with torch.no_grad():
                 self.conv2.weight[0] *= 300.0
                 self.conv2.bias[0] = 1500.0
                 self.conv3.weight[:, 0] = 0.0
 
         def forward(self, x):
-            y = self.conv3(self.conv2(torch.relu(self.conv1(self.pad(x)))))
-            return y.mean(dim=(2, 3))
+            return self.conv3(self.conv2(torch.relu(self.conv1(self.pad(x))))).mean(dim=(2, 3))
 
     torch.manual_seed(0)
     path = tmp_path / "huge.onnx"
     export(HugeRange().eval(), (1, 3, 16, 16), path, dynamic_hw=False)
-    import onnx
+    return path, onnx.load(str(path)).graph.output[0].name
 
-    output = onnx.load(str(path)).graph.output[0].name     # a mean over the map, judged on SQNR (generic)
+
+@pytest.mark.parametrize("target", ["rpi", "cortex-m"])
+def test_convert_reports_the_repair_by_onnx_node(tmp_path, target):
+    """End to end: the ONNX model with conv2's 300x channel, converted for ``target``."""
+    import json
+
+    import edgenet
+
+    path, output = _huge_range_onnx(tmp_path, width=8)      # a mean over the map, judged on SQNR (generic)
     r = edgenet.convert(str(path), target=target, int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o",
                         output_kinds={output: "generic"})
     mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
@@ -422,33 +429,12 @@ def test_a_float_repair_holding_most_weights_is_retried_in_int16(tmp_path, monke
     model'. The size floor is lowered so that a 85 kB model stands for a >= 1 MB one."""
     import json
 
-    torch = pytest.importorskip("torch")
     import edgenet
     import edgenet.converters.mixed_precision_stage as stage
-    from foreign_models import export
 
     monkeypatch.setattr(stage, "MIN_SIZED_BYTES", 0)
 
-    class HugeRange(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.pad = torch.nn.ZeroPad2d(1)
-            self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(3, 128, 3), torch.nn.Conv2d(128, 128, 1),
-                                                  torch.nn.Conv2d(128, 4, 1))
-            with torch.no_grad():
-                self.conv2.weight[0] *= 300.0
-                self.conv2.bias[0] = 1500.0
-                self.conv3.weight[:, 0] = 0.0
-
-        def forward(self, x):
-            return self.conv3(self.conv2(torch.relu(self.conv1(self.pad(x))))).mean(dim=(2, 3))
-
-    torch.manual_seed(0)
-    path = tmp_path / "huge.onnx"
-    export(HugeRange().eval(), (1, 3, 16, 16), path, dynamic_hw=False)
-    import onnx
-
-    output = onnx.load(str(path)).graph.output[0].name
+    path, output = _huge_range_onnx(tmp_path, width=128)
     r = edgenet.convert(str(path), target="rpi", int8=True, calib_samples=64, eval_samples=32, out=tmp_path / "o",
                         output_kinds={output: "generic"})
     mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
