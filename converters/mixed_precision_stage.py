@@ -39,7 +39,8 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     from edgenet.converters.repair.sensitivity import output_score
     from edgenet.inference import TFLiteModel
 
-    positions = {op.name: op.output_position for op in ops(built.quant_source)}
+    listing = ops(built.quant_source)
+    positions = {op.name: op.output_position for op in listing}
     quantize = _quantizer(built, tf_side, opts, profile, positions)
     steps = [s.value for s in profile.repair_order if s.value in {p.value for p in OpPrecision}]
     usable = [s for s in steps if OpPrecision(s) in quantize.supports
@@ -84,22 +85,31 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
 
     # the budget: the profile's repair_rounds, counted (not timed: the same search on any machine)
     budget = Budget(profile.repair_rounds)
-    cap = max(1, int(MAX_PROMOTED_SHARE * len(ops(built.quant_source))))
+    cap = max(1, int(MAX_PROMOTED_SHARE * len(listing)))
     confirm = _confirmation(built, data, source, profile, opts, joins, threads)
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing, cap,
                     confirm)
-    float_ops = sum(1 for p in result.promoted if p.precision is OpPrecision.FLOAT)
+    n_ops = len(listing)
     float_bytes = len(built.models[Precision.FLOAT32])
 
-    def too_large(model) -> bool:
-        return float_bytes >= MIN_SIZED_BYTES and len(model) > MAX_FLOAT_BYTES_SHARE * float_bytes
+    def not_int8(found) -> str | None:
+        """Why a passing ``found`` is the float model with extra steps (most ops, or the ops holding
+        most weights -- an unrolled LSTM's FULLY_CONNECTEDs -- in float), else None."""
+        float_ops = sum(1 for p in found.promoted if p.precision is OpPrecision.FLOAT)
+        if float_ops > MAX_FLOAT_SHARE * n_ops:
+            return (f"the one passing model found computes {float_ops} of {n_ops} ops in float (more than "
+                    f"{MAX_FLOAT_SHARE:.0%}): not an int8 model")
+        size = len(found.model)
+        if float_ops and float_bytes >= MIN_SIZED_BYTES and size > MAX_FLOAT_BYTES_SHARE * float_bytes:
+            return (f"the one passing model found is {size / 1e6:.1f} MB, {size / float_bytes:.0%} of the float "
+                    f"model's {float_bytes / 1e6:.1f} MB (its float ops hold most weights): not an int8 model")
+        return None
 
-    if result.passed and "int16" in usable and (float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source))
-                                                or (float_ops and too_large(result.model))):
-        # float first found only the float model with extra steps (most ops, or the ops holding most
-        # weights, in float): int16 activations may hold what float did, with int8 weights (a profile
-        # that orders float first, as XNNPACK targets do, still gets them)
+    if result.passed and "int16" in usable and not_int8(result):
+        # float first found only the float model with extra steps: int16 activations may hold what
+        # float did, with int8 weights (a profile that orders float first, as XNNPACK targets do,
+        # still gets them)
         from edgenet.targets.profile import RepairStep
 
         again = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
@@ -108,25 +118,12 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
         if again.passed:
             result = replace(again, rounds=result.rounds + again.rounds, seconds=result.seconds + again.seconds,
                              budget_rounds=2 * again.budget_rounds)
-            float_ops = 0
-    if result.passed and float_ops > MAX_FLOAT_SHARE * len(ops(built.quant_source)):
-        # a "repair" that floats most of the model is the float model with extra steps: refused, so
-        # that the next step of the target's order (a split head) or an honest failure follows
+    refused = not_int8(result) if result.passed else None
+    if refused:
+        # refused, so that the next step of the target's order (a split head) or an honest failure follows
         from edgenet.converters.repair.result import Stop
 
-        result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT,
-                         stop_detail=f"the one passing model found computes {float_ops} of "
-                                     f"{len(ops(built.quant_source))} ops in float (more than "
-                                     f"{MAX_FLOAT_SHARE:.0%}): not an int8 model")
-    if result.passed and too_large(result.model):
-        # the ops left in float hold most of the weights (an unrolled LSTM's FULLY_CONNECTEDs): a model
-        # nearly as large as float's, and no faster -- not an int8 model, whatever its op count says
-        from edgenet.converters.repair.result import Stop
-
-        result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT,
-                         stop_detail=f"the one passing model found is {len(result.model) / 1e6:.1f} MB, "
-                                     f"{len(result.model) / float_bytes:.0%} of the float model's "
-                                     f"{float_bytes / 1e6:.1f} MB (its float ops hold most weights): not an int8 model")
+        result = replace(result, model=None, stop=Stop.MOSTLY_FLOAT, stop_detail=refused)
     if result.passed:
         models = {"int8": built.models[Precision.INT8], "repaired": result.model,
                   "float32": built.models[Precision.FLOAT32]}
@@ -173,9 +170,8 @@ def _confirmation(built, data: PipelineData, source: SourceModel, profile, opts,
                                            profile.thresholds, threads, getattr(opts, "output_kinds", ()), joins)[0]
         if verdict.passed:
             return None
-        failing = "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in verdict.outputs if not o.passed)
         return (f"the model found passes on the {len(data.eval_x[0])} evaluation examples it was chosen on, not on "
-                f"{len(sample[0])} calibration examples ({failing}): the choice fit those examples")
+                f"{len(sample[0])} calibration examples ({verdict.failures_text()}): the choice fit those examples")
 
     return confirm
 

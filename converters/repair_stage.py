@@ -93,18 +93,18 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
             # --allow-degraded writes a failing model anyway: the parts, where they keep much more of
             # the task (nudenet on coral: detections F1 0.80 split against 0.15 whole)
             notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either (judged "
-                         f"joined: {_failures(split_checked)}), but keeps more of it than the whole output: "
+                         f"joined: {split_checked.verdicts[Precision.INT8].failures_text()}), but keeps more of it than the whole output: "
                          "--allow-degraded writes the parts")
             model, built, checked = split_model, split_built, split_checked
             kept_notes = split_notes
         else:   # parts that do not pass either: the model keeps the user's interface
             notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either (judged "
-                         f"joined: {_failures(split_checked)}); the output is kept whole")
+                         f"joined: {split_checked.verdicts[Precision.INT8].failures_text()}); the output is kept whole")
             split = None
     if split is not None and not checked.verdicts[Precision.INT8].passed and whole is not None:
         model, built, checked, split_checked = whole
         notes.append(f"splitting output {split.output!r} into parts did not pass the verdict (judged joined: "
-                     f"{_failures(split_checked)}), nor did mixed precision on its parts; the output is kept whole")
+                     f"{split_checked.verdicts[Precision.INT8].failures_text()}), nor did mixed precision on its parts; the output is kept whole")
         split = None
     elif split is not None:
         notes.extend(kept_notes)
@@ -122,7 +122,7 @@ def _mismatched_head(model, built, checked) -> str | None:
     (max |value| over the evaluation data) differ more than :data:`MISMATCH_RATIO` times, else None."""
     import numpy as np
 
-    from edgenet.converters.split_outputs import split_concat_output
+    from edgenet.converters.split_outputs import array_axis, split_concat_output
 
     head = splittable(model, checked.verdicts[Precision.INT8])
     if head is None:
@@ -136,9 +136,7 @@ def _mismatched_head(model, built, checked) -> str | None:
     except ValueError:
         return None
     values = np.asarray(checked.float_outs[position])
-    axis = split.axis
-    if outputs[position].channels_last and len(outputs[position].onnx_shape) == 4:
-        axis = (0, 3, 1, 2)[axis]       # the NCHW axis in the NHWC array the model returns
+    axis = array_axis(split.axis, outputs[position])
     if len(split.sizes) < 2 or values.ndim <= axis or sum(split.sizes) != values.shape[axis]:
         return None
     bounds = np.cumsum((0,) + split.sizes)
@@ -171,8 +169,3 @@ def _clearly_better(candidate, current, output: str) -> bool:
     passing = {o.name for o in current.verdicts[Precision.INT8].outputs if o.passed}
     return all(o.passed for o in candidate.verdicts[Precision.INT8].outputs if o.name != output and o.name in passing)
 
-
-def _failures(checked) -> str:
-    """The failing outputs of ``checked``'s int8 verdict, in a phrase."""
-    verdict = checked.verdicts[Precision.INT8]
-    return "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in verdict.outputs if not o.passed) or "no failure"

@@ -46,10 +46,13 @@ class SplitOutput:
 
         names = [o.name for o in outputs]
         first = names.index(self.parts[0])
-        axis = self.axis
-        if outputs[first].channels_last and len(outputs[first].onnx_shape) == 4:
-            axis = (0, 3, 1, 2)[axis]
-        return JoinedOutput(self.output, first, len(self.parts), axis)
+        return JoinedOutput(self.output, first, len(self.parts), array_axis(self.axis, outputs[first]))
+
+
+def array_axis(axis: int, info) -> int:
+    """The axis of the arrays the converted model returns for ONNX axis ``axis`` of output ``info``
+    (a TensorInfo): a channels-last 4-D output has its NCHW axis moved to NHWC."""
+    return (0, 3, 1, 2)[axis] if info.channels_last and len(info.onnx_shape) == 4 else axis
 
 
 def concat_parts(model: Any, output: str) -> tuple[Any, int] | None:

@@ -202,6 +202,10 @@ class Verdict:
             f"the {self.precision} model keeps every judged output"
         return text + self.not_judged_text()
 
+    def failures_text(self) -> str:
+        """The failing outputs in one phrase, "name: failure, failure; name: ..." ("no failure" if none)."""
+        return "; ".join(f"{o.name}: {', '.join(o.failures)}" for o in self.outputs if not o.passed) or "no failure"
+
     def not_judged_text(self) -> str:
         """"; not judged: output 'x' (no signal in the evaluation data: ...)" or ""."""
         left = [f"output {o.name!r} ({o.not_judged})" for o in self.not_judged]
