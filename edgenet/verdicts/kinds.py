@@ -38,7 +38,7 @@ from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
 from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_quality, normalized_boxes,
                                         paired_detection_quality, sparse_scores)
 from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
-from edgenet.verdicts.tasks import classifier_quality, map_quality, sequence_quality
+from edgenet.verdicts.tasks import MIN_BLANK_SHARE, classifier_quality, map_quality, sequence_quality
 from edgenet.verdicts.vectors import embedding_quality, is_distribution, vector_kind
 
 MAX_MAP_CHANNELS = 4
@@ -119,13 +119,6 @@ def check_output_kinds(specs: Sequence[KindSpec], names: Sequence[str]) -> None:
         seen.add(s.output)
 
 
-def _is_distribution(f: np.ndarray) -> bool:
-    return is_distribution(f)
-
-
-#: a CTC head's blank wins at least this share of its steps (a text line's characters take a few of
-#: the steps; ddddocr's CRNN: 5 characters in 24 steps, blank on 70% of them)
-MIN_BLANK_SHARE = 0.3
 MIN_CTC_CLASSES = 10      # an alphabet: fewer classes are not a character set
 
 
@@ -149,7 +142,7 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
     if f.ndim >= 2 and (is_classifier_shaped(f.shape) or [d for d in f.shape[1:] if d != 1] == [f.shape[1]] != [1]):
         return vector_kind(f)             # [N, K], [N, 1, .., K], or a conv head's [N, K, 1, 1]
     if f.ndim == 3 and f.size and np.isfinite(f).all():
-        if f.shape[1] >= 2 and f.shape[2] >= 2 and _is_distribution(f):
+        if f.shape[1] >= 2 and f.shape[2] >= 2 and is_distribution(f):
             return OutputKind.SEQUENCE if f.shape[1] <= MAX_SEQUENCE_STEPS else OutputKind.CLASS_MAP
         if detection_layout(f) is not None:
             return OutputKind.DETECTION
@@ -159,7 +152,7 @@ def detect_kind(float_out: np.ndarray, index: bool = False) -> OutputKind:
             and float(np.min(f)) >= 0.0 and float(np.max(f)) <= 1.0:
         return OutputKind.DENSE_MAP
     if f.ndim == 4 and f.shape[1] > MAX_MAP_CHANNELS and min(f.shape[2:]) >= 8 and f.size and np.isfinite(f).all() \
-            and _is_distribution(np.moveaxis(f, 1, -1)):
+            and is_distribution(np.moveaxis(f, 1, -1)):
         return OutputKind.CLASS_MAP       # per-pixel class probabilities: a segmentation map
     return OutputKind.GENERIC
 
@@ -366,7 +359,7 @@ def _one_class_note(o: OutputQuality, f: np.ndarray, q: np.ndarray, channels_las
     if o.kind != OutputKind.CLASSIFIER.value or not o.passed:
         return None
     x = np.asarray(f).reshape(len(f), -1)
-    if len(x) < 2 or x.shape[1] < 3 or not np.isfinite(x).all() or _is_distribution(x):
+    if len(x) < 2 or x.shape[1] < 3 or not np.isfinite(x).all() or is_distribution(x):
         return None     # two values: a binary classifier's logits (vectors.vector_kind reads them so too)
     top = np.argmax(x, axis=1)
     undecided = o.not_judged is not None and o.metrics.get("decisive_examples") == 0
