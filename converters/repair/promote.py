@@ -35,7 +35,6 @@ from edgenet.quality import Verdict
 MEASURE_SHARE = 0.5        # of the budget, at most, for measuring single-candidate sensitivity
 MEASURE_MAX = 16           # candidates measured one at a time, at most
 HEAD_REASON = "produces failing output"
-INPUT_SIDE_ROUNDS = 8      # the count from the input side, when the ranked one needs too many ops
 MIN_GAIN_DB = 0.1          # a measured gain below this is no gain
 REFUSALS = (ConversionError, ValueError, RuntimeError)   # a quantizer or runtime refusing one promotion
 
@@ -190,8 +189,6 @@ def search(candidates: Sequence[Candidate], int8_model: bytes, verdict_before: V
         limit = None if max_ops is None else _prefix_within(ranked, max_ops)
         found = _count(ranked, quantize, judge, clock, whole if len(ranked) == len(leveled) else None, limit)
         if found is not None and found[1] is None and found[2] is None:
-            found = _input_side(leveled, quantize, judge, clock, whole, limit=max_ops)
-        if found is not None and found[1] is None and found[2] is None:
             return done(None, verdict_before, (), Stop.MOSTLY_PROMOTED,
                         f"a passing model needs more than {max_ops} ops promoted (all {_op_count(leveled)} "
                         f"candidate ops promoted pass, the {_op_count(ranked[:limit])} most useful do not): "
@@ -303,12 +300,12 @@ def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None,
-           limit: int | None = None, start: int = 1):
+           limit: int | None = None):
     """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
     1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
     budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
     the budget ran out before the first round. ``limit``: the most candidates that may be chosen; when
-    the first ``limit`` do not pass, ([], None, None). ``start``: the first count tried (then doubled)."""
+    the first ``limit`` do not pass, ([], None, None)."""
     tried: dict[int, tuple[bytes | None, Verdict | None]] = {} if whole is None else {len(ranked): whole}
 
     def trial(k: int):
@@ -328,7 +325,7 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
     if not passed(len(ranked)):
         model, verdict = tried[len(ranked)]
         return list(ranked), model, verdict
-    low, high, k = 0, None, max(1, start)
+    low, high, k = 0, None, 1
     cap = len(ranked) if limit is None else min(limit, len(ranked))
     while k < len(ranked):
         if not clock.fits():        # out of rounds: the passing model of all of them stands
@@ -352,26 +349,6 @@ def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock",
         else:
             low = mid
     return list(ranked[:high]), *tried[high]
-
-
-def _input_side(candidates: Sequence[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole,
-                limit: int | None):
-    """The count again over the candidates in execution order, from the model's input: the int8 error
-    of a stem with wide-ranged activations (a YOLO backbone's first SiLU convs at full resolution,
-    ranges of +-200 where most values are within +-5) enters there and grows downstream, where no
-    single op measured alone gains anything (its neighbours put the int8 rounding back), so the
-    ranked count misses it. The failing outputs' own groups (the head) come first, as in the ranking.
-    Runs on :data:`INPUT_SIDE_ROUNDS` rounds of its own, after the ranked
-    count stopped at the cap: (chosen, model, verdict) as :func:`_count`."""
-    heads = [c for c in candidates if c.reason.startswith(HEAD_REASON)]     # the failing outputs' own
-    ordered = heads + sorted((c for c in candidates if not c.reason.startswith(HEAD_REASON)),
-                             key=lambda c: min(op.index for op in c.ops))
-    own = _Clock(INPUT_SIDE_ROUNDS, None)
-    limit = None if limit is None else _prefix_within(ordered, limit)
-    found = _count(ordered, quantize, judge, own, whole, limit, start=len(ordered) // 16)
-    clock.rounds += own.rounds
-    clock.max_rounds += INPUT_SIDE_ROUNDS      # its own rounds join the budget the report states
-    return found
 
 
 def _prune(chosen: list[Candidate], model: bytes, verdict: Verdict, quantize: Quantizer, judge, clock: "_Clock"):
