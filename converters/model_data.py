@@ -6,8 +6,9 @@ Where the examples come from (``--calib``):
   i.e. synthetic) or a folder of images -- for a model whose only input is an image, preprocessed
   with the model's :class:`~edgenet.data.preprocess.Preprocess`;
 * arrays -- ``FILE.npz`` with one array per input name, or ``FILE.npy`` for a one-input model, first
-  axis = examples, in the ONNX model's layout (NCHW for images) and already preprocessed (values go
-  into the model as they are);
+  axis = examples, in the ONNX model's layout (NCHW for images); float arrays already preprocessed
+  (values go into the model as they are), uint8 arrays for an image input camera pixels (normalized
+  with the model's mean and std, as images are);
 * random -- when nothing fits and no int8 model is asked for, seeded standard-normal examples validate
   the float model (said in the report); an int8 model without fitting data is an error that says
   what to pass.
