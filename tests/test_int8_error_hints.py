@@ -79,17 +79,10 @@ def test_normalized_arrays_under_normalize_in_model_are_told_to_be_pixels(tmp_pa
 def test_strict_int8_on_a_target_with_float_kernels_says_what_it_turned_off(tmp_path, capsys):
     """rpi with --strict-int8: a damaged int8 model fails, and the error says that mixed precision,
     which --strict-int8 turned off, may repair it (one conv whose output channels differ 1000x)."""
-    from onnx import TensorProto, helper
+    from test_onnx_to_tf_helpers import spread_conv_onnx
 
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
-    w[0] *= 1000
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
-                              [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "spread.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    spread_conv_onnx(path)
     code = main(["convert", str(path), "--target", "rpi", "--int8", "--strict-int8", "--calib-samples", "32",
                  "--eval-samples", "16", "--out", str(tmp_path / "o"), "-q"])
     line = capsys.readouterr().err.strip().splitlines()[-1]

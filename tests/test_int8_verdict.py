@@ -143,17 +143,10 @@ def test_anchor_head_scores_survive_int8_by_a_split_or_promotions(anchor_detecto
 def test_strict_int8_without_a_structural_fix_fails_naming_the_damage(tmp_path, capsys):
     """One conv whose output channels differ 1000x in range: per-tensor activations crush the small
     ones, and on an integer-only target nothing may stay in float."""
-    from onnx import TensorProto, helper
+    from test_onnx_to_tf_helpers import spread_conv_onnx
 
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
-    w[0] *= 1000
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
-                              [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "spread.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    spread_conv_onnx(path)
     code = main(["convert", str(path), "--target", "coral", "--calib-samples", "32", "--eval-samples", "16",
                  "--out", str(tmp_path / "o")])
     line = capsys.readouterr().err.strip().splitlines()[-1]

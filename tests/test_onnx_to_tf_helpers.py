@@ -323,3 +323,15 @@ def through_layout(rng, name: str, shape, how: str | None = None):
         inits[f"{name}_shape"] = np.array(shape, np.int64)
         nodes.append(helper.make_node("Reshape", [conv_out, f"{name}_shape"], [name], name=f"{name}_reshape"))
     return nodes, {raw: source}, inits, {raw: rng.standard_normal(source).astype(np.float32)}, how
+
+
+def spread_conv_onnx(path) -> None:
+    """Save to ``path`` one 3x3 conv (3 -> 4 channels, 16x16) whose output channel 0 is 1000x the others
+    in range: per-tensor int8 activations crush channels 1-3 (the int8 verdict tests' damaged model)."""
+    w = np.random.default_rng(0).normal(0, 1, (4, 3, 3, 3)).astype(np.float32)
+    w[0] *= 1000
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
