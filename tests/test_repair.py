@@ -445,3 +445,14 @@ def test_a_float_repair_holding_most_weights_is_retried_in_int16(tmp_path, monke
     mp = json.loads((tmp_path / "o" / "report.json").read_text())["mixed_precision"]
     assert mp["passed"] and {p["precision"] for p in mp["promoted"]} == {"int16"}
     assert r.int8_path.stat().st_size < 0.5 * r.float_path.stat().st_size
+
+
+def test_a_repair_slower_than_float_says_so(huge):
+    """A latency is a verdict: a repaired model slower than the float model on this host says so."""
+    from dataclasses import replace
+
+    r = huge.repair("litert", LITERT_ORDER)
+    slow = replace(r, latency_ms={"int8": 1.0, "repaired": 5.0, "float32": 2.0})
+    fast = replace(r, latency_ms={"int8": 1.0, "repaired": 1.5, "float32": 2.0})
+    assert "slower than the float model (2.00 ms)" in slow.summary()
+    assert "slower than the float model" not in fast.summary()

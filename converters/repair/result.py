@@ -132,6 +132,9 @@ class Repair:
                 if ms.get("same_ops_float", math.inf) < ms["repaired"]:
                     lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
                             "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
+                if ms.get("float32", math.inf) < ms["repaired"]:
+                    lat += (f"; slower than the float model ({ms['float32']:.2f} ms) on this host: where speed is "
+                            "why int8 was asked for, model_float.tflite serves better")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
                     f"{self.size_after - self.size_before:+,} bytes{lat}; {passes_text(self.verdict)} ({cost})")
         hint = ""
