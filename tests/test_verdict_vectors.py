@@ -274,3 +274,18 @@ def test_the_similarity_check_of_many_examples_takes_a_bounded_sample():
     assert MAX_SIMILARITY_EXAMPLES == 512
     assert similarity_agreement(f, f + 0.01 * rng.normal(size=f.shape)) > 0.99
     assert similarity_agreement(f, rng.normal(size=f.shape)) < 0.1
+
+
+def test_four_class_logits_ordered_like_a_box_stay_a_classifier():
+    """4-class logits on data of one class can satisfy x2 >= x1 and y2 >= y1 on every example; the
+    winning class standing out of every row says classifier, not box."""
+    from edgenet.verdicts import OutputKind
+    from edgenet.verdicts.vectors import vector_kind
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (32, 4))
+    logits[:, 2] += 3
+    logits[:, 3] += 8
+    assert vector_kind(logits) is OutputKind.CLASSIFIER
+    centres, sizes = rng.uniform(50, 250, (32, 2)), rng.uniform(10, 60, (32, 2))
+    assert vector_kind(np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)) is OutputKind.GENERIC

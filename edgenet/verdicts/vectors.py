@@ -10,7 +10,9 @@ largest. What tells them apart, from the float values on the evaluation data
 * rows of one L2 norm (within 1%, and its spread under 1% of the rows'), K >= 8 -> EMBEDDING (an L2-normalized embedding: judged by the
   cosine similarity of each example's vector with float's, ``min_embedding_cosine``);
 * K = 4 laid out as a box on every example (x2 >= x1 and y2 >= y1; or non-negative
-  cx, cy, w, h with the box's left and top edges in the image) -> GENERIC (a box regressor);
+  cx, cy, w, h with the box's left and top edges in the image), its largest value not standing out
+  of its row as in (c) below -> GENERIC (a box regressor; a 4-class classifier's logits on data of
+  one class can be so ordered too, but their winner stands out);
 * coordinates: each value keeps its own level and the largest is no decision -- every one of
   (a) the per-value means over the examples explain at least 90% of the values' variance
   (x of an eye, y of the mouth: columns have levels) or each value moves with another (its
@@ -142,12 +144,13 @@ def vector_kind(float_out: np.ndarray) -> OutputKind:
         return OutputKind.EMBEDDING
     if len(x) < MIN_EXAMPLES:
         return OutputKind.CLASSIFIER
-    if x.shape[1] == 4 and _box_rows(x):
-        return OutputKind.GENERIC
     if x.shape[1] < 3:
         return OutputKind.CLASSIFIER     # two values: a binary classifier's logits (on data of one class
                                          # they have levels too: PaddleOCR's direction classifier, 0.8)
     e = coordinate_evidence(x)
+    if x.shape[1] == 4 and _box_rows(x) and e["margin_stds"] < MARGIN_STDS:
+        return OutputKind.GENERIC        # a box -- unless one value stands out of every row, as a
+                                         # 4-class classifier's winner does on data of one class
     if (e["level_share"] >= LEVEL_SHARE or e["move_together"] >= MOVE_TOGETHER) and e["winner_z"] < WINNER_Z \
             and e["margin_stds"] < MARGIN_STDS:
         return OutputKind.GENERIC
