@@ -306,7 +306,8 @@ def write_eval_set(path: Path, inputs: Sequence[ModelInput], eval_x: Sequence[np
                    labels: np.ndarray | None, info: dict, preprocess=None) -> bool:
     """Write the held-out examples (preprocessed, TFLite layout, one array per input name), their
     labels when they are the model's classes, and where they came from, to ``path`` (.npz, at most
-    a few MB: whole invocations are dropped from the end to fit). Images are stored as the uint8
+    EVAL_SET_MAX_BYTES uncompressed: whole invocations are dropped from the end to fit). Images, and
+    arrays that are whole pixels normalized by the model's preprocessing, are stored as the uint8
     pixels they were normalized from (``pixels:NAME``, in the model's channel order, with ``mean``
     and ``std``: 4x smaller); ``edgenet bench`` normalizes them again and compares the models on them when no
     --data is given, with numpy and LiteRT only. Returns False (nothing written) for random
