@@ -2,6 +2,8 @@
 and console), and whether the model is a zoo model that edgenet can resize."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgenet.config import ConvertOptions
 from edgenet.converters.model_data import DataKind, PipelineData
 from edgenet.converters.sources import SourceKind, SourceModel, source_kind
@@ -36,9 +38,13 @@ def labels_from_folders(source: SourceModel, data: PipelineData, opts: ConvertOp
 def data_notes(data: PipelineData, source: SourceModel, int8: bool) -> list[str]:
     """What the user should know about the data the model was calibrated and validated on."""
     info, notes = data.info, []
-    if not source.info.get("trained", True):
+    if not source.info.get("trained", True) and source.info.get("source") == "zoo":
         notes.append("the zoo model's weights are untrained (seeded random): its accuracy and agreement figures "
                      "say nothing about a real model; pass --weights or convert a trained checkpoint")
+    elif not source.info.get("trained", True):
+        notes.append(f"{Path(str(source.info.get('source'))).name} holds an edgenet zoo model's untrained (seeded "
+                     "random) weights (its metadata says so): its accuracy and agreement figures say nothing about "
+                     "a real model")
     if info["kind"] == DataKind.RANDOM:
         notes.append(f"no data fits the model's inputs: the float model was validated on {info['eval_samples']} "
                      "seeded random examples (pass --calib FILE.npz with real examples for a meaningful check)")

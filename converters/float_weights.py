@@ -80,7 +80,7 @@ def weight_model(float_model: bytes, precision: Precision) -> bytes:
     from edgenet.converters.quant_io import inline_buffers
     from edgenet.converters.tflite import with_signature
 
-    quantizer = require("litert_quantizer.quantizer", extra="convert", purpose=f"{precision.value} models")
+    quantizer = require("litert_quantizer.quantizer", extra="onnx", purpose=f"{precision.value} models")
     qtyping = require("litert_quantizer.qtyping")
     algorithms = require("litert_quantizer.algorithm_manager")
     engine = quantizer.Quantizer(with_signature(bytes(float_model)))

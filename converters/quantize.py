@@ -73,7 +73,7 @@ class QuantizedResult:
 
 
 def _quantizer_api():
-    return (require("litert_quantizer.quantizer", extra="convert", purpose="int8 / int16x8 quantization"),
+    return (require("litert_quantizer.quantizer", extra="onnx", purpose="int8 / int16x8 quantization"),
             require("litert_quantizer.qtyping"), require("litert_quantizer.algorithm_manager"),
             require("litert_quantizer.utils.tfl_flatbuffer_utils"))
 

@@ -39,6 +39,10 @@ from edgenet.data.preprocess import Preprocess
 from edgenet.errors import DataError, ModelError, UsageError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+UNTRAINED_KEY = "edgenet.weights"
+"""``model.onnx`` metadata key edgenet writes for seeded random (untrained) zoo weights, so that
+converting that file again still knows its figures say nothing (:func:`mark_untrained`)."""
+UNTRAINED_VALUE = "untrained (seeded random)"
 EXPORTED_PROGRAM_SUFFIX = ".pt2"
 
 
@@ -263,6 +267,19 @@ def _zoo_source(opts: ConvertOptions) -> SourceModel:
                          "trained": spec.weights is not None})
 
 
+def mark_untrained(model):
+    """A copy of ``model`` (onnx.ModelProto) whose metadata says its weights are untrained
+    (``UNTRAINED_KEY``): written into a zoo model's model.onnx when it has seeded random weights."""
+    marked = type(model)()
+    marked.CopyFrom(model)
+    kept = [p for p in marked.metadata_props if p.key != UNTRAINED_KEY]
+    del marked.metadata_props[:]
+    marked.metadata_props.extend(kept)
+    prop = marked.metadata_props.add()
+    prop.key, prop.value = UNTRAINED_KEY, UNTRAINED_VALUE
+    return marked
+
+
 def _from_module(module, shape, opts, preprocess, class_names, info) -> SourceModel:
     from edgenet.converters.export import export_onnx, onnx_parity
 
@@ -314,8 +331,9 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
     pre, pre_notes = image_preprocess(image, opts.preprocess)
     notes.extend(pre_notes)
     name = Path(source).stem
+    trained = {p.key: p.value for p in model.metadata_props}.get(UNTRAINED_KEY) != UNTRAINED_VALUE
     info = {"source": str(source), "name": name, "inputs": [i.name for i in fixed.inputs],
-            "batch_fixed": list(fixed.batch_fixed), "trained": True}
+            "batch_fixed": list(fixed.batch_fixed), "trained": trained}
     if qdq is not None:
         info["qdq"] = qdq.info.to_dict()
         notes.extend(qdq.notes(any(p.full_integer for p in opts.precisions or ())))

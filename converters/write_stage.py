@@ -47,6 +47,10 @@ def _write_outputs(folder: Path, source: SourceModel, model, built, data: Pipeli
 
     written = []
     if model is not None:
+        if not source.info.get("trained", True):
+            from edgenet.converters.sources import mark_untrained
+
+            model = mark_untrained(model)
         atomic_write_bytes(folder / "model.onnx", model.SerializeToString())
         written.append("model.onnx")
     for precision, blob in built.models.items():

@@ -20,8 +20,9 @@ _INSTALL = {
 # module -> extra that provides it
 _EXTRA_OF = {
     "torch": "convert",
-    "onnx": "convert",
-    "onnxruntime": "convert",
+    "onnx": "onnx",                   # .onnx sources need no torch: the onnx extra (convert includes it)
+    "onnxruntime": "onnx",
+    "litert_quantizer": "onnx",
     "tensorflow": "tf",
     "keras": "keras",
     "sklearn": "digits",

@@ -429,3 +429,18 @@ def test_all_zero_data_through_a_model_without_biases_is_not_judged_not_a_runtim
                  "--calib-samples", "16", "--eval-samples", "8"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("int8 vs float"))
     assert "verdict not judged" in line and "does not vary" in line
+
+
+def test_a_zoo_model_onnx_with_untrained_weights_stays_not_judged(tmp_path):
+    """model.onnx of a seeded random zoo model says so in its metadata: converting that file again
+    measures the int8 model but does not judge (or repair) it; a trained one's file carries no mark."""
+    first = edgenet.convert("mobilenet_v1", alpha=0.25, resolution=32, num_classes=4, out=tmp_path / "zoo", **FAST)
+    model = onnx.load(str(tmp_path / "zoo" / "model.onnx"))
+    assert {p.key: p.value for p in model.metadata_props}["edgenet.weights"].startswith("untrained")
+    again = edgenet.convert(str(tmp_path / "zoo" / "model.onnx"), out=tmp_path / "again", **FAST)
+    assert again.report.model["trained"] is False
+    assert any("untrained" in n and "model.onnx" in n for n in again.report.notes)
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    plain = edgenet.convert(str(tmp_path / "plain.onnx"), int8=False, out=tmp_path / "plain", **FAST)
+    assert plain.report.model["trained"] is True
