@@ -152,7 +152,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     quantized = any(p.quantized for p in opts.precisions)
     stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
                     + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
-    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side,
+    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side, quantizer=quantized,
                detail="TensorFlow in a worker process" if isinstance(tf_side, WorkerTF) else "")
     fit = None
     if opts.fit:
@@ -201,6 +201,10 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                      "were not applied to them (only to images: they are in preprocess.json and the metadata, for "
                      "the images the deployed model will get)")
     source = labels_from_folders(source, data, opts, notes)
+    # onnxruntime's outputs on the evaluation set, on the core the next stages leave idle
+    from edgenet.converters.validate import start_onnx_outputs
+
+    reference = start_onnx_outputs(model, data.eval_x, source.inputs)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
     if source.qdq is not None and opts.per_tensor is None and source.qdq.info.per_channel is False:
         per_channel = False   # the producer's per-tensor weights, kept per tensor
@@ -252,7 +256,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                          "pair; the others keep the QDQ model's ranges" if left else
                          f"--calib-method {opts.calib_method.value} is not used: every tensor keeps the QDQ model's "
                          "range")
-    checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
+    checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes,
+                         reference=reference)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
     if int8_verdict is not None and not int8_verdict.passed and source.qdq is not None:
@@ -328,7 +333,7 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
                                   f"(in ONNX layout), not {tuple(want)}")
 
 
-def _import_libraries(need_torch: bool, tf_side) -> None:
+def _import_libraries(need_torch: bool, tf_side, quantizer: bool = False) -> None:
     """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
     so that each later stage's time is its own work. TensorFlow loads here only when the TF-side
     stages run in this process; a worker process is loading it meanwhile otherwise."""
@@ -339,5 +344,9 @@ def _import_libraries(need_torch: bool, tf_side) -> None:
     with captured_fd(2):
         for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime"):
             require(name)
+        if quantizer:    # the LiteRT Quantizer (SciPy): what the int8 stage would otherwise count as its own
+            from edgenet.converters.quantize import preload
+
+            preload()
         if isinstance(tf_side, InProcessTF):
             tf_side.ready()
