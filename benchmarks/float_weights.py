@@ -1,8 +1,9 @@
 """float16 and dynamic-range models: the LiteRT Quantizer's (default) against TensorFlow's converter's.
 
 ``edgenet convert NAME --target rpi --precision float32,float16,dynamic`` runs twice in fresh
-processes, with the native writer (float16 / dynamic then come from the LiteRT Quantizer,
-converters/float_weights.py) and with ``EDGENET_TFLITE_WRITER=tf``; then, per precision:
+processes, with this tree (float16 / dynamic come from the LiteRT Quantizer,
+converters/float_weights.py) and with TensorFlow's converter (an edgenet tree from before issue #20,
+``--tf-tree``: see benchmarks/native_writer.py); then, per precision:
 
 * file size and op types / counts, both ways;
 * each model against its own conversion's float32 model on the evaluation set: largest |diff| of
@@ -13,13 +14,12 @@ converters/float_weights.py) and with ``EDGENET_TFLITE_WRITER=tf``; then, per pr
   model becomes (1: XNNPACK runs every op; more: ops it does not take, such as hybrid
   DEPTHWISE_CONV_2D, run in LiteRT's own kernels between them).
 
-    python benchmarks/float_weights.py [--models mobilenet_v1] [--rounds 7] [--runs 20] [--json]
+    python benchmarks/float_weights.py --tf-tree DIR [--models mobilenet_v1] [--rounds 7] [--runs 20] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from native_writer import op_counts   # benchmarks/ is the script's folder
+import native_writer   # benchmarks/ is the script's folder
+from native_writer import op_counts, writer_env
 
 PRECISIONS = {"float16": "model_float16.tflite", "dynamic": "model_dynamic.tflite"}
 
 
 def convert(name: str, out: Path, writer: str) -> float:
-    env = dict(os.environ, EDGENET_TFLITE_WRITER=writer)
+    env = writer_env(writer)
     cmd = [sys.executable, "-m", "edgenet", "convert", name, "--target", "rpi", "--precision",
            "float32,float16,dynamic", "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
@@ -79,6 +80,7 @@ def latency(paths: dict[str, Path], rounds: int, runs: int, xnnpack: bool) -> di
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tf-tree", help="an edgenet source tree from before issue #20 (makes the TF models)")
     ap.add_argument("--models", default="mobilenet_v1")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=20)
@@ -86,6 +88,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="write the conversions to this folder (kept) instead of a temporary one")
     args = ap.parse_args()
+    native_writer.TF_TREE = args.tf_tree
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or scratch

@@ -1,7 +1,7 @@
 """The native TFLite writer against TensorFlow's converter (issue #20): op counts, exactness, latency.
 
 For MobileNetV1 and each zoo network, `edgenet convert NAME --target rpi --int8` runs twice in fresh
-processes, with the native writer (default) and with ``EDGENET_TFLITE_WRITER=tf``; then, per model:
+processes, with this tree's writer and with TensorFlow's converter; then, per model:
 
 * op types and counts of model_float.tflite and model_int8.tflite, native vs TensorFlow-made;
 * the float32 models against each other on the conversion's own evaluation set (max |diff|), and
@@ -11,7 +11,12 @@ processes, with the native writer (default) and with ``EDGENET_TFLITE_WRITER=tf`
   shared machine's drift hits both alike);
 * the conversion's wall time (whole command, fresh process) both ways.
 
-    python benchmarks/native_writer.py [--models mobilenet_v1,mixnet_s,...] [--rounds 7] [--runs 20] [--json]
+    python benchmarks/native_writer.py --tf-tree DIR [--models mobilenet_v1,mixnet_s,...] [--rounds 7]
+                                       [--runs 20] [--json]
+
+TensorFlow left the ONNX path with issue #20, so the TensorFlow-made models come from an edgenet tree
+from before (``--tf-tree``, e.g. ``git worktree add /tmp/edgenet-tf 9c1556b``), run with
+``EDGENET_TFLITE_WRITER=tf`` (its switch) and that tree first on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -30,8 +35,21 @@ import numpy as np
 ZOO = ("mobilenet_v1", "mixnet_s", "shufflenet_v2_x1_0", "squeezenet1_1", "xception_tiny")
 
 
+TF_TREE: str | None = None   # --tf-tree: an edgenet source tree from before issue #20
+
+
+def writer_env(writer: str) -> dict:
+    """The environment of a conversion by ``writer``: "native" (this tree) or "tf" (``TF_TREE``)."""
+    if writer == "native":
+        return dict(os.environ)
+    if not TF_TREE or not (Path(TF_TREE) / "converters" / "tf_worker.py").is_file():
+        sys.exit("--tf-tree: give an edgenet source tree from before issue #20 (it has converters/tf_worker.py)")
+    path = os.pathsep.join(p for p in (TF_TREE, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, EDGENET_TFLITE_WRITER="tf", PYTHONPATH=path)
+
+
 def convert(name: str, out: Path, writer: str) -> float:
-    env = dict(os.environ, EDGENET_TFLITE_WRITER=writer)
+    env = writer_env(writer)
     cmd = [sys.executable, "-m", "edgenet", "convert", name, "--target", "rpi", "--int8", "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -89,12 +107,15 @@ def latency(paths: dict[str, Path], rounds: int, runs: int, make=None) -> dict[s
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tf-tree", help="an edgenet source tree from before issue #20 (makes the TF models)")
     ap.add_argument("--models", default=",".join(ZOO))
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", help="write the conversions to this folder (kept) instead of a temporary one")
     args = ap.parse_args()
+    global TF_TREE
+    TF_TREE = args.tf_tree
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or scratch

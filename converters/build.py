@@ -4,12 +4,10 @@
                                                   -> int8 / int16x8 (calibrated from the float32 model,
                                                      or from its equalized twin with --equalize)
 
-The float steps run on the conversion side: the native writer, with float16 / dynamic made from its
+The float steps run on the conversion side: the TFLite writer, with float16 / dynamic made from its
 float32 model by the LiteRT Quantizer (:mod:`edgenet.converters.tflite_writer.side`,
-:mod:`edgenet.converters.float_weights`), or TensorFlow's converter for every float precision
-(:mod:`edgenet.converters.tf_worker`: ``EDGENET_TFLITE_WRITER=tf``, or a graph the writer does not
-handle). int8 and int16x8 run here, with the LiteRT Quantizer (:mod:`edgenet.converters.quantize`,
-no TensorFlow). This
+:mod:`edgenet.converters.float_weights`). int8 and int16x8 run here, with the LiteRT Quantizer
+(:mod:`edgenet.converters.quantize`). No TensorFlow on this path. This
 module decides what is built, with which I/O types, and names each step for the progress output.
 """
 from __future__ import annotations
@@ -26,7 +24,7 @@ _GRAPH_PRECISIONS = (Precision.FLOAT16, Precision.DYNAMIC)
 class Built:
     """What :func:`build` made: the graph's inputs/outputs and one model per precision."""
 
-    graph: Any                                  # converters.tf_worker.GraphInfo
+    graph: Any                                  # converters.tflite_writer.side.GraphInfo
     models: dict[Precision, bytes]              # float32 first, then every other requested precision
     quantized: dict[Precision, Any] = field(default_factory=dict)   # full-integer: quantize.QuantizedResult
     quant_source: bytes = b""                   # the float model int8/int16x8 were calibrated from
@@ -49,8 +47,8 @@ def graph_precisions(opts: ConvertOptions) -> tuple[Precision, ...]:
 
 
 def start_graph(tf_side, model, opts: ConvertOptions, keep_layout):
-    """Begin ONNX -> TF and the float models on the TensorFlow side; with a worker process it goes on
-    while this process loads the calibration data (``.result()``: (GraphInfo, {precision: bytes}))."""
+    """The float models of ``model``, made when ``.result()`` is first asked for: (GraphInfo,
+    {precision: bytes})."""
     return tf_side.start("graph_and_floats", model, tuple(keep_layout), graph_precisions(opts))
 
 
@@ -70,7 +68,7 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
         from edgenet.converters.quantize import preload
 
         preload()
-    first = "onnx -> tflite (native)" if getattr(tf_side, "NATIVE", False) else "onnx -> tf"
+    first = "onnx -> tflite (native)"
     names = " + ".join([first, *(f"tflite {p.value}" for p in graph_precisions(opts))])
     graph, floats = run(names, started.result)
     built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])

@@ -4,17 +4,15 @@ When the float TFLite model misses its tolerance, the user needs the node, not j
 :func:`first_divergence` runs one invocation through
 
 * onnxruntime, with every node output of the graph made a graph output, and
-* the converted model (``evaluate``), which gives every ONNX value it can see, in ONNX layout: for a
-  model edgenet's native writer made, the float .tflite itself run in LiteRT with every tensor kept
-  (:func:`edgenet.converters.tflite_writer.evaluate.kept_values`: tensors are named after ONNX values;
-  no TensorFlow); for a model TensorFlow made, the TF graph
-  (:func:`edgenet.converters.onnx_to_tf.evaluate_values`),
+* the converted model (``evaluate``), which gives every ONNX value it can see, in ONNX layout: the
+  float .tflite itself run in LiteRT with every tensor kept
+  (:func:`edgenet.converters.tflite_writer.evaluate.kept_values`: tensors are named after ONNX values),
 
 and walks the nodes in graph (topological) order: the first node whose output differs by more
 than the tolerance, relative to that value's own magnitude, is named. Values the converted model
 does not hold (fused into a neighbour, folded away) are skipped. When every value seen agrees, the
-difference arises past what was seen (TFLite's conversion of the TF graph; or, for the .tflite run
-on reference kernels, the optimized kernels the verdict ran), and that is said instead.
+difference arises past what was seen (values fused away; or, for the .tflite run on reference
+kernels, the optimized kernels the verdict ran), and that is said instead.
 """
 from __future__ import annotations
 
@@ -56,8 +54,8 @@ class ConvertedValues:
     when_all_agree: str
 
 
-TF_GRAPH_AGREES = ("every ONNX value of the converted TensorFlow graph matches onnxruntime: the difference "
-                   "arises in TFLite's conversion of the graph")
+VALUES_AGREE = ("every ONNX value the converted model holds matches onnxruntime: the difference arises in "
+                "what it does not hold (values fused into their neighbours)")
 
 
 def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
@@ -107,8 +105,8 @@ def onnx_values(model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput], tolerance: float,
                      evaluate: Callable[[object, dict], Mapping[str, np.ndarray] | ConvertedValues]) -> Divergence:
     """The first ONNX node (graph order) whose output, computed by the converted model
-    (``evaluate(model, feeds)``, feeds in ONNX layout: a mapping of ONNX values, taken as the TF
-    graph's, or a :class:`ConvertedValues`), differs from onnxruntime's by more than ``tolerance`` on
+    (``evaluate(model, feeds)``, feeds in ONNX layout: a mapping of ONNX values, or a
+    :class:`ConvertedValues`), differs from onnxruntime's by more than ``tolerance`` on
     the first invocation of ``examples`` (TFLite layout, as the pipeline holds them)."""
     feeds = {}
     for spec, x in zip(inputs, examples):
@@ -116,7 +114,7 @@ def first_divergence(model, examples: Sequence[np.ndarray], inputs: Sequence[Mod
         feeds[spec.name] = onnx_x[0] if spec.rank < 2 else onnx_x[: spec.batch]
     reference = onnx_values(model, feeds)
     converted = evaluate(model, feeds)
-    agrees = TF_GRAPH_AGREES
+    agrees = VALUES_AGREE
     if isinstance(converted, ConvertedValues):
         converted, agrees = converted.values, converted.when_all_agree
     for node in model.graph.node:

@@ -46,7 +46,7 @@ def is_saved_model(path: str | Path) -> bool:
 
 
 def _tf():
-    from edgenet._deps import import_tensorflow
+    from edgenet.converters.keras_tf import import_tensorflow
 
     return import_tensorflow(purpose=PURPOSE, extra="keras")
 
@@ -105,7 +105,8 @@ class KerasModel:
         outputs ``output_<k>`` in :attr:`output_names` order): float32, float16 weights or dynamic
         range (int8 weights, float activations), by TensorFlow's converter. ConversionError when it fails."""
         from edgenet.converters._capture import captured_fd
-        from edgenet.converters.tflite import explain_failure, with_signature
+        from edgenet.converters.keras_tf import explain_failure
+        from edgenet.converters.tflite import with_signature
 
         tf = _tf()
         precision = Precision(precision)
@@ -345,7 +346,7 @@ def _clean(name: str) -> str:
 
 def _explain(text: str, fallback) -> str:
     """One line out of the converter's diagnostics: the TensorFlow ops TFLite's builtin set has no
-    kernel for, by name, else ``fallback(text)`` (:func:`edgenet.converters.tflite.explain_failure`)."""
+    kernel for, by name, else ``fallback(text)`` (:func:`edgenet.converters.keras_tf.explain_failure`)."""
     import re
 
     missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))

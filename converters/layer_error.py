@@ -1,6 +1,6 @@
 """Per-layer quantization error: where does the int8 model lose precision?
 
-Both models come from the same TensorFlow graph, so an op's output tensor carries the same name in
+The int8 model is the float model quantized (LiteRT Quantizer), so an op's output tensor carries the same name in
 the float and the int8 .tflite. For each op of the int8 model we dequantize its output and compare
 it with the float model's tensor of that name on the same inputs, as SQNR in dB
 (10 log10 of signal power over error power; about 6 dB per bit, so ~40 dB is near int8's best).

@@ -128,10 +128,8 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
         opts.model.module is None else None
     if preloaded is not None and opts.normalize_in_model:
         _check_image_for_normalization(preloaded)
-    # the native TFLite writer makes the float model; TensorFlow (a child process that starts loading
-    # it then) only for a graph the writer cannot handle, or with EDGENET_TFLITE_WRITER=tf, when it
-    # starts loading now, while this process loads torch and exports
-    tf_side = conversion_side(in_process=opts.fit)   # --fit builds its candidates here: TF loads here anyway
+    # the TFLite writer makes the float models (no TensorFlow on the ONNX path)
+    tf_side = conversion_side()
     try:
         result = _run(opts, progress, profile, tf_side, output, preloaded)
     except BaseException:
@@ -145,15 +143,13 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
          preloaded: SourceModel | None = None):
     from edgenet.converters.build import build, stage_count, start_graph
     from edgenet.converters.passes import ONNX_PASSES
-    from edgenet.converters.tf_worker import WorkerTF
 
     notes: list[str] = []
     int8 = opts.int8
     quantized = any(p.quantized for p in opts.precisions)
     stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
                     + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
-    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, tf_side, quantizer=quantized,
-               detail="TensorFlow in a worker process" if isinstance(tf_side, WorkerTF) else "")
+    stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, quantized)
     fit = None
     if opts.fit:
         opts, fit = stages.run("fit", fit_to_target, opts, profile, detail=f"{profile.name} budgets")
@@ -181,7 +177,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 source = replace(source, qdq=replace(source.qdq, model=append_softmax(source.qdq.model)[0]))
     if opts.normalize_in_model:
         model, source = _normalize_in_model(model, source, notes)
-    # TensorFlow builds the graph and the float models while this process loads the data
+    # the float models, written when the build stage asks for them
     started = start_graph(tf_side, model, opts, opts.model.keep_layout)
     calib_spec = opts.calib or default_calib(source.info)
     needs_calibration = any(p.full_integer for p in opts.precisions)
@@ -333,20 +329,17 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
                                   f"(in ONNX layout), not {tuple(want)}")
 
 
-def _import_libraries(need_torch: bool, tf_side, quantizer: bool = False) -> None:
-    """Import the heavy libraries up front (quietly: TensorFlow's C++ start-up chatter goes to fd 2),
-    so that each later stage's time is its own work. TensorFlow loads here only when the TF-side
-    stages run in this process; a worker process is loading it meanwhile otherwise."""
+def _import_libraries(need_torch: bool, quantizer: bool = False) -> None:
+    """Import the heavy libraries up front (quietly: native start-up chatter goes to fd 2), so that
+    each later stage's time is its own work; ``quantizer``: the LiteRT Quantizer too (its SciPy
+    import is not the int8 stage's work)."""
     from edgenet.converters._capture import captured_fd
-    from edgenet.converters.tf_worker import InProcessTF
     from edgenet._deps import require
 
     with captured_fd(2):
         for name in (("torch",) if need_torch else ()) + ("onnx", "onnxruntime"):
             require(name)
-        if quantizer:    # the LiteRT Quantizer (SciPy): what the int8 stage would otherwise count as its own
+        if quantizer:
             from edgenet.converters.quantize import preload
 
             preload()
-        if isinstance(tf_side, InProcessTF):
-            tf_side.ready()

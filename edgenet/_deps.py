@@ -1,4 +1,4 @@
-"""Lazy imports of the heavy, optional dependencies (torch, TensorFlow, onnx ...).
+"""Lazy imports of the heavy, optional dependencies (torch, onnx, onnxruntime ...).
 
 ``import edgenet`` and the device-side commands must work with the base install alone, so modules
 that need an extra import it through :func:`require`, which turns a missing package into one
@@ -7,9 +7,6 @@ clear line naming the install command.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
-import sys
 from types import ModuleType
 
 _INSTALL = {
@@ -23,7 +20,7 @@ _EXTRA_OF = {
     "onnx": "onnx",                   # .onnx sources need no torch: the onnx extra (convert includes it)
     "onnxruntime": "onnx",
     "litert_quantizer": "onnx",
-    "tensorflow": "tf",
+    "tensorflow": "keras",
     "keras": "keras",
     "sklearn": "digits",
     "tflite_micro": "mcu",
@@ -68,29 +65,3 @@ def require(module: str, extra: str | None = None, purpose: str | None = None) -
         raise MissingDependencyError(
             f"{top} is not installed{what}; install it with: {install_hint(extra)}"
         ) from exc
-
-
-def import_tensorflow(purpose: str | None = None, extra: str | None = None) -> ModuleType:
-    """TensorFlow, imported quietly (no C++ start-up chatter, Python logger at ERROR) and without Keras.
-
-    TensorFlow's ``__init__`` eagerly imports Keras 3, which drags in scikit-learn, SciPy and
-    matplotlib: about 2.5 s of a ~6 s import on the development machine, and edgenet never uses
-    Keras. When the legacy ``tf_keras`` package is absent, pointing TensorFlow at it for the
-    duration of the import makes that eager import a caught ImportError. The variable is restored
-    right after, and ``tf.keras`` is resolved lazily at first use, so Keras still works for anyone
-    who asks for it later (``import keras``: Keras 3, as Keras sources do). ``extra``: the extra a
-    missing TensorFlow is installed with (default ``tf``; Keras sources: ``keras``).
-    """
-    if "tensorflow" in sys.modules:
-        return require("tensorflow", extra=extra, purpose=purpose)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    skip_keras = "TF_USE_LEGACY_KERAS" not in os.environ and importlib.util.find_spec("tf_keras") is None
-    if skip_keras:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    try:
-        tf = require("tensorflow", extra=extra, purpose=purpose)
-    finally:
-        if skip_keras:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
-    tf.get_logger().setLevel("ERROR")
-    return tf

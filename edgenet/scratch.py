@@ -28,8 +28,8 @@ except ImportError:     # not POSIX (Windows): no scratch folders (the CLI does 
     fcntl = None
 
 OWNER = ".owner"
-# the scratch folders edgenet makes: the CLI's per-command folder, the TensorFlow worker's temp
-# folder and its arrays (in /dev/shm, or the temp folder when that is full), --fit's candidates
+# the scratch folders edgenet makes: the CLI's per-command folder, --fit's candidates, and (removed as
+# leftovers of older versions) the TensorFlow worker's temp folder and its /dev/shm arrays
 PREFIXES = ("edgenet-run-", "edgenet-worker-", "edgenet-tf-", "edgenet-fit-", "edgenet-cell-", "edgenet-files-")
 SHARED_MEMORY = "/dev/shm"
 _YOUNG = 60.0   # seconds: a folder without its .owner file yet may be being created right now

@@ -18,7 +18,7 @@ weights are untouched (``tests/test_metadata.py`` checks that outputs are identi
 
 Why in ``targets/``: metadata is packaging for a device's apps, like labels.txt and the C arrays, and
 it needs no TensorFlow: ai-edge-litert's flatbuffer schema (the base install) and ``flatbuffers``,
-so the pipeline's main process writes it while TensorFlow lives in its worker process.
+so the pipeline writes it without TensorFlow.
 """
 from __future__ import annotations
 
@@ -47,13 +47,12 @@ _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
 
 @lru_cache(maxsize=1)
 def _flatbuffer_utils():
-    """(flatbuffer_utils, schema) from ai-edge-litert, else TensorFlow's copies."""
-    for utils, schema in (("ai_edge_litert.tools.flatbuffer_utils", "ai_edge_litert.schema_py_generated"),
-                          ("tensorflow.lite.tools.flatbuffer_utils", "tensorflow.lite.python.schema_py_generated")):
-        try:
-            return import_module(utils), import_module(schema)
-        except ImportError:
-            continue
+    """(flatbuffer_utils, schema) from ai-edge-litert (the base install)."""
+    try:
+        return (import_module("ai_edge_litert.tools.flatbuffer_utils"),
+                import_module("ai_edge_litert.schema_py_generated"))
+    except ImportError:
+        pass
     from edgenet.errors import MissingDependencyError
 
     raise MissingDependencyError("writing TFLite metadata needs ai-edge-litert: pip install ai-edge-litert")

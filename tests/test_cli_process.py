@@ -45,7 +45,7 @@ def test_convert_process_keeps_the_error_exit_code_after_loading_tensorflow(tmp_
 def test_tensorflow_is_imported_without_keras_and_keras_still_works():
     code = (
         "import os, sys\n"
-        "from edgenet._deps import import_tensorflow\n"
+        "from edgenet.converters.keras_tf import import_tensorflow\n"
         "tf = import_tensorflow()\n"
         "assert 'keras' not in sys.modules, 'keras was imported'\n"
         "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'\n"
@@ -71,10 +71,11 @@ sys.meta_path.insert(0, _NoTensorFlow())
 @pytest.mark.slow
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxruntime")),
                     reason="the convert extra is not installed")
-def test_convert_needs_no_tensorflow_and_its_fallback_names_the_tf_extra(tmp_path):
+def test_convert_needs_no_tensorflow_and_a_keras_source_names_the_keras_extra(tmp_path):
     """edgenet[convert] has no TensorFlow: a zoo model to int8, float16 and dynamic converts without it;
-    the TensorFlow path, asked for, fails in one line naming the extra that brings it."""
+    a Keras source, which only TensorFlow reads, fails in one line naming the extra that brings it."""
     import os
+    import zipfile
 
     site = tmp_path / "site"
     site.mkdir()
@@ -87,8 +88,11 @@ def test_convert_needs_no_tensorflow_and_its_fallback_names_the_tf_extra(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert {"model_float.tflite", "model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite"} <= \
         {p.name for p in (tmp_path / "a").iterdir()}
-    proc = subprocess.run([*args, "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300,
-                          env={**env, "EDGENET_TFLITE_WRITER": "tf"})
+    keras_file = tmp_path / "model.keras"
+    with zipfile.ZipFile(keras_file, "w") as archive:   # a .keras file is a zip archive
+        archive.writestr("config.json", "{}")
+    proc = subprocess.run([sys.executable, "-m", "edgenet", "convert", str(keras_file), "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=300, env=env)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")]
-    assert proc.returncode != 0 and len(lines) == 1 and "[tf]" in lines[0] and "Traceback" not in proc.stderr
+    assert proc.returncode != 0 and len(lines) == 1 and "[keras]" in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "b").exists()

@@ -169,7 +169,7 @@ def test_unsupported_op(capsys, tmp_path):
 
 
 def test_tflite_failure_is_explained():
-    from edgenet.converters.tflite import explain_failure
+    from edgenet.converters.keras_tf import explain_failure
 
     text = ("Could not translate MLIR to FlatBuffer.<stdin>:9:1: error: 'tf.Erf' op is neither a custom op nor a "
             "flex op\n<unknown>:0: error: failed while converting: 'main':\nTF Select ops: Erf\nDetails: ...")

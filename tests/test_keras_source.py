@@ -32,7 +32,7 @@ BENCH_CLI = ["--warmup", "1", "--warmup-seconds", "0", "--runs", "5", "--min-sec
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """The calibrated MobileNetV1 as .keras and as a SavedModel folder, with images it was set on."""
-    from edgenet._deps import import_tensorflow
+    from edgenet.converters.keras_tf import import_tensorflow
 
     import_tensorflow()
     from keras_models import calibrated_mobilenet

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_onnx_to_tf_helpers import assert_matches_ort, rand, single_op, tf_op_types
+from test_onnx_to_tf_helpers import assert_matches_ort, rand, single_op, op_types, to_tflite
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 
@@ -47,7 +46,7 @@ def test_conv_matches_onnxruntime(case):
     x_shape, w_shape, attrs = CONV_CASES[case]
     model = _conv(x_shape, w_shape, **attrs)
     graph = assert_matches_ort(model, {"x": rand(*x_shape)}, atol=1e-4)
-    assert "Transpose" not in tf_op_types(graph)
+    assert "TRANSPOSE" not in op_types(graph)
     assert graph.inputs[0].channels_last and graph.outputs[0].channels_last
     assert graph.op_counts == {"Conv": 1}
 
@@ -56,16 +55,16 @@ def test_conv_without_bias_and_tf_padding_choice():
     # 3x3 stride 1 pad 1 is exactly TF 'SAME': no explicit pad op
     model = _conv((1, 5, 7, 9), (4, 5, 3, 3), bias=False, pads=[1, 1, 1, 1])
     graph = assert_matches_ort(model, {"x": rand(1, 5, 7, 9)})
-    assert "Pad" not in tf_op_types(graph)
+    assert "PAD" not in op_types(graph)
     # asymmetric pads need one
-    graph = onnx_to_tf(_conv((1, 5, 7, 9), (4, 5, 3, 3), pads=[0, 2, 1, 0]))
-    assert "Pad" in tf_op_types(graph)
+    graph = to_tflite(_conv((1, 5, 7, 9), (4, 5, 3, 3), pads=[0, 2, 1, 0]))
+    assert "PAD" in op_types(graph)
 
 
 def test_conv3d_is_rejected_before_building():
     model = _conv((1, 2, 4, 4, 4), (3, 2, 3, 3, 3), kernel_shape=[3, 3, 3])
     with pytest.raises(UnsupportedOpError, match=r"Conv \(node 'conv_0'\): 3-D window"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 POOL_CASES = {
@@ -93,7 +92,7 @@ def test_pool_matches_onnxruntime(case):
     op, attrs = POOL_CASES[case]
     model = single_op(op, (1, 5, 7, 9), attrs)
     graph = assert_matches_ort(model, {"x": rand(1, 5, 7, 9)})
-    assert "Transpose" not in tf_op_types(graph)
+    assert "TRANSPOSE" not in op_types(graph)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
@@ -105,7 +104,7 @@ def test_global_pools(op):
 def test_maxpool_indices_output_rejected():
     model = single_op("MaxPool", (1, 2, 4, 4), dict(kernel_shape=[2, 2]), n_outputs=2)
     with pytest.raises(UnsupportedOpError, match="Indices"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 def test_pool_opset_variants():
@@ -186,7 +185,7 @@ def test_a_window_larger_than_the_input_says_the_input_is_too_small():
     model = single_op("AveragePool", (1, 3, 6, 10), dict(kernel_shape=[7, 7], strides=[5, 5]))
     with pytest.raises(ConversionError, match="window of 7 along spatial axis 0 is larger than the padded input "
                                               r"\(6\): the input is too small"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])

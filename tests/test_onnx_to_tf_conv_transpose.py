@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_onnx_to_tf_helpers import assert_tflite_matches, onnx, rand, single_op
+from test_onnx_to_tf_helpers import assert_tflite_matches, onnx, rand, single_op, to_tflite
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.converters.onnx_to_tf.conv_transpose import transpose_geometry
 from edgenet.errors import UnsupportedOpError
 
@@ -88,7 +87,7 @@ def test_same_pads_follow_spec():
 def test_3d_is_refused_before_tflite():
     model = _model((1, 2, 3, 4, 5), (2, 2, 3, 3, 3))
     with pytest.raises(UnsupportedOpError, match=r"ConvTranspose \(node 'convtranspose_0'\)"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 def test_case_04_conv_transpose_s2():

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_onnx_to_tf_helpers import assert_tflite_matches, helper, make_model, rand
+from test_onnx_to_tf_helpers import assert_tflite_matches, helper, make_model, rand, to_tflite
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 FORMS = {  # equation, shapes of the two operands (the second is a graph input too unless constant)
@@ -56,4 +55,4 @@ def test_other_forms_are_refused_with_the_reason(equation, reason):
     model = make_model([helper.make_node("Einsum", names, ["y"], equation=equation, name="e")],
                        dict(zip(names, shapes)), ["y"], opset=12)
     with pytest.raises(UnsupportedOpError, match=rf"Einsum \(node 'e'\): .*{reason}"):
-        onnx_to_tf(model)
+        to_tflite(model)

@@ -1,10 +1,7 @@
-"""Shared helpers for the onnx_to_tf tests: build one-op ONNX graphs, run them in onnxruntime and
-through onnx_to_tf (NCHW <-> NHWC at the boundary), compare. No tests here.
-
-Every ``assert_*`` helper also checks the native TFLite writer's model of the same graph
-(:func:`check_native`, converters/tflite_writer) against the same reference and tolerances, so each
-handler test covers both backends; a graph the native writer leaves to TensorFlow is skipped there
-(its coverage is held by tests/test_tflite_writer.py and the conformance test)."""
+"""Shared helpers for the onnx_to_tf handler tests: build one-op ONNX graphs, run them in onnxruntime
+(or ONNX's reference implementation) and, converted by the TFLite writer (converters/tflite_writer:
+onnx_to_tf's handlers on the recording backend), in LiteRT (NCHW <-> NHWC at the boundary), compare.
+No tests here, and no TensorFlow."""
 from __future__ import annotations
 
 import os
@@ -16,11 +13,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf  # noqa: E402
+from edgenet.converters.tflite_writer import native_tflite  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -84,11 +81,10 @@ def run_ort_any_batch(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> l
     return [np.concatenate(outs) for outs in zip(*per_sample)]
 
 
-def convert(model: onnx.ModelProto, batch_size: int | None):
-    """onnx_to_tf with ``batch_size`` for a dynamic dim 0; None: keep dim 0 dynamic in TF."""
-    if batch_size is None:
-        return onnx_to_tf(model, dynamic_batch=True)
-    return onnx_to_tf(model, batch_size=batch_size)
+def to_tflite(model: onnx.ModelProto, batch_size: int | None = None, keep_layout=()):
+    """The TFLite writer's conversion (a NativeGraph: ``.model`` the float32 .tflite bytes);
+    ``batch_size`` fills a dynamic dim 0."""
+    return native_tflite(model, keep_layout=keep_layout, batch_size=batch_size)
 
 
 def to_tf_input(array: np.ndarray, channels_last: bool) -> np.ndarray:
@@ -99,71 +95,68 @@ def from_tf_output(array: np.ndarray, channels_last: bool) -> np.ndarray:
     return array.transpose(0, 3, 1, 2) if channels_last else array
 
 
-def run_tf(model: onnx.ModelProto, feeds: dict[str, np.ndarray], batch_size: int | None = 1,
-           graph=None) -> list[np.ndarray]:
-    graph = graph or convert(model, batch_size)
-    args = [tf.constant(to_tf_input(feeds[i.name], i.channels_last)) for i in graph.inputs]
-    outs = graph.concrete_function(*args)
-    return [from_tf_output(np.asarray(o), info.channels_last) for o, info in zip(outs, graph.outputs)]
+def run_converted(graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The converted model run in LiteRT on ``feeds`` (ONNX layout in, ONNX layout out)."""
+    outs, _ = tflite_run(graph.model, [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs])
+    return [from_tf_output(o, info.channels_last) for o, info in zip(outs, graph.outputs)]
+
+
+def _compare_all(got: list[np.ndarray], want: list[np.ndarray], atol: float, rtol: float) -> None:
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, (k, g.shape, w.shape)
+        if w.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, w, err_msg=f"output {k}")
+        else:
+            np.testing.assert_allclose(g, w, atol=atol, rtol=rtol, err_msg=f"output {k}")
 
 
 def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-5,
                        rtol: float = 1e-5, batch_size: int | None | str = "feed"):
-    """Convert (by default with the batch of the first feed), run both, compare every output;
-    returns the TFGraph."""
-    if batch_size == "feed":
+    """Convert (a dynamic batch filled with the batch of the first feed, or ``batch_size``), run the
+    model in LiteRT and onnxruntime, compare every output; returns the NativeGraph."""
+    if batch_size in ("feed", None):
         first = next(iter(feeds.values()))
         batch_size = int(first.shape[0]) if first.ndim >= 2 else 1
-    graph = convert(model, batch_size)
-    expected = run_ort_any_batch(model, feeds)
-    got = run_tf(model, feeds, graph=graph)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert g.shape == e.shape, (g.shape, e.shape)
-        np.testing.assert_allclose(g, e, atol=atol, rtol=rtol)
-    if batch_size is not None:   # (the native writer makes static shapes only)
-        check_native(model, feeds, atol, rtol, batch_size=batch_size)
+    graph = to_tflite(model, batch_size)
+    _compare_all(run_converted(graph, feeds), run_ort_any_batch(model, feeds), atol, rtol)
     return graph
 
 
 def check_native(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float, rtol: float,
-                 reference: str = "ort", batch_size: int | None = None, keep_layout=()) -> list[str] | None:
-    """The native writer's float model of ``model`` computes what ``reference`` does, in TFLite;
-    returns its op names, or None when the graph is one the native writer leaves to TensorFlow."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgenet.converters.onnx_to_tf.inputs import tf_name
-    from edgenet.converters.tflite_writer import NotNative, native_tflite
-
-    try:
-        graph = native_tflite(model, keep_layout=keep_layout, batch_size=batch_size)
-    except NotNative:
-        return None
+                 reference: str = "ort", batch_size: int | None = None, keep_layout=()) -> list[str]:
+    """The writer's float model of ``model`` computes what ``reference`` does, in LiteRT; returns
+    its op names."""
+    graph = to_tflite(model, batch_size, keep_layout)
     want = run_ort_any_batch(model, feeds) if reference == "ort" else run_reference(model, feeds)
-    interp = Interpreter(model_content=graph.model)
-    out = interp.get_signature_runner()(**{tf_name(i.name, "input"): to_tf_input(feeds[i.name], i.channels_last)
-                                           for i in graph.inputs})
-    assert len(graph.outputs) == len(want)
-    for k, (info, w) in enumerate(zip(graph.outputs, want)):
-        got = from_tf_output(out[f"output_{k}"], info.channels_last)
-        assert got.shape == w.shape, ("native", k, got.shape, w.shape)
-        if w.dtype.kind in "biu":
-            np.testing.assert_array_equal(got, w, err_msg=f"native writer, output {k}")
-        else:
-            np.testing.assert_allclose(got, w, atol=atol, rtol=rtol, err_msg=f"native writer, output {k}")
-    return [op["op_name"] for op in interp._get_ops_details()]
+    outs, ops = tflite_run(graph.model, [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs])
+    _compare_all([from_tf_output(o, i.channels_last) for o, i in zip(outs, graph.outputs)], want, atol, rtol)
+    return ops
 
 
-def tf_op_types(graph) -> set[str]:
-    """Op types in the traced TF graph."""
-    return {op.type for op in graph.concrete_function.graph.get_operations()}
+def op_types(graph) -> set[str]:
+    """The TFLite builtin op names in the converted model (``TRANSPOSE``, ``CONV_2D`` ...)."""
+    from edgenet.converters import _flatbuffer
+
+    names = {v: k for k, v in vars(_flatbuffer.schema().BuiltinOperator).items() if not k.startswith("_")}
+    obj = _flatbuffer.read(graph.model)
+    return {names[_flatbuffer.builtin_code(obj, op)] for op in obj.subgraphs[0].operators}
+
+
+def transpose_inputs(graph) -> list[tuple[int, ...]]:
+    """The shape of the data input of every TRANSPOSE op in the converted model."""
+    from edgenet.converters import _flatbuffer
+
+    code = _flatbuffer.schema().BuiltinOperator.TRANSPOSE
+    obj = _flatbuffer.read(graph.model)
+    sub = obj.subgraphs[0]
+    return [tuple(int(d) for d in sub.tensors[op.inputs[0]].shape) for op in sub.operators
+            if _flatbuffer.builtin_code(obj, op) == code]
 
 
 def tflite_bytes(graph) -> bytes:
-    """The pipeline's own float32 TFLite stage (frozen function, signature added by us)."""
-    from edgenet.converters.tflite import to_float_tflite
-
-    return to_float_tflite(graph)
+    """The float32 .tflite of a conversion."""
+    return graph.model
 
 
 def tflite_run(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
@@ -197,10 +190,10 @@ def run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[
 
 def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], atol: float = 1e-5,
                           rtol: float = 1e-5, reference: str = "ort", **convert_options):
-    """onnx_to_tf -> the float32 TFLite stage -> ai_edge_litert, every output compared with
-    onnxruntime (``reference="ort"``) or ONNX's reference implementation (``"spec"``), in ONNX layout.
-    Returns (TFGraph, TFLite op names)."""
-    graph = onnx_to_tf(model, **convert_options)
+    """The writer's float32 .tflite -> ai_edge_litert, every output compared with onnxruntime
+    (``reference="ort"``) or ONNX's reference implementation (``"spec"``), in ONNX layout.
+    Returns (NativeGraph, TFLite op names)."""
+    graph = to_tflite(model, **convert_options)
     expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
     inputs = [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs]
     outs, ops = tflite_run(tflite_bytes(graph), inputs)
@@ -212,9 +205,6 @@ def assert_tflite_matches(model: onnx.ModelProto, feeds: dict[str, np.ndarray], 
             np.testing.assert_array_equal(got, want)
         else:
             np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
-    if not convert_options.get("dynamic_batch"):
-        check_native(model, feeds, atol, rtol, reference, convert_options.get("batch_size"),
-                     convert_options.get("keep_layout", ()))
     return graph, ops
 
 
@@ -273,8 +263,8 @@ def grid_model(examples: dict, opset: int, constant_outputs=()):
 
 def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5, rtol: float = 1e-5):
     """Convert a grid model (see grid_model), run it in TFLite, compare every output with
-    onnxruntime or the reference implementation ("spec"); returns (TFGraph, TFLite op names)."""
-    graph = onnx_to_tf(model)
+    onnxruntime or the reference implementation ("spec"); returns (NativeGraph, TFLite op names)."""
+    graph = to_tflite(model)
     outs, ops = tflite_run(tflite_bytes(graph), [to_tf_input(feeds[i.name], i.channels_last) for i in graph.inputs])
     expected = run_ort(model, feeds) if reference == "ort" else run_reference(model, feeds)
     bad = []
@@ -287,7 +277,6 @@ def assert_grid_matches(model, feeds, reference: str = "ort", atol: float = 1e-5
         elif want.dtype.kind != "f" and not np.array_equal(got, want):
             bad.append(f"{info.name}: values differ")
     assert not bad, bad
-    check_native(model, feeds, atol, rtol, reference)
     return graph, ops
 
 

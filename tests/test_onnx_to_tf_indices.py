@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import assert_tflite_matches, grid_model, onnx, rand, tflite_bytes
+from test_onnx_to_tf_helpers import assert_tflite_matches, grid_model, onnx, rand, tflite_bytes, to_tflite
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 
 X = (1, 3, 8, 6)
 
@@ -35,7 +34,7 @@ def test_no_int64_index_tensors():
         "reshape": ("Reshape", {}, X, [np.array([1, -1], i64)], "f"),
     }
     model, feeds = grid_model(examples, 13)
-    graph = onnx_to_tf(model)
+    graph = to_tflite(model)
     types = _tensor_types(tflite_bytes(graph))
     assert not [n for n, t in types.items() if t == np.int64]
 
@@ -46,7 +45,6 @@ def test_channel_gather_case_runs_int8_in_tflite_micro(tmp_path):
     gather is a GATHER with int32 positions; both run in TFLM as int8."""
     pytest.importorskip("tflite_micro")
     from edgenet.converters.quantize import quantize_calibrated
-    from edgenet.converters.tflite import to_float_tflite
     from edgenet.targets.tflm import run_tflm
 
     case = onnx.load("/work/shared/cases/24_channel_gather_bgr.onnx")
@@ -58,7 +56,7 @@ def test_channel_gather_case_runs_int8_in_tflite_micro(tmp_path):
     for name, model, op in (("case", case, "STRIDED_SLICE"), ("shuffled", shuffled, "GATHER")):
         graph, ops = assert_tflite_matches(model, {"input": rand(1, 3, 32, 32)}, atol=1e-5)
         assert op in ops
-        int8 = quantize_calibrated(to_float_tflite(graph), [calib]).model
+        int8 = quantize_calibrated(graph.model, [calib]).model
         assert np.dtype(np.int64) not in _tensor_types(int8).values()
         path = tmp_path / f"{name}.tflite"
         path.write_bytes(int8)

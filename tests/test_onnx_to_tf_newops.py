@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from test_onnx_to_tf_helpers import (assert_grid_matches, assert_tflite_matches, grid_model, helper, make_model,
-                                     onnx, rand)
+                                     onnx, rand, to_tflite)
 
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 from edgenet.errors import UnsupportedOpError
 
 X = (1, 3, 5, 7)
@@ -91,7 +90,7 @@ def test_scatter_nd_repeated_indices_without_reduction_are_refused():
     nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="scatter")]
     model = make_model(nodes, {"x": X}, ["y"], {"i": _i(0, 1, 0, 1).reshape(2, 2), "u": rand(2, 5, 7)}, opset=16)
     with pytest.raises(UnsupportedOpError, match=r"ScatterND \(node 'scatter'\): repeated indices"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 def test_space_to_depth_crd_vs_spec():
@@ -214,7 +213,7 @@ def test_shape_range_constant_of_shape_fold_to_constants():
 def test_erf_alone_is_refused_before_tensorflow():
     model = make_model([helper.make_node("Erf", ["x"], ["y"], name="lonely_erf")], {"x": X}, ["y"])
     with pytest.raises(UnsupportedOpError, match=r"Erf \(node 'lonely_erf'\): TFLite has no builtin Erf"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 @pytest.mark.parametrize("order", ["x_w_then_half", "half_first", "w_half_then_x", "mul_by_inverse_sqrt2"])
@@ -249,7 +248,7 @@ def test_gelu_pattern_with_a_shared_intermediate_is_not_fused():
              "half": np.array(0.5, np.float32)}
     model = make_model(nodes, {"x": X}, ["y", "e"], inits)
     with pytest.raises(UnsupportedOpError, match=r"Erf \(node 'erf'\)"):
-        onnx_to_tf(model)
+        to_tflite(model)
 
 
 def test_case_12_gelu_erf():

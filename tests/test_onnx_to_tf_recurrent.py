@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import assert_matches_ort, assert_tflite_matches, make_model, onnx, rand
+from test_onnx_to_tf_helpers import assert_matches_ort, assert_tflite_matches, make_model, onnx, rand, to_tflite
 
 from edgenet.errors import UnsupportedOpError
-from edgenet.converters.onnx_to_tf import onnx_to_tf
 
 helper = onnx.helper
 
@@ -70,7 +69,7 @@ def test_unhandled_variants_are_refused_naming_the_attribute():
                          (dict(activations=["Relu", "Tanh", "Tanh"]), "activations")):
         model, _ = _rnn("LSTM", **attrs)
         with pytest.raises(UnsupportedOpError, match=words):
-            onnx_to_tf(model)
+            to_tflite(model)
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])

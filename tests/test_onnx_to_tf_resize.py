@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from test_onnx_to_tf_helpers import (from_tf_output, helper, onnx, onnx_to_tf, rand, run_ort, run_reference,
+from test_onnx_to_tf_helpers import (from_tf_output, helper, onnx, to_tflite, rand, run_ort, run_reference,
                                      tflite_bytes, tflite_run, to_tf_input)
 
 from edgenet.converters.onnx_to_tf.resize_math import AxisResize, ResizeMode, axis_weights, nearest_indices
@@ -50,7 +50,7 @@ def _grid_model(entries, opset: int, x_shape=X):
 
 def _check_grid(model, expected_fn, x_shape=X, atol=2e-5):
     x = rand(*x_shape)
-    graph = onnx_to_tf(model)
+    graph = to_tflite(model)
     outs, ops = tflite_run(tflite_bytes(graph), [to_tf_input(x, graph.inputs[0].channels_last)])
     expected = expected_fn(model, {model.graph.input[0].name: x})
     bad = []
@@ -207,4 +207,4 @@ def test_empty_output_is_refused_naming_the_axis():
     model = _grid_model([("y", dict(mode="linear", coordinate_transformation_mode="align_corners"),
                           [1, 1, 0.6, 2.0], None)], 13, (1, 3, 1, 7))
     with pytest.raises(UnsupportedOpError, match="output size 0 along axis 2"):
-        onnx_to_tf(model)
+        to_tflite(model)

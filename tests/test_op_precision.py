@@ -1,7 +1,6 @@
 """What each op of a .tflite computes in, and what a model is, from its tensors (no TensorFlow needed)."""
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -78,19 +77,17 @@ def models(tmp_path_factory):
     tf = pytest.importorskip("tensorflow")
     from conftest import _tiny_tf_cnn
     from edgenet.converters.quantize import quantize_calibrated as to_quantized_tflite
-    from edgenet.converters.tflite import to_float_tflite
-    from test_precisions import _wide_tf_cnn
+    from edgenet.converters.float_weights import weight_model
+    from test_precisions import _wide_tf_cnn, to_float_tflite
 
     folder = tmp_path_factory.mktemp("precisions")
     fn, wide = _tiny_tf_cnn(tf), _wide_tf_cnn()
-    graph = types.SimpleNamespace(concrete_function=fn.get_concrete_function(), module=fn)
     data = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
-    float_model = to_float_tflite(graph)
+    float_model = to_float_tflite(fn)
     made = {
         "float32": float_model,
-        "float16": to_float_tflite(graph, F16),
-        "dynamic": to_float_tflite(types.SimpleNamespace(concrete_function=wide.get_concrete_function(),
-                                                         module=wide), DYN),
+        "float16": weight_model(float_model, F16),
+        "dynamic": weight_model(to_float_tflite(wide), DYN),
         "int8": to_quantized_tflite(float_model, [data]).model,
         "int8_floatio": to_quantized_tflite(float_model, [data], io_type=IOType.FLOAT32).model,
         "int8_uint8io": to_quantized_tflite(float_model, [data], io_type=IOType.UINT8).model,

@@ -1,15 +1,16 @@
-"""ONNX -> TensorFlow, channels-last (NHWC) end to end, through a registry of op handlers.
+"""ONNX -> TFLite lowering, channels-last (NHWC) end to end, through a registry of op handlers.
 
-    from edgenet.converters.onnx_to_tf import onnx_to_tf
-    graph = onnx_to_tf(onnx_model)                    # static input dims (batch_size= fills a dynamic batch)
-    tflite = tf.lite.TFLiteConverter.from_concrete_functions([graph.concrete_function], graph.module)
-    graph.onnx_node("conv_1/BiasAdd;conv_1/Conv2D")   # TF / TFLite name -> ONNX node name
+    from edgenet.converters.tflite_writer import native_tflite
+    graph = native_tflite(onnx_model)                 # static input dims (batch_size= fills a dynamic batch)
+    graph.model                                       # float32 .tflite bytes
+    graph.onnx_node("conv_1/pad")                     # TFLite tensor name -> ONNX node name
 
-Rank-4 inputs/outputs are NHWC in the TF graph (``TensorInfo.channels_last``); every other value is
-tracked with the layout it is held in, and transposed only where an op needs ONNX order. Only TF ops
-that lower to TFLite builtins are emitted (anything else is refused naming the ONNX node, see
-``scopes``). ``evaluate_values`` runs the TF graph and returns every ONNX value in ONNX layout.
-Importing this package does not import TensorFlow or onnx.
+Each handler lowers one ONNX op family by calling ``ctx.tf`` with TensorFlow's function names; the
+backend behind it is the TFLite writer's recorder (:mod:`edgenet.converters.tflite_writer`), which
+records TFLite builtin operators. TensorFlow itself is never imported here (issue #20). Rank-4
+inputs/outputs are NHWC in the model (``TensorInfo.channels_last``); every other value is tracked with
+the layout it is held in, and transposed only where an op needs ONNX order.
+Importing this package does not import onnx.
 """
 from __future__ import annotations
 
@@ -31,10 +32,7 @@ from edgenet.converters.onnx_to_tf import (  # noqa: F401
     shape_ops,
     slicing,
 )
-from edgenet.converters.onnx_to_tf.evaluate import evaluate_values
-from edgenet.converters.onnx_to_tf.graph import onnx_to_tf
 from edgenet.converters.onnx_to_tf.registry import supported_ops
-from edgenet.converters.onnx_to_tf.scopes import TFLITE_BUILTIN_TF_OPS
-from edgenet.converters.onnx_to_tf.values import TensorInfo, TFGraph
+from edgenet.converters.onnx_to_tf.values import TensorInfo
 
-__all__ = ["onnx_to_tf", "evaluate_values", "supported_ops", "TensorInfo", "TFGraph", "TFLITE_BUILTIN_TF_OPS"]
+__all__ = ["supported_ops", "TensorInfo"]

@@ -1,10 +1,13 @@
-"""The walker: checks every node, then traces the ONNX graph node by node into one tf.function.
+"""The walker: checks every node, then traces the ONNX graph node by node through a ``tf``-like backend.
 
-Every ONNX value becomes a :class:`Value`: a TF tensor plus the layout it is held in (rank-4
+The backend is the TFLite writer's recorder (:class:`edgenet.converters.tflite_writer.backend.Backend`:
+each call records TFLite builtin operators); the handlers call it as ``ctx.tf`` with TensorFlow's
+function names, which is where the package's name comes from (TensorFlow itself is not used).
+Every ONNX value becomes a :class:`Value`: a tensor plus the layout it is held in (rank-4
 activations are channels-last), or a numpy constant. Nodes whose inputs are all constant are folded
 with onnx's reference evaluator (Shape of a tensor with a static shape is a constant too, so
 Shape -> Gather -> Range/ConstantOfShape/Reshape chains fold); the others go to their registered
-handler, inside a TF name scope named after the node (see :mod:`~edgenet.converters.onnx_to_tf.scopes`).
+handler, inside a name scope named after the node (see :mod:`~edgenet.converters.onnx_to_tf.scopes`).
 Transposes happen only where a handler asks for a layout a value does not have yet.
 """
 from __future__ import annotations
@@ -18,9 +21,9 @@ from edgenet.converters.onnx_to_tf import fusion, layout
 from edgenet.converters.onnx_to_tf.context import ConversionState, NodeContext
 from edgenet.converters.onnx_to_tf.inputs import (check_keep_layout, nhwc_outputs_in_onnx, plan_inputs, tf_name)
 from edgenet.converters.onnx_to_tf.registry import get_handler, unsupported_error
-from edgenet.converters.onnx_to_tf.scopes import NodeOrigin, foreign_ops, scope_name
-from edgenet.converters.onnx_to_tf.values import TensorInfo, TFGraph, Value
-from edgenet._deps import import_tensorflow, require
+from edgenet.converters.onnx_to_tf.scopes import NodeOrigin, scope_name
+from edgenet.converters.onnx_to_tf.values import TensorInfo, Value
+from edgenet._deps import require
 from edgenet.errors import ConversionError, EdgenetError, ModelError, UnsupportedOpError, UsageError
 
 MIN_OPSET = 1
@@ -97,14 +100,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 class GraphTracer:
-    """One ONNX model, ready to be traced into tf.functions (the conversion, or an evaluator)."""
+    """One ONNX model, ready to be traced through a backend (see the module docstring)."""
 
     def __init__(self, model: Any, batch_size: int | None, keep_layout: Collection[str], dynamic_batch: bool,
-                 tf: Any = None):
-        """``tf``: what the handlers call as ``ctx.tf``; TensorFlow itself when None, or a stand-in
-        such as :class:`edgenet.converters.tflite_writer.backend.Backend`, which records TFLite ops."""
-        self.onnx = require("onnx", purpose="ONNX to TensorFlow conversion")
-        self.tf = tf = tf if tf is not None else import_tensorflow(purpose="ONNX to TensorFlow conversion")
+                 tf: Any):
+        """``tf``: what the handlers call as ``ctx.tf``: the TFLite writer's recording backend
+        (:class:`edgenet.converters.tflite_writer.backend.Backend`)."""
+        self.onnx = require("onnx", purpose="ONNX to TFLite conversion")
+        self.tf = tf
         if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
             raise UsageError(f"batch_size must be >= 1 or None, got {batch_size}")
         self.model = model
@@ -127,12 +130,10 @@ class GraphTracer:
         self.scopes: dict[str, NodeOrigin] = {}
         self.origins: dict[str, NodeOrigin] = {}  # ONNX node label -> origin (fused nodes: the fused op)
         self.values: dict[str, Value] = {}  # of the last trace
-        self.collected: list[str] = []  # node outputs the last trace with ``collect`` returned
 
     # ---- tracing ------------------------------------------------------------------------------
-    def trace(self, *args: Any, collect: bool = False) -> list[Any]:
-        """The graph outputs (TF layout of each output's TensorInfo); with ``collect``, then every
-        computed node output in ONNX order, in node order (see :attr:`collected`)."""
+    def trace(self, *args: Any) -> list[Any]:
+        """The graph outputs (backend layout of each output's TensorInfo)."""
         tf = self.tf
         state = ConversionState(tf, self.onnx, self.opset, dynamic=any(
             p.info.tf_shape and p.info.tf_shape[0] is None for p in self.inputs))
@@ -151,27 +152,10 @@ class GraphTracer:
         self.output_infos.clear()
         outputs = [self._graph_output(state, vi.name, k) for k, vi in enumerate(self.model.graph.output)]
         self.values = state.values
-        if not collect:
-            return outputs
-        self.collected = [o for node in self.model.graph.node for o in node.output
-                          if o in state.values and not state.values[o].is_const]
-        with tf.name_scope("onnx_values"):
-            extra = [state.in_layout(state.values[o], layout.identity(state.values[o].rank)) for o in self.collected]
-        return outputs + [tf.identity(t) for t in extra]
-
-    def concrete_function(self, collect: bool = False) -> Any:
-        tf = self.tf
-        function = tf.function(lambda *args: self.trace(*args, collect=collect),
-                               input_signature=[p.spec for p in self.inputs], autograph=False)
-        try:
-            return function, function.get_concrete_function()
-        except EdgenetError:
-            raise
-        except (ValueError, TypeError, tf.errors.OpError) as exc:  # e.g. TF rejecting an output
-            raise ConversionError(f"ONNX to TensorFlow conversion failed: {_first_line(exc)}") from exc
+        return outputs
 
     def _graph_output(self, state: ConversionState, name: str, index: int) -> Any:
-        """The TF tensor of one graph output (rank 4: NHWC unless kept); appends its TensorInfo."""
+        """The backend tensor of one graph output (rank 4: NHWC unless kept); appends its TensorInfo."""
         tf = self.tf
         if name not in state.values:
             raise ModelError(f"ONNX output {name!r} is produced by no node")
@@ -228,46 +212,9 @@ class GraphTracer:
                 outputs = op_handler.convert(NodeContext(node, state))
             except EdgenetError:
                 raise
-            except Exception as exc:  # a malformed node, or a TF op rejecting what the handler built
+            except Exception as exc:  # a malformed node, or the backend rejecting what the handler built
                 raise ConversionError(f"converting ONNX {node.op_type} (node {name!r}) failed: "
                                       f"{_first_line(exc)}") from exc
         for out_name, value in zip(node.output, outputs):
             if out_name:
                 state.values[out_name] = value
-
-
-def onnx_to_tf(model: Any, batch_size: int | None = None, keep_layout: Collection[str] = (), *,
-               dynamic_batch: bool = False) -> TFGraph:
-    """Convert an ONNX model to a channels-last TensorFlow concrete function.
-
-    Input dims that are static in the model are kept as they are. A dynamic dim is a ModelError
-    naming the input and axis, except dim 0 when ``batch_size`` gives its size (or ``dynamic_batch``
-    keeps it dynamic, None in TF). Inputs of rank 1 to 5 are accepted. Rank-4 inputs and outputs are
-    NHWC in TF (``TensorInfo.channels_last``) unless named in ``keep_layout`` or already NHWC in the
-    graph (read through Transpose(0, 3, 1, 2) / made by Transpose(0, 2, 3, 1)); other ranks keep the
-    ONNX order. Raises UnsupportedOpError naming every unsupported node before building anything,
-    and naming every node that would need a TF op TFLite has no builtin for after tracing (see
-    :mod:`~edgenet.converters.onnx_to_tf.scopes`); ``TFGraph.onnx_node`` maps TF/TFLite names back to nodes.
-    """
-    tracer = GraphTracer(model, batch_size, keep_layout, dynamic_batch)
-    function, concrete = tracer.concrete_function()
-    problems = foreign_ops(concrete.graph, tracer.scopes)
-    if problems:
-        raise UnsupportedOpError("; ".join(problems))
-    # TFLite names each graph output tensor after the function's output op (Identity_<k>): map those
-    # to the node that produces the output, like the scopes
-    producers = {o: node for node in model.graph.node for o in node.output if o}
-    scopes = dict(tracer.scopes)
-    for tensor, vi in zip(concrete.outputs, model.graph.output):
-        node = producers.get(vi.name)
-        if node is not None:
-            origin = tracer.origins.get(node_label(node), NodeOrigin(node_label(node), node.op_type))
-            scopes[tensor.name.split(":")[0]] = origin
-    module = require("tensorflow").Module()
-    module.function = function
-    # which TF op holds each computed ONNX value (TFLite names a tensor after the op whose result it
-    # holds, first in its ';'-joined name): the QDQ path hands the producer's ranges on by these names
-    value_ops = {name: value.tensor.op.name for name, value in (tracer.values or {}).items()
-                 if value.tensor is not None and hasattr(value.tensor, "op")}
-    return TFGraph(concrete, module, tuple(p.info for p in tracer.inputs), tuple(tracer.output_infos),
-                   dict(tracer.op_counts), scopes, value_ops)

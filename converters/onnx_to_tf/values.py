@@ -1,7 +1,7 @@
-"""Data types of the converter: the public results (TensorInfo, TFGraph) and the internal Value."""
+"""Data types of the converter: the public TensorInfo (a graph input or output) and the internal Value."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,35 +11,13 @@ from edgenet.converters.onnx_to_tf import layout
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One graph input or output, as ONNX and as the TF/TFLite graph see it."""
+    """One graph input or output, as ONNX and as the TFLite model see it."""
 
     name: str  # ONNX value name
     onnx_shape: tuple[int, ...]  # as in ONNX, e.g. (1, 3, 224, 224); -1 = dynamic batch
-    tf_shape: tuple[int | None, ...]  # as in the TF/TFLite graph, e.g. (1, 224, 224, 3); None = dynamic batch
+    tf_shape: tuple[int | None, ...]  # as in the TFLite model, e.g. (1, 224, 224, 3); None = dynamic batch
     dtype: str  # numpy dtype name, e.g. "float32"
-    channels_last: bool  # True when tf tensor = onnx tensor transposed by (0, 2, 3, 1)
-
-
-@dataclass(frozen=True)
-class TFGraph:
-    """The converted model: a concrete function plus what it needs to stay alive and be described."""
-
-    concrete_function: Any  # tf.types.experimental.ConcreteFunction: inputs in order -> list of outputs
-    module: Any  # tf.Module holding the function; pass as trackable_obj to TFLiteConverter
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    op_counts: dict[str, int] = field(default_factory=dict)  # ONNX op type -> nodes converted
-    scopes: dict[str, Any] = field(default_factory=dict)  # TF name scope -> scopes.NodeOrigin
-    value_ops: dict[str, str] = field(default_factory=dict)  # ONNX value name -> the TF op computing it
-
-    def onnx_node(self, name: str) -> str | None:
-        """The ONNX node (its name, or its first output's name when it has none) that made the TF op or
-        tensor, or the TFLite tensor, called ``name``; None for graph inputs and the like.
-        TFLite tensor names are TensorFlow's op names, ``;``-joined when ops were fused."""
-        from edgenet.converters.onnx_to_tf.scopes import origin_of
-
-        origin = origin_of(name, self.scopes)
-        return None if origin is None else origin.name
+    channels_last: bool  # True when the TFLite tensor = the ONNX tensor transposed by (0, 2, 3, 1)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,11 +1,11 @@
-"""The native TFLite writer: ONNX -> TFLite builtin operators -> flatbuffer, without TensorFlow (issue #20).
+"""The TFLite writer: ONNX -> TFLite builtin operators -> flatbuffer, without TensorFlow (issue #20).
 
-onnx_to_tf's handlers call TensorFlow through ``ctx.tf``; here a recording backend stands in for it
-(:mod:`.backend`, :mod:`.nn_ops`), TFLite's own rewrites are applied to what it recorded (:mod:`.fuse`)
-and the model is written with the TFLite schema LiteRT ships (:mod:`.serialize`). A model that needs
-a function the backend does not implement raises :class:`NotNative`, and the conversion goes through
-TensorFlow as before (:mod:`.side`, which also holds the switch: ``EDGENET_TFLITE_WRITER``).
-Importing this package does not import TensorFlow.
+onnx_to_tf's handlers call ``ctx.tf`` with TensorFlow's function names; a recording backend answers
+them (:mod:`.backend`, :mod:`.nn_ops`), TFLite's own rewrites are applied to what it recorded (:mod:`.fuse`)
+and the model is written with the TFLite schema LiteRT ships (:mod:`.serialize`). A node that needs
+a function the backend does not implement raises :class:`NotNative`, a ConversionError naming the
+ONNX node; it is the only route from ONNX to TFLite (:mod:`.side` gives the pipeline its stages).
+Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ static shape inferred; on constant inputs it computes the result in numpy instea
 constant folding). Fusions TFLite makes (bias and activations into CONV_2D, HARD_SWISH ...) are
 done afterwards on the recorded graph (:mod:`~edgenet.converters.tflite_writer.fuse`). A function
 this backend does not implement raises :class:`~edgenet.converters.tflite_writer.tensors.NotNative`
-(the model then goes through TensorFlow). Elementwise, shape and slicing ops live here; convolutions,
+(the conversion fails naming the ONNX node). Elementwise, shape and slicing ops live here; convolutions,
 pools, matmuls, reductions and resizes in :mod:`~edgenet.converters.tflite_writer.nn_ops`;
 comparisons, selection and the rest in :mod:`~edgenet.converters.tflite_writer.logic_ops`.
 """
@@ -36,7 +36,7 @@ class _Namespace:
     def __getattr__(self, name: str):
         fn = getattr(type(self._backend), name, None)
         if fn is None or name.startswith("_"):
-            raise NotNative(f"tf.{self._prefix}.{name} is not implemented natively")
+            raise NotNative(f"its lowering needs {self._prefix}.{name}, which the TFLite writer does not implement")
         return getattr(self._backend, name)
 
 
@@ -71,7 +71,7 @@ class Backend(NNOps, LogicOps):
         self.linalg, self.raw_ops = _Namespace(self, "linalg"), _Namespace(self, "raw_ops")
 
     def __getattr__(self, name: str):
-        raise NotNative(f"tf.{name} is not implemented natively")
+        raise NotNative(f"its lowering needs {name}, which the TFLite writer does not implement")
 
     # ---- plumbing -----------------------------------------------------------------------------
     @staticmethod
@@ -84,10 +84,9 @@ class Backend(NNOps, LogicOps):
         self.rec.scope = self.rec.unique(f"{outer}/{name}" if outer else name)
         try:
             yield self.rec.scope + "/"
-        except NotNative as exc:   # name the ONNX node it happened in (the walker does not)
-            if not getattr(exc, "node_named", False):
-                exc.args = (f"{exc} (in node scope {name!r})",)
-                exc.node_named = True
+        except NotNative as exc:   # the innermost scope: native_tflite names the ONNX node from it
+            if exc.scope is None:
+                exc.scope = self.rec.scope
             raise
         finally:
             self.rec.scope = outer
@@ -214,9 +213,12 @@ class Backend(NNOps, LogicOps):
 
     def concat(self, values: Sequence[Any], axis: int) -> RTensor:
         tensors = [self._t(v) for v in values]
+        rank = tensors[0].ndim
+        axis = int(axis) % rank
+        if len(tensors) > 1 and any(t.shape_[axis] for t in tensors):   # empty pieces add nothing
+            tensors = [t for t in tensors if t.shape_[axis]]
         if len(tensors) == 1:
             return tensors[0]
-        rank = tensors[0].ndim
         axis = int(axis) % rank
         shape = list(tensors[0].shape_)
         shape[axis] = sum(t.shape_[axis] for t in tensors)

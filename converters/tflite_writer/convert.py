@@ -2,13 +2,14 @@
 backend, then the TFLite rewrites and the flatbuffer writer.
 
     from edgenet.converters.tflite_writer import native_tflite
-    graph = native_tflite(onnx_model)          # NotNative when a node needs what the backend lacks
+    graph = native_tflite(onnx_model)          # NotNative (a ConversionError naming the node) when a
+                                               # node needs what TFLite's builtins cannot express here
     graph.model                                # .tflite bytes (serving_default signature)
     graph.onnx_node("conv_1_out")              # TFLite tensor name -> ONNX node
     graph.values["conv_1_out"]                 # ONNX value -> (TFLite tensor name, layout perm)
 
-The walker is the TensorFlow path's own (:class:`~edgenet.converters.onnx_to_tf.graph.GraphTracer`), so
-the layouts, the constant folding and every handler decision are the same; only ``ctx.tf`` differs.
+The walker (:class:`~edgenet.converters.onnx_to_tf.graph.GraphTracer`) decides the layouts, the constant
+folding and the lowering of each node; its handlers call ``ctx.tf``, which here is the recording backend.
 """
 from __future__ import annotations
 
@@ -126,13 +127,17 @@ def _kept_values(tracer: Any, ops: list, inputs: list[RTensor], outputs: list[RT
     return kept
 
 
-def _distinct_outputs(backend: Backend, outputs: list[RTensor]) -> list[RTensor]:
+def _distinct_outputs(backend: Backend, outputs: list[RTensor], infos: list[TensorInfo]) -> list[RTensor]:
     """Each graph output its own tensor: an output that is a graph input (an Identity, a Transpose the
     layout absorbed) or another output again becomes a RESHAPE to its own shape; a constant output
-    stays a constant tensor (as in TensorFlow's models)."""
+    stays a constant tensor (as in TensorFlow's models). NotNative for an empty output (``infos``: the
+    outputs' TensorInfo, for the message)."""
     seen: set[int] = set()
     result = []
-    for t in outputs:
+    for t, info in zip(outputs, infos):
+        if any(int(d) == 0 for d in t.shape_):
+            raise NotNative(f"graph output {info.name!r} is empty (shape {tuple(info.onnx_shape)}): a TFLite model "
+                            "cannot return a tensor of no elements")
         if t.const is not None and id(t) in seen:
             t = backend.rec.const(t.const.copy())
         elif t.producer is None and t.const is None or id(t) in seen:
@@ -143,20 +148,37 @@ def _distinct_outputs(backend: Backend, outputs: list[RTensor]) -> list[RTensor]
     return result
 
 
+def _named(exc: NotNative, scopes: dict) -> NotNative:
+    """``exc`` again, its message naming the ONNX node whose lowering raised it (from the recorder's
+    scope: the node's own, or one inside it)."""
+    scope, origin = exc.scope or "", None
+    while scope and origin is None:
+        origin = scopes.get(scope)
+        scope = scope.rsplit("/", 1)[0] if "/" in scope else ""
+    where = f"ONNX {origin.op_type} (node {origin.name!r})" if origin is not None else "the ONNX graph"
+    named = NotNative(f"{where} cannot be written as TFLite builtin operators: {exc}")
+    named.node, named.op_type, named.scope = (origin.name, origin.op_type, exc.scope) if origin else (None, None,
+                                                                                                     exc.scope)
+    return named
+
+
 def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int | None = None) -> NativeGraph:
     """Convert a static-shaped ONNX model to float32 .tflite bytes without TensorFlow.
 
-    Raises NotNative when some node needs a TF function (or variant) the recording backend does not
-    implement, or a shape is dynamic; the other EdgenetErrors (unsupported op, bad model) as
-    :func:`~edgenet.converters.onnx_to_tf.onnx_to_tf` raises them."""
+    Raises NotNative (a ConversionError) naming the ONNX node when a node needs a function (or variant)
+    the recording backend does not implement, or a shape is dynamic; UnsupportedOpError naming every
+    node no handler converts (before anything is built); ModelError for a malformed graph."""
     from edgenet.converters.onnx_to_tf import graph as walker
 
     started = time.perf_counter()
     backend = Backend()
     tracer = walker.GraphTracer(model, batch_size, keep_layout, False, tf=backend)
-    args = [backend.rec.placeholder(p.spec.shape, p.spec.dtype.np, p.spec.name) for p in tracer.inputs]
-    outputs = tracer.trace(*args)
-    outputs = _distinct_outputs(backend, [backend._t(o) for o in outputs])
+    try:
+        args = [backend.rec.placeholder(p.spec.shape, p.spec.dtype.np, p.spec.name) for p in tracer.inputs]
+        outputs = tracer.trace(*args)
+        outputs = _distinct_outputs(backend, [backend._t(o) for o in outputs], tracer.output_infos)
+    except NotNative as exc:
+        raise _named(exc, tracer.scopes) from exc
     origins = _name_tensors(tracer, outputs)
     recorded = time.perf_counter()
     ops = optimize(backend.rec.ops, outputs, backend.rec)

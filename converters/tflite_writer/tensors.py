@@ -4,7 +4,7 @@ that make them, as the recording backend (:mod:`~edgenet.converters.tflite_write
 A :class:`RTensor` stands where onnx_to_tf's handlers expect a ``tf.Tensor``: it has ``.shape``
 (with ``as_list()``), ``.dtype`` (with ``as_numpy_dtype``) and the arithmetic operators, each of which
 records an operator (or, on constants only, folds it in numpy). Shapes are static: a dynamic dim
-raises :class:`NotNative` (the TensorFlow path handles those).
+raises :class:`NotNative` (the conversion then fails naming the ONNX node).
 """
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgenet.errors import EdgenetError
+from edgenet.errors import ConversionError
 
 
-class NotNative(EdgenetError):
-    """The graph uses a function (or a variant of one) the native writer does not implement; the caller
-    converts the model through TensorFlow instead (``converters.tflite_writer.side``)."""
+class NotNative(ConversionError):
+    """A node needs a function (or a variant of one) the TFLite writer does not implement: no TFLite
+    builtin expresses it here. :func:`~edgenet.converters.tflite_writer.native_tflite` raises it naming
+    the ONNX node (``node``: its name, ``op_type``: its ONNX op, when known)."""
+
+    node: str | None = None
+    op_type: str | None = None
+    scope: str | None = None   # the recorder's node scope it was raised in
 
 
 class DType:
@@ -147,8 +152,13 @@ class Recorder:
         for shape, _ in outs:
             if any(d is None or int(d) < 0 for d in shape):
                 raise NotNative(f"{code} with a dynamic shape {tuple(shape)}")
-            if any(int(d) == 0 for d in shape):
-                raise NotNative(f"{code} making an empty tensor {tuple(shape)}")
+        empty = [any(int(d) == 0 for d in shape) for shape, _ in outs]
+        if any(empty) and not all(empty):
+            raise NotNative(f"{code} making an empty tensor among its outputs {[tuple(s) for s, _ in outs]}")
+        if all(empty):
+            # an empty tensor holds no values: a constant of its shape (no kernel runs on it; CONCATENATION
+            # drops it, an op reading it is folded or makes an empty constant again)
+            return [self.const(np.zeros(tuple(int(d) for d in shape), dtype)) for shape, dtype in outs]
         op = Op(code, list(inputs), [], options, self.scope)
         base = f"{self.scope}/{code.lower()}" if self.scope else code.lower()
         for shape, dtype in outs:

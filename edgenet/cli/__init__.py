@@ -4,7 +4,7 @@ Errors from the library (``edgenet.errors.EdgenetError``) become one line on std
 error's exit code; ``--debug`` (anywhere on the line) shows the traceback instead.
 
 SIGTERM and SIGHUP end a command like Ctrl-C does: every cleanup runs (staging folders, the
-TensorFlow worker, its /dev/shm arrays, temp folders), then one line ``edgenet: interrupted`` and
+temp folders), then one line ``edgenet: interrupted`` and
 the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). The temp files of
 ``edgenet convert`` live in one folder of the process's own (:class:`edgenet.scratch.ScratchDir`),
 which the next command removes if this one is killed.
@@ -156,12 +156,6 @@ def _debug_after_command(argv: list[str]) -> list[str]:
     return rest if command is None else rest[:command + 1] + ["--debug"] + rest[command + 1:]
 
 
-def _stop_worker() -> None:
-    worker = sys.modules.get("edgenet.converters.tf_worker")
-    if worker is not None:
-        worker.shutdown()
-
-
 def main(argv: list[str] | None = None) -> int:
     from edgenet.errors import EdgenetError
     from edgenet.scratch import redirect_temp
@@ -278,13 +272,11 @@ def run() -> None:
 
     Once TensorFlow or torch is loaded, the interpreter's normal shutdown (module teardown, thread
     pools, allocator) takes about 2 s after the work is done. Every file is already written and
-    closed by then, and the TensorFlow worker stopped, so the process flushes its output and
-    leaves without it.
+    closed by then, so the process flushes its output and leaves without it.
     """
     _guard_standard_fds()
     code = main()                       # every temp folder is removed by now
     if any(name in sys.modules for name in _NATIVE_RUNTIMES):
-        _stop_worker()                  # os._exit skips atexit, which would stop it
         _quiet_streams()
         os._exit(code)
     _quiet_streams()

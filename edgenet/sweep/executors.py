@@ -5,7 +5,7 @@ as each cell finishes, in finishing order; the driver commits each one at once. 
 worker function (:func:`edgenet.sweep.worker.run_cell`), same bytes either way.
 
 * :class:`LocalExecutor`: ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` spawned
-  processes, started before the data is loaded, each importing TensorFlow once and mapping the
+  processes, started before the data is loaded, each importing torch once and mapping the
   preloaded arrays (written once as .npy files) read-only. A worker watches its parent and exits
   if it is gone (a killed
   sweep leaves no process behind). A worker that dies takes the pool with it: the pool is
@@ -69,7 +69,7 @@ def _watch_parent(parent: int) -> None:
 def _pool_init(parent: int, threads: int, workdir: str | None) -> None:
     global _pool_threads, _pool_workdir
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    # TensorFlow's C++ start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) would interleave
+    # native libraries' start-up lines (LiteRT's delegate INFO, printed from C++) would interleave
     # with the sweep's progress; a cell's errors come back in its record
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -77,7 +77,7 @@ def _pool_init(parent: int, threads: int, workdir: str | None) -> None:
     _pool_threads, _pool_workdir = threads, workdir
     from edgenet.sweep.worker import prepare
 
-    prepare(threads)   # sizes the thread pools for `threads` CPUs before torch and TensorFlow start them
+    prepare(threads)   # sizes the thread pools for `threads` CPUs before torch starts them
 
 
 def _pool_ready() -> int:
@@ -96,7 +96,7 @@ def _pool_cell(cell: Cell, memory_folder: str | None = None, keep_files: bool = 
 
 
 def start_pool(workers: int, threads: int, workdir: str | None = None) -> ProcessPoolExecutor:
-    """``workers`` spawned processes, starting now, each importing TensorFlow and torch once, its
+    """``workers`` spawned processes, starting now, each importing torch once, its
     thread pools sized for ``threads`` CPUs; cells' temporary folders in ``workdir`` (default: the
     system's temp folder)."""
     import multiprocessing
@@ -122,7 +122,7 @@ class LocalExecutor:
         return f"{self.workers} local worker process(es)"
 
     def start(self, cells: int) -> None:
-        """Start the workers now: they import TensorFlow while the sweep loads its data."""
+        """Start the workers now: they import torch while the sweep loads its data."""
         if self._pool is None:
             self._pool = start_pool(min(self.workers, cells), self.cpus_per_cell, self.workdir)
 
@@ -234,7 +234,7 @@ def _remove_stale_ray_folders() -> None:
 
 
 def _ray_prepare(cpus: int) -> int:
-    """A warm-up task: the worker imports TensorFlow and torch while the driver loads the data."""
+    """A warm-up task: the worker imports torch while the driver loads the data."""
     from edgenet.sweep.worker import prepare
 
     prepare(cpus)
@@ -326,7 +326,7 @@ class RayExecutor:
         return f"Ray tasks of {self.cpus_per_cell} CPU on {where}{cpus}"
 
     def start(self, cells: int) -> None:
-        """Start (or join) Ray now and warm up to ``cells`` workers (TensorFlow imported), while the
+        """Start (or join) Ray now and warm up to ``cells`` workers (torch imported), while the
         sweep loads its data."""
         import logging
         import sys

@@ -24,7 +24,7 @@ QUICK_CALIB = 64
 
 def fit_workers() -> int:
     """Candidates measured at once: EDGENET_FIT_WORKERS, else 1 (in the convert process, where
-    TensorFlow is loaded already). On the 2-core development machine two pool workers did not pay
+    the libraries are loaded already). On the 2-core development machine two pool workers did not pay
     for their start-up and the candidates a batch builds in vain: the default search took 42.9 s
     with 2 (10 builds) and 40.7 s with 1 (8 builds), against 50.0 s before it used sweep cells."""
     text = os.environ.get("EDGENET_FIT_WORKERS", "")

@@ -6,10 +6,8 @@ them with the folder's files as bytes: the driver writes them under DIR/cells/<i
 cluster the worker's disk is not the driver's, so the files travel back with the result).
 Nothing is left in the temporary folder. The driver's data loading is :mod:`edgenet.sweep.preload`.
 
-A worker imports torch once (:func:`prepare`); TensorFlow too only when the float models are made
-through it (``EDGENET_TFLITE_WRITER=tf``), so that convert runs TensorFlow's stages in this process
-instead of starting a worker subprocess for them (converters/tf_worker.py). With the native TFLite
-writer (the default) a cell whose graph falls back to TensorFlow starts that subprocess itself.
+A worker imports torch and onnxruntime once (:func:`prepare`); the float models are written without
+TensorFlow (converters/tflite_writer).
 """
 from __future__ import annotations
 
@@ -33,29 +31,17 @@ BENCH_SETTINGS = {"warmup": 5, "warmup_seconds": 0.2, "runs": 20, "min_seconds":
 
 
 def prepare(cpus: int | None = None) -> None:
-    """Import torch (and TensorFlow when the float models are made through it) in this process
-    (once): every cell's convert then runs in it.
+    """Import torch and onnxruntime in this process (once): every cell's convert then runs in it.
 
     ``cpus``: this process runs cells of that many CPUs (a pool worker, a Ray task's
     ``num_cpus``): :func:`limit_cpus`.
     """
     if cpus:
         limit_cpus(cpus)
-    from edgenet.converters.tflite_writer.side import writer_mode
-
-    need_tf = writer_mode() == "tf"
-    if "torch" in sys.modules and ("tensorflow" in sys.modules or not need_tf):
+    if "torch" in sys.modules:
         return
-    from edgenet._deps import import_tensorflow, require
+    from edgenet._deps import require
 
-    if need_tf:
-        tf = import_tensorflow()
-        if cpus:
-            try:   # only before TensorFlow's runtime starts (the first thing this process does with it)
-                tf.config.threading.set_intra_op_parallelism_threads(cpus)
-                tf.config.threading.set_inter_op_parallelism_threads(cpus)
-            except RuntimeError:
-                pass
     torch = require("torch")
     ort = require("onnxruntime")
     if cpus:
