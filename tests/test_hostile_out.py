@@ -282,14 +282,11 @@ def test_a_disk_that_fills_up_during_the_run_fails_in_one_line(env, tmp_path):
 
 
 # -- signals -----------------------------------------------------------------------------------
-# flaky on main too (test_a_signal_mid_int8_stops_cleanly_with_the_native_writer, before TensorFlow left the
-# ONNX path): now and then the int8 stage's progress line is not ended before 'edgenet: interrupted' (edgenet/cli)
-_OPEN_LINE = pytest.mark.xfail(reason="sometimes the progress line cut by the signal is left open (edgenet/cli)")
-
-
+# the signal is sent as soon as the int8 stage's progress text appears: right between the text and the
+# flag that says the line is open, where it used to leave the line open under 'edgenet: interrupted'
+# (edgenet/cli/_common.py defers it until both are done)
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGTERM, 143, marks=_OPEN_LINE), (signal.SIGHUP, 129),
-                                       pytest.param(signal.SIGINT, 130, marks=_OPEN_LINE)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
 def test_a_signal_mid_int8_stops_cleanly(env, earlier, tmp_path, sig, code):
     new, forced = tmp_path / "new", _copy(earlier, tmp_path / "forced")
     before = snapshot(forced)

@@ -90,14 +90,24 @@ _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP
 
 
 def _on_signal(signum, frame) -> None:
+    from edgenet.cli._common import defer_signal
+
     for sig in _SIGNALS:            # the first signal wins: a second one must not cut the cleanup short
         signal.signal(sig, signal.SIG_IGN)
+    if not defer_signal(signum):    # a progress line half written: raised when it is whole
+        _raise_interrupted(signum)
+
+
+def _raise_interrupted(signum: int) -> None:
     raise Interrupted(signum)
 
 
 def _install_handlers() -> dict | None:
     if sys.platform == "win32":
         return None
+    from edgenet.cli import _common
+
+    _common.raise_for_signal = _raise_interrupted
     try:
         return {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
     except ValueError:              # not the main thread: leave signals alone

@@ -1,6 +1,8 @@
 """Shared pieces of the CLI: the command table, --debug/--json options, progress output."""
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import json
 import os
@@ -71,6 +73,30 @@ def print_json(obj) -> None:
 
 
 _OPEN: list = []     # the StderrProgress whose line is open (a stage started, not yet done)
+_WRITING = [0]       # > 0 while a progress line and its open flag change (:func:`_line_change`)
+_PENDING: list[int] = []   # a signal that arrived meanwhile
+raise_for_signal = None    # set by the CLI: raises its Interrupted for a signal number
+
+
+def defer_signal(signum: int) -> bool:
+    """The CLI's signal handler asks first: True (the signal kept, raised when the change is done)
+    while a progress line is being written with its open flag, so that a signal cannot fall between
+    the text and the flag and leave the line open under the command's last line."""
+    if _WRITING[0]:
+        _PENDING.append(signum)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _line_change():
+    _WRITING[0] += 1
+    try:
+        yield
+    finally:
+        _WRITING[0] -= 1
+        if not _WRITING[0] and _PENDING and raise_for_signal is not None:
+            raise_for_signal(_PENDING.pop())
 
 
 def end_progress_line() -> None:
@@ -107,21 +133,24 @@ class StderrProgress:
         self._t0 = time.perf_counter()
         if not self.quiet:
             extra = f" ({detail})" if detail else ""
-            click.echo(f"[{index}/{total}] {name}{extra} ...", err=True, nl=False)
-            sys.stderr.flush()
-            self.open_line = True
+            with _line_change():
+                click.echo(f"[{index}/{total}] {name}{extra} ...", err=True, nl=False)
+                sys.stderr.flush()
+                self.open_line = True
 
     def done(self, seconds: float, note: str = "") -> None:
         if not self.quiet:
             extra = f"  {note}" if note else ""
-            click.echo(f" {seconds:.2f} s{extra}", err=True)
-            self.open_line = False
+            with _line_change():
+                click.echo(f" {seconds:.2f} s{extra}", err=True)
+                self.open_line = False
 
     def failed(self) -> None:
         """End a progress line cut short by an error, so the error gets a line of its own."""
         if self.open_line:
-            click.echo(" failed", err=True)
-            self.open_line = False
+            with _line_change():
+                click.echo(" failed", err=True)
+                self.open_line = False
 
     def message(self, text: str) -> None:
         if not self.quiet:
