@@ -268,6 +268,22 @@ def test_hard_swish_and_swish_convert_to_tflite():
     np.testing.assert_allclose(outs[0], run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1), atol=1e-5)
 
 
+@pytest.mark.parametrize("alpha, order, fused", [(1 / 6, ("c", "h"), True), (1 / 6, ("h", "c"), True),
+                                                 (0.2, ("c", "h"), False)])
+def test_x_times_hard_sigmoid_is_one_hard_swish_only_at_alpha_one_sixth(alpha, order, fused):
+    """torch below opset 14 exports hardswish as x * HardSigmoid(x) (alpha 1/6, beta 0.5): one
+    HARD_SWISH, either operand order; another alpha is another function and stays arithmetic."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["c"], ["h"], alpha=alpha, beta=0.5),
+             helper.make_node("Mul", list(order), ["y"])]
+    model = make_model(nodes, {"x": X}, ["y"], {"w": rand(4, 5, 3, 3, scale=0.3)}, opset=11)
+    x = rand(*X) * 4
+    graph = assert_matches_ort(model, {"x": x}, atol=1e-5)
+    outs, ops = tflite_run(tflite_bytes(graph), [x.transpose(0, 2, 3, 1).copy()])
+    assert (ops.count("HARD_SWISH") == 1 and "MUL" not in ops) == fused, ops
+    np.testing.assert_allclose(outs[0], run_ort(model, {"x": x})[0].transpose(0, 2, 3, 1), atol=1e-4)
+
+
 def _dyn(op, attrs=None, inits=None, extra=(), opset=17, x_shape=("N", 5, 7, 9), n_outputs=1):
     outputs = [f"y{i}" for i in range(n_outputs)]
     node = helper.make_node(op, ["x", *extra], outputs, **(attrs or {}))

@@ -197,6 +197,45 @@ def _scalar(t: RTensor | None, value: float) -> bool:
         abs(float(t.const.reshape(())) - value) <= 1e-6 * abs(value)
 
 
+def _relu6_plus_3_of(graph: _Graph, r: RTensor, reader: Op) -> RTensor | None:
+    """x when ``r`` is ADD(x, 3) with RELU6 fused, read by ``reader`` alone; else None."""
+    add = r.producer
+    if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3 or \
+            graph.sole_reader(r) is not reader:
+        return None
+    return next((x for x in add.inputs if x.const is None and _scalar(_const_operand(add, x), 3.0)), None)
+
+
+def _replace_with_hard_swish(graph: _Graph, x: RTensor, last: Op, gone: tuple[Op, ...]) -> None:
+    swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
+    for t in swish.outputs:
+        t.producer = swish
+    graph.ops[graph.ops.index(last)] = swish
+    ids = {id(o) for o in gone}
+    graph.ops[:] = [o for o in graph.ops if id(o) not in ids]
+
+
+def _fuse_hard_sigmoid_product(graph: _Graph) -> None:
+    """MUL(x, MUL(ADD(x, 3) with RELU6, 1/6)) -> HARD_SWISH(x): ``x * HardSigmoid(x)`` with
+    HardSigmoid's alpha 1/6, beta 0.5 -- how torch exports hardswish below opset 14 (either operand
+    order)."""
+    for last in list(graph.ops):
+        if last.code != "MUL" or last.options[1]["fusedActivationFunction"] or len(last.inputs) != 2 or \
+                any(t.const is not None for t in last.inputs):
+            continue
+        for x, h in (last.inputs, reversed(last.inputs)):
+            mul = h.producer
+            if mul is None or mul.code != "MUL" or mul.options[1]["fusedActivationFunction"] or \
+                    graph.sole_reader(h) is not last:
+                continue
+            r = next((t for t in mul.inputs if t.const is None), None)
+            if r is None or not _scalar(_const_operand(mul, r), 1 / 6):
+                continue
+            if _relu6_plus_3_of(graph, r, mul) is x and x.shape_ == last.outputs[0].shape_:
+                _replace_with_hard_swish(graph, x, last, (r.producer, mul))
+                break
+
+
 def _fuse_hard_swish(graph: _Graph) -> None:
     """MUL(MUL(x, ADD(x, 3) with RELU6), 1/6) -> HARD_SWISH(x) (either operand order)."""
     for last in list(graph.ops):
@@ -324,6 +363,8 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
     _fuse_activations(graph)
     graph = _Graph(graph.ops, outputs)
     _fuse_hard_swish(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_hard_sigmoid_product(graph)
     graph = _Graph(graph.ops, outputs)
     _fold_input_affine(graph, rec)
     graph = _Graph(graph.ops, outputs)
