@@ -10,10 +10,9 @@ computes on the producer's grid. Tensors of the .tflite that hold no quantized O
 counted; tensors the conversion added inside an ONNX node that only move values (a Conv's
 explicit Pad, a layout Transpose, a Reshape) take their input's range.
 
-ONNX value names reach TFLite tensor names through the converter's record of which TF op computes
-each ONNX value (``GraphInfo.value_ops``): TFLite names an activation tensor after the TF ops fused
-into the op that makes it, the op whose result it holds first (``relu/Relu;conv/BiasAdd;...``);
-graph outputs are matched by position.
+ONNX value names are the TFLite tensor names (edgenet's writer names each tensor after the ONNX
+value it holds); graph outputs are matched by position. (``GraphInfo.value_ops``, ONNX value -> op
+name, is consulted for a name that is not an ONNX value.)
 
 Weights: the LiteRT Quantizer derives each weight scale from the float weights it is given
 (symmetric int8, ``max|w| / 127`` per output channel or per tensor). Given the producer's
