@@ -23,6 +23,19 @@ def _numbers(text: str, kind, option: str) -> tuple:
     return values
 
 
+def _kinds(given: tuple[str, ...]):
+    """--output-kind NAME=KIND values, parsed here so that a malformed one is the option's own error."""
+    if not given:
+        return None
+    from edgenet.errors import UsageError
+    from edgenet.verdicts.kinds import KindError, output_kinds
+
+    try:
+        return output_kinds(list(given))
+    except KindError as exc:
+        raise UsageError(str(exc)) from None
+
+
 _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
 
 
@@ -219,7 +232,7 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
             io_type=io_type, per_tensor=per_tensor, equalize=equalize, normalize_in_model=normalize_in_model or None,
             equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
             allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
-            output_kinds=list(output_kinds) or None,
+            output_kinds=_kinds(output_kinds),
             fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
             fit_resolutions=_given("fit_resolutions", _numbers(fit_resolutions, int, "--fit-resolutions")),
             c_name=c_name, progress=progress)
