@@ -10,9 +10,10 @@ what a piece is needed for, seen from a model that passes:
 
 1. every candidate promoted (per level of the target's order: int16 first, then float, while it
    fails) -- one round per level, as the one-at-a-time search does;
-2. need, measured: from every candidate at its most exact promotion (the last of the target's
-   order), each segment in turn left in int8 alone; the failing outputs' score lost is what the
-   segment is needed for (one round each, within MEASURE_SHARE of the budget);
+2. need, measured: from every candidate at its most exact promotion (float where the target
+   runs it, else the last of the target's order), each segment in turn left in int8 alone; the
+   failing outputs' score lost is what the segment is needed for (one round each, within
+   MEASURE_SHARE of the budget);
 3. count: the segments' halves, most needed segment first, the fewest whose promotion passes (the
    first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
    needing more than the cap moves to the next one;
@@ -30,6 +31,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Sequence
 
+from edgenet.config import OpPrecision
 from edgenet.converters.repair.graph import Op
 from edgenet.converters.repair.promote import (MEASURE_SHARE, MIN_GAIN_DB, REFUSALS, Candidate, _assignment, _count,
                                                _flat, _op_count, _prefix_within, _trial)
@@ -45,6 +47,15 @@ def _segment(members: Sequence[Candidate], reason: str, level: int = 0, gain: fl
     ops = tuple({op.name: op for m in members for op in m.ops}.values())
     options = max((m.options for m in members), key=len)
     return Candidate(ops, options, reason, level=level, gain_db=gain, members=tuple(members))
+
+
+def _exact_members(seg: Candidate) -> list[Candidate]:
+    """``seg``'s members (or ``seg``), each at its most exact promotion: float where the target allows
+    it float (an exact op; float ops also run on XNNPACK's fast kernels, int16 ones on LiteRT's
+    single-threaded reference kernels: a 320x320 detector's eight evaluation examples with every op
+    int16 take 2.5 s, with them float 0.04 s), else the last of its options."""
+    return [replace(m, level=m.options.index(OpPrecision.FLOAT) if OpPrecision.FLOAT in m.options
+                    else len(m.options) - 1) for m in (seg.members or (seg,))]
 
 
 def _halves(seg: Candidate) -> list[Candidate]:
@@ -93,12 +104,15 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
                     f"all {len(candidates)} candidate(s) promoted ({kinds}) and the verdict still fails"
                     + (f" ({skipped})" if skipped else "")
                     + ("; the quantizer refused that model" if verdict is None else ""), 0)
-    # need: from the most exact promotion of everything, each segment alone left in int8
-    top = levels - 1
-    reference = wholes[top][0] if top in wholes else None
+    # need: from the most exact promotion of everything (float where the target runs it, else the
+    # last of its order), each segment alone left in int8
+    exact = [_exact_members(s) for s in segs]
+    wanted = _assignment([m for ms in exact for m in ms])
+    reference = next((wholes[lv][0] for lv in sorted(wholes)
+                      if _assignment([replace(s, level=lv) for s in segs]) == wanted), None)
     if reference is None and clock.fits(MEASURE_SHARE):
         try:
-            reference = clock.round(lambda: quantize(_assignment([replace(s, level=top) for s in segs])))
+            reference = clock.round(lambda: quantize(wanted))
         except REFUSALS:
             reference = None
     need: dict[int, float] = {}
@@ -107,7 +121,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         for k, s in enumerate(segs):
             if not clock.fits(MEASURE_SHARE):
                 break
-            rest = [replace(x, level=top) for x in segs if x is not s]
+            rest = [m for j, ms in enumerate(exact) if j != k for m in ms]
             try:
                 left = clock.round(lambda: score(quantize(_assignment(rest))))
             except REFUSALS:
