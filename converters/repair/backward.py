@@ -5,16 +5,13 @@ Promoting one op at a time finds an error made in one place (a head whose int8 s
 it, one conv with a 1000x channel). It is blind to an error spread over many ops -- a deep conv
 backbone where each op adds its own 30-40 dB and the output loses its argmax only from their sum:
 then every op, and every op family (all convs, all LayerNorms, all attention MatMul/Softmax),
-promoted alone gains nothing, and a ranking by gains alone is noise. What *is* measurable there is
-what a piece is needed for, seen from a model that passes:
+promoted alone gains nothing, and a ranking by gains alone is noise. What works there is promoting
+pieces of structure, counted down from a model that passes:
 
 1. every candidate promoted (per level of the target's order: int16 first, then float, while it
    fails) -- one round per level, as the one-at-a-time search does;
-2. need, measured: from every candidate at its most exact promotion (float where the target
-   runs it, else the last of the target's order), each segment in turn left in int8 alone; the
-   failing outputs' score lost is what the segment is needed for (one round each, within
-   MEASURE_SHARE of the budget);
-3. count: the segments' halves, most needed segment first, the fewest whose promotion passes (the
+2. rank: the failing outputs' producers first, then the segments as they run (see ``by_segments``);
+3. count: the segments' halves, in that order, the fewest whose promotion passes (the
    first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
    needing more than the cap moves to the next one;
    When the choice does not pass on examples it was not chosen on (``confirm``), the count grows
@@ -26,36 +23,24 @@ Same budget (rounds, counted), same :class:`~.result.Repair`.
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import replace
 from typing import Sequence
 
-from edgenet.config import OpPrecision
 from edgenet.converters.repair.graph import Op
-from edgenet.converters.repair.promote import (MEASURE_SHARE, MIN_GAIN_DB, REFUSALS, Candidate, _assignment, _count,
-                                               _flat, _op_count, _prefix_within, _trial)
+from edgenet.converters.repair.promote import Candidate, _count, _flat, _op_count, _prefix_within, _trial
 from edgenet.converters.repair.result import Stop, passes_text
 from edgenet.converters.repair.segments import segment_members
 
 CONFIRM_ROUNDS = 4   # rounds of its own for a choice that does not pass on other examples: grown along the ranking
-SEGMENTS = 8      # segments a model is cut into: one round each to measure (a budget of 24 rounds leaves
-                  # about two levels of counting and a few halvings)
+SEGMENTS = 8      # segments a model is cut into (their halves are counted: 16 pieces take about 5 rounds
+                  # to count, which leaves a budget of 24 rounds two levels of counting and the halvings)
 
 
 def _segment(members: Sequence[Candidate], reason: str, level: int = 0, gain: float | None = None) -> Candidate:
     ops = tuple({op.name: op for m in members for op in m.ops}.values())
     options = max((m.options for m in members), key=len)
     return Candidate(ops, options, reason, level=level, gain_db=gain, members=tuple(members))
-
-
-def _exact_members(seg: Candidate) -> list[Candidate]:
-    """``seg``'s members (or ``seg``), each at its most exact promotion: float where the target allows
-    it float (an exact op; float ops also run on XNNPACK's fast kernels, int16 ones on LiteRT's
-    single-threaded reference kernels: a 320x320 detector's eight evaluation examples with every op
-    int16 take 2.5 s, with them float 0.04 s), else the last of its options."""
-    return [replace(m, level=m.options.index(OpPrecision.FLOAT) if OpPrecision.FLOAT in m.options
-                    else len(m.options) - 1) for m in (seg.members or (seg,))]
 
 
 def _halves(seg: Candidate) -> list[Candidate]:
@@ -104,36 +89,14 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
                     f"all {len(candidates)} candidate(s) promoted ({kinds}) and the verdict still fails"
                     + (f" ({skipped})" if skipped else "")
                     + ("; the quantizer refused that model" if verdict is None else ""), 0)
-    # need: from the most exact promotion of everything (float where the target runs it, else the
-    # last of its order), each segment alone left in int8
-    exact = [_exact_members(s) for s in segs]
-    wanted = _assignment([m for ms in exact for m in ms])
-    reference = next((wholes[lv][0] for lv in sorted(wholes)
-                      if _assignment([replace(s, level=lv) for s in segs]) == wanted), None)
-    if reference is None and clock.fits(MEASURE_SHARE):
-        try:
-            reference = clock.round(lambda: quantize(wanted))
-        except REFUSALS:
-            reference = None
-    need: dict[int, float] = {}
-    if reference is not None:
-        base = score(reference)
-        for k, s in enumerate(segs):
-            if not clock.fits(MEASURE_SHARE):
-                break
-            rest = [m for j, ms in enumerate(exact) if j != k for m in ms]
-            try:
-                left = clock.round(lambda: score(quantize(_assignment(rest))))
-            except REFUSALS:
-                continue
-            lost = base - left
-            need[k] = lost if math.isfinite(lost) else (60.0 if base > left else 0.0)
-    helpful = sorted((k for k in need if need[k] >= MIN_GAIN_DB), key=lambda k: -need[k])
-    order = helpful + [k for k in range(len(segs)) if k not in need] + [k for k in need if need[k] < MIN_GAIN_DB]
-    ranked = [replace(segs[k], gain_db=need.get(k),
-                      reason=segs[k].reason + (f": left alone in int8 (the rest promoted), the failing output's "
-                                               f"score falls by {need[k]:.1f} dB" if k in need else ""))
-              for k in order]
+    # ranked as they run, the failing outputs' producers first: the first and the last ops of a
+    # network are where int8 hurts most, and an error made early passes through every op after it.
+    # Measuring each segment's need (the others promoted, it alone in int8) took one round each
+    # and ranked no better on the real models (PP-OCRv4's recognizer, YOLOv8n): from int16
+    # everywhere it measured 0.0 dB for all but one segment of each (and int16's reference kernels
+    # made each round 2.5 s on YOLOv8n); from float everywhere it ranked middle segments ahead of the
+    # first ones, and the recognizer's count no longer passed within the cap of ops in float.
+    ranked = list(segs)
     # the unit of counting: each segment's halves, in the segments' order (a cap may fall inside a segment)
     units = [h for s in ranked for h in _halves(s)]
     capped: list[str] = []
@@ -152,7 +115,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             break
         chosen, model, verdict = found
         if model is None and verdict is None:
-            capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the most needed "
+            capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the first "
                           f"{limit} of {len(leveled)} half-segments do not pass")
             continue
         grown = ""
@@ -162,7 +125,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             found, grown, why_not = _grow(leveled, len(chosen), limit, (model, verdict), quantize, judge, clock,
                                           confirm)
             if found is None:
-                return done(None, before, (), Stop.NOT_CONFIRMED, why_not, len(need))
+                return done(None, before, (), Stop.NOT_CONFIRMED, why_not, 0)
             chosen, model, verdict = found
         counted = (chosen, model, verdict)
         chosen, model, verdict, cut = _refine(chosen, model, verdict, quantize, judge, clock)
@@ -176,17 +139,17 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
             why_not = runs(model)
             if why_not:
                 return done(None, verdict, chosen, Stop.REFUSED,
-                            f"the passing model does not run on the target: {why_not}", len(need))
+                            f"the passing model does not run on the target: {why_not}", 0)
         note = f" (searched by {len(segs)} segments of the model{grown}" + (
             ", refinement cut short by the budget)" if cut else ")")
-        return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, len(need))
+        return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, 0)
     if capped:
         return done(None, before, (), Stop.MOSTLY_PROMOTED,
                     f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes; "
-                    f"by segments of the model, most needed first: {'; '.join(capped)}): not an int8 model",
-                    len(need))
+                    f"by segments of the model, the outputs' producers, then as they run: {'; '.join(capped)}): not an int8 model",
+                    0)
     return done(None, before, (), Stop.BUDGET, f"budget spent: all {clock.max_rounds} round(s) used "
-                f"(searching by {len(segs)} segments)", len(need))
+                f"(searching by {len(segs)} segments)", 0)
 
 
 def _grow(units: list[Candidate], k: int, limit: int | None, found, quantize, judge, clock, confirm):
@@ -213,11 +176,10 @@ def _grow(units: list[Candidate], k: int, limit: int | None, found, quantize, ju
 
 
 def _refine(chosen: list[Candidate], model: bytes, verdict, quantize, judge, clock):
-    """The chosen segments halved, least needed first; each piece left in int8 when the verdict passes
+    """The chosen segments halved, in the order counted; each piece left in int8 when the verdict passes
     without it, else halved again (breadth first), while the budget lasts: (chosen, model, verdict,
     cut short by the budget)."""
-    pieces = [h for seg in sorted(chosen, key=lambda c: c.gain_db if c.gain_db is not None else math.inf)
-              for h in _halves(seg)]
+    pieces = [h for seg in chosen for h in _halves(seg)]
     kept = list(pieces)
     work = deque(p for p in pieces if len(chosen) > 1 or len(pieces) > 1)
     while work:
