@@ -219,3 +219,18 @@ def test_ops_the_int8_model_had_in_float_already_are_not_counted_as_promoted(spr
     assert kept.promoted == r.promoted and f"{len(r.promoted)} op(s) promoted" in kept.summary()
     # the same op asked in another precision than the model had is a promotion
     assert _new_promotions(r, ((own.tensor, OpPrecision.FLOAT),)).promoted == r.promoted
+
+
+def test_a_search_by_segments_measures_no_own_error(spread):
+    """More candidates than can be measured one at a time are ranked by segments, as they run: the
+    own-error proxy (a float run keeping every tensor, on reference kernels: 3 s for YOLOv8n at
+    800x608) would rank nothing there, and is not computed."""
+    import math
+
+    from edgenet.converters.repair import candidates
+    from edgenet.converters.repair.promote import MEASURE_MAX
+
+    ranked, _ = candidates(spread.float_model, spread.result.model, [0], spread.x[:8], "litert", LITERT_ORDER,
+                           spread.quantize.supports)
+    assert len(ranked) > MEASURE_MAX
+    assert all(c.proxy_db == math.inf and c.reason.startswith(("no own error", "produces failing")) for c in ranked)
