@@ -25,18 +25,31 @@ __all__ = ["OpPrecision", "Budget", "Candidate", "Judge", "Promotion", "Quantize
 def candidates(float_model: bytes, int8_model: bytes, failing: Sequence[int], samples, runtime: str,
                order: Sequence, supports) -> tuple[list[Candidate], str]:
     """The ranked candidates of a failing int8 model (see :func:`.promote.plan`) and why ops were left
-    out: ``samples`` (a few float examples) feed the own-error proxy; ``runtime``, ``order`` (the
+    out: ``samples`` (a few float examples) feed the own-error proxy (measured only for at most
+    :data:`.promote.MEASURE_MAX` candidates: more are ranked by segments, as they run); ``runtime``, ``order`` (the
     profile's repair steps) and ``supports`` (the quantizer's promotions) decide what each op may get."""
     from edgenet.converters.repair.graph import head_groups, ops, upstream
     from edgenet.converters.repair.sensitivity import own_errors
 
+    from edgenet.converters.repair.promote import MEASURE_MAX
+
     listing = ops(float_model)
     failing_set = set(failing)
     reachable = upstream(listing, failing_set)
-    own = own_errors(float_model, int8_model, samples, [op.name for op in listing if op.name in reachable])
     kernels = runtime_kernels(runtime)
-    return plan(listing, failing, own, lambda types: promotions(types, kernels, order, supports),
-                head_groups(listing, failing_set), reachable)
+    heads = head_groups(listing, failing_set)
+
+    def allowed(types):
+        return promotions(types, kernels, order, supports)
+
+    found = plan(listing, failing, {}, allowed, heads, reachable)
+    if len(found[0]) > MEASURE_MAX:
+        # searched by segments in execution order (converters.repair.backward), where the own-error
+        # proxy ranks nothing: not computed (a float run keeping every tensor, on LiteRT's reference
+        # kernels: 3 s for YOLOv8n at 800x608)
+        return found
+    own = own_errors(float_model, int8_model, samples, [op.name for op in listing if op.name in reachable])
+    return plan(listing, failing, own, allowed, heads, reachable)
 
 
 def repair(float_model: bytes, int8_model: bytes, verdict, samples, quantize: Quantizer,

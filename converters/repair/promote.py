@@ -300,13 +300,16 @@ def _prefix_within(ranked: Sequence[Candidate], max_ops: int) -> int:
 
 
 def _count(ranked: list[Candidate], quantize: Quantizer, judge, clock: "_Clock", whole=None,
-           limit: int | None = None):
+           limit: int | None = None, tried: dict | None = None):
     """All of ``ranked`` promoted (when that fails, the level is done in one round), then the first
     1, 2, 4 ... until the verdict passes, then bisected to the smallest passing count, as far as the
     budget goes: (chosen, model, verdict) -- the passing one, or all of them failing -- or None when
     the budget ran out before the first round. ``limit``: the most candidates that may be chosen; when
-    the first ``limit`` do not pass, ([], None, None)."""
-    tried: dict[int, tuple[bytes | None, Verdict | None]] = {} if whole is None else {len(ranked): whole}
+    the first ``limit`` do not pass, ([], None, None). ``tried``: filled with {count: (model, verdict)}
+    of every count tried (for a search that goes on along the same ranking)."""
+    tried = {} if tried is None else tried
+    if whole is not None:
+        tried[len(ranked)] = whole
 
     def trial(k: int):
         if k not in tried:
