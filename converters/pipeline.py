@@ -129,7 +129,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
     if preloaded is not None and opts.normalize_in_model:
         _check_image_for_normalization(preloaded)
     # the TFLite writer makes the float models (no TensorFlow on the ONNX path)
-    tf_side = conversion_side()
+    tf_side = conversion_side(profile.unfused_ops)
     try:
         result = _run(opts, progress, profile, tf_side, output, preloaded)
     except BaseException:

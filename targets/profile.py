@@ -78,6 +78,7 @@ def default_repair(runtime: "Runtime") -> tuple[RepairStep, ...]:
     return (RepairStep.INT16, RepairStep.SPLIT)
 
 
+UNFUSABLE = ("HARD_SWISH",)   # ops edgenet's writer makes out of arithmetic (converters/tflite_writer/fuse.py)
 _FLOAT_RUNTIMES_FOR_REPAIR = ("litert",)   # full-integer runtimes (tflm, edgetpu, ethos-u) never get float ops
 
 
@@ -151,6 +152,8 @@ class TargetProfile:
     repair: tuple[RepairStep, ...] = ()           # mixed precision's promotion order (empty: the runtime's default)
     int8_float_ops: tuple[str, ...] = ()          # TFLite ops an int8 model computes in float between its int8
                                                   # tensors (the delegate has no int8 kernel for them; see rpi.toml)
+    unfused_ops: tuple[str, ...] = ()             # TFLite ops the runtime lacks that the writer would fuse
+                                                  # (HARD_SWISH): written as their arithmetic (see coral.toml)
     repair_rounds: int = 24                       # the repair search's budget: quantize-and-judge rounds (counted,
                                                   # not timed: the same repaired model on any machine)
     source: str = ""                              # file the profile was read from
@@ -240,12 +243,17 @@ def _check_types(data: dict, src: str) -> None:
         v = data.get(key)
         if key in data and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
             raise TargetError(f"{src}: {key} must be a number in [0, 1] (got {v!r})")
-    for key in ("variants", "precisions", "packagers", "checks", "repair", "int8_float_ops"):
+    for key in ("variants", "precisions", "packagers", "checks", "repair", "int8_float_ops", "unfused_ops"):
         if key in data and not isinstance(data[key], list):
             raise TargetError(f"{src}: {key} must be a list, e.g. {key} = [\"...\"]")
-    ops = data.get("int8_float_ops", [])
-    if not all(isinstance(o, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", o) for o in ops):
-        raise TargetError(f"{src}: int8_float_ops must list TFLite builtin op names, e.g. [\"HARD_SWISH\"]")
+    for key in ("int8_float_ops", "unfused_ops"):
+        ops = data.get(key, [])
+        if not all(isinstance(o, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", o) for o in ops):
+            raise TargetError(f"{src}: {key} must list TFLite builtin op names, e.g. [\"HARD_SWISH\"]")
+    unknown = sorted(set(data.get("unfused_ops", [])) - set(UNFUSABLE))
+    if unknown:
+        raise TargetError(f"{src}: unfused_ops: {unknown[0]} is not an op edgenet's writer fuses (it fuses "
+                          f"{', '.join(UNFUSABLE)})")
 
 
 def _check_consistency(p: TargetProfile, src: str) -> None:
@@ -309,8 +317,9 @@ def _parse(data: dict, src: str) -> TargetProfile:
                      ("repair", RepairStep)):
         if key in kw:
             kw[key] = tuple(dict.fromkeys(_enum(cls, v, key, src) for v in kw[key]))
-    if "int8_float_ops" in kw:
-        kw["int8_float_ops"] = tuple(dict.fromkeys(kw["int8_float_ops"]))
+    for key in ("int8_float_ops", "unfused_ops"):
+        if key in kw:
+            kw[key] = tuple(dict.fromkeys(kw[key]))
     if "precisions" not in kw:   # what the runtime can run
         kw["precisions"] = _RUNTIME_PRECISIONS[kw.get("runtime", Runtime.LITERT)][0]
     kw["source"] = src

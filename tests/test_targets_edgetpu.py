@@ -116,3 +116,40 @@ def test_compiler_on_path_is_run_and_its_files_kept(tmp_path, monkeypatch):
 def test_compiler_command_quotes_paths():
     assert compiler_command("my model.tflite", "out dir") == \
         "edgetpu_compiler --show_operations --out_dir 'out dir' 'my model.tflite'"
+
+
+def test_hard_swish_stays_arithmetic_for_the_edge_tpu_and_is_one_op_elsewhere(tmp_path):
+    """The Edge TPU has no HARD_SWISH: coral's int8 model keeps hard-swish as MUL / ADD / MUL and
+    maps whole; rpi's float model has the one fused op."""
+    import numpy as np
+    import pytest
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgenet
+    from edgenet.converters.op_precision import op_precisions
+
+    def op_types(model: bytes) -> list[str]:
+        return [o.op for o in op_precisions(model)]
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.2, (4, 8, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("Conv", ["h", "w2"], ["d"]),
+             helper.make_node("GlobalAveragePool", ["d"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    path = tmp_path / "hs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    fast = dict(calib_samples=16, eval_samples=8, allow_degraded=True)
+    coral = edgenet.convert(str(path), target="coral", out=tmp_path / "coral", **fast)
+    ops = op_types((tmp_path / "coral" / "model_int8.tflite").read_bytes())
+    assert "HARD_SWISH" not in ops and "MUL" in ops
+    assert coral.report.target["failures"] == [] and "all" in str(coral.report.target).lower()
+    edgenet.convert(str(path), target="rpi", int8=False, out=tmp_path / "rpi", calib_samples=16, eval_samples=8)
+    assert op_types((tmp_path / "rpi" / "model_float.tflite").read_bytes()).count("HARD_SWISH") == 1

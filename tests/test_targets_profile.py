@@ -164,3 +164,18 @@ def test_check_precisions_accepts_what_the_target_runs_and_names_a_users_own_lim
         check_precisions(own, [Precision.FLOAT32, Precision.FLOAT16])
     with pytest.raises(UsageError, match="unknown precision 'int4'"):
         check_precisions(own, "int4")
+
+
+def test_unfused_ops_name_what_the_writer_fuses(tmp_path):
+    from edgenet.errors import TargetError
+    from edgenet.targets import load_target
+
+    assert load_target("coral").unfused_ops == ("HARD_SWISH",)
+    assert load_target("rpi").unfused_ops == ()
+    bad = tmp_path / "x.toml"
+    bad.write_text('name = "x"\ndescription = "d"\ndevice = "d"\nunfused_ops = ["CONV_2D"]\n')
+    with pytest.raises(TargetError, match="not an op edgenet's writer fuses"):
+        load_target(bad)
+    bad.write_text('name = "x"\ndescription = "d"\ndevice = "d"\nunfused_ops = "HARD_SWISH"\n')
+    with pytest.raises(TargetError, match="must be a list"):
+        load_target(bad)

@@ -162,8 +162,10 @@ def _named(exc: NotNative, scopes: dict) -> NotNative:
     return named
 
 
-def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int | None = None) -> NativeGraph:
-    """Convert a static-shaped ONNX model to float32 .tflite bytes without TensorFlow.
+def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int | None = None,
+                  unfused: Collection[str] = ()) -> NativeGraph:
+    """Convert a static-shaped ONNX model to float32 .tflite bytes without TensorFlow. ``unfused``: TFLite
+    ops not to fuse out of arithmetic, for a runtime without them (``TargetProfile.unfused_ops``).
 
     Raises NotNative (a ConversionError) naming the ONNX node when a node needs a function (or variant)
     the recording backend does not implement, or a shape is dynamic; UnsupportedOpError naming every
@@ -181,7 +183,7 @@ def native_tflite(model: Any, keep_layout: Collection[str] = (), batch_size: int
         raise _named(exc, tracer.scopes) from exc
     origins = _name_tensors(tracer, outputs)
     recorded = time.perf_counter()
-    ops = optimize(backend.rec.ops, outputs, backend.rec)
+    ops = optimize(backend.rec.ops, outputs, backend.rec, unfused)
     optimized = time.perf_counter()
     data = serialize(ops, args, outputs)
     done = time.perf_counter()

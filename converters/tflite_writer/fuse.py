@@ -15,7 +15,7 @@ output (the tensors the user can name stay in the model).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -344,11 +344,12 @@ def _drop_dead(ops: list[Op], outputs: Sequence[RTensor]) -> list[Op]:
     return kept[::-1]
 
 
-def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
+def optimize(ops: list[Op], outputs: Sequence[RTensor], rec, unfused: Collection[str] = ()) -> list[Op]:
     """The recorded ``ops`` rewritten (see the module docstring); ``outputs`` are the graph outputs.
     Order matters: identities, divisions and reshapes first (they expose the folds), then output-side
     folds (they need the op's activation field still empty), then activations and HARD_SWISH, then
-    the input-side affine fold (which must not take a HARD_SWISH's last MUL)."""
+    the input-side affine fold (which must not take a HARD_SWISH's last MUL). ``unfused``: ops a
+    target's runtime lacks (``TargetProfile.unfused_ops``), left as the arithmetic they fuse."""
     ops = _drop_dead(ops, outputs)
     graph = _Graph(ops, outputs)
     _drop_identities(graph)
@@ -362,10 +363,11 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec) -> list[Op]:
         graph = _Graph(graph.ops, outputs)
     _fuse_activations(graph)
     graph = _Graph(graph.ops, outputs)
-    _fuse_hard_swish(graph)
-    graph = _Graph(graph.ops, outputs)
-    _fuse_hard_sigmoid_product(graph)
-    graph = _Graph(graph.ops, outputs)
+    if "HARD_SWISH" not in unfused:     # a runtime without it (the Edge TPU) keeps the arithmetic
+        _fuse_hard_swish(graph)
+        graph = _Graph(graph.ops, outputs)
+        _fuse_hard_sigmoid_product(graph)
+        graph = _Graph(graph.ops, outputs)
     _fold_input_affine(graph, rec)
     graph = _Graph(graph.ops, outputs)
     _flatten_into_fc(graph)

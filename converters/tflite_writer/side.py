@@ -12,7 +12,7 @@ LiteRT with every tensor kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Collection, Any
 
 from edgenet.config import Precision
 from edgenet.converters.tflite_writer.convert import NativeGraph, native_tflite
@@ -46,18 +46,19 @@ class Pending:
         return self._value
 
 
-def conversion_side() -> "NativeSide":
-    """The side the pipeline converts through."""
-    return NativeSide()
+def conversion_side(unfused: Collection[str] = ()) -> "NativeSide":
+    """The side the pipeline converts through; ``unfused``: the target's ``unfused_ops``."""
+    return NativeSide(unfused)
 
 
 class NativeSide:
     """See the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, unfused: Collection[str] = ()) -> None:
         self._graph: NativeGraph | None = None
         self._onnx = None
         self._keep_layout: tuple[str, ...] = ()
+        self._unfused = tuple(unfused)
 
     # ---- plumbing -----------------------------------------------------------------------------
     def take_notes(self) -> list[str]:
@@ -74,7 +75,7 @@ class NativeSide:
         """Write the float32 model of ``onnx_model`` (static shapes); raises ConversionError naming the
         node the writer cannot express, UnsupportedOpError naming every node no handler converts."""
         self._onnx, self._keep_layout, self._graph = onnx_model, tuple(keep_layout), None
-        self._graph = g = native_tflite(onnx_model, keep_layout=self._keep_layout)
+        self._graph = g = native_tflite(onnx_model, keep_layout=self._keep_layout, unfused=self._unfused)
         return GraphInfo(g.inputs, g.outputs, dict(g.op_counts))
 
     def graph_and_floats(self, onnx_model, keep_layout: tuple[str, ...] = (), precisions=(Precision.FLOAT32,)):
@@ -95,7 +96,7 @@ class NativeSide:
         return weight_model(self._graph.model, precision)
 
     def float_tflite_of(self, onnx_model) -> bytes:
-        return native_tflite(onnx_model, keep_layout=self._keep_layout).model
+        return native_tflite(onnx_model, keep_layout=self._keep_layout, unfused=self._unfused).model
 
     def evaluate_values(self, onnx_model, feeds):
         """Every ONNX value the float model of ``onnx_model`` computes on ``feeds`` (ONNX layout): the
@@ -103,7 +104,7 @@ class NativeSide:
         from edgenet.converters.tflite_writer.evaluate import native_values
 
         graph = self._graph if onnx_model is self._onnx and self._graph is not None else \
-            native_tflite(onnx_model, keep_layout=self._keep_layout)
+            native_tflite(onnx_model, keep_layout=self._keep_layout, unfused=self._unfused)
         return native_values(graph, feeds)
 
     def layer_sqnr(self, float_model: bytes, int8_model: bytes, samples):
