@@ -16,6 +16,8 @@ kernels, the optimized kernels the verdict ran), and that is said instead.
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -169,7 +171,9 @@ def _spec_value(model, node, values: Mapping[str, np.ndarray], feeds: Mapping[st
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         single = helper.make_model(helper.make_graph([node], "spec", ins, outs),
                                    opset_imports=[helper.make_opsetid("", opset)])
-        results = ReferenceEvaluator(single).run(None, args)
+        with np.errstate(all="ignore"), warnings.catch_warnings():   # no numpy warnings on the console
+            warnings.simplefilter("ignore")
+            results = ReferenceEvaluator(single).run(None, args)
     except Exception:  # the reference cannot run this node: no arbitration
         return None
     return np.asarray(results[[o for o in node.output if o].index(name)])
@@ -186,7 +190,9 @@ def matches_reference(model, float_outputs: Sequence[np.ndarray], examples: Sequ
         onnx_x = to_onnx_layout(x, spec)
         feeds[spec.name] = onnx_x[0] if spec.rank < 2 else onnx_x[: spec.batch]
     try:
-        want = ReferenceEvaluator(model).run(None, feeds)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = ReferenceEvaluator(model).run(None, feeds)
     except Exception:
         return None
     worst = 0.0

@@ -156,7 +156,7 @@ def run_onnxruntime(
     """Run ``model`` once on CPU; ``optimize=False`` turns off onnxruntime's own graph fusions."""
     ort = require("onnxruntime")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4   # fatal only: a failing run is raised as ConversionError, not logged
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

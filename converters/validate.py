@@ -1,6 +1,7 @@
 """Validation stage: the float TFLite model against ONNX, the int8 model against the float one."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +58,8 @@ def onnx_session(onnx_model, threads: int | None = None):
     runtime's, one per core)."""
     ort = require("onnxruntime", purpose="validation against ONNX")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
+    opts.log_severity_level = 4    # fatal only: a run it fails is handled (the reference implementation),
+    if threads:                    # and its own log line would cut an open progress line
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
@@ -124,8 +125,10 @@ def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[Mo
 
         try:
             evaluator = ReferenceEvaluator(onnx_model)
-            runs = [evaluator.run(None, {spec.name: x for spec, x in zip(inputs, group)})
-                    for group in invocations(onnx_examples, batches)]
+            with np.errstate(all="ignore"), warnings.catch_warnings():   # numpy's overflow warnings: the
+                warnings.simplefilter("ignore")                          # values are checked, not printed
+                runs = [evaluator.run(None, {spec.name: x for spec, x in zip(inputs, group)})
+                        for group in invocations(onnx_examples, batches)]
         except Exception as ref_exc:
             raise ModelError(f"the ONNX model cannot be run to validate the conversion: onnxruntime: {why}; "
                              f"ONNX's reference implementation: {type(ref_exc).__name__}: "
