@@ -58,6 +58,10 @@ OUTPUT_PATTERNS = ("model*.onnx", "model*.tflite", "model_data.cc", "model_data.
 # names every conversion writes: one of them changed by the user is refused at the start
 ALWAYS_WRITTEN = ("report.json", "report.md", "model_float.tflite")
 log = logging.getLogger(__name__)
+before_commit: list = []
+"""Callables run just before :meth:`OutputFolder.publish` reaches its commit point: `edgenet convert`'s
+CLI holds Ctrl-C / SIGTERM there, so that a signal either rolls the folder back (before) or waits for
+the command to finish with its files published (after), never exits 130 with the files in place."""
 
 
 def _internal(name: str) -> bool:
@@ -281,6 +285,8 @@ class OutputFolder:
                 os.rename(self.staging / current, out / current)
             current = None
             _sync_folder(out)
+            for hook in before_commit:
+                hook()
             os.unlink(root / JOURNAL)                 # the commit point
         except BaseException as exc:
             failure = _rollback(root, out)

@@ -4,8 +4,10 @@ Errors from the library (``edgenet.errors.EdgenetError``) become one line on std
 error's exit code; ``--debug`` (anywhere on the line) shows the traceback instead.
 
 SIGTERM and SIGHUP end a command like Ctrl-C does: every cleanup runs (staging folders, the
-temp folders), then one line ``edgenet: interrupted`` and
-the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP). The temp files of
+temp folders), then one line ``edgenet: interrupted`` (``edgenet: interrupted (SIGTERM)`` /
+``(SIGHUP)`` for those) and the shell's exit code for the signal (130 SIGINT, 143 SIGTERM, 129
+SIGHUP). Once `edgenet convert` commits its output folder, a signal waits for the command's end
+(exit 0, the files published), never exits with the files in place. The temp files of
 ``edgenet convert`` live in one folder of the process's own (:class:`edgenet.scratch.ScratchDir`),
 which the next command removes if this one is killed.
 """

@@ -75,17 +75,30 @@ def print_json(obj) -> None:
 _OPEN: list = []     # the StderrProgress whose line is open (a stage started, not yet done)
 _WRITING = [0]       # > 0 while a progress line and its open flag change (:func:`_line_change`)
 _PENDING: list[int] = []   # a signal that arrived meanwhile
+_HELD = [False]            # the command's output is being committed: signals wait for its end
 raise_for_signal = None    # set by the CLI: raises its Interrupted for a signal number
 
 
 def defer_signal(signum: int) -> bool:
     """The CLI's signal handler asks first: True (the signal kept, raised when the change is done)
     while a progress line is being written with its open flag, so that a signal cannot fall between
-    the text and the flag and leave the line open under the command's last line."""
-    if _WRITING[0]:
+    the text and the flag and leave the line open under the command's last line; and from
+    :func:`hold_signals` on (the signal is then dropped: the command is finishing)."""
+    if _WRITING[0] or _HELD[0]:
         _PENDING.append(signum)
         return True
     return False
+
+
+def hold_signals() -> None:
+    """From now until the command returns, a signal does not interrupt it (its output folder is being
+    committed: interrupting after the commit would exit 130 with every file published)."""
+    _HELD[0] = True
+
+
+def release_signals() -> None:
+    _HELD[0] = False
+    _PENDING.clear()
 
 
 @contextlib.contextmanager
@@ -95,7 +108,7 @@ def _line_change():
         yield
     finally:
         _WRITING[0] -= 1
-        if not _WRITING[0] and _PENDING and raise_for_signal is not None:
+        if not _WRITING[0] and not _HELD[0] and _PENDING and raise_for_signal is not None:
             raise_for_signal(_PENDING.pop())
 
 

@@ -218,56 +218,64 @@ def command(model, target, precisions, int8, strict_int8, normalize_in_model, ou
 
     from edgenet.converters.model_inputs import parse_input_shape
 
+    from edgenet import outdir
+    from edgenet.cli._common import hold_signals, release_signals
+
+    outdir.before_commit.append(hold_signals)   # the folder's commit and what follows are not interrupted
     try:
-        result = edgenet.convert(
-            model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8 or None, out=out, force=force, alpha=alpha, resolution=resolution,
-            num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
-            activation=activation, weights=weights, labels=labels,
-            input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
-            keep_layout=keep_layout or None,
-            mean=None if mean is None else _numbers(mean, float, "--mean"),
-            std=None if std is None else _numbers(std, float, "--std"),
-            channel_order=channel_order, resize=resize, preprocess=preprocess_file,
-            calib=calib, calib_samples=calib_samples, calib_method=_given("calib_method", calib_method),
-            io_type=io_type, per_tensor=per_tensor, equalize=equalize, normalize_in_model=normalize_in_model or None,
-            equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
-            allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
-            output_kinds=_kinds(output_kinds),
-            fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
-            fit_resolutions=_given("fit_resolutions", _numbers(fit_resolutions, int, "--fit-resolutions")),
-            c_name=c_name, progress=progress)
-    except BaseException:
-        reporter.failed()
-        raise
-    report = result.report
-    if as_json:
-        print_json(report.to_dict())
-        return
-    v, s = report.validation, report.sizes
-    lines = list(report.fit["lines"]) if report.fit else []
-    lines += [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
-    verdict = v.float_verdict or {}
-    decided = "" if not verdict else (" (pass)" if verdict.get("passed") else " (FAIL: files written with --allow-mismatch)")
-    bn = f"BN folded: {report.bn_folded}"
-    if report.bn_folded and report.bn_fold_max_abs_diff is not None:
-        bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
-    against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
-    if against:   # TensorFlow's converter folds BatchNormalization itself
-        lines.append(f"float vs {against}: relative error {v.float_rel_err:.2e}{decided}")
-    else:
-        lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
-    sizes = {row["precision"]: row["bytes"] for row in report.precisions}
-    for q in v.quantized:
-        lines.append(_quantized_line(q, sizes, report.model.get("trained", True)))
-    if report.accuracy:
-        a = report.accuracy
-        lines.append(f"top-1 on {a['n_eval']} held-out images: float {100 * a['float_top1']:.2f}%"
-                     + ("" if a["int8_top1"] is None else f", int8 {100 * a['int8_top1']:.2f}%"))
-    if report.target.get("summary"):
-        lines.append(f"target {report.target['summary']}")   # the summary starts with the target's name
-    lines += [f"note: {n}" for n in report.notes]
-    lines.append(f"total {sum(st.seconds for st in report.stages):.1f} s")
-    click.echo("\n".join(lines))
+        try:
+            result = edgenet.convert(
+                model, target=target, precisions=precisions, int8=int8, strict_int8=strict_int8 or None, out=out, force=force, alpha=alpha, resolution=resolution,
+                num_classes=num_classes, in_channels=None if in_channels is None else int(in_channels),
+                activation=activation, weights=weights, labels=labels,
+                input_shapes=[str(parse_input_shape(text)) for text in input_shapes] or None,
+                keep_layout=keep_layout or None,
+                mean=None if mean is None else _numbers(mean, float, "--mean"),
+                std=None if std is None else _numbers(std, float, "--std"),
+                channel_order=channel_order, resize=resize, preprocess=preprocess_file,
+                calib=calib, calib_samples=calib_samples, calib_method=_given("calib_method", calib_method),
+                io_type=io_type, per_tensor=per_tensor, equalize=equalize, normalize_in_model=normalize_in_model or None,
+                equalize_clip=_given("equalize_clip", equalize_clip), eval_samples=eval_samples,
+                allow_mismatch=allow_mismatch, allow_degraded=allow_degraded or None, fit=fit,
+                output_kinds=_kinds(output_kinds),
+                fit_alphas=_given("fit_alphas", _numbers(fit_alphas, float, "--fit-alphas")),
+                fit_resolutions=_given("fit_resolutions", _numbers(fit_resolutions, int, "--fit-resolutions")),
+                c_name=c_name, progress=progress)
+        except BaseException:
+            reporter.failed()
+            raise
+        report = result.report
+        if as_json:
+            print_json(report.to_dict())
+            return
+        v, s = report.validation, report.sizes
+        lines = list(report.fit["lines"]) if report.fit else []
+        lines += [f"wrote {result.out}/: " + ", ".join(p.name for p in result.files)]
+        verdict = v.float_verdict or {}
+        decided = "" if not verdict else (" (pass)" if verdict.get("passed") else " (FAIL: files written with --allow-mismatch)")
+        bn = f"BN folded: {report.bn_folded}"
+        if report.bn_folded and report.bn_fold_max_abs_diff is not None:
+            bn += f" (largest output change {report.bn_fold_max_abs_diff:.1e})"
+        against = {"keras": "Keras", "saved_model": "SavedModel"}.get(verdict.get("reference"))
+        if against:   # TensorFlow's converter folds BatchNormalization itself
+            lines.append(f"float vs {against}: relative error {v.float_rel_err:.2e}{decided}")
+        else:
+            lines.append(f"float vs ONNX: relative error {v.float_rel_err:.2e}{decided}; {bn}")
+        sizes = {row["precision"]: row["bytes"] for row in report.precisions}
+        for q in v.quantized:
+            lines.append(_quantized_line(q, sizes, report.model.get("trained", True)))
+        if report.accuracy:
+            a = report.accuracy
+            lines.append(f"top-1 on {a['n_eval']} held-out images: float {100 * a['float_top1']:.2f}%"
+                         + ("" if a["int8_top1"] is None else f", int8 {100 * a['int8_top1']:.2f}%"))
+        if report.target.get("summary"):
+            lines.append(f"target {report.target['summary']}")   # the summary starts with the target's name
+        lines += [f"note: {n}" for n in report.notes]
+        lines.append(f"total {sum(st.seconds for st in report.stages):.1f} s")
+        click.echo("\n".join(lines))
+    finally:
+        outdir.before_commit.remove(hold_signals)
+        release_signals()
 
 
 def _size(n: int) -> str:
