@@ -64,6 +64,33 @@ class Predictions:
     images: tuple[ImagePrediction, ...]
 
 
+_MOVE_ONLY = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
+_LAST_OP_KIND = {"SOFTMAX": "probabilities", "LOG_SOFTMAX": "log-probabilities", "LOGISTIC": "independent probabilities",
+                 "FULLY_CONNECTED": "logits", "CONV_2D": "logits"}
+
+
+def scores_kinds_of_graph(model_path) -> list[str | None]:
+    """Per model output, what its scores are from the op that computes them (through QUANTIZE,
+    DEQUANTIZE and reshapes): a SOFTMAX's probabilities, a LOGISTIC's independent probabilities, a
+    FULLY_CONNECTED's or CONV_2D's logits; None where the graph does not say (then
+    :func:`scores_kind` reads the values). The graph says the same for a model's int8 and float
+    files, where values can mislead (small int8 logits all in [0, 1] look like sigmoids)."""
+    from edgenet.targets.tflite_graph import read_tflite
+
+    try:
+        graph = read_tflite(model_path)
+    except Exception:
+        return []
+    producer = {t: op for op in graph.operators for t in op.outputs}
+    kinds = []
+    for t in graph.outputs:
+        op = producer.get(t)
+        while op is not None and op.name in _MOVE_ONLY and op.inputs:
+            op = producer.get(op.inputs[0])
+        kinds.append(None if op is None else _LAST_OP_KIND.get(op.name))
+    return kinds
+
+
 def scores_kind(row: np.ndarray) -> str:
     """What a classifier's scores are, from their values: "probabilities" (in [0, 1], summing to 1:
     a softmax), "independent probabilities" (in [0, 1], not summing to 1: sigmoids),
@@ -135,6 +162,7 @@ def predict(target: str | Path, images: Sequence[str | Path], top_k: int = 5,
     pre = Preprocess.load(pre_path)
     labels = read_labels(labels_path)
     results = []
+    graph_kinds = scores_kinds_of_graph(model_path)
     for image in images:
         path = Path(image)
         if not path.is_file():
@@ -146,7 +174,7 @@ def predict(target: str | Path, images: Sequence[str | Path], top_k: int = 5,
             raise DataError(f"{path}: not an image Pillow can decode ({str(exc).splitlines()[0][:120]})") from None
         outs = model.predict_all(x[None])
         rows = []
-        for detail, y in zip(model.outputs, outs):
+        for k, (detail, y) in enumerate(zip(model.outputs, outs)):
             y = np.asarray(y, dtype=np.float32)
             top = scores_are = None
             if is_classifier_shaped(y.shape):
@@ -154,7 +182,7 @@ def predict(target: str | Path, images: Sequence[str | Path], top_k: int = 5,
                 order = np.argsort(-row, kind="stable")[:top_k]
                 top = tuple(ClassScore(int(i), labels[i] if labels and len(labels) == row.size else None,
                                        float(row[i])) for i in order)
-                scores_are = scores_kind(row)
+                scores_are = (graph_kinds[k] if k < len(graph_kinds) else None) or scores_kind(row)
             rows.append(OutputValues(detail["name"], tuple(int(d) for d in y.shape[1:]), top, scores_are,
                                      float(y.min()) if y.size else 0.0, float(y.max()) if y.size else 0.0, y[0]))
         results.append(ImagePrediction(str(path), tuple(rows)))

@@ -66,3 +66,28 @@ def test_scores_kind_reads_softmax_sigmoid_log_softmax_and_logits():
     assert scores_kind(1 / (1 + np.exp(-z))) == "independent probabilities"
     assert scores_kind(np.log(soft)) == "log-probabilities"
     assert scores_kind(z) == "logits"
+
+
+@pytest.mark.parametrize("last, kind", [(None, "logits"), ("Sigmoid", "independent probabilities")])
+def test_what_the_scores_are_comes_from_the_op_that_computes_them(tmp_path, image, last, kind):
+    """Small logits all in [0, 1] read as sigmoids by their values; the FULLY_CONNECTED that computes
+    them says logits (int8 and float files alike), a LOGISTIC says independent probabilities."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgenet
+    from edgenet.predict import predict
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.uniform(0, 1e-4, (192, 5)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.full(5, 0.2, np.float32), "b")]
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["g" if last else "y"])]
+    if last:
+        nodes.append(helper.make_node(last, ["g"], ["y"]))
+    graph = helper.make_graph(nodes, "fc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "fc.onnx"))
+    edgenet.convert(str(tmp_path / "fc.onnx"), int8=False, out=tmp_path / "out", calib_samples=8, eval_samples=4)
+    got = predict(tmp_path / "out" / "model_float.tflite", [image])
+    assert got.images[0].outputs[0].scores_are == kind
