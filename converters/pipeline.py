@@ -50,6 +50,31 @@ class Stages:
         return result
 
 
+_CHECK_MODULES = {"tflm": ("tflite_micro", "mcu", "running the model in TensorFlow Lite Micro"),
+                  "vela": ("ethosu.vela", "mcu", "compiling for the Ethos-U NPU")}
+
+
+def _check_target_tools(profile) -> None:
+    """MissingDependencyError now, before any slow stage, when a check of the target needs a package
+    that is not installed (cortex-m: tflite-micro; ethos-u55: vela), not after the conversion."""
+    import importlib.util
+
+    from edgenet._deps import install_hint
+    from edgenet.errors import MissingDependencyError
+
+    for check in profile.checks:
+        module, extra, purpose = _CHECK_MODULES.get(getattr(check, "value", check), (None, None, None))
+        if module is None:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):   # a parent package missing
+            found = False
+        if not found:
+            raise MissingDependencyError(f"target {profile.name} needs {module.split('.')[0]} ({purpose}), which is "
+                                         f"not installed; install it with: {install_hint(extra)}")
+
+
 def check_inputs(opts: ConvertOptions) -> None:
     """Cheap checks of everything the user named, before any slow stage starts."""
     from edgenet.converters.model_data import check_calib_spec, check_counts
@@ -118,6 +143,7 @@ def run(opts: ConvertOptions, progress: Callable | None = None, output=None):
 
         check_c_name(opts.c_name)
     check_inputs(opts)
+    _check_target_tools(profile)
     if opts.model.module is None and source_kind(opts.model.source) in (SourceKind.KERAS, SourceKind.SAVED_MODEL):
         from edgenet.converters.keras_pipeline import run_keras   # TensorFlow's own road to the float model
 

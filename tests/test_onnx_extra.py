@@ -19,9 +19,9 @@ pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
 _HIDDEN = '''
 import sys
 class _NotInstalled:
-    """An environment with edgenet[onnx] only: torch and TensorFlow are not installed."""
+    """An environment with edgenet[onnx] only: torch, TensorFlow and TFLite Micro are not installed."""
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "tensorflow", "torchvision"):
+        if name.split(".")[0] in ("torch", "tensorflow", "torchvision", "tflite_micro"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, _NotInstalled())
 '''
@@ -60,3 +60,11 @@ def test_onnx_file_converts_to_int8_without_torch_and_zoo_names_the_convert_extr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")]
     assert proc.returncode != 0 and len(lines) == 1 and "torch" in lines[0] and "[convert]" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
+
+
+def test_a_target_whose_check_needs_a_missing_package_says_so_before_converting(tmp_path):
+    model = _conv_net(tmp_path / "net.onnx")
+    proc = _edgenet(tmp_path, "convert", str(model), "--target", "cortex-m", "--out", str(tmp_path / "a"))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgenet:")]
+    assert proc.returncode != 0 and len(lines) == 1 and "tflite_micro" in lines[0] and "[mcu]" in lines[0], proc.stderr
+    assert not any(ln.startswith("[") for ln in proc.stderr.splitlines())   # no stage ran
