@@ -223,10 +223,6 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                      "were not applied to them (only to images: they are in preprocess.json and the metadata, for "
                      "the images the deployed model will get)")
     source = labels_from_folders(source, data, opts, notes)
-    # onnxruntime's outputs on the evaluation set, on the core the next stages leave idle
-    from edgenet.converters.validate import start_onnx_outputs
-
-    reference = start_onnx_outputs(model, data.eval_x, source.inputs)
     per_channel = profile.per_channel if opts.per_tensor is None else not opts.per_tensor
     if source.qdq is not None and opts.per_tensor is None and source.qdq.info.per_channel is False:
         per_channel = False   # the producer's per-tensor weights, kept per tensor
@@ -278,8 +274,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                          "pair; the others keep the QDQ model's ranges" if left else
                          f"--calib-method {opts.calib_method.value} is not used: every tensor keeps the QDQ model's "
                          "range")
-    checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes,
-                         reference=reference)
+    checked = stages.run("validate", validate_stage, opts, profile, model, built, source, data, tf_side, notes)
     split = repair = None
     int8_verdict = checked.verdicts.get(Precision.INT8)
     if int8_verdict is not None and not int8_verdict.passed and source.qdq is not None:

@@ -64,40 +64,6 @@ def onnx_session(onnx_model, threads: int | None = None):
     return ort.InferenceSession(onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-@dataclass
-class PendingReference:
-    """:func:`onnx_outputs` of one ONNX model, computed in a background thread on one core while the
-    conversion's single-threaded stages (the TFLite writer, the quantizer's Python) leave a core idle
-    (onnxruntime releases the GIL). :meth:`outputs` returns them for that same model object (and
-    the notes the computation made), or computes them now for any other."""
-    model: object
-    future: object
-
-    def outputs(self, onnx_model, examples, inputs, notes: list[str] | None = None) -> list[np.ndarray]:
-        if onnx_model is not self.model:
-            return onnx_outputs(onnx_model, examples, inputs, notes)
-        outs, made = self.future.result()
-        if notes is not None:
-            notes.extend(made)
-        return outs
-
-
-def start_onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput]) -> PendingReference:
-    """Begin :func:`onnx_outputs` of ``onnx_model`` in a background thread (one onnxruntime thread);
-    its errors are raised by :meth:`PendingReference.outputs`."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def work():
-        made: list[str] = []
-        return onnx_outputs(onnx_model, examples, inputs, made, threads=1), made
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgenet-onnx-reference")
-    try:
-        return PendingReference(onnx_model, pool.submit(work))
-    finally:
-        pool.shutdown(wait=False)      # the thread ends with its one task
-
-
 def onnx_outputs(onnx_model, examples: Sequence[np.ndarray], inputs: Sequence[ModelInput],
                  notes: list[str] | None = None, threads: int | None = None) -> list[np.ndarray]:
     """Every output of the ONNX model on ``examples`` (one array per input, TFLite layout, as

@@ -44,20 +44,18 @@ def _top1_agreement(out) -> float | None:
 
 
 def validate_stage(opts, profile, model, built, source: SourceModel, data: PipelineData, tf_side, notes,
-                   split=None, reference=None) -> Checked:
+                   split=None) -> Checked:
     """Float32 against ONNX (a failing verdict stops here unless --allow-mismatch), then every other
     precision against float32 (verdicts decided later, after any repair). ``split``: the
     :class:`~edgenet.converters.split_outputs.SplitOutput` of a model whose output is written as
-    parts: judged joined, as the app rebuilds it. ``reference``: the ONNX outputs begun earlier
-    (:func:`edgenet.converters.validate.start_onnx_outputs`), used when made for ``model``."""
+    parts: judged joined, as the app rebuilds it."""
     from edgenet.converters import validate
     from edgenet.inference import TFLiteModel
 
     threads = os.cpu_count()
     graph = built.graph
     f_outs = TFLiteModel(built.models[Precision.FLOAT32], threads).predict_all(data.eval_x)
-    onnx_outs = (reference.outputs if reference is not None else validate.onnx_outputs)(
-        model, data.eval_x, source.inputs, notes)
+    onnx_outs = validate.onnx_outputs(model, data.eval_x, source.inputs, notes)
     names = [info.name for info in graph.outputs]
     if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
         validate.check_finite_reference(onnx_outs, names)
