@@ -9,7 +9,8 @@
    ``onnx.reference`` and replaced by an initializer (repeated until nothing changes);
 3. ``Identity`` and inference ``Dropout`` nodes are gone, their consumers rewired; a graph output
    keeps its name (the producer's output is renamed instead);
-4. nodes and initializers that no graph output depends on are removed;
+4. nodes and initializers that no graph output depends on are removed, and an optional output nothing
+   reads is left unnamed (MaxPool's Indices);
 5. ``value_info`` holds the shapes inferred for the cleaned graph.
 
 The helpers at the bottom (constant lookup, consumer counts, fresh names) are shared with
@@ -225,12 +226,18 @@ def _is_noop(node: "onnx.NodeProto", graph: "onnx.GraphProto", consts: dict) -> 
     return True
 
 
+_OPTIONAL_OUTPUTS = {"MaxPool": (1,)}   # outputs a node may leave unnamed (the ONNX spec's optional ones)
+
+
 def _remove_dead_nodes(graph: "onnx.GraphProto") -> int:
     """Drop nodes and initializers no graph output depends on; returns the nodes removed."""
     needed = {o.name for o in graph.output}
     keep_flags = []
     for node in reversed(graph.node):
         live = any(o in needed for o in node.output if o)
+        for k in _OPTIONAL_OUTPUTS.get(node.op_type, ()):
+            if live and k < len(node.output) and node.output[k] and node.output[k] not in needed:
+                node.output[k] = ""        # an optional output nothing reads (MaxPool's Indices)
         keep_flags.append(live)
         if live:
             needed.update(node_inputs(node))

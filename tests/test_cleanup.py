@@ -231,3 +231,21 @@ def test_random_ops_are_not_folded():
     cleaned, stats = cleanup(model)
     assert ops(cleaned) == ["RandomUniform", "Add"]
     assert stats.constants_folded == 0
+
+
+def test_maxpool_indices_nothing_reads_are_left_unnamed_and_the_pool_converts():
+    """torch's max_pool2d(return_indices=True) with the indices thrown away: the Indices output is
+    dropped (no TFLite builtin makes it), a read one stays (and the converter refuses it)."""
+    from edgenet.converters.tflite_writer import native_tflite
+
+    x = helper.make_tensor_value_info("x", F, [1, 2, 6, 6])
+    nodes = [helper.make_node("MaxPool", ["x"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["p"], ["y"])]
+    model = make_model(nodes, [x], [helper.make_tensor_value_info("y", F, [1, 2, 3, 3])])
+    cleaned, _ = cleanup(model)
+    assert list(cleaned.graph.node[0].output) == ["p", ""]
+    assert_same_outputs(model, cleaned)
+    native_tflite(cleaned)
+    read = make_model(nodes, [x], [helper.make_tensor_value_info("y", F, [1, 2, 3, 3]),
+                                   helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 2, 3, 3])])
+    assert list(cleanup(read)[0].graph.node[0].output) == ["p", "idx"]
