@@ -41,7 +41,7 @@ OP_MODULES = sorted("""
 abs add and_ argmax argmin averagepool batch_normalization ceil celu clip concat conv convtranspose cos
 depthtospace div dropout einsum elu equal erf exp expand flatten floor gather gatherelements gelu gemm
 globalaveragepool globalmaxpool greater greater_or_equal hardsigmoid hardswish identity instance_normalization
-layernormalization leakyrelu less less_or_equal log logsoftmax lpnormalization matmul max maxpool mean min mish
+layernormalization leakyrelu less less_or_equal log logsoftmax lpnormalization lrn matmul max maxpool mean min mish
 mul neg not_ or_ pad pow prelu reciprocal reduce_log_sum_exp reducel1 reducel2 reducemax reducemean reducemin
 reduceprod reducesum reducesumsquare relu reshape resize round scatternd selu shape sigmoid sign sin size slice softmax
 softplus softsign spacetodepth split sqrt squeeze sub sum tanh thresholdedrelu tile transpose unsqueeze
@@ -238,6 +238,10 @@ def run_case_through_convert(case, folder) -> str | None:
             g = g.transpose(0, 3, 1, 2)             # a channels-last output back to ONNX's NCHW
         g = g.reshape(want.shape) if g.size == want.size and want.ndim == 0 else g
         problem = _compare(np.asarray(g), np.asarray(want), TOLERANCES.get(case.name, (REL_TOL, ""))[0])
+        if problem and g.ndim == 4 and info["image"] and g.shape == want.shape == want.transpose(0, 2, 3, 1).shape:
+            # H = W = C (LRN's 5x5x5x5 case): the shapes cannot tell the channels-last output apart
+            problem = _compare(np.asarray(g).transpose(0, 3, 1, 2), np.asarray(want),
+                               TOLERANCES.get(case.name, (REL_TOL, ""))[0])
         if problem:
             return f"wrong output {k}: {problem}"
     return None

@@ -193,3 +193,16 @@ def test_ceil_mode_keeps_one_window_that_overhangs_a_small_input(op):
     """ceil((4 - 7) / 7 + 1) = 1: one window over the whole input, as onnxruntime and torch compute."""
     model = single_op(op, (1, 3, 4, 4), dict(kernel_shape=[7, 7], strides=[7, 7], ceil_mode=1))
     assert_matches_ort(model, {"x": rand(1, 3, 4, 4)})
+
+
+@pytest.mark.parametrize("size, shape", [(5, (2, 7, 5, 3)), (3, (1, 4, 6, 6)), (1, (1, 3, 2, 5))])
+def test_lrn_is_local_response_normalization(size, shape):
+    """AlexNet / GoogLeNet's LRN across channels, against onnxruntime: one TFLite op, no TRANSPOSE."""
+    model = single_op("LRN", shape, dict(size=size, alpha=2e-3, beta=0.75, bias=1.5))
+    graph = assert_matches_ort(model, {"x": rand(*shape) * 3}, atol=1e-5)
+    assert op_types(graph) == {"LOCAL_RESPONSE_NORMALIZATION"}
+
+
+def test_lrn_with_an_even_window_is_refused_naming_it():
+    with pytest.raises(UnsupportedOpError, match="size=4"):
+        to_tflite(single_op("LRN", (1, 6, 3, 3), dict(size=4)))

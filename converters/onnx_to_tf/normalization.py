@@ -1,5 +1,5 @@
 """BatchNormalization (constant statistics -> one multiply-add per channel), InstanceNormalization,
-LayerNormalization, LpNormalization, Softmax and LogSoftmax (with the pre-opset-13 flattening semantics)."""
+LayerNormalization, LpNormalization, LRN, Softmax and LogSoftmax (with the pre-opset-13 flattening semantics)."""
 from __future__ import annotations
 
 from math import prod
@@ -105,6 +105,28 @@ def lp_normalization(ctx: NodeContext):
         norm = tf.sqrt(tf.math.reduce_sum(t * t, axis=axis, keepdims=True))
     norm = tf.where(norm > 0, norm, tf.constant(1, t.dtype))
     return [ctx.out(t / norm, x.perm)]
+
+
+def _check_lrn(node, opset: int) -> str | None:
+    size = int(node_attrs(node).get("size", 0))
+    return None if size >= 1 and size % 2 == 1 else \
+        f"size={size} (an even window is not centred; TFLite's LOCAL_RESPONSE_NORMALIZATION is)"
+
+
+@handler("LRN", check=_check_lrn)
+def lrn(ctx: NodeContext):
+    """Local response normalization across channels (AlexNet, GoogLeNet): ONNX's x / (bias + alpha /
+    size * sum of x^2 over the size channels centred on c) ** beta is TFLite's with radius (size - 1) / 2
+    and alpha / size."""
+    x = ctx.required(0)
+    size = int(ctx.attr("size"))
+    alpha, beta, bias = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75)), float(ctx.attr("bias", 1.0))
+
+    def fn(t, axis=-1):
+        return ctx.tf.nn.local_response_normalization(t, depth_radius=(size - 1) // 2, bias=bias,
+                                                      alpha=alpha / size, beta=beta)
+
+    return [ctx.out(last_axis(ctx, fn, ctx.tensor(x), layout.tf_axis(x.perm, 1)), x.perm)]
 
 
 def last_axis(ctx: NodeContext, fn, t, axis: int):

@@ -167,6 +167,15 @@ class NNOps:
             raise NotNative("softmax over another axis than the last")
         return self.rec.emit("SOFTMAX", [t], [(t.shape_, t.dtype_)], ("SoftmaxOptions", {"beta": 1.0}))[0]
 
+    def local_response_normalization(self, t: Any, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0,
+                                     beta: float = 0.5, **_: Any) -> RTensor:
+        """LOCAL_RESPONSE_NORMALIZATION over the last axis: t / (bias + alpha * sum of t^2 over
+        [c - depth_radius, c + depth_radius]) ** beta (TFLite's and TensorFlow's definition)."""
+        t = self._t(t)
+        return self.rec.emit("LOCAL_RESPONSE_NORMALIZATION", [t], [(t.shape_, t.dtype_)],
+                             ("LocalResponseNormalizationOptions", {"radius": int(depth_radius), "bias": float(bias),
+                                                                    "alpha": float(alpha), "beta": float(beta)}))[0]
+
     def log_softmax(self, t: Any, axis: int = -1, **_: Any) -> RTensor:
         t = self._t(t)
         if int(axis) % t.ndim != t.ndim - 1:
