@@ -72,6 +72,7 @@ EXAMPLES = {
     "layer_norm": ("LayerNormalization", {}, X4, [rand(7), rand(7)], "f"),
     "lp_norm": ("LpNormalization", dict(axis=1, p=2), X4, [], "f"),
     "lp_norm_1": ("LpNormalization", dict(axis=-1, p=1), X4, [], "f"),
+    "lrn": ("LRN", dict(size=3, alpha=1e-2, beta=0.75, bias=1.0), X4, [], "f"),
     "softmax": ("Softmax", dict(axis=2), X4, [], "f"), "log_softmax": ("LogSoftmax", dict(axis=1), X4, [], "f"),
     "gemm": ("Gemm", dict(transB=1), (3, 7), [rand(5, 7), rand(5)], "f"),
     "matmul": ("MatMul", {}, (2, 3, 7), [rand(2, 7, 4)], "f"),
