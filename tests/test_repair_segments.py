@@ -234,3 +234,26 @@ def test_a_search_by_segments_measures_no_own_error(spread):
                            spread.quantize.supports)
     assert len(ranked) > MEASURE_MAX
     assert all(c.proxy_db == math.inf and c.reason.startswith(("no own error", "produces failing")) for c in ranked)
+
+
+def test_refinement_judged_quickly_keeps_the_last_state_that_passes_in_full():
+    """Refinement steps are judged on the quick subset; the whole verdict then finds, by bisection over
+    the states it passed through, the last whose model passes it (models already made: no requantizing)."""
+    from types import SimpleNamespace
+
+    from edgenet.converters.repair.backward import _last_passing
+
+    states = [([k], f"model{k}".encode(), SimpleNamespace(passed=True, k=k)) for k in range(9)]
+    judged = []
+
+    def full(model):
+        k = int(model.decode()[5:])
+        judged.append(k)
+        return SimpleNamespace(passed=k <= 5, k=k)
+
+    chosen, model, verdict = _last_passing(states, full)
+    assert chosen == [5] and model == b"model5" and verdict.passed and verdict.k == 5
+    assert len(judged) <= 4 and 5 in judged
+    judged.clear()
+    chosen, model, verdict = _last_passing(states, lambda m: SimpleNamespace(passed=False))
+    assert chosen == [0] and model == b"model0"     # the counted choice, judged in full before
