@@ -23,8 +23,9 @@ GlobalAveragePool -> Flatten -> classifier), where each tensor on the way has ex
 ReLU6 is ``Clip(0, 6)``, and clipping does not commute with scaling: the clip at 6 becomes a clip
 at ``6 / s_i`` per channel. :class:`ClipPolicy` chooses what to do: ``RELU`` (the default, and what
 the paper does for MobileNetV2) replaces the Clip by a Relu -- the float model changes, which the
-stats and notes report; ``PER_CHANNEL`` keeps the exact function with ``Min(Relu(x), c)`` where
-``c`` is a per-channel constant (one more elementwise op per layer on the device); ``SKIP`` leaves
+stats and notes report; ``PER_CHANNEL`` keeps the exact function, ``min(relu(x), c)`` where
+``c`` is a per-channel constant, as ``relu(x) - relu(relu(x) - c)`` (two more int8 elementwise ops per
+layer on the device: the LiteRT Quantizer has no int8 MINIMUM); ``SKIP`` leaves
 pairs joined by a Clip alone. Measured with ``benchmarks/accuracy_table.py``: on the shapes model
 (MobileNetV1 0.25/64, ReLU6) ``RELU`` costs 1.2 points of float top-1 while ``PER_CHANNEL`` keeps
 99.8% and gives the best per-tensor SQNR (35.8 dB, per-channel weights 32.0 dB), at the price of
@@ -67,7 +68,7 @@ _POOLS = ("GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool")
 
 class ClipPolicy(str, Enum):
     RELU = "relu"                  # Clip(0, m) -> Relu where a pair is equalized
-    PER_CHANNEL = "per_channel"    # Clip(0, m) -> Relu then Min with m / s_i per channel
+    PER_CHANNEL = "per_channel"    # Clip(0, m) -> min(relu(x), m / s_i) per channel (as two Subs)
     SKIP = "skip"                  # do not equalize across a Clip
 
 
@@ -331,8 +332,8 @@ def _with_notes(s: EqualizeStats) -> EqualizeStats:
                      f"top-1 agreement with the ReLU6 model {100 * s.activation_top1_agreement:.1f}% "
                      "on the calibration images)")
     elif s.clips_replaced:
-        notes.append(f"rewrote {s.clips_replaced} ReLU6 (Clip) as Relu + Min with per-channel limits "
-                     "(exact; one MINIMUM op more per layer)")
+        notes.append(f"rewrote {s.clips_replaced} ReLU6 (Clip) as Relu + a per-channel limit, relu(x) - relu(relu(x) - c) "
+                     "(exact; two int8 SUB ops more per layer)")
     if s.bias.method is not BiasCorrection.NONE:
         scheme = "per-channel" if s.bias.per_channel else "per-tensor"
         notes.append(f"bias correction ({s.bias.method.value}, {scheme} int8 weights, {s.bias.samples} samples): "
@@ -363,6 +364,9 @@ def _to_relu(node) -> None:
 
 
 def _to_relu_min(graph, pair: _Pair) -> None:
+    """Clip(x, 0, m) -> min(relu(x), c) with c = m / s per channel, written as
+    ``relu(x) - relu(relu(x) - c)`` (equal for c > 0): SUB with a fused RELU and a SUB, which the
+    LiteRT Quantizer makes int8 and XNNPACK runs, where it has no int8 MINIMUM (a Min stayed float)."""
     from edgenet.converters.cleanup import unique_name
     from onnx import helper, numpy_helper
 
@@ -375,8 +379,13 @@ def _to_relu_min(graph, pair: _Pair) -> None:
     limit = limit.reshape(-1, *([1] * (pair.first.w.ndim - 2)))
     cname = unique_name(graph, final + "_max")
     graph.initializer.append(numpy_helper.from_array(limit, cname))
+    over, excess = unique_name(graph, final + "_over"), unique_name(graph, final + "_excess")
     index = next(i for i, n in enumerate(graph.node) if n.output and n.output[0] == mid)
-    graph.node.insert(index + 1, helper.make_node("Min", [mid, cname], [final], name=unique_name(graph, final + "_min")))
+    added = [helper.make_node("Sub", [mid, cname], [over], name=unique_name(graph, final + "_sub_limit")),
+             helper.make_node("Relu", [over], [excess], name=unique_name(graph, final + "_relu_excess")),
+             helper.make_node("Sub", [mid, excess], [final], name=unique_name(graph, final + "_min"))]
+    for k, extra in enumerate(added):
+        graph.node.insert(index + 1 + k, extra)
 
 
 def _drop_unused(graph) -> None:
