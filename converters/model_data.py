@@ -76,8 +76,10 @@ def check_calib_spec(spec: str | None) -> None:
         check_declared_size(path, f"--calib {spec}")
         return
     if not path.is_dir():
+        what = "no such file or folder" if not path.exists() else \
+            "a file, but not .npz/.npy" if path.is_file() else "not a regular file or folder"
         raise DataError(f"--calib {spec}: not a built-in dataset ({', '.join(BUILTIN)}), an .npz/.npy file or a "
-                        "folder (the folder is missing)")
+                        f"folder of images ({what})")
     from edgenet.data.folder import scan_image_folder  # finds an empty or undecodable folder in a moment
 
     scan_image_folder(path)

@@ -232,3 +232,12 @@ def test_mean_and_std_with_preprocessed_arrays_are_said_not_applied(tmp_path):
     assert "--mean and --std were not applied to them" in proc.stderr + proc.stdout
     pre = json.loads((tmp_path / "out" / "preprocess.json").read_text())
     assert pre["mean"] == pytest.approx([0.4] * 3) and pre["std"] == pytest.approx([0.2] * 3)
+
+
+@pytest.mark.parametrize("spec, why", [("/dev/zero", "not a regular file or folder"), ("no/such/place", "no such file or folder")])
+def test_a_calib_that_is_no_dataset_says_what_it_is(spec, why):
+    from edgenet.converters.model_data import check_calib_spec
+    from edgenet.errors import DataError
+
+    with pytest.raises(DataError, match=why):
+        check_calib_spec(spec)
