@@ -157,9 +157,10 @@ class RangeCalibrator:
             name = _flatbuffer.tensor_name(graph.tensors[i])
             if not (np.isfinite(lo) and np.isfinite(hi)
                     and max(abs(np.float32(lo)), abs(np.float32(hi))) < np.finfo(np.float32).max):
-                raise ConversionError(f"calibration: activation {name!r} reaches NaN or infinity on the calibration "
-                                      f"data (range [{lo:.3g}, {hi:.3g}]); check --mean/--std and the model's "
-                                      "weights")
+                seen = "is NaN on every calibration example" if lo > hi else \
+                    f"reaches NaN or infinity on the calibration data (range [{lo:.3g}, {hi:.3g}])"
+                raise ConversionError(f"calibration: activation {name!r} {seen}; check --mean/--std, the --calib "
+                                      "data and the model's weights")
             if lo == 0.0 and hi == 0.0:   # an activation the data never moves off zero: a zero scale,
                 hi = ZERO_RANGE            # which XNNPACK refuses (small real ranges are kept as they are)
             found[name] = (float(np.float32(lo)), float(np.float32(hi)))

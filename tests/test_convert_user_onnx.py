@@ -444,3 +444,19 @@ def test_a_zoo_model_onnx_with_untrained_weights_stays_not_judged(tmp_path):
     onnx.save(model, str(tmp_path / "plain.onnx"))
     plain = edgenet.convert(str(tmp_path / "plain.onnx"), int8=False, out=tmp_path / "plain", **FAST)
     assert plain.report.model["trained"] is True
+
+
+def test_an_activation_nan_on_every_calibration_example_is_named(tmp_path, capsys):
+    """sqrt(-|x| - 1) is NaN everywhere: one line naming the activation, not "range [inf, -inf]"."""
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["n"]),
+             helper.make_node("Sub", ["n", "one"], ["m"]), helper.make_node("Sqrt", ["m"], ["s"]),
+             helper.make_node("Conv", ["s", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+                              [onnx.numpy_helper.from_array(np.ones(1, np.float32), "one"),
+                               onnx.numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "nan.onnx"))
+    assert main(["convert", str(tmp_path / "nan.onnx"), "--int8", "--calib-samples", "8", "--eval-samples", "4",
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is NaN on every calibration example" in err and "inf" not in err
