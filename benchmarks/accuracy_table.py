@@ -5,7 +5,7 @@ For each trained checkpoint (MobileNetV1 alpha 0.25: digits at 32 px, shapes at 
 one ``edgenet.convert(...)`` run; top-1 is measured on the whole held-out test split. SQNR and top-1
 agreement compare the int8 model's logits with those of the float model as trained (ReLU6), so the
 CLE rows include the change of ReLU6 to ReLU (the row "float32, ReLU6 -> ReLU" isolates it), except
-the row that keeps ReLU6 exactly as Relu + a per-channel Min. A last table shows an untrained
+the row that keeps ReLU6 exactly (a per-channel limit: relu(x) - relu(relu(x) - c)). A last table shows an untrained
 MobileNetV1 (ReLU) whose BN parameters fold into spread per-channel weight ranges without changing
 its function (no labels: agreement and SQNR only) -- the case per-tensor quantization breaks on.
 
@@ -59,7 +59,7 @@ SCHEMES = (
     Scheme("int8 per-tensor, mse", dict(per_tensor=True, calib_method="mse")),
     Scheme("int8 per-tensor + CLE + bias corr., minmax", dict(per_tensor=True, equalize=True, calib_method="minmax")),
     Scheme("int8 per-tensor + CLE + bias corr., mse", dict(per_tensor=True, equalize=True, calib_method="mse")),
-    Scheme("int8 per-tensor + CLE (ReLU6 kept: Relu + per-channel Min) + bias corr., minmax",
+    Scheme("int8 per-tensor + CLE (ReLU6 kept: per-channel limit) + bias corr., minmax",
            dict(per_tensor=True, equalize=True, calib_method="minmax", equalize_clip="per_channel")),
 )
 

@@ -13,7 +13,7 @@ from typing import Callable
 from edgenet.converters.model_data import DataKind, default_calib, load_data, to_onnx_layout
 from edgenet.converters.sources import SourceKind, SourceModel, check_source, load_source, source_kind
 from edgenet.config import ConvertOptions, Precision
-from edgenet.errors import ConversionError, EdgenetError, UsageError
+from edgenet.errors import ConversionError, EdgenetError, ModelError, UsageError
 from edgenet.report import StageTime
 from edgenet.converters.data_notes import data_notes, is_zoo, labels_from_folders
 from edgenet.converters.fit_stage import fit_to_target
@@ -346,8 +346,25 @@ def _check_graph_io(graph, source: SourceModel, model) -> None:
     for info in graph.outputs:
         want = declared.get(info.name)
         if want and None not in want and tuple(want) != tuple(info.onnx_shape):
+            if _onnxruntime_shape(model, info.name) == tuple(info.onnx_shape):
+                raise ModelError(f"the ONNX file declares output {info.name!r} as {tuple(want)}, but its graph "
+                                 f"computes {tuple(info.onnx_shape)} (onnxruntime agrees with the conversion): the "
+                                 "declaration is wrong; fix it in the file")
             raise ConversionError(f"the converted model's output {info.name!r} has shape {tuple(info.onnx_shape)} "
                                   f"(in ONNX layout), not {tuple(want)}")
+
+
+def _onnxruntime_shape(model, name: str) -> tuple[int, ...] | None:
+    """The shape onnxruntime computes for output ``name`` of ``model`` on seeded random inputs (None
+    when it cannot run it): who is right when the converted shape differs from the declared one."""
+    from edgenet.converters.export import random_inputs, run_onnxruntime
+
+    try:
+        outs = run_onnxruntime(model, random_inputs(model))
+    except Exception:   # onnxruntime cannot run it (or refuses the declared shape): no arbitration
+        return None
+    names = [o.name for o in model.graph.output]
+    return tuple(outs[names.index(name)].shape) if name in names else None
 
 
 def _import_libraries(need_torch: bool, quantizer: bool = False) -> None:

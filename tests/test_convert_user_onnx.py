@@ -460,3 +460,14 @@ def test_an_activation_nan_on_every_calibration_example_is_named(tmp_path, capsy
                  "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "is NaN on every calibration example" in err and "inf" not in err
+
+
+def test_a_wrongly_declared_output_shape_is_the_files_not_the_conversions(tmp_path, capsys):
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 7, 7])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bad.onnx"))
+    assert main(["convert", str(tmp_path / "bad.onnx"), "--float", "--eval-samples", "4",
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "declares output 'y' as (1, 4, 7, 7)" in err and "computes (1, 4, 8, 8)" in err
