@@ -44,7 +44,7 @@ globalaveragepool globalmaxpool greater greater_or_equal hardsigmoid hardswish i
 layernormalization leakyrelu less less_or_equal log logsoftmax lpnormalization lrn matmul max maxpool mean min mish
 mul neg not_ or_ pad pow prelu reciprocal reduce_log_sum_exp reducel1 reducel2 reducemax reducemean reducemin
 reduceprod reducesum reducesumsquare relu reshape resize round scatternd selu shape sigmoid sign sin size slice softmax
-softplus softsign spacetodepth split sqrt squeeze sub sum tanh thresholdedrelu tile transpose unsqueeze
+softplus softsign spacetodepth split sqrt squeeze sub sum tanh thresholdedrelu tile topk transpose unsqueeze
 upsample where""".split())
 
 # ops the converter is expected to handle besides the ones it has handlers for

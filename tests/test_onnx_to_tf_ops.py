@@ -379,3 +379,23 @@ def test_gemm_transposed_a_with_a_computed_row_bias():
     model = make_model([helper.make_node("Gemm", ["x", "b", "c"], ["y"], transA=1, alpha=1.5, name="gemm_0")],
                        {"x": (3, 5), "c": (1, 7)}, ["y"], {"b": rand(3, 7)})
     assert_matches_ort(model, {"x": rand(3, 5), "c": rand(1, 7)}, rtol=1e-4)
+
+
+@pytest.mark.parametrize("axis, largest, shape", [(-1, 1, (2, 5, 7, 9)), (1, 1, (2, 5, 7, 9)), (2, 0, (1, 3, 6, 4)),
+                                                  (-1, 1, (3, 11))])
+def test_top_k_values_and_indices_match_onnxruntime(axis, largest, shape):
+    """TopK (a YOLOv10 / DETR head's selection) as TOPK_V2, on any axis, largest or smallest; ties
+    broken by the lower index as ONNX's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    k = 3
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=largest)
+    graph = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                              [onnx.numpy_helper.from_array(np.array([k], np.int64), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.round(rand(*shape) * 4) / 4       # repeated values: the tie-break is checked too
+    graph_out = assert_matches_ort(model, {"x": x}, atol=0)
+    assert "TOPK_V2" in op_types(graph_out)

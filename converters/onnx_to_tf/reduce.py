@@ -7,6 +7,8 @@ tensor gives (N, C) in ONNX order with no transpose.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from edgenet.converters.onnx_to_tf import layout
 from edgenet.converters.onnx_to_tf.context import NodeContext
 from edgenet.converters.onnx_to_tf.registry import handler
@@ -109,3 +111,33 @@ def arg_max(ctx: NodeContext):
 @handler("ArgMin")
 def arg_min(ctx: NodeContext):
     return _arg(ctx, ctx.tf.math.argmin)
+
+
+def _check_top_k(node, opset: int) -> str | None:
+    return None if opset >= 10 else "opset < 10 (K as an attribute)"
+
+
+@handler("TopK", check=_check_top_k)
+def top_k(ctx: NodeContext):
+    """The K largest (``largest=1``) or smallest values along ``axis`` and their indices (int64, as
+    ONNX's): TOPK_V2 over the last axis of the tensor as it is laid out, with a transpose around it for
+    another axis; the smallest are the largest of the negated values. K must be a constant."""
+    tf = ctx.tf
+    x = ctx.required(0)
+    k_value = ctx.const_input(1, "K")
+    k = int(np.asarray(k_value).reshape(-1)[0])
+    axis = int(ctx.attr("axis", -1)) % x.rank
+    largest = bool(ctx.attr("largest", 1))
+    t, tf_axis = ctx.tensor(x), layout.tf_axis(x.perm, axis)
+    rank = len(t.shape)
+    perm = [d for d in range(rank) if d != tf_axis] + [tf_axis]
+    moved = tf_axis != rank - 1
+    if moved:
+        t = tf.transpose(t, perm)
+    values, indices = tf.math.top_k(t if largest else -t, k=k, sorted=True)
+    if not largest:
+        values = -values
+    if moved:
+        back = layout.invert(perm)
+        values, indices = tf.transpose(values, back), tf.transpose(indices, back)
+    return [ctx.out(values, x.perm), ctx.out(tf.cast(indices, tf.int64), x.perm)]

@@ -60,6 +60,21 @@ class LogicOps:
         return self.rec.emit(code, [t, self._i32([axis])], [(shape, out)], options,
                              fold=lambda a, _: fn(a, axis=axis).astype(out))[0]
 
+    def top_k(self, t: Any, k: int, sorted: bool = True, **_: Any) -> tuple[RTensor, RTensor]:  # noqa: A002
+        """TOPK_V2 over the last axis: the ``k`` largest values, largest first (equal values: the lower
+        index first, as ONNX's TopK), and their int32 indices."""
+        t = self._t(t)
+        k = int(k)
+        shape = [*t.shape_[:-1], k]
+
+        def fold(a, _):
+            order = np.argsort(-a, axis=-1, kind="stable")[..., :k]
+            return np.take_along_axis(a, order, axis=-1), order.astype(np.int32)
+
+        values, indices = self.rec.emit("TOPK_V2", [t, self._i32([k])], [(shape, t.dtype_), (shape, np.int32)],
+                                        ("TopKV2Options", {}), fold=fold)
+        return values, indices
+
     def argmax(self, t: Any, axis: int = 0, output_type: Any = None, **kw: Any) -> RTensor:
         return self._arg("ARG_MAX", np.argmax, t, axis, output_type)
 
