@@ -327,13 +327,13 @@ def _with_notes(s: EqualizeStats) -> EqualizeStats:
              f"range spread (max/min) {s.range_spread_before:.3g} -> {s.range_spread_after:.3g}; "
              f"float outputs kept to {s.equalize_max_rel_diff:.1e} (relative)"]
     if s.clips_replaced and s.clip_policy is ClipPolicy.RELU:
-        notes.append(f"replaced {s.clips_replaced} ReLU6 (Clip) by ReLU so that equalization is exact: the float "
-                     f"model changes (outputs by up to {100 * s.activation_max_rel_diff:.1f}% of their range, "
-                     f"top-1 agreement with the ReLU6 model {100 * s.activation_top1_agreement:.1f}% "
-                     "on the calibration images)")
+        notes.append(f"replaced {s.clips_replaced} Clip(0, m) (ReLU6 and the like) by ReLU so that equalization is "
+                     f"exact: the float model changes (outputs by up to {100 * s.activation_max_rel_diff:.1f}% of "
+                     f"their range, top-1 agreement with the clipped model {100 * s.activation_top1_agreement:.1f}% "
+                     "on the calibration images; --equalize-clip per_channel keeps the clips exactly)")
     elif s.clips_replaced:
-        notes.append(f"rewrote {s.clips_replaced} ReLU6 (Clip) as Relu + a per-channel limit, relu(x) - relu(relu(x) - c) "
-                     "(exact; two int8 SUB ops more per layer)")
+        notes.append(f"rewrote {s.clips_replaced} Clip(0, m) (ReLU6 and the like) as Relu + a per-channel limit, "
+                     "relu(x) - relu(relu(x) - c) (exact; two int8 SUB ops more per layer)")
     if s.bias.method is not BiasCorrection.NONE:
         scheme = "per-channel" if s.bias.per_channel else "per-tensor"
         notes.append(f"bias correction ({s.bias.method.value}, {scheme} int8 weights, {s.bias.samples} samples): "

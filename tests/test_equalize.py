@@ -85,7 +85,7 @@ def test_relu6_replaced_by_relu_and_said_so():
     eq, stats = equalize(model, [x], bias_correction=BiasCorrection.NONE)
     assert stats.clips_replaced == 3
     assert [n.op_type for n in eq.graph.node].count("Clip") == 0
-    assert any("replaced 3 ReLU6" in note for note in stats.notes)
+    assert any("replaced 3 Clip(0, m) (ReLU6" in note and "--equalize-clip per_channel" in note for note in stats.notes)
     xs = _x(8, seed=7)
     ref = _run(relu_model, xs)
     np.testing.assert_allclose(_run(eq, xs), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
