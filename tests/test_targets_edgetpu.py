@@ -153,3 +153,36 @@ def test_hard_swish_stays_arithmetic_for_the_edge_tpu_and_is_one_op_elsewhere(tm
     assert coral.report.target["failures"] == [] and "all" in str(coral.report.target).lower()
     edgenet.convert(str(path), target="rpi", int8=False, out=tmp_path / "rpi", calib_samples=16, eval_samples=8)
     assert op_types((tmp_path / "rpi" / "model_float.tflite").read_bytes()).count("HARD_SWISH") == 1
+
+
+def test_a_clip_other_than_relu6_is_int8_and_maps_to_the_edge_tpu(tmp_path):
+    """Hardtanh(0, 4) and Clip(-1, 3): no MINIMUM (the LiteRT Quantizer has no int8 one: it stayed
+    float and coral refused the model), every op int8 and mapped."""
+    import numpy as np
+    import pytest
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgenet
+    from edgenet.converters.op_precision import op_precisions
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.float32(0), "lo1"), numpy_helper.from_array(np.float32(4), "hi1"),
+             numpy_helper.from_array(np.float32(-1), "lo2"), numpy_helper.from_array(np.float32(3), "hi2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo1", "hi1"], ["h"]),
+             helper.make_node("Conv", ["h", "w2"], ["d"]),
+             helper.make_node("Clip", ["d", "lo2", "hi2"], ["y"])]
+    graph = helper.make_graph(nodes, "clips", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    path = tmp_path / "clips.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    r = edgenet.convert(str(path), target="coral", calib_samples=16, eval_samples=8, allow_degraded=True,
+                        out=tmp_path / "coral")
+    ops = op_precisions((tmp_path / "coral" / "model_int8.tflite").read_bytes())
+    assert "MINIMUM" not in [o.op for o in ops] and r.report.target["failures"] == []
+    assert "all" in str(r.report.target).lower()

@@ -181,10 +181,17 @@ def clip(ctx: NodeContext):
             return [ctx.out(tf.nn.relu6(t), x.perm)]
         if low == 0.0 and high is None:
             return [ctx.out(tf.nn.relu(t), x.perm)]
-    if low_t is not None or low is not None:
+    if low_t is None and low == 0.0:
+        t = tf.nn.relu(t)                  # fuses into the op before it
+    elif low_t is not None or low is not None:
         t = tf.maximum(t, tf.cast(low_t, t.dtype) if low_t is not None else tf.constant(low, t.dtype))
-    if high_t is not None or high is not None:
-        t = tf.minimum(t, tf.cast(high_t, t.dtype) if high_t is not None else tf.constant(high, t.dtype))
+    if high_t is not None:
+        t = tf.minimum(t, tf.cast(high_t, t.dtype))
+    elif high is not None:
+        # min(t, high) as t - relu(t - high) (equal; one float32 rounding of t apart above high): SUB with
+        # a fused RELU and a SUB, which the LiteRT Quantizer makes int8 -- it has no int8 MINIMUM, and a
+        # Hardtanh(0, 4) stayed float between int8 tensors (the Edge TPU and MCUs refused the model)
+        t = t - tf.nn.relu(t - tf.constant(high, t.dtype))
     return [ctx.out(t, x.perm)]
 
 
