@@ -145,3 +145,16 @@ def test_the_convert_line_gives_top1_agreement_only_for_a_classifier_beside_anot
     assert "top-1" not in line(out("reg", "generic", 29.0, 1.0))
     assert line(out("logits", "classifier", 30.0, 0.97)).count("top-1 agreement") == 1
     assert "top-1 agreement 97.0%" in line(out("logits", "classifier", 30.0, 0.97), out("aux", "generic", 12.0, None))
+
+
+def test_info_on_a_tflite_file_lists_its_io_precision_and_ops(tiny_convert_out, capsys):
+    import json
+
+    assert main(["info", str(tiny_convert_out / "model_int8.tflite")]) == 0
+    text = capsys.readouterr().out
+    assert "int8 model" in text and "scale" in text and "zero point" in text and "CONV_2D x" in text
+    assert main(["info", str(tiny_convert_out / "model_float.tflite"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["precision"] == "float32" and d["inputs"][0]["dtype"] == "float32" and d["ops"]
+    assert main(["info", str(tiny_convert_out / "labels.txt").replace(".txt", ".tflite")]) == 1
+    assert "no such model file" in capsys.readouterr().err

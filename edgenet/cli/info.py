@@ -19,7 +19,7 @@ from edgenet.cli._common import debug_option, echo_out, json_option, print_json
 @json_option
 @debug_option
 def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_json, debug):
-    """Show a zoo model's layers (parameters, mult-adds), or what an .onnx file holds before a conversion.
+    """Show a zoo model's layers (parameters, mult-adds), what an .onnx file holds before a conversion, or a .tflite.
 
     For an .onnx file: inputs and outputs with their dynamic dims, the opset, the ops and which ones edgenet
     has no handler for.
@@ -27,6 +27,7 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
     \b
     Examples:
       edgenet info model.onnx                 # inputs, outputs, opset, ops, unsupported ops
+      edgenet info out/model_int8.tflite      # inputs/outputs with their quantization, ops by precision
       edgenet info model.onnx --json
       edgenet info mobilenet_v1
       edgenet info mobilenet_v1 --alpha 0.25 --resolution 96 --num-classes 2
@@ -54,11 +55,8 @@ def command(model, alpha, resolution, num_classes, in_channels, list_ops, as_jso
         _onnx_file(model, as_json)
         return
     if model.lower().endswith(".tflite"):
-        from edgenet.errors import UsageError
-
-        raise UsageError(f"{model}: a TFLite model; edgenet info reads zoo models, .onnx files and checkpoints "
-                         f"(edgenet predict {model} IMAGE runs it, edgenet bench {model} times it; report.md "
-                         "beside it lists its ops)")
+        _tflite_file(model, as_json)
+        return
     if model.lower().endswith((".pt", ".pth", ".ckpt")):
         _checkpoint(model, as_json)
         return
@@ -93,6 +91,21 @@ def _onnx_file(path: str, as_json: bool) -> None:
     if given:
         raise UsageError(f"{', '.join(given)}: options of a zoo model; an .onnx file has its own sizes")
     summary = summarize(path)
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        echo_out(summary.to_text())
+
+
+def _tflite_file(path: str, as_json: bool) -> None:
+    """A converted model: its inputs and outputs (quantization included), precision and ops."""
+    from edgenet.errors import UsageError
+    from edgenet.tflite_summary import summarize_tflite
+
+    given = _zoo_options_given()
+    if given:
+        raise UsageError(f"{', '.join(given)}: options of a zoo model; a .tflite file has its own sizes")
+    summary = summarize_tflite(path)
     if as_json:
         print_json(summary.to_dict())
     else:
