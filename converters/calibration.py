@@ -157,7 +157,7 @@ class RangeCalibrator:
             name = _flatbuffer.tensor_name(graph.tensors[i])
             if not (np.isfinite(lo) and np.isfinite(hi)
                     and max(abs(np.float32(lo)), abs(np.float32(hi))) < np.finfo(np.float32).max):
-                seen = "is NaN on every calibration example" if lo > hi else \
+                seen = "holds NaN on the calibration data (in every batch)" if lo > hi else \
                     f"reaches NaN or infinity on the calibration data (range [{lo:.3g}, {hi:.3g}])"
                 raise ConversionError(f"calibration: activation {name!r} {seen}; check --mean/--std, the --calib "
                                       "data and the model's weights")
