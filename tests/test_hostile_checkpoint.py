@@ -96,7 +96,7 @@ def test_training_whose_loss_stops_being_finite_saves_nothing(tmp_path):
     assert "nothing was saved" in proc.stderr and not (tmp_path / "x.pt").exists()
 
 
-def test_info_describes_a_checkpoint_and_points_a_tflite_elsewhere(tmp_path, capsys):
+def test_info_describes_a_checkpoint_and_refuses_a_file_that_is_no_tflite(tmp_path, capsys):
     import json
 
     from edgenet.cli import main
@@ -110,9 +110,9 @@ def test_info_describes_a_checkpoint_and_points_a_tflite_elsewhere(tmp_path, cap
     assert summary["num_classes"] == 2 and summary["qat"] is False
     assert main(["info", str(path), "--alpha", "0.5"]) == 2
     assert "a checkpoint has its own sizes" in capsys.readouterr().err
-    (tmp_path / "m.tflite").write_bytes(b"x")
-    assert main(["info", str(tmp_path / "m.tflite")]) == 2
-    assert "edgenet predict" in capsys.readouterr().err
+    (tmp_path / "m.tflite").write_bytes(b"x")          # info reads .tflite files: this one is no model
+    assert main(["info", str(tmp_path / "m.tflite")]) == 1
+    assert "not a .tflite model" in capsys.readouterr().err
 
 
 def test_train_refuses_an_out_that_names_a_model_file(tmp_path, capsys):
