@@ -5,7 +5,7 @@ Why this engine: the LiteRT Quantizer (PyPI ``litert-quantizer``, module ``liter
 formerly AI Edge Quantizer) is Google's recommended way to quantize a converted LiteRT model
 after conversion; TensorFlow's in-converter quantization (``TFLiteConverter.optimizations`` with
 a representative dataset) is documented as deprecated in its favour. It needs no TensorFlow (it
-runs in this process, not in :mod:`edgenet.converters.tf_worker`), and it takes a per-op recipe:
+runs in this process), and it takes a per-op recipe:
 any op, named by a regular expression over its output tensor names, can get int8 activations
 ("a8w8"), int16 activations with int8 weights ("a16w8", TFLite's 16x8 kernels) or stay in float,
 with the QUANTIZE / DEQUANTIZE ops between them added for us.
