@@ -1,4 +1,4 @@
-"""`edgenet info`: per-layer parameters and mult-adds of a zoo model."""
+"""`edgenet info`: a zoo model's layers (parameters, mult-adds), an .onnx file, a checkpoint or a .tflite file."""
 from __future__ import annotations
 
 import click
@@ -84,28 +84,26 @@ def _refuse_keras(model: str) -> None:
 
 
 def _onnx_file(path: str, as_json: bool) -> None:
-    from edgenet.errors import UsageError
     from edgenet.converters.onnx_summary import summarize
 
-    given = _zoo_options_given()
-    if given:
-        raise UsageError(f"{', '.join(given)}: options of a zoo model; an .onnx file has its own sizes")
-    summary = summarize(path)
-    if as_json:
-        print_json(summary.to_dict())
-    else:
-        echo_out(summary.to_text())
+    _file_summary(summarize, path, "an .onnx file", as_json)
 
 
 def _tflite_file(path: str, as_json: bool) -> None:
     """A converted model: its inputs and outputs (quantization included), precision and ops."""
-    from edgenet.errors import UsageError
     from edgenet.tflite_summary import summarize_tflite
+
+    _file_summary(summarize_tflite, path, "a .tflite file", as_json)
+
+
+def _file_summary(summarize, path: str, what: str, as_json: bool) -> None:
+    """``summarize(path)`` (a summary with to_dict / to_text) printed; zoo options refused for a file."""
+    from edgenet.errors import UsageError
 
     given = _zoo_options_given()
     if given:
-        raise UsageError(f"{', '.join(given)}: options of a zoo model; a .tflite file has its own sizes")
-    summary = summarize_tflite(path)
+        raise UsageError(f"{', '.join(given)}: options of a zoo model; {what} has its own sizes")
+    summary = summarize(path)
     if as_json:
         print_json(summary.to_dict())
     else:
