@@ -68,8 +68,7 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
         from edgenet.converters.quantize import preload
 
         preload()
-    first = "onnx -> tflite (native)"
-    names = " + ".join([first, *(f"tflite {p.value}" for p in graph_precisions(opts))])
+    names = " + ".join(["onnx -> tflite (native)", *(f"tflite {p.value}" for p in graph_precisions(opts))])
     graph, floats = run(names, started.result)
     built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])
     if wanted and equalize is not None:
@@ -99,7 +98,7 @@ def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_c
     from edgenet.converters.qdq_quantize import quantize_qdq, tflite_ranges
     from edgenet.converters.qdq_weights import weight_fidelity
 
-    ranges = tflite_ranges(built.quant_source, built.graph.value_ops or {}, qdq.ranges,
+    ranges = tflite_ranges(built.quant_source, qdq.ranges,
                            [o.name for o in built.graph.outputs])
     result = quantize_qdq(built.quant_source, list(calib), ranges, precision=Precision.INT8,
                           io_type=io_type_for(Precision.INT8, opts, profile), per_channel=per_channel,

@@ -263,7 +263,6 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         return built
 
     built = make(model, started)
-    notes.extend(getattr(tf_side, "take_notes", list)())
     if built.qdq:
         from edgenet.converters.qdq_quantize import qdq_notes
 

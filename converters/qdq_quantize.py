@@ -11,8 +11,7 @@ counted; tensors the conversion added inside an ONNX node that only move values 
 explicit Pad, a layout Transpose, a Reshape) take their input's range.
 
 ONNX value names are the TFLite tensor names (edgenet's writer names each tensor after the ONNX
-value it holds); graph outputs are matched by position. (``GraphInfo.value_ops``, ONNX value -> op
-name, is consulted for a name that is not an ONNX value.)
+value it holds); graph outputs are matched by position.
 
 Weights: the LiteRT Quantizer derives each weight scale from the float weights it is given
 (symmetric int8, ``max|w| / 127`` per output channel or per tensor). Given the producer's
@@ -58,22 +57,20 @@ def _has_data(buffer) -> bool:
     return buffer is not None and buffer.data is not None and len(buffer.data) > 0
 
 
-def tflite_ranges(float_model: bytes, value_ops: Mapping[str, str], onnx_ranges: Mapping[str, tuple[float, float]],
+def tflite_ranges(float_model: bytes, onnx_ranges: Mapping[str, tuple[float, float]],
                   output_names: Sequence[str]) -> QDQRanges:
     """The producer's ranges by the TFLite tensor names of ``float_model`` (a float32 .tflite of
-    the stripped graph). ``value_ops``: ONNX value name -> TF op name (``GraphInfo.value_ops``);
-    ``output_names``: the ONNX names of the model outputs, in order."""
+    the stripped graph, its tensors named by ONNX values); ``output_names``: the ONNX names of the
+    model outputs, in order."""
     obj = _flatbuffer.read(float_model)
     graph = obj.subgraphs[0]
-    by_op = {op: value for value, op in value_ops.items()}
     outputs = {int(i): name for i, name in zip(graph.outputs, output_names)}
     found, used = {}, set()
     activations = [i for i, t in enumerate(graph.tensors)
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
     for i in activations:
         name = _flatbuffer.tensor_name(graph.tensors[i])
-        # the native writer names tensors by their ONNX values; TensorFlow's by its op names
-        value = outputs.get(i) or (name if name in onnx_ranges else by_op.get(name.split(";")[0].split(":")[0]))
+        value = outputs.get(i) or name
         if value in onnx_ranges:
             found[i] = tuple(float(v) for v in onnx_ranges[value])
             used.add(value)

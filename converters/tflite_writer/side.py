@@ -25,7 +25,6 @@ class GraphInfo:
     inputs: tuple[Any, ...]      # converters.onnx_to_tf.TensorInfo
     outputs: tuple[Any, ...]
     op_counts: dict[str, int]
-    value_ops: dict[str, str] | None = None   # unused by the writer: its tensors carry the ONNX value names
 
 
 class Pending:
@@ -61,12 +60,6 @@ class NativeSide:
         self._unfused = tuple(unfused)
 
     # ---- plumbing -----------------------------------------------------------------------------
-    def take_notes(self) -> list[str]:
-        return []
-
-    def ready(self) -> None:
-        """Nothing to import ahead."""
-
     def start(self, name: str, *args, **kwargs) -> Pending:
         return Pending(lambda: getattr(self, name)(*args, **kwargs))
 
