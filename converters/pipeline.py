@@ -50,8 +50,8 @@ class Stages:
         return result
 
 
-_CHECK_MODULES = {"tflm": ("tflite_micro", "mcu", "running the model in TensorFlow Lite Micro"),
-                  "vela": ("ethosu.vela", "mcu", "compiling for the Ethos-U NPU")}
+_CHECK_MODULES = {"tflm": ("tflite_micro", "running the model in TensorFlow Lite Micro"),
+                  "vela": ("ethosu.vela", "compiling for the Ethos-U NPU")}
 
 
 def _check_target_tools(profile) -> None:
@@ -59,13 +59,14 @@ def _check_target_tools(profile) -> None:
     that is not installed (cortex-m: tflite-micro; ethos-u55: vela), not after the conversion."""
     import importlib.util
 
-    from edgenet._deps import install_hint
+    from edgenet._deps import _EXTRA_OF, install_hint
     from edgenet.errors import MissingDependencyError
 
     for check in profile.checks:
-        module, extra, purpose = _CHECK_MODULES.get(getattr(check, "value", check), (None, None, None))
+        module, purpose = _CHECK_MODULES.get(getattr(check, "value", check), (None, None))
         if module is None:
             continue
+        extra = _EXTRA_OF[module.split(".")[0]]
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):   # a parent package missing
