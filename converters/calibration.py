@@ -126,6 +126,10 @@ class RangeCalibrator:
                    if t.type == _FLOAT32 and not _has_data(obj.buffers[t.buffer])]
         ranges = {i: _Range() for i in targets}
         probe = with_outputs(model, targets)   # every activation readable, fast kernels kept
+        # min/max: a tensor no value of which can be negative needs no min (a pass over its values
+        # saved): the quantizer widens every int8 range to hold 0 (minmax only: the other methods'
+        # statistics read the values' own low end)
+        skip_min = non_negative(obj) if self.method is CalibMethod.MINMAX else set()
 
         # batches whose activations stay within a cache-friendly budget: all of them are outputs of
         # the probe, so none of their memory is reused (MobileNetV1 1.0/224 holds ~20 MB a sample)
@@ -137,7 +141,7 @@ class RangeCalibrator:
         # numpy's reductions release the GIL: the tensors of a batch are reduced on all cores
         with ThreadPoolExecutor(max_workers=self.num_threads or 1) as pool:
             for _, runner in self._run(probe, batch):
-                list(pool.map(lambda i: self._update(ranges[i], runner.tensor(i)()), targets))
+                list(pool.map(lambda i: self._update(ranges[i], runner.tensor(i)(), i in skip_min), targets))
             batch = self._last_batch
         if self.method is CalibMethod.MSE:
             for r in ranges.values():
@@ -198,10 +202,11 @@ class RangeCalibrator:
             return mse_range(r.hist, r.lo, r.hi)
         return r.lo, r.hi
 
-    def _update(self, r: _Range, value: np.ndarray) -> None:
+    def _update(self, r: _Range, value: np.ndarray, non_negative: bool = False) -> None:
         if value.size == 0:
             return
-        lo, hi = float(value.min()), float(value.max())
+        hi = float(value.max())
+        lo = 0.0 if non_negative and hi == hi else float(value.min())   # (a NaN max: both, as for any)
         r.lo, r.hi = min(r.lo, lo), max(r.hi, hi)
         if self.method is CalibMethod.PERCENTILE:
             flat = value.reshape(-1)
@@ -228,6 +233,24 @@ _PROBABILITY_OPS = frozenset({14, 25})                     # LOGISTIC, SOFTMAX
 _MOVING_OPS = frozenset({2, 5, 22, 26, 34, 36, 39, 43, 45, 49, 60, 65, 69, 70, 83, 88, 102, 130})
 #   CONCATENATION, DEPTH_TO_SPACE, RESHAPE, SPACE_TO_DEPTH, PAD, GATHER, TRANSPOSE, SQUEEZE, STRIDED_SLICE,
 #   SPLIT, PADV2, SLICE, TILE, EXPAND_DIMS, PACK, UNPACK, SPLIT_V, BROADCAST_TO
+
+
+_NON_NEGATIVE_OPS = frozenset({14, 19, 21, 25})   # LOGISTIC, RELU, RELU6, SOFTMAX
+_NON_NEGATIVE_FUSED = (1, 3)                      # ActivationFunctionType RELU, RELU6
+
+
+def non_negative(obj) -> set[int]:
+    """Output tensors of subgraph 0 of a TFLite ``ModelT`` that hold no negative value by the op that
+    writes them: ReLU, ReLU6, sigmoid, softmax, and any op with a fused ReLU / ReLU6 (a conv, an
+    add ...). Their int8 range starts at 0 whatever the data's own minimum."""
+    graph = obj.subgraphs[0]
+    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in obj.operatorCodes]
+    found: set[int] = set()
+    for op in graph.operators or []:
+        fused = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        if codes[op.opcodeIndex] in _NON_NEGATIVE_OPS or fused in _NON_NEGATIVE_FUSED:
+            found.update(int(t) for t in (op.outputs if op.outputs is not None else []) if t >= 0)
+    return found
 
 
 _FLAT_BELOW = {117: -3.0}   # HARD_SWISH: x * relu6(x + 3) / 6 is 0 for every x <= -3

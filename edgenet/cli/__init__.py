@@ -287,6 +287,9 @@ def run() -> None:
     closed by then, so the process flushes its output and leaves without it.
     """
     _guard_standard_fds()
+    from edgenet._allocator import keep_freed_memory
+
+    keep_freed_memory()                 # freed arrays stay in the heap for the next ones (see there)
     code = main()                       # every temp folder is removed by now
     if any(name in sys.modules for name in _NATIVE_RUNTIMES):
         _quiet_streams()

@@ -40,7 +40,10 @@ def prepare(cpus: int | None = None) -> None:
         limit_cpus(cpus)
     if "torch" in sys.modules:
         return
+    from edgenet._allocator import keep_freed_memory
     from edgenet._deps import require
+
+    keep_freed_memory()   # a worker process is the sweep's own: its cells reuse each other's memory
 
     torch = require("torch")
     ort = require("onnxruntime")

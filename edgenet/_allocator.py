@@ -1,0 +1,46 @@
+"""Keep the memory a command frees for its next arrays (glibc's malloc, Linux).
+
+A conversion allocates and frees arrays of tens of MB many times over (calibration batches,
+activations read back from LiteRT, serialized ONNX and TFLite models). glibc serves every block
+above its mmap threshold (at most 32 MB, adjusted at run time) with a fresh ``mmap`` and returns it
+with ``munmap`` when freed, so the next array of that size faults its pages in again: on the
+development VMs that is 0.2-0.3 s for 120 MB when the host has to back the pages, and a zoo
+MobileNetV1 ``convert --int8`` spends about 0.4 s of its 5 s there
+(``benchmarks/convert_speed.py``). Raising the threshold and the trim threshold keeps freed blocks
+in the heap, where the next array reuses them. The process's peak memory is unchanged (what is
+kept was in use before); it is only not handed back to the system until the command ends, which
+suits a command-line process: only the console entry point (edgenet.cli.run) and the sweep's
+worker processes ask for it, never ``import edgenet``.
+
+The same settings as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment
+(glibc's mallopt(3)); a C library without ``mallopt`` (musl, macOS) is left alone.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+# mallopt(3) parameter numbers (glibc's malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+MMAP_THRESHOLD = 1 << 30     # blocks below 1 GiB come from the heap (and go back to it when freed)
+TRIM_THRESHOLD = 2**31 - 1  # the heap's free top is kept (2 GiB, mallopt's largest: in practice never trimmed)
+TOP_PAD = 64 << 20           # grow the heap 64 MiB at a time (fewer brk calls)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks for reuse; True when it accepted (False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+    return mallopt(_M_TOP_PAD, TOP_PAD) == 1 and ok
