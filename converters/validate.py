@@ -241,8 +241,8 @@ def judge_precision(precision, model: bytes, examples, float_outs, outputs, thre
     """
     from edgenet.errors import UsageError
     from edgenet.inference import predict_side_by_side
+    from edgenet.converters.topk_outputs import topk_sources
     from edgenet.verdicts import KindError, judge
-
     from edgenet.verdicts.parts import join_arrays, join_items
 
     if outs is None:   # side by side: an int16x8 model's reference kernels use one core each
@@ -250,9 +250,11 @@ def judge_precision(precision, model: bytes, examples, float_outs, outputs, thre
     names = join_items([o.name for o in outputs], joins, lambda j, parts: j.name)
     layouts = join_items([o.channels_last for o in outputs], joins)
     integer = join_items([not o.dtype.startswith("float") for o in outputs], joins, lambda j, parts: all(parts))
+    # a TopK's indices are judged by set and order (joined outputs renumber them: none there)
+    topk = {} if joins else topk_sources(model, [o.channels_last for o in outputs])
     try:
         verdict = judge(precision.value, names, join_arrays(float_outs, joins), join_arrays(outs, joins), layouts,
-                        thresholds, integer, [k for k in kinds if k.output in names])
+                        thresholds, integer, [k for k in kinds if k.output in names], topk)
     except KindError as exc:
         raise UsageError(str(exc)) from None
     return verdict, outs

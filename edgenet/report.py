@@ -216,7 +216,8 @@ def _task(o: dict) -> str:
              "map": [("IoU", m.get("map_iou"), ".3f")],
              "detection": [("F1", m.get("detection_f1"), ".3f"), ("boxes", m.get("box_sqnr_db"), "dB"),
                            ("scores", m.get("score_sqnr_db"), "dB"), ("borderline", m.get("borderline") or None, "d")],
-             "index": [("agreement", o.get("index_agreement"), "%")]}.get(o.get("kind"), [])
+             "index": [("agreement", o.get("index_agreement"), "%")],
+             "topk": [("set", m.get("set_agreement"), "%"), ("order", m.get("order_agreement"), "%")]}.get(o.get("kind"), [])
     out = []
     for label, value, fmt in parts:
         if value is None:

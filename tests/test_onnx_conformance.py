@@ -38,11 +38,11 @@ from edgenet.errors import EdgenetError  # noqa: E402
 
 # modules of onnx.backend.test.case.node holding the cases of the ops in scope
 OP_MODULES = sorted("""
-abs add and_ argmax argmin averagepool batch_normalization ceil celu clip concat conv convtranspose cos
+abs add and_ argmax argmin averagepool batch_normalization ceil celu clip concat conv convtranspose cos cumsum
 depthtospace div dropout einsum elu equal erf exp expand flatten floor gather gatherelements gelu gemm
 globalaveragepool globalmaxpool greater greater_or_equal hardsigmoid hardswish identity instance_normalization
 layernormalization leakyrelu less less_or_equal log logsoftmax lpnormalization lrn matmul max maxpool mean min mish
-mul neg not_ or_ pad pow prelu reciprocal reduce_log_sum_exp reducel1 reducel2 reducemax reducemean reducemin
+mod mul neg not_ or_ pad pow prelu reciprocal reduce_log_sum_exp reducel1 reducel2 reducemax reducemean reducemin
 reduceprod reducesum reducesumsquare relu reshape resize round scatternd selu shape sigmoid sign sin size slice softmax
 softplus softsign spacetodepth split sqrt squeeze sub sum tanh thresholdedrelu tile topk transpose unsqueeze
 upsample where""".split())

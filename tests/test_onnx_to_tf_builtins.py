@@ -14,7 +14,7 @@ from test_onnx_to_tf_helpers import (from_tf_output, grid_model, helper, make_mo
 
 
 from edgenet.converters.onnx_to_tf import supported_ops
-from edgenet.errors import ConversionError
+from edgenet.errors import UnsupportedOpError
 
 X4 = (1, 4, 5, 7)
 I64 = np.int64
@@ -41,6 +41,7 @@ EXAMPLES = {
     "sigmoid": ("Sigmoid", {}, X4, [], "f"), "tanh": ("Tanh", {}, X4, [], "f"),
     "softplus": ("Softplus", {}, X4, [], "f"),
     "hard_sigmoid": ("HardSigmoid", {}, X4, [], "f"), "hard_swish": ("HardSwish", {}, X4, [], "f"),
+    "fmod": ("Mod", dict(fmod=1), X4, [_f(-0.3)], "f"), "cumsum": ("CumSum", dict(exclusive=1), X4, [np.array(1, I64)], "f"),
     "clip": ("Clip", {}, X4, [_f(-0.5), _f(0.7)], "f"), "clip6": ("Clip", {}, X4, [_f(0), _f(6)], "f"),
     "identity": ("Identity", {}, X4, [], "f"), "dropout": ("Dropout", {}, X4, [], "f"),
     "add": ("Add", {}, X4, [rand(4, 1, 1)], "f"), "sub": ("Sub", {}, X4, [rand(7)], "f"),
@@ -206,11 +207,10 @@ def test_tflite_names_map_back_to_onnx_nodes(examples):
 
 
 def test_what_no_builtin_expresses_is_refused_naming_the_node():
-    """Integer Div truncates toward zero (ONNX); TFLite's builtins have no truncating integer division:
-    refused, naming the node."""
+    """Unsigned 32-bit division: TFLite's FLOOR_DIV has no uint32 kernel (and int32 cannot hold
+    every uint32): refused, naming the node (signed integer Div is converted: test_onnx_to_tf_ops)."""
     node = helper.make_node("Div", ["x", "c"], ["y"], name="int_div")
-    model = make_model([node], {"x": (2, 3)}, ["y"], {"c": np.array([2, 3, 4], np.int32)},
-                       input_dtype=onnx.TensorProto.INT32)
-    with pytest.raises(ConversionError, match=r"ONNX Div \(node 'int_div'\) cannot be written as TFLite builtin "
-                                              r"operators: its lowering needs truncatediv"):
+    model = make_model([node], {"x": (2, 3)}, ["y"], {"c": np.array([2, 3, 4], np.uint32)},
+                       input_dtype=onnx.TensorProto.UINT32)
+    with pytest.raises(UnsupportedOpError, match=r"Div \(node 'int_div'\).*Div of uint32"):
         to_tflite(model)

@@ -400,3 +400,110 @@ def test_top_k_values_and_indices_match_onnxruntime(axis, largest, shape):
     x = np.round(rand(*shape) * 4) / 4       # repeated values: the tie-break is checked too
     graph_out = assert_matches_ort(model, {"x": x}, atol=0)
     assert "TOPK_V2" in op_types(graph_out)
+
+
+def _int_pair(shape_a, shape_b, dtype, seed=0):
+    """Dividends in [-60, 60] and non-zero divisors of both signs, some dividing exactly."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-60, 61, shape_a).astype(dtype)
+    b = (rng.integers(1, 10, shape_b) * rng.choice([-1, 1], shape_b)).astype(dtype)
+    return a, b
+
+
+def _binary_model(op, onnx_type, shapes, attrs=None, opset=17):
+    node = helper.make_node(op, ["a", "b"], ["y"], **(attrs or {}))
+    return make_model([node], {"a": shapes[0], "b": shapes[1]}, ["y"], opset=opset, input_dtype=onnx_type)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("op, attrs", [("Div", {}), ("Mod", {}), ("Mod", dict(fmod=1))])
+@pytest.mark.parametrize("shapes", [((3, 7, 5), (3, 7, 5)), ((1, 5, 7, 9), (5, 1, 1))])
+def test_integer_div_and_mod_match_onnxruntime_exactly(op, attrs, dtype, shapes):
+    """ONNX Div truncates toward zero, Mod(fmod=0) takes the divisor's sign, Mod(fmod=1) the
+    dividend's: from FLOOR_DIV / FLOOR_MOD with a sign correction, in int32."""
+    from onnx import TensorProto
+
+    onnx_type = TensorProto.INT32 if dtype == np.int32 else TensorProto.INT64
+    a, b = _int_pair(*shapes, dtype)
+    graph = assert_matches_ort(_binary_model(op, onnx_type, shapes, attrs), {"a": a, "b": b}, atol=0, rtol=0,
+                               batch_size=1 if len(shapes[0]) == 4 else None)
+    assert ("FLOOR_DIV" if op == "Div" else "FLOOR_MOD") in op_types(graph)
+
+
+def test_integer_div_by_a_constant_broadcast():
+    from onnx import TensorProto, numpy_helper
+
+    node = helper.make_node("Div", ["a", "c"], ["y"])
+    graph = helper.make_graph([node], "div", [helper.make_tensor_value_info("a", TensorProto.INT64, [3, 11])],
+                                   [helper.make_tensor_value_info("y", TensorProto.INT64, [3, 11])],
+                                   [numpy_helper.from_array(np.array([-4, 3, 7, -1, 2, 5, -6, 9, 11, -13, 8], np.int64), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    a, _ = _int_pair((3, 11), (3, 11), np.int64, seed=1)
+    assert_matches_ort(model, {"a": a}, atol=0, rtol=0)
+
+
+def test_float_fmod_matches_onnxruntime_and_fmod0_floats_are_refused_before_opset_28():
+    from onnx import TensorProto
+
+    from edgenet.errors import UnsupportedOpError
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 5, (3, 7, 5)).astype(np.float32)
+    b = (rng.uniform(0.3, 3, (3, 7, 5)) * rng.choice([-1, 1], (3, 7, 5))).astype(np.float32)
+    assert_matches_ort(_binary_model("Mod", TensorProto.FLOAT, ((3, 7, 5), (3, 7, 5)), dict(fmod=1)),
+                       {"a": a, "b": b}, atol=0, rtol=0)
+    with pytest.raises(UnsupportedOpError, match="fmod=0 on floats"):
+        assert_matches_ort(_binary_model("Mod", TensorProto.FLOAT, ((3, 7, 5), (3, 7, 5))), {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
+@pytest.mark.parametrize("axis, exclusive, reverse", [(-1, 0, 0), (1, 1, 0), (2, 0, 1), (1, 1, 1), (0, 1, 1)])
+def test_cumsum_matches_onnxruntime(dtype, axis, exclusive, reverse):
+    """CumSum over any axis of an NCHW tensor (the channels too, laid out NHWC), exclusive and / or
+    reversed, as CUMSUM."""
+    from onnx import TensorProto, numpy_helper
+
+    onnx_type = {np.float32: TensorProto.FLOAT, np.int32: TensorProto.INT32, np.int64: TensorProto.INT64}[dtype]
+    shape = [2, 5, 7, 3]
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)
+    graph = helper.make_graph([node], "cumsum", [helper.make_tensor_value_info("x", onnx_type, shape)],
+                                   [helper.make_tensor_value_info("y", onnx_type, shape)],
+                                   [numpy_helper.from_array(np.array(axis, np.int64), "axis")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rand(*shape, scale=3) if dtype == np.float32 else np.random.default_rng(3).integers(-20, 21, shape).astype(dtype)
+    out = assert_matches_ort(model, {"x": x}, atol=1e-5 if dtype == np.float32 else 0, rtol=1e-5)
+    assert "CUMSUM" in op_types(out)
+
+
+def test_yolov10_style_index_arithmetic_matches_onnxruntime_exactly():
+    """A YOLOv10-style end-to-end head: TopK over the flattened class scores of every anchor, the
+    anchor as index // classes and the class as index % classes, the anchors' boxes gathered by
+    GatherElements: boxes, scores and class ids exactly as onnxruntime's."""
+    from onnx import TensorProto, numpy_helper
+
+    anchors, classes, k = 37, 5, 7
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Reshape", ["scores", "flat_shape"], ["flat"]),                 # [1, A * C]
+        helper.make_node("TopK", ["flat", "k"], ["top_scores", "top_idx"], axis=1),      # [1, k]
+        helper.make_node("Div", ["top_idx", "classes"], ["anchor"]),
+        helper.make_node("Mod", ["top_idx", "classes"], ["label"]),
+        helper.make_node("Unsqueeze", ["anchor", "last"], ["anchor3"]),                  # [1, k, 1]
+        helper.make_node("Tile", ["anchor3", "reps"], ["anchor4"]),                      # [1, k, 4]
+        helper.make_node("GatherElements", ["boxes", "anchor4"], ["top_boxes"], axis=1),  # [1, k, 4]
+    ]
+    graph = helper.make_graph(
+        nodes, "yolov10_head",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, anchors, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, anchors, classes])],
+        [helper.make_tensor_value_info("top_boxes", TensorProto.FLOAT, [1, k, 4]),
+         helper.make_tensor_value_info("top_scores", TensorProto.FLOAT, [1, k]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, [1, k])],
+        [i64("flat_shape", [1, anchors * classes]), i64("k", [k]), i64("classes", classes),
+         i64("last", [2]), i64("reps", [1, 1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(4)
+    feeds = {"boxes": rng.uniform(0, 320, (1, anchors, 4)).astype(np.float32),
+             "scores": rng.uniform(0, 1, (1, anchors, classes)).astype(np.float32)}
+    out = assert_matches_ort(model, feeds, atol=0, rtol=0)
+    assert {"TOPK_V2", "FLOOR_DIV", "FLOOR_MOD"} <= op_types(out)

@@ -109,11 +109,13 @@ def space_to_depth(ctx: NodeContext):
 def gather_elements(ctx: NodeContext):
     tf = ctx.tf
     x = ctx.required(0)
-    indices = ctx.const_input(1, "indices")
     axis = int(ctx.attr("axis", 0)) % x.rank
     shape = x.onnx_shape
     if None in shape:
         raise ctx.unsupported("a dynamic batch")
+    if not ctx.required(1).is_const:
+        return _gather_elements_computed(ctx, x, ctx.required(1), axis)
+    indices = ctx.const_input(1, "indices")
     if indices.ndim != x.rank:
         raise ctx.unsupported(f"rank-{indices.ndim} indices for a rank-{x.rank} input")
     indices = np.where(indices < 0, indices + shape[axis], indices)
@@ -123,6 +125,22 @@ def gather_elements(ctx: NodeContext):
     perm = x.perm
     coords = np.transpose(coords, (*perm, x.rank))[..., list(perm)]  # both in the TF layout
     return [ctx.out(tf.gather_nd(ctx.tensor(x), coords.astype(np.int32)), perm)]
+
+
+def _gather_elements_computed(ctx: NodeContext, x: Value, index: Value, axis: int):
+    """GatherElements with indices computed at run time (a YOLOv10 head's TopK anchors): in ONNX
+    order, GATHER_ND at coordinates whose ``axis`` column is the index (int32, negative ones
+    counted from the end) and whose other columns are the output position (constant grids)."""
+    tf = ctx.tf
+    dims = index.onnx_shape
+    if None in dims or len(dims) != x.rank:
+        raise ctx.unsupported(f"computed indices of shape {list(dims)} for a rank-{x.rank} input")
+    idx = tf.cast(ctx.onnx_order(index), tf.int32)
+    idx = tf.where(tf.less(idx, 0), idx + int(x.onnx_shape[axis]), idx)
+    grids = np.meshgrid(*[np.arange(n, dtype=np.int32) for n in dims], indexing="ij")
+    columns = [tf.expand_dims(idx, -1) if d == axis else tf.constant(grids[d][..., None]) for d in range(x.rank)]
+    coords = tf.concat(columns, axis=-1)
+    return [ctx.out(tf.gather_nd(ctx.onnx_order(x), coords), layout.identity(x.rank))]
 
 
 def _check_scatter_nd(node, opset: int) -> str | None:

@@ -1,6 +1,6 @@
 """Reductions over axes (ReduceMean/Max/Min/Sum/Prod, ReduceL1/L2/SumSquare/LogSum/LogSumExp,
-ArgMax/ArgMin), in the input's layout, from TFLite builtins only (ReduceL2 = sqrt(sum(x * x)), not
-TF's EuclideanNorm, which TFLite has no builtin for).
+ArgMax/ArgMin, TopK, CumSum), in the input's layout, from TFLite builtins only (ReduceL2 =
+sqrt(sum(x * x)), not TF's EuclideanNorm, which TFLite has no builtin for).
 
 With ``keepdims=0`` the remaining dims keep their TF order, so e.g. ReduceMean over H, W of an NHWC
 tensor gives (N, C) in ONNX order with no transpose.
@@ -141,3 +141,23 @@ def top_k(ctx: NodeContext):
         back = layout.invert(perm)
         values, indices = tf.transpose(values, back), tf.transpose(indices, back)
     return [ctx.out(values, x.perm), ctx.out(tf.cast(indices, tf.int64), x.perm)]
+
+
+@handler("CumSum")
+def cum_sum(ctx: NodeContext):
+    """Running sums along ``axis`` (a constant input), ``exclusive`` (each element the sum of those
+    before it) and ``reverse`` (from the end): CUMSUM in the input's layout (float32, int32 and
+    int64 in LiteRT; other integers through int32)."""
+    tf = ctx.tf
+    x = ctx.required(0)
+    axis = int(np.asarray(ctx.const_input(1, "axis")).reshape(-1)[0]) % x.rank
+    dtype = np.dtype(x.dtype)
+    if dtype not in (np.float32, np.int32, np.int64, np.int8, np.uint8, np.int16):
+        raise ctx.unsupported(f"CumSum of {dtype.name}")
+    t = ctx.tensor(x)
+    narrowed = dtype in (np.int8, np.uint8, np.int16)     # a running sum overflows them: in int32, as ONNX
+    if narrowed:
+        t = tf.cast(t, tf.int32)
+    y = tf.cumsum(t, axis=layout.tf_axis(x.perm, axis), exclusive=bool(ctx.attr("exclusive", 0)),
+                  reverse=bool(ctx.attr("reverse", 0)))
+    return [ctx.out(tf.cast(y, tf.as_dtype(dtype)) if narrowed else y, x.perm)]

@@ -1,5 +1,5 @@
 """Recording backend, comparison / selection family and the remaining math: comparisons, logic,
-``where`` (SELECT_V2), arg-max/min, ``moments`` (MEAN, SQUARED_DIFFERENCE, MEAN, as TensorFlow's
+``where`` (SELECT_V2), arg-max/min, FLOOR_DIV / FLOOR_MOD, CUMSUM, ``moments`` (MEAN, SQUARED_DIFFERENCE, MEAN, as TensorFlow's
 converter lowers ``tf.nn.moments``), GELU, POW, REVERSE_V2, GATHER_ND, SCATTER_ND and the
 ``ones_like`` / ``zeros`` constants. Same conventions as :mod:`~edgenet.converters.tflite_writer.backend`.
 """
@@ -75,6 +75,41 @@ class LogicOps:
                                         ("TopKV2Options", {}), fold=fold)
         return values, indices
 
+    def _floor(self, code: str, fn, a: Any, b: Any) -> RTensor:
+        like = a if isinstance(a, RTensor) else b if isinstance(b, RTensor) else None
+        a, b = self._t(a, like), self._t(b, like)
+        if a.dtype_ != b.dtype_ or a.dtype_ not in (np.int32, np.float32):
+            raise NotNative(f"{code} of {a.dtype_.name} and {b.dtype_.name} (int32 or float32 only)")
+        shape = np.broadcast_shapes(a.shape_, b.shape_)
+        options = ("FloorDivOptions" if code == "FLOOR_DIV" else "FloorModOptions", {})
+        return self.rec.emit(code, [a, b], [(shape, a.dtype_)], options, fold=lambda x, y: fn(x, y).astype(a.dtype_))[0]
+
+    def floordiv(self, a: Any, b: Any, name: Any = None) -> RTensor:
+        """FLOOR_DIV: ``a // b`` rounded toward minus infinity (int32 or float32: LiteRT's kernel has
+        no int64, TFLite Micro's int32 and float32)."""
+        return self._floor("FLOOR_DIV", np.floor_divide, a, b)
+
+    def floormod(self, a: Any, b: Any, name: Any = None) -> RTensor:
+        """FLOOR_MOD: ``a - b * floor(a / b)``, the sign of ``b`` (Python's ``%``; int32 or float32)."""
+        return self._floor("FLOOR_MOD", np.mod, a, b)
+
+    def cumsum(self, t: Any, axis: int = 0, exclusive: bool = False, reverse: bool = False, **_: Any) -> RTensor:
+        """CUMSUM along ``axis`` (float32, int32 or int64 in LiteRT), exclusive (each element the sum
+        of those before it) and / or from the end."""
+        t = self._t(t)
+        axis = int(axis) % t.ndim
+
+        def fold(a, _):
+            x = np.flip(a, axis) if reverse else a
+            y = np.cumsum(x, axis=axis, dtype=a.dtype)
+            if exclusive:
+                y = y - x
+            return np.flip(y, axis) if reverse else y
+
+        return self.rec.emit("CUMSUM", [t, self._i32([axis])], [(t.shape_, t.dtype_)],
+                             ("CumsumOptions", {"exclusive": bool(exclusive), "reverse": bool(reverse)}),
+                             fold=fold)[0]
+
     def argmax(self, t: Any, axis: int = 0, output_type: Any = None, **kw: Any) -> RTensor:
         return self._arg("ARG_MAX", np.argmax, t, axis, output_type)
 
@@ -108,9 +143,10 @@ class LogicOps:
 
     def gather_nd(self, t: Any, indices: Any, **_: Any) -> RTensor:
         t, idx = self._t(t), self._t(indices)
-        if idx.const is None:
-            raise NotNative("GATHER_ND with computed indices")
-        idx = self.rec.const(idx.const.astype(np.int32))
+        if idx.const is not None:
+            idx = self.rec.const(idx.const.astype(np.int32))
+        elif idx.dtype_ != np.int32:
+            raise NotNative(f"GATHER_ND with computed {idx.dtype_.name} indices (int32 only)")
         shape = list(idx.shape_[:-1]) + list(t.shape_[idx.shape_[-1]:])
         return self.rec.emit("GATHER_ND", [t, idx], [(shape, t.dtype_)],
                              fold=lambda a, i: a[tuple(np.moveaxis(i, -1, 0))])[0]

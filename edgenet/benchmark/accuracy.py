@@ -238,7 +238,8 @@ def compare(outputs: Mapping[str, np.ndarray | Sequence[np.ndarray]], labels: np
                  OutputKind(kinds[k]) if kinds and kinds[k] in {x.value for x in OutputKind} else None
                  for k in range(count)]
         flags = [k < len(indices) and bool(indices[k]) for k in range(count)]
-        given = [OutputKind.INDEX if ix else kind for ix, kind in zip(flags, given)]
+        # integer outputs are indices; a TopK's (convert's record says topk) keep their own verdict
+        given = [OutputKind.INDEX if ix and kind is not OutputKind.TOPK else kind for ix, kind in zip(flags, given)]
         shown = list(names) if names is not None and len(names) == count else [f"output_{k}" for k in range(count)]
         # convert's record where it fits, else the output's own kind (files replaced since); two-output
         # detection heads judged as one head, as convert does

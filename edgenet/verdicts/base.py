@@ -25,6 +25,7 @@ class OutputKind(str, Enum):
     DENSE_MAP = "map"           # [N, C, H, W] maps (a text detector's probability map): SQNR + IoU
     DETECTION = "detection"     # a detector head (YOLOv8 [N, 4+C, A], YOLOv5 [N, A, 5+C], DETR [N, Q, 4+C]): F1, box SQNR
     INDEX = "index"             # integer outputs (ArgMax maps): index agreement
+    TOPK = "topk"               # a TopK's indices: set agreement, order where float's values are apart
     GENERIC = "generic"         # anything else: SQNR, per-channel SQNR, degeneracy
 
 
@@ -307,6 +308,7 @@ _HEADLINE = {
     OutputKind.CLASS_MAP.value: ("position_agreement", "top-class agreement"),
     OutputKind.DENSE_MAP.value: ("map_iou", "map IoU"),
     OutputKind.DETECTION.value: ("detection_f1", "detection F1"),
+    OutputKind.TOPK.value: ("topk_agreement", "top-k agreement"),
 }
 
 

@@ -39,6 +39,7 @@ from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_qua
                                         paired_detection_quality, sparse_scores)
 from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
 from edgenet.verdicts.tasks import MIN_BLANK_SHARE, classifier_quality, map_quality, sequence_quality
+from edgenet.verdicts.topk import TopKSource, topk_quality
 from edgenet.verdicts.vectors import embedding_quality, is_distribution, vector_kind
 
 MAX_MAP_CHANNELS = 4
@@ -166,6 +167,12 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
     if kind is None:
         kind = detect_kind(onnx_layout(float_out, channels_last), index)
     given = spec is not None     # a kind the user named must fit the output: refused, not misjudged
+    if kind is OutputKind.TOPK:     # named by the user, or a benchmark's record: no values beside it
+        if given and not index and np.issubdtype(np.asarray(float_out).dtype, np.floating) \
+                and not np.array_equal(float_out, np.round(float_out)):
+            raise KindError(f"output {name!r} holds non-integer values: it cannot be judged as a TopK's indices")
+        return topk_quality(name, onnx_layout(float_out, channels_last), onnx_layout(quant_out, channels_last),
+                            thresholds)
     if kind is OutputKind.INDEX:
         if given and not index and np.issubdtype(np.asarray(float_out).dtype, np.floating) \
                 and not np.array_equal(float_out, np.round(float_out)):
@@ -270,11 +277,14 @@ def detection_pairs(names: Sequence[str], float_outs: Sequence[np.ndarray], chan
 
 def judge_outputs(names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
                   channels_last: Sequence[bool], thresholds: Thresholds, indices: Sequence[bool],
-                  kinds: Sequence[OutputKind | KindSpec | None], refit: bool = False) -> tuple[OutputQuality, ...]:
+                  kinds: Sequence[OutputKind | KindSpec | None], refit: bool = False,
+                  topk: Mapping[int, TopKSource] | None = None) -> tuple[OutputQuality, ...]:
     """Every output judged by its kind (``kinds[k]`` None: decided from its values), two-output
     detection heads as one head (:func:`detection_pairs`). ``refit``: a kind that does not fit its
     output is replaced by the output's own kind (the benchmark, judging by convert's record) instead
-    of raising KindError."""
+    of raising KindError. ``topk``: outputs made by a TopK's indices (output position -> where its
+    values are), judged by :func:`edgenet.verdicts.topk.topk_quality` unless ``kinds`` says otherwise."""
+    topk = dict(topk or {})
     pairs = detection_pairs(names, float_outs, channels_last, indices, kinds)
     boxes_of = {j: k for k, j in pairs.items()}
     out = []
@@ -288,6 +298,13 @@ def judge_outputs(names: Sequence[str], float_outs: Sequence[np.ndarray], quant_
             out.append(paired_detection_quality(n, "scores" if k == s else "boxes", names[b if k == s else s],
                                                 float_outs[b], quant_outs[b], float_outs[s], quant_outs[s],
                                                 thresholds))
+            continue
+        if k in topk and (kind is None or kind is OutputKind.TOPK or
+                          (isinstance(kind, KindSpec) and kind.kind is OutputKind.TOPK)):
+            src, v = topk[k], topk[k].values
+            out.append(topk_quality(n, onnx_layout(f, cl), onnx_layout(q, cl), thresholds, src,
+                                    None if v is None else onnx_layout(float_outs[v], channels_last[v]),
+                                    None if v is None else onnx_layout(quant_outs[v], channels_last[v])))
             continue
         try:
             out.append(output_verdict(n, f, q, cl, thresholds, kind, ix))
@@ -324,10 +341,13 @@ def unvaried(outputs: Sequence[OutputQuality], float_outs: Sequence[np.ndarray])
 def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray], quant_outs: Sequence[np.ndarray],
           channels_last: Sequence[bool], thresholds: Thresholds = Thresholds(),
           indices: Sequence[bool] | None = None,
-          kinds: Mapping[str, OutputKind | KindSpec] | Sequence[KindSpec] | None = None) -> Verdict:
+          kinds: Mapping[str, OutputKind | KindSpec] | Sequence[KindSpec] | None = None,
+          topk: Mapping[int, TopKSource] | None = None) -> Verdict:
     """The verdict on a quantized model's outputs against the float model's on the same examples.
     ``indices``: which outputs hold indices (integer outputs); ``kinds``: output name -> kind (or
-    KindSpecs) overriding :func:`detect_kind`. Two outputs of one detection head (boxes beside
+    KindSpecs) overriding :func:`detect_kind`; ``topk``: outputs made by a TopK's indices (position ->
+    :class:`~edgenet.verdicts.topk.TopKSource`, from the graph), judged as such, and the TopK's
+    values output beside them by its values (SQNR: a sorted vector's top-1 says nothing). Two outputs of one detection head (boxes beside
     scores: :func:`detection_pairs`) are judged together, each output keeping its own row.
 
     Raises:
@@ -339,9 +359,13 @@ def judge(precision: str, names: Sequence[str], float_outs: Sequence[np.ndarray]
     specs = [v if isinstance(v, KindSpec) else KindSpec(k, v) for k, v in dict(kinds or {}).items()]
     check_output_kinds(specs, list(names))
     by_name = {s.output: s for s in specs}
-    kinds_of = [by_name.get(n) or _with_siblings(k, float_outs, cl, ix)
+    topk = dict(topk or {})
+    values_of = {s.values for s in topk.values() if s.values is not None}
+    kinds_of = [by_name.get(n) or (OutputKind.TOPK if k in topk else OutputKind.GENERIC if k in values_of else None)
+                or _with_siblings(k, float_outs, cl, ix)
                 for k, (n, cl, ix) in enumerate(zip(names, channels_last, indices))]
-    outputs = judge_outputs(names, float_outs, quant_outs, channels_last, thresholds, indices, kinds_of)
+    outputs = judge_outputs(names, float_outs, quant_outs, channels_last, thresholds, indices, kinds_of,
+                            topk=topk)
     outputs = unvaried(outputs, float_outs)
     notes = tuple(n for k, o in enumerate(outputs) if names[k] not in by_name
                   for n in [_one_class_note(o, float_outs[k], quant_outs[k], channels_last[k], thresholds)] if n)
