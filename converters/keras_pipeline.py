@@ -117,7 +117,7 @@ def run_keras(opts: ConvertOptions, progress: Callable | None, profile, output):
     notes: list[str] = []
     wanted = [p for p in opts.precisions if p.full_integer]
     floats = graph_precisions(opts)
-    stages = Stages(5 + len(floats) + len(wanted) + (bool(wanted) and opts.layer_report), progress)
+    stages = Stages(6 + len(floats) + len(wanted) + (bool(wanted) and opts.layer_report), progress)
     path = Path(opts.model.source)
     stages.run("load libraries", preload, is_saved_model(path), detail="TensorFlow")
     model = stages.run("load", load_keras, path, opts.model.input_shape, detail=str(path))

@@ -174,7 +174,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     notes: list[str] = []
     int8 = opts.int8
     quantized = any(p.quantized for p in opts.precisions)
-    stages = Stages(5 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
+    stages = Stages(6 - (preloaded is not None) + len(ONNX_PASSES) + stage_count(opts)
                     + int8 * opts.layer_report + opts.fit + 2 * opts.equalize, progress)
     stages.run("load libraries", _import_libraries, not opts.model.is_onnx_file, quantized)
     fit = None

@@ -22,7 +22,7 @@ def write_and_check(staging: Path, source: SourceModel, model, built, data: Pipe
     ``model``: the ONNX graph converted (None for a Keras source)."""
     from edgenet.io import atomic_write_json
 
-    files = _write_outputs(staging, source, model, built, data)
+    files = stages.run("write files", _write_outputs, staging, source, model, built, data)
     if layers:   # the per-layer error as a Model Explorer overlay (converters/node_data.py)
         from edgenet.converters.node_data import FILE_NAME, node_data
 
