@@ -14,7 +14,7 @@ checks; --grid large: --alpha 0.5,1.0 --resolution 160,224). A bare Python loop 
 and two at once before and after: on an idle 2-core machine both take the same time; when
 other jobs hold a core, two at once take longer and no sweep can scale. Runs are interleaved
 (local 1, local 2, ray 1, ray 2, then again) so drift of the shared machine favours neither. Printed per run: wall time of the command; "first cell", when the first
-cell was committed (worker start-up: Ray, TensorFlow and torch imports, first export, all of it
+cell was committed (worker start-up: Ray, the torch and onnxruntime imports, first export, all of it
 inside the command's time); and the cells' phase after it (7 cells). The 1-minute load average is
 read before each run: other people's jobs on a 2-core machine slow the 2-worker run the most.
 After the first round the first run's command is run again: it must redo no cell.
@@ -34,8 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = {
-    # the issue's sweep: 8 small cells (2-4 s each): the workers' start-up (TensorFlow and torch
-    # imports, about 5 s) weighs as much as half of the cells
+    # the issue's sweep: 8 small cells (2-4 s each while TensorFlow wrote the float models; about
+    # 0.5 s each since): a worker's start-up (torch, onnxruntime and the quantizer's imports, about
+    # 1.5 CPU-seconds each) weighs as much as a third of the cells
     "small": ["mobilenet_v1", "--alpha", "0.25,0.5", "--resolution", "64,96", "--target", "rpi,cortex-m",
               "--num-classes", "2"],
     # 8 larger cells of the same kind (up to MobileNetV1 1.0/224): start-up weighs less
