@@ -190,7 +190,14 @@ class RangeCalibrator:
                 runner = single
             for detail, x in zip(runner.get_input_details() if runner is not interp else details, arrays):
                 runner.set_tensor(detail["index"], x)
-            runner.invoke()
+            try:
+                runner.invoke()
+            except RuntimeError as exc:   # a kernel stopped on these values (an integer division by 0 ...)
+                from edgenet.errors import DataError
+                from edgenet.inference import runtime_message
+
+                raise DataError(f"calibration: LiteRT could not run the float model on the calibration data: "
+                                f"{runtime_message(exc)}") from None
             yield arrays, runner
 
     def _range(self, r: _Range, full: bool) -> tuple[float, float]:

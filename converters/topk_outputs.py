@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from edgenet.verdicts.topk import TopKSource
 
-_PASS_THROUGH = ("CAST", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE")
+_PASS_THROUGH = ("CAST", "QUANTIZE", "DEQUANTIZE", "TRANSPOSE", "NEG")   # NEG: largest=0 is NEG -> TOPK_V2 -> NEG
 _NHWC_TO_NCHW = (0, 3, 1, 2)
 
 

@@ -145,6 +145,45 @@ def check_float(onnx_out: np.ndarray, float_out: np.ndarray, channels_last_outpu
     return FloatCheck(err, rel, len(onnx_out))
 
 
+TOPK_FLOAT_AGREEMENT = 0.99   # a TopK's indices, float TFLite vs ONNX: share of set and order that must agree
+TOPK_FLOAT_POSITIONS = 0.5    # ... without its values (no near-tie can be told): share of positions
+
+
+def topk_float_checks(checks: Sequence[FloatCheck], model: bytes, onnx_outs, float_outs,
+                      channels_last: Sequence[bool]) -> list[FloatCheck]:
+    """``checks`` with each output that is a TopK's indices judged as indices, not as numbers: two
+    values one float rounding apart trade places between onnxruntime and LiteRT (a Conv -> TopK over
+    2,048 values swapped 2 of 32,768 indices, values 3e-8 apart: "relative error 0.055"). Such an
+    output passes (error 0) when its set and order agree at TOPK_FLOAT_AGREEMENT, near-ties excused
+    where the TopK's values are an output too (:func:`edgenet.verdicts.topk.topk_quality`). Without
+    them, equal values (whose order is arbitrary) cannot be told from rounding swaps: the set must
+    agree, and half the positions (a TopK over the wrong axis or in the wrong direction moves nearly
+    all). Else its error is the share that disagrees."""
+    from edgenet.converters.topk_outputs import topk_sources
+    from edgenet.verdicts import Thresholds
+    from edgenet.verdicts.generic import onnx_layout
+    from edgenet.verdicts.topk import topk_quality
+
+    sources = topk_sources(model, list(channels_last))
+    if not sources:
+        return list(checks)
+    out = list(checks)
+    for k, src in sources.items():
+        if k >= len(out) or out[k].rel_err == 0.0:
+            continue
+        v = src.values
+        values = (None, None) if v is None else (onnx_outs[v], onnx_layout(float_outs[v], channels_last[v]))
+        q = topk_quality("", onnx_outs[k], onnx_layout(float_outs[k], channels_last[k]), Thresholds(), src, *values)
+        m = q.metrics
+        if m["order_judged"]:
+            agreement = min(m["set_agreement"], m["order_agreement"])
+        else:   # no values: ties cannot be told from rounding swaps; a wrong axis or direction moves most
+            agreement = m["set_agreement"] if m["positional_agreement"] >= TOPK_FLOAT_POSITIONS else 0.0
+        error = 0.0 if agreement >= TOPK_FLOAT_AGREEMENT else 1.0 - agreement
+        out[k] = FloatCheck(error, error, out[k].samples)
+    return out
+
+
 def check_int8(float_out: np.ndarray, int8_out: np.ndarray) -> Int8Check:
     return Int8Check(agreement(float_out, int8_out), sqnr_db(float_out, int8_out), len(float_out))
 

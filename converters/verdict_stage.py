@@ -60,6 +60,8 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
     if data.info["kind"] != DataKind.RANDOM:   # random inputs may leave a function's domain (log of x < 0)
         validate.check_finite_reference(onnx_outs, names)
     fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
+    fcs = validate.topk_float_checks(fcs, built.models[Precision.FLOAT32], onnx_outs, f_outs,
+                                     [info.channels_last for info in graph.outputs])
     verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
     if not verdict.passed:
         verdict = with_divergence(verdict, model, data, source, tf_side)

@@ -7,10 +7,12 @@ with ``munmap`` when freed, so the next array of that size faults its pages in a
 development VMs that is 0.2-0.3 s for 120 MB when the host has to back the pages, and a zoo
 MobileNetV1 ``convert --int8`` spends about 0.4 s of its 5 s there
 (``benchmarks/convert_speed.py``). Raising the threshold and the trim threshold keeps freed blocks
-in the heap, where the next array reuses them. The process's peak memory is unchanged (what is
-kept was in use before); it is only not handed back to the system until the command ends, which
-suits a command-line process: only the console entry point (edgenet.cli.run) and the sweep's
-worker processes ask for it, never ``import edgenet``.
+in the heap, where the next array reuses them. The cost is memory: freed blocks are not handed
+back until the command ends, and the heap fragments, so the peak grows -- YOLOv8n at 800x608
+(`convert --int8`) peaked at 1.52-1.56 GB against 1.18-1.35 GB, and took 15.3 s against 18.5 s; the
+zoo MobileNetV1 0.25/96, 422 MB against 410 MB. That suits a workstation's command: only
+``edgenet convert`` and ``edgenet sweep`` (edgenet.cli.run) and the sweep's worker processes ask for
+it, never ``import edgenet`` and not ``edgenet bench``, which runs on the device.
 
 The same settings as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment
 (glibc's mallopt(3)); a C library without ``mallopt`` (musl, macOS) is left alone.

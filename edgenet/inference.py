@@ -144,14 +144,26 @@ class TFLiteModel:
         qs = [self.quantize(arr, k) for k, arr in enumerate(xs)]
         indices = [d["index"] for d in self.inputs]
         results: list[list[np.ndarray]] = [[] for _ in details]
+        done = 0
         for group in invocations(qs, self.batches):
             for index, value in zip(indices, group):
                 self.interpreter.set_tensor(index, value)
-            self.interpreter.invoke()
+            try:
+                self.interpreter.invoke()
+            except RuntimeError as exc:   # a kernel stopped on these values (an integer division by 0 ...)
+                raise DataError(f"LiteRT could not run the model on example {done}: {runtime_message(exc)}") from None
+            done += len(group[0]) if group and np.ndim(group[0]) else 1
             for det, res in zip(details, results):
                 res.append(self.interpreter.get_tensor(det["index"]))
         batches = [b for b in self.batches if b is not None]
         return [_dequantized(det, stack_outputs(res, batches)) for det, res in zip(details, results)]
+
+
+def runtime_message(exc: BaseException) -> str:
+    """LiteRT's error text on one line: its lines run together ("Division by 0Node number 4 (FLOOR_DIV)
+    failed to invoke.") and are separated here by "; "."""
+    text = re.sub(r"(?<=\S)(?=Node number \d)", "; ", str(exc).strip())
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
 
 
 def predict_side_by_side(model: str | Path | bytes, x: np.ndarray | Sequence[np.ndarray],

@@ -123,3 +123,30 @@ def test_topk_sources_follow_the_axis_through_the_layout(tmp_path):
     names = [o.name for o in graph.outputs]
     assert list(found) == [names.index("i")] and found[names.index("i")].axis == 1
     assert found[names.index("i")].values == names.index("v") and found[names.index("i")].k == 1
+
+
+@pytest.mark.parametrize("values", [True, False])
+def test_float_check_lets_rounding_swaps_through_but_not_a_reversed_sort(tmp_path, values):
+    """float TFLite vs ONNX: two values a float rounding apart trade places between onnxruntime and
+    LiteRT (a k = all TopK over 2,048 values swapped 2 indices: refused as "relative error 0.055");
+    a sort in the wrong direction is still an error."""
+    from edgenet.converters.tflite_writer import native_tflite
+    from edgenet.converters.validate import FloatCheck, topk_float_checks
+
+    model = native_tflite(onnx.load(str(_topk_model(tmp_path / "t.onnx", values=values)))).model
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 32)).astype(np.float32)
+    x[:, 7] = x[:, 5] + np.float32(3e-8)                     # a near-tie in every row
+    oi = np.argsort(-x, axis=1, kind="stable")
+    ov = np.take_along_axis(x, oi, 1)
+    swapped = oi.copy()
+    for r in range(len(x)):                                   # the near-tied pair trades places
+        a, b = np.flatnonzero(oi[r] == 5)[0], np.flatnonzero(oi[r] == 7)[0]
+        swapped[r, [a, b]] = swapped[r, [b, a]]
+    cases = {"swapped": swapped, "reversed": oi[:, ::-1].copy()}
+    for case, fi in cases.items():
+        fv = np.take_along_axis(x, fi, 1)
+        onnx_outs, float_outs = ([ov, oi], [fv, fi]) if values else ([oi], [fi])
+        start = [FloatCheck(1.0, 1.0, 8)] * len(onnx_outs)   # what the numeric comparison said
+        got = topk_float_checks(start, model, onnx_outs, float_outs, [False] * len(onnx_outs))[-1]
+        assert (got.rel_err == 0.0) == (case == "swapped"), (case, got)

@@ -277,6 +277,9 @@ def _quiet_streams() -> None:
 
 
 _NATIVE_RUNTIMES = ("tensorflow", "torch", "onnxruntime")
+# the workstation commands that allocate and free large arrays over and over (edgenet/_allocator.py);
+# not bench, which runs on the device, where memory is scarcer than time
+KEEP_FREED_MEMORY = frozenset({"convert", "sweep"})
 
 
 def run() -> None:
@@ -287,9 +290,11 @@ def run() -> None:
     closed by then, so the process flushes its output and leaves without it.
     """
     _guard_standard_fds()
-    from edgenet._allocator import keep_freed_memory
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in KEEP_FREED_MEMORY:
+        from edgenet._allocator import keep_freed_memory
 
-    keep_freed_memory()                 # freed arrays stay in the heap for the next ones (see there)
+        keep_freed_memory()             # freed arrays stay in the heap for the next ones (see there)
     code = main()                       # every temp folder is removed by now
     if any(name in sys.modules for name in _NATIVE_RUNTIMES):
         _quiet_streams()
