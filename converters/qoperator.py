@@ -112,6 +112,16 @@ def rewrite_qoperator(model) -> tuple[object, QOperatorInfo | None]:
     return out, QOperatorInfo(dict(static), dict(dynamic), direct)
 
 
+def read_qoperator(model, source) -> tuple[object, tuple | None]:
+    """For the pipeline: (rewritten model, (``model`` as given, :class:`QOperatorInfo`)), or
+    ``(model, None)`` for other graphs; a ModelError names ``source``."""
+    try:
+        rewritten, info = rewrite_qoperator(model)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from None
+    return (model, None) if info is None else (rewritten, (model, info))
+
+
 def _rewrite_static(model) -> tuple[Counter, int]:
     """Rewrite ``model`` in place; returns (static op counts, direct ops rewritten)."""
     from onnx import helper, numpy_helper

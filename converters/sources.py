@@ -314,10 +314,11 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
 # -- ONNX files -------------------------------------------------------------------------------
 def _onnx_source(opts: ConvertOptions) -> SourceModel:
     from edgenet.converters.export import load_onnx
+    from edgenet.converters.qoperator import read_qoperator
 
     source = opts.model.source
     model = load_onnx(source)
-    model, qop = _read_qoperator(model, source)
+    model, qop = read_qoperator(model, source)
     qdq = _read_qdq(model, source, opts)
     if qdq is not None:
         model = qdq.float_model
@@ -346,19 +347,6 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
         info["qdq"] = qdq.info.to_dict()
         notes.extend(qdq.notes(any(p.full_integer for p in opts.precisions or ())))
     return SourceModel(model, name, fixed.inputs, pre, None, None, info, tuple(notes), qdq)
-
-
-def _read_qoperator(model, source):
-    """A QOperator-format graph rewritten as its QDQ (static) or float (dynamic) equivalent
-    (converters/qoperator.py): (rewritten model, (the model as given, QOperatorInfo)), or
-    (model, None) for other graphs. An op without a rewrite is a ModelError naming it."""
-    from edgenet.converters.qoperator import rewrite_qoperator
-
-    try:
-        rewritten, info = rewrite_qoperator(model)
-    except ModelError as exc:
-        raise ModelError(f"{source}: {exc}") from None
-    return (model, None) if info is None else (rewritten, (model, info))
 
 
 def _read_qdq(model, source, opts: ConvertOptions):
