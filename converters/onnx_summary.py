@@ -58,8 +58,9 @@ class OnnxSummary:
             lines.append("quantized (QDQ): `edgenet convert --int8` reads its QuantizeLinear/DequantizeLinear pairs "
                          "as the producer's ranges and converts the float graph between them")
         elif self.quantized == "qoperator":
-            lines.append("quantized (QOperator format): edgenet cannot convert integer operators; export it as QDQ "
-                         "(onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ))")
+            lines.append("quantized (QOperator format): `edgenet convert --int8` reads its integer operators as the "
+                         "equivalent QDQ graph (static: the producer's scales are kept; dynamic: the weights are "
+                         "dequantized and the activations calibrated)")
         if self.unsupported:
             lines.append(f"no edgenet handler: {', '.join(self.unsupported)} (such ops convert only where they fold "
                          "to constants once the input shapes are fixed; `edgenet info --ops` lists the op types "
@@ -97,7 +98,11 @@ def summarize(path: str | Path) -> OnnxSummary:
 
     counts = Counter(_all_nodes(graph))
     quantized = "qoperator" if qoperator_ops(model) else "qdq" if is_qdq(model) else ""
-    known = set(supported_ops()) | (set(QDQ_OPS) if quantized == "qdq" else set())
+    known = set(supported_ops()) | (set(QDQ_OPS) if quantized else set())
+    if quantized == "qoperator":
+        from edgenet.converters.qoperator import DYNAMIC_OPS, STATIC_OPS
+
+        known |= set(STATIC_OPS) | set(DYNAMIC_OPS)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     params = sum(_numel(i.dims) for i in graph.initializer) + sum(
         _numel(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t"))

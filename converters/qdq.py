@@ -20,8 +20,9 @@ quantization (onnxruntime removes a Relu / Clip whose output is quantized with t
 at 0: the saturation at qmin does the clamping), a Relu is put back so that the float graph computes
 what the QDQ graph does.
 
-QOperator graphs (QLinearConv, ConvInteger, ...: integer operators instead of pairs) are refused by
-:func:`refuse_qoperator`, naming the operators. A malformed pair (scale <= 0 or not finite, a
+QOperator graphs (QLinearConv, ConvInteger, ...: integer operators instead of pairs) are first
+rewritten as the QDQ (or, dynamically quantized, float) graph they stand for by
+:func:`edgenet.converters.qoperator.rewrite_qoperator`. A malformed pair (scale <= 0 or not finite, a
 per-axis scale whose length or axis does not fit the tensor, a zero point outside its type's range
 or of another type than int8 / uint8, per-axis activations, blocked quantization) is a ModelError
 naming the node.
@@ -39,7 +40,8 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
                  "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
                  "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QGemm", "QLinearWhere",
-                 "QLinearConvTranspose", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention")
+                 "QLinearConvTranspose", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                 "QAttention")
 # producers whose output is already >= 0: no Relu is put back behind them
 _NON_NEGATIVE = ("Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp")
 # ops whose output is >= 0 when their (first; Concat: every) input is
@@ -122,26 +124,20 @@ def is_qdq(model) -> bool:
     return any(n.op_type in QDQ_OPS for n in model.graph.node)
 
 
-def refuse_qoperator(model, source: str) -> None:
-    """ModelError naming the QOperator-format ops of ``model`` and what to do instead."""
-    found = qoperator_ops(model)
-    if found:
-        raise ModelError(f"{source}: a QOperator-format quantized graph ({', '.join(found)}): its integer "
-                         "operators have no float graph to convert; export it in QDQ format instead "
-                         "(onnxruntime: quantize_static(..., quant_format=QuantFormat.QDQ)) and convert that")
-
-
 def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     """(float model, ``{ONNX value name: (min, max)}``, :class:`QDQInfo`) of a QDQ ``model``
-    (an ``onnx.ModelProto``, left unchanged). Ranges are per tensor, in real units.
+    (an ``onnx.ModelProto``, left unchanged; a QOperator graph is read through its QDQ rewrite,
+    :mod:`edgenet.converters.qoperator`). Ranges are per tensor, in real units.
 
     Raises:
-        ModelError: a QOperator graph, or a malformed pair (named by its node).
+        ModelError: a malformed pair (named by its node), or a QOperator op without a rewrite.
     """
     import onnx
     from onnx import helper, numpy_helper
 
-    refuse_qoperator(model, "the model")
+    from edgenet.converters.qoperator import rewrite_qoperator
+
+    model, _ = rewrite_qoperator(model)
     g = Graph(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -314,12 +314,18 @@ def _checkpoint_source(opts: ConvertOptions) -> SourceModel:
 # -- ONNX files -------------------------------------------------------------------------------
 def _onnx_source(opts: ConvertOptions) -> SourceModel:
     from edgenet.converters.export import load_onnx
+    from edgenet.converters.qoperator import read_qoperator
 
     source = opts.model.source
     model = load_onnx(source)
+    model, qop = read_qoperator(model, source)
     qdq = _read_qdq(model, source, opts)
     if qdq is not None:
         model = qdq.float_model
+        if qop is not None:   # the int8 verdict's reference: onnxruntime on the QOperator model as given
+            from dataclasses import replace
+
+            qdq = replace(qdq, model=qop[0])
     check_input_types(model, source)
     check_finite_weights(model, source)
     fixed = fix_input_shapes(model, opts.model.input_shapes, opts.model.keep_layout, source)
@@ -334,6 +340,9 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
     trained = {p.key: p.value for p in model.metadata_props}.get(UNTRAINED_KEY) != UNTRAINED_VALUE
     info = {"source": str(source), "name": name, "inputs": [i.name for i in fixed.inputs],
             "batch_fixed": list(fixed.batch_fixed), "trained": trained}
+    if qop is not None:
+        info["qoperator"] = qop[1].to_dict()
+        notes.extend(qop[1].notes())
     if qdq is not None:
         info["qdq"] = qdq.info.to_dict()
         notes.extend(qdq.notes(any(p.full_integer for p in opts.precisions or ())))
@@ -341,12 +350,11 @@ def _onnx_source(opts: ConvertOptions) -> SourceModel:
 
 
 def _read_qdq(model, source, opts: ConvertOptions):
-    """A QDQ graph's float graph and ranges (converters/qdq.py); None for a float graph. QOperator
-    graphs and malformed pairs are refused (ModelError naming the node); options that would change
-    the graph the producer's ranges were measured on are refused (UsageError)."""
-    from edgenet.converters.qdq import QDQSource, is_qdq, refuse_qoperator
+    """A QDQ graph's float graph and ranges (converters/qdq.py); None for a float graph. Malformed
+    pairs are refused (ModelError naming the node); options that would change the graph the
+    producer's ranges were measured on are refused (UsageError)."""
+    from edgenet.converters.qdq import QDQSource, is_qdq
 
-    refuse_qoperator(model, str(source))
     if not is_qdq(model):
         return None
     for flag, given in (("--equalize", opts.equalize), ("--normalize-in-model", opts.normalize_in_model)):

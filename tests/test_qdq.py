@@ -242,14 +242,14 @@ def test_malformed_qdq_on_the_command_line_is_one_line_and_exit_1(qdq_files, tmp
     assert "scale -0.5 is not a positive finite number" in err and str(path) in err
 
 
-def test_qoperator_graphs_are_refused_by_name(tmp_path, capsys):
+def test_qoperator_graphs_are_read_as_their_qdq_equivalent(tmp_path, capsys):
+    """QOperator files convert (converters/qoperator.py; tests/test_qoperator.py checks them in detail)."""
     path = _quantized(tmp_path, True, "QUInt8", fmt="QOperator")
-    code = main(["convert", str(path), "--int8", "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code not in (0, None) and len(err.splitlines()) == 1
-    assert "QLinearConv" in err and "QOperator" in err and "quant_format=QuantFormat.QDQ" in err
+    float_model, ranges, info = strip_qdq(onnx.load(str(path)))
+    assert not is_qdq(float_model) and "y" in ranges and info.weight_granularity == "per-channel"
     assert main(["info", str(path)]) in (0, None)
-    assert "quantized (QOperator format)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "quantized (QOperator format)" in out and "equivalent QDQ graph" in out and "no edgenet handler" not in out
 
 
 def test_info_says_a_qdq_graph_is_read_not_unsupported(qdq_files, capsys):

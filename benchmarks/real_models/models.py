@@ -225,14 +225,16 @@ def _make_captcha(rng: np.random.Generator, n: int) -> Data:
 
 
 def ddddocr_charset(model_path: Path) -> list[str]:
-    """``CHARSET_BETA`` of the wheel's ``charsets.py`` (read as a literal, never executed)."""
+    """``CHARSET_BETA`` (``common.onnx``) or ``CHARSET_OLD`` (``common_old.onnx``, ddddocr's default
+    model) of the wheel's ``charsets.py`` (read as a literal, never executed)."""
     import ast
 
+    wanted = "CHARSET_OLD" if model_path.name == "common_old.onnx" else "CHARSET_BETA"
     tree = ast.parse((model_path.parent / "charsets.py").read_text(encoding="utf-8"))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CHARSET_BETA" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == wanted for t in node.targets):
             return list(ast.literal_eval(node.value))
-    raise ValueError(f"{model_path.parent / 'charsets.py'}: no CHARSET_BETA")
+    raise ValueError(f"{model_path.parent / 'charsets.py'}: no {wanted}")
 
 
 def _captcha_text(scores: np.ndarray, chars: list[str]) -> str:
@@ -314,6 +316,9 @@ MODELS = {m.name: m for m in (
     RealModel("captcha-rec", "ddddocr CRNN (conv + BiLSTM, time-first CTC over 8,210 classes)",
               DDDDOCR / "common.onnx", (1, 1, 64, CAPTCHA_W), ("--mean", "0", "--std", "1"), _make_captcha,
               _judge_captcha),
+    RealModel("captcha-rec-old", "ddddocr's default CRNN, dynamically quantized by onnxruntime (ConvInteger, "
+              "DynamicQuantizeLSTM; 8,210 classes)", DDDDOCR / "common_old.onnx", (1, 1, 64, CAPTCHA_W),
+              ("--mean", "0", "--std", "1"), _make_captcha, _judge_captcha),
     RealModel("captcha-det", "ddddocr character detector (YOLOX, 416x416, pixels 0..255)", DDDDOCR / "common_det.onnx",
               (1, 3, 416, 416), ("--mean", "0", "--std", str(1 / 255)), _make_clicks, _judge_clicks),
 )}
