@@ -199,6 +199,49 @@ def match(found_f, found_q, iou: float) -> np.ndarray:
     return pairs
 
 
+def match_counts(found_f, found_q, thresholds: Thresholds) -> tuple[dict, list[np.ndarray]]:
+    """Float's detections (at score >= ``score_threshold - score_band``) against int8's (at
+    ``score_threshold``), per example (:func:`match`): ({"matched", "missed", "extra", "borderline",
+    "decided"} counts over the examples, the pairs of each example). A float detection within
+    ``score_band`` of the threshold is borderline (neither required nor counted against int8); an
+    int8 detection no float one matches is extra."""
+    t, band = thresholds.score_threshold, thresholds.score_band
+    counts = {"matched": 0, "missed": 0, "extra": 0, "borderline": 0, "decided": 0}
+    all_pairs = []
+    for a, b in zip(found_f, found_q):
+        pairs = match(a, b, thresholds.match_iou)
+        decided = a[1] >= t + band
+        counts["matched"] += int(np.sum(decided & (pairs >= 0)))
+        counts["missed"] += int(np.sum(decided & (pairs < 0)))
+        counts["borderline"] += int(np.sum(~decided))
+        counts["decided"] += int(decided.sum())
+        counts["extra"] += len(b[1]) - int(np.sum(pairs >= 0))
+        all_pairs.append(pairs)
+    return counts, all_pairs
+
+
+def f1_judgement(counts: dict, nq: int, thresholds: Thresholds, failures: dict, metrics: dict) -> str | None:
+    """The detections' F1 from :func:`match_counts`' ``counts`` (``nq``: int8's detections) into
+    ``failures`` ("f1" / "extra") and ``metrics`` (detection_f1); returns why the output is not
+    judged (float decides no detection and int8 adds none), else None."""
+    t, band = thresholds.score_threshold, thresholds.score_band
+    hits, missed, extra, borderline, nf = (counts[k] for k in ("matched", "missed", "extra", "borderline", "decided"))
+    if nf == 0:
+        if extra:
+            failures["extra"] = (f"{extra} detection(s) at score >= {t:g} where float detects none (at score >= "
+                                 f"{t - band:g})")
+            return None
+        return (f"{NO_SIGNAL}: float detects nothing at score >= {t + band:g} ({borderline} borderline "
+                f"detection(s) within {band:g} of {t:g})")
+    f1 = 2 * hits / (2 * hits + missed + extra)
+    metrics["detection_f1"] = f1
+    if f1 < thresholds.min_detection_f1:
+        failures["f1"] = (f"detections F1 {f1:.2f} < {thresholds.min_detection_f1:g} ({hits} of float's {nf} "
+                          f"found at IoU >= {thresholds.match_iou:g}, {extra} of int8's {nq} not float's; "
+                          f"{borderline} borderline within {band:g} of score {t:g} not judged)")
+    return None
+
+
 def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Thresholds, logits: bool):
     """(failures as {"nan"|"f1"|"extra"|"boxes"|"scores": text}, metrics, not_judged) of the
     head's rows [N, anchors, values] in float and int8."""
@@ -206,39 +249,18 @@ def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Threshold
     t, band = thresholds.score_threshold, thresholds.score_band
     found_f = detections(f, layout, thresholds, threshold=max(t - band, 0.0), logits=logits)
     found_q = detections(q, layout, thresholds, logits=logits)
-    hits = missed = extra = borderline = nf = 0
-    for a, b in zip(found_f, found_q):
-        pairs = match(a, b, thresholds.match_iou)
-        decided = a[1] >= t + band
-        hits += int(np.sum(decided & (pairs >= 0)))
-        missed += int(np.sum(decided & (pairs < 0)))
-        borderline += int(np.sum(~decided))
-        nf += int(decided.sum())
-        extra += len(b[1]) - int(np.sum(pairs >= 0))
+    counts, _ = match_counts(found_f, found_q, thresholds)
     nq = sum(len(d[1]) for d in found_q)
-    metrics: dict = {"layout": layout, "detections_float": nf, "detections_quantized": nq, "matched": hits,
-                     "borderline": borderline, "extra": extra}
+    metrics: dict = {"layout": layout, "detections_float": counts["decided"], "detections_quantized": nq,
+                     "matched": counts["matched"], "borderline": counts["borderline"], "extra": counts["extra"]}
     sf, sq = scores_of(f, layout, logits), scores_of(q, layout, logits)
     judged = (sf >= thresholds.score_floor) | (sq >= thresholds.score_floor)
     metrics["score_sqnr_db"] = plain_sqnr_db(sf[judged], sq[judged]) if judged.any() else None
     detected = sf.max(-1) >= t
     metrics["box_sqnr_db"] = plain_sqnr_db(f[..., :4][detected], q[..., :4][detected]) if detected.any() else None
     metrics["detecting_anchors"] = int(detected.sum())
-    not_judged = None
-    if nf == 0:
-        if extra:
-            failures["extra"] = (f"{extra} detection(s) at score >= {t:g} where float detects none (at score >= "
-                                 f"{t - band:g})")
-        else:
-            not_judged = (f"{NO_SIGNAL}: float detects nothing at score >= {t + band:g} ({borderline} borderline "
-                          f"detection(s) within {band:g} of {t:g})")
-    else:
-        f1 = 2 * hits / (2 * hits + missed + extra)
-        metrics["detection_f1"] = f1
-        if f1 < thresholds.min_detection_f1:
-            failures["f1"] = (f"detections F1 {f1:.2f} < {thresholds.min_detection_f1:g} ({hits} of float's {nf} "
-                              f"found at IoU >= {thresholds.match_iou:g}, {extra} of int8's {nq} not float's; "
-                              f"{borderline} borderline within {band:g} of score {t:g} not judged)")
+    not_judged = f1_judgement(counts, nq, thresholds, failures, metrics)
+    if counts["decided"]:
         box = metrics["box_sqnr_db"]
         if box is not None and not box >= thresholds.min_box_sqnr_db:
             failures["boxes"] = (f"boxes of the {int(detected.sum())} detecting anchors: SQNR {box:.1f} dB < "
