@@ -34,7 +34,7 @@ from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, plain_s
 from edgenet.verdicts.generic import ROWS_PER_CHANNEL
 from edgenet.verdicts.tasks import NO_SIGNAL, _base
 
-LAYOUTS = ("v8", "v5", "detr")
+LAYOUTS = ("v8", "v5", "detr", "e2e")
 ROWS_PER_VALUE = ROWS_PER_CHANNEL   # a YOLO head has at least this many anchors per value
 
 
@@ -72,8 +72,13 @@ def sparse_scores(scores: np.ndarray) -> bool:
 def detection_layout(f: np.ndarray) -> str | None:
     """The layout of a rank-3 float head from its values, or None when it is no detection head:
     v8 / v5 for YOLO's many anchors (scores in [0, 1], boxes in pixels or normalized), detr for
-    ``[N, queries, 4 + C]`` with normalized boxes and mostly-empty scores or logits."""
+    ``[N, queries, 4 + C]`` with normalized boxes and mostly-empty scores or logits, e2e for an
+    end-to-end detector's ``[N, K, 6]`` detections (:func:`edgenet.verdicts.e2e.is_e2e`, read first)."""
+    from edgenet.verdicts.e2e import is_e2e
+
     f = np.asarray(f)
+    if is_e2e(f):
+        return "e2e"
     if f.ndim != 3 or min(f.shape[1:]) < 5 or not f.size or not np.isfinite(f).all():
         return None
     a, b = f.shape[1], f.shape[2]
@@ -274,7 +279,13 @@ def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Threshold
 
 def detection_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                       thresholds: Thresholds, layout: str | None = None) -> OutputQuality:
-    """A rank-3 detector head judged by its detections (F1), its boxes and its scores above a floor."""
+    """A rank-3 detector head judged by its detections (F1), its boxes and its scores above a floor;
+    an end-to-end detector's ``[N, K, 6]`` (layout e2e) by :func:`edgenet.verdicts.e2e.e2e_quality`."""
+    layout = layout or detection_layout(float_out)
+    if layout == "e2e":
+        from edgenet.verdicts.e2e import e2e_quality
+
+        return e2e_quality(name, float_out, quant_out, thresholds)
     f, layout = rows_view(float_out, layout)
     q, _ = rows_view(quant_out, layout)
     logits = layout == "detr" and not _in01(f[..., 4:], 1e-6)
