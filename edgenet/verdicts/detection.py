@@ -8,10 +8,16 @@ Layouts (boxes as centre x, centre y, width, height; in pixels or normalized to 
 * ``detr``: ``[N, queries, 4 + C]`` (DETR / RT-DETR: boxes normalized to [0, 1], then class
   scores, or logits read through a sigmoid), and the same as two outputs, boxes ``[N, Q, 4]``
   beside scores or logits ``[N, Q, C]`` (:func:`paired_detection_quality`; boxes given as x1 y1 x2
-  y2 are read as such).
+  y2 are read as such);
+* ``e2e``: ``[N, K, 6]``, an end-to-end (NMS-free) detector's detections, one a row: x1 y1 x2 y2
+  (or cx cy w h), score, class id, rows sorted by score (Ultralytics' YOLOv10 / YOLO26 exports):
+  judged by :mod:`edgenet.verdicts.e2e` (no NMS, the rows at score >= ``score_threshold`` matched
+  by class and IoU with this module's :func:`match_counts`; boxes and scores on the matched pairs,
+  rows being in no fixed order across models).
 
-Without a layout given it is read from the values (:func:`detection_layout`): many anchors (16x
-more than values per anchor) on axis 2 are v8, on axis 1 v5; fewer rows are DETR's queries.
+Without a layout given it is read from the values (:func:`detection_layout`): e2e first (class
+ids in column 5, scores sorted in column 4); many anchors (16x more than values per anchor) on
+axis 2 are v8, on axis 1 v5; fewer rows are DETR's queries.
 
 Scores are judged where they matter: the detections at score >= ``score_threshold`` after
 per-class non-maximum suppression (IoU ``nms_iou``; harmless for DETR, whose queries do not

@@ -8,11 +8,12 @@ detections are the TopK's leftovers, low scores the app drops.
 
 Read from the values (:func:`is_e2e`, before the raw-head layouts: a single-class end-to-end
 output has class ids 0 in column 5 and would read as a YOLOv5 head): six values a row, column 5
-integer-valued and >= 0, column 4 in [0, 1], non-increasing along the rows of every example and
-not constant. The box format (:func:`box_format`): x1 y1 x2 y2 when most rows that score at least
-``SCORE_FLOOR`` (all rows if none does) have x2 >= x1 and y2 >= y1, else cx cy w h when widths and
-heights are >= 0 everywhere (a centre format read as corners has x2 < x1 wherever w < cx), else
-corners (an untrained YOLO26's boxes, whose distances have either sign).
+integer-valued and >= 0, column 4 in [0, 1], non-increasing along the rows of every example (all
+equal too: an untrained head's scores are its bias), the output not all zero. The box format
+(:func:`box_format`): x1 y1 x2 y2 when most rows that score at least ``SCORE_FLOOR`` (all rows if
+none does) have x2 >= x1 and y2 >= y1, else cx cy w h when widths and heights are >= 0
+everywhere (a centre format read as corners has x2 < x1 wherever w < cx), else corners (an
+untrained YOLO26's boxes, whose distances have either sign).
 
 Judged as the app reads it, per example: the rows at score >= ``score_threshold`` (no NMS: the
 model selected them), int8's matched to float's by class and IoU >= ``match_iou``
@@ -59,7 +60,7 @@ def is_e2e(f: np.ndarray) -> bool:
     cls, s = f[..., 5].astype(np.float64), f[..., 4].astype(np.float64)
     if cls.min() < 0 or not np.array_equal(cls, np.rint(cls)):
         return False
-    if s.min() < -SCORE_SLACK or s.max() > 1 + SCORE_SLACK or s.max() <= s.min():
+    if s.min() < -SCORE_SLACK or s.max() > 1 + SCORE_SLACK or not f.any():
         return False
     return bool(np.all(np.diff(s, axis=1) <= SCORE_SLACK))
 
