@@ -79,6 +79,12 @@ def test_an_e2e_output_is_read_from_its_values():
     assert detection_layout(centre) == "e2e" and box_format(centre) == "cxcywh"
     v, o = _one(centre, centre)
     assert v.passed and o.metrics["detection_f1"] == 1.0 and o.metrics["box_format"] == "cxcywh"
+    untrained = f.copy()                             # an untrained head: every score its bias, class ids 0, 1, 2 ...
+    untrained[..., 4], untrained[..., 5] = 0.000156, np.arange(300) % 80
+    assert detection_layout(untrained) == "e2e"
+    moved = untrained.copy()
+    moved[..., :4] += 0.5
+    assert _one(untrained, moved)[1].status is Status.NOT_JUDGED
 
 
 def test_the_layout_does_not_catch_other_rank3_outputs():
