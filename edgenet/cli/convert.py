@@ -120,7 +120,7 @@ _ZOO_DEFAULTS = "zoo models: default 1.0 / 224 / 1000 / 3 / relu6"
                    "(top-class agreement per anchor or pixel where float is decisive: SSD scores, "
                    "segmentation), map "
                    "(binarized-map IoU + SQNR), detection (detections' F1, box and score SQNR; detection:v5, "
-                   ":v8 or :detr sets the head's layout), index, topk (a TopK's indices: set agreement, order where "
+                   ":v8, :detr or :e2e (an NMS-free detector's [N, K, 6] detections) sets the head's layout), index, topk (a TopK's indices: set agreement, order where "
                    "float's values are apart; found from the graph by itself), generic (SQNR per output and channel: regression "
                    "heads, landmarks, boxes). Default: "
                    "decided from each output's shape and values (repeatable).")

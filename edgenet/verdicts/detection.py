@@ -8,10 +8,16 @@ Layouts (boxes as centre x, centre y, width, height; in pixels or normalized to 
 * ``detr``: ``[N, queries, 4 + C]`` (DETR / RT-DETR: boxes normalized to [0, 1], then class
   scores, or logits read through a sigmoid), and the same as two outputs, boxes ``[N, Q, 4]``
   beside scores or logits ``[N, Q, C]`` (:func:`paired_detection_quality`; boxes given as x1 y1 x2
-  y2 are read as such).
+  y2 are read as such);
+* ``e2e``: ``[N, K, 6]``, an end-to-end (NMS-free) detector's detections, one a row: x1 y1 x2 y2
+  (or cx cy w h), score, class id, rows sorted by score (Ultralytics' YOLOv10 / YOLO26 exports):
+  judged by :mod:`edgenet.verdicts.e2e` (no NMS, the rows at score >= ``score_threshold`` matched
+  by class and IoU with this module's :func:`match_counts`; boxes and scores on the matched pairs,
+  rows being in no fixed order across models).
 
-Without a layout given it is read from the values (:func:`detection_layout`): many anchors (16x
-more than values per anchor) on axis 2 are v8, on axis 1 v5; fewer rows are DETR's queries.
+Without a layout given it is read from the values (:func:`detection_layout`): e2e first (class
+ids in column 5, scores sorted in column 4); many anchors (16x more than values per anchor) on
+axis 2 are v8, on axis 1 v5; fewer rows are DETR's queries.
 
 Scores are judged where they matter: the detections at score >= ``score_threshold`` after
 per-class non-maximum suppression (IoU ``nms_iou``; harmless for DETR, whose queries do not
@@ -34,7 +40,7 @@ from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, plain_s
 from edgenet.verdicts.generic import ROWS_PER_CHANNEL
 from edgenet.verdicts.tasks import NO_SIGNAL, _base
 
-LAYOUTS = ("v8", "v5", "detr")
+LAYOUTS = ("v8", "v5", "detr", "e2e")
 ROWS_PER_VALUE = ROWS_PER_CHANNEL   # a YOLO head has at least this many anchors per value
 
 
@@ -72,8 +78,13 @@ def sparse_scores(scores: np.ndarray) -> bool:
 def detection_layout(f: np.ndarray) -> str | None:
     """The layout of a rank-3 float head from its values, or None when it is no detection head:
     v8 / v5 for YOLO's many anchors (scores in [0, 1], boxes in pixels or normalized), detr for
-    ``[N, queries, 4 + C]`` with normalized boxes and mostly-empty scores or logits."""
+    ``[N, queries, 4 + C]`` with normalized boxes and mostly-empty scores or logits, e2e for an
+    end-to-end detector's ``[N, K, 6]`` detections (:func:`edgenet.verdicts.e2e.is_e2e`, read first)."""
+    from edgenet.verdicts.e2e import is_e2e
+
     f = np.asarray(f)
+    if is_e2e(f):
+        return "e2e"
     if f.ndim != 3 or min(f.shape[1:]) < 5 or not f.size or not np.isfinite(f).all():
         return None
     a, b = f.shape[1], f.shape[2]
@@ -199,6 +210,49 @@ def match(found_f, found_q, iou: float) -> np.ndarray:
     return pairs
 
 
+def match_counts(found_f, found_q, thresholds: Thresholds) -> tuple[dict, list[np.ndarray]]:
+    """Float's detections (at score >= ``score_threshold - score_band``) against int8's (at
+    ``score_threshold``), per example (:func:`match`): ({"matched", "missed", "extra", "borderline",
+    "decided"} counts over the examples, the pairs of each example). A float detection within
+    ``score_band`` of the threshold is borderline (neither required nor counted against int8); an
+    int8 detection no float one matches is extra."""
+    t, band = thresholds.score_threshold, thresholds.score_band
+    counts = {"matched": 0, "missed": 0, "extra": 0, "borderline": 0, "decided": 0}
+    all_pairs = []
+    for a, b in zip(found_f, found_q):
+        pairs = match(a, b, thresholds.match_iou)
+        decided = a[1] >= t + band
+        counts["matched"] += int(np.sum(decided & (pairs >= 0)))
+        counts["missed"] += int(np.sum(decided & (pairs < 0)))
+        counts["borderline"] += int(np.sum(~decided))
+        counts["decided"] += int(decided.sum())
+        counts["extra"] += len(b[1]) - int(np.sum(pairs >= 0))
+        all_pairs.append(pairs)
+    return counts, all_pairs
+
+
+def f1_judgement(counts: dict, nq: int, thresholds: Thresholds, failures: dict, metrics: dict) -> str | None:
+    """The detections' F1 from :func:`match_counts`' ``counts`` (``nq``: int8's detections) into
+    ``failures`` ("f1" / "extra") and ``metrics`` (detection_f1); returns why the output is not
+    judged (float decides no detection and int8 adds none), else None."""
+    t, band = thresholds.score_threshold, thresholds.score_band
+    hits, missed, extra, borderline, nf = (counts[k] for k in ("matched", "missed", "extra", "borderline", "decided"))
+    if nf == 0:
+        if extra:
+            failures["extra"] = (f"{extra} detection(s) at score >= {t:g} where float detects none (at score >= "
+                                 f"{t - band:g})")
+            return None
+        return (f"{NO_SIGNAL}: float detects nothing at score >= {t + band:g} ({borderline} borderline "
+                f"detection(s) within {band:g} of {t:g})")
+    f1 = 2 * hits / (2 * hits + missed + extra)
+    metrics["detection_f1"] = f1
+    if f1 < thresholds.min_detection_f1:
+        failures["f1"] = (f"detections F1 {f1:.2f} < {thresholds.min_detection_f1:g} ({hits} of float's {nf} "
+                          f"found at IoU >= {thresholds.match_iou:g}, {extra} of int8's {nq} not float's; "
+                          f"{borderline} borderline within {band:g} of score {t:g} not judged)")
+    return None
+
+
 def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Thresholds, logits: bool):
     """(failures as {"nan"|"f1"|"extra"|"boxes"|"scores": text}, metrics, not_judged) of the
     head's rows [N, anchors, values] in float and int8."""
@@ -206,39 +260,18 @@ def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Threshold
     t, band = thresholds.score_threshold, thresholds.score_band
     found_f = detections(f, layout, thresholds, threshold=max(t - band, 0.0), logits=logits)
     found_q = detections(q, layout, thresholds, logits=logits)
-    hits = missed = extra = borderline = nf = 0
-    for a, b in zip(found_f, found_q):
-        pairs = match(a, b, thresholds.match_iou)
-        decided = a[1] >= t + band
-        hits += int(np.sum(decided & (pairs >= 0)))
-        missed += int(np.sum(decided & (pairs < 0)))
-        borderline += int(np.sum(~decided))
-        nf += int(decided.sum())
-        extra += len(b[1]) - int(np.sum(pairs >= 0))
+    counts, _ = match_counts(found_f, found_q, thresholds)
     nq = sum(len(d[1]) for d in found_q)
-    metrics: dict = {"layout": layout, "detections_float": nf, "detections_quantized": nq, "matched": hits,
-                     "borderline": borderline, "extra": extra}
+    metrics: dict = {"layout": layout, "detections_float": counts["decided"], "detections_quantized": nq,
+                     "matched": counts["matched"], "borderline": counts["borderline"], "extra": counts["extra"]}
     sf, sq = scores_of(f, layout, logits), scores_of(q, layout, logits)
     judged = (sf >= thresholds.score_floor) | (sq >= thresholds.score_floor)
     metrics["score_sqnr_db"] = plain_sqnr_db(sf[judged], sq[judged]) if judged.any() else None
     detected = sf.max(-1) >= t
     metrics["box_sqnr_db"] = plain_sqnr_db(f[..., :4][detected], q[..., :4][detected]) if detected.any() else None
     metrics["detecting_anchors"] = int(detected.sum())
-    not_judged = None
-    if nf == 0:
-        if extra:
-            failures["extra"] = (f"{extra} detection(s) at score >= {t:g} where float detects none (at score >= "
-                                 f"{t - band:g})")
-        else:
-            not_judged = (f"{NO_SIGNAL}: float detects nothing at score >= {t + band:g} ({borderline} borderline "
-                          f"detection(s) within {band:g} of {t:g})")
-    else:
-        f1 = 2 * hits / (2 * hits + missed + extra)
-        metrics["detection_f1"] = f1
-        if f1 < thresholds.min_detection_f1:
-            failures["f1"] = (f"detections F1 {f1:.2f} < {thresholds.min_detection_f1:g} ({hits} of float's {nf} "
-                              f"found at IoU >= {thresholds.match_iou:g}, {extra} of int8's {nq} not float's; "
-                              f"{borderline} borderline within {band:g} of score {t:g} not judged)")
+    not_judged = f1_judgement(counts, nq, thresholds, failures, metrics)
+    if counts["decided"]:
         box = metrics["box_sqnr_db"]
         if box is not None and not box >= thresholds.min_box_sqnr_db:
             failures["boxes"] = (f"boxes of the {int(detected.sum())} detecting anchors: SQNR {box:.1f} dB < "
@@ -252,7 +285,13 @@ def _judge_rows(f: np.ndarray, q: np.ndarray, layout: str, thresholds: Threshold
 
 def detection_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, channels_last: bool,
                       thresholds: Thresholds, layout: str | None = None) -> OutputQuality:
-    """A rank-3 detector head judged by its detections (F1), its boxes and its scores above a floor."""
+    """A rank-3 detector head judged by its detections (F1), its boxes and its scores above a floor;
+    an end-to-end detector's ``[N, K, 6]`` (layout e2e) by :func:`edgenet.verdicts.e2e.e2e_quality`."""
+    layout = layout or detection_layout(float_out)
+    if layout == "e2e":
+        from edgenet.verdicts.e2e import e2e_quality
+
+        return e2e_quality(name, float_out, quant_out, thresholds)
     f, layout = rows_view(float_out, layout)
     q, _ = rows_view(quant_out, layout)
     logits = layout == "detr" and not _in01(f[..., 4:], 1e-6)

@@ -13,6 +13,8 @@
   [0, 1] (scores) and values 0..3 boxes in pixels or normalized -> DETECTION (YOLO);
   ``[N, Q, 4 + C]`` with normalized boxes and scores (or logits) that mostly detect nothing ->
   DETECTION (DETR): :func:`edgenet.verdicts.detection.detection_layout`;
+* ``[N, K, 6]`` rows sorted by a score in [0, 1] in column 4, integer class ids in column 5 ->
+  DETECTION (an end-to-end detector's detections: :mod:`edgenet.verdicts.e2e`);
 * boxes ``[N, Q, 4]`` beside scores or logits ``[N, Q, C]`` over the same Q (not a distribution:
   that is an SSD head's CLASS_MAP) -> DETECTION, the two judged as one head
   (:func:`detection_pairs`);
@@ -23,7 +25,7 @@
 * anything else -> GENERIC.
 
 :class:`KindSpec` is a user's override, ``NAME=KIND[:OPTION]`` (``sequence:blank=N``,
-``detection:v5`` / ``detection:v8`` / ``detection:detr``).
+``detection:v5`` / ``detection:v8`` / ``detection:detr`` / ``detection:e2e``).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
 from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
 from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_quality, normalized_boxes,
                                         paired_detection_quality, sparse_scores)
+from edgenet.verdicts.e2e import E2E_VALUES
 from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
 from edgenet.verdicts.tasks import MIN_BLANK_SHARE, classifier_quality, map_quality, sequence_quality
 from edgenet.verdicts.topk import TopKSource, topk_quality
@@ -52,7 +55,7 @@ class KindError(ValueError):
 @dataclass(frozen=True)
 class KindSpec:
     """``--output-kind NAME=KIND[:OPTION]``: output NAME is judged as KIND. ``blank``: a sequence's
-    CTC blank class; ``layout``: a detection head's "v8" / "v5" / "detr"."""
+    CTC blank class; ``layout``: a detection head's "v8" / "v5" / "detr" / "e2e"."""
 
     output: str
     kind: OutputKind
@@ -203,9 +206,11 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                             "(needs [N, positions, classes] or [N, classes, H, W])")
         return class_map_quality(name, f, q, thresholds)
     if kind is OutputKind.DETECTION:
-        if f.ndim != 3 or min(f.shape[1:]) < 5:
+        e2e = f.ndim == 3 and f.shape[2] == E2E_VALUES and f.shape[1] >= 1
+        if f.ndim != 3 or (min(f.shape[1:]) < 5 and not e2e) or (spec and spec.layout == "e2e" and not e2e):
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
                             "(needs [N, 4 + classes, anchors], [N, anchors, 5 + classes] or [N, queries, 4 + classes], "
+                            "an end-to-end detector's [N, detections, 6] (detection:e2e), "
                             "or boxes [N, queries, 4] beside scores [N, queries, classes])")
         return detection_quality(name, f, q, False, thresholds, spec.layout if spec else None)
     if kind is OutputKind.DENSE_MAP:
