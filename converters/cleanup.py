@@ -49,6 +49,7 @@ class CleanupStats:
     constants_folded: int
     nodes_removed: int
     initializer_inputs_dropped: int
+    split_pieces_read: int = 0     # Split / Slice outputs now reading a Concat's piece (split_concat.py)
 
 
 def cleanup(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", CleanupStats]:
@@ -65,6 +66,9 @@ def cleanup(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", CleanupStats]:
         folded += n
         if n == 0:
             break
+    from edgenet.converters.split_concat import bypass_split_of_concat, splits_concat
+
+    pieces = bypass_split_of_concat(graph, _static_shapes(out)) if splits_concat(graph) else 0
     bypassed = _remove_noop_nodes(graph)
     dead = _remove_dead_nodes(graph)
 
@@ -75,8 +79,8 @@ def cleanup(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", CleanupStats]:
     except onnx.checker.ValidationError as exc:
         raise ConversionError(f"cleanup produced an invalid ONNX graph: {_first_line(exc)}") from exc
     return out, CleanupStats(
-        constants_folded=folded, nodes_removed=bypassed + dead, initializer_inputs_dropped=dropped
-    )
+        constants_folded=folded, nodes_removed=bypassed + dead, initializer_inputs_dropped=dropped,
+        split_pieces_read=pieces)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def conversion_report(opts, profile, source, model, built, checked, data, pass_s
         target={"name": profile.name, **target_report.to_dict(), "summary": target_report.summary_line()},
         bn_folded=bn.folded, bn_to_mul_add=bn.to_mul_add, bn_fold_max_abs_diff=bn.max_abs_diff,
         cleanup={"constants_folded": clean_stats.constants_folded, "nodes_removed": clean_stats.nodes_removed,
-                 "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped},
+                 "initializer_inputs_dropped": clean_stats.initializer_inputs_dropped,
+                 "split_pieces_read": clean_stats.split_pieces_read},
         export_max_abs_err=source.export_max_abs_err,
         data=data.info,
         calibration=None if quant is None else {

@@ -184,6 +184,48 @@ def topk_float_checks(checks: Sequence[FloatCheck], model: bytes, onnx_outs, flo
     return out
 
 
+def e2e_float_checks(checks: Sequence[FloatCheck], onnx_outs, float_outs, tolerance: float) -> list[FloatCheck]:
+    """``checks`` with each end-to-end detector output (``[N, K, 6]`` rows of box, score, class id,
+    sorted by score: :func:`edgenet.verdicts.e2e.is_e2e`) compared as the rows it lists, not row by
+    row: two candidates whose scores differ by a float rounding come out in either order (and a
+    trained detector's 300 rows hold many close low scores), so onnxruntime's and LiteRT's row k may
+    be different detections. Per example each ONNX row is matched to an unused TFLite row of the same
+    class whose values agree within ``tolerance`` of each column's scale (boxes: the largest box
+    coordinate; score: 1); an ONNX row left unmatched is allowed only at the TopK's cut (its score
+    within ``tolerance`` of the example's lowest), where tied candidates are interchangeable. The
+    error is the largest relative difference of a matched pair, or 1.0 for a row not found."""
+    from edgenet.verdicts.e2e import is_e2e
+
+    out = list(checks)
+    for k, (o, f) in enumerate(zip(onnx_outs, float_outs)):
+        if out[k].rel_err == 0.0 or np.shape(o) != np.shape(f) or not is_e2e(o):
+            continue
+        o64, f64 = np.asarray(o, np.float64), np.asarray(f, np.float64)
+        box_scale = max(float(np.abs(o64[..., :4]).max()), 1e-6)
+        worst = 0.0
+        for a, b in zip(o64, f64):
+            # relative difference of every ONNX row against every TFLite row; other classes never match
+            diff = np.maximum(np.abs(a[:, None, :4] - b[None, :, :4]).max(-1) / box_scale,
+                              np.abs(a[:, None, 4] - b[None, :, 4]))
+            diff[np.rint(a[:, None, 5]) != np.rint(b[None, :, 5])] = np.inf
+            used = np.zeros(len(b), dtype=bool)
+            cut = a[:, 4].min()
+            for i in range(len(a)):
+                cand = np.where(used, np.inf, diff[i])
+                j = int(np.argmin(cand))
+                if cand[j] <= tolerance:
+                    used[j] = True
+                    worst = max(worst, float(cand[j]))
+                elif a[i, 4] > cut + tolerance:
+                    worst = 1.0
+                    break
+            if worst >= 1.0:
+                break
+        if worst <= tolerance:
+            out[k] = FloatCheck(worst * box_scale, worst, out[k].samples)
+    return out
+
+
 def check_int8(float_out: np.ndarray, int8_out: np.ndarray) -> Int8Check:
     return Int8Check(agreement(float_out, int8_out), sqnr_db(float_out, int8_out), len(float_out))
 

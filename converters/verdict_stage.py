@@ -62,6 +62,9 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
     fcs = [validate.check_float(o, f, info.channels_last) for o, f, info in zip(onnx_outs, f_outs, graph.outputs)]
     fcs = validate.topk_float_checks(fcs, built.models[Precision.FLOAT32], onnx_outs, f_outs,
                                      [info.channels_last for info in graph.outputs])
+    fcs = validate.e2e_float_checks(fcs, onnx_outs, f_outs, profile.float_tolerance)
+    if split is not None:   # an output written as parts: its rows compared joined, as the app rebuilds it
+        fcs = _joined_e2e_checks(fcs, onnx_outs, f_outs, split.joined(graph.outputs), profile.float_tolerance)
     verdict = validate.float_verdict(fcs, names, profile.float_tolerance)
     if not verdict.passed:
         verdict = with_divergence(verdict, model, data, source, tf_side)
@@ -83,6 +86,23 @@ def validate_stage(opts, profile, model, built, source: SourceModel, data: Pipel
     # the user's output names, before any split
     return judge_quantized(opts, profile, built, source, data, f_outs, fcs, verdict, notes,
                            [o.name for o in source.onnx.graph.output], split)
+
+
+def _joined_e2e_checks(fcs, onnx_outs, f_outs, join, tolerance: float) -> list:
+    """The float checks of a split output's parts, each replaced by the check of the joined output
+    when that is an end-to-end detector's (:func:`validate.e2e_float_checks`) and passes."""
+    from edgenet.converters import validate
+
+    parts = range(join.first, join.first + join.count)
+    if all(fcs[k].rel_err <= tolerance for k in parts):
+        return list(fcs)
+    o = np.concatenate([onnx_outs[k] for k in parts], axis=join.axis)
+    f = np.concatenate([f_outs[k] for k in parts], axis=join.axis)
+    worst = max((fcs[k] for k in parts), key=lambda c: c.rel_err)
+    joined = validate.e2e_float_checks([worst], [o], [f], tolerance)[0]
+    if joined.rel_err > tolerance:
+        return list(fcs)
+    return [joined if k in parts else c for k, c in enumerate(fcs)]
 
 
 def judge_quantized(opts, profile, built, source: SourceModel, data: PipelineData, f_outs, fcs, verdict, notes,

@@ -163,3 +163,28 @@ def test_the_layout_is_named_and_refused_where_it_does_not_fit():
     with pytest.raises(KindError, match="detection:e2e"):
         _one(np.zeros((2, 300, 84), np.float32), np.zeros((2, 300, 84), np.float32),
              KindSpec("output0", OutputKind.DETECTION, layout="e2e"))
+
+
+def test_float_check_compares_the_rows_listed_not_row_by_row():
+    """float TFLite vs ONNX: rows whose scores differ by a float rounding come out in either order
+    (refused as "relative error 1" on an untrained YOLO26 before); a row whose class changed, or a
+    box moved, is still a conversion error."""
+    from edgenet.converters.validate import FloatCheck, e2e_float_checks
+
+    rng = np.random.default_rng(5)
+    onnx_out = _sorted(_e2e(rng, n=4, twins=False))
+    onnx_out[:, 10, 4] = onnx_out[:, 11, 4] = 0.05        # two tied rows in the middle
+    onnx_out = _sorted(onnx_out)
+    reordered = onnx_out.copy()
+    tied = np.flatnonzero(onnx_out[0, :, 4] == np.float32(0.05))[:2]
+    reordered[:, tied] = reordered[:, tied[::-1]]
+    reordered[:, -1] = onnx_out[:, -1] + [1.0, 0, 0, 0, 0, 0]   # the cut: another candidate at the lowest score
+    reordered[:, -1, 4] = onnx_out[:, -1, 4]
+    wrong_class = reordered.copy()
+    wrong_class[:, 0, 5] = (wrong_class[:, 0, 5] + 1) % 80
+    moved = reordered.copy()
+    moved[:, 1, :4] += 20.0
+    start = [FloatCheck(300.0, 1.0, 4)]
+    assert e2e_float_checks(start, [onnx_out], [reordered], 1e-3)[0].rel_err == 0.0
+    for bad in (wrong_class, moved):
+        assert e2e_float_checks(start, [onnx_out], [bad], 1e-3)[0].rel_err == 1.0
