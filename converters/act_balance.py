@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 MAX_SCALE = 1000.0      # a channel is scaled up at most this much (a dead channel is left as it is)
-MIN_GAIN = 1.5          # a pair is rescaled when some channel gains at least this factor (3.5 dB)
+MIN_GAIN = 2.0          # a pair is rescaled when some channel gains at least this factor (6 dB)
 RANGE_SAMPLES = 64      # calibration examples its ranges are measured on, at most
 
 
@@ -65,14 +65,19 @@ def _is_depthwise(layer) -> bool:
 
 
 def channel_gains(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """s_k >= 1: the largest factor keeping [lo_k, hi_k] s_k inside [min lo, max hi] (per-channel min
-    and max over the examples, shape (C,)), at most :data:`MAX_SCALE`; 1 for a channel that is all 0."""
+    """s_k >= 1: the largest power of two keeping [lo_k, hi_k] s_k inside [min lo, max hi] (per-channel
+    min and max over the examples, shape (C,)), at most :data:`MAX_SCALE`; 1 for a channel that is all 0.
+
+    Powers of two make the rescaling exact in float32, not only up to rounding: w s_k and (w / s_k)
+    (x s_k) are the same products, so everything after the depthwise conv is bit for bit the original
+    (its calibrated ranges too: a repair that floats the pair gets the model it got without balancing).
+    At most half of each channel's possible gain (6 dB) is given up for it."""
     t_lo, t_hi = min(float(lo.min()), 0.0), max(float(hi.max()), 0.0)
     up = np.where(hi > 0, t_hi / np.where(hi > 0, hi, 1.0), np.inf)
     down = np.where(lo < 0, t_lo / np.where(lo < 0, lo, -1.0), np.inf)
     s = np.minimum(up, down)
     s[~np.isfinite(s)] = 1.0
-    return np.clip(s, 1.0, MAX_SCALE)
+    return np.exp2(np.floor(np.log2(np.clip(s, 1.0, MAX_SCALE))))
 
 
 def balance_activations(model, calib: Sequence[np.ndarray]):

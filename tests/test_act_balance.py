@@ -47,7 +47,7 @@ def test_conv_depthwise_tensor_shares_its_range_and_the_function_is_kept(between
     twin, stats = balance_activations(model, calib)
     assert stats is not None and stats.pairs == ("a" if between else "t",)
     before, after = _outputs(model, calib)[0], _outputs(twin, calib)[0]
-    assert np.max(np.abs(before - after)) <= 1e-4 * np.max(np.abs(before))
+    assert np.array_equal(before, after)      # powers of two: exact, not only up to rounding
     # the tensor between: every channel now reaches the tensor's own range, which did not grow
     probe = onnx.ModelProto()
     for m in (model, twin):
@@ -60,7 +60,7 @@ def test_conv_depthwise_tensor_shares_its_range_and_the_function_is_kept(between
             old_peak, old_spread = np.abs(v).max(), peak.max() / peak.min()
     assert np.abs(v).max() <= old_peak * (1 + 1e-5)
     assert peak.max() / peak.min() < old_spread / 5
-    assert stats.max_gain > 10 and "1 tensor(s) between a conv and a depthwise conv" in stats.note()
+    assert stats.max_gain >= 8 and "1 tensor(s) between a conv and a depthwise conv" in stats.note()
 
 
 @pytest.mark.parametrize("between,depthwise", [("relu6", True), (None, False)])
@@ -76,7 +76,8 @@ def test_channel_gains_keep_each_channel_inside_the_tensor_range():
     lo = np.array([-1.0, -0.1, 0.0, 0.0, -4.0])
     hi = np.array([2.0, 0.5, 0.0, 8.0, 1.0])
     s = channel_gains(lo, hi)
-    assert s.tolist() == pytest.approx([4.0, 16.0, 1.0, 1.0, 1.0])
+    assert s.tolist() == [4.0, 16.0, 1.0, 1.0, 1.0]
+    assert channel_gains(np.array([0.0, 0.0]), np.array([1.0, 0.15])).tolist() == [1.0, 4.0]   # 6.7 -> 4
     assert np.all(s * lo >= lo.min() - 1e-12) and np.all(s * hi <= hi.max() + 1e-12)
 
 
