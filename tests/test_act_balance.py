@@ -108,3 +108,16 @@ def test_int8_conversion_quantizes_the_balanced_twin(tmp_path):
     written = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "o" / "model.onnx")).graph.initializer}
     assert np.array_equal(written["w2"], numpy_helper.to_array(_model().graph.initializer[2]))
     assert r.report.to_dict()["validation"]["float_rel_err"] < 1e-4
+
+
+def test_per_tensor_weights_are_not_balanced(tmp_path):
+    """Scaling a channel by 2**k moves per-tensor weights' precision (CLE's question, --equalize): not done."""
+    pytest.importorskip("litert_quantizer")
+    import edgenet
+
+    path = tmp_path / "pair.onnx"
+    onnx.save(_model(), str(path))
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).normal(size=(48, 3, 12, 12)).astype(np.float32))
+    edgenet.convert(str(path), int8=True, calib=str(tmp_path / "x.npy"), out=tmp_path / "o", calib_samples=32,
+                    eval_samples=16, target="rpi", per_tensor=True, allow_degraded=True)
+    assert "balance activations" not in (tmp_path / "o" / "report.md").read_text()
