@@ -141,6 +141,7 @@ class TargetProfile:
     map_threshold: float = _TH.map_threshold                    # a [0, 1] map is binarized here
     min_detection_f1: float = _TH.min_detection_f1              # detection: F1 against float's detections
     min_box_sqnr_db: float = _TH.min_box_sqnr_db                # detection: SQNR of the detected boxes
+    min_box_iou: float = _TH.min_box_iou                        # end-to-end detection: mean IoU of matched boxes
     min_score_sqnr_db: float = _TH.min_score_sqnr_db            # detection: SQNR of scores above score_floor
     score_threshold: float = _TH.score_threshold                # detection: a detection's least score
     score_floor: float = _TH.score_floor                        # detection: scores below are not judged
@@ -213,7 +214,7 @@ _POSITIVE_FLOAT_KEYS = ("float_tolerance", "min_sqnr_db", "min_channel_sqnr_db",
 # shares and probabilities: in [0, 1]
 _FRACTION_KEYS = ("min_index_agreement", "min_top1_agreement", "min_step_agreement", "min_sequence_agreement",
                   "min_map_iou", "map_threshold", "min_detection_f1", "score_threshold", "score_floor", "match_iou",
-                  "nms_iou", "min_decisive_margin", "min_embedding_cosine", "score_band")
+                  "nms_iou", "min_decisive_margin", "min_embedding_cosine", "score_band", "min_box_iou")
 # upper bounds: a thread count far past any device's cores crashes the runtime's thread pool;
 # budgets past 1 TiB are typos (see edgenet/limits.py)
 _MAXIMUM = {"num_threads": MAX_THREADS, "ram_bytes": MAX_BUDGET_BYTES, "flash_bytes": MAX_BUDGET_BYTES,

@@ -318,8 +318,10 @@ def _op_counts(model: bytes) -> dict[str, int]:
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mixnet_s" else n
                                   for n in sorted(ZOO_SMALL)])   # MixNet-S: 404 ops
 def test_zoo_float_models_match_the_tensorflow_made_ones(name):
-    """Exported and cleaned as convert does (BN folded): the float model has exactly the op types and
-    counts of the model TensorFlow's converter made (TF_MADE_OPS), and computes onnxruntime's values."""
+    """Exported and cleaned as convert does (BN folded): the float model has the op types of the model
+    TensorFlow's converter made (TF_MADE_OPS) and no more ops of any type (MixNet-S: 3 CONCATENATION
+    and 5 SPLIT fewer, since cleanup reads a Concat's pieces where the next Split takes it apart
+    again, converters/split_concat.py), and computes onnxruntime's values."""
     pytest.importorskip("torch")
     from edgenet.converters.export import export_onnx
     from edgenet.converters.passes import ONNX_PASSES
@@ -329,7 +331,8 @@ def test_zoo_float_models_match_the_tensorflow_made_ones(name):
     model = export_onnx(create_model(name, num_classes=10, **size), (1, 3, size["resolution"], size["resolution"]))
     for graph_pass in ONNX_PASSES:
         model, _ = graph_pass.run(model)
-    assert _op_counts(native_tflite(model).model) == TF_MADE_OPS[name]
+    ours, theirs = _op_counts(native_tflite(model).model), TF_MADE_OPS[name]
+    assert ours.keys() == theirs.keys() and all(ours[k] <= theirs[k] for k in ours), (ours, theirs)
     x = rand(1, 3, size["resolution"], size["resolution"])
     got, _, _ = run_native(model, {"input": x})
     np.testing.assert_allclose(got[0], run_ort(model, {"input": x})[0], rtol=1e-4, atol=1e-5)

@@ -101,6 +101,7 @@ class Thresholds:
     map_threshold: float = 0.3          # a map in [0, 1] is binarized here (PaddleOCR's DB thresh)
     min_detection_f1: float = 0.9       # detection: F1 of int8 detections matched to float's
     min_box_sqnr_db: float = 25.0       # detection: SQNR of the boxes float detects
+    min_box_iou: float = 0.9            # end-to-end detection: mean IoU of the matched detections' boxes
     min_score_sqnr_db: float = 10.0     # detection: SQNR of the scores above score_floor
     score_threshold: float = 0.25       # a detection: score at least this (Ultralytics' default conf)
     score_floor: float = 0.05           # scores below this on both sides are not judged
