@@ -103,7 +103,8 @@ def bypass_split_of_concat(graph: "onnx.GraphProto", shapes: dict[str, tuple[int
         src = producer.get(node.input[0]) if node.op_type in ("Split", "Slice") and node.input else None
         perm = None
         if src is not None and src.op_type == "Transpose":
-            perm = _attr(src, "perm")
+            rank = len(shapes.get(node.input[0]) or ())
+            perm = _attr(src, "perm") or list(range(rank))[::-1]   # no perm: the axes reversed (ONNX)
             src = producer.get(src.input[0])
         if src is None or src.op_type != "Concat" or src.domain not in ("", "ai.onnx"):
             new_nodes.append(node)

@@ -62,6 +62,28 @@ def test_pieces_are_read_directly_and_values_do_not_change(transpose, slices, ot
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_transpose_without_perm_reverses_the_axes():
+    """ONNX's Transpose without ``perm`` reverses the axes; read as no Transpose at all, the pieces
+    came out untransposed (a breaker's model was refused, blaming its file)."""
+    model = _head()
+    t = next(n for n in model.graph.node if n.op_type == "Transpose")
+    del t.attribute[:]                                   # [1, 11, 9] -> [9, 11, 1]
+    split = next(n for n in model.graph.node if n.op_type == "Split")
+    split.attribute[0].i = 1                             # the channels, now axis 1 of [9, 11, 1]
+    reduce = next(n for n in model.graph.node if n.op_type == "ReduceMax")
+    reduce.attribute[0].ints[:] = [1]
+    for o in model.graph.output:
+        dims = {"best": [9, 1], "b2": [9, 4, 1]}[o.name]
+        del o.type.tensor_type.shape.dim[:]
+        for d in dims:
+            o.type.tensor_type.shape.dim.add().dim_value = d
+    cleaned, stats = cleanup(model)
+    assert stats.split_pieces_read == 2
+    x = np.random.default_rng(4).normal(size=(1, 3, 9)).astype(np.float32)
+    for a, b in zip(_run(model, x), _run(cleaned, x)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_split_across_pieces_is_left_alone():
     model = _head(sizes=(5, 6))                       # the boundary falls inside the scores
     cleaned, stats = cleanup(model)
