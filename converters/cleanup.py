@@ -321,6 +321,25 @@ def unique_name(graph: "onnx.GraphProto", base: str, taken: set[str] | None = No
     return name
 
 
+def name_allocator(graph: "onnx.GraphProto"):
+    """A function ``base -> name`` giving names no value of ``graph`` (as it is now: node outputs,
+    inputs, initializers) has, nor each other: for a pass that adds many nodes (the graph is read
+    once). value_info is not read: a quantized file's value_info keeps its float graph's names,
+    which the rewrite of it gives back to the values they named."""
+    taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
+        {t.name for t in graph.initializer}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    return fresh
+
+
 def _all_names(graph: "onnx.GraphProto") -> set[str]:
     names = {t.name for t in graph.initializer} | {vi.name for vi in graph.input}
     names |= {vi.name for vi in graph.output} | {vi.name for vi in graph.value_info}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgenet.converters.cleanup import name_allocator
 from edgenet.converters.qdq_params import Graph, label
 from edgenet.errors import ModelError
 
@@ -128,20 +129,11 @@ def _rewrite_static(model) -> tuple[Counter, int]:
 
     g = Graph(model)
     graph = model.graph
-    names = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
-        {t.name for t in graph.initializer}
+    fresh = name_allocator(graph)
     params: dict[str, tuple[str, str]] = {}      # integer activation -> (scale name, zero point name)
     dq_cache: dict[tuple, str] = {}
     new_nodes, new_inits = [], []
     counts, direct = Counter(), 0
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in names:
-            k += 1
-            name = f"{base}_{k}"
-        names.add(name)
-        return name
 
     def float_of(q: str, scale: str, zp: str, axis: int | None = None) -> str:
         """The float value of integer ``q`` (a DequantizeLinear, shared by readers with equal parameters)."""

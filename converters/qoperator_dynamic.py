@@ -25,6 +25,7 @@ from collections import Counter
 
 import numpy as np
 
+from edgenet.converters.cleanup import name_allocator
 from edgenet.converters.qdq_params import Graph, label
 from edgenet.errors import ModelError
 
@@ -42,19 +43,10 @@ def rewrite_dynamic(model) -> Counter:
 
     graph = model.graph
     g = Graph(model)
-    names = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer} | \
-        {i.name for i in graph.input}
+    fresh = name_allocator(graph)
     counts: Counter = Counter()
     at: dict[int, list] = {}          # id(node) -> the nodes that take its place
     inits = []
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in names:
-            k += 1
-            name = f"{base}_{k}"
-        names.add(name)
-        return name
 
     def const(array: np.ndarray, base: str) -> str:
         name = fresh(base)

@@ -92,12 +92,12 @@ def bypass_split_of_concat(graph: "onnx.GraphProto", shapes: dict[str, tuple[int
     ``shapes``: static shapes of the graph's values. Returns how many outputs now read their piece."""
     from onnx import helper
 
-    from edgenet.converters.cleanup import constant_values, unique_name
+    from edgenet.converters.cleanup import constant_values, name_allocator
 
     producer = {o: n for n in graph.node for o in n.output if o}
     outputs = {o.name for o in graph.output}
     consts = constant_values(graph)
-    taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | set(consts)
+    fresh = name_allocator(graph)
     rewired, new_nodes = 0, []
     for node in graph.node:
         src = producer.get(node.input[0]) if node.op_type in ("Split", "Slice") and node.input else None
@@ -127,10 +127,10 @@ def bypass_split_of_concat(graph: "onnx.GraphProto", shapes: dict[str, tuple[int
             piece = src.input[pieces.index(r)]
             if perm is None:
                 new_nodes.append(helper.make_node("Identity", [piece], [out],
-                                                  name=unique_name(graph, f"{node.name or out}/piece", taken)))
+                                                  name=fresh(f"{node.name or out}/piece")))
             else:
                 new_nodes.append(helper.make_node("Transpose", [piece], [out], perm=perm,
-                                                  name=unique_name(graph, f"{node.name or out}/piece", taken)))
+                                                  name=fresh(f"{node.name or out}/piece")))
             rewired += 1
     if rewired:
         del graph.node[:]

