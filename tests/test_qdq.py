@@ -15,6 +15,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgenet.cli import main  # noqa: E402
+from ort_quantized import quantize_static_file  # noqa: E402
 from edgenet.converters.qdq import QDQSource, is_qdq, strip_qdq  # noqa: E402
 from edgenet.errors import ModelError  # noqa: E402
 
@@ -40,22 +41,8 @@ def _float_model(seed: int = 0):
 
 
 def _quantized(tmp_path, per_channel: bool, activation: str, fmt: str = "QDQ"):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    src, dst = tmp_path / "float.onnx", tmp_path / f"q_{int(per_channel)}_{activation}_{fmt}.onnx"
-    onnx.save(_float_model(), str(src))
-    rng = np.random.default_rng(1)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"x": rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(16)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
-                    activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8)
-    return dst
+    return quantize_static_file(_float_model(), tmp_path, "float", per_channel=per_channel, activation=activation,
+                                fmt=fmt, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgenet.cli import main  # noqa: E402
+from ort_quantized import quantize_static_file  # noqa: E402
 from edgenet.converters.qdq import is_qdq, strip_qdq  # noqa: E402
 from edgenet.converters.qoperator import rewrite_qoperator  # noqa: E402
 
@@ -81,22 +82,8 @@ def _lstm():
 
 
 def _static(folder, make, name, per_channel, activation):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    src, dst = folder / f"{name}.onnx", folder / f"{name}_{int(per_channel)}_{activation}.onnx"
-    onnx.save(make(), str(src))
-    rng = np.random.default_rng(3)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"x": rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(16)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator, per_channel=per_channel,
-                    activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8)
-    return dst
+    return quantize_static_file(make(), folder, name, per_channel=per_channel, activation=activation,
+                                fmt="QOperator", seed=3)
 
 
 def _dynamic(folder, make, name, **kw):
