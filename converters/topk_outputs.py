@@ -28,6 +28,19 @@ def _origin(graph, producer, tensor: int):
     return op, list(op.outputs).index(made), path[::-1]
 
 
+_TOPK_V2 = 48   # BuiltinOperator
+
+
+def _has_topk(model: bytes) -> bool:
+    """Whether ``model``'s operator codes include TOPK_V2 (read in place: 0.07 s saved a judgement of an
+    881-op model, which read_tflite unpacks whole)."""
+    from edgenet.converters import _flatbuffer
+
+    root = _flatbuffer.schema().Model.GetRootAs(model, 0)
+    codes = (root.OperatorCodes(i) for i in range(root.OperatorCodesLength()))
+    return any(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) == _TOPK_V2 for c in codes)
+
+
 def topk_sources(model: bytes, channels_last) -> dict[int, TopKSource]:
     """{output position: TopKSource} for the model's outputs (in its signature's order, as the
     pipeline judges them) that are a TOPK_V2's indices; ``channels_last``: per output, whether it
@@ -36,6 +49,8 @@ def topk_sources(model: bytes, channels_last) -> dict[int, TopKSource]:
     from edgenet.targets.tflite_graph import read_tflite
 
     try:
+        if not _has_topk(model):   # the common case, without unpacking the graph (a repair judges dozens)
+            return {}
         graph = read_tflite(model)
         order = _outputs_in_model_order(model, graph)
     except Exception:   # an unreadable graph: judged by values, as before
