@@ -96,8 +96,9 @@ def _joined_e2e_checks(fcs, onnx_outs, f_outs, join, tolerance: float) -> list:
     parts = range(join.first, join.first + join.count)
     if all(fcs[k].rel_err <= tolerance for k in parts):
         return list(fcs)
-    o = np.concatenate([onnx_outs[k] for k in parts], axis=join.axis)
-    f = np.concatenate([f_outs[k] for k in parts], axis=join.axis)
+    from edgenet.verdicts.parts import join_arrays
+
+    o, f = (join_arrays(arrays, (join,))[join.first] for arrays in (onnx_outs, f_outs))
     worst = max((fcs[k] for k in parts), key=lambda c: c.rel_err)
     joined = validate.e2e_float_checks([worst], [o], [f], tolerance)[0]
     if joined.rel_err > tolerance:

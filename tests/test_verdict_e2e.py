@@ -188,3 +188,26 @@ def test_float_check_compares_the_rows_listed_not_row_by_row():
     assert e2e_float_checks(start, [onnx_out], [reordered], 1e-3)[0].rel_err == 0.0
     for bad in (wrong_class, moved):
         assert e2e_float_checks(start, [onnx_out], [bad], 1e-3)[0].rel_err == 1.0
+
+
+def test_float_check_of_an_output_written_as_parts_compares_them_joined():
+    """The repair's split head writes boxes, score and class id as three outputs: each part's rows
+    are reordered like the whole's, so they are compared joined, as the app rebuilds the output."""
+    from edgenet.converters.validate import FloatCheck
+    from edgenet.converters.verdict_stage import _joined_e2e_checks
+    from edgenet.verdicts.parts import JoinedOutput
+
+    rng = np.random.default_rng(6)
+    onnx_out = _sorted(_e2e(rng, n=3, twins=False))
+    onnx_out[:, 10, 4] = onnx_out[:, 11, 4] = 0.05
+    onnx_out = _sorted(onnx_out)
+    tflite_out = onnx_out.copy()
+    tied = np.flatnonzero(onnx_out[0, :, 4] == np.float32(0.05))[:2]
+    tflite_out[:, tied] = tflite_out[:, tied[::-1]]
+    parts = lambda y: [y[..., :4], y[..., 4:5], y[..., 5:]]
+    join = JoinedOutput("output0", 0, 3, 2)
+    failing = [FloatCheck(300.0, 1.0, 3)] * 3
+    got = _joined_e2e_checks(failing, parts(onnx_out), parts(tflite_out), join, 1e-3)
+    assert all(c.rel_err == 0.0 for c in got)
+    tflite_out[:, 0, 5] += 1                                  # a class changed: still an error
+    assert _joined_e2e_checks(failing, parts(onnx_out), parts(tflite_out), join, 1e-3) == failing
