@@ -268,8 +268,11 @@ def ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> d
         named = [e._replace(output=nodes.get(e.output) or e.output) for e in left]
         text = f"{len(left)} op(s) of the {p.value} model compute in another precision: {describe(named)}"
         floating = [e for e in left if e.precision is not Precision.INT16X8 and e.precision is not Precision.INT8]
-        if floating and (profile.runtime.value in FULL_INTEGER_RUNTIMES or opts.strict_int8):
+        if floating and profile.runtime.value in FULL_INTEGER_RUNTIMES:
             raise TargetError(f"{profile.name}: {text}; the target runs integer models only")
+        if floating and opts.strict_int8:
+            raise TargetError(f"{profile.name}: {text}; --strict-int8 asks for every op in integers (without it, "
+                              f"{profile.name} runs these in float)")
         notes.append(text)
     return found
 

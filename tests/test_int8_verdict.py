@@ -246,6 +246,8 @@ def test_ops_left_in_float_fail_integer_only_targets(tmp_path):
     with pytest.raises(TargetError, match="coral: 1 op\\(s\\) of the int8 model compute in another precision: "
                                           ".* the target runs integer models only"):
         _ops_left_in_float(built, load_target("coral"), ConvertOptions(), [])
+    with pytest.raises(TargetError, match="rpi: .*; --strict-int8 asks for every op in integers"):   # the flag's doing
+        _ops_left_in_float(built, load_target("rpi"), ConvertOptions(strict_int8=True), [])
 
 
 def test_a_split_that_does_not_pass_either_keeps_the_output_whole(tmp_path):
