@@ -134,6 +134,7 @@ def _rewrite_static(model) -> tuple[Counter, int]:
     dq_cache: dict[tuple, str] = {}
     new_nodes, new_inits = [], []
     counts, direct = Counter(), 0
+    reading = [""]          # the user's node being rewritten: the Q / DQ nodes are named after it (its errors)
 
     def float_of(q: str, scale: str, zp: str, axis: int | None = None) -> str:
         """The float value of integer ``q`` (a DequantizeLinear, shared by readers with equal parameters)."""
@@ -142,7 +143,7 @@ def _rewrite_static(model) -> tuple[Counter, int]:
             out = fresh(f"{q}__dq")
             kw = {"axis": axis} if axis is not None else {}
             new_nodes.append(helper.make_node("DequantizeLinear", [q, scale, zp] if zp else [q, scale], [out],
-                                              name=f"{out}_node", **kw))
+                                              name=fresh(f"{reading[0]}: input {q}"), **kw))
             dq_cache[key] = out
         return dq_cache[key]
 
@@ -152,7 +153,7 @@ def _rewrite_static(model) -> tuple[Counter, int]:
 
     def quantized(float_out: str, q_out: str, scale: str, zp: str) -> None:
         new_nodes.append(helper.make_node("QuantizeLinear", [float_out, scale, zp] if zp else [float_out, scale],
-                                          [q_out], name=f"{q_out}__q_node"))
+                                          [q_out], name=fresh(f"{reading[0]}: output {q_out}")))
         params[q_out] = (scale, zp)
 
     def float_name(q_out: str) -> str:
@@ -177,6 +178,7 @@ def _rewrite_static(model) -> tuple[Counter, int]:
 
     for node in list(graph.node):
         op = node.op_type
+        reading[0] = f"{op} {label(node)}"
         ins = list(node.input) + [""] * 12
         attrs = {a.name: a for a in node.attribute}
         if op == "QuantizeLinear":

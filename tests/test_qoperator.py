@@ -281,6 +281,21 @@ def test_an_integer_op_without_a_rewrite_is_one_line_naming_it(files, tmp_path, 
     assert "QLinearConvTranspose" in err and str(path) in err and "QDQ format" in err
 
 
+def test_a_bad_scale_is_named_by_the_users_node(files, tmp_path, capsys):
+    """A zero weight scale is found after the rewrite, by the QDQ reader: the line names the user's
+    QLinearConv and its input, not a node the rewrite made."""
+    model = onnx.load(str(files[("cnn", True, "QInt8")]))
+    node = next(n for n in model.graph.node if n.op_type == "QLinearConv")
+    scale = next(t for t in model.graph.initializer if t.name == node.input[4])
+    scale.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(scale)), scale.name))
+    path = tmp_path / "zero_scale.onnx"
+    onnx.save(model, str(path))
+    code = main(["convert", str(path), "--int8", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code not in (0, None) and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"QLinearConv {node.name or node.output[0]}: input {node.input[3]}" in err and "scale 0" in err, err
+
+
 def test_an_op_reading_an_integer_tensor_without_a_rewrite_is_named(files, tmp_path, capsys):
     model = onnx.load(str(files[("cnn", True, "QUInt8")]))
     node = next(n for n in model.graph.node if n.op_type == "MaxPool")
