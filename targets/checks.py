@@ -188,9 +188,11 @@ def _check_litert(profile: TargetProfile, model: Path) -> LiteRTCheck:
         try:
             interp.invoke()
         except RuntimeError:
+            from edgenet.benchmark.data import held_out_inputs
+
             # zeros need not be an input the model can compute on (an integer divisor taken from the
             # input: "Division by 0"): run it on the first held-out example convert wrote beside it
-            example = _held_out_example(model.parent, details)
+            example = held_out_inputs(model.parent, details)
             if example is None:
                 raise
             for d, x in zip(details, example):
@@ -203,37 +205,6 @@ def _check_litert(profile: TargetProfile, model: Path) -> LiteRTCheck:
 
         return LiteRTCheck(model.name, False, f"{rt.name} {rt.version}", profile.num_threads, runtime_message(exc))
     return LiteRTCheck(model.name, True, f"{rt.name} {rt.version}", profile.num_threads)
-
-
-def _held_out_example(folder: Path, details) -> list[np.ndarray] | None:
-    """The first invocation's worth of ``folder``'s eval_set.npz as the model's input tensors
-    (quantized for an integer input), or None (no held-out set, or one that does not fit)."""
-    from edgenet.benchmark.run import held_out_set
-    from edgenet.data.preprocess import quantize_input
-
-    path = folder / "eval_set.npz"
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            stored = {k[len("input:"):]: npz[k] for k in npz.files if k.startswith("input:")}
-        if len(details) == 1 and not stored:       # pixels of an image input
-            stored = {details[0]["name"]: held_out_set(path, None, []).x}
-    except (EdgenetError, OSError, ValueError):
-        return None
-    tensors = []
-    for d in details:
-        x, shape = stored.get(d["name"]), tuple(int(v) for v in d["shape"])
-        if x is None or x.size < int(np.prod(shape)):
-            return None
-        x = np.ascontiguousarray(x.reshape(-1)[: int(np.prod(shape))].reshape(shape), dtype=np.float32)
-        if np.dtype(d["dtype"]).kind in "iu":
-            scale, zero_point = d["quantization"]
-            if not scale:
-                return None
-            x = quantize_input(x, scale, zero_point, d["dtype"])
-        tensors.append(x.astype(d["dtype"]))
-    return tensors
 
 
 def _display_path(model: Path, out_dir: Path) -> str:

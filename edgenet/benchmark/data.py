@@ -13,7 +13,7 @@ import numpy as np
 
 from edgenet import limits
 from edgenet.data.preprocess import ColorMode, Preprocess
-from edgenet.errors import DataError
+from edgenet.errors import DataError, EdgenetError
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,35 @@ def check_data_budget(spec, sample_shape: tuple[int, ...], limit: int | None) ->
         raise DataError(f"{spec}: {count:,} samples of {'x'.join(map(str, sample_shape))} floats need "
                         f"{count * per_sample / 2**30:.1f} GiB, more than the {limits.MAX_DATA_BYTES / 2**30:g} GiB "
                         f"the benchmark holds in memory: pass --limit {fits:,} or less")
+
+
+def held_out_inputs(folder: Path, details) -> list[np.ndarray] | None:
+    """The first invocation's worth of ``folder``'s eval_set.npz as the model's input tensors
+    (quantized for an integer input), or None (no held-out set, or one that does not fit): what the
+    target's LiteRT check runs when zeros stop a model (an integer divisor taken from the input)."""
+    from edgenet.benchmark.run import held_out_set
+    from edgenet.data.preprocess import quantize_input
+
+    path = folder / "eval_set.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = {k[len("input:"):]: npz[k] for k in npz.files if k.startswith("input:")}
+        if len(details) == 1 and not stored:       # pixels of an image input
+            stored = {details[0]["name"]: held_out_set(path, None, []).x}
+    except (EdgenetError, OSError, ValueError):
+        return None
+    tensors = []
+    for d in details:
+        x, shape = stored.get(d["name"]), tuple(int(v) for v in d["shape"])
+        if x is None or x.size < int(np.prod(shape)):
+            return None
+        x = np.ascontiguousarray(x.reshape(-1)[: int(np.prod(shape))].reshape(shape), dtype=np.float32)
+        if np.dtype(d["dtype"]).kind in "iu":
+            scale, zero_point = d["quantization"]
+            if not scale:
+                return None
+            x = quantize_input(x, scale, zero_point, d["dtype"])
+        tensors.append(x.astype(d["dtype"]))
+    return tensors
