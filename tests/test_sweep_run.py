@@ -97,8 +97,8 @@ def test_ray_and_local_give_the_same_cells_and_a_rerun_redoes_none(tmp_path):
     assert len((tmp_path / "ray" / RESULTS).read_text().splitlines()) == 8
 
 
-def _cli(args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _cli(args, tmpdir=None, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"TMPDIR": str(tmpdir)} if tmpdir is not None else {})}
     return subprocess.Popen([sys.executable, "-m", "edgenet", "sweep", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -109,7 +109,9 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     out = tmp_path / "S"
     args = ["mobilenet_v1", str(bad), "--alpha", "0.25", "--resolution", "32,64,96", "--target", "cortex-m",
             "--num-classes", "2", "--calib-samples", "16", "--eval-samples", "8", "--workers", "1", "--out", str(out)]
-    proc = _cli(args)
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    proc = _cli(args, system_tmp)
     results = out / RESULTS
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -129,6 +131,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
         time.sleep(0.2)
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
     assert not list((out / "cells").glob(".edgenet-work-*"))   # the worker removed the cell it was converting
+    assert not list(system_tmp.glob("edgenet_tflm_*"))          # and the temp files of its TFLite Micro check
 
     proc = _cli([*args, "--json"])
     stdout, stderr = proc.communicate(timeout=600)
@@ -188,3 +191,26 @@ def test_a_node_without_the_drivers_files_converts_the_same_cell(tmp_path):
     assert there["sha256"] == here["sha256"] and there["sqnr_db"] == here["sqnr_db"]
     assert hashlib.sha256(out["model_int8.tflite"]).hexdigest() == here["sha256"]
     assert not set(temp.glob("edgenet-files-*")) - others
+
+
+def test_a_cells_temp_files_live_in_its_own_folder(tmp_path, monkeypatch):
+    """Everything a cell's convert puts in the temp folder (TFLite Micro's inputs, the quantizer's
+    files) is inside the cell's folder, which a worker removes even when its sweep was killed: in
+    the system's temp folder those stayed behind."""
+    import tempfile as tf
+
+    from edgenet.sweep import worker
+    from edgenet.sweep.cells import expand
+
+    seen = {}
+
+    def fake_convert(cell, out, memory, threads):
+        seen["temp"] = Path(tf.gettempdir())
+        seen["work"] = worker.current_work
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(worker, "_convert", fake_convert)
+    [cell], _ = expand(SweepSpec(alphas=(0.25,), resolutions=(32,), num_classes=2))
+    record, _ = worker.run_cell(cell, workdir=tmp_path / "cells")
+    assert record["status"] == "failed" and seen["temp"].parent == seen["work"]
+    assert Path(tf.gettempdir()) != seen["temp"] and not seen["work"].exists()

@@ -142,9 +142,15 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         work = current_work = scratch.path
     else:
         work = current_work = Path(tempfile.mkdtemp(prefix=".edgenet-work-", dir=workdir))
+    from edgenet.scratch import redirect_temp
+
     try:
         try:
-            record = {**base, **_convert(cell, work / "out", memory, threads)}
+            # the cell's own temp files (TFLite Micro's, the quantizer's ...) inside its folder: removed with
+            # it, also by a worker whose sweep was killed (_watch_parent), which cannot reach the system's
+            (work / "tmp").mkdir()
+            with redirect_temp(work / "tmp"):
+                record = {**base, **_convert(cell, work / "out", memory, threads)}
         except TargetError as exc:
             if getattr(exc, "estimate", None) is not None:   # refused before converting: lower bounds
                 record = {**base, **_cannot_fit(exc)}
