@@ -214,3 +214,39 @@ def test_a_cells_temp_files_live_in_its_own_folder(tmp_path, monkeypatch):
     record, _ = worker.run_cell(cell, workdir=tmp_path / "cells")
     assert record["status"] == "failed" and seen["temp"].parent == seen["work"]
     assert Path(tf.gettempdir()) != seen["temp"] and not seen["work"].exists()
+
+
+
+def test_a_worker_whose_sweep_died_removes_its_cell_folder_while_the_cell_still_writes(tmp_path):
+    """The race CI met: the worker's main thread wrote into its cell folder after the watcher's
+    removal had listed it (the folder stayed), or, its cell failing, started the queue's next cell
+    in a new folder. Here a "cell" writes for 0.3 s, moving to a new folder every 50 files (removing
+    the old one, as run_cell does), then computes without writing: no folder may be left."""
+    import shutil
+    import threading
+    import types
+
+    from edgenet.sweep.executors import _remove_current_work
+
+    state = types.SimpleNamespace(current_work=None)
+
+    def busy_cell():
+        n, end = 0, time.monotonic() + 0.3
+        while time.monotonic() < end:
+            if n % 50 == 0:
+                old, state.current_work = state.current_work, tmp_path / f".edgenet-work-{n}"
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            (state.current_work / "out").mkdir(parents=True, exist_ok=True)
+            (state.current_work / "out" / f"{n}.bin").write_bytes(b"x")
+            n += 1
+
+    writer = threading.Thread(target=busy_cell)
+    writer.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    _remove_current_work(state, quiet=0.05, limit=5.0)
+    took = time.monotonic() - t0
+    writer.join()
+    assert not list(tmp_path.glob(".edgenet-work-*"))
+    assert took < 4.0

@@ -55,7 +55,8 @@ class SweepResult:
 def make_executor(executor: Executor | str, workers: int | None = None, cpus_per_cell: int = 1,
                   ray_address: str | None = None):
     from edgenet.errors import UsageError
-    from edgenet.sweep.executors import LocalExecutor, RayExecutor
+    from edgenet.sweep.executors import LocalExecutor
+    from edgenet.sweep.ray_executor import RayExecutor
 
     kind = Executor(executor)
     if workers is not None and workers < 1:

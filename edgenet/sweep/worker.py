@@ -113,6 +113,8 @@ def one_line(exc: BaseException) -> str:
 
 current_work: Path | None = None
 """The folder of the cell being converted in this process (removed by a worker whose parent died)."""
+orphaned = False
+"""Set in a pool worker whose sweep is gone: a cell still queued to it is not started."""
 
 
 def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
@@ -128,6 +130,8 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
     local executor uses the sweep's DIR/cells/, where a crash's leftovers are removed on re-run.
     """
     global current_work
+    if orphaned:
+        return {"id": cell.id, "label": cell.label, "status": "failed", "error": "the sweep was stopped"}, {}
     prepare(threads)
     t0 = time.perf_counter()
     base = {"id": cell.id, "label": cell.label, **_cell_fields(cell), "host": socket.gethostname(),
