@@ -165,7 +165,7 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
     whatever the op next to them computes in.
     Raises ConversionError: an I/O type the precision cannot have, an unknown op name, a missing
     range, the quantizer failing."""
-    from edgenet.converters.quant_io import inline_buffers, uint8_io
+    from edgenet.converters.quant_io import float_readers_read_float, inline_buffers, uint8_io
 
     precision = Precision(precision)
     io = io_type_name(precision, io_type)
@@ -206,6 +206,7 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
         except Exception as exc:
             text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
             raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
+    model = float_readers_read_float(model)
     if io == "uint8":
         return uint8_io(model)
     # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too

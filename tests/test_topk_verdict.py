@@ -150,3 +150,38 @@ def test_float_check_lets_rounding_swaps_through_but_not_a_reversed_sort(tmp_pat
         start = [FloatCheck(1.0, 1.0, 8)] * len(onnx_outs)   # what the numeric comparison said
         got = topk_float_checks(start, model, onnx_outs, float_outs, [False] * len(onnx_outs))[-1]
         assert (got.rel_err == 0.0) == (case == "swapped"), (case, got)
+
+
+@pytest.mark.parametrize("io_type", ["int8", "uint8"])
+def test_an_output_that_a_float_op_also_reads_reaches_it_in_float(tmp_path, io_type):
+    """TopK values that are a model output and the input of a CumSum (both ops stay float): the
+    quantizer made the output int8 and pointed the CumSum at the int8 tensor, which LiteRT could not
+    prepare ("cumsum.cc ... input->type == kTfLiteInt32 || ..."); the model was refused."""
+    import edgenet
+    from edgenet.converters import _flatbuffer
+    from edgenet.converters.quant_io import _misread_inputs, float_readers_read_float
+
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(2, 3, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[4, 4], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"], axis=1),
+             helper.make_node("TopK", ["f", "k"], ["v", "i"], axis=1),
+             helper.make_node("CumSum", ["v", "ax"], ["y"])]
+    g = helper.make_graph(nodes, "topk_cumsum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 15, 15])],
+                          [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 7]),
+                           helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([7], np.int64), "k"),
+                           numpy_helper.from_array(np.array(1, np.int64), "ax")])
+    path = tmp_path / "tc.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    r = edgenet.convert(str(path), int8=True, out=tmp_path / "o", calib_samples=32, eval_samples=16,
+                        io_type=io_type)
+    v = r.report.validation.quantized[0]
+    assert v["passed"], v
+    model = (tmp_path / "o" / "model_int8.tflite").read_bytes()
+    assert not _misread_inputs(model) and float_readers_read_float(model) == model
+    obj = _flatbuffer.read(model)
+    graph = obj.subgraphs[0]
+    cumsum = [op for op in graph.operators if _flatbuffer.builtin_code(obj, op) == 128]   # CUMSUM
+    assert len(cumsum) == 1 and graph.tensors[cumsum[0].inputs[0]].type == 0            # reads float32
+    assert {graph.tensors[t].type for t in graph.outputs} == {9 if io_type == "int8" else 3}
