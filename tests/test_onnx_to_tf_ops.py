@@ -402,6 +402,23 @@ def test_top_k_values_and_indices_match_onnxruntime(axis, largest, shape):
     assert "TOPK_V2" in op_types(graph_out)
 
 
+def test_top_k_larger_than_its_axis_is_refused_as_an_invalid_model():
+    """K above the axis' size is an invalid ONNX model (onnxruntime refuses it when run): one line
+    naming the node, not LiteRT's "cannot prepare" blamed on the converted model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgenet.errors import ModelError
+    from test_onnx_to_tf_helpers import to_tflite
+
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, name="top")
+    graph = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7])],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)],
+                              [onnx.numpy_helper.from_array(np.array([9], np.int64), "k")])
+    with pytest.raises(ModelError, match=r"TopK 'top': K=9 but axis 1 has 7 element"):
+        to_tflite(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
 def _int_pair(shape_a, shape_b, dtype, seed=0):
     """Dividends in [-60, 60] and non-zero divisors of both signs, some dividing exactly."""
     rng = np.random.default_rng(seed)

@@ -13,6 +13,7 @@ from edgenet.converters.onnx_to_tf import layout
 from edgenet.converters.onnx_to_tf.context import NodeContext
 from edgenet.converters.onnx_to_tf.registry import handler
 from edgenet.converters.onnx_to_tf.values import Value
+from edgenet.errors import ModelError
 
 # op -> first opset where axes is an input (ReduceSum: 13, the others: 18)
 _AXES_INPUT_SINCE = {"ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceSum": 13, "ReduceProd": 18,
@@ -129,6 +130,11 @@ def top_k(ctx: NodeContext):
     axis = int(ctx.attr("axis", -1)) % x.rank
     largest = bool(ctx.attr("largest", 1))
     t, tf_axis = ctx.tensor(x), layout.tf_axis(x.perm, axis)
+    size = t.shape[tf_axis]
+    if k < 0 or (size is not None and k > int(size)):
+        # ONNX: 0 <= K <= the axis' size; onnxruntime refuses it at run time, LiteRT at prepare
+        raise ModelError(f"ONNX TopK {ctx.name!r}: K={k} but axis {axis} has {int(size)} element(s) "
+                         f"(the model is invalid: ONNX asks 0 <= K <= the axis' size)")
     rank = len(t.shape)
     perm = [d for d in range(rank) if d != tf_axis] + [tf_axis]
     moved = tf_axis != rank - 1
