@@ -36,20 +36,20 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
-import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from edgenet.errors import EdgenetError, OutputBusyError, OutputError, OutputExistsError
+from edgenet.errors import OutputBusyError, OutputError, OutputExistsError
 from edgenet.pathcheck import check_location, immutable, os_error_message
 from edgenet.manifest import (LEGACY_MANIFEST, LOCK, MANIFEST, MANIFEST_BYTES, STAGING_PREFIX,  # noqa: F401
                               _legacy, _plain, changed_files, digest, manifest, recorded_files)
+from edgenet.publish_journal import (FILES, JOURNAL, PREVIOUS, identity, is_folder, rollback, sync_folder,
+                                     write_json)
 from edgenet.scratch import sweep_leftovers
 
-JOURNAL, PREVIOUS, FILES = "publish.json", "previous", "files"
 PROBE_BYTES = 64 << 10
 # names edgenet convert may write: a user's own file by one of these names is not overwritten
 OUTPUT_PATTERNS = ("model*.onnx", "model*.tflite", "model_data.cc", "model_data.h", "model_op_resolver.h",
@@ -73,13 +73,9 @@ def _entries(out: Path) -> list[str]:
     return sorted(n for n in os.listdir(out) if not _internal(n))
 
 
-def _is_folder(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
-
-
 def _replace_problem(out: Path, name: str, recorded: frozenset[str]) -> str | None:
     path = out / name
-    if _is_folder(path):
+    if is_folder(path):
         return f"--out {out}: {name} is a folder in the way of a file edgenet writes; move it away or choose another --out"
     if name not in recorded and name in changed_files(out):
         return (f"--out {out}: {name} changed since edgenet wrote it (its sha256 is not the one {MANIFEST} "
@@ -120,7 +116,7 @@ def check_out(out: str | os.PathLike, force: bool) -> None:
         recorded = recorded_files(out)
         changed = set(changed_files(out)) - set(ALWAYS_WRITTEN)   # kept if this conversion does not write them
         for name in entries:
-            if name in changed and not _is_folder(out / name):
+            if name in changed and not is_folder(out / name):
                 continue
             if name in recorded or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS):
                 problem = _replace_problem(out, name, recorded)
@@ -216,9 +212,9 @@ class OutputFolder:
         rollback first). Only the lock holder makes staging folders, so every one found is stale."""
         for name in os.listdir(self.out):
             root = self.out / name
-            if not name.startswith(STAGING_PREFIX) or not _is_folder(root):
+            if not name.startswith(STAGING_PREFIX) or not is_folder(root):
                 continue
-            failure = _rollback(root, self.out)
+            failure = rollback(root, self.out)
             if failure is not None:
                 raise OutputError(f"--out {self.out}: an earlier conversion was killed while publishing and its "
                                   f"files cannot be put back ({failure.filename}: {failure.strerror}); move them "
@@ -261,21 +257,21 @@ class OutputFolder:
                 if problem:
                     raise OutputError(problem)
         hashes = {n: digest(self.staging / n) for n in names}
-        _write_json(self.staging / MANIFEST, {"written_by": "edgenet",
+        write_json(self.staging / MANIFEST, {"written_by": "edgenet",
                                               "files": {n: h for n, h in hashes.items() if h is not None}})
         moving = [*names, MANIFEST]
         # the earlier conversion's files this one does not write: removed if still as edgenet wrote them
-        stale = sorted(n for n in self._recorded - set(moving) if os.path.lexists(out / n) and not _is_folder(out / n))
+        stale = sorted(n for n in self._recorded - set(moving) if os.path.lexists(out / n) and not is_folder(out / n))
         kept = changed_files(out)
         if kept:
             log.warning("--out %s: kept %s: changed since edgenet wrote %s (not as %s records)", out,
                         ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""), "it" if len(kept) == 1 else "them",
                         MANIFEST)
-        journal = {"out": os.path.abspath(out), "new": {n: _identity(self.staging / n) for n in moving},
+        journal = {"out": os.path.abspath(out), "new": {n: identity(self.staging / n) for n in moving},
                    "replaced": stale}
         current = None
         try:
-            _write_json(root / f"{JOURNAL}.tmp", journal)
+            write_json(root / f"{JOURNAL}.tmp", journal)
             os.rename(root / f"{JOURNAL}.tmp", root / JOURNAL)   # from here on, a rollback is possible
             (root / PREVIOUS).mkdir()
             for current in [*moving, *stale]:
@@ -284,12 +280,12 @@ class OutputFolder:
             for current in moving:
                 os.rename(self.staging / current, out / current)
             current = None
-            _sync_folder(out)
+            sync_folder(out)
             for hook in before_commit:
                 hook()
             os.unlink(root / JOURNAL)                 # the commit point
         except BaseException as exc:
-            failure = _rollback(root, out)
+            failure = rollback(root, out)
             if isinstance(exc, OSError):
                 kept = ("--out is as it was before" if failure is None else
                         f"putting the earlier files back failed too ({failure.strerror}); the next conversion "
@@ -297,7 +293,7 @@ class OutputFolder:
                 where = out / current if current else None
                 raise OutputError(f"{os_error_message(exc, out, where)} ({kept})") from None
             raise
-        _sync_folder(out)
+        sync_folder(out)
         self.published = [out / n for n in names]
         return self.published
 
@@ -341,77 +337,3 @@ class OutputFolder:
                     os.rmdir(folder)                  # only if empty: nothing of the user's is removed
                 except OSError:
                     break
-
-
-def _identity(path: Path) -> list[int]:
-    st = os.lstat(path)
-    return [st.st_dev, st.st_ino]
-
-
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _sync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    if _is_folder(path):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _rollback(root: Path, out: Path) -> OSError | None:
-    """Undo an unfinished publish recorded in ``root``'s journal: remove from ``out`` the new
-    files that reached it (recognised by device and inode), put the moved-away ones back.
-    Returns None when done (or nothing to do), else the OSError that stopped it (the journal then
-    stays for another try)."""
-    from edgenet.safe_json import load_file
-
-    journal = root / JOURNAL
-    try:
-        record = load_file(journal, max_bytes=MANIFEST_BYTES)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return exc
-    except EdgenetError:
-        record = None
-    new = record.get("new") if isinstance(record, dict) else None
-    if not isinstance(new, dict):
-        return OSError(errno.EIO, f"unreadable journal {journal}")
-    failure = None
-    for name, ident in new.items():
-        path = out / name
-        try:
-            if _plain(name) and isinstance(ident, list) and os.path.lexists(path) and _identity(path) == ident:
-                _remove(path)
-        except OSError as exc:
-            failure = failure or exc
-    backup = root / PREVIOUS
-    for name in (sorted(os.listdir(backup)) if backup.is_dir() else []):
-        try:
-            if os.path.lexists(out / name):
-                raise FileExistsError(errno.EEXIST, "in the way of an earlier file", str(out / name))
-            os.rename(backup / name, out / name)
-        except OSError as exc:
-            failure = failure or exc
-    if failure is None:
-        _sync_folder(out)
-        os.unlink(journal)
-    return failure
