@@ -76,15 +76,41 @@ def tflite_ranges(float_model: bytes, onnx_ranges: Mapping[str, tuple[float, flo
             used.add(value)
     # ops the conversion added inside a node (a Conv's explicit Pad, a layout Transpose, a Reshape)
     # move values without changing them: their output takes their input's range
-    same = {getattr(_flatbuffer.schema().BuiltinOperator, n) for n in _SAME_RANGE}
+    codes = _flatbuffer.schema().BuiltinOperator
+    same = {getattr(codes, n) for n in _SAME_RANGE}
     for op in graph.operators:
         if len(op.outputs) and len(op.inputs) and int(op.outputs[0]) not in found and int(op.inputs[0]) in found \
                 and _flatbuffer.builtin_code(obj, op) in same:
             found[int(op.outputs[0])] = found[int(op.inputs[0])]
+    _split_concat_ranges(obj, graph, found, codes)
     name = [_flatbuffer.tensor_name(t) for t in graph.tensors]
     missing = tuple(name[i] for i in activations if i not in found)
     unused = tuple(sorted(set(onnx_ranges) - used))
     return QDQRanges({name[i]: r for i, r in found.items()}, missing, unused)
+
+
+def _split_concat_ranges(obj, graph, found: dict, codes) -> None:
+    """Ranges of the tensors a grouped Conv's lowering adds (SPLIT of its input, one CONV_2D per group,
+    CONCATENATION of their outputs), in place: each piece of a SPLIT / SPLIT_V takes its input's range
+    (a split moves values), and a CONCATENATION input without a range, read by the concatenation alone,
+    takes the concatenation's (the one ONNX value it is part of: the producer quantized the whole
+    output on one grid, which the int8 model then computes each group's part on, with no requantizing)."""
+    data_input = {codes.SPLIT: 1, codes.SPLIT_V: 0}
+    readers: dict[int, int] = {}
+    for op in graph.operators:
+        for i in op.inputs:
+            readers[int(i)] = readers.get(int(i), 0) + 1
+    outputs = {int(i) for i in graph.outputs}
+    for op in graph.operators:       # in order: a split's input may itself be a concatenation's piece
+        code = _flatbuffer.builtin_code(obj, op)
+        if code in data_input and len(op.inputs) > data_input[code] and int(op.inputs[data_input[code]]) in found:
+            for o in op.outputs:
+                found.setdefault(int(o), found[int(op.inputs[data_input[code]])])
+    for op in reversed(list(graph.operators)):   # backwards: a concatenation's range reaches its pieces
+        if _flatbuffer.builtin_code(obj, op) == codes.CONCATENATION and int(op.outputs[0]) in found:
+            for i in op.inputs:
+                if int(i) not in found and readers.get(int(i)) == 1 and int(i) not in outputs:
+                    found[int(i)] = found[int(op.outputs[0])]
 
 
 def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,

@@ -2,7 +2,9 @@
 the same operators (or fewer): a per-channel constant MUL after CONV_2D / DEPTHWISE_CONV_2D /
 FULLY_CONNECTED / TRANSPOSE_CONV scales its weights, a constant ADD / SUB becomes its bias, ``x * s + b`` before a VALID conv or an FC
 folds into it; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
-field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
+field (after a CONCATENATION of such ops, as a grouped Conv is written: one CONV_2D per group, then the
+concatenation, each reading only its own producer, the activation becomes each producer's field);
+``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
 is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
 Besides (as TensorFlow's converter does, seen on PP-OCRv4): ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``
 are dropped (readers read ``x``); ``x / sqrt(v)`` becomes ``x * rsqrt(v)`` (a LayerNorm's division;
@@ -192,6 +194,32 @@ def _fuse_activations(graph: _Graph) -> None:
         graph.replace(op, act, [act])
 
 
+def _fusable(graph: _Graph, op: Op | None, reader: Op) -> bool:
+    return op is not None and op.code in _FUSES_ACTIVATION and op.options is not None \
+        and not op.options[1]["fusedActivationFunction"] and graph.sole_reader(op.outputs[0]) is reader
+
+
+def _fuse_activations_through_concat(graph: _Graph) -> None:
+    """RELU / RELU6 / RELU_N1_TO_1 of a CONCATENATION whose inputs are each made by an op with an
+    empty fused-activation field and read by the concatenation alone (a grouped Conv: one CONV_2D per
+    group): the activation, which acts value by value, becomes each producer's field and the
+    concatenation makes the activation's output. An int8 model then computes each group's output
+    directly on the activation's range, as the single ONNX Conv + Relu (or onnxruntime's Conv with
+    the Relu folded into its quantization) does, instead of quantizing the unclamped values first."""
+    for cat in list(graph.ops):
+        if cat.code != "CONCATENATION" or cat.options is None or cat.options[1].get("fusedActivationFunction"):
+            continue
+        act = graph.sole_reader(cat.outputs[0])
+        if act is None or act.code not in _ACTIVATIONS or act.inputs[0] is not cat.outputs[0]:
+            continue
+        producers = [getattr(t, "producer", None) for t in cat.inputs]
+        if not producers or not all(_fusable(graph, op, cat) for op in producers):
+            continue
+        for op in producers:
+            op.options[1]["fusedActivationFunction"] = _ACTIVATIONS[act.code]
+        graph.replace(cat, act, [act])
+
+
 def _scalar(t: RTensor | None, value: float) -> bool:
     return t is not None and t.const is not None and t.const.size == 1 and \
         abs(float(t.const.reshape(())) - value) <= 1e-6 * abs(value)
@@ -362,6 +390,8 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec, unfused: Collection
         _fold_bias(graph, rec)
         graph = _Graph(graph.ops, outputs)
     _fuse_activations(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_activations_through_concat(graph)
     graph = _Graph(graph.ops, outputs)
     if "HARD_SWISH" not in unfused:     # a runtime without it (the Edge TPU) keeps the arithmetic
         _fuse_hard_swish(graph)
