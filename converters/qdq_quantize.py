@@ -160,15 +160,16 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
     if weights["total"] and weights["equal"] < weights["total"]:
         notes.append(f"weights: {weights['total'] - weights['equal']} of {weights['total']} values "
                      f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from "
-                     "the QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
-                     f"{'per output channel' if found['per_channel'] else 'per tensor'}, which these weights do not "
-                     "follow (asymmetric or uint8 weights, a channel whose largest value is not +-127 -- a -128 "
-                     "included: TFLite stores [-127, 127] --, another granularity)")
+                     "the QDQ model's stored int8 values: TFLite stores int8 weights symmetric on [-127, 127] "
+                     f"{'per output channel' if found['per_channel'] else 'per tensor'}, and these "
+                     f"{'channels' if found['per_channel'] else 'tensors'} hold a value the producer's scale cannot "
+                     "put there (a -128, a q - zero point outside [-127, 127], per-channel weights stored per "
+                     "tensor), so they were rescaled to max|w| / 127, each value moved by at most half a step")
     elif weights["total"]:
         notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
     if weights.get("channels_regridded"):
-        notes[-1] += (f" ({weights['channels_regridded']} channel(s) kept on the producer's wider grid, where TFLite's "
-                      "max|w| / 127 would have moved them)")
+        notes[-1] += (f" ({weights['channels_regridded']} channel(s) put back on the producer's scale, where TFLite's "
+                      "max|w| / 127 would have moved them: a largest |q| below 127)")
     return notes
 
 
