@@ -145,13 +145,13 @@ def test_weights_with_a_nonzero_zero_point_are_recentred_and_said(tmp_path):
     assert [(r.node, r.exact, r.channels) for r in info.recentred] == [("gconv", 5, 6)]
     res, report = _convert(path, tmp_path / "out")
     found = report["calibration"]["qdq"]
-    assert found["weights_recentred"] == [{"node": "gconv", "zero_points": [int(zp.min()), int(zp.max())],
+    assert found["weights_recentred"] == [{"node": "gconv", "type": "int8", "zero_points": [int(zp.min()), int(zp.max())],
                                            "exact_channels": 5, "channels": 6}]
     # every weight value but those of the rescaled channel 0 (3 x 3 x 3 values) as stored
     weights = found["weights_as_stored"]
     assert 0 < weights["total"] - weights["equal"] <= 27
     assert any("differ from the QDQ model's stored int8 values" in n for n in res.report.notes)
-    assert any("zero point other than 0" in n and "'gconv'" in n and "5 of 6 channel(s)" in n
+    assert any("zero point other than 0" in n and "'gconv' (int8, zero point" in n and "5 of 6 channel(s)" in n
                for n in res.report.notes)
     within, worst = _against_onnxruntime(path, res.int8_path)
     assert within >= 0.9 and worst <= 2.0001
