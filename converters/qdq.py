@@ -125,8 +125,8 @@ def recentred_note(found) -> str:
                       + (f"..{r.zero_points[1]})" if r.zero_points[1] != r.zero_points[0] else ")") for r in found[:3])
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
     text = (f"weights of {len(found)} op(s) are stored asymmetric (a zero point other than 0, or uint8: "
-            f"{named}{more}): TFLite int8 weights are symmetric (zero point 0), so their real values (q - zero point) * scale are stored "
-            f"re-centred on 0; {exact} of {channels} channel(s) keep the producer's scale and every value exactly")
+            f"{named}{more}): TFLite int8 weights are symmetric (zero point 0), so their real values "
+            f"(q - zero point) * scale are stored re-centred on 0; {exact} of {channels} channel(s) keep the producer's scale and every value exactly")
     if exact < channels:
         text += (f", {channels - exact} hold a q - zero point outside [-127, 127] and are rescaled to max|w| / 127 "
                  "(each value moved by at most half a step)")

@@ -94,7 +94,8 @@ def _split_concat_ranges(obj, graph, found: dict, codes) -> None:
     CONCATENATION of their outputs), in place: each piece of a SPLIT / SPLIT_V takes its input's range
     (a split moves values), and a CONCATENATION input without a range, read by the concatenation alone,
     takes the concatenation's (the one ONNX value it is part of: the producer quantized the whole
-    output on one grid, which the int8 model then computes each group's part on, with no requantizing)."""
+    output on one grid, which the int8 model then computes each group's part on, with no requantizing);
+    a RESHAPE's range goes back to a concatenation it reshapes (a 1-D grouped Conv)."""
     data_input = {codes.SPLIT: 1, codes.SPLIT_V: 0}
     readers: dict[int, int] = {}
     for op in graph.operators:
@@ -107,10 +108,19 @@ def _split_concat_ranges(obj, graph, found: dict, codes) -> None:
             for o in op.outputs:
                 found.setdefault(int(o), found[int(op.inputs[data_input[code]])])
     for op in reversed(list(graph.operators)):   # backwards: a concatenation's range reaches its pieces
-        if _flatbuffer.builtin_code(obj, op) == codes.CONCATENATION and int(op.outputs[0]) in found:
-            for i in op.inputs:
-                if int(i) not in found and readers.get(int(i)) == 1 and int(i) not in outputs:
+        code = _flatbuffer.builtin_code(obj, op)
+        if code in (codes.CONCATENATION, codes.RESHAPE) and len(op.outputs) and int(op.outputs[0]) in found:
+            pieces = op.inputs if code == codes.CONCATENATION else op.inputs[:1]   # (a 1-D conv reshapes it)
+            for i in pieces:
+                if int(i) not in found and readers.get(int(i)) == 1 and int(i) not in outputs \
+                        and (code == codes.CONCATENATION or _is_concatenation(obj, graph, int(i), codes)):
                     found[int(i)] = found[int(op.outputs[0])]
+
+
+def _is_concatenation(obj, graph, tensor: int, codes) -> bool:
+    """True when ``tensor`` is made by a CONCATENATION."""
+    return any(int(op.outputs[0]) == tensor and _flatbuffer.builtin_code(obj, op) == codes.CONCATENATION
+               for op in graph.operators if len(op.outputs))
 
 
 def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,

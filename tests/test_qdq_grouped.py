@@ -145,7 +145,8 @@ def test_weights_with_a_nonzero_zero_point_are_recentred_and_said(tmp_path):
     assert [(r.node, r.exact, r.channels) for r in info.recentred] == [("gconv", 5, 6)]
     res, report = _convert(path, tmp_path / "out")
     found = report["calibration"]["qdq"]
-    assert found["weights_recentred"] == [{"node": "gconv", "type": "int8", "zero_points": [int(zp.min()), int(zp.max())],
+    assert found["weights_recentred"] == [{"node": "gconv", "type": "int8",
+                                           "zero_points": [int(zp.min()), int(zp.max())],
                                            "exact_channels": 5, "channels": 6}]
     # every weight value but those of the rescaled channel 0 (3 x 3 x 3 values) as stored
     weights = found["weights_as_stored"]
@@ -175,3 +176,34 @@ def test_an_invalid_tflite_edgenet_wrote_is_a_conversion_error_not_the_users_mod
     bias.quantization.scale = [float(bias.quantization.scale[0])] * 3
     with pytest.raises(ConversionError, match="not valid.*a fault of the conversion, not of your model"):
         check_written(_flatbuffer.write(obj), Precision.INT8)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_1d_grouped_conv_matches_onnxruntime(tmp_path, per_channel):
+    """A 1-D grouped Conv (run as 2-D, reshaped back after the concatenation) + Relu: the Relu still goes
+    into each group's CONV_2D and the pieces take the Conv's range: no calibrated tensor."""
+    import edgenet
+    from edgenet.inference import TFLiteModel
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("w1", rng.normal(0, 0.4, (6, 2, 3))), ("b1", rng.normal(0, 0.1, 6)), ("wf", rng.normal(0, 0.5, (6, 5))))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="gconv1d", pads=[1, 1], group=3),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("GlobalAveragePool", ["r1"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    path = quantize_static_file(model, tmp_path, "g1d", per_channel=per_channel, activation="QUInt8", fmt="QDQ",
+                                seed=1, shape=(1, 6, 11))
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(3).uniform(-1, 1, (16, 6, 11)).astype(np.float32))
+    res = edgenet.convert(str(path), int8=True, out=str(tmp_path / "out"), calib=str(data), io_type="float32",
+                          layer_report=False, eval_samples=8, allow_degraded=True, output_kinds=("y=generic",))
+    assert res.report.calibration["qdq"]["tensors_calibrated"] == 0
+    x = np.random.default_rng(5).uniform(-1, 1, (16, 6, 11)).astype(np.float32)
+    ref = _run(path, x)
+    got = TFLiteModel(res.int8_path).predict(x)    # rank-3 inputs keep their ONNX layout
+    _, ranges, _ = strip_qdq(onnx.load(str(path)))
+    step = (ranges["y"][1] - ranges["y"][0]) / 255
+    assert np.mean(np.abs(ref - got) <= step * 1.0001) >= 0.99
