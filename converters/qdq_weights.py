@@ -8,10 +8,12 @@ channel whose largest value is negative holds ``q = -128``, and the quantizer's 
 moves each of its values by less than half a step. TFLite stores weights on [-127, 127]; clamping
 the -128 instead would move the channel's largest weight by a whole step (measured: worse outputs),
 so those channels are left as the quantizer made them. A channel whose largest ``|q|`` is below 127
-(a learned QAT scale wider than the weights need) is different: :func:`keep_stored_grid` finds the
-producer's step (the smallest step between the channel's distinct values, when every value is a
-whole multiple of it within [-127, 127]), writes the values on that grid and requantizes the op's
-int32 bias on ``input scale * weight scale``. Channels with no such step are left as they were.
+(a learned QAT scale wider than the weights need, a per-tensor weight quantized per channel, one
+group's slice of a grouped Conv's per-tensor weight, a weight re-centred from a non-zero zero point)
+is different: :func:`keep_stored_grid` finds the producer's step (the finest ``max|w| / k``, ``k`` a
+whole number up to 127, on which every value is a whole multiple), writes the values on that grid and
+requantizes the op's int32 bias on ``input scale * weight scale`` (one scale for a per-tensor weight,
+as TFLite requires). Channels with no such step are left as they were.
 """
 from __future__ import annotations
 
