@@ -178,8 +178,9 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
     elif weights["total"]:
         notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
     if weights.get("channels_regridded"):
-        notes[-1] += (f" ({weights['channels_regridded']} channel(s) put back on the producer's scale, where TFLite's "
-                      "max|w| / 127 would have moved them: a largest |q| below 127)")
+        notes[-1] += (f" ({weights['channels_regridded']} channel(s) put back on the producer's grid -- its scale or a "
+                      "whole fraction of it --, where TFLite's max|w| / 127 would have moved them: a largest |q| below "
+                      "127)")
     return notes
 
 

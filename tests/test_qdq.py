@@ -283,8 +283,8 @@ def test_per_tensor_weights_quantized_per_channel_stay_on_the_stored_grid(qdq_fi
     found = res.report.calibration["qdq"]
     assert found["per_channel"] is True and found["weights_as_stored"]["share"] == 1.0
     assert found["weights_as_stored"]["channels_regridded"] >= 8
-    assert any("values equal the QDQ model's stored int8 values" in n and "channel(s) put back" in n
-               for n in res.report.notes)
+    assert any("values equal the QDQ model's stored int8 values" in n
+               and "channel(s) put back on the producer's grid" in n for n in res.report.notes)
 
 
 # -- the done-when figure: MobileNetV1 trained on digits, quantized by onnxruntime ------------------
