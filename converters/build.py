@@ -93,7 +93,24 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
                      ranges_hook=int8_ranges_hook if p is Precision.INT8 and not twinned else None)
         built.quantized[p] = result
         built.models[p] = result.model
+    for p in wanted:
+        check_written(built.models[p], p)
     return built
+
+
+def check_written(model: bytes, precision: Precision) -> None:
+    """ConversionError when the runtime refuses ``model``, a .tflite edgenet wrote (invalid quantization
+    parameters, say): a fault of the conversion, not of the user's model, said as such before any stage
+    reads it (the verdict's interpreter would call it a bad model file)."""
+    from edgenet.errors import ConversionError, ModelError
+    from edgenet.runtime import create_interpreter
+
+    try:
+        create_interpreter(model, 1, use_xnnpack=False)
+    except ModelError as exc:
+        detail = str(exc).split(": not a valid .tflite model ", 1)[-1]
+        raise ConversionError(f"the {precision.value} .tflite edgenet wrote is not valid {detail}: a fault of the "
+                              "conversion, not of your model (please report it with the model)") from None
 
 
 def _quantize_qdq(built: Built, qdq, calib, opts: ConvertOptions, profile, per_channel: bool):

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgenet.converters.qdq_params import RANGES, Graph, Params, check_weight_axis, label, pair_params, quantize_array
+from edgenet.converters.qdq_params import (RANGES, Graph, Params, Recentred, check_weight_axis, label, pair_params,
+                                          quantize_array, recentred)
 from edgenet.errors import ModelError
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -61,12 +62,13 @@ class QDQInfo:
     relu_restored: int            # Relus put back where the producer folded one into a pair
     conflicting: int = 0          # tensors quantized twice with different parameters (the first kept)
     unfolded_bn: int = 0          # BatchNormalizations after a Conv whose weights the producer quantized
+    recentred: tuple[Recentred, ...] = ()   # weights stored with a zero point other than 0
 
     def to_dict(self) -> dict:
         return {"pairs": self.pairs, "weights": self.weights, "weight_granularity": self.weight_granularity,
                 "weights_symmetric": self.weights_symmetric, "activation_types": list(self.activation_types),
                 "relu_restored": self.relu_restored, "conflicting": self.conflicting,
-                "unfolded_bn": self.unfolded_bn}
+                "unfolded_bn": self.unfolded_bn, "weights_recentred": [r.to_dict() for r in self.recentred]}
 
     @property
     def per_channel(self) -> bool | None:
@@ -108,10 +110,27 @@ class QDQSource:
             out.append(f"{info.unfolded_bn} BatchNormalization(s) follow a Conv whose weights were quantized before "
                        "folding: TFLite computes the folded Conv, so its int8 weights and outputs cannot be the QDQ "
                        "model's; fold first (onnxruntime: quant_pre_process before quantize_static)")
+        if info.recentred and quantized:
+            out.append(recentred_note(info.recentred))
         if not quantized:
             out.append("no --int8: the QDQ pairs were stripped and the float graph converted; add --int8 for the "
                        "full-integer model with the producer's scales")
         return out
+
+
+def recentred_note(found) -> str:
+    """The user's line on weights stored with a non-zero zero point (:class:`Recentred` records)."""
+    exact, channels = sum(r.exact for r in found), sum(r.channels for r in found)
+    named = ", ".join(f"{r.node!r} ({r.dtype}, zero point {r.zero_points[0]}"
+                      + (f"..{r.zero_points[1]})" if r.zero_points[1] != r.zero_points[0] else ")") for r in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    text = (f"weights of {len(found)} op(s) are stored asymmetric (a zero point other than 0, or uint8: "
+            f"{named}{more}): TFLite int8 weights are symmetric (zero point 0), so their real values "
+            f"(q - zero point) * scale are stored re-centred on 0; {exact} of {channels} channel(s) keep the producer's scale and every value exactly")
+    if exact < channels:
+        text += (f", {channels - exact} hold a q - zero point outside [-127, 127] and are rescaled to max|w| / 127 "
+                 "(each value moved by at most half a step)")
+    return text
 
 
 def qoperator_ops(model) -> list[str]:
@@ -147,6 +166,7 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
     params_of: dict[str, Params] = {}
     new_inits, drop = [], set()
     weights, per_axis, per_tensor, symmetric, conflicting = 0, 0, 0, True, 0
+    recentred_w: list[Recentred] = []
     act_types: set[str] = set()
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear":
@@ -174,6 +194,8 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
                 per_axis += p.axis is not None
                 per_tensor += p.axis is None
                 symmetric = symmetric and p.dtype == np.int8 and not p.zero_point.any()
+                moved = recentred(q, p, _reader(users[0], g))
+                recentred_w += [moved] if moved is not None else []
                 for dq in users:
                     new_inits.append(numpy_helper.from_array(p.dequantize(q), dq.output[0]))
                 continue
@@ -206,6 +228,8 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
                 per_axis += p.axis is not None
                 per_tensor += p.axis is None
                 symmetric = symmetric and p.dtype == np.int8 and not p.zero_point.any()
+                moved = recentred(q, p, _reader(node, g))
+                recentred_w += [moved] if moved is not None else []
             new_inits.append(numpy_helper.from_array(p.dequantize(q), node.output[0]))
             drop.add(id(node))
     kept = [n for n in model.graph.node if id(n) not in drop]
@@ -262,8 +286,14 @@ def strip_qdq(model) -> tuple[object, dict[str, tuple[float, float]], QDQInfo]:
                       and producers[n.input[0]].op_type in ("Conv", "ConvTranspose")
                       and producers[n.input[0]].input[1] in quantized_w)
     info = QDQInfo(len(ranges), weights, granularity, symmetric, tuple(sorted(act_types)), relu, conflicting,
-                   unfolded_bn)
+                   unfolded_bn, tuple(recentred_w))
     return out, ranges, info
+
+
+def _reader(dq, g: Graph) -> str:
+    """The op reading a weight's DequantizeLinear ``dq`` (its name, for messages; else ``dq``'s)."""
+    users = g.consumers.get(dq.output[0], [])
+    return label(users[0]) if users else label(dq)
 
 
 def _resolve_chains(rename: dict[str, str], params_of: dict, ranges: dict) -> int:

@@ -231,3 +231,39 @@ def quantize_array(x: np.ndarray, p: Params) -> np.ndarray:
     lo, hi = RANGES[p.dtype]
     q = np.rint(x.astype(np.float32) / p.scale.astype(np.float32).reshape(shape)) + p.zero_point.reshape(shape)
     return np.clip(q, lo, hi).astype(p.dtype)
+
+
+@dataclass(frozen=True)
+class Recentred:
+    """An int8 weight stored with a zero point other than 0, or a uint8 weight. TFLite's int8 weights are
+    symmetric (zero point 0, values in [-127, 127]: the TFLite 8-bit quantization specification), so
+    the weight's real values ``(q - z) * s`` are stored re-centred on zero point 0: a channel whose
+    ``q - z`` all lie in [-127, 127] keeps the producer's scale and every value exactly; any other is
+    rescaled to ``max|w| / 127`` (each value moved by at most half of that step)."""
+
+    node: str                     # the op reading the weight (for messages)
+    zero_points: tuple[int, int]  # the smallest and largest zero point (per tensor: the same)
+    dtype: str                    # "int8" or "uint8"
+    exact: int                    # channels kept exactly on the producer's scale
+    channels: int                 # channels (1 for a per-tensor weight)
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "type": self.dtype, "zero_points": list(self.zero_points),
+                "exact_channels": self.exact, "channels": self.channels}
+
+
+def recentred(q: np.ndarray, p: Params, reader: str) -> Recentred | None:
+    """The :class:`Recentred` record of integer weight ``q`` read with ``p`` by the op ``reader``,
+    or None when its zero point is 0 (int8) -- nothing to re-centre."""
+    if p.dtype not in RANGES or (p.dtype == np.int8 and not p.zero_point.any()):
+        return None
+    shape = [1] * q.ndim
+    if p.axis is not None:
+        shape[p.axis] = -1
+    r = np.abs(q.astype(np.int64) - p.zero_point.reshape(shape))
+    per_channel = r.max(axis=tuple(d for d in range(q.ndim) if d != p.axis)) if p.axis is not None and q.ndim \
+        else r.max(initial=0).reshape(1)
+    zp = p.zero_point.reshape(-1)
+    return Recentred(reader, (int(zp.min()), int(zp.max())), p.dtype.name, int((per_channel <= 127).sum()),
+                     int(per_channel.size))
+

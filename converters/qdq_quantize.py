@@ -76,15 +76,51 @@ def tflite_ranges(float_model: bytes, onnx_ranges: Mapping[str, tuple[float, flo
             used.add(value)
     # ops the conversion added inside a node (a Conv's explicit Pad, a layout Transpose, a Reshape)
     # move values without changing them: their output takes their input's range
-    same = {getattr(_flatbuffer.schema().BuiltinOperator, n) for n in _SAME_RANGE}
+    codes = _flatbuffer.schema().BuiltinOperator
+    same = {getattr(codes, n) for n in _SAME_RANGE}
     for op in graph.operators:
         if len(op.outputs) and len(op.inputs) and int(op.outputs[0]) not in found and int(op.inputs[0]) in found \
                 and _flatbuffer.builtin_code(obj, op) in same:
             found[int(op.outputs[0])] = found[int(op.inputs[0])]
+    _split_concat_ranges(obj, graph, found, codes)
     name = [_flatbuffer.tensor_name(t) for t in graph.tensors]
     missing = tuple(name[i] for i in activations if i not in found)
     unused = tuple(sorted(set(onnx_ranges) - used))
     return QDQRanges({name[i]: r for i, r in found.items()}, missing, unused)
+
+
+def _split_concat_ranges(obj, graph, found: dict, codes) -> None:
+    """Ranges of the tensors a grouped Conv's lowering adds (SPLIT of its input, one CONV_2D per group,
+    CONCATENATION of their outputs), in place: each piece of a SPLIT / SPLIT_V takes its input's range
+    (a split moves values), and a CONCATENATION input without a range, read by the concatenation alone,
+    takes the concatenation's (the one ONNX value it is part of: the producer quantized the whole
+    output on one grid, which the int8 model then computes each group's part on, with no requantizing);
+    a RESHAPE's range goes back to a concatenation it reshapes (a 1-D grouped Conv)."""
+    data_input = {codes.SPLIT: 1, codes.SPLIT_V: 0}
+    readers: dict[int, int] = {}
+    for op in graph.operators:
+        for i in op.inputs:
+            readers[int(i)] = readers.get(int(i), 0) + 1
+    outputs = {int(i) for i in graph.outputs}
+    for op in graph.operators:       # in order: a split's input may itself be a concatenation's piece
+        code = _flatbuffer.builtin_code(obj, op)
+        if code in data_input and len(op.inputs) > data_input[code] and int(op.inputs[data_input[code]]) in found:
+            for o in op.outputs:
+                found.setdefault(int(o), found[int(op.inputs[data_input[code]])])
+    for op in reversed(list(graph.operators)):   # backwards: a concatenation's range reaches its pieces
+        code = _flatbuffer.builtin_code(obj, op)
+        if code in (codes.CONCATENATION, codes.RESHAPE) and len(op.outputs) and int(op.outputs[0]) in found:
+            pieces = op.inputs if code == codes.CONCATENATION else op.inputs[:1]   # (a 1-D conv reshapes it)
+            for i in pieces:
+                if int(i) not in found and readers.get(int(i)) == 1 and int(i) not in outputs \
+                        and (code == codes.CONCATENATION or _is_concatenation(obj, graph, int(i), codes)):
+                    found[int(i)] = found[int(op.outputs[0])]
+
+
+def _is_concatenation(obj, graph, tensor: int, codes) -> bool:
+    """True when ``tensor`` is made by a CONCATENATION."""
+    return any(int(op.outputs[0]) == tensor and _flatbuffer.builtin_code(obj, op) == codes.CONCATENATION
+               for op in graph.operators if len(op.outputs))
 
 
 def quantize_qdq(float_model: bytes, calib_inputs: Sequence[np.ndarray], qdq: QDQRanges, *,
@@ -134,15 +170,17 @@ def qdq_notes(found: Mapping, data_info: Mapping) -> list[str]:
     if weights["total"] and weights["equal"] < weights["total"]:
         notes.append(f"weights: {weights['total'] - weights['equal']} of {weights['total']} values "
                      f"({100 * (1 - weights['share']):.2f}%, in {weights['tensors_differing']} tensor(s)) differ from "
-                     "the QDQ model's stored int8 values: TFLite re-derives symmetric int8 weight scales from max|w| "
-                     f"{'per output channel' if found['per_channel'] else 'per tensor'}, which these weights do not "
-                     "follow (asymmetric or uint8 weights, a channel whose largest value is not +-127 -- a -128 "
-                     "included: TFLite stores [-127, 127] --, another granularity)")
+                     "the QDQ model's stored int8 values: TFLite stores int8 weights symmetric on [-127, 127] "
+                     f"{'per output channel' if found['per_channel'] else 'per tensor'}, and these "
+                     f"{'channels' if found['per_channel'] else 'tensors'} hold a value the producer's scale cannot "
+                     "put there (a -128, a q - zero point outside [-127, 127], per-channel weights stored per "
+                     "tensor), so they were rescaled to max|w| / 127, each value moved by at most half a step")
     elif weights["total"]:
         notes.append(f"weights: all {weights['total']} values equal the QDQ model's stored int8 values")
     if weights.get("channels_regridded"):
-        notes[-1] += (f" ({weights['channels_regridded']} channel(s) kept on the producer's wider grid, where TFLite's "
-                      "max|w| / 127 would have moved them)")
+        notes[-1] += (f" ({weights['channels_regridded']} channel(s) put back on the producer's grid -- its scale or a "
+                      "whole fraction of it --, where TFLite's max|w| / 127 would have moved them: a largest |q| below "
+                      "127)")
     return notes
 
 

@@ -8,10 +8,12 @@ channel whose largest value is negative holds ``q = -128``, and the quantizer's 
 moves each of its values by less than half a step. TFLite stores weights on [-127, 127]; clamping
 the -128 instead would move the channel's largest weight by a whole step (measured: worse outputs),
 so those channels are left as the quantizer made them. A channel whose largest ``|q|`` is below 127
-(a learned QAT scale wider than the weights need) is different: :func:`keep_stored_grid` finds the
-producer's step (the smallest step between the channel's distinct values, when every value is a
-whole multiple of it within [-127, 127]), writes the values on that grid and requantizes the op's
-int32 bias on ``input scale * weight scale``. Channels with no such step are left as they were.
+(a learned QAT scale wider than the weights need, a per-tensor weight quantized per channel, one
+group's slice of a grouped Conv's per-tensor weight, a weight re-centred from a non-zero zero point)
+is different: :func:`keep_stored_grid` finds the producer's step (the finest ``max|w| / k``, ``k`` a
+whole number up to 127, on which every value is a whole multiple), writes the values on that grid and
+requantizes the op's int32 bias on ``input scale * weight scale`` (one scale for a per-tensor weight,
+as TFLite requires). Channels with no such step are left as they were.
 """
 from __future__ import annotations
 
@@ -90,18 +92,23 @@ def weight_fidelity(float_model: bytes, int8_model: bytes, tolerance: float = 0.
 
 
 def _grid(values: np.ndarray) -> float | None:
-    """A scale on which every value is a whole multiple within [-127, 127] steps, or None (a grid
-    that needs -128 is not used: clamping the channel's largest weight by a whole step costs more
-    than the quantizer's rescaling of every value by less than half of one)."""
+    """The finest scale ``max|values| / k`` (``k`` a whole number of steps, at most 127) on which every
+    value is a whole multiple within [-127, 127] steps, or None. The producer's own step is one of
+    them (``k`` = the channel's largest ``|q|``): a wider learned QAT grid, a grouped Conv's slice of
+    a per-tensor weight (its largest value below the whole tensor's), or a weight re-centred from a
+    non-zero zero point (``q - z`` within [-127, 127]) all come back exactly; a finer one (``k`` a
+    multiple of it) holds the same values and keeps the bias, on ``input scale * weight scale``, a
+    whole multiple of the producer's. A grid that needs -128 is not used: clamping the channel's
+    largest weight by a whole step costs more than the quantizer's rescaling of every value by less
+    than half of one."""
     top = float(np.abs(values).max())
     if top == 0:
         return None
-    steps = np.diff(np.unique(np.append(np.abs(values), 0.0)))
-    candidates = [top / 127] + ([float(steps[steps > top * 1e-6].min())] if (steps > top * 1e-6).any() else [])
-    for s in candidates:
-        ratio = values / s
-        if np.abs(ratio - np.rint(ratio)).max() <= GRID_TOLERANCE and np.abs(np.rint(ratio)).max() <= 127:
-            return s
+    v = values.astype(np.float64).reshape(-1) / top
+    for k in range(127, 0, -1):
+        ratio = v * k
+        if np.abs(ratio - np.rint(ratio)).max() <= GRID_TOLERANCE:
+            return top / k
     return None
 
 
@@ -159,7 +166,9 @@ def _requantize_bias(obj, bias, x, new_w: np.ndarray, floats: dict) -> None:
     name = _flatbuffer.tensor_name(bias)
     if name in floats and floats[name].size == data.size:
         real = floats[name].reshape(-1).astype(np.float64)
-    new = x_scale * (new_w if new_w.size == data.size else np.full(data.size, new_w.reshape(-1)[0]))
+    # per channel: a scale per value; per tensor: one scale (and one zero point), as TFLite requires
+    new = x_scale * (new_w.reshape(-1) if new_w.size == data.size else new_w.reshape(-1)[:1])
     q = np.clip(np.rint(real / new), -2**31, 2**31 - 1).astype(np.int32)
     obj.buffers[bias.buffer].data = q.view(np.uint8)
     bias.quantization.scale = [float(v) for v in new.astype(np.float32)]
+    bias.quantization.zeroPoint = [0] * new.size

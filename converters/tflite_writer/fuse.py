@@ -2,7 +2,9 @@
 the same operators (or fewer): a per-channel constant MUL after CONV_2D / DEPTHWISE_CONV_2D /
 FULLY_CONNECTED / TRANSPOSE_CONV scales its weights, a constant ADD / SUB becomes its bias, ``x * s + b`` before a VALID conv or an FC
 folds into it; a RELU / RELU6 / RELU_N1_TO_1 after an op with a fused-activation field becomes that
-field; ``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
+field (after a CONCATENATION of such ops, as a grouped Conv is written: one CONV_2D per group, then the
+concatenation, each reading only its own producer, the activation becomes each producer's field);
+``x * relu6(x + 3) * (1/6)`` becomes HARD_SWISH; a RESHAPE to rows before FULLY_CONNECTED
 is dropped (FC reads any input as rows); ops whose outputs nobody reads are dropped.
 Besides (as TensorFlow's converter does, seen on PP-OCRv4): ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``
 are dropped (readers read ``x``); ``x / sqrt(v)`` becomes ``x * rsqrt(v)`` (a LayerNorm's division;
@@ -19,13 +21,13 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from edgenet.converters.tflite_writer.fuse_activations import (_const_operand, _fuse_activations,
+                                                                _fuse_activations_through_concat,
+                                                                _fuse_hard_sigmoid_product, _fuse_hard_swish)
 from edgenet.converters.tflite_writer.tensors import Op, RTensor
 
 _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
 _WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}  # output channels
-_ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
-_FUSES_ACTIVATION = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL",
-                     "DIV")
 _NEUTRAL = {"MUL": 1.0, "DIV": 1.0, "ADD": 0.0, "SUB": 0.0}   # the constant that leaves the other operand as is
 
 
@@ -53,12 +55,6 @@ class _Graph:
             t.producer = first
         gone = {id(o) for o in removed}
         self.ops[:] = [o for o in self.ops if id(o) not in gone]
-
-
-def _const_operand(op: Op, t: RTensor) -> RTensor | None:
-    """The other operand of binary ``op`` when it is a constant."""
-    other = op.inputs[1] if op.inputs[0] is t else op.inputs[0]
-    return other if other is not t and other.const is not None else None
 
 
 def _channel_constant(graph: _Graph, op: Op, codes: tuple[str, ...]):
@@ -181,89 +177,6 @@ def _fold_input_affine(graph: _Graph, rec) -> None:
         graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
 
 
-def _fuse_activations(graph: _Graph) -> None:
-    for op in list(graph.ops):
-        if op.code not in _FUSES_ACTIVATION or op.options is None or op.options[1]["fusedActivationFunction"]:
-            continue
-        act = graph.sole_reader(op.outputs[0])
-        if act is None or act.code not in _ACTIVATIONS or act.inputs[0] is not op.outputs[0]:
-            continue
-        op.options[1]["fusedActivationFunction"] = _ACTIVATIONS[act.code]
-        graph.replace(op, act, [act])
-
-
-def _scalar(t: RTensor | None, value: float) -> bool:
-    return t is not None and t.const is not None and t.const.size == 1 and \
-        abs(float(t.const.reshape(())) - value) <= 1e-6 * abs(value)
-
-
-def _relu6_plus_3_of(graph: _Graph, r: RTensor, reader: Op) -> RTensor | None:
-    """x when ``r`` is ADD(x, 3) with RELU6 fused, read by ``reader`` alone; else None."""
-    add = r.producer
-    if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3 or \
-            graph.sole_reader(r) is not reader:
-        return None
-    return next((x for x in add.inputs if x.const is None and _scalar(_const_operand(add, x), 3.0)), None)
-
-
-def _replace_with_hard_swish(graph: _Graph, x: RTensor, last: Op, gone: tuple[Op, ...]) -> None:
-    swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
-    for t in swish.outputs:
-        t.producer = swish
-    graph.ops[graph.ops.index(last)] = swish
-    ids = {id(o) for o in gone}
-    graph.ops[:] = [o for o in graph.ops if id(o) not in ids]
-
-
-def _fuse_hard_sigmoid_product(graph: _Graph) -> None:
-    """MUL(x, MUL(ADD(x, 3) with RELU6, 1/6)) -> HARD_SWISH(x): ``x * HardSigmoid(x)`` with
-    HardSigmoid's alpha 1/6, beta 0.5 -- how torch exports hardswish below opset 14 (either operand
-    order)."""
-    for last in list(graph.ops):
-        if last.code != "MUL" or last.options[1]["fusedActivationFunction"] or len(last.inputs) != 2 or \
-                any(t.const is not None for t in last.inputs):
-            continue
-        for x, h in (last.inputs, reversed(last.inputs)):
-            mul = h.producer
-            if mul is None or mul.code != "MUL" or mul.options[1]["fusedActivationFunction"] or \
-                    graph.sole_reader(h) is not last:
-                continue
-            r = next((t for t in mul.inputs if t.const is None), None)
-            if r is None or not _scalar(_const_operand(mul, r), 1 / 6):
-                continue
-            if _relu6_plus_3_of(graph, r, mul) is x and x.shape_ == last.outputs[0].shape_:
-                _replace_with_hard_swish(graph, x, last, (r.producer, mul))
-                break
-
-
-def _fuse_hard_swish(graph: _Graph) -> None:
-    """MUL(MUL(x, ADD(x, 3) with RELU6), 1/6) -> HARD_SWISH(x) (either operand order)."""
-    for last in list(graph.ops):
-        if last.code != "MUL" or last.options[1]["fusedActivationFunction"] or len(last.inputs) != 2:
-            continue
-        m = next((t for t in last.inputs if t.const is None), None)
-        if m is None or not _scalar(_const_operand(last, m), 1 / 6) or m.producer is None:
-            continue
-        mul = m.producer
-        if mul.code != "MUL" or graph.sole_reader(m) is not last or mul.options[1]["fusedActivationFunction"]:
-            continue
-        for x, r in (mul.inputs, reversed(mul.inputs)):
-            add = r.producer
-            if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3:
-                continue
-            if graph.sole_reader(r) is not mul or x not in add.inputs or not _scalar(_const_operand(add, x), 3.0):
-                continue
-            if x.shape_ != last.outputs[0].shape_:
-                continue
-            swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
-            for t in swish.outputs:
-                t.producer = swish
-            graph.ops[graph.ops.index(last)] = swish
-            gone = {id(add), id(mul)}
-            graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
-            break
-
-
 def _flatten_into_fc(graph: _Graph) -> None:
     """A RESHAPE to (N, K) read only by FULLY_CONNECTED: the FC reads the reshape's input (FC takes
     any input as rows of K values), as TensorFlow's converter leaves it."""
@@ -362,6 +275,8 @@ def optimize(ops: list[Op], outputs: Sequence[RTensor], rec, unfused: Collection
         _fold_bias(graph, rec)
         graph = _Graph(graph.ops, outputs)
     _fuse_activations(graph)
+    graph = _Graph(graph.ops, outputs)
+    _fuse_activations_through_concat(graph)
     graph = _Graph(graph.ops, outputs)
     if "HARD_SWISH" not in unfused:     # a runtime without it (the Edge TPU) keeps the arithmetic
         _fuse_hard_swish(graph)
