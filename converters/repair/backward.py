@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Sequence
 
-from edgenet.converters.repair.graph import Op
+from edgenet.converters.repair.graph import Op, tail
 from edgenet.converters.repair.promote import Candidate, _count, _flat, _op_count, _prefix_within, _trial
 from edgenet.converters.repair.result import Stop, passes_text
 from edgenet.converters.repair.segments import segment_members
@@ -68,8 +68,18 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
     # over a head is the one place-bound trouble the one-at-a-time search was best at
     heads = [c for c in candidates if c.ops[0].output_position is not None]
     head_ids = {id(h) for h in heads}
-    groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids], SEGMENTS)
+    # the failing outputs' arithmetic tail (after their last learned layers: a detector's box decode
+    # and TopK/Gather) is a segment of its own, next: its values' range is set by the arithmetic, not
+    # by training, and counted as it runs it came last, past the cap of ops (YOLO26n's boxes on a
+    # 7.5 px grid: the first 8 of 17 half-segments promoted still failed, the tail never tried)
+    where = {op.name: k for k, op in enumerate(listing)}
+    ends = tail(listing, {op.name for h in heads for op in h.ops})
+    arith = sorted((c for c in candidates if id(c) not in head_ids and c.ops[0].name in ends),
+                  key=lambda c: where.get(c.ops[0].name, len(listing)))
+    arith_ids = {id(c) for c in arith}
+    groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids | arith_ids], SEGMENTS)
     segs = [_segment([h], h.reason) for h in heads] + \
+        ([_segment(arith, f"the outputs' tail after their last learned layers ({_span(arith)})")] if arith else []) + \
         [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
     levels = max(len(c.options) for c in candidates)
     wholes: dict[int, tuple] = {}
