@@ -68,3 +68,16 @@ def test_the_repair_reaches_the_decode_and_the_boxes_keep_their_place(files, con
     q = TFLiteModel((files / "o" / "model_int8.tflite").read_bytes()).predict_all([x])[0]
     judged = e2e_quality("output0", f, q, Thresholds())
     assert judged.passed and judged.metrics["box_iou_mean"] >= 0.9, judged.metrics
+
+
+def test_a_refusal_leads_with_what_still_fails(files):
+    """--strict-int8 (no float): the split head's parts, int16 on them, still put the boxes on the int8
+    output's grid; the refusal leads with the boxes' IoU (what fails nearest to passing), then the
+    whole output's F1 0.00 (every score rounded to 0 by the boxes' scale)."""
+    with pytest.raises(ConversionError) as exc:
+        _convert(files, "strict", strict_int8=True)
+    text = str(exc.value)
+    assert text.startswith("the int8 model lost its signal: output 'output0': boxes of the "), text
+    assert "mean IoU with float's" in text.split(";")[0]
+    assert "written as parts" in text and "as one int8 output: output0: detections F1 0.00" in text
+    assert "kept float out of mixed precision" in text
