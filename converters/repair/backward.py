@@ -137,7 +137,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         chosen, model, verdict = found
         if model is None and verdict is None:
             capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the first "
-                          f"{limit} of {len(leveled)} half-segments do not pass")
+                          f"{limit} of {len(leveled)} half-segments fail")
             continue
         grown = ""
         if confirm is not None:
@@ -173,8 +173,9 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, 0)
     if capped:
         return done(None, before, (), Stop.MOSTLY_PROMOTED,
-                    f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes; "
-                    f"by segments of the model, the outputs' producers, then as they run: {'; '.join(capped)}): not an int8 model",
+                    f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes, the "
+                    f"most the cap allows does not -- counted by segments of the model, the outputs' producers first: "
+                    f"{'; '.join(capped)}): not an int8 model",
                     0)
     return done(None, before, (), Stop.BUDGET, f"budget spent: all {clock.max_rounds} round(s) used "
                 f"(searching by {len(segs)} segments)", 0)
