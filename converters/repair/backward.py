@@ -12,7 +12,7 @@ pieces of structure, counted down from a model that passes:
    fails) -- one round per level, as the one-at-a-time search does;
 2. rank: the failing outputs' producers first, then the segments as they run, with the outputs'
    arithmetic tail (the ops after their last learned layers: a detector's box decode and TopK/Gather,
-   :func:`.graph.tail`) as a segment of its own, first or after the first one (see ``by_segments``);
+   :func:`.graph.tail`) as a segment of its own, right after the first one (see ``by_segments``);
 3. count: the segments' halves, in that order, the fewest whose promotion passes (the
    first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
    needing more than the cap moves to the next one;
@@ -31,12 +31,12 @@ from dataclasses import replace
 from typing import Sequence
 
 from edgenet.converters.repair.graph import Op, tail
-from edgenet.converters.repair.promote import Candidate, _count, _flat, _op_count, _prefix_within, _trial
+from edgenet.converters.repair.promote import Candidate, _assignment, _count, _flat, _op_count, _prefix_within, \
+    _trial
 from edgenet.converters.repair.result import Stop, passes_text
 from edgenet.converters.repair.segments import segment_members
 
 CONFIRM_ROUNDS = 4   # rounds of its own for a choice that does not pass on other examples: grown along the ranking
-TAIL_FIRST_SHARE = 0.5    # of the cap of ops: an outputs' tail at most half of it is counted before the first segment
 SEGMENTS = 8      # segments a model is cut into (their halves are counted: 16 pieces take about 5 rounds
                   # to count, which leaves a budget of 24 rounds two levels of counting and the halvings)
 
@@ -72,12 +72,12 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
     heads = [c for c in candidates if c.ops[0].output_position is not None]
     head_ids = {id(h) for h in heads}
     # the failing outputs' arithmetic tail (after their last learned layers: a detector's box decode
-    # and TopK/Gather) is a segment of its own, counted next: its values' range is set by the
-    # arithmetic, not by training, and counted as it runs it came last, past the cap of ops (YOLO26n's
-    # boxes on a 7.5 px grid: the first 8 of 17 half-segments promoted still failed, the tail never
-    # tried). A tail that is a large share of the cap comes after the first segment: a small
-    # detector's decode is half its ops, and counted first it took the cap from the stem its int8
-    # error came from
+    # and TopK/Gather) is a segment of its own, counted right after the first segment: its values'
+    # range is set by the arithmetic, not by training, and counted as it runs it came last, past the
+    # cap of ops (YOLO26n's boxes on a 7.5 px grid: the first 8 of 17 half-segments promoted still
+    # failed, the tail never tried). Not before the first segment: the first and the last ops are
+    # where int8 hurts most, and counted first the tail took YOLOv8n's 24 rounds (its stem is what
+    # int8 hurts: 39 ops promoted, not 19) and a small detector's cap (its decode is half its ops)
     where = {op.name: k for k, op in enumerate(listing)}
     ends = tail(listing, {op.name for h in heads for op in h.ops})
     arith = sorted((c for c in candidates if id(c) not in head_ids and c.ops[0].name in ends),
@@ -86,9 +86,8 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
     groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids | arith_ids], SEGMENTS)
     segs = [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
     if arith:
-        end = _segment(arith, f"the outputs' tail after their last learned layers ({_span(arith)})")
-        small = max_ops is None or len(end.ops) <= TAIL_FIRST_SHARE * max_ops
-        segs.insert(0 if small else min(1, len(segs)), end)
+        segs.insert(min(1, len(segs)), _segment(arith, f"the outputs' tail after their last learned layers "
+                                                       f"({_span(arith)})"))
     segs = [_segment([h], h.reason) for h in heads] + segs
     levels = max(len(c.options) for c in candidates)
     wholes: dict[int, tuple] = {}
@@ -220,15 +219,21 @@ def _refine(chosen: list[Candidate], model: bytes, verdict, quantize, judge, clo
     accepted = [(list(chosen), model, verdict)]     # every state the refinement passed through
     work = deque(p for p in pieces if len(chosen) > 1 or len(pieces) > 1)
     cut = False
+    # the states judged, by the promotions they make: a piece halved down to nothing needed leaves the
+    # same state each time its last half is tried (YOLO26n: the outputs' producers alone, 4 times)
+    judged: dict[frozenset, tuple] = {}
     while work:
-        if not clock.fits():
-            cut = True
-            break
         piece = work.popleft()
         rest = [x for x in kept if x is not piece]
         if not rest:
             continue
-        m, v = clock.round(_trial, rest, quantize, quick)
+        key = frozenset(_assignment(rest).items())
+        if key not in judged:
+            if not clock.fits():
+                cut = True
+                break
+            judged[key] = clock.round(_trial, rest, quantize, quick)
+        m, v = judged[key]
         if v is not None and v.passed:
             kept = rest
             accepted.append((list(rest), m, v))
