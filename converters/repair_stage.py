@@ -100,11 +100,14 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
         else:   # parts that do not pass either: the model keeps the user's interface
             notes.append(f"splitting output {split.output!r} into parts did not pass the verdict either (judged "
                          f"joined: {split_checked.verdicts[Precision.INT8].failures_text()}); the output is kept whole")
+            _nearest(checked, split_checked, split.output, f"with output {split.output!r} written as parts, judged joined")
             split = None
     if split is not None and not checked.verdicts[Precision.INT8].passed and whole is not None:
         model, built, checked, split_checked = whole
         notes.append(f"splitting output {split.output!r} into parts did not pass the verdict (judged joined: "
                      f"{split_checked.verdicts[Precision.INT8].failures_text()}), nor did mixed precision on its parts; the output is kept whole")
+        _nearest(checked, split_checked, split.output,
+                 f"with output {split.output!r} written as parts, judged joined, mixed precision tried on them")
         split = None
     elif split is not None:
         notes.extend(kept_notes)
@@ -147,6 +150,13 @@ def _mismatched_head(model, built, checked) -> str | None:
     spans = ", ".join(f"|x| <= {p:.3g}" for p in peaks)
     return (f"output {head!r} concatenates parts whose ranges differ {large / small:.0f}x ({spans}): one int8 scale "
             "cannot hold them, so its parts are written as separate outputs first")
+
+
+def _nearest(checked, split_checked, output: str, how: str) -> None:
+    """Keep the split's failing verdict on ``checked`` (:attr:`Checked.nearest`) when it is clearly closer
+    to passing than the whole output's (:func:`_clearly_better`): a refusal leads with what still fails there."""
+    if _clearly_better(split_checked, checked, output):
+        checked.nearest = (how, split_checked.verdicts[Precision.INT8])
 
 
 BETTER_BY = 0.1    # a task figure (a fraction: F1, agreement, IoU) this much higher is clearly better

@@ -33,6 +33,9 @@ class Checked:
     float_outs: list
     verdicts: dict
     layers: object = None
+    # the repair's nearest miss, when it came clearly closer than the model kept: (what it tried, its
+    # failing int8 verdict) -- what still fails there is the reason to lead a refusal with
+    nearest: tuple[str, object] | None = None
 
 
 def _top1_agreement(out) -> float | None:
@@ -237,16 +240,33 @@ def enforce(checked: Checked, source: SourceModel, opts, notes: list[str], profi
             hint += (f"; mixed precision found no int8 model ({why}): --precision float32,int16x8 judges 16-bit "
                      "activations everywhere, or deploy model_float.tflite")
         if v.precision == "int8" and opts.strict_int8 and not integer_only:
-            hint += ("; --strict-int8 kept mixed precision off: without it the search may keep the damaging ops "
-                     "in float or int16")
+            if any(step.value == "int16" for step in profile.repair_order):   # int16 was tried: float was not
+                hint += ("; --strict-int8 kept float out of mixed precision: without it the search may keep the "
+                         "damaging ops in float")
+            else:
+                hint += ("; --strict-int8 kept mixed precision off: without it the search may keep the damaging ops "
+                         "in float")
         # calibration arrays outside the input's fixed range (converters/data_notes.py): the cause to read first
         # and what was tried and failed on the way (the notes are not printed when the conversion stops)
+        nearest = checked.nearest if v.precision == "int8" else None
         hint += "".join(f"; {n}" for n in notes if n.endswith((CLIPPED_INPUT_ADVICE, CLIPPED_INPUT_ADVICE_IN_MODEL))
-                        or (n.startswith("splitting output ") and n.endswith("the output is kept whole")))
+                        or (nearest is None and n.startswith("splitting output ")
+                            and n.endswith("the output is kept whole")))
         if not opts.allow_degraded:
-            raise ConversionError(v.message() + hint + "; pass --allow-degraded to write the files anyway")
+            raise ConversionError(_lead(v, nearest) + hint + "; pass --allow-degraded to write the files anyway")
         else:
             notes.append("--allow-degraded: " + v.message())
+
+
+def _lead(verdict, nearest) -> str:
+    """A refusal's first words: the failing verdict's message, or -- when the repair came clearly closer
+    (``nearest``: what it tried, its verdict) -- what still fails there, then the model's own figures
+    (YOLO26n's int8 output: detections F1 0.00, its parts split: boxes IoU 0.86 -- the boxes are the
+    reason, the F1 was the first step's)."""
+    if nearest is None:
+        return verdict.message()
+    how, closer = nearest
+    return f"{closer.message()} ({how}; as one {verdict.precision} output: {verdict.failures_text()})"
 
 
 def ops_left_in_float(built, profile, opts, notes: list[str], tf_side=None) -> dict:

@@ -87,4 +87,4 @@ def test_strict_int8_on_a_target_with_float_kernels_says_what_it_turned_off(tmp_
                  "--eval-samples", "16", "--out", str(tmp_path / "o"), "-q"])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and "lost its signal: output 'y'" in line
-    assert "--strict-int8 kept mixed precision off" in line and not (tmp_path / "o").exists()
+    assert "--strict-int8 kept float out of mixed precision" in line and not (tmp_path / "o").exists()

@@ -211,3 +211,24 @@ def test_float_check_of_an_output_written_as_parts_compares_them_joined():
     assert all(c.rel_err == 0.0 for c in got)
     tflite_out[:, 0, 5] += 1                                  # a class changed: still an error
     assert _joined_e2e_checks(failing, parts(onnx_out), parts(tflite_out), join, 1e-3) == failing
+
+
+def test_boxes_written_with_their_corners_swapped_are_the_rectangle_they_span():
+    """An untrained YOLO26's distances have either sign: most of its boxes come out x2 < x1 (92% of
+    the detections of /work's yolo26n-detecting). Read as written they have no area and matched
+    nothing, the float model not even itself (F1 0.08); read as the rectangle the corners span, a
+    model matches itself and a healthy twin passes, while boxes moved off their objects still fail."""
+    rng = np.random.default_rng(3)
+    f = _e2e(rng)
+    flip = rng.random(f.shape[:2]) < 0.7
+    f[flip] = f[flip][:, [2, 3, 0, 1, 4, 5]]           # x1 <-> x2, y1 <-> y2 on most rows
+    f[:, -1, :4] = [40, 30, -60, -20]                   # a leftover row off the image (what tells corners)
+    assert box_format(f) == "xyxy"
+    v, o = _one(f, f)
+    assert v.passed and o.metrics["detection_f1"] == 1.0 and o.metrics["box_iou_mean"] == pytest.approx(1.0)
+    v, o = _one(f, _healthy(rng, f))
+    assert v.passed, v.message()
+    moved = f.copy()
+    moved[..., [0, 2]] += 30.0                          # every box 30 px to the right of its object
+    v, o = _one(f, moved)
+    assert not v.passed and "output0" in v.message()

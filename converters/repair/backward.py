@@ -10,7 +10,9 @@ pieces of structure, counted down from a model that passes:
 
 1. every candidate promoted (per level of the target's order: int16 first, then float, while it
    fails) -- one round per level, as the one-at-a-time search does;
-2. rank: the failing outputs' producers first, then the segments as they run (see ``by_segments``);
+2. rank: the failing outputs' producers first, then the segments as they run, with the outputs'
+   arithmetic tail (the ops after their last learned layers: a detector's box decode and TopK/Gather,
+   :func:`.graph.tail`) as a segment of its own, right after the first one (see ``by_segments``);
 3. count: the segments' halves, in that order, the fewest whose promotion passes (the
    first 1, 2, 4 ... as far as the cap of ops allows, then bisection), level by level -- a level
    needing more than the cap moves to the next one;
@@ -28,8 +30,9 @@ from collections import deque
 from dataclasses import replace
 from typing import Sequence
 
-from edgenet.converters.repair.graph import Op
-from edgenet.converters.repair.promote import Candidate, _count, _flat, _op_count, _prefix_within, _trial
+from edgenet.converters.repair.graph import Op, tail
+from edgenet.converters.repair.promote import Candidate, _assignment, _count, _flat, _op_count, _prefix_within, \
+    _trial
 from edgenet.converters.repair.result import Stop, passes_text
 from edgenet.converters.repair.segments import segment_members
 
@@ -68,9 +71,24 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
     # over a head is the one place-bound trouble the one-at-a-time search was best at
     heads = [c for c in candidates if c.ops[0].output_position is not None]
     head_ids = {id(h) for h in heads}
-    groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids], SEGMENTS)
-    segs = [_segment([h], h.reason) for h in heads] + \
-        [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
+    # the failing outputs' arithmetic tail (after their last learned layers: a detector's box decode
+    # and TopK/Gather) is a segment of its own, counted right after the first segment: its values'
+    # range is set by the arithmetic, not by training, and counted as it runs it came last, past the
+    # cap of ops (YOLO26n's boxes on a 7.5 px grid: the first 8 of 17 half-segments promoted still
+    # failed, the tail never tried). Not before the first segment: the first and the last ops are
+    # where int8 hurts most, and counted first the tail took YOLOv8n's 24 rounds (its stem is what
+    # int8 hurts: 39 ops promoted, not 19) and a small detector's cap (its decode is half its ops)
+    where = {op.name: k for k, op in enumerate(listing)}
+    ends = tail(listing, {op.name for h in heads for op in h.ops})
+    arith = sorted((c for c in candidates if id(c) not in head_ids and c.ops[0].name in ends),
+                  key=lambda c: where.get(c.ops[0].name, len(listing)))
+    arith_ids = {id(c) for c in arith}
+    groups = segment_members(listing, [c for c in candidates if id(c) not in head_ids | arith_ids], SEGMENTS)
+    segs = [_segment(g, f"segment {k + 1} of {len(groups)} ({_span(g)})") for k, g in enumerate(groups)]
+    if arith:
+        segs.insert(min(1, len(segs)), _segment(arith, f"the outputs' tail after their last learned layers "
+                                                       f"({_span(arith)})"))
+    segs = [_segment([h], h.reason) for h in heads] + segs
     levels = max(len(c.options) for c in candidates)
     wholes: dict[int, tuple] = {}
     first = None
@@ -118,7 +136,7 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         chosen, model, verdict = found
         if model is None and verdict is None:
             capped.append(f"{leveled[0].precision.value}: the {_op_count(leveled[:limit])} ops of the first "
-                          f"{limit} of {len(leveled)} half-segments do not pass")
+                          f"{limit} of {len(leveled)} half-segments fail")
             continue
         grown = ""
         if confirm is not None:
@@ -154,8 +172,9 @@ def by_segments(candidates: Sequence[Candidate], listing: Sequence[Op], verdict_
         return done(model, verdict, chosen, Stop.PASSED, passes_text(verdict) + note, 0)
     if capped:
         return done(None, before, (), Stop.MOSTLY_PROMOTED,
-                    f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes; "
-                    f"by segments of the model, the outputs' producers, then as they run: {'; '.join(capped)}): not an int8 model",
+                    f"a passing model needs more than {max_ops} ops promoted (every candidate promoted passes, the "
+                    f"most the cap allows does not -- counted by segments of the model, the outputs' producers first: "
+                    f"{'; '.join(capped)}): not an int8 model",
                     0)
     return done(None, before, (), Stop.BUDGET, f"budget spent: all {clock.max_rounds} round(s) used "
                 f"(searching by {len(segs)} segments)", 0)
@@ -200,15 +219,21 @@ def _refine(chosen: list[Candidate], model: bytes, verdict, quantize, judge, clo
     accepted = [(list(chosen), model, verdict)]     # every state the refinement passed through
     work = deque(p for p in pieces if len(chosen) > 1 or len(pieces) > 1)
     cut = False
+    # the states judged, by the promotions they make: a piece halved down to nothing needed leaves the
+    # same state each time its last half is tried (YOLO26n: the outputs' producers alone, 4 times)
+    judged: dict[frozenset, tuple] = {}
     while work:
-        if not clock.fits():
-            cut = True
-            break
         piece = work.popleft()
         rest = [x for x in kept if x is not piece]
         if not rest:
             continue
-        m, v = clock.round(_trial, rest, quantize, quick)
+        key = frozenset(_assignment(rest).items())
+        if key not in judged:
+            if not clock.fits():
+                cut = True
+                break
+            judged[key] = clock.round(_trial, rest, quantize, quick)
+        m, v = judged[key]
         if v is not None and v.passed:
             kept = rest
             accepted.append((list(rest), m, v))

@@ -91,3 +91,26 @@ def head_groups(listing: list[Op], failing: set[int]) -> list[tuple[Op, ...]]:
                     stack.append(feeder)
         groups.append(tuple(group))
     return groups
+
+
+#: ops computing with learned weights: where an output's arithmetic tail (:func:`tail`) begins
+LEARNED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D", "FULLY_CONNECTED", "BATCH_MATMUL"})
+
+
+def tail(listing: list[Op], starts: set[str]) -> set[str]:
+    """Names of the ops between the last learned layers (:data:`LEARNED`) and the ops ``starts`` (a
+    failing output's producers): what is reached back from them without passing through a learned
+    op, the learned ops left out. In a detector this is the box decode (anchors -/+ distances, times
+    the stride), the score's sigmoid and the TopK/Gather selecting the rows: arithmetic on values
+    whose range the image size sets, not training (YOLO26n's decoded boxes of background anchors span
+    -965..958 px on a 320 px image), so one int8 scale there puts every box on a coarse grid."""
+    producer = {op.name: op for op in listing}
+    stack = [producer[n] for n in starts if n in producer and producer[n].op not in LEARNED]
+    seen = {op.name for op in stack}
+    while stack:
+        for name in stack.pop().inputs:
+            feeder = producer.get(name)
+            if feeder is not None and feeder.name not in seen and feeder.op not in LEARNED:
+                seen.add(feeder.name)
+                stack.append(feeder)
+    return seen
