@@ -23,7 +23,8 @@ from edgenet.config import ConvertOptions, Precision
 from edgenet.converters.keras_source import KerasModel, KerasTensor, is_saved_model, load_keras, preload
 from edgenet.converters.model_inputs import ModelInput
 from edgenet.converters.image_preprocess import image_preprocess
-from edgenet.converters.sources import SourceModel, read_class_names
+from edgenet.converters.class_names import read_class_names
+from edgenet.converters.sources import SourceModel
 from edgenet.errors import DataError, UsageError
 
 
