@@ -250,3 +250,21 @@ def test_a_worker_whose_sweep_died_removes_its_cell_folder_while_the_cell_still_
     writer.join()
     assert not list(tmp_path.glob(".edgenet-work-*"))
     assert took < 4.0
+
+
+def test_sigterm_mid_cell_says_interrupted_and_leaves_no_cell_folder(tmp_path):
+    """`kill PID` on a sweep whose worker is converting: one line `edgenet: interrupted (SIGTERM)`,
+    exit 143, and no `.edgenet-work-*` left in DIR/cells (the killed worker's folder: it stayed until
+    the next run, and the sweep's own SIGTERM handler exited without the line)."""
+    out = tmp_path / "S"
+    proc = _cli(["mobilenet_v1", "--alpha", "0.25", "--resolution", "64,96", "--target", "rpi", "--num-classes", "2",
+                 "--calib-samples", "16", "--eval-samples", "8", "--workers", "1", "--out", str(out)])
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "cells").glob(".edgenet-work-*")):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and stderr.splitlines()[-1] == "edgenet: interrupted (SIGTERM)", stderr
+    assert "Traceback" not in stderr
+    assert [p.name for p in (out / "cells").iterdir()] == []

@@ -203,6 +203,20 @@ class LocalExecutor:
         finally:
             self.close()
             shutil.rmtree(data, ignore_errors=True)
+            _remove_killed_workers_folders(self.workdir)
+
+
+def _remove_killed_workers_folders(workdir: str | None) -> None:
+    """The cell folders (``.edgenet-work-*``) of workers :func:`stop_pool` killed mid-cell (an
+    interrupted sweep: Ctrl-C, SIGTERM): they cannot remove them themselves. ``workdir`` is the
+    sweep's DIR/cells/, locked by this sweep, and the pool's processes are gone by now."""
+    from edgenet.sweep.results import WORK_PREFIX
+
+    if workdir is None:
+        return
+    for left in Path(workdir).glob(WORK_PREFIX + "*"):
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def stop_pool(pool: ProcessPoolExecutor, finished: bool = False) -> None:
