@@ -268,3 +268,42 @@ def test_sigterm_mid_cell_says_interrupted_and_leaves_no_cell_folder(tmp_path):
     assert proc.returncode == 143 and stderr.splitlines()[-1] == "edgenet: interrupted (SIGTERM)", stderr
     assert "Traceback" not in stderr
     assert [p.name for p in (out / "cells").iterdir()] == []
+
+
+def test_sigterm_on_a_ray_sweep_stops_it_like_ctrl_c(tmp_path):
+    """Ray's driver installs a native SIGTERM handler on ray.init: `kill PID` printed a stack dump
+    (`*** SIGTERM received at time=...`), exited 1 without clean-up, and the Ray workers' cell folders
+    could stay in the temp folder; and ray.wait turns the CLI's Interrupted into a plain
+    KeyboardInterrupt, which read as Ctrl-C (exit 130)."""
+    pytest.importorskip("ray")
+    import shutil
+
+    out = tmp_path / "S"
+    system_tmp = Path(tempfile.mkdtemp(prefix="en-"))     # short: Ray's socket paths must fit AF_UNIX's 107 bytes
+    try:
+        _sigterm_ray(out, system_tmp)
+    finally:
+        shutil.rmtree(system_tmp, ignore_errors=True)
+
+
+def _folders_under(folder, prefix):
+    """Folders named ``prefix*`` anywhere under ``folder`` (os.walk: Ray removes its own meanwhile)."""
+    return [d for _, dirs, _ in os.walk(folder) for d in dirs if d.startswith(prefix)]
+
+
+def _sigterm_ray(out, system_tmp):
+    proc = _cli(["mobilenet_v1", "--alpha", "0.25", "--resolution", "64,96,128", "--target", "rpi",
+                 "--num-classes", "2", "--calib-samples", "16", "--eval-samples", "8", "--workers", "1",
+                 "--executor", "ray", "--out", str(out)], system_tmp)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not _folders_under(system_tmp, "edgenet-cell-"):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and stderr.splitlines()[-1] == "edgenet: interrupted (SIGTERM)", stderr
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr
+    deadline = time.time() + 20       # Ray's processes end after ray.shutdown
+    while _folders_under(system_tmp, "edgenet-cell-") and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _folders_under(system_tmp, "edgenet-cell-") and not _folders_under(system_tmp, "edgenet-files-")
