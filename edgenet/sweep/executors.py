@@ -61,10 +61,68 @@ def _watch_parent(parent: int) -> None:
 
     while True:
         if os.getppid() != parent:
-            worker.orphaned = True   # no further cell starts in this process
-            _remove_current_work(worker)
-            os._exit(1)
+            # the sweep's data folder (its .npy arrays) goes too: the killed sweep cannot remove it
+            data = {str(Path(f).parent) for f in list(_pool_mapped) if Path(f).parent.name.startswith(".edgenet-data-")}
+            _leave(worker, _pool_workdir, tuple(data))
         time.sleep(0.5)
+
+
+def _leave(worker, workdir: str | None, also: tuple[str, ...] = ()) -> None:
+    """Start no further cell, remove the one being converted, end this process now; what its main
+    thread still writes until then is removed after it ends (:func:`_remove_after_exit`), with the
+    folders ``also``."""
+    worker.orphaned = True
+    _remove_current_work(worker)
+    _remove_after_exit(workdir, also)
+    os._exit(1)
+
+
+_CLEANER = '''
+import glob, os, shutil, sys, time
+pid, end = int(sys.argv[1]), time.monotonic() + 120
+def alive():
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+while alive() and time.monotonic() < end:
+    time.sleep(0.05)
+for pattern in sys.argv[2:]:
+    for path in glob.glob(pattern):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+'''
+
+
+def _remove_after_exit(workdir: str | None, also: tuple[str, ...] = ()) -> None:
+    """Hand this process's cell folders to a small detached process that removes them once this one
+    has ended. The main thread may write into its cell folder up to the moment ``os._exit`` ends it
+    (a file made after :func:`_remove_current_work`'s last look kept the folder: CI's flaky
+    killed-sweep test); once the process is gone nothing writes. The folders are those named after
+    this process: ``.edgenet-work-<pid>-*`` in the sweep's DIR/cells/ (``workdir``), or the
+    ``edgenet-cell-<pid>-*`` scratch folders in the temp folder."""
+    import glob
+    import subprocess
+
+    pid = os.getpid()
+    folder, prefix = (workdir, ".edgenet-work-") if workdir is not None else (tempfile.gettempdir(), "edgenet-cell-")
+    try:
+        subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, str(pid),
+                          os.path.join(glob.escape(str(folder)), f"{prefix}{pid}-*"), *map(glob.escape, also)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:   # no process to spare: the next run of the sweep removes them
+        pass
 
 
 def _remove_current_work(worker, quiet: float = 0.1, limit: float = 3.0) -> None:
