@@ -72,8 +72,13 @@ def _leave(worker, workdir: str | None, also: tuple[str, ...] = ()) -> None:
     thread still writes until then is removed after it ends (:func:`_remove_after_exit`), with the
     folders ``also``."""
     worker.orphaned = True
+    work = worker.current_work
+    if workdir is not None:
+        folder, prefix = workdir, ".edgenet-work-"
+    else:   # a scratch folder in the temp folder (taken from the cell: during a cell the temp folder is its own)
+        folder, prefix = (str(Path(work).parent) if work is not None else tempfile.gettempdir()), "edgenet-cell-"
     _remove_current_work(worker)
-    _remove_after_exit(workdir, also)
+    _remove_after_exit(folder, prefix, also)
     os._exit(1)
 
 
@@ -104,18 +109,17 @@ for pattern in sys.argv[2:]:
 '''
 
 
-def _remove_after_exit(workdir: str | None, also: tuple[str, ...] = ()) -> None:
+def _remove_after_exit(folder: str, prefix: str, also: tuple[str, ...] = ()) -> None:
     """Hand this process's cell folders to a small detached process that removes them once this one
     has ended. The main thread may write into its cell folder up to the moment ``os._exit`` ends it
     (a file made after :func:`_remove_current_work`'s last look kept the folder: CI's flaky
     killed-sweep test); once the process is gone nothing writes. The folders are those named after
-    this process: ``.edgenet-work-<pid>-*`` in the sweep's DIR/cells/ (``workdir``), or the
-    ``edgenet-cell-<pid>-*`` scratch folders in the temp folder."""
+    this process, ``<folder>/<prefix><pid>-*`` (``.edgenet-work-`` in the sweep's DIR/cells/, or the
+    ``edgenet-cell-`` scratch folders in the temp folder), and the folders ``also``."""
     import glob
     import subprocess
 
     pid = os.getpid()
-    folder, prefix = (workdir, ".edgenet-work-") if workdir is not None else (tempfile.gettempdir(), "edgenet-cell-")
     try:
         subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, str(pid),
                           os.path.join(glob.escape(str(folder)), f"{prefix}{pid}-*"), *map(glob.escape, also)],
