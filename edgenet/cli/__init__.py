@@ -91,9 +91,15 @@ class Interrupted(KeyboardInterrupt):
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+_RECEIVED: list[int] = []
+"""The signals this command received: a library may turn the Interrupted raised in its call into a
+plain KeyboardInterrupt (Ray's ray.wait does), and the command still says which signal stopped it."""
+
+
 def _on_signal(signum, frame) -> None:
     from edgenet.cli._common import defer_signal
 
+    _RECEIVED.append(signum)
     for sig in _SIGNALS:            # the first signal wins: a second one must not cut the cleanup short
         signal.signal(sig, signal.SIG_IGN)
     if not defer_signal(signum):    # a progress line half written: raised when it is whole
@@ -174,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = _debug_after_command(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv
+    _RECEIVED.clear()
     previous = _install_handlers()
     try:
         scratch = _scratch(argv)
@@ -203,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"edgenet: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        name = f" ({exc.args[0]})" if isinstance(exc, Interrupted) and exc.signum != signal.SIGINT else ""
+        signum = exc.signum if isinstance(exc, Interrupted) else (_RECEIVED[0] if _RECEIVED else signal.SIGINT)
+        name = f" ({signal.Signals(signum).name})" if signum != signal.SIGINT else ""
         _say(f"edgenet: interrupted{name}")
-        return getattr(exc, "exit_code", 130)
+        return 128 + signum
     except OSError as exc:
         if debug:
             raise

@@ -130,10 +130,8 @@ def command(models, alphas, resolutions, targets, precisions, num_classes, calib
                      resolutions=_list(resolutions, int, "--resolution"), targets=_list(targets, str, "--target"),
                      precisions=_precisions(precisions), num_classes=num_classes, calib=calib,
                      calib_samples=calib_samples, eval_samples=eval_samples, bench=bench)
-    import signal
-
-    # `kill PID` stops the sweep as Ctrl-C does: the pool or Ray is shut down, temp folders removed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # `kill PID` stops the sweep as Ctrl-C does (edgenet.cli's handler: one line `edgenet: interrupted
+    # (SIGTERM)`, exit 143): the pool or Ray is shut down, temp and unfinished cell folders removed
     result = sweep(spec, out, executor=executor, workers=workers, cpus_per_cell=cpus_per_cell,
                    ray_address=ray_address, retry_failed=retry_failed, progress=say)
     say(f"{summary_line(result.records)}; ran {result.ran}, skipped {result.skipped} already done; "

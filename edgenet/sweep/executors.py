@@ -61,10 +61,72 @@ def _watch_parent(parent: int) -> None:
 
     while True:
         if os.getppid() != parent:
-            worker.orphaned = True   # no further cell starts in this process
-            _remove_current_work(worker)
-            os._exit(1)
+            # the sweep's data folder (its .npy arrays) goes too: the killed sweep cannot remove it
+            data = {str(Path(f).parent) for f in list(_pool_mapped) if Path(f).parent.name.startswith(".edgenet-data-")}
+            _leave(worker, _pool_workdir, tuple(data))
         time.sleep(0.5)
+
+
+def _leave(worker, workdir: str | None, also: tuple[str, ...] = ()) -> None:
+    """Start no further cell, remove the one being converted, end this process now; what its main
+    thread still writes until then is removed after it ends (:func:`_remove_after_exit`), with the
+    folders ``also``."""
+    worker.orphaned = True
+    work = worker.current_work
+    if workdir is not None:
+        folder, prefix = workdir, ".edgenet-work-"
+    else:   # a scratch folder in the temp folder (taken from the cell: during a cell the temp folder is its own)
+        folder, prefix = (str(Path(work).parent) if work is not None else tempfile.gettempdir()), "edgenet-cell-"
+    _remove_current_work(worker)
+    _remove_after_exit(folder, prefix, also)
+    os._exit(1)
+
+
+_CLEANER = '''
+import glob, os, shutil, sys, time
+pid, end = int(sys.argv[1]), time.monotonic() + 120
+def alive():
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+while alive() and time.monotonic() < end:
+    time.sleep(0.05)
+for pattern in sys.argv[2:]:
+    for path in glob.glob(pattern):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+'''
+
+
+def _remove_after_exit(folder: str, prefix: str, also: tuple[str, ...] = ()) -> None:
+    """Hand this process's cell folders to a small detached process that removes them once this one
+    has ended. The main thread may write into its cell folder up to the moment ``os._exit`` ends it
+    (a file made after :func:`_remove_current_work`'s last look kept the folder: CI's flaky
+    killed-sweep test); once the process is gone nothing writes. The folders are those named after
+    this process, ``<folder>/<prefix><pid>-*`` (``.edgenet-work-`` in the sweep's DIR/cells/, or the
+    ``edgenet-cell-`` scratch folders in the temp folder), and the folders ``also``."""
+    import glob
+    import subprocess
+
+    pid = os.getpid()
+    try:
+        subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, str(pid),
+                          os.path.join(glob.escape(str(folder)), f"{prefix}{pid}-*"), *map(glob.escape, also)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:   # no process to spare: the next run of the sweep removes them
+        pass
 
 
 def _remove_current_work(worker, quiet: float = 0.1, limit: float = 3.0) -> None:
@@ -203,6 +265,20 @@ class LocalExecutor:
         finally:
             self.close()
             shutil.rmtree(data, ignore_errors=True)
+            _remove_killed_workers_folders(self.workdir)
+
+
+def _remove_killed_workers_folders(workdir: str | None) -> None:
+    """The cell folders (``.edgenet-work-*``) of workers :func:`stop_pool` killed mid-cell (an
+    interrupted sweep: Ctrl-C, SIGTERM): they cannot remove them themselves. ``workdir`` is the
+    sweep's DIR/cells/, locked by this sweep, and the pool's processes are gone by now."""
+    from edgenet.sweep.results import WORK_PREFIX
+
+    if workdir is None:
+        return
+    for left in Path(workdir).glob(WORK_PREFIX + "*"):
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def stop_pool(pool: ProcessPoolExecutor, finished: bool = False) -> None:

@@ -166,6 +166,7 @@ class RayExecutor:
 
         options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                    "configure_logging": True}
+        handlers = _python_signal_handlers()
         try:
             if self.address:
                 check_reachable(self.address)   # again: it may have gone while the sweep opened its folder
@@ -186,6 +187,8 @@ class RayExecutor:
                 hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token here and its token in "
                         "~/.ray/auth_token or RAY_AUTH_TOKEN)")
             raise UsageError(f"cannot start Ray ({where}): {one_line(exc)}{hint}") from None
+        finally:
+            _restore_signal_handlers(handlers)
         self._started = True
         self.cluster_cpus = ray.cluster_resources().get("CPU")
         warm = ray.remote(num_cpus=self.cpus_per_cell)(_ray_prepare)
@@ -232,3 +235,28 @@ class RayExecutor:
                     yield cell, record, files
         finally:
             self.close()
+
+
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def _python_signal_handlers() -> dict:
+    """This process's Python handlers of SIGTERM, SIGINT and SIGHUP (the CLI's: the command stops
+    like Ctrl-C, cleans up and says `edgenet: interrupted (SIGTERM)`), where this is the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in _SIGNALS if hasattr(signal, n))
+            if signal.getsignal(sig) is not None}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    """Put the handlers back after ``ray.init``: its driver installs a native handler that prints a
+    stack dump (``*** SIGTERM received at time=...``) and exits 1, skipping every clean-up (the
+    workers' cell folders were left in the temp folder)."""
+    import signal
+
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -42,9 +42,9 @@ def progress_line(record: dict) -> str:
         return f"does not fit: {record.get('error')}"
     if what == "damaged":
         return f"DAMAGED by quantization (verdict fail): {record.get('error')}"
-    if what == "not judged":
+    if what == "not judged":   # no "verdict pass" / "verdict fail" here: on untrained weights neither is given
         why = "untrained weights" if untrained(record) else "no verdict"
-        return f"converted {seconds:.1f} s, verdict {record.get('verdict') or 'none'}: not judged ({why})"
+        return f"converted {seconds:.1f} s: not judged ({why})"
     if what == "reference":
         return f"converted {seconds:.1f} s (float32: the reference, no verdict)"
     return f"ok {seconds:.1f} s, verdict pass"

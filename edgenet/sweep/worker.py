@@ -145,7 +145,8 @@ def run_cell(cell: Cell, memory: dict | None = None, threads: int | None = None,
         scratch = ScratchDir("edgenet-cell-")
         work = current_work = scratch.path
     else:
-        work = current_work = Path(tempfile.mkdtemp(prefix=".edgenet-work-", dir=workdir))
+        # named after this process: a killed sweep's worker has its folders removed once it is gone
+        work = current_work = Path(tempfile.mkdtemp(prefix=f".edgenet-work-{os.getpid()}-", dir=workdir))
     from edgenet.scratch import redirect_temp
 
     try:
