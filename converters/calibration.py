@@ -313,6 +313,38 @@ def flat_below(obj) -> dict[int, float]:
     for t, kinds in readers.items():
         if t not in outputs and len(kinds) == 1 and next(iter(kinds)) in _FLAT_BELOW:
             found[t] = _FLAT_BELOW[next(iter(kinds))]
+    found.update(_scaled_flat_below(obj, codes, found, outputs))
+    return found
+
+
+_MUL = 18
+
+
+def _scaled_flat_below(obj, codes: list[int], flat: dict[int, float], outputs: set[int]) -> dict[int, float]:
+    """Tensors read only by a MUL by positive constants (one, or one a channel) whose output is
+    flat below ``f`` (:func:`flat_below`): flat below ``f / min(constant)`` (hard-swish balancing,
+    :mod:`edgenet.converters.hswish_balance`, puts such a MUL before a hard-swish)."""
+    graph = obj.subgraphs[0]
+    ops_reading: dict[int, list] = {}
+    for op in graph.operators or []:
+        for t in (op.inputs if op.inputs is not None else []):
+            if t >= 0:
+                ops_reading.setdefault(int(t), []).append(op)
+    found = {}
+    for t, readers in ops_reading.items():
+        if t in outputs or len(readers) != 1 or codes[readers[0].opcodeIndex] != _MUL:
+            continue
+        op = readers[0]
+        other = [int(i) for i in op.inputs if int(i) != t]
+        out = int(op.outputs[0])
+        if len(other) != 1 or out not in flat or not _has_data(obj.buffers[graph.tensors[other[0]].buffer]):
+            continue
+        tensor = graph.tensors[other[0]]
+        if tensor.type != _FLOAT32:
+            continue
+        c = np.frombuffer(bytes(obj.buffers[tensor.buffer].data), np.float32)
+        if c.size and float(c.min()) > 0:
+            found[t] = flat[out] / float(c.min())
     return found
 
 

@@ -19,6 +19,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from edgenet.converters.hswish_balance import MARK
 from edgenet.converters.tflite_writer.tensors import Op, RTensor
 
 _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
@@ -102,7 +103,7 @@ def _fold_scale(graph: _Graph, rec) -> None:
         if op.code not in _WEIGHT_AXIS or op.options[1]["fusedActivationFunction"]:
             continue
         found = _channel_constant(graph, op, ("MUL",))
-        if found is None:
+        if found is None or MARK in found[0].scope:   # hard-swish balancing's own float MUL stays
             continue
         reader, scale = found
         weights = op.inputs[1].const
