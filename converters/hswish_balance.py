@@ -182,7 +182,7 @@ def _is_depthwise(g: _Graph, node) -> bool:
 
 
 FULL_CONVS = True
-FULL_CAP = 16.0
+FULL_CAP = 16.0          # a full conv reader: at most this gain (its weight columns shrink as much)
 
 
 def _is_full_conv(g: _Graph, node) -> bool:
@@ -319,8 +319,8 @@ def balance_hard_swish(model, calib: Sequence[np.ndarray]):
         s, score = widened_gains(np.maximum(lo, HSWISH_FLOOR), hi, cap)
         if score < MIN_SCORE_DB:
             continue
-        float_ops.append(_rewrite_into(g, conv, chain, hs, s))
         done_into.append(hs.input[0])
+        float_ops.append(_rewrite_into(g, conv, chain, hs, s))
         scores.append(score)
     for hs, chain, dw in out_of:
         lo, hi = ranges[dw.input[0]]
