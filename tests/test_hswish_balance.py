@@ -108,3 +108,28 @@ def test_widened_gains_reach_channels_a_shared_low_end_held_back():
     s, score = widened_gains(lo, hi)
     assert s[0] == 1 and s[2] >= 32 and s[1] >= 8 and score > 6
     assert float(np.max(s * hi)) <= 100.0 * 2 and float(np.min(s * lo)) >= -(100.0 + 0.375) * 2
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_conversion_balances_where_hard_swish_runs_in_float(tmp_path, strict):
+    """edgenet.convert on rpi: the note, the balancing ops in float in model_int8.tflite, the float model
+    still exact; with --strict-int8 (every op int8, hard-swish too) the pass does not run."""
+    pytest.importorskip("litert_quantizer")
+    import edgenet
+    from edgenet.targets.tflite_graph import read_tflite
+
+    path = tmp_path / "block.onnx"
+    onnx.save(_model(), str(path))
+    np.save(tmp_path / "x.npy", _calib(48)[0])
+    r = edgenet.convert(str(path), int8=True, calib=str(tmp_path / "x.npy"), out=tmp_path / "o", calib_samples=32,
+                        eval_samples=16, target="rpi", allow_degraded=True, strict_int8=strict)
+    notes = " ".join(r.report.to_dict()["notes"])
+    assert ("hard-swish balancing: 1 tensor(s) into a hard-swish and 1 out of one" in notes) is not strict
+    assert r.report.to_dict()["validation"]["float_rel_err"] < 1e-4
+    graph = read_tflite((tmp_path / "o" / "model_int8.tflite").read_bytes())
+    dtypes = {t.name: t.dtype for t in graph.tensors}
+    if strict:
+        assert not any(MARK in name for name in dtypes)
+    else:   # the balanced conv output is int8; the Mul before hard-swish and the affine after it are float
+        assert dtypes["t2"] == "int8" and dtypes["dw"] == "int8"
+        assert all(dtypes[f"{t}{MARK}"] == "float32" for t in ("t2", "t3", "t4"))
