@@ -217,40 +217,129 @@ def _column_caps(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, rms: np.ndarray)
     return np.clip(np.exp2(np.floor(np.log2(np.maximum(best, 1.0)))), 1.0, MAX_SCALE)
 
 
-def _affine_chain(g: _Graph, t: str, stop, per_channel: bool):
+def _affine_chain(g: _Graph, t: str, per_channel: bool, first_read_by=None):
     """Walk back from tensor ``t`` through Mul / Add nodes by a constant (one value, or one a channel
-    when ``per_channel``), each read only by the next: (the chain in graph order, the tensor it starts
-    from)."""
+    when ``per_channel``), each read only by the next (``t`` itself only by ``first_read_by``'s
+    nodes, when given): (the chain in graph order, the tensor it starts from)."""
     chain = []
-    while t in g.producer and g.producer[t].op_type in ("Mul", "Add") and g.sole(t) is not None:
+    while t in g.producer and g.producer[t].op_type in ("Mul", "Add"):
+        if not (first_read_by is not None and not chain and _read_only_by(g, t, first_read_by)) and g.sole(t) is None:
+            break
         node = g.producer[t]
         c, x = g.const_operand(node)
-        if c is None or (g.consts[c].size != 1 and not per_channel) or stop(node):
+        if c is None or (g.consts[c].size != 1 and not per_channel):
             break
         chain.append(node)
         t = x
     return chain[::-1], t
 
 
+@dataclass(frozen=True)
+class _HSwish:
+    """A hard-swish in the graph: one HardSwish node, or its arithmetic (``nodes``: every node that
+    reads ``input``, and the node writing ``output``)."""
+
+    name: str
+    input: str
+    output: str
+    nodes: tuple
+
+
+def _read_only_by(g: _Graph, t: str, nodes) -> bool:
+    ids = {id(n) for n in nodes}
+    readers = g.readers.get(t, [])
+    return bool(readers) and t not in g.outputs and all(id(r) in ids for r in readers)
+
+
+def _scalar(g: _Graph, name: str) -> float | None:
+    v = g.consts.get(name)
+    return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
+
+
+def _relu6_of_plus3(g: _Graph, r: str):
+    """(x, Add node, Clip node) when ``r`` is Clip(x + 3, 0, 6); else None."""
+    from edgenet.converters.equalize import _clip_bounds
+
+    clip = g.producer.get(r)
+    if clip is None or clip.op_type != "Clip" or g.sole(r) is None:
+        return None
+    try:
+        lo, hi = _clip_bounds(clip, g.consts)
+    except Exception:   # noqa: BLE001 -- bounds that are not constants: not a hard-swish
+        return None
+    add = g.producer.get(clip.input[0])
+    if (lo, hi) != (0.0, 6.0) or add is None or add.op_type != "Add" or g.sole(clip.input[0]) is None:
+        return None
+    c, x = g.const_operand(add)
+    return (x, add, clip) if c is not None and _scalar(g, c) == 3.0 else None
+
+
+def _by_six(g: _Graph, node) -> str | None:
+    """The tensor ``node`` divides by 6 (Div by 6 or Mul by 1/6); else None."""
+    c, x = g.const_operand(node)
+    v = None if c is None else _scalar(g, c)
+    if v is None or (node.op_type == "Div" and node.input[1] != c):
+        return None
+    return x if (node.op_type == "Div" and v == 6.0) or (node.op_type == "Mul" and abs(v - 1 / 6) < 1e-6) else None
+
+
+def _hard_swishes(g: _Graph) -> dict[str, _HSwish]:
+    """Every hard-swish of the graph by its output: HardSwish nodes, and the forms exporters write
+    below opset 14 -- ``x * Clip(x + 3, 0, 6) / 6`` (the division before or after the product, or a
+    multiply by 1/6) and ``x * HardSigmoid(x)`` with alpha 1/6 and beta 0.5."""
+    found: dict[str, _HSwish] = {}
+    for last in g.graph.node:
+        hs = None
+        if last.op_type == "HardSwish":
+            hs = _HSwish(last.name, last.input[0], last.output[0], (last,))
+        elif last.op_type in ("Div", "Mul") and _by_six(g, last) is not None:   # (x * relu6(x + 3)) / 6
+            m = _by_six(g, last)
+            prod = g.producer.get(m)
+            if prod is not None and prod.op_type == "Mul" and g.sole(m) is not None and len(prod.input) == 2:
+                for x, r in (tuple(prod.input), tuple(prod.input)[::-1]):
+                    inner = _relu6_of_plus3(g, r)
+                    if inner is not None and inner[0] == x:
+                        hs = _HSwish(last.name, x, last.output[0], (inner[1], inner[2], prod, last))
+                        break
+        if hs is None and last.op_type == "Mul" and len(last.input) == 2 and g.const_operand(last)[0] is None:
+            for x, q in (tuple(last.input), tuple(last.input)[::-1]):   # x * (relu6(x + 3) / 6) or x * HardSigmoid(x)
+                qn = g.producer.get(q)
+                if qn is None or g.sole(q) is None:
+                    continue
+                if qn.op_type == "HardSigmoid" and qn.input[0] == x and \
+                        abs(float(_attr(qn, "alpha", 0.2)) - 1 / 6) < 1e-6 and abs(float(_attr(qn, "beta", 0.5)) - 0.5) < 1e-6:
+                    hs = _HSwish(last.name, x, last.output[0], (qn, last))
+                    break
+                r = _by_six(g, qn) if qn.op_type in ("Div", "Mul") else None
+                inner = None if r is None else _relu6_of_plus3(g, r)
+                if inner is not None and inner[0] == x:
+                    hs = _HSwish(last.name, x, last.output[0], (inner[1], inner[2], qn, last))
+                    break
+        if hs is not None and _read_only_by(g, hs.input, hs.nodes):
+            found[hs.output] = hs
+    return found
+
+
 def _find(g: _Graph):
     """(into, out_of): hard-swishes fed by a conv through per-channel Mul / Add nodes, as (conv,
-    chain, hard-swish); depthwise convs fed by a hard-swish through scalar Mul / Add nodes, as
-    (hard-swish, chain, depthwise)."""
+    chain, hard-swish); convs (depthwise or full) fed by a hard-swish through scalar Mul / Add nodes,
+    as (hard-swish, chain, conv)."""
+    swishes = _hard_swishes(g)
     into, out_of = [], []
+    for hs in swishes.values():
+        chain, t = _affine_chain(g, hs.input, True, first_read_by=hs.nodes)
+        conv = g.producer.get(t)
+        if conv is not None and conv.op_type == "Conv" and (_read_only_by(g, t, hs.nodes) if not chain else
+                                                             g.sole(t) is not None) \
+                and len(conv.input) >= 2 and conv.input[1] in g.consts \
+                and (len(conv.input) < 3 or conv.input[2] in g.consts) \
+                and all(g.consts[g.const_operand(n)[0]].size in (1, g.consts[conv.input[1]].shape[0]) for n in chain):
+            into.append((conv, chain, hs))
     for node in g.graph.node:
-        if node.op_type == "HardSwish":
-            chain, t = _affine_chain(g, node.input[0], lambda n: False, True)
-            conv = g.producer.get(t)
-            if conv is not None and conv.op_type == "Conv" and g.sole(t) is not None and len(conv.input) >= 2 \
-                    and conv.input[1] in g.consts and (len(conv.input) < 3 or conv.input[2] in g.consts) \
-                    and all(g.consts[g.const_operand(n)[0]].size in (1, g.consts[conv.input[1]].shape[0])
-                            for n in chain):
-                into.append((conv, chain, node))
-        elif _is_depthwise(g, node) or _is_full_conv(g, node):
-            chain, t = _affine_chain(g, node.input[0], lambda n: False, False)
-            hs = g.producer.get(t)
-            if hs is not None and hs.op_type == "HardSwish" and g.sole(t) is not None:
-                out_of.append((hs, chain, node))
+        if _is_depthwise(g, node) or _is_full_conv(g, node):
+            chain, t = _affine_chain(g, node.input[0], False)
+            if t in swishes and g.sole(t) is not None:
+                out_of.append((swishes[t], chain, node))
     return into, out_of
 
 
@@ -272,11 +361,14 @@ def _rewrite_into(g: _Graph, conv, chain, hs, s: np.ndarray) -> str:
 
     cname = g.unique(hs.name + MARK + "_scale")
     g.set_const(cname, (1.0 / s).reshape(1, C, 1, 1))
-    out = g.unique(hs.input[0] + MARK)
-    mul = onnx.helper.make_node("Mul", [hs.input[0], cname], [out], name=g.unique(hs.name + MARK))
-    hs.input[0] = out
+    out = g.unique(hs.input + MARK)
+    mul = onnx.helper.make_node("Mul", [hs.input, cname], [out], name=g.unique(hs.name + MARK))
+    for n in hs.nodes:
+        for k, i in enumerate(n.input):
+            if i == hs.input:
+                n.input[k] = out
     nodes = list(g.graph.node)
-    g.graph.node.insert(nodes.index(hs), mul)
+    g.graph.node.insert(min(nodes.index(n) for n in hs.nodes), mul)
     return out
 
 
@@ -289,10 +381,10 @@ def _rewrite_out_of(g: _Graph, hs, chain, dw, s: np.ndarray) -> list[str]:
     if not any(n.op_type == "Mul" for n in chain):
         cname = g.unique(hs.name + MARK + "_out_scale")
         g.set_const(cname, np.ones((1, C, 1, 1)))
-        out = g.unique(hs.output[0] + MARK)
-        mul = onnx.helper.make_node("Mul", [hs.output[0], cname], [out], name=g.unique(hs.name + MARK + "_out"))
+        out = g.unique(hs.output + MARK)
+        mul = onnx.helper.make_node("Mul", [hs.output, cname], [out], name=g.unique(hs.name + MARK + "_out"))
         reader = chain[0] if chain else dw
-        reader.input[list(reader.input).index(hs.output[0])] = out
+        reader.input[list(reader.input).index(hs.output)] = out
         g.graph.node.insert(list(g.graph.node).index(reader), mul)
         chain = [mul, *chain]
     outs = []
@@ -333,11 +425,11 @@ def balance_hard_swish(model, calib: Sequence[np.ndarray]):
     if not into and not out_of:
         return model, None
     samples = [x[:RANGE_SAMPLES] for x in calib]
-    ranges = _channel_ranges(model, sorted({hs.input[0] for _, _, hs in into} | {dw.input[0] for _, _, dw in out_of}),
+    ranges = _channel_ranges(model, sorted({hs.input for _, _, hs in into} | {dw.input[0] for _, _, dw in out_of}),
                              samples)
     float_ops, done_into, done_out, scores = [], [], [], []
     for conv, chain, hs in into:
-        lo, hi, _ = ranges[hs.input[0]]
+        lo, hi, _ = ranges[hs.input]
         if len(lo) != g.consts[conv.input[1]].shape[0]:
             continue
         # below -3 the values are don't-care (saturated by the int8 range's floor), but the measured
@@ -346,7 +438,7 @@ def balance_hard_swish(model, calib: Sequence[np.ndarray]):
         s, score = widened_gains(np.maximum(lo, HSWISH_FLOOR), hi, cap)
         if score < MIN_SCORE_DB:
             continue
-        done_into.append(hs.input[0])
+        done_into.append(hs.input)
         float_ops.append(_rewrite_into(g, conv, chain, hs, s))
         scores.append(score)
     for hs, chain, dw in out_of:

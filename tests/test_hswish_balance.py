@@ -17,9 +17,10 @@ from edgenet.converters.hswish_balance import MARK, balance_hard_swish, widened_
 C = 8
 
 
-def _model() -> "onnx.ModelProto":
+def _model(form: str = "op") -> "onnx.ModelProto":
     """x [1, 3, 16, 16] -> Conv 3->8 + per-channel bias (channel ranges 1 : 60) -> Mul a -> Add b ->
-    HardSwish -> Mul c -> Add d -> depthwise 3x3 (pad 1, edge kernels: taps summing to ~0) (each kernel inversely
+    hard-swish (``form``: the HardSwish op, ``div``: x * Clip(x + 3, 0, 6) / 6, ``hardsigmoid``:
+    x * HardSigmoid(x), as exporters write it below opset 14) -> Mul c -> Add d -> depthwise 3x3 (pad 1, edge kernels: taps summing to ~0) (each kernel inversely
     to its channel's range, as a trained network reads them) -> Conv 1x1 8->4."""
     rng = np.random.default_rng(0)
     spread = np.array([60, 1, 2, 0.5, 4, 1.5, 0.8, 3], np.float32)
@@ -34,49 +35,68 @@ def _model() -> "onnx.ModelProto":
              helper.make_node("Add", ["c1", "bias"], ["t0"], name="bias_add"),
              helper.make_node("Mul", ["a", "t0"], ["t1"], name="lab0_mul"),
              helper.make_node("Add", ["t1", "b"], ["t2"], name="lab0_add"),
-             helper.make_node("HardSwish", ["t2"], ["h"], name="hswish"),
+             *_hswish_nodes(form),
              helper.make_node("Mul", ["c", "h"], ["t3"], name="lab1_mul"),
              helper.make_node("Add", ["t3", "d"], ["t4"], name="lab1_add"),
              helper.make_node("Conv", ["t4", "k"], ["dw"], name="depthwise", group=C, pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["dw", "w3"], ["y"], name="pointwise")]
     inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(bias, "bias"),
              numpy_helper.from_array(k, "k"), numpy_helper.from_array(w3, "w3")]
+    scalars.update({"three": 3.0, "zero": 0.0, "six": 6.0})
     inits += [numpy_helper.from_array(np.array([v], np.float32), n) for n, v in scalars.items()]
+    inits[-2:] = [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                  numpy_helper.from_array(np.array(6.0, np.float32), "six")]   # Clip's bounds are scalars
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _hswish_nodes(form: str) -> list:
+    if form == "op":
+        return [helper.make_node("HardSwish", ["t2"], ["h"], name="hswish")]
+    if form == "hardsigmoid":
+        return [helper.make_node("HardSigmoid", ["t2"], ["hs"], name="hsig", alpha=1 / 6, beta=0.5),
+                helper.make_node("Mul", ["t2", "hs"], ["h"], name="hswish")]
+    return [helper.make_node("Add", ["t2", "three"], ["p3"], name="plus3"),
+            helper.make_node("Clip", ["p3", "zero", "six"], ["r6"], name="relu6"),
+            helper.make_node("Mul", ["t2", "r6"], ["xr"], name="times_x"),
+            helper.make_node("Div", ["xr", "six"], ["h"], name="hswish")]
 
 
 def _calib(n: int = 24, seed: int = 1) -> list[np.ndarray]:
     return [np.random.default_rng(seed).normal(size=(n, 3, 16, 16)).astype(np.float32)]
 
 
-def test_block_is_rewritten_and_the_float_function_kept_bit_for_bit():
-    model, calib = _model(), _calib()
+@pytest.mark.parametrize("form", ["op", "div", "hardsigmoid"])
+def test_block_is_rewritten_and_the_float_function_kept_bit_for_bit(form):
+    model, calib = _model(form), _calib()
     twin, stats = balance_hard_swish(model, calib)
     assert stats is not None and stats.into == ("t2",) and stats.out_of == ("t4",)
     before, after = _outputs(model, calib)[0], _outputs(twin, calib)[0]
     assert np.array_equal(before, after)          # powers of two: exact, not only up to rounding
-    ops = [n.op_type for n in twin.graph.node]
-    assert ops.count("Mul") == 3 and ops.count("HardSwish") == 1     # one Mul(1 / s) before the hard-swish
+    added = [n for n in twin.graph.node if n.name not in {m.name for m in model.graph.node}]
+    assert [n.op_type for n in added] == ["Mul"]     # one Mul(1 / s) before the hard-swish, read by all it read
     assert all(MARK in name for name in stats.float_ops) and len(stats.float_ops) == 3
     assert "1 tensor(s) into a hard-swish and 1 out of one" in stats.note()
 
 
-def test_int8_model_is_closer_to_float_with_the_balancing_ops_in_float():
+@pytest.mark.parametrize("form", ["op", "div"])
+def test_int8_model_is_closer_to_float_with_the_balancing_ops_in_float(form):
     """As rpi quantizes it: hard-swish (and the balancing's Mul / Add) in float between int8 tensors;
     the output's SQNR against the float model rises, and the writer kept the balancing Mul."""
     from edgenet.converters.quantize import float_ops_named, float_ops_of_types, quantize_calibrated
     from edgenet.converters.tflite_writer.convert import native_tflite
     from edgenet.inference import TFLiteModel
+    from edgenet.targets.tflite_graph import read_tflite
 
-    model, calib = _model(), _calib()
+    model, calib = _model(form), _calib()
     twin, _ = balance_hard_swish(model, calib)
     held_out = _calib(8, seed=2)[0].transpose(0, 2, 3, 1)
     sqnr = {}
     for name, m in (("plain", model), ("balanced", twin)):
         tfl = native_tflite(m).model
         ops = {**float_ops_of_types(tfl, ["HARD_SWISH"]), **float_ops_named(tfl, MARK)}
+        assert "HARD_SWISH" in read_tflite(tfl).op_names()      # the arithmetic form fused too, balanced or not
         q = quantize_calibrated(tfl, [calib[0].transpose(0, 2, 3, 1)], op_precision=ops).model
         ref, got = TFLiteModel(tfl).predict(held_out), TFLiteModel(q).predict(held_out)
         sqnr[name] = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2))
