@@ -70,7 +70,7 @@ class HSwishBalanceStats:
 
     def note(self) -> str:
         return (f"hard-swish balancing: {len(self.into)} tensor(s) into a hard-swish and {len(self.out_of)} out of one "
-                f"into a depthwise conv have their channels rescaled (mean gain {self.mean_gain_db:.1f} dB a channel), "
+                f"into a conv have their channels rescaled (mean gain {self.mean_gain_db:.1f} dB a channel), "
                 f"by {len(self.float_ops)} per-channel multiply/add op(s) computed in float beside the hard-swish; "
                 f"the float function is unchanged (outputs kept to {self.max_rel_diff:.1e})")
 
