@@ -136,19 +136,32 @@ def balance_activations(model, calib: Sequence[np.ndarray]):
     return work, BalanceStats(tuple(changed), float(np.median(every)), float(every.max()), diff, len(samples[0]))
 
 
-def balanced_twin(model, calib: Sequence[np.ndarray], float_tflite_of, notes: list[str]):
+def balanced_twin(model, calib: Sequence[np.ndarray], float_tflite_of, notes: list[str],
+                  float_hard_swish: bool = False):
     """For :func:`edgenet.converters.build.build`'s twin: (float .tflite of the balanced model, None), or
     None when nothing is rescaled (the model is quantized as it is). ``float_tflite_of(onnx_model)``
-    writes the float .tflite; a note says what was rescaled. Balancing is on by default, so a graph
-    it cannot handle (onnxruntime refusing a batched run ...) is a note and the model as it is, never
-    a failed conversion."""
-    try:
-        twin, stats = balance_activations(model, calib)
-    except Exception as exc:   # noqa: BLE001 -- any failure of an optional pass: convert without it
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        notes.append(f"activation balancing skipped: {first}")
-        return None
-    if stats is None:
-        return None
-    notes.append(stats.note())
-    return float_tflite_of(twin), None
+    writes the float .tflite; a note says what was rescaled. ``float_hard_swish``: the target computes
+    hard-swish in float between int8 tensors, so the tensors around it are balanced too
+    (:mod:`edgenet.converters.hswish_balance`; its float ops are named with its ``MARK``).
+    Balancing is on by default, so a graph it cannot handle (onnxruntime refusing a batched run ...)
+    is a note and the model as it is, never a failed conversion."""
+    changed = False
+    for name, step in (("activation balancing", balance_activations), ("hard-swish balancing", _hswish_step)):
+        if step is _hswish_step and not float_hard_swish:
+            continue
+        try:
+            twin, stats = step(model, calib)
+        except Exception as exc:   # noqa: BLE001 -- any failure of an optional pass: convert without it
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            notes.append(f"{name} skipped: {first}")
+            continue
+        if stats is not None:
+            notes.append(stats.note())
+            model, changed = twin, True
+    return (float_tflite_of(model), None) if changed else None
+
+
+def _hswish_step(model, calib):
+    from edgenet.converters.hswish_balance import balance_hard_swish
+
+    return balance_hard_swish(model, calib)

@@ -148,9 +148,13 @@ def int8_float_ops(float_model: bytes, precision: Precision, opts: ConvertOption
     ops = tuple(getattr(profile, "int8_float_ops", ()) or ())
     if precision is not Precision.INT8 or not ops or getattr(opts, "strict_int8", False):
         return {}
-    from edgenet.converters.quantize import float_ops_of_types
+    from edgenet.converters.hswish_balance import MARK
+    from edgenet.converters.quantize import float_ops_named, float_ops_of_types
 
-    return float_ops_of_types(float_model, ops)
+    found = float_ops_of_types(float_model, ops)
+    if "HARD_SWISH" in ops:   # hard-swish balancing's multiplies and adds, computed in float beside it
+        found.update(float_ops_named(float_model, MARK))
+    return found
 
 
 def stage_count(opts: ConvertOptions) -> int:

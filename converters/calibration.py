@@ -36,6 +36,7 @@ import numpy as np
 
 from edgenet.converters import _flatbuffer
 from edgenet.converters.probe import with_outputs
+from edgenet.converters.range_floors import MAX_NARROWING, _has_data, flat_below, floored  # noqa: F401 (API too)
 from edgenet.inference import invocations
 from edgenet.config import CalibMethod
 from edgenet.errors import ConversionError
@@ -260,8 +261,6 @@ def non_negative(obj) -> set[int]:
     return found
 
 
-_FLAT_BELOW = {117: -3.0}   # HARD_SWISH: x * relu6(x + 3) / 6 is 0 for every x <= -3
-MAX_NARROWING = 4.0        # a floor narrows a range at most this many times (see floored)
 
 ZERO_RANGE = 1e-3   # the range given to an activation that is exactly zero on every calibration example
 
@@ -293,39 +292,6 @@ def full_range_tensors(obj) -> set[int]:
         if code not in _WEIGHTED_OPS and any(t in keep for t in outs):
             keep.update(ins)
     return keep | probabilities
-
-
-def flat_below(obj) -> dict[int, float]:
-    """Tensors of subgraph 0 of a TFLite ``ModelT`` read only by ops that are flat below a value
-    (hard-swish: 0 for every input <= -3), and not model outputs: ``{tensor index: that value}``.
-    Below it every value gives the same output, so the range's low end need not reach further: the
-    int8 steps go where the function moves (a hard-swish input calibrated to [-87, 112] keeps
-    [-3, 112])."""
-    graph = obj.subgraphs[0]
-    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in obj.operatorCodes]
-    readers: dict[int, set[int]] = {}
-    for op in graph.operators or []:
-        for t in (op.inputs if op.inputs is not None else []):
-            if t >= 0:
-                readers.setdefault(int(t), set()).add(codes[op.opcodeIndex])
-    outputs = {int(o) for o in graph.outputs}
-    found = {}
-    for t, kinds in readers.items():
-        if t not in outputs and len(kinds) == 1 and next(iter(kinds)) in _FLAT_BELOW:
-            found[t] = _FLAT_BELOW[next(iter(kinds))]
-    return found
-
-
-def floored(lo: float, hi: float, floor: float) -> float:
-    """The low end of ``[lo, hi]`` raised to ``floor`` (:func:`flat_below`), but the range narrowed at
-    most MAX_NARROWING times: the producer's int8 output then saturates below the new low end. A
-    conv whose output range was set ~190x narrower than its values (a sigmoid's input clipped to
-    +-7.8) was seen to give wrong values in LiteRT, not saturated ones (cause not established);
-    4.4x saturated correctly (tests/test_int8_float_ops.py), and 2.5x is the most the PP-OCRv4
-    models needed."""
-    if lo >= floor or hi <= floor:
-        return lo
-    return min(floor, hi - (hi - lo) / MAX_NARROWING)
 
 
 def mse_range(hist: np.ndarray, lo: float, hi: float, levels: int = 256,
@@ -381,7 +347,3 @@ def pixel_input_range(mean: Sequence[float], std: Sequence[float]) -> tuple[floa
 
 def _numel(shape) -> int:
     return int(np.prod([max(int(d), 1) for d in shape])) if shape is not None else 1
-
-
-def _has_data(buffer) -> bool:
-    return buffer is not None and buffer.data is not None and len(buffer.data) > 0

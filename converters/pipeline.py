@@ -253,7 +253,8 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
             from edgenet.converters.act_balance import balanced_twin
 
             return lambda: stages.run("balance activations", balanced_twin, graph_model,
-                                      [to_onnx_layout(data.calib[0], source.inputs[0])], tf_side.float_tflite_of, notes)
+                                      [to_onnx_layout(data.calib[0], source.inputs[0])], tf_side.float_tflite_of, notes,
+                                      float_hard_swish=float_hard_swish)
         return None
 
     qat_hook = None
@@ -269,6 +270,7 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
     # decides the ranges (a QAT checkpoint's or a QDQ model's) and the model has one input
     balanced = (opts.int8 and per_channel and qat_hook is None and source.qdq is None and len(source.inputs) == 1
                 and bool(data.calib))
+    float_hard_swish = "HARD_SWISH" in (getattr(profile, "int8_float_ops", ()) or ()) and not opts.strict_int8
 
     def make(graph_model, started=None):
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,

@@ -304,6 +304,12 @@ def float_ops_of_types(float_model: bytes, op_types: Sequence[str]) -> dict[str,
     return {name: OpPrecision.FLOAT for name, (_, op) in sorted(_op_scopes(float_model).items()) if op in wanted}
 
 
+def float_ops_named(float_model: bytes, marker: str) -> dict[str, OpPrecision]:
+    """``op_precision`` that computes in float every op of ``float_model`` whose output tensor name
+    holds ``marker`` (the ops a rewrite before quantization made to run in float)."""
+    return {name: OpPrecision.FLOAT for name in sorted(_op_scopes(float_model)) if marker in name}
+
+
 def keep_float(ops: Sequence[str]) -> dict[str, OpPrecision]:
     """``op_precision`` that leaves ``ops`` in float (the mixed-precision repair's choice)."""
     return {str(name): OpPrecision.FLOAT for name in ops}

@@ -21,6 +21,7 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from edgenet.converters.hswish_balance import MARK
 from edgenet.converters.tflite_writer.fuse_activations import (_const_operand, _fuse_activations,
                                                                 _fuse_activations_through_concat,
                                                                 _fuse_hard_sigmoid_product, _fuse_hard_swish)
@@ -98,7 +99,7 @@ def _fold_scale(graph: _Graph, rec) -> None:
         if op.code not in _WEIGHT_AXIS or op.options[1]["fusedActivationFunction"]:
             continue
         found = _channel_constant(graph, op, ("MUL",))
-        if found is None:
+        if found is None or MARK in found[0].scope:   # hard-swish balancing's own float MUL stays
             continue
         reader, scale = found
         weights = op.inputs[1].const
