@@ -195,7 +195,9 @@ def _rewrite_out_of(g: _Graph, hs, chain, dw, s: np.ndarray) -> list[str]:
         mul = onnx.helper.make_node("Mul", [hs.output, cname], [out], name=g.unique(hs.name + MARK + "_out"))
         reader = chain[0] if chain else dw
         reader.input[list(reader.input).index(hs.output)] = out
-        g.graph.node.insert(list(g.graph.node).index(reader), mul)
+        at = list(g.graph.node).index(reader)
+        g.graph.node.insert(at, mul)
+        mul = g.graph.node[at]    # the graph holds a copy: renamed below, it must be the graph's node
         chain = [mul, *chain]
     outs = []
     for n in chain:

