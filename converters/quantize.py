@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -126,6 +127,21 @@ def _signed(float_model: bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     return signed, dict(scopes)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _engine(signed_model: bytes):
+    """The LiteRT Quantizer of ``signed_model``, kept for the next call: its construction unpacks the
+    whole model with the flatbuffer object API (~2 s for a 5,500-op unrolled LSTM), and a repair
+    quantizes one float model dozens of times. Each quantization starts from a cleared recipe; the
+    quantizer does not change its float model when it quantizes (it works on a copy,
+    ``ModelModifier.modify_model``), so each call gives the bytes a new quantizer would
+    (``tests/test_precisions.py``)."""
+    quantizer, _, _, _ = _quantizer_api()
+    return quantizer.Quantizer(signed_model)
+
+
 def _check_op_names(scopes: Mapping[str, tuple[str, str]], names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in scopes]
     if unknown:
@@ -192,42 +208,46 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
 
     precision = Precision(precision)
     io = io_type_name(precision, io_type)
-    quantizer, qtyping, algorithms, _ = _quantizer_api()
+    _, qtyping, algorithms, _ = _quantizer_api()
     no_quantize = algorithms.AlgorithmName.NO_QUANTIZE
     float_model, scopes = _signed(bytes(float_model))   # the quantizer works signature by signature
     _check_op_names(scopes, list(op_precision))
 
-    engine = quantizer.Quantizer(float_model)
-    engine.update_quantization_recipe(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
-                                      _op_config(qtyping, _ACTIVATION_BITS[precision], per_channel),
-                                      algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
-    if io == "float32":
-        for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-            engine.update_quantization_recipe(".*", end, None, no_quantize)
-    for (op_name, wanted), regex in _recipe_regexes(op_precision, scopes):
-        if wanted is OpPrecision.FLOAT:
-            engine.update_quantization_recipe(regex, op_name, None, no_quantize)
-        else:
-            engine.update_quantization_recipe(regex, op_name, _op_config(qtyping, 16, per_channel),
-                                              algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     qsvs = {name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
             for name, (lo, hi) in sorted(ranges.items())}
     from edgenet.converters._capture import captured_fd
 
     import warnings
 
-    with captured_fd(2) as log, warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # its check of the ranges builds a debug interpreter, and says so
-        try:
-            model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
-                                          enable_progress_report=False).quantized_model)
-        except Exception as exc:
-            text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
-            raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
+    with _ENGINE_LOCK:    # one quantizer object per float model, used by one call at a time
+        engine = _engine(float_model)
+        engine.load_quantization_recipe([])   # the recipe of an earlier call gone
+        engine.update_quantization_recipe(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                          _op_config(qtyping, _ACTIVATION_BITS[precision], per_channel),
+                                          algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        if io == "float32":
+            for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                engine.update_quantization_recipe(".*", end, None, no_quantize)
+        for (op_name, wanted), regex in _recipe_regexes(op_precision, scopes):
+            if wanted is OpPrecision.FLOAT:
+                engine.update_quantization_recipe(regex, op_name, None, no_quantize)
+            else:
+                engine.update_quantization_recipe(regex, op_name, _op_config(qtyping, 16, per_channel),
+                                                  algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        with captured_fd(2) as log, warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # its check of the ranges builds a debug interpreter, and says so
+            try:
+                model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
+                                              enable_progress_report=False).quantized_model)
+            except Exception as exc:
+                text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
+                _engine.cache_clear()   # a quantizer that failed midway is not used again
+                raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
     model = float_readers_read_float(model)
     if io == "uint8":
         return uint8_io(model)
-    # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too
+    # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too,
+    # or only runs it (a repair's trial model, requantize(trial=True))
     return model if _rewritten else inline_buffers(model)
 
 
@@ -283,14 +303,18 @@ def _ops(op_precision: Mapping[str, OpPrecision]) -> tuple[tuple[str, OpPrecisio
 
 def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
                float_outputs: Sequence[int] = (), *, io_type: IOType | str | None = None,
-               per_channel: bool | None = None) -> bytes:
+               per_channel: bool | None = None, trial: bool = False) -> bytes:
     """``result``'s model quantized again from the same float model and ranges, with the ops in
     ``op_precision`` (by output tensor name) in ``OpPrecision.INT16`` or ``OpPrecision.FLOAT``
     (replacing ``result``'s own choice; the other ops in the precision's scheme), and the model
     outputs at ``float_outputs`` (positions, the signature's ``output_<k>`` order) float32 where a
     float op makes them (:func:`edgenet.converters.quant_io.float_outputs`). ``io_type`` and
     ``per_channel`` default to ``result``'s. No calibration: a search over op precisions
-    (mixed-precision repair) calls this once per candidate. Raises ConversionError as :func:`quantize`."""
+    (mixed-precision repair) calls this once per candidate. ``trial``: a model only to be run and
+    judged, not written: the quantizer's large buffers stay appended after the flatbuffer (valid
+    TFLite; the same values, the same outputs) instead of being inlined, which unpacks and packs the
+    whole model (~5 s a model for a 5,500-op unrolled LSTM); :func:`edgenet.converters.quant_io.inline_buffers`
+    of a trial model gives the bytes ``trial=False`` gives. Raises ConversionError as :func:`quantize`."""
     from edgenet.converters.quant_io import float_outputs as dequantized_outputs
 
     if not result.source or not result.ranges:
@@ -300,7 +324,7 @@ def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
     model = quantize(result.source, result.ranges, precision=result.precision,
                      io_type=result.io_type if io_type is None else io_type,
                      per_channel=result.per_channel if per_channel is None else per_channel,
-                     op_precision=op_precision, _rewritten=bool(float_outputs))
+                     op_precision=op_precision, _rewritten=bool(float_outputs) or trial)
     return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
 
