@@ -97,7 +97,18 @@ def io_type_name(precision: Precision, io_type) -> str:
 
 
 def _op_scopes(float_model: bytes) -> dict[str, tuple[str, str]]:
-    """{first output tensor name: (the op's scope as the quantizer matches it, its TFLite op name)}."""
+    """{first output tensor name: (the op's scope as the quantizer matches it, its TFLite op name)}.
+    The last two models' are kept: the int8 stage asks for them three times (target float ops, op
+    names checked, the signed model's), and unpacking a 5,500-op model takes seconds."""
+    return dict(_op_scopes_kept(bytes(float_model)))
+
+
+@functools.lru_cache(maxsize=2)
+def _op_scopes_kept(float_model: bytes) -> tuple[tuple[str, tuple[str, str]], ...]:
+    return tuple(_read_op_scopes(float_model).items())
+
+
+def _read_op_scopes(float_model: bytes) -> dict[str, tuple[str, str]]:
     _, _, _, tfu = _quantizer_api()
     obj = _flatbuffer.read(float_model)
     graph = obj.subgraphs[0]
@@ -253,16 +264,17 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
 
 def check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) -> None:
     """ConversionError unless ``calib_inputs`` has one (N, ...) array per model input, shaped as it."""
-    graph = _flatbuffer.read(model).subgraphs[0]
-    if len(calib_inputs) != len(graph.inputs):
-        raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(graph.inputs)}")
-    for arr, index in zip(calib_inputs, graph.inputs):
-        tensor = graph.tensors[index]
-        shape = [int(d) for d in tensor.shape]
+    graph = _flatbuffer.schema().Model.GetRootAsModel(bytes(model), 0).Subgraphs(0)   # read in place
+    inputs = [int(graph.Inputs(k)) for k in range(graph.InputsLength())]
+    if len(calib_inputs) != len(inputs):
+        raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(inputs)}")
+    for arr, index in zip(calib_inputs, inputs):
+        tensor = graph.Tensors(index)
+        shape = [int(tensor.Shape(k)) for k in range(tensor.ShapeLength())]
         want = tuple(shape[1:] if len(shape) >= 2 else shape)
         if tuple(arr.shape[1:]) != want:
             raise ConversionError(f"calibration samples have shape {tuple(arr.shape[1:])}, "
-                                  f"model input '{_flatbuffer.tensor_name(tensor)}' wants {want}")
+                                  f"model input '{(tensor.Name() or b'').decode()}' wants {want}")
 
 
 def quantize_calibrated(float_model: bytes, calib_inputs: Sequence[np.ndarray], *,
