@@ -141,6 +141,26 @@ def _signed(float_model: bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
 _ENGINE_LOCK = threading.Lock()
 
 
+def _skip_empty_op_id_updates() -> None:
+    """The quantizer's graph rewrite, after each of its transformations (one or more per tensor:
+    ~6,000 for a 5,500-op model), shifts its table of op positions by the ops that transformation
+    added, converting the whole table to numpy and back: O(ops x transformations), a third of a
+    round on an unrolled LSTM. Most transformations (a tensor's new quantization parameters) add no
+    op, and shifting by zero changes nothing: those calls return at once. Installed once; the calls
+    that add ops run the quantizer's own code."""
+    performer = require("litert_quantizer.transformation_performer").TransformationPerformer
+    original = getattr(performer, "_update_op_id_map", None)
+    if original is None or getattr(original, "_edgenet_skips_zero", False):
+        return
+
+    def update(self, subgraph_id, original_op_id, num_ops_added):
+        if num_ops_added:
+            original(self, subgraph_id, original_op_id, num_ops_added)
+
+    update._edgenet_skips_zero = True
+    performer._update_op_id_map = update
+
+
 @functools.lru_cache(maxsize=1)
 def _engine(signed_model: bytes):
     """The LiteRT Quantizer of ``signed_model``, kept for the next call: its construction unpacks the
@@ -150,6 +170,7 @@ def _engine(signed_model: bytes):
     ``ModelModifier.modify_model``), so each call gives the bytes a new quantizer would
     (``tests/test_precisions.py``)."""
     quantizer, _, _, _ = _quantizer_api()
+    _skip_empty_op_id_updates()
     engine = quantizer.Quantizer(signed_model)
     # Quantizer.quantize first checks that no tensor's calibration entry is empty, building an
     # interpreter of the whole float model (all tensors kept, XNNPACK) to find the tensors of each
