@@ -33,6 +33,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     its parts are the outputs the search scores)."""
     from edgenet.converters import validate
     from edgenet.converters.repair import Budget, Judge, OpPrecision, repair
+    from edgenet.converters.quant_io import inline_buffers
     from edgenet.converters.repair.cost import interleaved_latency
     from edgenet.converters.repair.graph import ops
     from edgenet.converters.repair.runs import SubsetRuns
@@ -90,6 +91,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
     result = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                     profile.runtime.value, profile.repair_order, budget, _runtime_check(profile), failing, cap,
                     confirm)
+    result = _written(result)
     n_ops = len(listing)
     float_bytes = len(built.models[Precision.FLOAT32])
 
@@ -115,6 +117,7 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
         again = repair(built.quant_source, built.models[Precision.INT8], verdict, subset, quantize, judge, score,
                        profile.runtime.value, tuple(s for s in profile.repair_order if s is not RepairStep.FLOAT),
                        budget, _runtime_check(profile), failing, cap, confirm)
+        again = _written(again)
         if again.passed:
             result = replace(again, rounds=result.rounds + again.rounds, seconds=result.seconds + again.seconds,
                              budget_rounds=2 * again.budget_rounds)
@@ -129,13 +132,24 @@ def mixed_precision(built, checked: Checked, data: PipelineData, source: SourceM
                   "float32": built.models[Precision.FLOAT32]}
         if "float" in usable and any(p.precision is OpPrecision.INT16 for p in result.promoted):
             # int16 ops run on slower kernels than int8 and float in XNNPACK: the same ops in float, timed too
-            alt = quantize({p.tensor: OpPrecision.FLOAT for p in result.promoted})
+            alt = inline_buffers(quantize({p.tensor: OpPrecision.FLOAT for p in result.promoted}))
             if judge(alt).passed:
                 models["same_ops_float"] = alt
         result = replace(result, latency_ms=interleaved_latency(models, profile.num_threads,
                                                                 max_seconds=LATENCY_SECONDS))
     result = _new_promotions(result.as_written(), built.quantized[Precision.INT8].op_precision)
     return result.named(tf_side.onnx_nodes([p.tensor for p in result.promoted]))
+
+
+def _written(result):
+    """``result`` with its model as it is written: the search's models are trials
+    (:func:`edgenet.converters.quantize.requantize`'s ``trial``), their buffers not yet inlined."""
+    from edgenet.converters.quant_io import inline_buffers
+
+    if result.model is None:
+        return result
+    model = inline_buffers(result.model)
+    return replace(result, model=model, size_after=len(model))
 
 
 def _new_promotions(result, own):
@@ -194,7 +208,9 @@ def _quantizer(built, tf_side, opts, profile, positions: dict):
     def fn(assignment):
         outs = tuple(sorted({positions[t] for t, p in assignment.items()
                              if p is OpPrecision.FLOAT and positions.get(t) is not None}))
-        return requantize(result, {**base, **assignment}, outs, io_type=io_type, per_channel=per_channel)
+        # a trial model: run and judged only (its buffers inlined once it is chosen: _written)
+        return requantize(result, {**base, **assignment}, outs, io_type=io_type, per_channel=per_channel,
+                          trial=True)
 
     return Quantizer(fn, frozenset({OpPrecision.INT16, OpPrecision.FLOAT}))
 
@@ -211,6 +227,9 @@ def _runtime_check(profile):
         return None
 
     def runs(model: bytes) -> str | None:
+        from edgenet.converters.quant_io import inline_buffers
+
+        model = inline_buffers(model)    # a trial model, as it would be written
         with tempfile.TemporaryDirectory(prefix="edgenet_repair_") as tmp:
             path = Path(tmp) / "model_int8.tflite"
             path.write_bytes(model)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -96,7 +97,18 @@ def io_type_name(precision: Precision, io_type) -> str:
 
 
 def _op_scopes(float_model: bytes) -> dict[str, tuple[str, str]]:
-    """{first output tensor name: (the op's scope as the quantizer matches it, its TFLite op name)}."""
+    """{first output tensor name: (the op's scope as the quantizer matches it, its TFLite op name)}.
+    The last two models' are kept: the int8 stage asks for them three times (target float ops, op
+    names checked, the signed model's), and unpacking a 5,500-op model takes seconds."""
+    return dict(_op_scopes_kept(bytes(float_model)))
+
+
+@functools.lru_cache(maxsize=2)
+def _op_scopes_kept(float_model: bytes) -> tuple[tuple[str, tuple[str, str]], ...]:
+    return tuple(_read_op_scopes(float_model).items())
+
+
+def _read_op_scopes(float_model: bytes) -> dict[str, tuple[str, str]]:
     _, _, _, tfu = _quantizer_api()
     obj = _flatbuffer.read(float_model)
     graph = obj.subgraphs[0]
@@ -126,6 +138,49 @@ def _signed(float_model: bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
     return signed, dict(scopes)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
+def _skip_empty_op_id_updates() -> None:
+    """The quantizer's graph rewrite, after each of its transformations (one or more per tensor:
+    ~6,000 for a 5,500-op model), shifts its table of op positions by the ops that transformation
+    added, converting the whole table to numpy and back: O(ops x transformations), a third of a
+    round on an unrolled LSTM. Most transformations (a tensor's new quantization parameters) add no
+    op, and shifting by zero changes nothing: those calls return at once. Installed once; the calls
+    that add ops run the quantizer's own code."""
+    performer = require("litert_quantizer.transformation_performer").TransformationPerformer
+    original = getattr(performer, "_update_op_id_map", None)
+    if original is None or getattr(original, "_edgenet_skips_zero", False):
+        return
+
+    def update(self, subgraph_id, original_op_id, num_ops_added):
+        if num_ops_added:
+            original(self, subgraph_id, original_op_id, num_ops_added)
+
+    update._edgenet_skips_zero = True
+    performer._update_op_id_map = update
+
+
+@functools.lru_cache(maxsize=1)
+def _engine(signed_model: bytes):
+    """The LiteRT Quantizer of ``signed_model``, kept for the next call: its construction unpacks the
+    whole model with the flatbuffer object API (~2 s for a 5,500-op unrolled LSTM), and a repair
+    quantizes one float model dozens of times. Each quantization starts from a cleared recipe; the
+    quantizer does not change its float model when it quantizes (it works on a copy,
+    ``ModelModifier.modify_model``), so each call gives the bytes a new quantizer would
+    (``tests/test_precisions.py``)."""
+    quantizer, _, _, _ = _quantizer_api()
+    _skip_empty_op_id_updates()
+    engine = quantizer.Quantizer(signed_model)
+    # Quantizer.quantize first checks that no tensor's calibration entry is empty, building an
+    # interpreter of the whole float model (all tensors kept, XNNPACK) to find the tensors of each
+    # signature, on every call: ~0.3 s of a 5,500-op model's round. It raises only for an empty entry,
+    # and quantize() gives every tensor a min and a max: the check can never fail here.
+    if hasattr(engine, "_ensure_model_qsv_sufficient"):
+        engine._ensure_model_qsv_sufficient = lambda calibration_result: None
+    return engine
+
+
 def _check_op_names(scopes: Mapping[str, tuple[str, str]], names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in scopes]
     if unknown:
@@ -134,6 +189,29 @@ def _check_op_names(scopes: Mapping[str, tuple[str, str]], names: Sequence[str])
         close = difflib.get_close_matches(unknown[0], sorted(scopes), n=2)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ConversionError(f"op_precision: no op of the float model outputs {unknown[0]!r}{hint}")
+
+
+def _recipe_regexes(op_precision: Mapping[str, OpPrecision], scopes: Mapping[str, tuple[str, str]]
+                    ) -> list[tuple[tuple[str, OpPrecision], str]]:
+    """``[((TFLite op name, promotion), scope regex)]``: one regex per op type and promotion, matching
+    exactly the scopes of the ops of ``op_precision`` that get it (ops the quantizer does not know left
+    out: they stay in float anyway).
+
+    The quantizer looks every op's scope up in every regex of its recipe (``re.search``, whose cache
+    holds 512 patterns): with one regex per op, a repair promoting 1,500 of an unrolled LSTM's 5,500 ops
+    compiled millions of patterns, minutes a round. The alternation ``^(?:s1|s2|...)$`` matches what
+    the regexes ``^s1$``, ``^s2$`` ... match, and for each scope and op type the one promotion the
+    quantizer would have kept (the last of ``op_precision`` in name order, as it overwrites an op type's
+    recipe under the same regex): the same recipe, the same model."""
+    final: dict[tuple[str, str], OpPrecision] = {}
+    for name, wanted in sorted(op_precision.items()):
+        scope, op_name = scopes[name]
+        if op_name is not None:
+            final[(scope, op_name)] = OpPrecision(wanted)
+    groups: dict[tuple[str, OpPrecision], list[str]] = {}
+    for (scope, op_name), wanted in final.items():
+        groups.setdefault((op_name, wanted), []).append(scope)
+    return [(key, "^(?:" + "|".join(re.escape(s) for s in found) + ")$") for key, found in groups.items()]
 
 
 def _op_config(qtyping, activation_bits: int, per_channel: bool):
@@ -169,62 +247,62 @@ def quantize(float_model: bytes, ranges: Mapping[str, tuple[float, float]], *, p
 
     precision = Precision(precision)
     io = io_type_name(precision, io_type)
-    quantizer, qtyping, algorithms, _ = _quantizer_api()
+    _, qtyping, algorithms, _ = _quantizer_api()
     no_quantize = algorithms.AlgorithmName.NO_QUANTIZE
     float_model, scopes = _signed(bytes(float_model))   # the quantizer works signature by signature
     _check_op_names(scopes, list(op_precision))
 
-    engine = quantizer.Quantizer(float_model)
-    engine.update_quantization_recipe(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
-                                      _op_config(qtyping, _ACTIVATION_BITS[precision], per_channel),
-                                      algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
-    if io == "float32":
-        for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-            engine.update_quantization_recipe(".*", end, None, no_quantize)
-    for name, wanted in sorted(op_precision.items()):
-        scope, op_name = scopes[name]
-        if op_name is None:      # an op the quantizer does not know: it stays in float anyway
-            continue
-        regex = "^" + re.escape(scope) + "$"
-        wanted = OpPrecision(wanted)
-        if wanted is OpPrecision.FLOAT:
-            engine.update_quantization_recipe(regex, op_name, None, no_quantize)
-        else:
-            engine.update_quantization_recipe(regex, op_name, _op_config(qtyping, 16, per_channel),
-                                              algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
     qsvs = {name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
             for name, (lo, hi) in sorted(ranges.items())}
     from edgenet.converters._capture import captured_fd
 
     import warnings
 
-    with captured_fd(2) as log, warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # its check of the ranges builds a debug interpreter, and says so
-        try:
-            model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
-                                          enable_progress_report=False).quantized_model)
-        except Exception as exc:
-            text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
-            raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
+    with _ENGINE_LOCK:    # one quantizer object per float model, used by one call at a time
+        engine = _engine(float_model)
+        engine.load_quantization_recipe([])   # the recipe of an earlier call gone
+        engine.update_quantization_recipe(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                          _op_config(qtyping, _ACTIVATION_BITS[precision], per_channel),
+                                          algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        if io == "float32":
+            for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                engine.update_quantization_recipe(".*", end, None, no_quantize)
+        for (op_name, wanted), regex in _recipe_regexes(op_precision, scopes):
+            if wanted is OpPrecision.FLOAT:
+                engine.update_quantization_recipe(regex, op_name, None, no_quantize)
+            else:
+                engine.update_quantization_recipe(regex, op_name, _op_config(qtyping, 16, per_channel),
+                                                  algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        with captured_fd(2) as log, warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # its check of the ranges builds a debug interpreter, and says so
+            try:
+                model = bytes(engine.quantize(qsvs, enable_progress_bar=False,
+                                              enable_progress_report=False).quantized_model)
+            except Exception as exc:
+                text = (str(exc).strip() or log.text.strip() or type(exc).__name__).splitlines()[0]
+                _engine.cache_clear()   # a quantizer that failed midway is not used again
+                raise ConversionError(f"LiteRT Quantizer: {precision.value} quantization failed: {text[:300]}") from exc
     model = float_readers_read_float(model)
     if io == "uint8":
         return uint8_io(model)
-    # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too
+    # _rewritten: the caller rewrites the model with the object API next, which inlines the buffers too,
+    # or only runs it (a repair's trial model, requantize(trial=True))
     return model if _rewritten else inline_buffers(model)
 
 
 def check_calibration_shapes(model: bytes, calib_inputs: Sequence[np.ndarray]) -> None:
     """ConversionError unless ``calib_inputs`` has one (N, ...) array per model input, shaped as it."""
-    graph = _flatbuffer.read(model).subgraphs[0]
-    if len(calib_inputs) != len(graph.inputs):
-        raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(graph.inputs)}")
-    for arr, index in zip(calib_inputs, graph.inputs):
-        tensor = graph.tensors[index]
-        shape = [int(d) for d in tensor.shape]
+    graph = _flatbuffer.schema().Model.GetRootAsModel(bytes(model), 0).Subgraphs(0)   # read in place
+    inputs = [int(graph.Inputs(k)) for k in range(graph.InputsLength())]
+    if len(calib_inputs) != len(inputs):
+        raise ConversionError(f"calibration data has {len(calib_inputs)} input(s), the model {len(inputs)}")
+    for arr, index in zip(calib_inputs, inputs):
+        tensor = graph.Tensors(index)
+        shape = [int(tensor.Shape(k)) for k in range(tensor.ShapeLength())]
         want = tuple(shape[1:] if len(shape) >= 2 else shape)
         if tuple(arr.shape[1:]) != want:
             raise ConversionError(f"calibration samples have shape {tuple(arr.shape[1:])}, "
-                                  f"model input '{_flatbuffer.tensor_name(tensor)}' wants {want}")
+                                  f"model input '{(tensor.Name() or b'').decode()}' wants {want}")
 
 
 def quantize_calibrated(float_model: bytes, calib_inputs: Sequence[np.ndarray], *,
@@ -265,14 +343,18 @@ def _ops(op_precision: Mapping[str, OpPrecision]) -> tuple[tuple[str, OpPrecisio
 
 def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
                float_outputs: Sequence[int] = (), *, io_type: IOType | str | None = None,
-               per_channel: bool | None = None) -> bytes:
+               per_channel: bool | None = None, trial: bool = False) -> bytes:
     """``result``'s model quantized again from the same float model and ranges, with the ops in
     ``op_precision`` (by output tensor name) in ``OpPrecision.INT16`` or ``OpPrecision.FLOAT``
     (replacing ``result``'s own choice; the other ops in the precision's scheme), and the model
     outputs at ``float_outputs`` (positions, the signature's ``output_<k>`` order) float32 where a
     float op makes them (:func:`edgenet.converters.quant_io.float_outputs`). ``io_type`` and
     ``per_channel`` default to ``result``'s. No calibration: a search over op precisions
-    (mixed-precision repair) calls this once per candidate. Raises ConversionError as :func:`quantize`."""
+    (mixed-precision repair) calls this once per candidate. ``trial``: a model only to be run and
+    judged, not written: the quantizer's large buffers stay appended after the flatbuffer (valid
+    TFLite; the same values, the same outputs) instead of being inlined, which unpacks and packs the
+    whole model (~5 s a model for a 5,500-op unrolled LSTM); :func:`edgenet.converters.quant_io.inline_buffers`
+    of a trial model gives the bytes ``trial=False`` gives. Raises ConversionError as :func:`quantize`."""
     from edgenet.converters.quant_io import float_outputs as dequantized_outputs
 
     if not result.source or not result.ranges:
@@ -282,7 +364,7 @@ def requantize(result: QuantizedResult, op_precision: Mapping[str, OpPrecision],
     model = quantize(result.source, result.ranges, precision=result.precision,
                      io_type=result.io_type if io_type is None else io_type,
                      per_channel=result.per_channel if per_channel is None else per_channel,
-                     op_precision=op_precision, _rewritten=bool(float_outputs))
+                     op_precision=op_precision, _rewritten=bool(float_outputs) or trial)
     return dequantized_outputs(model, tuple(float_outputs)) if float_outputs else model
 
 

@@ -125,6 +125,47 @@ def test_reruns_are_byte_identical(tiny, precision, io_type, ops):
     assert requantize(first, dict(ops)) == first.model       # from the kept ranges: the same model
 
 
+def test_a_kept_quantizer_gives_what_a_new_one_gives(tiny):
+    """One LiteRT Quantizer object serves every requantization of a float model (a repair's rounds):
+    after other recipes (int16, float, a float output) each model is the one a new quantizer makes,
+    and a trial model (buffers not inlined) inlined is the written one."""
+    from edgenet.converters import quantize as q
+    from edgenet.converters.quant_io import inline_buffers
+
+    _, data, float_model = tiny
+    base = quantize_calibrated(float_model, [data])
+    last = [e.output for e in op_precisions(float_model)][-1]
+    recipes = [{}, {"Relu6_1;depthwise": OpPrecision.INT16, "Relu6_2;Conv2D_1": OpPrecision.FLOAT},
+               {last: OpPrecision.FLOAT}, {"Relu6_1;depthwise": OpPrecision.FLOAT}]
+    kept = [requantize(base, r, (0,) if last in r else ()) for r in recipes]
+    trials = [requantize(base, r, (0,) if last in r else (), trial=True) for r in recipes]
+    fresh = []
+    for r in recipes:
+        q._engine.cache_clear()
+        fresh.append(requantize(base, r, (0,) if last in r else ()))
+    assert kept == fresh and kept[0] == base.model and len(set(kept)) == len(kept)
+    assert [inline_buffers(t) for t in trials] == kept
+
+
+def test_one_regex_per_op_type_and_promotion_matches_each_op_alone():
+    """The recipe's scope regexes: one alternation per (op type, promotion), matching exactly the
+    scopes of its ops (names with regex characters escaped, a scope that prefixes another kept apart)."""
+    import re
+
+    from edgenet.converters.quantize import _recipe_regexes
+
+    scopes = {"a": ("conv/a;", "CONV_2D"), "a.b": ("conv/a.b;", "CONV_2D"), "c": ("c(1)+;", "ADD"),
+              "d": ("d;", "CONV_2D"), "u": ("u;", None)}
+    wanted = {"a": OpPrecision.FLOAT, "a.b": OpPrecision.FLOAT, "c": OpPrecision.FLOAT, "d": OpPrecision.INT16,
+              "u": OpPrecision.FLOAT}
+    found = dict(_recipe_regexes(wanted, scopes))
+    assert set(found) == {("CONV_2D", OpPrecision.FLOAT), ("ADD", OpPrecision.FLOAT), ("CONV_2D", OpPrecision.INT16)}
+    every = [s for s, _ in scopes.values()] + ["conv/axb;", "conv/a;x", "c1+;", "d;;"]
+    for (op, promotion), regex in found.items():
+        own = {s for n, (s, t) in scopes.items() if t == op and wanted[n] is promotion}
+        assert {s for s in every if re.search(regex, s)} == own
+
+
 def test_uint8_io_is_the_int8_model_shifted_by_128_exactly(tiny):
     """uint8 I/O: same scales, zero points + 128, and outputs exactly the int8 model's + 128."""
     _, data, float_model = tiny
