@@ -31,9 +31,13 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
     failing int8 verdict: ``make(onnx_model)`` builds a model's precisions (the pipeline's), ``stages``
     times and announces each step; ``repair`` is the mixed-precision result (or None), ``split`` the
     :class:`~edgenet.converters.split_outputs.SplitOutput` of the model returned (or None)."""
+    from edgenet.converters.balance_check import balanced_twin_failed, plain_if_better
     from edgenet.converters.build import stage_count
 
     split = repair = None
+    if balanced_twin_failed(built, checked):   # balancing's proxy against the task: the plain int8 judged too
+        stages.add(1, "the balanced model's int8 verdict failed: the int8 model without balancing is judged too")
+        stages.run("int8 without balancing", plain_if_better, built, checked, data, source, opts, profile, notes)
     # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
     # runs float: never on integer-only targets or with --strict-int8) and the split head, each
     # tried while the verdict still fails
