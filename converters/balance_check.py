@@ -52,14 +52,17 @@ def plain_if_better(built, checked, data, source, opts, profile, notes: list[str
                                       getattr(opts, "output_kinds", ()))[0]
     candidate = replace(checked, verdicts={**checked.verdicts, Precision.INT8: judged})
     if not (judged.passed or _clearly_better(candidate, checked, verdict.worst.name)):
-        notes.append(f"activation balancing kept: the int8 model without it fails too "
-                     f"({judged.failures_text()})")
+        worst = judged.worst
+        first = worst.failures[0] if worst.failures else "fails"
+        notes.append(f"activation balancing kept: the int8 model without it fails too (output {worst.name!r}: "
+                     f"{first})")
         return False
     built.quant_source = plain
     built.quantized[Precision.INT8] = result
     built.models[Precision.INT8] = result.model
     checked.verdicts[Precision.INT8] = judged
     how = "passes" if judged.passed else f"keeps more of output {verdict.worst.name!r}"
-    notes.append(f"activation balancing undone: its int8 model failed ({verdict.failures_text()}); the int8 "
-                 f"model without it {how}, and is the one kept")
+    first = verdict.worst.failures[0] if verdict.worst.failures else "fails"
+    notes.append(f"activation balancing undone: its int8 model failed (output {verdict.worst.name!r}: {first}); "
+                 f"the int8 model without it {how}, and is the one kept")
     return True
