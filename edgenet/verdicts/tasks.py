@@ -142,16 +142,23 @@ def sequence_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, ch
     # class, a CTC step between a character and the blank); a flip there is no damage
     decisive = _decisive_mask(f, thresholds.min_decisive_margin).reshape(af.shape)
     step_all = float(np.mean(same)) if same.size else 1.0
-    step = float(np.mean(same[decisive])) if decisive.any() else step_all
-    with np.errstate(invalid="ignore"):
-        per_step = np.where(decisive.any(axis=0), (same & decisive).sum(axis=0) / np.maximum(decisive.sum(axis=0), 1),
-                            1.0) if same.size else np.ones(1)
-    worst = int(np.argmin(per_step))
+    raw_step = float(np.mean(same[decisive])) if decisive.any() else step_all
     df, dq = ctc_decode(af, blank), ctc_decode(aq, blank)
     # a decoded sequence changed only where float's steps are undecided is no change
     kept = [a == b or not np.any(~same[k] & decisive[k]) for k, (a, b) in enumerate(zip(df, dq))]
     sequence = float(np.mean(kept)) if df else 1.0
-    metrics = {"step_agreement": step, "step_agreement_all": step_all, "sequence_agreement": sequence,
+    # steps that differ in an example decoding to float's sequence moved a character's boundary between
+    # steps (CTC's alignment): the text the app reads is the same, so they count as agreeing (the
+    # English PP-OCRv4 recognizer: 95.6% of steps, 99.2% of its strings, refused on steps alone)
+    aligned = same | np.asarray([[bool(k)] * same.shape[1] for k in kept], dtype=bool).reshape(same.shape)
+    shifted = int((aligned & ~same & decisive).sum())
+    step = float(np.mean(aligned[decisive])) if decisive.any() else step_all
+    with np.errstate(invalid="ignore"):
+        per_step = np.where(decisive.any(axis=0), (aligned & decisive).sum(axis=0) / np.maximum(decisive.sum(axis=0), 1),
+                            1.0) if aligned.size else np.ones(1)
+    worst = int(np.argmin(per_step))
+    metrics = {"step_agreement": step, "step_agreement_raw": raw_step, "steps_shifted_in_kept_sequences": shifted,
+               "step_agreement_all": step_all, "sequence_agreement": sequence,
                "worst_step": worst,
                "worst_step_agreement": float(per_step[worst]), "blank": blank,
                "sequences_changed_at_undecided_steps": int(sum(k and a != b for k, a, b in zip(kept, df, dq)))}
