@@ -456,3 +456,8 @@ def test_a_repair_slower_than_float_says_so(huge):
     fast = replace(r, latency_ms={"int8": 1.0, "repaired": 1.5, "float32": 2.0})
     assert "slower than the float model (2.00 ms)" in slow.summary()
     assert "slower than the float model" not in fast.summary()
+    # a tiny model: 10 against 11 us is no finding, and its times keep their digits
+    tiny = replace(r, latency_ms={"int8": 0.009, "repaired": 0.0105, "float32": 0.010})
+    assert "slower than the float model" not in tiny.summary() and "9.0 us -> 10.5 us" in tiny.summary()
+    tinier = replace(r, latency_ms={"int8": 0.009, "repaired": 0.02, "float32": 0.010})
+    assert "slower than the float model (10.0 us)" in tinier.summary()

@@ -128,12 +128,12 @@ class Repair:
             lat = ""
             ms = self.latency_ms
             if "int8" in ms and "repaired" in ms:
-                lat = f", {ms['int8']:.2f} -> {ms['repaired']:.2f} ms on this host"
-                if ms.get("same_ops_float", math.inf) < ms["repaired"]:
-                    lat += (f" (the same ops in float also pass and take {ms['same_ops_float']:.2f} ms: "
+                lat = f", {_time(ms['int8'])} -> {_time(ms['repaired'])} on this host"
+                if _slower(ms.get("same_ops_float", math.inf), ms["repaired"]):
+                    lat += (f" (the same ops in float also pass and take {_time(ms['same_ops_float'])}: "
                             "int16 kernels are slower here; a CPU target may prefer repair = [\"float\", ...])")
-                if ms.get("float32", math.inf) < ms["repaired"]:
-                    lat += (f"; slower than the float model ({ms['float32']:.2f} ms) on this host: where speed is "
+                if _slower(ms.get("float32", math.inf), ms["repaired"]):
+                    lat += (f"; slower than the float model ({_time(ms['float32'])}) on this host: where speed is "
                             "why int8 was asked for, model_float.tflite serves better")
             return (f"mixed precision: {len(self.promoted)} op(s) promoted ({what}: {ops}), "
                     f"{self.size_after - self.size_before:+,} bytes{lat}; {passes_text(self.verdict)} ({cost})")
@@ -146,4 +146,19 @@ class Repair:
                     "activations everywhere, or deploy model_float.tflite")
         return f"mixed precision: no passing model ({self.stop_detail}; {cost}); none of its models is used{hint}"
 
+
+#: a latency is said to be slower than another only beyond this share (timings of one host, interleaved)
+SLOWER_BY = 0.05
+
+
+def _slower(fast_ms: float, slow_ms: float) -> bool:
+    """``slow_ms`` is more than :data:`SLOWER_BY` above ``fast_ms`` (a tiny model's 0.010 against 0.011 ms
+    is no finding)."""
+    return fast_ms * (1 + SLOWER_BY) < slow_ms
+
+
+def _time(ms: float) -> str:
+    """A latency with the digits it has: '4.52 ms', '0.31 ms', '12.5 us' (a tiny model's invoke read
+    '0.01 ms' at two decimals)."""
+    return f"{ms:.2f} ms" if ms >= 0.1 else f"{ms * 1000:.1f} us"
 
