@@ -30,3 +30,22 @@ def quantize_static_file(model: onnx.ModelProto, folder: Path, name: str, *, per
     quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=per_channel,
                     activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8)
     return dst
+
+
+def convert_on_the_producers_grid(path: Path, out: Path, per_channel: bool):
+    """``edgenet.convert`` of a quantized file to int8 with float I/O; checks what every quantized
+    file must give (every tensor's range from the producer, none calibrated; every weight value as
+    stored; the producer's per-channel choice) and returns ``(result, report.json, its int8 verdict,
+    report["calibration"]["qdq"])``."""
+    import json
+
+    import edgenet
+
+    res = edgenet.convert(str(path), int8=True, out=str(out), mean=0.5, std=0.5, io_type="float32",
+                          layer_report=False, eval_samples=16)
+    report = json.loads((out / "report.json").read_text())
+    found = report["calibration"]["qdq"]
+    assert found["tensors_calibrated"] == 0 and found["tensors_with_qdq_range"] >= 5
+    assert found["weights_as_stored"]["share"] == 1.0 and found["per_channel"] is per_channel
+    verdict = next(p["verdict"] for p in report["precisions"] if p["precision"] == "int8")
+    return res, report, verdict, found

@@ -4,7 +4,6 @@ The QDQ models are made by onnxruntime's quantize_static from a small float grap
 depthwise Conv, ReLU6, global pooling, Gemm), as users make them."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgenet.cli import main  # noqa: E402
-from ort_quantized import quantize_static_file  # noqa: E402
+from ort_quantized import convert_on_the_producers_grid, quantize_static_file  # noqa: E402
 from edgenet.converters.qdq import QDQSource, is_qdq, strip_qdq  # noqa: E402
 from edgenet.errors import ModelError  # noqa: E402
 
@@ -249,17 +248,10 @@ def test_info_says_a_qdq_graph_is_read_not_unsupported(qdq_files, capsys):
 @pytest.mark.parametrize("per_channel,activation", [(True, "QUInt8"), (False, "QInt8")])
 def test_qdq_model_converts_to_int8_matching_onnxruntime_without_calibration(qdq_files, tmp_path, per_channel,
                                                                              activation):
-    import edgenet
     from edgenet.inference import TFLiteModel
 
     path = qdq_files[(per_channel, activation)]
-    res = edgenet.convert(str(path), int8=True, out=str(tmp_path / "out"), mean=0.5, std=0.5, io_type="float32",
-                          layer_report=False, eval_samples=16)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    found = report["calibration"]["qdq"]
-    assert found["tensors_calibrated"] == 0 and found["tensors_with_qdq_range"] >= 5
-    assert found["weights_as_stored"]["share"] == 1.0 and found["per_channel"] is per_channel
-    verdict = next(p["verdict"] for p in report["precisions"] if p["precision"] == "int8")
+    res, report, verdict, found = convert_on_the_producers_grid(path, tmp_path / "out", per_channel)
     assert verdict["reference"] == "the QDQ model (onnxruntime)" and verdict["passed"]
     assert min(found["outputs_within_one_step"].values()) >= 0.99
     assert any("QDQ" in n for n in res.report.notes)

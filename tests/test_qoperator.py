@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgenet.cli import main  # noqa: E402
-from ort_quantized import quantize_static_file  # noqa: E402
+from ort_quantized import convert_on_the_producers_grid, quantize_static_file  # noqa: E402
 from edgenet.converters.qdq import is_qdq, strip_qdq  # noqa: E402
 from edgenet.converters.qoperator import rewrite_qoperator  # noqa: E402
 
@@ -169,17 +169,10 @@ def test_float_and_qdq_graphs_are_left_alone():
 # -- conversion: the producer's scales in the int8 .tflite ----------------------------------------
 @pytest.mark.parametrize("per_channel,activation", [(True, "QUInt8"), (False, "QInt8")])
 def test_qoperator_model_converts_to_int8_with_the_producers_scales(files, tmp_path, per_channel, activation):
-    import edgenet
     from edgenet.runtime import make_interpreter
 
     path = files[("cnn", per_channel, activation)]
-    res = edgenet.convert(str(path), int8=True, out=str(tmp_path / "out"), mean=0.5, std=0.5, io_type="float32",
-                          layer_report=False, eval_samples=16)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    found = report["calibration"]["qdq"]
-    assert found["tensors_calibrated"] == 0 and found["tensors_with_qdq_range"] >= 5
-    assert found["weights_as_stored"]["share"] == 1.0 and found["per_channel"] is per_channel
-    verdict = next(p["verdict"] for p in report["precisions"] if p["precision"] == "int8")
+    res, report, verdict, found = convert_on_the_producers_grid(path, tmp_path / "out", per_channel)
     assert verdict["passed"] and min(found["outputs_within_one_step"].values()) >= 0.95
     assert any("QOperator format" in n for n in res.report.notes)
     # every integer op's output scale and zero point, as the producer wrote them, in the .tflite (not
