@@ -34,7 +34,7 @@ def plain_if_better(built, checked, data, source, opts, profile, notes: list[str
     balanced twin (``quant_source`` is not the float model, and no ``--equalize``) whose int8 verdict
     fails."""
     from edgenet.converters import validate
-    from edgenet.converters.build import int8_float_ops, io_type_for
+    from edgenet.converters.build import check_written, int8_float_ops, io_type_for
     from edgenet.converters.quantize import quantize_calibrated
     from edgenet.converters.repair_stage import _clearly_better
 
@@ -47,6 +47,7 @@ def plain_if_better(built, checked, data, source, opts, profile, notes: list[str
                                  method=opts.calib_method,
                                  op_precision=int8_float_ops(plain, Precision.INT8, opts, profile),
                                  preprocess=source.preprocess)
+    check_written(result.model, Precision.INT8)
     judged = validate.judge_precision(Precision.INT8, result.model, data.eval_x, checked.float_outs,
                                       built.graph.outputs, profile.thresholds, os.cpu_count(),
                                       getattr(opts, "output_kinds", ()))[0]

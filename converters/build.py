@@ -57,9 +57,10 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
           int8_ranges_hook: Callable | None = None, qdq=None) -> Built:
     """Convert ``model`` to every precision in ``opts.precisions``; ``run(name, fn, *args, detail=...)``
     runs and times each step (the pipeline's Stages.run). ``started``: :func:`start_graph` already
-    called for ``model``. ``int8_ranges_hook``: replaces the int8 model's calibrated ranges (a
-    ``--qat`` checkpoint's learned ones); not used with ``equalize`` (the ranges describe the
-    model as trained, not its equalized twin). ``qdq``: a :class:`edgenet.converters.qdq.QDQSource`
+    called for ``model``. ``equalize()``: the twin the int8 model is calibrated from (--equalize's, or
+    activation balancing's), or None to quantize the float model as it is. ``int8_ranges_hook``:
+    replaces the int8 model's calibrated ranges (a ``--qat`` checkpoint's learned ones); not used when
+    ``equalize()`` gives a twin (the ranges describe the model as trained, not its twin). ``qdq``: a :class:`edgenet.converters.qdq.QDQSource`
     whose ranges the int8 model takes (:mod:`edgenet.converters.qdq_quantize`; tensors they miss
     are calibrated)."""
     started = started or start_graph(tf_side, model, opts, keep_layout)
@@ -100,16 +101,18 @@ def build(run: Callable, tf_side, model, opts: ConvertOptions, profile, calib, p
 
 def check_written(model: bytes, precision: Precision) -> None:
     """ConversionError when the runtime refuses ``model``, a .tflite edgenet wrote (invalid quantization
-    parameters, say): a fault of the conversion, not of the user's model, said as such before any stage
-    reads it (the verdict's interpreter would call it a bad model file)."""
+    parameters, an op handed a tensor type it has no kernel for), at load or at allocation: a fault of
+    the conversion, not of the user's model, said as such before any stage reads it (the verdict's
+    interpreter would call it a bad model file)."""
     from edgenet.errors import ConversionError, ModelError
-    from edgenet.runtime import create_interpreter
+    from edgenet.runtime import make_interpreter
 
     try:
-        create_interpreter(model, 1, use_xnnpack=False)
+        make_interpreter(model, 1, use_xnnpack=False)
     except ModelError as exc:
-        detail = str(exc).split(": not a valid .tflite model ", 1)[-1]
-        raise ConversionError(f"the {precision.value} .tflite edgenet wrote is not valid {detail}: a fault of the "
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConversionError(f"the {precision.value} .tflite edgenet wrote is not valid ({detail}): a fault of the "
                               "conversion, not of your model (please report it with the model)") from None
 
 

@@ -18,7 +18,7 @@ beside it, and every int8 tensor is the balanced one:
 - ``T1``: conv output channel ``k`` scaled by ``s_k`` (weights, bias, and any per-channel Add between
   conv and hard-swish), and a ``Mul(1 / s_k)`` inserted before the hard-swish, computed in float with it;
   the int8 range's low end is ``-3 max s_k`` (hard-swish is 0 below -3, :func:`edgenet.converters.
-  calibration.flat_below` reads the floor through the Mul), so gains are chosen with the -3 floor;
+  range_floors.flat_below` reads the floor through the Mul), so gains are chosen with the -3 floor;
 - ``T2``: the scalar Mul / Add between hard-swish and the conv that reads it become per-channel (``a s_k``,
   ``b s_k``; a ``Mul(s_k)`` is inserted when there is none), computed in float, and the conv's input
   channel ``k`` is divided by ``s_k`` (zero padding: ``0 s_k = 0``, exact at the borders too). A
@@ -49,6 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from edgenet.converters.hswish_patterns import _find, _Graph, _is_depthwise
+from edgenet.converters.range_floors import MAX_NARROWING as NARROWING   # how far below the floor a range may reach
 
 MARK = "/hswish_balance"    # suffix of the nodes computed in float (and not folded by the writer)
 MAX_SCALE = 512.0           # a channel is scaled up at most this much
@@ -58,7 +59,6 @@ RANGE_SAMPLES = 64          # calibration examples its ranges are measured on, a
 # real-models benchmark's: the PP-OCRv4 recognizers' repairs then failed; a tensor's range on 128 can
 # be 4.4x its range on 64, which the gains do not see -- docs/convert.md, balance_check)
 HSWISH_FLOOR = -3.0         # hard-swish is 0 for every input <= -3
-NARROWING = 4.0             # calibration.MAX_NARROWING: how far below the floor a range may reach
 
 
 @dataclass(frozen=True)

@@ -272,11 +272,11 @@ def _run(opts: ConvertOptions, progress: Callable | None, profile, tf_side, outp
                 and bool(data.calib))
     float_hard_swish = "HARD_SWISH" in (getattr(profile, "int8_float_ops", ()) or ()) and not opts.strict_int8
 
-    def make(graph_model, started=None):
+    def make(graph_model, started=None, balance: bool = True):   # balance=False: balancing was undone
         built = build(stages.run, tf_side, graph_model, opts, profile, data.calib, source.preprocess,
                       opts.model.keep_layout, per_channel,
                       f"{data.info['samples']} samples, {opts.calib_method.value}",
-                      twin_of(graph_model), started, qat_hook, qdq=source.qdq)
+                      twin_of(graph_model) if balance or opts.equalize else None, started, qat_hook, qdq=source.qdq)
         _check_graph_io(built.graph, source, graph_model)
         return built
 

@@ -265,7 +265,6 @@ def _rewrite_static(model) -> tuple[Counter, int]:
             q_out = node.output[k]
             copy.output[k] = float_name(q_out)
             quantized(copy.output[k], q_out, scale, zp)
-    _check_consts(graph, new_inits)
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
@@ -316,13 +315,6 @@ def _pad_value(copy, attrs, g: Graph, scale: str, zp: str, new_inits: list, fres
     if g.opset < 11:
         raise ModelError(f"Pad node {label(copy)!r}: an integer Pad at opset {g.opset} (pad value as attribute) is "
                          "not supported")
-
-
-def _check_consts(graph, new_inits) -> None:
-    names = {t.name for t in graph.initializer}
-    for t in new_inits:
-        if t.name in names:
-            raise ModelError(f"QOperator rewrite: initializer name {t.name!r} taken twice")
 
 
 def _copy(node):

@@ -28,16 +28,18 @@ def strict_profile(profile, opts):
 
 def repair_int8(model, built, checked, stages, make, opts, profile, source, data, tf_side, notes: list[str]):
     """(model, built, checked, repair, split) after the target's repair order has been tried on a
-    failing int8 verdict: ``make(onnx_model)`` builds a model's precisions (the pipeline's), ``stages``
+    failing int8 verdict: ``make(onnx_model, balance=...)`` builds a model's precisions (the pipeline's), ``stages``
     times and announces each step; ``repair`` is the mixed-precision result (or None), ``split`` the
     :class:`~edgenet.converters.split_outputs.SplitOutput` of the model returned (or None)."""
     from edgenet.converters.balance_check import balanced_twin_failed, plain_if_better
     from edgenet.converters.build import stage_count
 
     split = repair = None
+    undone = False     # balancing undone: a split model is built without it too
     if balanced_twin_failed(built, checked):   # balancing's proxy against the task: the plain int8 judged too
         stages.add(1, "the balanced model's int8 verdict failed: the int8 model without balancing is judged too")
-        stages.run("int8 without balancing", plain_if_better, built, checked, data, source, opts, profile, notes)
+        undone = stages.run("int8 without balancing", plain_if_better, built, checked, data, source, opts, profile,
+                            notes)
     # the target's repair order: promotions (int16 where its runtime has the kernel, float where it
     # runs float: never on integer-only targets or with --strict-int8) and the split head, each
     # tried while the verdict still fails
@@ -81,7 +83,7 @@ def repair_int8(model, built, checked, stages, make, opts, profile, source, data
         stages.add(stage_count(opts) + 1, f"output {head!r} still fails: its parts written as separate "
                    "outputs and checked again")
         split_model, split = split_head(model, head)
-        split_built = make(split_model)
+        split_built = make(split_model, balance=not undone)
         split_notes: list[str] = []
         split_checked = stages.run("validate (split outputs)", validate_stage, opts, profile, split_model,
                                    split_built, source, data, tf_side, split_notes, split)

@@ -232,3 +232,15 @@ def test_boxes_written_with_their_corners_swapped_are_the_rectangle_they_span():
     moved[..., [0, 2]] += 30.0                          # every box 30 px to the right of its object
     v, o = _one(f, moved)
     assert not v.passed and "output0" in v.message()
+
+
+def test_swapped_corners_are_a_damage_where_floats_boxes_are_in_order():
+    """A trained detector writes x1 <= x2: int8 boxes with their corners swapped give an app negative
+    widths; they are judged as written, not read as the rectangle they span."""
+    rng = np.random.default_rng(4)
+    f = _e2e(rng)
+    assert box_format(f) == "xyxy"
+    swapped = f.copy()
+    swapped[..., :4] = f[..., [2, 3, 0, 1]]
+    v, o = _one(f, swapped)
+    assert not v.passed and o.metrics["detection_f1"] < 0.5

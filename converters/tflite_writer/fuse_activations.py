@@ -116,17 +116,6 @@ def _fuse_hard_swish(graph) -> None:
         if mul.code != "MUL" or graph.sole_reader(m) is not last or mul.options[1]["fusedActivationFunction"]:
             continue
         for x, r in (mul.inputs, reversed(mul.inputs)):
-            add = r.producer
-            if add is None or add.code != "ADD" or add.options[1]["fusedActivationFunction"] != 3:
-                continue
-            if graph.sole_reader(r) is not mul or x not in add.inputs or not _scalar(_const_operand(add, x), 3.0):
-                continue
-            if x.shape_ != last.outputs[0].shape_:
-                continue
-            swish = Op("HARD_SWISH", [x], last.outputs, None, last.scope)
-            for t in swish.outputs:
-                t.producer = swish
-            graph.ops[graph.ops.index(last)] = swish
-            gone = {id(add), id(mul)}
-            graph.ops[:] = [o for o in graph.ops if id(o) not in gone]
-            break
+            if _relu6_plus_3_of(graph, r, mul) is x and x.shape_ == last.outputs[0].shape_:
+                _replace_with_hard_swish(graph, x, last, (r.producer, mul))
+                break

@@ -42,14 +42,19 @@ SCORE_SLACK = 1e-6      # float rounding allowed on a score's range and its desc
 
 def box_format(f: np.ndarray) -> str:
     """"xyxy" or "cxcywh": the box format of ``[N, K, 6]`` rows (module docstring)."""
+    if ordered_share(f) >= 0.5 or np.asarray(f, dtype=np.float64)[..., 2:4].min() < 0:
+        return "xyxy"
+    return "cxcywh"
+
+
+def ordered_share(f: np.ndarray) -> float:
+    """Share of the ``[N, K, 6]`` rows scoring at least ``SCORE_FLOOR`` (all rows if none) whose corners
+    are in order as written (x1 <= x2 and y1 <= y2)."""
     f = np.asarray(f, dtype=np.float64)
     b, s = f[..., :4], f[..., 4]
     rows = s >= SCORE_FLOOR
     seen = b[rows] if rows.any() else b.reshape(-1, 4)
-    ordered = (seen[:, 2] >= seen[:, 0]) & (seen[:, 3] >= seen[:, 1])
-    if ordered.mean() >= 0.5 or b[..., 2:].min() < 0:
-        return "xyxy"
-    return "cxcywh"
+    return float(((seen[:, 2] >= seen[:, 0]) & (seen[:, 3] >= seen[:, 1])).mean()) if len(seen) else 1.0
 
 
 def is_e2e(f: np.ndarray) -> bool:
@@ -66,26 +71,25 @@ def is_e2e(f: np.ndarray) -> bool:
     return bool(np.all(np.diff(s, axis=1) <= SCORE_SLACK))
 
 
-def e2e_arrays(y: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def e2e_arrays(y: np.ndarray, fmt: str, span: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes x1 y1 x2 y2 [N, K, 4], scores [N, K], class ids [N, K] int64) of ``[N, K, 6]`` rows;
-    a row with a non-finite value scores -inf (never a detection), class ids rounded, each box the
-    rectangle its corners span (x1 <= x2, y1 <= y2: what an app draws from them)."""
+    a row with a non-finite value scores -inf (never a detection), class ids rounded; with ``span``,
+    each box the rectangle its corners span (x1 <= x2, y1 <= y2: what an app draws from them)."""
     y = np.asarray(y, dtype=np.float32)
     finite = np.isfinite(y).all(-1)
     boxes = xyxy(y[..., :4]) if fmt == "cxcywh" else y[..., :4]
-    # the rectangle the corners span: a box whose distances have either sign (an untrained YOLO26:
-    # 92% of its detections had x2 < x1) has no area as written, and matched nothing -- not even
-    # itself (the float model against itself: F1 0.08)
-    boxes = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])],
-                           axis=-1)
+    if span:   # float's own boxes mostly unordered (e2e_quality): the rectangle the corners span
+        boxes = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])],
+                               axis=-1)
     scores = np.where(finite, y[..., 4], -np.inf)
     classes = np.where(finite, np.rint(np.where(finite, y[..., 5], 0)), -1).astype(np.int64)
     return boxes, scores, classes
 
 
-def e2e_detections(y: np.ndarray, fmt: str, threshold: float):
-    """Per example: (boxes x1y1x2y2 [k, 4], scores [k], classes [k]), the rows at score >= ``threshold``."""
-    boxes, scores, classes = e2e_arrays(y, fmt)
+def e2e_detections(y: np.ndarray, fmt: str, threshold: float, span: bool = False):
+    """Per example: (boxes x1y1x2y2 [k, 4], scores [k], classes [k]), the rows at score >= ``threshold``
+    (``span``: :func:`e2e_arrays`)."""
+    boxes, scores, classes = e2e_arrays(y, fmt, span)
     out = []
     for n in range(len(scores)):
         keep = scores[n] >= threshold
@@ -120,8 +124,14 @@ def e2e_quality(name: str, float_out: np.ndarray, quant_out: np.ndarray, thresho
     fmt = box_format(f)
     failures: dict[str, str] = {} if np.isfinite(q).all() else {"nan": "NaN or infinite values"}
     t, band = thresholds.score_threshold, thresholds.score_band
-    found_f = e2e_detections(f, fmt, max(t - band, 0.0))
-    found_q = e2e_detections(q, fmt, t)
+    # boxes whose distances have either sign (an untrained YOLO26: 92% of its detections had x2 < x1)
+    # have no area as written and matched nothing, not even themselves (float against float: F1 0.08):
+    # where float's own boxes are mostly unordered, both sides' are read as the rectangle their corners
+    # span; where float's are ordered, the quantized model's are judged as written (swapped corners
+    # there are a damage: an app computing x2 - x1 gets a negative width)
+    span = fmt == "xyxy" and ordered_share(f) < 0.5
+    found_f = e2e_detections(f, fmt, max(t - band, 0.0), span)
+    found_q = e2e_detections(q, fmt, t, span)
     counts, pairs = match_counts(found_f, found_q, thresholds)
     nq = sum(len(d[1]) for d in found_q)
     bf, bq, sf, sq, ious = _matched(found_f, found_q, pairs)
