@@ -44,8 +44,8 @@ from pathlib import Path
 
 from edgenet.errors import OutputBusyError, OutputError, OutputExistsError
 from edgenet.pathcheck import check_location, immutable, os_error_message
-from edgenet.manifest import (LEGACY_MANIFEST, LOCK, MANIFEST, MANIFEST_BYTES, STAGING_PREFIX,  # noqa: F401
-                              _legacy, _plain, changed_files, digest, manifest, recorded_files)
+from edgenet.manifest import (LEGACY_MANIFEST, LOCK, MANIFEST, STAGING_PREFIX,  # noqa: F401
+                              _legacy, _plain, changed_files, digest, recorded_files)
 from edgenet.publish_journal import (FILES, JOURNAL, PREVIOUS, identity, is_folder, rollback, sync_folder,
                                      write_json)
 from edgenet.scratch import sweep_leftovers

@@ -130,8 +130,14 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_a_cell(tmp_path):
     while any(Path(f"/proc/{p}").exists() for p in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
-    assert not list((out / "cells").glob(".edgenet-work-*"))   # the worker removed the cell it was converting
-    assert not list(system_tmp.glob("edgenet_tflm_*"))          # and the temp files of its TFLite Micro check
+    # the worker's detached cleaner removes the cell it was converting and the temp files of its TFLite
+    # Micro check once the worker has ended: a moment after
+    deadline = time.time() + 20
+    while time.time() < deadline and (list((out / "cells").glob(".edgenet-work-*"))
+                                      or list(system_tmp.glob("edgenet_tflm_*"))):
+        time.sleep(0.2)
+    assert not list((out / "cells").glob(".edgenet-work-*"))
+    assert not list(system_tmp.glob("edgenet_tflm_*"))
 
     proc = _cli([*args, "--json"])
     stdout, stderr = proc.communicate(timeout=600)

@@ -244,3 +244,14 @@ def test_swapped_corners_are_a_damage_where_floats_boxes_are_in_order():
     swapped[..., :4] = f[..., [2, 3, 0, 1]]
     v, o = _one(f, swapped)
     assert not v.passed and o.metrics["detection_f1"] < 0.5
+
+
+def test_a_small_six_column_output_forced_to_detection_is_refused_in_one_line():
+    """[N, 3, 6] values that are no end-to-end detector's rows, given --output-kind y=detection: a
+    KindError naming the shapes a detection head needs (it crashed on an empty match: internal error)."""
+    from edgenet.verdicts import KindSpec, Thresholds
+    from edgenet.verdicts.kinds import KindError, output_verdict
+
+    f = np.random.default_rng(0).random((2, 3, 6)).astype(np.float32)
+    with pytest.raises(KindError, match="cannot be judged as a detection head"):
+        output_verdict("y", f, f, False, Thresholds(), KindSpec.parse("y=detection"))

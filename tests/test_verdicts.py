@@ -107,8 +107,9 @@ def test_character_boundaries_moved_between_steps_are_not_damage_but_changed_cha
     n, t, c = 32, 24, 30
     idx = np.zeros((n, t), int)
     idx[:, 2:20:3] = rng.integers(1, c, (n, 6))                  # a character every third step, blanks between
-    shifted = np.zeros_like(idx)
-    shifted[:, 3:21:3] = idx[:, 2:20:3]                          # every character one step later
+    shifted = idx.copy()
+    shifted[:4] = 0
+    shifted[:4, 3:21:3] = idx[:4, 2:20:3]                        # 4 of 32 lines: every character one step later
     def probs(ix):
         logits = rng.normal(0, 0.5, (n, t, c))
         np.put_along_axis(logits, ix[..., None], 8.0, axis=-1)
@@ -117,7 +118,7 @@ def test_character_boundaries_moved_between_steps_are_not_damage_but_changed_cha
     f = probs(idx)
     v, o = _one(f, _int8(probs(shifted)))
     assert o.kind == "sequence" and v.passed, o.failures
-    assert o.metrics["step_agreement_raw"] < 0.7 and o.metrics["step_agreement"] == 1.0
+    assert o.metrics["step_agreement_raw"] < 0.98 and o.metrics["step_agreement"] == 1.0
     assert o.metrics["steps_shifted_in_kept_sequences"] > 0 and o.metrics["sequence_agreement"] == 1.0
     changed = idx.copy()
     changed[:4, 2] = changed[:4, 2] % (c - 1) + 1                # 4 of 32 lines: a character turned into another
@@ -125,6 +126,18 @@ def test_character_boundaries_moved_between_steps_are_not_damage_but_changed_cha
     v, o = _one(f, _int8(probs(changed)))
     assert not v.passed and o.metrics["sequence_agreement"] == 28 / 32
     assert any("per-step agreement" in x for x in o.failures) or any("decoded sequences" in x for x in o.failures)
+    # the same shift on every line, "ll" read as "l" on 2 of them: strings 30 / 32 agree, but a shift this
+    # common is refused (it merges doubled characters that 32 lines may not show)
+    doubled = idx.copy()
+    doubled[:2, 5] = doubled[:2, 2] = 7
+    doubled[:2, 3:5] = 0
+    doubled[:2, 3] = 7                                           # "7 _ 7": two equal characters, one blank between
+    every = np.zeros_like(doubled)
+    every[:, 1:] = doubled[:, :-1]                               # every step one later: the blank swallowed on 2 lines
+    every[:2, 4] = 7
+    f2 = probs(doubled)
+    v, o = _one(f2, _int8(probs(every)))
+    assert not v.passed and any("only moved" in x for x in o.failures), o.failures
 
 
 def test_an_undecided_sequence_is_not_judged_and_a_decided_one_still_fails():

@@ -5,6 +5,8 @@ own preprocessing (``preprocess.json``); arrays are taken as already preprocesse
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,8 +161,8 @@ def held_out_inputs(folder: Path, details) -> list[np.ndarray] | None:
             stored = {k[len("input:"):]: npz[k] for k in npz.files if k.startswith("input:")}
         if len(details) == 1 and not stored:       # pixels of an image input
             stored = {details[0]["name"]: held_out_set(path, None, []).x}
-    except (EdgenetError, OSError, ValueError):
-        return None
+    except (EdgenetError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None     # a damaged file: no fallback (the check reports the runtime's own error)
     tensors = []
     for d in details:
         x, shape = stored.get(d["name"]), tuple(int(v) for v in d["shape"])

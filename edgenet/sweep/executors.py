@@ -41,6 +41,7 @@ from typing import Iterator
 
 from edgenet.sweep.cells import Cell
 from edgenet.sweep.worker import memory_key, one_line, run_cell
+from edgenet.sweep.results import WORK_PREFIX
 
 Outcome = tuple[Cell, dict, dict]
 
@@ -74,7 +75,7 @@ def _leave(worker, workdir: str | None, also: tuple[str, ...] = ()) -> None:
     worker.orphaned = True
     work = worker.current_work
     if workdir is not None:
-        folder, prefix = workdir, ".edgenet-work-"
+        folder, prefix = workdir, WORK_PREFIX
     else:   # a scratch folder in the temp folder (taken from the cell: during a cell the temp folder is its own)
         folder, prefix = (str(Path(work).parent) if work is not None else tempfile.gettempdir()), "edgenet-cell-"
     _remove_current_work(worker)
@@ -272,7 +273,6 @@ def _remove_killed_workers_folders(workdir: str | None) -> None:
     """The cell folders (``.edgenet-work-*``) of workers :func:`stop_pool` killed mid-cell (an
     interrupted sweep: Ctrl-C, SIGTERM): they cannot remove them themselves. ``workdir`` is the
     sweep's DIR/cells/, locked by this sweep, and the pool's processes are gone by now."""
-    from edgenet.sweep.results import WORK_PREFIX
 
     if workdir is None:
         return

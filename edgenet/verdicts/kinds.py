@@ -39,7 +39,7 @@ from edgenet.verdicts.base import OutputKind, OutputQuality, Thresholds, Verdict
 from edgenet.verdicts.class_map import MAX_SEQUENCE_STEPS, class_map_quality
 from edgenet.verdicts.detection import (LAYOUTS, detection_layout, detection_quality, normalized_boxes,
                                         paired_detection_quality, sparse_scores)
-from edgenet.verdicts.e2e import E2E_VALUES
+from edgenet.verdicts.e2e import E2E_VALUES, is_e2e
 from edgenet.verdicts.generic import index_quality, is_classifier_shaped, onnx_layout, output_quality
 from edgenet.verdicts.tasks import MIN_BLANK_SHARE, classifier_quality, map_quality, sequence_quality
 from edgenet.verdicts.topk import TopKSource, topk_quality
@@ -206,7 +206,8 @@ def output_verdict(name: str, float_out: np.ndarray, quant_out: np.ndarray, chan
                             "(needs [N, positions, classes] or [N, classes, H, W])")
         return class_map_quality(name, f, q, thresholds)
     if kind is OutputKind.DETECTION:
-        e2e = f.ndim == 3 and f.shape[2] == E2E_VALUES and f.shape[1] >= 1
+        e2e = f.ndim == 3 and f.shape[2] == E2E_VALUES and (spec.layout == "e2e" if spec and spec.layout else
+                                                           is_e2e(f))
         if f.ndim != 3 or (min(f.shape[1:]) < 5 and not e2e) or (spec and spec.layout == "e2e" and not e2e):
             raise KindError(f"output {name!r} of shape {list(f.shape[1:])} cannot be judged as a detection head "
                             "(needs [N, 4 + classes, anchors], [N, anchors, 5 + classes] or [N, queries, 4 + classes], "
